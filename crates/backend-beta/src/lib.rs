@@ -1,0 +1,1 @@
+//! Beta backend: client for the devshell-vm-sidecar daemon.

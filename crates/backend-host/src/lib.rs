@@ -1,0 +1,1 @@
+//! Host backend: a private staging directory per session.

@@ -1,0 +1,1 @@
+//! Lima (gamma) backend: runs tools in a Lima VM through limactl.

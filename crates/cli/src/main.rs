@@ -1,0 +1,3 @@
+//! The devshell-vm command line tool.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Typed devshell-vm configuration read from DEVSHELL_VM* environment variables.

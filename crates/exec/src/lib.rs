@@ -1,0 +1,1 @@
+//! Run a tool in its own process group with deadlines, capture or streaming.

@@ -1,0 +1,1 @@
+//! Guest path rules, the GuestFsOps contract, a mock and a conformance suite.

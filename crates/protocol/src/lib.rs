@@ -1,0 +1,1 @@
+//! The beta JSON-lines wire protocol: message types and line framing.

@@ -1,0 +1,3 @@
+//! The devshell-vm-sidecar daemon: serves the beta protocol over Unix socket, TCP or stdio.
+
+fn main() {}

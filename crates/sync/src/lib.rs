@@ -1,0 +1,1 @@
+//! Push and pull between the in-memory VFS and a host staging directory, costing what changed.

@@ -1,0 +1,1 @@
+//! Test and benchmark helpers shared by devshell-vm crates (not shipped).

@@ -1,0 +1,1 @@
+//! In-memory workspace tree with metadata, a change journal and workspace images.

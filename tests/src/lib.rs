@@ -1,0 +1,1 @@
+//! End-to-end tests across devshell-vm crates with real cargo.
