@@ -1,1 +1,73 @@
-//! Run a tool in its own process group with deadlines, capture or streaming.
+//! Run one tool invocation the way every devshell-vm backend needs it.
+//!
+//! The host backend, the sidecar daemon and the Lima backend all spawn tools with
+//! the same requirements, so they share this crate instead of three near-copies:
+//!
+//! * the child runs in **its own process group**, so a timeout, a cancel or a
+//!   forwarded Ctrl-C reaches every process the tool started (cargo → rustc → …);
+//! * a **deadline is exact**: when it passes the whole group is killed with
+//!   `SIGKILL` and [`run`] returns at once, even if a grandchild that escaped the
+//!   kill still holds the output pipes (the earlier sidecar answered a 200 ms
+//!   timeout after 3 s because it waited for the pipes to close);
+//! * output is **inherited, captured, streamed** to a callback in arrival order,
+//!   or discarded, per stream;
+//! * stdin is `/dev/null` unless the caller asks to inherit it (a child reading
+//!   the protocol pipe's stdin ate requests in the earlier sidecar);
+//! * exits, signals, timeouts and cancellations are kept apart in
+//!   [`Termination`]; an infrastructure failure (the program is missing, the
+//!   spawn failed) is an [`ExecError`], never an exit code.
+//!
+//! ```
+//! use devshell_vm_exec::{run, resolve_program, OutputMode, Termination, ToolRequest};
+//! let dir = std::env::temp_dir();
+//! let request = ToolRequest::new("sh", ["-c", "echo hello; exit 3"]).stdout(OutputMode::Capture);
+//! let path = std::ffi::OsStr::new("/usr/bin:/bin");
+//! let program = resolve_program("sh", Some(path), &dir).expect("sh in /usr/bin or /bin");
+//! let outcome = run(&program, &request, &dir, &mut |_, _| {}, None).expect("spawned");
+//! assert_eq!(outcome.termination, Termination::Exited(3));
+//! assert_eq!(outcome.stdout, b"hello\n");
+//! ```
+//!
+//! Boundary: this crate knows nothing about workspaces, sync or protocols. It
+//! does not read the process environment; `PATH` for [`resolve_program`] is passed
+//! in by the caller (from `VmConfig`).
+
+mod interrupts;
+mod request;
+mod runner;
+
+pub use request::{OutputMode, StdinMode, ToolRequest};
+pub use runner::{CancelHandle, ExecOutcome, StreamKind, Termination, resolve_program, run};
+
+use std::path::PathBuf;
+
+/// Why a tool could not be run (as opposed to the tool running and failing).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The program is not on the search path, or the given path is not an executable file.
+    #[error("program `{program}` not found (searched PATH: {searched})")]
+    ProgramNotFound {
+        /// The program name as requested.
+        program: String,
+        /// The search path that was used, for the message.
+        searched: String,
+    },
+    /// The operating system refused to start the program.
+    #[error("could not start `{program}`: {source}")]
+    Spawn {
+        /// The resolved program path.
+        program: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for or signalling the child failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}

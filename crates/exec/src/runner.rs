@@ -1,0 +1,432 @@
+//! Spawning, waiting, deadlines and output plumbing.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::interrupts::{self, ForwardGuard};
+use crate::{ExecError, OutputMode, StdinMode, ToolRequest};
+
+/// How often the wait loop looks at cancel handles and forwarded interrupts when
+/// nothing else wakes it. Output and exit wake it immediately.
+const TICK: Duration = Duration::from_millis(20);
+
+/// After the tool itself exits, how long to keep reading output that descendants
+/// may still write before abandoning the pipes (a daemon may hold them forever).
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
+/// After `SIGKILL` of the group, how long to wait for the tool to be reaped.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// The tool exited with this code.
+    Exited(i32),
+    /// The tool was terminated by this signal number (not by us).
+    Signaled(i32),
+    /// The deadline passed; the process group was killed.
+    TimedOut,
+    /// A [`CancelHandle`] fired; the process group was killed.
+    Cancelled,
+}
+
+/// The result of a run that started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// How the run ended.
+    pub termination: Termination,
+    /// Captured stdout (empty unless [`OutputMode::Capture`]).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (empty unless [`OutputMode::Capture`]).
+    pub stderr: Vec<u8>,
+    /// Wall time from spawn to return.
+    pub duration: Duration,
+}
+
+impl ExecOutcome {
+    /// `true` when the tool exited with code 0.
+    #[must_use]
+    pub fn success(&self) -> bool {
+        self.termination == Termination::Exited(0)
+    }
+
+    /// The equivalent [`ExitStatus`]; `None` for timeouts and cancellations, which
+    /// are not exit statuses of the tool.
+    #[must_use]
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        match self.termination {
+            Termination::Exited(code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
+            Termination::Signaled(signal) => Some(ExitStatus::from_raw(signal & 0x7f)),
+            Termination::TimedOut | Termination::Cancelled => None,
+        }
+    }
+
+    /// The β protocol v1 encoding: `(exit_code, signal)` with `128 + n` for a signal.
+    /// Timeouts and cancellations report `SIGKILL`, which is what ended the tool.
+    #[must_use]
+    pub fn v1_code_and_signal(&self) -> (i32, Option<i32>) {
+        match self.termination {
+            Termination::Exited(code) => (code, None),
+            Termination::Signaled(signal) => (128 + signal, Some(signal)),
+            Termination::TimedOut | Termination::Cancelled => {
+                let kill = Signal::SIGKILL as i32;
+                (128 + kill, Some(kill))
+            }
+        }
+    }
+}
+
+/// Cancels a running [`run`] from another thread: the process group is killed and
+/// the run returns [`Termination::Cancelled`]. Cloning shares the same flag.
+#[derive(Debug, Clone, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// A handle that has not fired.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fires the handle (idempotent).
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the handle has fired.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Finds `program` the way a shell would: a name containing `/` is taken relative
+/// to `cwd` and must be an executable file; a bare name is searched in `path_var`
+/// (a `PATH`-style list; `None` means an empty search path).
+///
+/// # Errors
+/// [`ExecError::ProgramNotFound`] naming the program and the search path.
+pub fn resolve_program(
+    program: &str,
+    path_var: Option<&OsStr>,
+    cwd: &Path,
+) -> Result<PathBuf, ExecError> {
+    let not_found = || ExecError::ProgramNotFound {
+        program: program.to_owned(),
+        searched: path_var.map_or_else(
+            || "<empty>".to_owned(),
+            |p| p.to_string_lossy().into_owned(),
+        ),
+    };
+    if program.is_empty() || program.contains('\0') {
+        return Err(not_found());
+    }
+    if program.contains('/') {
+        let candidate = cwd.join(program);
+        return if is_executable_file(&candidate) {
+            Ok(candidate)
+        } else {
+            Err(not_found())
+        };
+    }
+    which::which_in(program, path_var, cwd).map_err(|_| not_found())
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Events from the helper threads to the wait loop.
+enum Event {
+    Output(StreamKind, Vec<u8>),
+    Closed,
+    Exited(std::io::Result<ExitStatus>),
+}
+
+/// Runs `program` (already resolved, see [`resolve_program`]) in `cwd` as described
+/// by `request`, in its own process group.
+///
+/// `on_output` receives chunks of streams set to [`OutputMode::Stream`], on the
+/// calling thread, in arrival order. `cancel` kills the group when fired.
+///
+/// Returns when the tool has exited and its output has been drained (abandoning
+/// pipes that descendants keep open longer than a short grace period), or at the
+/// deadline / cancellation, right after killing the group.
+///
+/// # Errors
+/// [`ExecError::Spawn`] when the process cannot be started, [`ExecError::Io`] when
+/// installing interrupt forwarding or waiting fails.
+pub fn run(
+    program: &Path,
+    request: &ToolRequest,
+    cwd: &Path,
+    on_output: &mut dyn FnMut(StreamKind, &[u8]),
+    cancel: Option<&CancelHandle>,
+) -> Result<ExecOutcome, ExecError> {
+    let forward_guard = if request.forward_interrupts {
+        Some(ForwardGuard::install().map_err(|err| ExecError::Io {
+            context: "installing interrupt forwarding".to_owned(),
+            source: err.into(),
+        })?)
+    } else {
+        None
+    };
+
+    let mut command = Command::new(program);
+    command
+        .args(&request.args)
+        .current_dir(cwd)
+        .envs(request.env.iter().map(|(k, v)| (k, v)))
+        .process_group(0)
+        .stdin(match request.stdin {
+            StdinMode::Null => Stdio::null(),
+            StdinMode::Inherit => Stdio::inherit(),
+        })
+        .stdout(stdio_for(request.stdout))
+        .stderr(stdio_for(request.stderr));
+
+    let started = Instant::now();
+    let deadline = request.timeout.map(|t| started + t);
+    let mut child = command.spawn().map_err(|source| ExecError::Spawn {
+        program: program.to_owned(),
+        source,
+    })?;
+    let group = Pid::from_raw(i32::try_from(child.id()).map_err(|_| ExecError::Io {
+        context: format!("child pid {} out of range", child.id()),
+        source: std::io::Error::other("pid out of range"),
+    })?);
+
+    let (sender, events) = mpsc::channel();
+    let open_streams = spawn_readers(&mut child, &sender);
+    spawn_waiter(child, sender);
+
+    let mut state = WaitState {
+        request,
+        group,
+        deadline,
+        cancel,
+        forwarding: forward_guard.is_some(),
+        open_streams,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let termination = state.wait(&events, on_output)?;
+    drop(forward_guard);
+    Ok(ExecOutcome {
+        termination,
+        stdout: state.stdout,
+        stderr: state.stderr,
+        duration: started.elapsed(),
+    })
+}
+
+fn stdio_for(mode: OutputMode) -> Stdio {
+    match mode {
+        OutputMode::Inherit => Stdio::inherit(),
+        OutputMode::Capture | OutputMode::Stream => Stdio::piped(),
+        OutputMode::Null => Stdio::null(),
+    }
+}
+
+/// Starts one reader thread per piped stream; returns how many are open.
+fn spawn_readers(child: &mut Child, sender: &Sender<Event>) -> usize {
+    let mut open = 0;
+    if let Some(stdout) = child.stdout.take() {
+        open += 1;
+        spawn_reader::<ChildStdout>(stdout, StreamKind::Stdout, sender.clone());
+    }
+    if let Some(stderr) = child.stderr.take() {
+        open += 1;
+        spawn_reader::<ChildStderr>(stderr, StreamKind::Stderr, sender.clone());
+    }
+    open
+}
+
+fn spawn_reader<R: Read + Send + 'static>(mut pipe: R, kind: StreamKind, sender: Sender<Event>) {
+    thread::spawn(move || {
+        let mut buffer = vec![0_u8; 64 * 1024];
+        loop {
+            match pipe.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if sender
+                        .send(Event::Output(kind, buffer[..n].to_vec()))
+                        .is_err()
+                    {
+                        // The run returned (deadline or abandoned pipe); stop reading.
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = sender.send(Event::Closed);
+    });
+}
+
+fn spawn_waiter(mut child: Child, sender: Sender<Event>) {
+    thread::spawn(move || {
+        let _ = sender.send(Event::Exited(child.wait()));
+    });
+}
+
+struct WaitState<'a> {
+    request: &'a ToolRequest,
+    group: Pid,
+    deadline: Option<Instant>,
+    cancel: Option<&'a CancelHandle>,
+    forwarding: bool,
+    open_streams: usize,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl WaitState<'_> {
+    fn wait(
+        &mut self,
+        events: &Receiver<Event>,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+    ) -> Result<Termination, ExecError> {
+        let mut exited: Option<Termination> = None;
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            if let Some(termination) = exited
+                && (self.open_streams == 0 || drain_until.is_some_and(|t| Instant::now() >= t))
+            {
+                return Ok(termination);
+            }
+            if exited.is_none() {
+                if let Some(forced) = self.forced_stop() {
+                    return self.kill_and_reap(events, on_output, forced);
+                }
+                self.forward_interrupts();
+            }
+            let wake = self.next_wake(drain_until);
+            match events.recv_timeout(wake) {
+                Ok(Event::Output(kind, chunk)) => self.deliver(kind, &chunk, on_output),
+                Ok(Event::Closed) => self.open_streams = self.open_streams.saturating_sub(1),
+                Ok(Event::Exited(status)) => {
+                    exited = Some(termination_of(status)?);
+                    drain_until = Some(Instant::now() + DRAIN_GRACE);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(ExecError::Io {
+                        context: format!("waiting for `{}`", self.request.program),
+                        source: std::io::Error::other("wait thread ended without a status"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A timeout or cancellation that must stop the tool now.
+    fn forced_stop(&self) -> Option<Termination> {
+        if self.cancel.is_some_and(CancelHandle::is_cancelled) {
+            return Some(Termination::Cancelled);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some(Termination::TimedOut);
+        }
+        None
+    }
+
+    fn forward_interrupts(&self) {
+        if self.forwarding {
+            for signal in interrupts::take_pending() {
+                let _ = killpg(self.group, signal);
+            }
+        }
+    }
+
+    fn next_wake(&self, drain_until: Option<Instant>) -> Duration {
+        let now = Instant::now();
+        let mut wake = if self.cancel.is_some() || self.forwarding {
+            TICK
+        } else {
+            Duration::from_hours(1)
+        };
+        for limit in [self.deadline, drain_until].into_iter().flatten() {
+            wake = wake.min(limit.saturating_duration_since(now));
+        }
+        wake
+    }
+
+    fn deliver(
+        &mut self,
+        kind: StreamKind,
+        chunk: &[u8],
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+    ) {
+        let mode = match kind {
+            StreamKind::Stdout => self.request.stdout,
+            StreamKind::Stderr => self.request.stderr,
+        };
+        match (mode, kind) {
+            (OutputMode::Capture, StreamKind::Stdout) => self.stdout.extend_from_slice(chunk),
+            (OutputMode::Capture, StreamKind::Stderr) => self.stderr.extend_from_slice(chunk),
+            (OutputMode::Stream, _) => on_output(kind, chunk),
+            (OutputMode::Inherit | OutputMode::Null, _) => {}
+        }
+    }
+
+    /// Kills the group, waits briefly for the tool to be reaped (so no zombie is
+    /// left), keeps output that is already buffered, and returns `forced`.
+    fn kill_and_reap(
+        &mut self,
+        events: &Receiver<Event>,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        forced: Termination,
+    ) -> Result<Termination, ExecError> {
+        if let Err(errno) = killpg(self.group, Signal::SIGKILL)
+            && errno != nix::errno::Errno::ESRCH
+        {
+            return Err(ExecError::Io {
+                context: format!("killing process group of `{}`", self.request.program),
+                source: errno.into(),
+            });
+        }
+        let give_up = Instant::now() + REAP_GRACE;
+        loop {
+            match events.recv_timeout(give_up.saturating_duration_since(Instant::now())) {
+                Ok(Event::Output(kind, chunk)) => self.deliver(kind, &chunk, on_output),
+                Ok(Event::Closed) => {}
+                Ok(Event::Exited(_)) | Err(_) => return Ok(forced),
+            }
+        }
+    }
+}
+
+fn termination_of(status: std::io::Result<ExitStatus>) -> Result<Termination, ExecError> {
+    let status = status.map_err(|source| ExecError::Io {
+        context: "waiting for the tool".to_owned(),
+        source,
+    })?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => Termination::Exited(code),
+        (None, Some(signal)) => Termination::Signaled(signal),
+        (None, None) => Termination::Exited(-1),
+    })
+}
