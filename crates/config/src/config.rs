@@ -1,0 +1,503 @@
+//! [`VmConfig`]: every variable parsed and validated in one place.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::source::ProcessEnv;
+use crate::types::{BACKEND_ACCEPTED, WORKSPACE_MODE_ACCEPTED};
+use crate::vars::{
+    BOOL_ACCEPTED, ENV_DEVSHELL_EXPORT_BASE, ENV_DEVSHELL_VM, ENV_DEVSHELL_VM_AUTO_BUILD_ESSENTIAL,
+    ENV_DEVSHELL_VM_BACKEND, ENV_DEVSHELL_VM_BETA_SESSION_STAGING, ENV_DEVSHELL_VM_EAGER,
+    ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, ENV_DEVSHELL_VM_GUEST_WORKSPACE,
+    ENV_DEVSHELL_VM_INTERNAL_REPL, ENV_DEVSHELL_VM_LIMA_HINTS, ENV_DEVSHELL_VM_LIMA_INSTANCE,
+    ENV_DEVSHELL_VM_LIMACTL, ENV_DEVSHELL_VM_SIDECAR_BIN, ENV_DEVSHELL_VM_SOCKET,
+    ENV_DEVSHELL_VM_STOP_ON_EXIT, ENV_DEVSHELL_VM_TOKEN_FILE, ENV_DEVSHELL_VM_WORKSPACE_MODE,
+    ENV_DEVSHELL_VM_WORKSPACE_PARENT, ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, VARIABLES,
+    VarStatus,
+};
+use crate::{Backend, ConfigError, EnvSource, Transport, WorkspaceMode};
+
+/// `HOME`: read for the export-base fallback.
+pub const ENV_HOME: &str = "HOME";
+/// `XDG_CACHE_HOME`: read for the export-base fallback (ignored when relative, per the XDG spec).
+pub const ENV_XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
+/// `LIMA_HOME`: where Lima keeps instances (for `lima.yaml` and log lookup).
+pub const ENV_LIMA_HOME: &str = "LIMA_HOME";
+/// `PATH`: for tool lookup (`limactl`, `cargo`).
+pub const ENV_PATH: &str = "PATH";
+/// `TMPDIR`: last export-base fallback (ignored when relative).
+pub const ENV_TMPDIR: &str = "TMPDIR";
+
+/// Default Lima instance name.
+pub const DEFAULT_LIMA_INSTANCE: &str = "devshell-rust";
+/// Default guest workspace mount point.
+pub const DEFAULT_GUEST_WORKSPACE: &str = "/workspace";
+/// Directory name under the cache/temp base that holds host staging and the VM workspace cache.
+pub const EXPORT_DIR_NAME: &str = "cargo-devshell-exports";
+
+const INSTANCE_ACCEPTED: &str =
+    "1-76 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit";
+const TIMEOUT_ACCEPTED: &str = "a positive integer number of milliseconds";
+const GUEST_PATH_ACCEPTED: &str = "an absolute guest path (starting with /) without .. components";
+const HOST_ABS_ACCEPTED: &str = "an absolute host path";
+const TEXT_ACCEPTED: &str = "non-empty UTF-8 text";
+const MAX_INSTANCE_LEN: usize = 76;
+
+/// Parsed and validated configuration. Build it with [`VmConfig::from_env`] (the
+/// process environment), [`VmConfig::from_source`] (any [`EnvSource`], e.g. a map in
+/// tests) or [`VmConfig::disabled`] and struct-update syntax.
+///
+/// Every variable and its default is described in the [crate docs](crate). A
+/// variable set to the empty string (or only whitespace) counts as unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one field per boolean variable, as the shared contract fixes"
+)]
+pub struct VmConfig {
+    /// `DEVSHELL_VM` (default on).
+    pub enabled: bool,
+    /// `DEVSHELL_VM_BACKEND` (default [`Backend::PLATFORM_DEFAULT`]).
+    pub backend: Backend,
+    /// `DEVSHELL_VM_WORKSPACE_MODE`, as requested; see [`VmConfig::workspace_mode_effective`].
+    pub workspace_mode: WorkspaceMode,
+    /// `DEVSHELL_VM_EAGER` (default off).
+    pub eager_start: bool,
+    /// `DEVSHELL_VM_LIMA_INSTANCE` (default `devshell-rust`), validated.
+    pub lima_instance: String,
+    /// `DEVSHELL_VM_LIMACTL`, verbatim (default: look `limactl` up on `PATH`).
+    pub limactl: Option<PathBuf>,
+    /// `DEVSHELL_VM_GUEST_WORKSPACE` (default `/workspace`), absolute, no `..`.
+    pub guest_workspace: String,
+    /// `DEVSHELL_VM_WORKSPACE_PARENT`, absolute.
+    pub workspace_parent: Option<PathBuf>,
+    /// `DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT` (default on).
+    pub workspace_use_cargo_root: bool,
+    /// `DEVSHELL_VM_EXEC_TIMEOUT_MS`, a positive duration.
+    pub exec_timeout: Option<Duration>,
+    /// `DEVSHELL_VM_SOCKET`.
+    pub socket: Option<Transport>,
+    /// `DEVSHELL_VM_BETA_SESSION_STAGING`, verbatim.
+    pub beta_session_staging: Option<String>,
+    /// `DEVSHELL_VM_STOP_ON_EXIT` (default off).
+    pub stop_on_exit: bool,
+    /// `DEVSHELL_VM_LIMA_HINTS` (default on).
+    pub lima_hints: bool,
+    /// `DEVSHELL_VM_AUTO_BUILD_ESSENTIAL` (default on).
+    pub auto_build_essential: bool,
+    /// `DEVSHELL_VM_INTERNAL_REPL` (default off).
+    pub internal_repl: bool,
+    /// `DEVSHELL_EXPORT_BASE`, absolute; see [`VmConfig::export_base_dir`].
+    pub export_base: Option<PathBuf>,
+    /// `DEVSHELL_VM_SIDECAR_BIN`: the sidecar the β client spawns for the stdio transport.
+    pub sidecar_bin: Option<PathBuf>,
+    /// `DEVSHELL_VM_TOKEN_FILE`: file holding the β TCP auth token.
+    pub token_file: Option<PathBuf>,
+    /// `HOME`, verbatim.
+    pub home: Option<PathBuf>,
+    /// `XDG_CACHE_HOME`, verbatim.
+    pub xdg_cache_home: Option<PathBuf>,
+    /// `LIMA_HOME`, verbatim.
+    pub lima_home: Option<PathBuf>,
+    /// `PATH`, verbatim, for tool lookup.
+    pub path: Option<OsString>,
+    /// `TMPDIR`, verbatim (last export-base fallback).
+    pub tmpdir: Option<PathBuf>,
+    /// Names of set variables that are accepted but have no effect (earlier
+    /// project's todo-specific and Windows-only ones), so a front end can say so.
+    pub ignored_variables: Vec<&'static str>,
+}
+
+impl Default for VmConfig {
+    /// Same as [`VmConfig::disabled`].
+    fn default() -> Self {
+        Self::disabled()
+    }
+}
+
+impl VmConfig {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// The first variable holding an unaccepted value, as a [`ConfigError`].
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    /// Reads any [`EnvSource`]. Variables are checked in [`crate::VARIABLES`]
+    /// order; the first bad one is reported.
+    ///
+    /// # Errors
+    /// The first variable holding an unaccepted value, as a [`ConfigError`].
+    pub fn from_source(env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let enabled = flag(env, ENV_DEVSHELL_VM, true)?;
+        let backend = match text(env, ENV_DEVSHELL_VM_BACKEND)? {
+            Some(v) => v.parse()?,
+            None => Backend::PLATFORM_DEFAULT,
+        };
+        Ok(Self {
+            enabled,
+            backend,
+            eager_start: flag(env, ENV_DEVSHELL_VM_EAGER, false)?,
+            lima_instance: match text(env, ENV_DEVSHELL_VM_LIMA_INSTANCE)? {
+                Some(v) => validate_instance(&v)?,
+                None => DEFAULT_LIMA_INSTANCE.to_string(),
+            },
+            workspace_mode: workspace_mode_from_source(env)?,
+            exec_timeout: exec_timeout_ms_from_source(env)?.map(Duration::from_millis),
+            socket: match text(env, ENV_DEVSHELL_VM_SOCKET)? {
+                Some(v) => Some(v.parse()?),
+                None => None,
+            },
+            guest_workspace: match text(env, ENV_DEVSHELL_VM_GUEST_WORKSPACE)? {
+                Some(v) => validate_guest_path(ENV_DEVSHELL_VM_GUEST_WORKSPACE, v)?,
+                None => DEFAULT_GUEST_WORKSPACE.to_string(),
+            },
+            workspace_parent: abs_path(env, ENV_DEVSHELL_VM_WORKSPACE_PARENT)?,
+            workspace_use_cargo_root: flag(env, ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, true)?,
+            beta_session_staging: text(env, ENV_DEVSHELL_VM_BETA_SESSION_STAGING)?,
+            limactl: any_path(env, ENV_DEVSHELL_VM_LIMACTL),
+            stop_on_exit: flag(env, ENV_DEVSHELL_VM_STOP_ON_EXIT, false)?,
+            lima_hints: flag(env, ENV_DEVSHELL_VM_LIMA_HINTS, true)?,
+            auto_build_essential: flag(env, ENV_DEVSHELL_VM_AUTO_BUILD_ESSENTIAL, true)?,
+            internal_repl: flag(env, ENV_DEVSHELL_VM_INTERNAL_REPL, false)?,
+            sidecar_bin: any_path(env, ENV_DEVSHELL_VM_SIDECAR_BIN),
+            token_file: any_path(env, ENV_DEVSHELL_VM_TOKEN_FILE),
+            export_base: abs_path(env, ENV_DEVSHELL_EXPORT_BASE)?,
+            home: any_path(env, ENV_HOME),
+            xdg_cache_home: any_path(env, ENV_XDG_CACHE_HOME),
+            lima_home: any_path(env, ENV_LIMA_HOME),
+            path: raw(env, ENV_PATH),
+            tmpdir: any_path(env, ENV_TMPDIR),
+            ignored_variables: VARIABLES
+                .iter()
+                .filter(|v| v.status == VarStatus::Ignored && raw(env, v.name).is_some())
+                .map(|v| v.name)
+                .collect(),
+        })
+    }
+
+    /// VM off, host backend, every other field at its default (nothing read from
+    /// any environment: `home`, `path` and the like are `None`).
+    #[must_use]
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            backend: Backend::Host,
+            workspace_mode: WorkspaceMode::Sync,
+            eager_start: false,
+            lima_instance: DEFAULT_LIMA_INSTANCE.to_string(),
+            limactl: None,
+            guest_workspace: DEFAULT_GUEST_WORKSPACE.to_string(),
+            workspace_parent: None,
+            workspace_use_cargo_root: true,
+            exec_timeout: None,
+            socket: None,
+            beta_session_staging: None,
+            stop_on_exit: false,
+            lima_hints: true,
+            auto_build_essential: true,
+            internal_repl: false,
+            export_base: None,
+            sidecar_bin: None,
+            token_file: None,
+            home: None,
+            xdg_cache_home: None,
+            lima_home: None,
+            path: None,
+            tmpdir: None,
+            ignored_variables: Vec::new(),
+        }
+    }
+
+    /// Same as [`VmConfig::disabled`]; reads better in tests of the host backend.
+    #[must_use]
+    pub fn host_only() -> Self {
+        Self::disabled()
+    }
+
+    /// `true` when sessions use the host sandbox: the VM is off or the backend is
+    /// `host` or `auto`.
+    #[must_use]
+    pub fn use_host_sandbox(&self) -> bool {
+        !self.enabled || matches!(self.backend, Backend::Host | Backend::Auto)
+    }
+
+    /// The mode that applies: [`WorkspaceMode::Guest`] only when it was requested,
+    /// the VM is on and the backend is `lima` or `beta`; otherwise
+    /// [`WorkspaceMode::Sync`]. [`VmConfig::workspace_mode_fallback_reason`] says why
+    /// a requested Guest mode did not apply.
+    #[must_use]
+    pub fn workspace_mode_effective(&self) -> WorkspaceMode {
+        if self.workspace_mode_fallback_reason().is_none() {
+            self.workspace_mode
+        } else {
+            WorkspaceMode::Sync
+        }
+    }
+
+    /// When Guest mode was requested but cannot apply, a one-line reason a front
+    /// end can print (the earlier project printed such a note in release builds).
+    #[must_use]
+    pub fn workspace_mode_fallback_reason(&self) -> Option<&'static str> {
+        if self.workspace_mode != WorkspaceMode::Guest {
+            None
+        } else if !self.enabled {
+            Some("DEVSHELL_VM_WORKSPACE_MODE=guest needs the VM on (DEVSHELL_VM); using sync mode")
+        } else if !self.backend.is_vm() {
+            Some(
+                "DEVSHELL_VM_WORKSPACE_MODE=guest needs DEVSHELL_VM_BACKEND=lima or beta; using sync mode",
+            )
+        } else {
+            None
+        }
+    }
+
+    /// [`VmConfig::exec_timeout`] in whole milliseconds (what β `exec.timeout_ms` carries).
+    #[must_use]
+    pub fn exec_timeout_ms(&self) -> Option<u64> {
+        self.exec_timeout
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The parent of host-sandbox staging dirs and of the `vm-workspace/` cache:
+    /// `DEVSHELL_EXPORT_BASE`, else `$XDG_CACHE_HOME/cargo-devshell-exports`, else
+    /// `$HOME/.cache/cargo-devshell-exports`, else `<temp>/cargo-devshell-exports`
+    /// where `<temp>` is `$TMPDIR` or `/tmp` (on non-Unix, the platform temp dir).
+    /// Relative `XDG_CACHE_HOME`, `HOME` and `TMPDIR` values are skipped (the XDG
+    /// spec calls relative values invalid). Pure: reads only this config.
+    #[must_use]
+    pub fn export_base_dir(&self) -> PathBuf {
+        if let Some(base) = &self.export_base {
+            return base.clone();
+        }
+        let absolute = |p: &Option<PathBuf>| p.as_ref().filter(|p| p.is_absolute()).cloned();
+        if let Some(xdg) = absolute(&self.xdg_cache_home) {
+            return xdg.join(EXPORT_DIR_NAME);
+        }
+        if let Some(home) = absolute(&self.home) {
+            return home.join(".cache").join(EXPORT_DIR_NAME);
+        }
+        absolute(&self.tmpdir)
+            .unwrap_or_else(platform_temp_dir)
+            .join(EXPORT_DIR_NAME)
+    }
+
+    /// The Lima instance name made safe as one directory name: see
+    /// [`sanitize_instance_dir_name`].
+    #[must_use]
+    pub fn sanitized_instance_dir_name(&self) -> String {
+        sanitize_instance_dir_name(&self.lima_instance)
+    }
+
+    /// `<export base>/vm-workspace/<sanitised instance>`: the workspace shared with
+    /// the guest when neither an explicit parent nor a cargo root applies.
+    #[must_use]
+    pub fn default_vm_workspace_cache_dir(&self) -> PathBuf {
+        self.export_base_dir()
+            .join("vm-workspace")
+            .join(self.sanitized_instance_dir_name())
+    }
+}
+
+/// Maps every character outside `[A-Za-z0-9_-]` to `_` (the earlier project's
+/// rule for the cache workspace directory). An empty name becomes `_`, so the
+/// result is always one non-empty path component other than `.` or `..`.
+#[must_use]
+pub fn sanitize_instance_dir_name(name: &str) -> String {
+    if name.is_empty() {
+        return "_".to_string();
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The requested workspace mode from the process environment
+/// (`DEVSHELL_VM_WORKSPACE_MODE`; unset means [`WorkspaceMode::Sync`]).
+///
+/// # Errors
+/// A value other than `sync` or `guest`.
+pub fn workspace_mode_from_env() -> Result<WorkspaceMode, ConfigError> {
+    workspace_mode_from_source(&ProcessEnv)
+}
+
+/// [`workspace_mode_from_env`] over any [`EnvSource`].
+///
+/// # Errors
+/// A value other than `sync` or `guest`.
+pub fn workspace_mode_from_source(env: &dyn EnvSource) -> Result<WorkspaceMode, ConfigError> {
+    match text(env, ENV_DEVSHELL_VM_WORKSPACE_MODE)? {
+        Some(v) => v.parse(),
+        None => Ok(WorkspaceMode::Sync),
+    }
+}
+
+/// `DEVSHELL_VM_EXEC_TIMEOUT_MS` from the process environment: `None` when unset.
+///
+/// # Errors
+/// A value that is not a positive integer (zero, negative, non-numeric, too large).
+pub fn exec_timeout_ms_from_env() -> Result<Option<u64>, ConfigError> {
+    exec_timeout_ms_from_source(&ProcessEnv)
+}
+
+/// [`exec_timeout_ms_from_env`] over any [`EnvSource`].
+///
+/// # Errors
+/// A value that is not a positive integer (zero, negative, non-numeric, too large).
+pub fn exec_timeout_ms_from_source(env: &dyn EnvSource) -> Result<Option<u64>, ConfigError> {
+    let Some(v) = text(env, ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS)? else {
+        return Ok(None);
+    };
+    let t = v.trim();
+    let err = |problem: &str| {
+        ConfigError::new(
+            ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS,
+            v.as_str(),
+            problem,
+            TIMEOUT_ACCEPTED,
+        )
+    };
+    if !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err("not a positive integer"));
+    }
+    match t.parse::<u64>() {
+        Ok(0) => Err(err("zero is not a timeout (unset the variable for none)")),
+        Ok(ms) => Ok(Some(ms)),
+        Err(_) => Err(err("too large")),
+    }
+}
+
+/// The one boolean parser: `1/true/yes/on` → `true`, `0/false/no/off` → `false`,
+/// trimmed, any case. Anything else is an error naming `variable`.
+///
+/// # Errors
+/// Any other value, including the empty string (callers treat an empty variable
+/// as unset before calling this).
+pub fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    let t = value.trim();
+    let any = |words: &[&str]| words.iter().any(|w| t.eq_ignore_ascii_case(w));
+    if any(&["1", "true", "yes", "on"]) {
+        Ok(true)
+    } else if any(&["0", "false", "no", "off"]) {
+        Ok(false)
+    } else {
+        Err(ConfigError::new(
+            variable,
+            value,
+            "not a boolean",
+            BOOL_ACCEPTED,
+        ))
+    }
+}
+
+/// The platform temp dir without reading the environment (Unix: `/tmp`).
+#[cfg(unix)]
+fn platform_temp_dir() -> PathBuf {
+    PathBuf::from("/tmp")
+}
+
+/// The platform temp dir (off Unix, the standard library's answer).
+#[cfg(not(unix))]
+fn platform_temp_dir() -> PathBuf {
+    std::env::temp_dir()
+}
+
+/// The raw value, `None` when unset, empty or only ASCII whitespace.
+fn raw(env: &dyn EnvSource, name: &str) -> Option<OsString> {
+    env.get_os(name)
+        .filter(|v| !v.as_encoded_bytes().iter().all(u8::is_ascii_whitespace))
+}
+
+/// The value as text, `None` when unset or blank; non-UTF-8 is an error.
+fn text(env: &dyn EnvSource, name: &'static str) -> Result<Option<String>, ConfigError> {
+    match raw(env, name) {
+        None => Ok(None),
+        Some(v) => v.into_string().map(Some).map_err(|v| {
+            ConfigError::new(
+                name,
+                v.to_string_lossy(),
+                "not valid UTF-8",
+                accepted_for(name),
+            )
+        }),
+    }
+}
+
+/// A boolean flag with its default for unset/blank.
+fn flag(env: &dyn EnvSource, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match text(env, name)? {
+        Some(v) => parse_bool(name, &v),
+        None => Ok(default),
+    }
+}
+
+/// A path taken verbatim (relative paths allowed, resolved by the user of the field).
+fn any_path(env: &dyn EnvSource, name: &str) -> Option<PathBuf> {
+    raw(env, name).map(PathBuf::from)
+}
+
+/// A host path that must be absolute.
+fn abs_path(env: &dyn EnvSource, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+    match raw(env, name) {
+        None => Ok(None),
+        Some(v) if Path::new(&v).is_absolute() => Ok(Some(PathBuf::from(v))),
+        Some(v) => Err(ConfigError::new(
+            name,
+            v.to_string_lossy(),
+            "not an absolute path",
+            HOST_ABS_ACCEPTED,
+        )),
+    }
+}
+
+fn validate_instance(v: &str) -> Result<String, ConfigError> {
+    let err = |problem: String| {
+        ConfigError::new(ENV_DEVSHELL_VM_LIMA_INSTANCE, v, problem, INSTANCE_ACCEPTED)
+    };
+    if v.len() > MAX_INSTANCE_LEN {
+        return Err(err(format!("longer than {MAX_INSTANCE_LEN} characters")));
+    }
+    if let Some(bad) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(err(format!("contains {bad:?}")));
+    }
+    if !v.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(err("must start with a letter or digit".to_string()));
+    }
+    Ok(v.to_string())
+}
+
+fn validate_guest_path(name: &'static str, v: String) -> Result<String, ConfigError> {
+    let problem = if !v.starts_with('/') {
+        "not an absolute guest path"
+    } else if v.split('/').any(|c| c == "..") {
+        "contains a .. component"
+    } else {
+        return Ok(v);
+    };
+    Err(ConfigError::new(name, v, problem, GUEST_PATH_ACCEPTED))
+}
+
+/// What a variable accepts, for the not-UTF-8 error.
+fn accepted_for(name: &str) -> &'static str {
+    match name {
+        ENV_DEVSHELL_VM_BACKEND => BACKEND_ACCEPTED,
+        ENV_DEVSHELL_VM_WORKSPACE_MODE => WORKSPACE_MODE_ACCEPTED,
+        ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS => TIMEOUT_ACCEPTED,
+        ENV_DEVSHELL_VM_SOCKET => crate::types::SOCKET_ACCEPTED,
+        ENV_DEVSHELL_VM_LIMA_INSTANCE => INSTANCE_ACCEPTED,
+        ENV_DEVSHELL_VM_GUEST_WORKSPACE => GUEST_PATH_ACCEPTED,
+        ENV_DEVSHELL_VM_BETA_SESSION_STAGING => TEXT_ACCEPTED,
+        _ => BOOL_ACCEPTED,
+    }
+}
