@@ -1,1 +1,52 @@
 //! In-memory workspace tree with metadata, a change journal and workspace images.
+//!
+//! [`Vfs`] holds the project tree a caller edits in memory: directories, regular files
+//! and symlinks (stored as text, never followed), each with Unix permission bits and a
+//! nanosecond mtime. File contents are [`Content`] (`Arc<[u8]>`): reading returns a
+//! reference-count bump, listing never clones a subtree.
+//!
+//! # Paths
+//! Unix style, absolute or relative to [`Vfs::cwd`]; `.` and empty segments are dropped,
+//! `..` pops and clamps at `/`. A name is any UTF-8 except empty, `.`, `..`, or one
+//! containing `/` or NUL. Paths deeper than [`MAX_DEPTH`] components are refused.
+//!
+//! # Change journal
+//! Every successful mutation advances [`Vfs::generation`]. [`Vfs::changes_since`] answers
+//! "what changed under PATH since generation G" in time proportional to the changes, not
+//! the tree: each node records the generation of its last change and each directory the
+//! highest generation below it, so only changed subtrees are visited; deletions live in
+//! a bounded tombstone log. Renames are reported as delete + create. Directory mtimes
+//! are not bumped by changes to their children.
+//!
+//! # I/O
+//! The tree does no I/O except [`Vfs::copy_tree_to_host`] and the [`image`] module
+//! (versioned, checksummed, atomically saved workspace images).
+//!
+//! ```
+//! use devshell_vm_vfs::Vfs;
+//!
+//! let mut vfs = Vfs::new();
+//! vfs.mkdir("/proj/src")?;
+//! vfs.write_file("/proj/src/main.rs", b"fn main() {}".to_vec())?;
+//! let since = vfs.generation();
+//! vfs.write_file("/proj/Cargo.toml", b"[package]".to_vec())?;
+//! let changes = vfs.changes_since("/proj", since)?;
+//! assert_eq!(changes.upserted, ["/proj/Cargo.toml"]);
+//! # Ok::<(), devshell_vm_vfs::VfsError>(())
+//! ```
+
+mod error;
+mod host;
+pub mod image;
+mod node;
+mod path;
+mod vfs;
+
+pub use error::VfsError;
+pub use image::ImageError;
+pub use node::{Content, DirEntry, Metadata, NodeKind, NodeRef, Walk, WalkEntry};
+pub use path::MAX_DEPTH;
+pub use vfs::{Changes, DEFAULT_HISTORY_LIMIT, Vfs};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! `copy_tree_to_host`: the only place (besides the image module) that does host I/O.
+
+use std::fs::{self, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+
+use crate::VfsError;
+use crate::node::{Node, NodeData};
+use crate::path::split_parent;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VfsError + '_ {
+    move |source| VfsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Copies `node` (at canonical VFS path `norm`) to the host with the leaf layout.
+pub(crate) fn copy_to_host(node: &Node, norm: &str, host_dir: &Path) -> Result<(), VfsError> {
+    if norm == "/" {
+        fs::create_dir_all(host_dir).map_err(io_err(host_dir))?;
+        let NodeData::Dir(children) = &node.data else {
+            unreachable!("the root is a directory");
+        };
+        for (name, child) in &children.0 {
+            copy_node(child, &host_dir.join(name))?;
+        }
+        return Ok(());
+    }
+    let name = split_parent(norm).1;
+    copy_node(node, &host_dir.join(name))
+}
+
+/// Removes whatever is at `dest` unless it is a directory and `keep_dir` is set.
+/// Returns `true` when a directory was kept.
+fn clear_destination(dest: &Path, keep_dir: bool) -> Result<bool, VfsError> {
+    match fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_dir() && keep_dir => Ok(true),
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(dest)
+            .map(|()| false)
+            .map_err(io_err(dest)),
+        Ok(_) => fs::remove_file(dest).map(|()| false).map_err(io_err(dest)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(io_err(dest)(err)),
+    }
+}
+
+fn copy_node(node: &Node, dest: &Path) -> Result<(), VfsError> {
+    let mtime = FileTime::from_system_time(node.mtime);
+    match &node.data {
+        NodeData::Dir(children) => {
+            if !clear_destination(dest, true)? {
+                fs::create_dir(dest).map_err(io_err(dest))?;
+            }
+            // Owner needs rwx while filling; the real mode is set afterwards.
+            fs::set_permissions(dest, Permissions::from_mode(0o700)).map_err(io_err(dest))?;
+            let mut child_path = PathBuf::from(dest);
+            for (name, child) in &children.0 {
+                child_path.push(name);
+                copy_node(child, &child_path)?;
+                child_path.pop();
+            }
+            fs::set_permissions(dest, Permissions::from_mode(node.mode)).map_err(io_err(dest))?;
+            filetime::set_file_mtime(dest, mtime).map_err(io_err(dest))?;
+        }
+        NodeData::File(content) => {
+            clear_destination(dest, false)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dest)
+                .map_err(io_err(dest))?;
+            file.write_all(content).map_err(io_err(dest))?;
+            file.set_permissions(Permissions::from_mode(node.mode))
+                .map_err(io_err(dest))?;
+            filetime::set_file_handle_times(&file, None, Some(mtime)).map_err(io_err(dest))?;
+        }
+        NodeData::Symlink(target) => {
+            clear_destination(dest, false)?;
+            std::os::unix::fs::symlink(target, dest).map_err(io_err(dest))?;
+            filetime::set_symlink_file_times(dest, mtime, mtime).map_err(io_err(dest))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,610 @@
+//! Workspace images: a versioned, checksummed binary snapshot of a [`Vfs`].
+//!
+//! # Format (version 1, all integers little-endian)
+//! ```text
+//! header (32 bytes):
+//!   magic "DSVMVFS\0" | version u32 = 1 | flags u32 = 0 | payload_len u64 | crc32 u32 (of the payload) | reserved u32 = 0
+//! payload:
+//!   cwd_len u32 | cwd bytes (UTF-8, canonical absolute, must name a directory)
+//!   node_count u64 (root included)
+//!   nodes in pre-order, children sorted by name, each:
+//!     kind u8 (0 dir, 1 file, 2 symlink) | mode u32 | mtime_secs i64 | mtime_nanos u32 (< 10^9)
+//!     name_len u32 | name bytes (empty for the root only)
+//!     dir: child_count u32 | file: len u64 + bytes | symlink: len u32 + bytes
+//! ```
+//! The file is exactly header + payload. Loading checks the magic, version, flags,
+//! exact length and checksum before parsing; while parsing, every length is checked
+//! against the remaining input before anything is allocated, the depth is bounded by
+//! [`MAX_DEPTH`](crate::MAX_DEPTH), the node count by the input size, names are
+//! validated and must be strictly sorted. A loaded tree starts at generation 0.
+//!
+//! Saving is atomic: the image goes to a temporary file in the same directory, is
+//! fsynced, then renamed over the destination (and the directory fsynced). A failed
+//! save or load leaves an existing image untouched.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::node::{Children, Node, NodeData};
+use crate::path::{MAX_DEPTH, check_name};
+use crate::{Content, Vfs};
+
+/// Magic bytes at the start of every image.
+pub const MAGIC: [u8; 8] = *b"DSVMVFS\0";
+/// The format version this crate writes (and the only one it reads).
+pub const VERSION: u32 = 1;
+const HEADER_LEN: usize = 32;
+/// Smallest possible node record (a root directory with an empty name).
+const MIN_RECORD: usize = 1 + 4 + 8 + 4 + 4 + 4;
+
+const KIND_DIR: u8 = 0;
+const KIND_FILE: u8 = 1;
+const KIND_SYMLINK: u8 = 2;
+
+/// Errors of image save and load.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// Reading, writing, syncing or renaming a file failed.
+    #[error("workspace image I/O error at {}: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The destination path has no file name (e.g. `/` or `..`).
+    #[error("not a usable image path: {}", path.display())]
+    InvalidPath {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A file's content is not a valid image; wraps the format error.
+    #[error("invalid workspace image {}: {source}", path.display())]
+    Invalid {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: Box<ImageError>,
+    },
+    /// The input does not start with [`MAGIC`].
+    #[error("not a devshell-vm workspace image (bad magic)")]
+    BadMagic,
+    /// The image was written by an unknown format version.
+    #[error("unsupported workspace image version {version} (this build reads version {VERSION})")]
+    UnsupportedVersion {
+        /// The version found.
+        version: u32,
+    },
+    /// The input ends before a field it announces.
+    #[error(
+        "workspace image truncated at byte {offset}: need {needed} more bytes, {available} left"
+    )]
+    Truncated {
+        /// Byte offset of the field.
+        offset: u64,
+        /// Bytes the field needs.
+        needed: u64,
+        /// Bytes left in the input.
+        available: u64,
+    },
+    /// The payload checksum does not match.
+    #[error("workspace image checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// The checksum in the header.
+        stored: u32,
+        /// The checksum of the payload read.
+        computed: u32,
+    },
+    /// A field holds an impossible value.
+    #[error("corrupt workspace image at byte {offset}: {reason}")]
+    Corrupt {
+        /// Byte offset of the field.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn corrupt(offset: usize, reason: impl Into<String>) -> ImageError {
+    ImageError::Corrupt {
+        offset: offset as u64,
+        reason: reason.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+/// Serialises `vfs` (tree, metadata, cwd) to image bytes.
+///
+/// # Panics
+/// Only if a directory holds 2^32 entries or more, or a name, symlink target or the
+/// cwd is 4 GiB long or more (which the tree cannot hold in practice).
+#[must_use]
+pub fn to_bytes(vfs: &Vfs) -> Vec<u8> {
+    let mut estimate = HEADER_LEN + 12 + vfs.cwd.len();
+    for entry in vfs.walk("/").expect("the root always exists") {
+        estimate += MIN_RECORD + 8 + entry.path.len();
+        estimate += entry.node.content().map_or(0, |c| c.len());
+        estimate += entry.node.link_target().map_or(0, str::len);
+    }
+    let mut out = Vec::with_capacity(estimate);
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    put_bytes32(&mut out, vfs.cwd.as_bytes());
+    let count_at = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let mut count: u64 = 0;
+    let mut stack: Vec<(&str, &Node)> = vec![("", &vfs.root)];
+    while let Some((name, node)) = stack.pop() {
+        count += 1;
+        let kind = match node.data {
+            NodeData::Dir(_) => KIND_DIR,
+            NodeData::File(_) => KIND_FILE,
+            NodeData::Symlink(_) => KIND_SYMLINK,
+        };
+        out.push(kind);
+        out.extend_from_slice(&node.mode.to_le_bytes());
+        let (secs, nanos) = encode_time(node.mtime);
+        out.extend_from_slice(&secs.to_le_bytes());
+        out.extend_from_slice(&nanos.to_le_bytes());
+        put_bytes32(&mut out, name.as_bytes());
+        match &node.data {
+            NodeData::Dir(children) => {
+                let n = u32::try_from(children.0.len())
+                    .expect("a directory holds fewer than 2^32 entries");
+                out.extend_from_slice(&n.to_le_bytes());
+                stack.extend(
+                    children
+                        .0
+                        .iter()
+                        .rev()
+                        .map(|(name, child)| (name.as_str(), child)),
+                );
+            }
+            NodeData::File(content) => {
+                out.extend_from_slice(&(content.len() as u64).to_le_bytes());
+                out.extend_from_slice(content);
+            }
+            NodeData::Symlink(target) => put_bytes32(&mut out, target.as_bytes()),
+        }
+    }
+    out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+    let payload_len = (out.len() - HEADER_LEN) as u64;
+    let crc = crc32fast::hash(&out[HEADER_LEN..]);
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(&MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&0u32.to_le_bytes());
+    header[16..24].copy_from_slice(&payload_len.to_le_bytes());
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    out[..HEADER_LEN].copy_from_slice(&header);
+    out
+}
+
+fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len =
+        u32::try_from(bytes.len()).expect("names, targets and the cwd are shorter than 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn encode_time(time: SystemTime) -> (i64, u32) {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => (
+            i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+            after.subsec_nanos(),
+        ),
+        Err(before) => {
+            let before = before.duration();
+            let secs = i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
+            if before.subsec_nanos() == 0 {
+                (-secs, 0)
+            } else {
+                (-secs - 1, 1_000_000_000 - before.subsec_nanos())
+            }
+        }
+    }
+}
+
+fn decode_time(secs: i64, nanos: u32) -> Option<SystemTime> {
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    let base = if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))?
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))?
+    };
+    base.checked_add(Duration::from_nanos(u64::from(nanos)))
+}
+
+/// Saves `vfs` to `path` atomically (temp file in the same directory, fsync, rename).
+///
+/// # Errors
+/// [`ImageError::InvalidPath`] when `path` has no file name, [`ImageError::Io`] naming
+/// the file that failed. On error the destination is unchanged and the temp file removed.
+pub fn save(vfs: &Vfs, path: &Path) -> Result<(), ImageError> {
+    write_atomic(path, &to_bytes(vfs))
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let Some(file_name) = path.file_name() else {
+        return Err(ImageError::InvalidPath {
+            path: path.to_path_buf(),
+        });
+    };
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(
+        ".tmp.{}.{nanos}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let temp = dir.join(temp_name);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| ImageError::Io { path: p, source }
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&temp)
+        .map_err(io(&temp))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io(&temp))
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&temp, path).map_err(io(path))
+        });
+    if let Err(err) = written {
+        // Best effort: the temp file is ours; the destination was never touched.
+        let _ = fs::remove_file(&temp);
+        return Err(err);
+    }
+    // Make the rename durable. Some filesystems refuse to fsync a directory; the image
+    // itself is complete either way.
+    if let Ok(dir_handle) = File::open(&dir) {
+        match dir_handle.sync_all() {
+            Err(err) if err.kind() != io::ErrorKind::InvalidInput => return Err(io(&dir)(err)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+/// Loads an image file. The file is only read.
+///
+/// # Errors
+/// [`ImageError::Io`] when it cannot be read, [`ImageError::Invalid`] (naming the file
+/// and wrapping the format error) when its content is not a valid image.
+pub fn load(path: &Path) -> Result<Vfs, ImageError> {
+    let bytes = fs::read(path).map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_bytes(&bytes).map_err(|err| ImageError::Invalid {
+        path: path.to_path_buf(),
+        source: Box::new(err),
+    })
+}
+
+/// Bounds-checked little-endian reader.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], ImageError> {
+        if len > self.remaining() {
+            return Err(ImageError::Truncated {
+                offset: self.pos as u64,
+                needed: len as u64,
+                available: self.remaining() as u64,
+            });
+        }
+        let slice = &self.bytes[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ImageError> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
+
+    fn u8(&mut self) -> Result<u8, ImageError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, ImageError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, ImageError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, ImageError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// A length-prefixed byte string; the length is checked before use.
+    fn len_prefixed(&mut self, len: u64) -> Result<&'a [u8], ImageError> {
+        let at = self.pos;
+        let len = usize::try_from(len).map_err(|_| corrupt(at, "length does not fit in memory"))?;
+        self.take(len)
+    }
+
+    fn utf8(&mut self, what: &str) -> Result<&'a str, ImageError> {
+        let len = u64::from(self.u32()?);
+        let at = self.pos;
+        let bytes = self.len_prefixed(len)?;
+        std::str::from_utf8(bytes).map_err(|_| corrupt(at, format!("{what} is not UTF-8")))
+    }
+}
+
+/// One node record (before its children are read).
+struct Record<'a> {
+    offset: usize,
+    name: &'a str,
+    mode: u32,
+    mtime: SystemTime,
+    body: Body<'a>,
+}
+
+enum Body<'a> {
+    Dir(u32),
+    File(&'a [u8]),
+    Symlink(&'a str),
+}
+
+fn read_record<'a>(reader: &mut Reader<'a>) -> Result<Record<'a>, ImageError> {
+    let offset = reader.pos;
+    let kind = reader.u8()?;
+    let mode = reader.u32()?;
+    if mode & !0o7777 != 0 {
+        return Err(corrupt(
+            offset,
+            format!("mode {mode:#o} has bits outside 0o7777"),
+        ));
+    }
+    let secs = reader.i64()?;
+    let nanos = reader.u32()?;
+    let mtime = decode_time(secs, nanos).ok_or_else(|| corrupt(offset, "mtime out of range"))?;
+    let name = reader.utf8("a name")?;
+    let body = match kind {
+        KIND_DIR => Body::Dir(reader.u32()?),
+        KIND_FILE => {
+            let len = reader.u64()?;
+            Body::File(reader.len_prefixed(len)?)
+        }
+        KIND_SYMLINK => {
+            let target = reader.utf8("a symlink target")?;
+            if target.is_empty() || target.contains('\0') {
+                return Err(corrupt(offset, "symlink target empty or containing NUL"));
+            }
+            Body::Symlink(target)
+        }
+        other => return Err(corrupt(offset, format!("unknown node kind {other}"))),
+    };
+    Ok(Record {
+        offset,
+        name,
+        mode,
+        mtime,
+        body,
+    })
+}
+
+/// A directory being filled while loading.
+struct Frame {
+    name: String,
+    mode: u32,
+    mtime: SystemTime,
+    children: BTreeMap<String, Node>,
+    remaining: u32,
+}
+
+impl Frame {
+    fn into_node(self) -> Node {
+        Node::with_data(
+            NodeData::Dir(Children(self.children)),
+            self.mode,
+            self.mtime,
+            0,
+        )
+    }
+}
+
+/// Parses image bytes into a tree (generation 0, empty history).
+///
+/// # Errors
+/// A format error ([`ImageError::BadMagic`], [`ImageError::UnsupportedVersion`],
+/// [`ImageError::Truncated`], [`ImageError::ChecksumMismatch`], [`ImageError::Corrupt`]);
+/// never allocates more than the input justifies.
+///
+/// # Panics
+/// Never on any input (the `expect`s inside guard internal invariants only).
+pub fn from_bytes(bytes: &[u8]) -> Result<Vfs, ImageError> {
+    check_header(bytes)?;
+    let mut reader = Reader {
+        bytes,
+        pos: HEADER_LEN,
+    };
+    let cwd_at = reader.pos;
+    let cwd = reader.utf8("the cwd")?.to_owned();
+    let root_node = read_tree(&mut reader)?;
+    if reader.remaining() != 0 {
+        return Err(corrupt(reader.pos, "trailing bytes after the tree"));
+    }
+    let mut vfs = Vfs::from_root(root_node, "/".to_owned());
+    if !cwd.starts_with('/') || vfs.normalize(&cwd).ok().as_deref() != Some(cwd.as_str()) {
+        return Err(corrupt(
+            cwd_at,
+            format!("cwd {cwd:?} is not a canonical absolute path"),
+        ));
+    }
+    vfs.set_cwd(&cwd).map_err(|err| {
+        corrupt(
+            cwd_at,
+            format!("cwd {cwd:?} is not a directory of the tree: {err}"),
+        )
+    })?;
+    Ok(vfs)
+}
+
+/// Checks magic, version, flags, exact length and checksum.
+fn check_header(bytes: &[u8]) -> Result<(), ImageError> {
+    let mut header = Reader { bytes, pos: 0 };
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    header.take(MAGIC.len())?;
+    let version = header.u32()?;
+    if version != VERSION {
+        return Err(ImageError::UnsupportedVersion { version });
+    }
+    let flags = header.u32()?;
+    if flags != 0 {
+        return Err(corrupt(12, format!("unknown flags {flags:#x}")));
+    }
+    let payload_len = header.u64()?;
+    let stored = header.u32()?;
+    let reserved = header.u32()?;
+    if reserved != 0 {
+        return Err(corrupt(28, "reserved header field is not zero"));
+    }
+    let actual = (bytes.len() - HEADER_LEN) as u64;
+    if payload_len != actual {
+        return Err(corrupt(
+            16,
+            format!("header announces {payload_len} payload bytes, the input has {actual}"),
+        ));
+    }
+    let computed = crc32fast::hash(&bytes[HEADER_LEN..]);
+    if stored != computed {
+        return Err(ImageError::ChecksumMismatch { stored, computed });
+    }
+    Ok(())
+}
+
+/// Reads the node count and the nodes (iteratively, depth-bounded).
+fn read_tree(reader: &mut Reader<'_>) -> Result<Node, ImageError> {
+    let count_at = reader.pos;
+    let declared = reader.u64()?;
+    if declared == 0 || declared > (reader.remaining() / MIN_RECORD) as u64 {
+        return Err(corrupt(
+            count_at,
+            format!("node count {declared} impossible for the input size"),
+        ));
+    }
+
+    let root = read_record(reader)?;
+    let Body::Dir(root_children) = root.body else {
+        return Err(corrupt(root.offset, "the root is not a directory"));
+    };
+    if !root.name.is_empty() {
+        return Err(corrupt(root.offset, "the root has a name"));
+    }
+    let mut read: u64 = 1;
+    let mut stack = vec![Frame {
+        name: String::new(),
+        mode: root.mode,
+        mtime: root.mtime,
+        children: BTreeMap::new(),
+        remaining: root_children,
+    }];
+    let root_node = loop {
+        let depth = stack.len();
+        let top = stack
+            .last_mut()
+            .expect("the stack holds at least the root until it is done");
+        if top.remaining == 0 {
+            let done = stack.pop().expect("checked non-empty");
+            let name = done.name.clone();
+            let node = done.into_node();
+            match stack.last_mut() {
+                None => break node,
+                Some(parent) => {
+                    parent.children.insert(name, node);
+                    continue;
+                }
+            }
+        }
+        top.remaining -= 1;
+        let record = read_record(reader)?;
+        read += 1;
+        if depth > MAX_DEPTH {
+            return Err(corrupt(
+                record.offset,
+                format!("tree deeper than {MAX_DEPTH}"),
+            ));
+        }
+        if read > declared {
+            return Err(corrupt(record.offset, "more nodes than the declared count"));
+        }
+        check_name(record.name).map_err(|reason| {
+            corrupt(record.offset, format!("name {:?}: {reason}", record.name))
+        })?;
+        if top
+            .children
+            .last_key_value()
+            .is_some_and(|(last, _)| last.as_str() >= record.name)
+        {
+            return Err(corrupt(
+                record.offset,
+                format!("name {:?} out of order or duplicated", record.name),
+            ));
+        }
+        let leaf = match record.body {
+            Body::Dir(remaining) => {
+                stack.push(Frame {
+                    name: record.name.to_owned(),
+                    mode: record.mode,
+                    mtime: record.mtime,
+                    children: BTreeMap::new(),
+                    remaining,
+                });
+                continue;
+            }
+            Body::File(content) => NodeData::File(Content::from(content)),
+            Body::Symlink(target) => NodeData::Symlink(target.to_owned()),
+        };
+        top.children.insert(
+            record.name.to_owned(),
+            Node::with_data(leaf, record.mode, record.mtime, 0),
+        );
+    };
+    if read != declared {
+        return Err(corrupt(
+            count_at,
+            format!("declared {declared} nodes, found {read}"),
+        ));
+    }
+    Ok(root_node)
+}

@@ -1,0 +1,263 @@
+//! Tree nodes, metadata and the borrowed views handed out by [`Vfs`](crate::Vfs).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// File content: shared, immutable bytes. Cloning is a reference-count bump.
+pub type Content = Arc<[u8]>;
+
+/// The kind of a node. The VFS stores symlinks as text and never follows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// Metadata of one node (what `lstat` would say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metadata {
+    /// What the node is.
+    pub kind: NodeKind,
+    /// Permission bits (`mode & 0o7777`); symlinks always report `0o777`.
+    pub mode: u32,
+    /// Last modification time, with nanoseconds.
+    pub mtime: SystemTime,
+    /// Content length for files, target length for symlinks, 0 for directories.
+    pub size: u64,
+}
+
+/// One entry of [`Vfs::list_dir`](crate::Vfs::list_dir).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name (one path component).
+    pub name: String,
+    /// Its metadata.
+    pub metadata: Metadata,
+}
+
+/// Mode of new directories.
+pub(crate) const DIR_MODE: u32 = 0o755;
+/// Mode of new files.
+pub(crate) const FILE_MODE: u32 = 0o644;
+/// Mode reported for symlinks.
+pub(crate) const SYMLINK_MODE: u32 = 0o777;
+
+/// A node of the tree.
+#[derive(Clone)]
+pub(crate) struct Node {
+    pub(crate) data: NodeData,
+    pub(crate) mode: u32,
+    pub(crate) mtime: SystemTime,
+    /// Generation of the last change to this node itself (creation, content, metadata).
+    pub(crate) generation: u64,
+    /// Highest generation of any change at or below this node.
+    pub(crate) subtree_generation: u64,
+}
+
+/// What a node holds.
+#[derive(Clone)]
+pub(crate) enum NodeData {
+    Dir(Children),
+    File(Content),
+    Symlink(String),
+}
+
+/// Children of a directory, sorted by name. Dropped iteratively so that a deep tree
+/// cannot overflow the stack.
+#[derive(Clone, Default)]
+pub(crate) struct Children(pub(crate) BTreeMap<String, Node>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut pending = vec![std::mem::take(&mut self.0)];
+        while let Some(map) = pending.pop() {
+            for (_, mut node) in map {
+                if let NodeData::Dir(children) = &mut node.data
+                    && !children.0.is_empty()
+                {
+                    pending.push(std::mem::take(&mut children.0));
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    pub(crate) fn new_dir(mode: u32, mtime: SystemTime, generation: u64) -> Self {
+        Self::with_data(NodeData::Dir(Children::default()), mode, mtime, generation)
+    }
+
+    pub(crate) fn with_data(data: NodeData, mode: u32, mtime: SystemTime, generation: u64) -> Self {
+        Self {
+            data,
+            mode: mode & 0o7777,
+            mtime,
+            generation,
+            subtree_generation: generation,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> NodeKind {
+        match self.data {
+            NodeData::Dir(_) => NodeKind::Dir,
+            NodeData::File(_) => NodeKind::File,
+            NodeData::Symlink(_) => NodeKind::Symlink,
+        }
+    }
+
+    pub(crate) fn metadata(&self) -> Metadata {
+        let (kind, size, mode) = match &self.data {
+            NodeData::Dir(_) => (NodeKind::Dir, 0, self.mode),
+            NodeData::File(content) => (NodeKind::File, content.len() as u64, self.mode),
+            NodeData::Symlink(target) => (NodeKind::Symlink, target.len() as u64, SYMLINK_MODE),
+        };
+        Metadata {
+            kind,
+            mode,
+            mtime: self.mtime,
+            size,
+        }
+    }
+
+    pub(crate) fn children(&self) -> Option<&Children> {
+        match &self.data {
+            NodeData::Dir(children) => Some(children),
+            _ => None,
+        }
+    }
+
+    /// Marks this node and its whole subtree as changed at `generation` (used by rename).
+    pub(crate) fn restamp_subtree(&mut self, generation: u64) {
+        let mut stack: Vec<&mut Node> = vec![self];
+        while let Some(node) = stack.pop() {
+            node.generation = generation;
+            node.subtree_generation = generation;
+            if let NodeData::Dir(children) = &mut node.data {
+                stack.extend(children.0.values_mut());
+            }
+        }
+    }
+
+    /// Depth of the subtree below this node (a leaf has height 0).
+    pub(crate) fn height(&self) -> usize {
+        let mut max = 0;
+        let mut stack: Vec<(&Node, usize)> = vec![(self, 0)];
+        while let Some((node, depth)) = stack.pop() {
+            max = max.max(depth);
+            if let NodeData::Dir(children) = &node.data {
+                stack.extend(children.0.values().map(|child| (child, depth + 1)));
+            }
+        }
+        max
+    }
+}
+
+/// A borrowed view of one node, as yielded by [`Vfs::walk`](crate::Vfs::walk).
+#[derive(Clone, Copy)]
+pub struct NodeRef<'a> {
+    pub(crate) node: &'a Node,
+}
+
+impl<'a> NodeRef<'a> {
+    /// The node's metadata.
+    #[must_use]
+    pub fn metadata(&self) -> Metadata {
+        self.node.metadata()
+    }
+
+    /// The node's kind.
+    #[must_use]
+    pub fn kind(&self) -> NodeKind {
+        self.node.kind()
+    }
+
+    /// File content (`None` for directories and symlinks).
+    #[must_use]
+    pub fn content(&self) -> Option<&'a Content> {
+        match &self.node.data {
+            NodeData::File(content) => Some(content),
+            _ => None,
+        }
+    }
+
+    /// Symlink target (`None` for directories and files).
+    #[must_use]
+    pub fn link_target(&self) -> Option<&'a str> {
+        match &self.node.data {
+            NodeData::Symlink(target) => Some(target),
+            _ => None,
+        }
+    }
+
+    /// Generation of the last change to this node itself.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.node.generation
+    }
+
+    /// Number of children for a directory (`None` otherwise).
+    #[must_use]
+    pub fn child_count(&self) -> Option<usize> {
+        self.node.children().map(|children| children.0.len())
+    }
+}
+
+impl fmt::Debug for NodeRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeRef")
+            .field("metadata", &self.metadata())
+            .field("generation", &self.node.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One item of a [`Walk`]: the canonical absolute path and a view of the node.
+#[derive(Debug, Clone)]
+pub struct WalkEntry<'a> {
+    /// Canonical absolute path of the node.
+    pub path: String,
+    /// The node.
+    pub node: NodeRef<'a>,
+}
+
+/// Borrowed pre-order iterator over a subtree (the start node first, children sorted by
+/// name). Created by [`Vfs::walk`](crate::Vfs::walk).
+#[derive(Debug)]
+pub struct Walk<'a> {
+    pub(crate) stack: Vec<WalkEntry<'a>>,
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = WalkEntry<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = self.stack.pop()?;
+        if let NodeData::Dir(children) = &entry.node.node.data {
+            let base = if entry.path == "/" {
+                ""
+            } else {
+                entry.path.as_str()
+            };
+            for (name, child) in children.0.iter().rev() {
+                let mut path = String::with_capacity(base.len() + 1 + name.len());
+                path.push_str(base);
+                path.push('/');
+                path.push_str(name);
+                self.stack.push(WalkEntry {
+                    path,
+                    node: NodeRef { node: child },
+                });
+            }
+        }
+        Some(entry)
+    }
+}

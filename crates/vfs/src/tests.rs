@@ -1,0 +1,382 @@
+//! Unit tests of the tree operations and the journal.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{NodeKind, Vfs, VfsError};
+
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[test]
+fn new_tree_has_root_and_cwd() {
+    let vfs = Vfs::new();
+    assert_eq!(vfs.cwd(), "/");
+    let meta = vfs.stat("/").unwrap();
+    assert_eq!(meta.kind, NodeKind::Dir);
+    assert_eq!(meta.mode, 0o755);
+    assert_eq!(vfs.generation(), 0);
+    assert!(vfs.list_dir("/").unwrap().is_empty());
+}
+
+#[test]
+fn mkdir_write_read_list() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/a/b/c").unwrap();
+    vfs.write_file("/a/b/z.txt", b"zz".to_vec()).unwrap();
+    vfs.write_file("/a/b/y.txt", b"y".to_vec()).unwrap();
+    assert_eq!(&vfs.read_file("/a/b/z.txt").unwrap()[..], b"zz");
+    let names: Vec<String> = vfs
+        .list_dir("/a/b")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["c", "y.txt", "z.txt"]);
+    let meta = vfs.stat("/a/b/z.txt").unwrap();
+    assert_eq!(
+        (meta.kind, meta.mode, meta.size),
+        (NodeKind::File, 0o644, 2)
+    );
+    assert_eq!(vfs.stat("/a/b/c").unwrap().mode, 0o755);
+    // mkdir -p on an existing dir changes nothing
+    let generation = vfs.generation();
+    vfs.mkdir("/a/b").unwrap();
+    assert_eq!(vfs.generation(), generation);
+}
+
+#[test]
+fn read_shares_content() {
+    let mut vfs = Vfs::new();
+    vfs.write_file("/f", b"abc".to_vec()).unwrap();
+    let first = vfs.read_file("/f").unwrap();
+    let second = vfs.read_file("/f").unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &second));
+}
+
+#[test]
+fn errors_name_the_path() {
+    let mut vfs = Vfs::new();
+    vfs.write_file("/file", b"x".to_vec()).unwrap();
+    match vfs.mkdir("/file/sub") {
+        Err(VfsError::NotADirectory { path }) => assert_eq!(path, "/file"),
+        other => panic!("expected NotADirectory, got {other:?}"),
+    }
+    assert!(matches!(vfs.mkdir("/file"), Err(VfsError::AlreadyExists { path }) if path == "/file"));
+    assert!(
+        matches!(vfs.write_file("/missing/x", b"".to_vec()), Err(VfsError::NotFound { path }) if path == "/missing")
+    );
+    assert!(matches!(vfs.read_file("/nope"), Err(VfsError::NotFound { path }) if path == "/nope"));
+    assert!(matches!(
+        vfs.read_file("/"),
+        Err(VfsError::IsADirectory { .. })
+    ));
+    assert!(
+        matches!(vfs.list_dir("/file"), Err(VfsError::NotADirectory { path }) if path == "/file")
+    );
+    assert!(matches!(vfs.remove("/"), Err(VfsError::RootNotRemovable)));
+    assert!(matches!(
+        vfs.write_file("/", b"".to_vec()),
+        Err(VfsError::IsADirectory { .. })
+    ));
+    assert!(
+        matches!(vfs.write_file("/bad\0name", b"".to_vec()), Err(VfsError::InvalidName { path, .. }) if path == "/bad\0name")
+    );
+    let message = vfs.read_file("/nope").unwrap_err().to_string();
+    assert!(message.contains("/nope"), "{message}");
+}
+
+#[test]
+fn cwd_relative_paths() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/proj/src").unwrap();
+    vfs.set_cwd("/proj").unwrap();
+    vfs.write_file("src/main.rs", b"fn main(){}".to_vec())
+        .unwrap();
+    assert!(vfs.exists("/proj/src/main.rs"));
+    assert_eq!(vfs.normalize("../x/./y/..").unwrap(), "/x");
+    assert_eq!(vfs.normalize("../../..").unwrap(), "/");
+    vfs.set_cwd("src").unwrap();
+    assert_eq!(vfs.cwd(), "/proj/src");
+    assert!(matches!(
+        vfs.set_cwd("main.rs"),
+        Err(VfsError::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        vfs.set_cwd("/none"),
+        Err(VfsError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn touch_never_truncates() {
+    let mut vfs = Vfs::new();
+    vfs.write_file_with("/f", b"keep".to_vec(), 0o755, t(1000))
+        .unwrap();
+    vfs.touch("/f").unwrap();
+    assert_eq!(&vfs.read_file("/f").unwrap()[..], b"keep");
+    let meta = vfs.stat("/f").unwrap();
+    assert_eq!(meta.mode, 0o755);
+    assert!(meta.mtime > t(1000));
+    vfs.touch("/new").unwrap();
+    assert_eq!(vfs.stat("/new").unwrap().size, 0);
+    assert_eq!(vfs.stat("/new").unwrap().mode, 0o644);
+}
+
+#[test]
+fn replace_keeps_mode_and_sets_mtime() {
+    let mut vfs = Vfs::new();
+    vfs.write_file_with("/run.sh", b"#!/bin/sh".to_vec(), 0o100_755, t(5))
+        .unwrap();
+    assert_eq!(
+        vfs.stat("/run.sh").unwrap().mode,
+        0o755,
+        "mode is masked to 0o7777"
+    );
+    vfs.write_file("/run.sh", b"#!/bin/bash".to_vec()).unwrap();
+    let meta = vfs.stat("/run.sh").unwrap();
+    assert_eq!(meta.mode, 0o755);
+    assert!(meta.mtime > t(5));
+    vfs.set_mode("/run.sh", 0o700).unwrap();
+    vfs.set_mtime("/run.sh", t(7)).unwrap();
+    let meta = vfs.stat("/run.sh").unwrap();
+    assert_eq!((meta.mode, meta.mtime), (0o700, t(7)));
+    let nanos = UNIX_EPOCH + Duration::new(7, 123_456_789);
+    vfs.set_mtime("/run.sh", nanos).unwrap();
+    assert_eq!(vfs.stat("/run.sh").unwrap().mtime, nanos);
+}
+
+#[test]
+fn symlinks_are_not_followed() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/d").unwrap();
+    vfs.symlink("/d", "/link").unwrap();
+    assert_eq!(vfs.read_link("/link").unwrap(), "/d");
+    let meta = vfs.stat("/link").unwrap();
+    assert_eq!(
+        (meta.kind, meta.size, meta.mode),
+        (NodeKind::Symlink, 2, 0o777)
+    );
+    assert!(matches!(
+        vfs.read_file("/link"),
+        Err(VfsError::IsASymlink { .. })
+    ));
+    assert!(
+        matches!(vfs.write_file("/link/x", b"".to_vec()), Err(VfsError::NotADirectory { path }) if path == "/link")
+    );
+    assert!(matches!(
+        vfs.symlink("x", "/link"),
+        Err(VfsError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        vfs.read_link("/d"),
+        Err(VfsError::NotASymlink { .. })
+    ));
+    assert!(matches!(
+        vfs.symlink("", "/l2"),
+        Err(VfsError::InvalidName { .. })
+    ));
+    // writing a file over a symlink replaces the link, never writes through it
+    vfs.write_file("/link", b"now a file".to_vec()).unwrap();
+    assert_eq!(vfs.stat("/link").unwrap().kind, NodeKind::File);
+    assert!(vfs.list_dir("/d").unwrap().is_empty());
+}
+
+#[test]
+fn remove_and_rename() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/a/b").unwrap();
+    vfs.write_file("/a/b/f", b"1".to_vec()).unwrap();
+    vfs.rename("/a", "/c").unwrap();
+    assert!(!vfs.exists("/a"));
+    assert_eq!(&vfs.read_file("/c/b/f").unwrap()[..], b"1");
+    assert!(matches!(
+        vfs.rename("/c", "/c/b/x"),
+        Err(VfsError::InvalidRename { .. })
+    ));
+    assert!(matches!(
+        vfs.rename("/", "/x"),
+        Err(VfsError::RootNotRemovable)
+    ));
+    vfs.write_file("/g", b"2".to_vec()).unwrap();
+    assert!(matches!(
+        vfs.rename("/g", "/c"),
+        Err(VfsError::IsADirectory { .. })
+    ));
+    assert!(matches!(
+        vfs.rename("/c", "/g"),
+        Err(VfsError::NotADirectory { .. })
+    ));
+    vfs.mkdir("/empty").unwrap();
+    assert!(matches!(
+        vfs.rename("/empty", "/c"),
+        Err(VfsError::DirectoryNotEmpty { .. })
+    ));
+    vfs.rename("/c", "/empty").unwrap();
+    assert!(vfs.exists("/empty/b/f"));
+    vfs.write_file("/h", b"3".to_vec()).unwrap();
+    vfs.rename("/h", "/g").unwrap();
+    assert_eq!(&vfs.read_file("/g").unwrap()[..], b"3");
+    vfs.remove("/empty").unwrap();
+    assert!(!vfs.exists("/empty/b/f"));
+    assert!(matches!(
+        vfs.remove("/empty"),
+        Err(VfsError::NotFound { .. })
+    ));
+    vfs.rename("/g", "/g").unwrap();
+}
+
+#[test]
+fn walk_is_preorder_sorted() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/b/y").unwrap();
+    vfs.mkdir("/a").unwrap();
+    vfs.write_file("/b/x", b"".to_vec()).unwrap();
+    vfs.symlink("t", "/b/z").unwrap();
+    let paths: Vec<String> = vfs.walk("/").unwrap().map(|e| e.path).collect();
+    assert_eq!(paths, ["/", "/a", "/b", "/b/x", "/b/y", "/b/z"]);
+    let sub: Vec<String> = vfs.walk("/b").unwrap().map(|e| e.path).collect();
+    assert_eq!(sub, ["/b", "/b/x", "/b/y", "/b/z"]);
+    let link = vfs.walk("/b/z").unwrap().next().unwrap();
+    assert_eq!(link.node.link_target(), Some("t"));
+}
+
+#[test]
+fn changes_since_reports_upserts_and_deletions() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p/src").unwrap();
+    vfs.write_file("/p/src/a.rs", b"a".to_vec()).unwrap();
+    vfs.write_file("/p/src/b.rs", b"b".to_vec()).unwrap();
+    vfs.write_file("/q", b"q".to_vec()).unwrap();
+    let all = vfs.changes_since("/p", 0).unwrap();
+    assert_eq!(all.upserted, ["/p", "/p/src", "/p/src/a.rs", "/p/src/b.rs"]);
+    assert!(all.deleted.is_empty());
+    let g = vfs.generation();
+    assert!(vfs.changes_since("/p", g).unwrap().is_empty());
+
+    vfs.write_file("/p/src/a.rs", b"a2".to_vec()).unwrap();
+    vfs.remove("/p/src/b.rs").unwrap();
+    vfs.write_file("/q", b"q2".to_vec()).unwrap();
+    let changes = vfs.changes_since("/p", g).unwrap();
+    assert_eq!(changes.upserted, ["/p/src/a.rs"]);
+    assert_eq!(changes.deleted, ["/p/src/b.rs"]);
+    assert_eq!(changes.generation, vfs.generation());
+
+    // rename = delete + create of the subtree
+    let g = vfs.generation();
+    vfs.rename("/p/src", "/p/lib").unwrap();
+    let changes = vfs.changes_since("/p", g).unwrap();
+    assert_eq!(changes.deleted, ["/p/src"]);
+    assert_eq!(changes.upserted, ["/p/lib", "/p/lib/a.rs"]);
+
+    // deleted subtree roots only
+    let g = vfs.generation();
+    vfs.remove("/p/lib/a.rs").unwrap();
+    vfs.remove("/p/lib").unwrap();
+    assert_eq!(vfs.changes_since("/p", g).unwrap().deleted, ["/p/lib"]);
+
+    // an ancestor of the queried path removed and re-created: the whole path is deleted
+    let g = vfs.generation();
+    vfs.remove("/p").unwrap();
+    vfs.mkdir("/p").unwrap();
+    let changes = vfs.changes_since("/p", g).unwrap();
+    assert_eq!(changes.deleted, ["/p"]);
+    assert_eq!(changes.upserted, ["/p"]);
+}
+
+#[test]
+fn history_limit_reports_unavailable() {
+    let mut vfs = Vfs::new();
+    vfs.set_history_limit(4);
+    for i in 0..10 {
+        vfs.write_file(&format!("/f{i}"), b"x".to_vec()).unwrap();
+        vfs.remove(&format!("/f{i}")).unwrap();
+    }
+    assert!(vfs.oldest_answerable_generation() > 0);
+    assert!(matches!(
+        vfs.changes_since("/", 0),
+        Err(VfsError::HistoryUnavailable { since: 0 })
+    ));
+    let floor = vfs.oldest_answerable_generation();
+    let changes = vfs.changes_since("/", floor).unwrap();
+    assert!(!changes.deleted.is_empty());
+}
+
+#[test]
+fn clone_is_independent() {
+    let mut vfs = Vfs::new();
+    vfs.write_file("/f", b"1".to_vec()).unwrap();
+    let snapshot = vfs.clone();
+    vfs.write_file("/f", b"2".to_vec()).unwrap();
+    assert_eq!(&snapshot.read_file("/f").unwrap()[..], b"1");
+    assert!(!snapshot.same_tree(&vfs));
+}
+
+#[test]
+fn deep_tree_is_bounded_and_drops() {
+    let mut vfs = Vfs::new();
+    let deep = "/d".repeat(crate::MAX_DEPTH);
+    vfs.mkdir(&deep).unwrap();
+    assert!(matches!(
+        vfs.mkdir(&format!("{deep}/x")),
+        Err(VfsError::InvalidName { .. })
+    ));
+    vfs.mkdir("/e").unwrap();
+    assert!(matches!(
+        vfs.rename("/d", "/e/d"),
+        Err(VfsError::InvalidName { .. })
+    ));
+    drop(vfs);
+}
+
+#[test]
+fn copy_tree_to_host_keeps_layout_modes_mtimes_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/ws/proj/src").unwrap();
+    vfs.write_file_with(
+        "/ws/proj/run.sh",
+        b"#!/bin/sh\n".to_vec(),
+        0o755,
+        UNIX_EPOCH + Duration::new(1_000_000, 5),
+    )
+    .unwrap();
+    vfs.write_file_with("/ws/proj/src/lib.rs", b"".to_vec(), 0o600, t(2_000_000))
+        .unwrap();
+    vfs.symlink("src/lib.rs", "/ws/proj/link").unwrap();
+    vfs.set_mode("/ws/proj/src", 0o750).unwrap();
+    vfs.set_mtime("/ws/proj/src", t(3_000_000)).unwrap();
+
+    vfs.copy_tree_to_host("/ws/proj", dir.path()).unwrap();
+    let leaf = dir.path().join("proj");
+    let run = std::fs::metadata(leaf.join("run.sh")).unwrap();
+    assert_eq!(run.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        run.modified().unwrap(),
+        UNIX_EPOCH + Duration::new(1_000_000, 5)
+    );
+    let lib = std::fs::metadata(leaf.join("src/lib.rs")).unwrap();
+    assert_eq!(lib.permissions().mode() & 0o7777, 0o600);
+    let src = std::fs::metadata(leaf.join("src")).unwrap();
+    assert_eq!(src.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(src.modified().unwrap(), t(3_000_000));
+    assert_eq!(
+        std::fs::read_link(leaf.join("link")).unwrap().to_str(),
+        Some("src/lib.rs")
+    );
+
+    // a second copy replaces what is in the way, never writing through a host symlink
+    std::fs::remove_file(leaf.join("run.sh")).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, b"untouched").unwrap();
+    std::os::unix::fs::symlink(&outside, leaf.join("run.sh")).unwrap();
+    vfs.copy_tree_to_host("/ws/proj", dir.path()).unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"untouched");
+    assert_eq!(std::fs::read(leaf.join("run.sh")).unwrap(), b"#!/bin/sh\n");
+
+    // root writes into host_dir itself
+    let root_dir = dir.path().join("root");
+    vfs.copy_tree_to_host("/", &root_dir).unwrap();
+    assert!(root_dir.join("ws/proj/src/lib.rs").is_file());
+}

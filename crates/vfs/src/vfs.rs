@@ -1,0 +1,783 @@
+//! The [`Vfs`] tree and its operations.
+
+use std::fmt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::node::{Children, DIR_MODE, FILE_MODE, Node, NodeData, NodeRef, Walk, WalkEntry};
+use crate::path::{self, MAX_DEPTH, components, split_parent};
+use crate::{Content, DirEntry, Metadata, NodeKind, VfsError};
+
+/// Default bound of the deletion log (see [`Vfs::set_history_limit`]).
+pub const DEFAULT_HISTORY_LIMIT: usize = 1 << 17;
+
+/// What changed under a path since a generation; see [`Vfs::changes_since`].
+///
+/// Apply `deleted` first (removing a missing path is a no-op), then `upserted` in order
+/// (parents come before children). Renames appear as a deletion of the old path plus
+/// upserts of the whole subtree at the new path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Absolute paths under the queried path removed (or replaced by another kind)
+    /// since the generation: subtree roots only, sorted.
+    pub deleted: Vec<String>,
+    /// Absolute paths created or changed (content, mode, mtime, kind) since the
+    /// generation, in pre-order (parents before children, children sorted by name).
+    pub upserted: Vec<String>,
+    /// The current generation: pass it to the next `changes_since` call.
+    pub generation: u64,
+}
+
+impl Changes {
+    /// `true` when nothing changed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.deleted.is_empty() && self.upserted.is_empty()
+    }
+}
+
+#[derive(Clone)]
+struct Tombstone {
+    generation: u64,
+    path: String,
+}
+
+/// The in-memory workspace tree.
+///
+/// Cloning copies the tree structure but shares file contents ([`Content`] is an `Arc`).
+#[derive(Clone)]
+pub struct Vfs {
+    pub(crate) root: Node,
+    pub(crate) cwd: String,
+    generation: u64,
+    tombstones: Vec<Tombstone>,
+    /// `changes_since(g)` is answerable only for `g >= history_floor`.
+    history_floor: u64,
+    history_limit: usize,
+}
+
+impl Default for Vfs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Vfs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vfs")
+            .field("cwd", &self.cwd)
+            .field("generation", &self.generation)
+            .field(
+                "root_entries",
+                &self.root.children().map_or(0, |c| c.0.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Error helpers.
+fn not_found(path: &str) -> VfsError {
+    VfsError::NotFound {
+        path: path.to_owned(),
+    }
+}
+
+fn not_a_dir(path: &str) -> VfsError {
+    VfsError::NotADirectory {
+        path: path.to_owned(),
+    }
+}
+
+/// Walks `norm` from `root`, stamping `subtree_generation` on every node passed
+/// (including the target) when `stamp` is given.
+fn walk_mut<'a>(
+    root: &'a mut Node,
+    norm: &str,
+    stamp: Option<u64>,
+) -> Result<&'a mut Node, VfsError> {
+    let mut node = root;
+    if let Some(generation) = stamp {
+        node.subtree_generation = generation;
+    }
+    let mut prefix_len = 0;
+    for name in components(norm) {
+        let NodeData::Dir(children) = &mut node.data else {
+            return Err(not_a_dir(&norm[..prefix_len]));
+        };
+        node = children.0.get_mut(name).ok_or_else(|| not_found(norm))?;
+        if let Some(generation) = stamp {
+            node.subtree_generation = generation;
+        }
+        prefix_len += 1 + name.len();
+    }
+    Ok(node)
+}
+
+fn walk_ref<'a>(root: &'a Node, norm: &str) -> Result<&'a Node, VfsError> {
+    let mut node = root;
+    let mut prefix_len = 0;
+    for name in components(norm) {
+        let NodeData::Dir(children) = &node.data else {
+            return Err(not_a_dir(&norm[..prefix_len]));
+        };
+        node = children.0.get(name).ok_or_else(|| not_found(norm))?;
+        prefix_len += 1 + name.len();
+    }
+    Ok(node)
+}
+
+impl Vfs {
+    /// An empty tree: root `/` (mode `0o755`), cwd `/`, generation 0.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            root: Node::new_dir(DIR_MODE, SystemTime::now(), 0),
+            cwd: "/".to_owned(),
+            generation: 0,
+            tombstones: Vec::new(),
+            history_floor: 0,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+        }
+    }
+
+    pub(crate) fn from_root(root: Node, cwd: String) -> Self {
+        Self {
+            root,
+            cwd,
+            ..Self::new()
+        }
+    }
+
+    /// Canonical absolute form of `path` (absolute, or relative to the cwd): `.` dropped,
+    /// `..` pops and clamps at `/`. Fails on an empty path, a NUL byte, or more than
+    /// [`MAX_DEPTH`] components.
+    ///
+    /// # Errors
+    /// [`VfsError::InvalidName`] naming the path.
+    pub fn normalize(&self, path: &str) -> Result<String, VfsError> {
+        path::normalize_with(&self.cwd, path)
+    }
+
+    /// The current directory (canonical absolute path).
+    #[must_use]
+    pub fn cwd(&self) -> &str {
+        &self.cwd
+    }
+
+    /// Changes the current directory; it must be an existing directory.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotADirectory`, `InvalidName`.
+    pub fn set_cwd(&mut self, path: &str) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        match walk_ref(&self.root, &norm)?.data {
+            NodeData::Dir(_) => {
+                self.cwd = norm;
+                Ok(())
+            }
+            _ => Err(not_a_dir(&norm)),
+        }
+    }
+
+    /// The current generation: advanced by every successful mutation.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bounds the deletion log to about `limit` entries (at least 1). When it overflows,
+    /// the oldest half is dropped and `changes_since` for older generations returns
+    /// [`VfsError::HistoryUnavailable`].
+    pub fn set_history_limit(&mut self, limit: usize) {
+        self.history_limit = limit.max(1);
+        self.trim_history();
+    }
+
+    /// Oldest generation `changes_since` can still answer for.
+    #[must_use]
+    pub fn oldest_answerable_generation(&self) -> u64 {
+        self.history_floor
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation + 1
+    }
+
+    fn commit(&mut self, generation: u64) {
+        self.generation = generation;
+    }
+
+    fn tombstone(&mut self, generation: u64, path: String) {
+        self.tombstones.push(Tombstone { generation, path });
+        if self.tombstones.len() > self.history_limit {
+            self.trim_history();
+        }
+    }
+
+    fn trim_history(&mut self) {
+        if self.tombstones.len() <= self.history_limit {
+            return;
+        }
+        // Drop whole generations so that every remaining generation is complete.
+        let cut = self.tombstones[self.tombstones.len() / 2].generation;
+        let keep_from = self.tombstones.partition_point(|t| t.generation <= cut);
+        self.tombstones.drain(..keep_from);
+        self.history_floor = self.history_floor.max(cut);
+    }
+
+    /// Borrowed view of the node at `path`.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotADirectory` (a parent is not a directory), `InvalidName`.
+    pub fn node(&self, path: &str) -> Result<NodeRef<'_>, VfsError> {
+        let norm = self.normalize(path)?;
+        Ok(NodeRef {
+            node: walk_ref(&self.root, &norm)?,
+        })
+    }
+
+    /// Creates a directory and any missing parents (like `mkdir -p`), mode `0o755`.
+    /// An existing directory is fine and changes nothing.
+    ///
+    /// # Errors
+    /// `NotADirectory` naming the component that is a file or symlink,
+    /// `AlreadyExists` when the path itself is a file or symlink, `InvalidName`.
+    pub fn mkdir(&mut self, path: &str) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        // Validate first: find the first missing component.
+        let mut node = &self.root;
+        let mut prefix_len = 0;
+        let mut missing = false;
+        for name in components(&norm) {
+            let NodeData::Dir(children) = &node.data else {
+                return Err(not_a_dir(&norm[..prefix_len]));
+            };
+            prefix_len += 1 + name.len();
+            if let Some(child) = children.0.get(name) {
+                node = child;
+            } else {
+                missing = true;
+                break;
+            }
+        }
+        if !missing {
+            return match node.data {
+                NodeData::Dir(_) => Ok(()),
+                _ => Err(VfsError::AlreadyExists { path: norm }),
+            };
+        }
+        let generation = self.next_generation();
+        let now = SystemTime::now();
+        let mut node = &mut self.root;
+        node.subtree_generation = generation;
+        for name in components(&norm) {
+            let NodeData::Dir(children) = &mut node.data else {
+                unreachable!("validated above: every existing component is a directory");
+            };
+            node = children
+                .0
+                .entry(name.to_owned())
+                .or_insert_with(|| Node::new_dir(DIR_MODE, now, generation));
+            node.subtree_generation = generation;
+        }
+        self.commit(generation);
+        Ok(())
+    }
+
+    /// Creates or replaces a file with `content`; mtime becomes now. A new file gets
+    /// mode `0o644`, a replaced file keeps its mode. The parent must exist. A symlink at
+    /// the path is replaced by the file (never written through).
+    ///
+    /// # Errors
+    /// `NotFound` (parent missing), `NotADirectory`, `IsADirectory`, `InvalidName`.
+    pub fn write_file(&mut self, path: &str, content: impl Into<Content>) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        self.put_file(&norm, content.into(), None, SystemTime::now())
+    }
+
+    /// Like [`Vfs::write_file`] with an explicit mode (`& 0o7777`) and mtime.
+    ///
+    /// # Errors
+    /// As [`Vfs::write_file`].
+    pub fn write_file_with(
+        &mut self,
+        path: &str,
+        content: impl Into<Content>,
+        mode: u32,
+        mtime: SystemTime,
+    ) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        self.put_file(&norm, content.into(), Some(mode), mtime)
+    }
+
+    fn put_file(
+        &mut self,
+        norm: &str,
+        content: Content,
+        mode: Option<u32>,
+        mtime: SystemTime,
+    ) -> Result<(), VfsError> {
+        if norm == "/" {
+            return Err(VfsError::IsADirectory {
+                path: norm.to_owned(),
+            });
+        }
+        let (parent, name) = split_parent(norm);
+        let generation = self.next_generation();
+        let dir = walk_mut(&mut self.root, parent, Some(generation))?;
+        let NodeData::Dir(children) = &mut dir.data else {
+            return Err(not_a_dir(parent));
+        };
+        let mut replaced_kind = false;
+        if let Some(existing) = children.0.get_mut(name) {
+            match &existing.data {
+                NodeData::Dir(_) => {
+                    return Err(VfsError::IsADirectory {
+                        path: norm.to_owned(),
+                    });
+                }
+                NodeData::File(_) => {
+                    existing.data = NodeData::File(content);
+                    existing.mode = mode.map_or(existing.mode, |m| m & 0o7777);
+                    existing.mtime = mtime;
+                    existing.generation = generation;
+                    existing.subtree_generation = generation;
+                }
+                NodeData::Symlink(_) => {
+                    *existing = Node::with_data(
+                        NodeData::File(content),
+                        mode.unwrap_or(FILE_MODE),
+                        mtime,
+                        generation,
+                    );
+                    replaced_kind = true;
+                }
+            }
+        } else {
+            children.0.insert(
+                name.to_owned(),
+                Node::with_data(
+                    NodeData::File(content),
+                    mode.unwrap_or(FILE_MODE),
+                    mtime,
+                    generation,
+                ),
+            );
+        }
+        if replaced_kind {
+            self.tombstone(generation, norm.to_owned());
+        }
+        self.commit(generation);
+        Ok(())
+    }
+
+    /// The content of a file (a reference-count bump, no copy).
+    ///
+    /// # Errors
+    /// `NotFound`, `IsADirectory`, `IsASymlink`, `NotADirectory`, `InvalidName`.
+    pub fn read_file(&self, path: &str) -> Result<Content, VfsError> {
+        let norm = self.normalize(path)?;
+        match &walk_ref(&self.root, &norm)?.data {
+            NodeData::File(content) => Ok(Content::clone(content)),
+            NodeData::Dir(_) => Err(VfsError::IsADirectory { path: norm }),
+            NodeData::Symlink(_) => Err(VfsError::IsASymlink { path: norm }),
+        }
+    }
+
+    /// Entries of a directory, sorted by name.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotADirectory`, `InvalidName`.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, VfsError> {
+        let norm = self.normalize(path)?;
+        match &walk_ref(&self.root, &norm)?.data {
+            NodeData::Dir(children) => Ok(children
+                .0
+                .iter()
+                .map(|(name, node)| DirEntry {
+                    name: name.clone(),
+                    metadata: node.metadata(),
+                })
+                .collect()),
+            _ => Err(not_a_dir(&norm)),
+        }
+    }
+
+    /// Metadata of a node; never follows symlinks.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotADirectory`, `InvalidName`.
+    pub fn stat(&self, path: &str) -> Result<Metadata, VfsError> {
+        let norm = self.normalize(path)?;
+        Ok(walk_ref(&self.root, &norm)?.metadata())
+    }
+
+    /// `true` when a node exists at `path` (an invalid path does not exist).
+    #[must_use]
+    pub fn exists(&self, path: &str) -> bool {
+        self.normalize(path)
+            .is_ok_and(|norm| walk_ref(&self.root, &norm).is_ok())
+    }
+
+    /// Removes a file, symlink, or directory with everything below it.
+    ///
+    /// # Errors
+    /// `RootNotRemovable`, `NotFound`, `NotADirectory`, `InvalidName`.
+    pub fn remove(&mut self, path: &str) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        if norm == "/" {
+            return Err(VfsError::RootNotRemovable);
+        }
+        let (parent, name) = split_parent(&norm);
+        walk_ref(&self.root, &norm)?;
+        let generation = self.next_generation();
+        let dir = walk_mut(&mut self.root, parent, Some(generation))?;
+        let NodeData::Dir(children) = &mut dir.data else {
+            return Err(not_a_dir(parent));
+        };
+        let removed = children.0.remove(name);
+        debug_assert!(removed.is_some(), "existence checked above");
+        self.tombstone(generation, norm);
+        self.commit(generation);
+        Ok(())
+    }
+
+    /// Moves a node (and its subtree) to `to`. An existing `to` is replaced when both
+    /// are non-directories, or both are directories and `to` is empty.
+    ///
+    /// # Errors
+    /// `RootNotRemovable`, `InvalidRename` (into its own subtree, onto `/`), `NotFound`,
+    /// `NotADirectory`, `IsADirectory`, `DirectoryNotEmpty`, `InvalidName`.
+    ///
+    /// # Panics
+    /// Never (the `expect` guards an invariant checked just before).
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), VfsError> {
+        let from = self.normalize(from)?;
+        let to = self.normalize(to)?;
+        if from == "/" {
+            return Err(VfsError::RootNotRemovable);
+        }
+        let source = walk_ref(&self.root, &from)?;
+        if from == to {
+            return Ok(());
+        }
+        if to == "/" {
+            return Err(VfsError::InvalidRename {
+                from,
+                to,
+                reason: "the destination is the root",
+            });
+        }
+        if path::is_within(&to, &from) {
+            return Err(VfsError::InvalidRename {
+                from,
+                to,
+                reason: "the destination lies inside the source",
+            });
+        }
+        if path::depth(&to) + source.height() > MAX_DEPTH {
+            return Err(VfsError::InvalidName {
+                path: to,
+                reason: format!("the moved tree would be deeper than {MAX_DEPTH} components"),
+            });
+        }
+        let source_is_dir = matches!(source.data, NodeData::Dir(_));
+        let (to_parent, to_name) = split_parent(&to);
+        let target_parent = walk_ref(&self.root, to_parent)?;
+        let Some(target_children) = target_parent.children() else {
+            return Err(not_a_dir(to_parent));
+        };
+        let replaces = match target_children.0.get(to_name) {
+            None => false,
+            Some(existing) => match (&existing.data, source_is_dir) {
+                (NodeData::Dir(children), true) if children.0.is_empty() => true,
+                (NodeData::Dir(_), true) => return Err(VfsError::DirectoryNotEmpty { path: to }),
+                (NodeData::Dir(_), false) => return Err(VfsError::IsADirectory { path: to }),
+                (_, true) => return Err(not_a_dir(&to)),
+                (_, false) => true,
+            },
+        };
+        let generation = self.next_generation();
+        let (from_parent, from_name) = split_parent(&from);
+        let NodeData::Dir(children) =
+            &mut walk_mut(&mut self.root, from_parent, Some(generation))?.data
+        else {
+            unreachable!("the source exists, so its parent is a directory");
+        };
+        let mut moved = children
+            .0
+            .remove(from_name)
+            .expect("the source exists (checked above)");
+        moved.restamp_subtree(generation);
+        let NodeData::Dir(children) =
+            &mut walk_mut(&mut self.root, to_parent, Some(generation))?.data
+        else {
+            unreachable!("the destination parent is a directory (checked above)");
+        };
+        children.0.insert(to_name.to_owned(), moved);
+        self.tombstone(generation, from);
+        if replaces {
+            self.tombstone(generation, to);
+        }
+        self.commit(generation);
+        Ok(())
+    }
+
+    /// Creates an empty file (mode `0o644`) if nothing exists at `path`; otherwise only
+    /// sets the node's mtime to now. Never truncates.
+    ///
+    /// # Errors
+    /// `NotFound` (parent missing), `NotADirectory`, `InvalidName`.
+    pub fn touch(&mut self, path: &str) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        let now = SystemTime::now();
+        if walk_ref(&self.root, &norm).is_ok() {
+            return self.update(&norm, |node| node.mtime = now);
+        }
+        self.put_file(&norm, Content::from(&[][..]), None, now)
+    }
+
+    /// Sets the permission bits (`mode & 0o7777`). Symlinks have no mode of their own
+    /// (always `0o777`); setting one is a no-op.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotADirectory`, `InvalidName`.
+    pub fn set_mode(&mut self, path: &str, mode: u32) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        let node = walk_ref(&self.root, &norm)?;
+        if node.kind() == NodeKind::Symlink || node.mode == mode & 0o7777 {
+            return Ok(());
+        }
+        self.update(&norm, |node| node.mode = mode & 0o7777)
+    }
+
+    /// Sets the modification time of any node.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotADirectory`, `InvalidName`.
+    pub fn set_mtime(&mut self, path: &str, mtime: SystemTime) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        if walk_ref(&self.root, &norm)?.mtime == mtime {
+            return Ok(());
+        }
+        self.update(&norm, |node| node.mtime = mtime)
+    }
+
+    /// Applies a metadata change to an existing node as one mutation.
+    fn update(&mut self, norm: &str, change: impl FnOnce(&mut Node)) -> Result<(), VfsError> {
+        let generation = self.next_generation();
+        let node = walk_mut(&mut self.root, norm, Some(generation))?;
+        change(node);
+        node.generation = generation;
+        self.commit(generation);
+        Ok(())
+    }
+
+    /// Creates a symlink at `link_path` pointing to `target` (stored as text, never
+    /// followed), mtime now.
+    ///
+    /// # Errors
+    /// `AlreadyExists`, `NotFound` (parent missing), `NotADirectory`, `InvalidName`
+    /// (also for an empty target or one containing NUL).
+    pub fn symlink(&mut self, target: &str, link_path: &str) -> Result<(), VfsError> {
+        self.symlink_with(target, link_path, SystemTime::now())
+    }
+
+    /// Like [`Vfs::symlink`] with an explicit mtime.
+    ///
+    /// # Errors
+    /// As [`Vfs::symlink`].
+    pub fn symlink_with(
+        &mut self,
+        target: &str,
+        link_path: &str,
+        mtime: SystemTime,
+    ) -> Result<(), VfsError> {
+        if target.is_empty() || target.contains('\0') {
+            return Err(VfsError::InvalidName {
+                path: target.to_owned(),
+                reason: "a symlink target must be non-empty and free of NUL bytes".to_owned(),
+            });
+        }
+        let norm = self.normalize(link_path)?;
+        if walk_ref(&self.root, &norm).is_ok() {
+            return Err(VfsError::AlreadyExists { path: norm });
+        }
+        let (parent, name) = split_parent(&norm);
+        let generation = self.next_generation();
+        let NodeData::Dir(children) = &mut walk_mut(&mut self.root, parent, Some(generation))?.data
+        else {
+            return Err(not_a_dir(parent));
+        };
+        children.0.insert(
+            name.to_owned(),
+            Node::with_data(
+                NodeData::Symlink(target.to_owned()),
+                0o777,
+                mtime,
+                generation,
+            ),
+        );
+        self.commit(generation);
+        Ok(())
+    }
+
+    /// The target of a symlink.
+    ///
+    /// # Errors
+    /// `NotASymlink`, `NotFound`, `NotADirectory`, `InvalidName`.
+    pub fn read_link(&self, path: &str) -> Result<String, VfsError> {
+        let norm = self.normalize(path)?;
+        match &walk_ref(&self.root, &norm)?.data {
+            NodeData::Symlink(target) => Ok(target.clone()),
+            _ => Err(VfsError::NotASymlink { path: norm }),
+        }
+    }
+
+    /// Borrowed pre-order walk of the subtree at `path`, the node itself first, children
+    /// sorted by name.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotADirectory`, `InvalidName`.
+    pub fn walk(&self, path: &str) -> Result<Walk<'_>, VfsError> {
+        let norm = self.normalize(path)?;
+        let node = walk_ref(&self.root, &norm)?;
+        Ok(Walk {
+            stack: vec![WalkEntry {
+                path: norm,
+                node: NodeRef { node },
+            }],
+        })
+    }
+
+    /// Writes the subtree at `path` to the host: the node becomes `host_dir/<last
+    /// segment>`; the root writes its children straight into `host_dir` (created if
+    /// missing). Keeps modes, mtimes and symlinks. Anything in the way at a destination
+    /// is replaced (never written through); extra host entries are left alone.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotADirectory`, `InvalidName`, `Io` naming the host path.
+    pub fn copy_tree_to_host(&self, path: &str, host_dir: &Path) -> Result<(), VfsError> {
+        let norm = self.normalize(path)?;
+        let node = walk_ref(&self.root, &norm)?;
+        crate::host::copy_to_host(node, &norm, host_dir)
+    }
+
+    /// What changed under `path` since `generation` (see [`Changes`]). Costs time
+    /// proportional to the changes (times depth and directory fan-out on their paths),
+    /// not to the tree size.
+    ///
+    /// # Errors
+    /// `HistoryUnavailable` when `generation` is older than the kept deletion history
+    /// (do a full sync), `NotFound` when `path` does not exist now, `NotADirectory`,
+    /// `InvalidName`.
+    pub fn changes_since(&self, path: &str, generation: u64) -> Result<Changes, VfsError> {
+        if generation < self.history_floor {
+            return Err(VfsError::HistoryUnavailable { since: generation });
+        }
+        let norm = self.normalize(path)?;
+        let start = walk_ref(&self.root, &norm)?;
+
+        let first = self
+            .tombstones
+            .partition_point(|t| t.generation <= generation);
+        let mut deleted: Vec<String> = Vec::new();
+        for tomb in &self.tombstones[first..] {
+            if path::is_within(&tomb.path, &norm) {
+                deleted.push(tomb.path.clone());
+            } else if path::is_within(&norm, &tomb.path) {
+                // An ancestor was removed (and the path re-created): everything old goes.
+                deleted.push(norm.clone());
+            }
+        }
+        deleted.sort_unstable();
+        deleted.dedup();
+        if deleted.len() > 1 {
+            let all: std::collections::BTreeSet<&str> =
+                deleted.iter().map(String::as_str).collect();
+            let is_root = |p: &str| {
+                let mut current = p;
+                while current != "/" {
+                    current = split_parent(current).0;
+                    if all.contains(current) {
+                        return false;
+                    }
+                }
+                true
+            };
+            let roots: Vec<String> = deleted.iter().filter(|p| is_root(p)).cloned().collect();
+            deleted = roots;
+        }
+
+        let mut upserted = Vec::new();
+        if start.subtree_generation > generation {
+            let mut stack: Vec<(String, &Node)> = vec![(norm, start)];
+            while let Some((node_path, node)) = stack.pop() {
+                if let NodeData::Dir(children) = &node.data {
+                    for (name, child) in children.0.iter().rev() {
+                        if child.subtree_generation > generation {
+                            stack.push((path::join(&node_path, name), child));
+                        }
+                    }
+                }
+                if node.generation > generation {
+                    upserted.push(node_path);
+                }
+            }
+        }
+        Ok(Changes {
+            deleted,
+            upserted,
+            generation: self.generation,
+        })
+    }
+
+    /// `true` when both trees hold the same nodes with the same kinds, metadata,
+    /// contents and link targets (generations and cwd are not compared).
+    #[must_use]
+    pub fn same_tree(&self, other: &Self) -> bool {
+        let mut left = Walk {
+            stack: vec![WalkEntry {
+                path: "/".to_owned(),
+                node: NodeRef { node: &self.root },
+            }],
+        };
+        let mut right = Walk {
+            stack: vec![WalkEntry {
+                path: "/".to_owned(),
+                node: NodeRef { node: &other.root },
+            }],
+        };
+        loop {
+            match (left.next(), right.next()) {
+                (None, None) => return true,
+                (Some(a), Some(b)) => {
+                    if a.path != b.path
+                        || a.node.metadata() != b.node.metadata()
+                        || a.node.content().map(|c| &c[..]) != b.node.content().map(|c| &c[..])
+                        || a.node.link_target() != b.node.link_target()
+                    {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Number of nodes in the tree, the root included.
+    #[must_use]
+    pub fn node_count(&self) -> usize {
+        let mut count = 0;
+        let mut stack: Vec<&Children> = Vec::new();
+        count += 1;
+        if let Some(children) = self.root.children() {
+            stack.push(children);
+        }
+        while let Some(children) = stack.pop() {
+            count += children.0.len();
+            stack.extend(children.0.values().filter_map(Node::children));
+        }
+        count
+    }
+}
