@@ -1,1 +1,68 @@
 //! The beta JSON-lines wire protocol: message types and line framing.
+//!
+//! Every frame is one JSON object on one UTF-8 line ending in `\n`. Requests
+//! ([`Request`]) and replies ([`Reply`]) are tagged by their `op` field. The
+//! types cover every version 1 message (see `shared/design/protocol-v1.md`)
+//! plus the negotiated extensions:
+//!
+//! - `handshake` may carry `capabilities` and `token`; `handshake_ok` answers
+//!   with the `capabilities` the sidecar will use ([`Capability`]).
+//! - [`CAP_EXEC_STREAM`]: `exec_output` frames ([`ExecOutput`]) carry the child's
+//!   stdout and stderr, in order, before `exec_result`.
+//! - [`CAP_GUEST_FS_V2`]: `guest_fs` operations `stat`, `exists` and `rename`
+//!   (with `to_path`), and the reply fields `stat` and `exists`.
+//! - [`CAP_SYNC_VERIFY`]: `sync_ok` reports `mismatches` found while checking a
+//!   `sync_request` manifest against the staging directory.
+//!
+//! A peer that did not announce a capability never receives the frames or
+//! fields that belong to it. Unknown fields are ignored on input (no
+//! `deny_unknown_fields`), and every field added after v1 is optional and left
+//! out of the JSON when absent.
+//!
+//! The line codec ([`LineReader`], [`write_frame`]) caps a frame's size
+//! ([`DEFAULT_MAX_FRAME_BYTES`]) and reports an oversized or non-UTF-8 line as a
+//! [`ProtocolError`] after skipping to the next newline, so one bad line never
+//! tears down a connection.
+//!
+//! ```
+//! use devshell_vm_protocol::{parse_request, Request, Reply, ExecResult, encode_reply};
+//!
+//! let line = r#"{"argv":["true"],"op":"exec","session_id":"pid-1","guest_cwd":"/workspace","env":{}}"#;
+//! let Request::Exec(exec) = parse_request(line)? else { panic!("not an exec") };
+//! assert_eq!(exec.argv, ["true"]);
+//! let reply = Reply::ExecResult(ExecResult { session_id: exec.session_id, exit_code: 0, signal: None });
+//! assert_eq!(
+//!     encode_reply(&reply),
+//!     r#"{"op":"exec_result","session_id":"pid-1","exit_code":0,"signal":null}"#
+//! );
+//! # Ok::<(), devshell_vm_protocol::ProtocolError>(())
+//! ```
+
+mod codec;
+mod codes;
+mod error;
+mod message;
+
+pub use codec::{DEFAULT_MAX_FRAME_BYTES, LineReader, write_frame, write_line};
+pub use codes::{ErrorCode, GuestFsErrorCode, negotiate_capabilities};
+pub use error::ProtocolError;
+pub use message::{
+    Direction, ErrorReply, Exec, ExecOutput, ExecResult, GuestFs, GuestFsErrorReply, GuestFsOk,
+    GuestFsOperation, GuestKindWire, GuestStat, Handshake, HandshakeOk, ManifestAction,
+    ManifestEntry, OutputStream, Reply, Request, SessionOk, SessionShutdown, SessionStart,
+    ShutdownOk, SyncMismatch, SyncOk, SyncRequest, decode_base64, encode_base64, encode_reply,
+    encode_request, parse_reply, parse_request,
+};
+
+/// The protocol version this crate speaks (sent in `handshake` and `handshake_ok`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Capability: `exec_output` frames stream the child's output before `exec_result`.
+pub const CAP_EXEC_STREAM: &str = "exec-stream";
+/// Capability: `guest_fs` operations `stat`, `exists`, `rename` and their reply fields.
+pub const CAP_GUEST_FS_V2: &str = "guest-fs-v2";
+/// Capability: `sync_ok` carries `mismatches` found while verifying a manifest.
+pub const CAP_SYNC_VERIFY: &str = "sync-verify";
+
+/// Every capability this crate knows, in the order a client usually requests them.
+pub const KNOWN_CAPABILITIES: &[&str] = &[CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY];
