@@ -17,11 +17,13 @@
 //! });
 //! ```
 //!
-//! ```ignore
-//! // tests/my_conformance.rs
+//! ```
+//! // tests/my_conformance.rs: one #[test] per check
+//! use devshell_vm_guest_fs::{GuestFsOps, MockGuestFsOps};
 //! devshell_vm_guest_fs::guest_fs_conformance_tests!(|| {
-//!     Box::new(MyOps::connect_to_fresh_dir()) as Box<dyn devshell_vm_guest_fs::GuestFsOps>
+//!     Box::new(MockGuestFsOps::new("/workspace").expect("mount")) as Box<dyn GuestFsOps>
 //! });
+//! # fn main() {}
 //! ```
 //!
 //! **Symlink escapes** need real files, so they have their own entry points:

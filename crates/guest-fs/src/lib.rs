@@ -57,12 +57,17 @@ pub use path::{
 /// evaluated once per test. Use the `mod name, factory` form to instantiate the suite
 /// more than once in one file.
 ///
-/// ```ignore
-/// // crates/<backend>/tests/guest_fs_conformance.rs
-/// use devshell_vm_guest_fs::{guest_fs_conformance_tests, GuestFsOps};
-/// guest_fs_conformance_tests!(|| Box::new(MyOps::fresh()) as Box<dyn GuestFsOps>);
+/// ```
+/// // crates/<backend>/tests/guest_fs_conformance.rs (here with the mock)
+/// use devshell_vm_guest_fs::{guest_fs_conformance_tests, GuestFsOps, MockGuestFsOps};
+/// guest_fs_conformance_tests!(|| {
+///     Box::new(MockGuestFsOps::new("/workspace").expect("mount")) as Box<dyn GuestFsOps>
+/// });
 /// // or, several in one file:
-/// guest_fs_conformance_tests!(mod over_tcp, || Box::new(MyOps::fresh_tcp()) as Box<dyn GuestFsOps>);
+/// guest_fs_conformance_tests!(mod deep, || {
+///     Box::new(MockGuestFsOps::new("/srv/ws").expect("mount")) as Box<dyn GuestFsOps>
+/// });
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! guest_fs_conformance_tests {
