@@ -380,3 +380,52 @@ fn copy_tree_to_host_keeps_layout_modes_mtimes_links() {
     vfs.copy_tree_to_host("/", &root_dir).unwrap();
     assert!(root_dir.join("ws/proj/src/lib.rs").is_file());
 }
+
+#[test]
+fn changes_since_under_a_recreated_ancestor_deletes_the_queried_path() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/a/b").unwrap();
+    vfs.write_file("/a/b/old", b"o".to_vec()).unwrap();
+    let g = vfs.generation();
+    vfs.remove("/a").unwrap();
+    vfs.mkdir("/a/b").unwrap();
+    let changes = vfs.changes_since("/a/b", g).unwrap();
+    assert_eq!(changes.deleted, ["/a/b"]);
+    assert_eq!(changes.upserted, ["/a/b"]);
+    // a sibling's removal is not reported under /a/b
+    let g = vfs.generation();
+    vfs.write_file("/a/c", b"".to_vec()).unwrap();
+    vfs.remove("/a/c").unwrap();
+    assert!(vfs.changes_since("/a/b", g).unwrap().is_empty());
+}
+
+#[test]
+fn rename_over_an_existing_node_records_both_deletions() {
+    let mut vfs = Vfs::new();
+    vfs.write_file("/f", b"file".to_vec()).unwrap();
+    vfs.symlink("target", "/l").unwrap();
+    let g = vfs.generation();
+    vfs.rename("/l", "/f").unwrap();
+    let changes = vfs.changes_since("/", g).unwrap();
+    assert_eq!(changes.deleted, ["/f", "/l"]);
+    assert_eq!(changes.upserted, ["/f"]);
+    assert_eq!(vfs.read_link("/f").unwrap(), "target");
+}
+
+#[test]
+fn failed_operations_change_nothing() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/d").unwrap();
+    vfs.write_file("/d/f", b"x".to_vec()).unwrap();
+    let g = vfs.generation();
+    let snapshot = vfs.clone();
+    assert!(vfs.write_file("/d/f/x", b"".to_vec()).is_err());
+    assert!(vfs.mkdir("/d/f/x").is_err());
+    assert!(vfs.rename("/d", "/d/sub").is_err());
+    assert!(vfs.remove("/nope").is_err());
+    assert!(vfs.symlink("t", "/d/f").is_err());
+    assert!(vfs.touch("/none/x").is_err());
+    assert_eq!(vfs.generation(), g);
+    assert!(vfs.same_tree(&snapshot));
+    assert!(vfs.changes_since("/", g).unwrap().is_empty());
+}
