@@ -227,7 +227,7 @@ fn structural_faults_are_caught() {
 #[test]
 fn run_all_names_the_failing_check() {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        conformance::run_all(factory(Fault::TruncatesLargeWrites))
+        conformance::run_all(factory(Fault::TruncatesLargeWrites));
     }));
     let payload = result.expect_err("run_all must fail for a faulty implementation");
     let message = payload
@@ -284,7 +284,7 @@ fn symlink_escapes_are_caught() {
     for (name, check) in checks {
         check(&mut || common::symlink_fixture(true));
         let result = catch_unwind(AssertUnwindSafe(|| {
-            check(&mut || common::symlink_fixture(false))
+            check(&mut || common::symlink_fixture(false));
         }));
         assert!(
             result.is_err(),
