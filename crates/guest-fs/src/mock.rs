@@ -243,3 +243,63 @@ impl GuestFsOps for MockGuestFsOps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GuestFsErrorKind;
+
+    #[test]
+    fn default_mount_and_len() {
+        let mut fs = MockGuestFsOps::default();
+        assert_eq!(fs.mount(), "/workspace");
+        assert!(fs.is_empty());
+        fs.write_file("/workspace/a/b", b"x").unwrap();
+        assert_eq!(fs.len(), 2);
+        fs.remove("/workspace/a").unwrap();
+        assert!(fs.is_empty());
+    }
+
+    #[test]
+    fn root_mount_works() {
+        let mut fs = MockGuestFsOps::new("/").unwrap();
+        fs.write_file("/etc/x", b"1").unwrap();
+        fs.mkdir("/.d").unwrap();
+        assert_eq!(fs.list_dir("/").unwrap(), [".d", "etc"]);
+        assert_eq!(fs.read_file("/etc/../etc/x").unwrap(), b"1");
+        assert_eq!(
+            fs.remove("/").unwrap_err().kind(),
+            GuestFsErrorKind::InvalidPath
+        );
+        fs.remove("/etc").unwrap();
+        assert_eq!(fs.list_dir("/").unwrap(), [".d"]);
+    }
+
+    #[test]
+    fn mount_is_normalised_and_validated() {
+        assert_eq!(MockGuestFsOps::new("/a/./b/").unwrap().mount(), "/a/b");
+        for bad in ["", "rel", "/a\0"] {
+            assert_eq!(
+                MockGuestFsOps::new(bad).unwrap_err().kind(),
+                GuestFsErrorKind::InvalidPath
+            );
+        }
+    }
+
+    #[test]
+    fn error_wire_codes_round_trip() {
+        let p = "/workspace/x";
+        for e in [
+            GuestFsError::NotFound { path: p.into() },
+            GuestFsError::NotADirectory { path: p.into() },
+            GuestFsError::IsADirectory { path: p.into() },
+            GuestFsError::invalid_path(p, "outside"),
+        ] {
+            let back = GuestFsError::from_wire(e.wire_code(), p, "outside");
+            assert_eq!(back, e);
+        }
+        let unknown = GuestFsError::from_wire("io_error", p, "disk full");
+        assert_eq!(unknown.kind(), GuestFsErrorKind::Internal);
+        assert!(unknown.to_string().contains("disk full"));
+    }
+}
