@@ -1,1 +1,74 @@
 //! Push and pull between the in-memory VFS and a host staging directory, costing what changed.
+//!
+//! A session keeps its project in a [`Vfs`](devshell_vm_vfs::Vfs) and runs tools in a
+//! host directory (the *staging* directory, or a guest's shared mount). The VFS subtree
+//! at path `P` lives at `staging/<last segment of P>` (the *leaf*; the root `/` maps to
+//! the staging directory itself). [`SyncState`] is the manifest of one staging
+//! directory: which VFS path owns each leaf, the VFS generation the host copy reflects,
+//! and the host metadata (kind, size, mtime, ctime, mode, inode) of every synced entry.
+//!
+//! * [`push_full`] makes the leaf an exact copy (deleting host extras inside the leaf
+//!   only, after checking the VFS path exists);
+//! * [`push_incremental`] applies only what the VFS journal
+//!   ([`Vfs::changes_since`](devshell_vm_vfs::Vfs::changes_since)) reports;
+//! * [`pull_workspace_to_vfs`] scans the leaf with metadata only, reads just the
+//!   entries whose metadata moved, and applies all changes or none;
+//! * [`run_synced`] is the Mode S cycle: push, run, always pull.
+//!
+//! Modes and mtimes travel both ways, so an untouched file keeps its mtime across every
+//! round trip and an edited one carries its edit time: cargo rebuilds exactly what
+//! changed.
+//!
+//! # Safety boundary
+//! Nothing is read, written or deleted outside the leaf. All host access goes through
+//! descriptors opened one component at a time with `O_NOFOLLOW`; symlinks inside the
+//! leaf are synced as symlinks and never followed; a write replaces whatever entry is
+//! in the way (symlink, hard link, directory) instead of writing through it. Names are
+//! single components (no `/`, `.`, `..`, NUL); host names that are not UTF-8 are skipped
+//! and reported.
+//!
+//! ```
+//! use devshell_vm_sync::{SyncState, pull_workspace_to_vfs, push_incremental};
+//! use devshell_vm_vfs::Vfs;
+//!
+//! let staging = tempfile::tempdir()?;
+//! let mut vfs = Vfs::new();
+//! vfs.mkdir("/proj/src")?;
+//! vfs.write_file("/proj/src/main.rs", b"fn main() {}".to_vec())?;
+//! let mut state = SyncState::new(staging.path());
+//! let pushed = push_incremental(&vfs, "/proj", &mut state)?; // first time: full push
+//! assert_eq!(pushed.files_written, 1);
+//! std::fs::write(staging.path().join("proj/out.txt"), "built")?;
+//! let pulled = pull_workspace_to_vfs(&mut state, "/proj", &mut vfs)?;
+//! assert_eq!(pulled.files_written, 1); // only the new file reaches the VFS
+//! assert_eq!(&vfs.read_file("/proj/out.txt")?[..], b"built");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Boundary: this crate does host file I/O and nothing else; it spawns nothing (the
+//! runner passed to [`run_synced`] does). Dependencies: the VFS (the tree and its
+//! journal), `devshell-vm-exec` (only for [`ExecOutcome`](devshell_vm_exec::ExecOutcome)
+//! in [`ToolOutcome`]), `nix` (`openat`-family calls without `unsafe`), `globset`
+//! (excludes), `thiserror`.
+
+#![cfg(unix)]
+
+mod error;
+mod hostio;
+mod pull;
+mod push;
+mod report;
+mod run;
+mod state;
+
+pub use error::VmSyncError;
+pub use pull::pull_workspace_to_vfs;
+pub use push::{push_full, push_incremental};
+pub use report::{Skipped, SyncProgress, SyncReport};
+pub use run::{SyncedRunError, ToolOutcome, run_synced};
+pub use state::{DEFAULT_MAX_FILE_SIZE, SyncState};
+
+// Project root detection (`project_root`) lives in `project.rs`, owned by the host
+// backend; its `pub mod project;` and re-export go below.
+pub mod project;
+pub use project::project_root;

@@ -1,0 +1,570 @@
+//! Host → VFS: [`pull_workspace_to_vfs`].
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use devshell_vm_vfs::{Content, MAX_DEPTH, NodeKind, Vfs, VfsError};
+use nix::dir::Dir;
+use nix::errno::Errno;
+
+use crate::hostio::{self, HostKind, HostMeta, ReadError, Ts};
+use crate::push::invalidate;
+use crate::report::{Skipped, SyncProgress, SyncReport};
+use crate::state::{Excludes, MEntry, SyncState, leaf_name, vfs_join};
+use crate::VmSyncError;
+
+/// Progress is reported after this many files read.
+const PROGRESS_EVERY: u64 = 256;
+
+/// One change to make in the VFS, gathered before anything is applied.
+enum PullOp {
+    /// Remove the node (a host deletion, or the old kind before a type change).
+    Remove { rel: String },
+    /// Create a directory (replacing a non-directory) with this mode and mtime.
+    Mkdir { rel: String, mode: u32, mtime: SystemTime },
+    /// An existing directory whose mode or mtime may have changed.
+    DirMeta { rel: String, mode: u32, mtime: SystemTime },
+    /// Create or replace a file.
+    File {
+        rel: String,
+        content: Content,
+        mode: u32,
+        mtime: SystemTime,
+    },
+    /// Create or replace a symlink.
+    Symlink {
+        rel: String,
+        target: String,
+        mtime: SystemTime,
+    },
+}
+
+/// A manifest change to make once the VFS has been updated.
+struct Record {
+    rel: String,
+    /// `None`: forget the entry.
+    meta: Option<HostMeta>,
+}
+
+struct Scan<'a> {
+    vfs: &'a Vfs,
+    vfs_root: &'a str,
+    leaf_path: &'a Path,
+    excludes: &'a Excludes,
+    max_file_size: u64,
+    /// Components the VFS root already has (paths deeper than [`MAX_DEPTH`] are refused
+    /// by the VFS, so they are skipped and reported).
+    root_depth: usize,
+    ops: Vec<PullOp>,
+    records: Vec<Record>,
+    report: SyncReport,
+    observer: Option<&'a mut (dyn FnMut(&SyncProgress) + Send)>,
+}
+
+/// Mirrors the staging leaf of `vfs_path` into the VFS: new and changed files, symlinks
+/// (as symlinks) and directories with their modes and mtimes, deletions and type changes
+/// (file ↔ directory ↔ symlink).
+///
+/// The leaf is scanned with metadata only (`lstat`, no symlink is ever followed) and
+/// compared with the manifest; only entries whose metadata moved are read, so a pull
+/// after a tool that changed nothing reads no file content. Deletions are mirrored only
+/// for entries the manifest knows (a pull with no manifest adds and updates but deletes
+/// nothing). Host names that are not UTF-8 and special files are skipped and listed in
+/// [`SyncReport::skipped`]; excluded paths are not looked at.
+///
+/// All or nothing: every change is gathered (every changed file read) before the VFS is
+/// touched; if anything fails, the VFS is unchanged and the error names the host path.
+/// Afterwards the manifest records the new host state and, when the VFS had no unpushed
+/// changes, the VFS generation, so what was pulled is not pushed back.
+///
+/// # Errors
+/// [`VmSyncError::Io`] / [`VmSyncError::ChangedDuringRead`] naming the host path,
+/// [`VmSyncError::Escape`] when the leaf was replaced by a symlink,
+/// [`VmSyncError::LeafNotADirectory`], [`VmSyncError::LeafCollision`],
+/// [`VmSyncError::NotADirectory`] when the VFS path is a file.
+pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vfs) -> Result<SyncReport, VmSyncError> {
+    let started = Instant::now();
+    let observed_at = Ts::coarse_now();
+    let norm = vfs.normalize(vfs_path)?;
+    match vfs.stat(&norm) {
+        Ok(meta) if meta.kind != NodeKind::Dir => return Err(VmSyncError::NotADirectory { vfs_path: norm }),
+        Ok(_) | Err(VfsError::NotFound { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let leaf = leaf_name(&norm).to_owned();
+    let leaf_path = state.leaf_path(&leaf);
+    let bound = state.bind(&norm)?;
+    // Unpushed VFS changes: the pull still applies host changes, but must not mark
+    // the VFS generation as synced (those changes still need a push).
+    let pending = match bound.synced_generation {
+        Some(since) => vfs.changes_since(&norm, since).map_or(true, |changes| !changes.is_empty()),
+        None => true,
+    };
+    let leaf_fd = open_leaf_for_pull(state.staging_dir(), &leaf, &leaf_path)?;
+
+    let max_file_size = state.max_file_size;
+    let SyncState {
+        excludes,
+        observer,
+        leaves,
+        ..
+    } = state;
+    let leaf_state = leaves.get_mut(&leaf).expect("bound above");
+    let mut scan = Scan {
+        vfs,
+        vfs_root: &norm,
+        leaf_path: &leaf_path,
+        excludes,
+        max_file_size,
+        root_depth: norm.split('/').filter(|c| !c.is_empty()).count(),
+        ops: Vec::new(),
+        records: Vec::new(),
+        report: SyncReport::default(),
+        observer: observer.as_deref_mut().map(|o| o as &mut (dyn FnMut(&SyncProgress) + Send)),
+    };
+    let manifest = leaf_state.manifest.as_ref();
+    let gathered = scan.scan_leaf(leaf_fd, manifest);
+    let Scan {
+        ops, records, mut report, ..
+    } = scan;
+    gathered?;
+
+    // Everything is in memory: apply.
+    if let Err(err) = apply(vfs, &norm, ops, &mut report) {
+        invalidate(leaf_state);
+        return Err(err);
+    }
+    let generation = vfs.generation();
+    let manifest = leaf_state.manifest.get_or_insert_with(|| {
+        let root_meta = records
+            .first()
+            .and_then(|r| r.meta)
+            .expect("a pull without a manifest records the leaf first");
+        MEntry::new(root_meta, generation, observed_at)
+    });
+    for record in records {
+        match record.meta {
+            Some(meta) => manifest.upsert(&record.rel, meta, generation, observed_at),
+            None if record.rel.is_empty() => {}
+            None => manifest.remove(&record.rel),
+        }
+    }
+    if !pending {
+        leaf_state.synced_generation = Some(generation);
+    }
+    if let Some(observer) = observer.as_deref_mut()
+        && report.files_read > 0
+    {
+        observer(&SyncProgress {
+            files_done: report.files_read,
+            bytes_done: report.bytes_read,
+        });
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// Opens the leaf for reading: it must be a real directory.
+fn open_leaf_for_pull(staging: &Path, leaf: &str, leaf_path: &Path) -> Result<OwnedFd, VmSyncError> {
+    let staging_fd = nix::fcntl::open(
+        staging,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| VmSyncError::errno(staging, errno))?;
+    if leaf.is_empty() {
+        return Ok(staging_fd);
+    }
+    match hostio::open_dir_at(staging_fd.as_fd(), leaf) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ELOOP) => Err(VmSyncError::Escape {
+            path: leaf_path.to_path_buf(),
+        }),
+        Err(Errno::ENOTDIR) => {
+            // O_NOFOLLOW|O_DIRECTORY on a symlink may report ENOTDIR on some systems.
+            match hostio::lstat_at(staging_fd.as_fd(), leaf) {
+                Ok(meta) if meta.kind == HostKind::Symlink => Err(VmSyncError::Escape {
+                    path: leaf_path.to_path_buf(),
+                }),
+                _ => Err(VmSyncError::LeafNotADirectory {
+                    path: leaf_path.to_path_buf(),
+                }),
+            }
+        }
+        Err(errno) => Err(VmSyncError::errno(leaf_path, errno)),
+    }
+}
+
+impl Scan<'_> {
+    fn host_path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.leaf_path.to_path_buf()
+        } else {
+            self.leaf_path.join(rel)
+        }
+    }
+
+    fn skip(&mut self, path: PathBuf, reason: impl Into<String>) {
+        self.report.skipped.push(Skipped {
+            path,
+            reason: reason.into(),
+        });
+    }
+
+    fn scan_leaf(&mut self, leaf_fd: OwnedFd, manifest: Option<&MEntry>) -> Result<(), VmSyncError> {
+        let meta = hostio::stat_fd(leaf_fd.as_fd()).map_err(|errno| VmSyncError::errno(self.leaf_path, errno))?;
+        match manifest {
+            Some(known) if known.meta == meta && !known.racy => {}
+            Some(_) => {
+                self.ops.push(PullOp::DirMeta {
+                    rel: String::new(),
+                    mode: meta.mode,
+                    mtime: meta.mtime.to_system_time(),
+                });
+                self.records.push(Record {
+                    rel: String::new(),
+                    meta: Some(meta),
+                });
+            }
+            None => {
+                self.ops.push(PullOp::Mkdir {
+                    rel: String::new(),
+                    mode: meta.mode,
+                    mtime: meta.mtime.to_system_time(),
+                });
+                self.records.push(Record {
+                    rel: String::new(),
+                    meta: Some(meta),
+                });
+            }
+        }
+        let mut rel = String::new();
+        self.scan_dir(leaf_fd, &mut rel, manifest, self.root_depth)
+    }
+
+    /// Scans one host directory (already open) against its manifest entry.
+    fn scan_dir(&mut self, dir_fd: OwnedFd, rel: &mut String, known: Option<&MEntry>, depth: usize) -> Result<(), VmSyncError> {
+        let known_children = known.and_then(|k| k.children.as_ref());
+        let listing_fd = dir_fd
+            .try_clone()
+            .map_err(|err| VmSyncError::io(self.host_path(rel), err))?;
+        let mut listing = Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
+        let fd = dir_fd.as_fd();
+        let mut seen_known = 0usize;
+        for entry in listing.iter() {
+            let entry = entry.map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
+            let raw_name = entry.file_name();
+            if hostio::is_dot_or_dotdot(raw_name) {
+                continue;
+            }
+            let Some(name) = hostio::utf8_name(raw_name) else {
+                let path = self.host_path(rel).join(std::ffi::OsStr::from_bytes(raw_name.to_bytes()));
+                self.skip(path, "name is not valid UTF-8 (the VFS holds UTF-8 names only)");
+                continue;
+            };
+            let parent_len = rel.len();
+            if !rel.is_empty() {
+                rel.push('/');
+            }
+            rel.push_str(name);
+            let known_child = known_children.and_then(|c| c.get(name));
+            if known_child.is_some() {
+                seen_known += 1;
+            }
+            let result = self.scan_entry(fd, raw_name, rel, known_child, depth + 1);
+            rel.truncate(parent_len);
+            result?;
+        }
+        drop(listing);
+        // Recorded entries not seen in the listing were deleted on the host.
+        if let Some(children) = known_children
+            && seen_known < children.len()
+        {
+            for (name, child) in children {
+                let child_rel = crate::state::join_rel(rel, name);
+                if self.excludes.matches(&child_rel, child.meta.kind == HostKind::Dir) {
+                    continue;
+                }
+                match hostio::lstat_at(fd, name.as_ref()) {
+                    Err(Errno::ENOENT) => {
+                        self.ops.push(PullOp::Remove { rel: child_rel.clone() });
+                        self.records.push(Record { rel: child_rel, meta: None });
+                    }
+                    // Created after the listing: the next pull sees it.
+                    Ok(_) => {}
+                    Err(errno) => return Err(VmSyncError::errno(self.host_path(&child_rel), errno)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_entry(&mut self, dir: BorrowedFd<'_>, raw_name: &CStr, rel: &mut String, known: Option<&MEntry>, depth: usize) -> Result<(), VmSyncError> {
+        let meta = match hostio::lstat_at(dir, raw_name) {
+            Ok(meta) => meta,
+            // Vanished since the listing: the manifest still has it (if it did), so the
+            // next pull mirrors the deletion.
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(errno) => return Err(VmSyncError::errno(self.host_path(rel), errno)),
+        };
+        if !self.excludes.is_empty() && self.excludes.matches(rel, meta.kind == HostKind::Dir) {
+            return Ok(());
+        }
+        if depth > MAX_DEPTH {
+            let path = self.host_path(rel);
+            self.skip(path, format!("deeper than the VFS allows ({MAX_DEPTH} components)"));
+            return Ok(());
+        }
+        let unchanged = known.is_some_and(|k| k.meta == meta && !k.racy);
+        let kind_changed = known.is_some_and(|k| k.meta.kind != meta.kind);
+        match meta.kind {
+            HostKind::Other => {
+                let path = self.host_path(rel);
+                self.skip(path, "special file (FIFO, socket or device) is not synced");
+                if known.is_some() {
+                    self.remove(rel);
+                }
+            }
+            HostKind::Dir => {
+                if known.is_none() || kind_changed {
+                    if kind_changed {
+                        self.ops.push(PullOp::Remove { rel: rel.clone() });
+                    }
+                    self.ops.push(PullOp::Mkdir {
+                        rel: rel.clone(),
+                        mode: meta.mode,
+                        mtime: meta.mtime.to_system_time(),
+                    });
+                    self.records.push(Record {
+                        rel: rel.clone(),
+                        meta: Some(meta),
+                    });
+                } else if !unchanged {
+                    self.ops.push(PullOp::DirMeta {
+                        rel: rel.clone(),
+                        mode: meta.mode,
+                        mtime: meta.mtime.to_system_time(),
+                    });
+                    self.records.push(Record {
+                        rel: rel.clone(),
+                        meta: Some(meta),
+                    });
+                }
+                let child_fd = match hostio::open_dir_at(dir, raw_name) {
+                    Ok(fd) => fd,
+                    Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                        return Err(VmSyncError::ChangedDuringRead { path: self.host_path(rel) });
+                    }
+                    Err(errno) => return Err(VmSyncError::errno(self.host_path(rel), errno)),
+                };
+                let known_dir = known.filter(|k| k.meta.kind == HostKind::Dir);
+                self.scan_dir(child_fd, rel, known_dir, depth)?;
+            }
+            HostKind::File => {
+                if unchanged {
+                    return Ok(());
+                }
+                if meta.size > self.max_file_size {
+                    return Err(VmSyncError::FileTooLarge {
+                        path: self.host_path(rel),
+                        size: meta.size,
+                        limit: self.max_file_size,
+                    });
+                }
+                let (read_meta, content) = match hostio::read_file_at(dir, raw_name) {
+                    Ok(read) => read,
+                    Err(ReadError::Changed) => {
+                        return Err(VmSyncError::ChangedDuringRead { path: self.host_path(rel) });
+                    }
+                    Err(ReadError::Io(err)) => return Err(VmSyncError::io(self.host_path(rel), err)),
+                };
+                self.report.files_read += 1;
+                self.report.bytes_read += content.len() as u64;
+                if self.report.files_read % PROGRESS_EVERY == 0
+                    && let Some(observer) = self.observer.as_mut()
+                {
+                    observer(&SyncProgress {
+                        files_done: self.report.files_read,
+                        bytes_done: self.report.bytes_read,
+                    });
+                }
+                let mtime = read_meta.mtime.to_system_time();
+                let same_in_vfs = self.vfs.node(&vfs_join(self.vfs_root, rel)).is_ok_and(|node| {
+                    let vfs_meta = node.metadata();
+                    vfs_meta.kind == NodeKind::File
+                        && vfs_meta.mode == read_meta.mode
+                        && vfs_meta.mtime == mtime
+                        && node.content().is_some_and(|c| c[..] == content[..])
+                });
+                if !same_in_vfs {
+                    if kind_changed {
+                        self.ops.push(PullOp::Remove { rel: rel.clone() });
+                    }
+                    self.ops.push(PullOp::File {
+                        rel: rel.clone(),
+                        content,
+                        mode: read_meta.mode,
+                        mtime,
+                    });
+                }
+                self.records.push(Record {
+                    rel: rel.clone(),
+                    meta: Some(read_meta),
+                });
+            }
+            HostKind::Symlink => {
+                if unchanged {
+                    return Ok(());
+                }
+                let target = hostio::read_link_at(dir, raw_name).map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
+                let Ok(target) = target.into_string() else {
+                    let path = self.host_path(rel);
+                    self.skip(path, "symlink target is not valid UTF-8");
+                    if known.is_some() {
+                        self.remove(rel);
+                    }
+                    return Ok(());
+                };
+                let mtime = meta.mtime.to_system_time();
+                let same_in_vfs = self.vfs.node(&vfs_join(self.vfs_root, rel)).is_ok_and(|node| {
+                    node.link_target() == Some(target.as_str()) && node.metadata().mtime == mtime
+                });
+                if !same_in_vfs {
+                    if kind_changed {
+                        self.ops.push(PullOp::Remove { rel: rel.clone() });
+                    }
+                    self.ops.push(PullOp::Symlink {
+                        rel: rel.clone(),
+                        target,
+                        mtime,
+                    });
+                }
+                self.records.push(Record {
+                    rel: rel.clone(),
+                    meta: Some(meta),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Mirrors the disappearance of a recorded entry.
+    fn remove(&mut self, rel: &str) {
+        self.ops.push(PullOp::Remove { rel: rel.to_owned() });
+        self.records.push(Record {
+            rel: rel.to_owned(),
+            meta: None,
+        });
+    }
+}
+
+/// Removes whatever is at `path` in the VFS (nothing there is fine).
+fn remove_if_present(vfs: &mut Vfs, path: &str) -> Result<bool, VfsError> {
+    match vfs.remove(path) {
+        Ok(()) => Ok(true),
+        Err(VfsError::NotFound { .. }) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Makes sure the parent directory of `path` exists in the VFS (it can be missing when
+/// the VFS was edited since the last push).
+fn ensure_parent(vfs: &mut Vfs, path: &str) -> Result<(), VfsError> {
+    let parent = match path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((parent, _)) => parent,
+    };
+    match vfs.stat(parent) {
+        Ok(meta) if meta.kind == NodeKind::Dir => Ok(()),
+        Ok(_) => {
+            vfs.remove(parent)?;
+            vfs.mkdir(parent)
+        }
+        Err(VfsError::NotFound { .. }) => vfs.mkdir(parent),
+        Err(err) => Err(err),
+    }
+}
+
+/// Applies gathered changes to the VFS.
+fn apply(vfs: &mut Vfs, root: &str, ops: Vec<PullOp>, report: &mut SyncReport) -> Result<(), VmSyncError> {
+    for op in ops {
+        match op {
+            PullOp::Remove { rel } => {
+                if !rel.is_empty() && remove_if_present(vfs, &vfs_join(root, &rel))? {
+                    report.deleted += 1;
+                }
+            }
+            PullOp::Mkdir { rel, mode, mtime } => {
+                let path = vfs_join(root, &rel);
+                match vfs.stat(&path) {
+                    Ok(meta) if meta.kind == NodeKind::Dir => {}
+                    Ok(_) => {
+                        vfs.remove(&path)?;
+                        report.deleted += 1;
+                        vfs.mkdir(&path)?;
+                        report.dirs_created += 1;
+                    }
+                    Err(VfsError::NotFound { .. }) => {
+                        vfs.mkdir(&path)?;
+                        report.dirs_created += 1;
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+                set_dir_meta(vfs, &path, mode, mtime)?;
+            }
+            PullOp::DirMeta { rel, mode, mtime } => {
+                let path = vfs_join(root, &rel);
+                match vfs.stat(&path) {
+                    Ok(meta) if meta.kind == NodeKind::Dir => {}
+                    Ok(_) => {
+                        vfs.remove(&path)?;
+                        vfs.mkdir(&path)?;
+                    }
+                    Err(VfsError::NotFound { .. }) => vfs.mkdir(&path)?,
+                    Err(err) => return Err(err.into()),
+                }
+                set_dir_meta(vfs, &path, mode, mtime)?;
+            }
+            PullOp::File {
+                rel,
+                content,
+                mode,
+                mtime,
+            } => {
+                let path = vfs_join(root, &rel);
+                ensure_parent(vfs, &path)?;
+                if vfs.stat(&path).is_ok_and(|meta| meta.kind == NodeKind::Dir) {
+                    vfs.remove(&path)?;
+                    report.deleted += 1;
+                }
+                report.bytes_written += content.len() as u64;
+                vfs.write_file_with(&path, content, mode, mtime)?;
+                report.files_written += 1;
+            }
+            PullOp::Symlink { rel, target, mtime } => {
+                let path = vfs_join(root, &rel);
+                ensure_parent(vfs, &path)?;
+                remove_if_present(vfs, &path)?;
+                vfs.symlink_with(&target, &path, mtime)?;
+                report.files_written += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets mode and mtime of a VFS directory when they differ.
+fn set_dir_meta(vfs: &mut Vfs, path: &str, mode: u32, mtime: SystemTime) -> Result<(), VfsError> {
+    let meta = vfs.stat(path)?;
+    if meta.mode != mode {
+        vfs.set_mode(path, mode)?;
+    }
+    if meta.mtime != mtime {
+        vfs.set_mtime(path, mtime)?;
+    }
+    Ok(())
+}
+
