@@ -1,0 +1,2 @@
+//! β benchmarks (filled in below).
+fn main() {}

@@ -1,0 +1,185 @@
+//! [`Link`]: the session's lazily (re)opened connection plus everything needed to open
+//! it — endpoint, staging directory, guest mount — and the one rule for failures: a
+//! connection-failure error drops the connection, so it is reported once and the next
+//! call connects, handshakes and starts the session again.
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use devshell_vm_config::WorkspaceMode;
+use devshell_vm_exec::CancelHandle;
+use devshell_vm_protocol::{Exec, OutputStream, Reply, Request, SessionStart};
+
+use crate::BetaError;
+use crate::conn::{CLIENT_NAME, Capabilities, Connection, Endpoint, ExecEnd};
+
+/// Connection state of a session.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) endpoint: Endpoint,
+    /// Host staging directory (shared with the sidecar), as a path and as sent.
+    pub(crate) staging: PathBuf,
+    pub(crate) staging_wire: String,
+    /// Whether this session created `staging` (and removes it in Mode S).
+    pub(crate) owns_staging: bool,
+    pub(crate) staging_created: bool,
+    pub(crate) mount: String,
+    pub(crate) mode: WorkspaceMode,
+    pub(crate) conn: Option<Connection>,
+    /// Connections opened so far (the session id's suffix).
+    pub(crate) connects: u64,
+}
+
+impl Link {
+    /// Creates the staging directory if needed (`0700` when this session owns it).
+    pub(crate) fn prepare_staging(&mut self) -> Result<(), BetaError> {
+        if self.staging_created {
+            return Ok(());
+        }
+        let mut builder = DirBuilder::new();
+        builder.recursive(true);
+        if self.owns_staging {
+            builder.mode(0o700);
+        }
+        builder
+            .create(&self.staging)
+            .map_err(|err| BetaError::Staging {
+                path: self.staging.clone(),
+                reason: format!("cannot create it: {err}"),
+            })?;
+        if !self.staging.is_dir() {
+            return Err(BetaError::Staging {
+                path: self.staging.clone(),
+                reason: "exists but is not a directory".to_owned(),
+            });
+        }
+        self.staging_created = true;
+        Ok(())
+    }
+
+    /// The open connection, opening it (connect, handshake, `session_start`) if needed.
+    pub(crate) fn connection(&mut self) -> Result<&mut Connection, BetaError> {
+        if self.conn.is_none() {
+            self.prepare_staging()?;
+            let mut conn = Connection::open(&self.endpoint, &self.staging)?;
+            self.connects += 1;
+            let start = SessionStart {
+                session_id: format!("beta-{}-{}", std::process::id(), self.connects),
+                staging_dir: self.staging_wire.clone(),
+                guest_workspace: self.mount.clone(),
+                backend: "beta".to_owned(),
+                backend_config: serde_json::json!({
+                    "client": CLIENT_NAME,
+                    "workspace_mode": self.mode.as_str(),
+                }),
+            };
+            conn.start_session(start)?;
+            self.conn = Some(conn);
+        }
+        Ok(self
+            .conn
+            .as_mut()
+            .expect("the connection was opened just above"))
+    }
+
+    /// Capabilities of the current connection (opening it if needed).
+    pub(crate) fn capabilities(&mut self) -> Result<Capabilities, BetaError> {
+        Ok(self.connection()?.caps)
+    }
+
+    /// Drops the connection if `result` is a connection failure.
+    fn settle<T>(&mut self, result: Result<T, BetaError>) -> Result<T, BetaError> {
+        if let Err(err) = &result {
+            if err.is_connection_failure() {
+                self.conn = None;
+            }
+        }
+        result
+    }
+
+    /// One request → reply exchange; `build` receives the session id.
+    pub(crate) fn call(
+        &mut self,
+        build: impl FnOnce(String) -> Request,
+    ) -> Result<Reply, BetaError> {
+        let result = self.connection().and_then(|conn| {
+            let session_id = conn
+                .session_id
+                .clone()
+                .expect("a connection in the link always has a started session");
+            conn.request(&build(session_id))
+        });
+        self.settle(result)
+    }
+
+    /// A protocol violation for `reply` (drops the connection).
+    pub(crate) fn unexpected(&mut self, during: &str, reply: &Reply) -> BetaError {
+        let err = match &self.conn {
+            Some(conn) => conn.unexpected(during, reply),
+            None => BetaError::Protocol {
+                transport: self.endpoint.transport.to_string(),
+                during: during.to_owned(),
+                message: format!("unexpected reply `{}`", reply.op()),
+            },
+        };
+        self.conn = None;
+        err
+    }
+
+    /// Runs one `exec` (see [`Connection::exec`]); a cancelled run drops the connection,
+    /// which makes the sidecar kill the process group.
+    pub(crate) fn exec(
+        &mut self,
+        build: impl FnOnce(String) -> Exec,
+        budget: Option<Duration>,
+        cancel: Option<&CancelHandle>,
+        on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    ) -> Result<ExecEnd, BetaError> {
+        let result = self.connection().and_then(|conn| {
+            let session_id = conn
+                .session_id
+                .clone()
+                .expect("a connection in the link always has a started session");
+            conn.exec(build(session_id), budget, cancel, on_output)
+        });
+        let result = self.settle(result);
+        if matches!(result, Ok(ExecEnd::Cancelled)) {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Sends `session_shutdown` if connected, then drops the connection.
+    pub(crate) fn shutdown(&mut self) -> Result<(), BetaError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let session_id = conn.session_id.clone().unwrap_or_default();
+        let result = conn.request(&Request::SessionShutdown(
+            devshell_vm_protocol::SessionShutdown {
+                session_id,
+                stop_vm: false,
+            },
+        ));
+        let transport = conn.transport().to_owned();
+        self.conn = None;
+        match result {
+            Ok(Reply::ShutdownOk(_)) => Ok(()),
+            Ok(Reply::Error(err)) => Err(BetaError::Remote {
+                during: "session_shutdown".to_owned(),
+                code: err.code.to_string(),
+                message: err.message,
+            }),
+            Ok(other) => Err(BetaError::Protocol {
+                transport,
+                during: "session_shutdown".to_owned(),
+                message: format!("unexpected reply `{}`", other.op()),
+            }),
+            // Nothing left to shut down on a connection that is gone.
+            Err(err) if err.is_connection_failure() => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}

@@ -1,0 +1,781 @@
+//! [`BetaSession`]: the public session type (see the crate docs).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use devshell_vm_config::{Transport, VmConfig, WorkspaceMode};
+use devshell_vm_exec::{
+    CancelHandle, ExecOutcome, OutputMode, StreamKind, Termination, ToolRequest,
+};
+use devshell_vm_guest_fs::{logical_to_guest, normalize_guest_path};
+use devshell_vm_protocol::{Direction, ErrorCode, Exec, OutputStream, Reply, Request, SyncRequest};
+use devshell_vm_sync::{SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError};
+use devshell_vm_vfs::{NodeKind, Vfs};
+
+use crate::BetaError;
+use crate::conn::{Capabilities, Endpoint, ExecEnd};
+use crate::link::Link;
+use crate::manifest;
+
+/// Default deadline for connecting (TCP).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default deadline for every reply except `exec`.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra time an `exec` with a timeout may take to be answered (the sidecar kills the
+/// group at the timeout and replies `exec_timeout`).
+pub const EXEC_GRACE: Duration = Duration::from_secs(30);
+
+/// Name of the sidecar binary looked up on `PATH` for the stdio transport.
+const SIDECAR_PROGRAM: &str = "devshell-vm-sidecar";
+/// Environment variable pointed at the project's `target/` in staging (Mode S).
+const CARGO_TARGET_DIR: &str = "CARGO_TARGET_DIR";
+
+/// One synced project root and its sync manifest (Mode S).
+struct Project {
+    vfs_root: String,
+    state: SyncState,
+    /// VFS generation the staging copy matches (after the last push/pull), for the
+    /// `sync_request` manifest of the next push.
+    synced_generation: Option<u64>,
+}
+
+/// A β session: one sidecar connection (reopened when it breaks) and, in Mode S, the
+/// sync state of each project it ran tools in. See the crate docs.
+pub struct BetaSession {
+    pub(crate) link: Link,
+    exec_timeout: Option<Duration>,
+    projects: Vec<Project>,
+}
+
+impl fmt::Debug for BetaSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BetaSession")
+            .field("transport", &self.link.endpoint.transport)
+            .field("mode", &self.link.mode)
+            .field("mount", &self.link.mount)
+            .field("staging", &self.link.staging)
+            .field("connected", &self.link.conn.is_some())
+            .field(
+                "projects",
+                &self
+                    .projects
+                    .iter()
+                    .map(|p| p.vfs_root.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl BetaSession {
+    /// A session configured from `config`: transport (`DEVSHELL_VM_SOCKET`), token file,
+    /// sidecar binary for stdio, staging directory, guest mount, workspace mode and exec
+    /// timeout. Nothing is connected or created on disk until the first use.
+    ///
+    /// # Errors
+    /// [`BetaError::NoTransport`] without a socket, [`BetaError::SidecarNotFound`] for
+    /// stdio without a sidecar binary, [`BetaError::TokenFile`] for an unreadable or
+    /// empty token file, [`BetaError::Staging`] for a relative or non-UTF-8 staging
+    /// override, [`BetaError::GuestPath`] for an invalid guest mount.
+    pub fn new(config: &VmConfig) -> Result<Self, BetaError> {
+        let transport = config.socket.clone().ok_or(BetaError::NoTransport)?;
+        let sidecar = match transport {
+            Transport::Stdio => Some(resolve_sidecar(config)?),
+            Transport::Unix(_) | Transport::Tcp { .. } => None,
+        };
+        let token = config.token_file.as_deref().map(read_token).transpose()?;
+        let (staging, owns_staging) = match &config.beta_session_staging {
+            Some(dir) => {
+                let path = PathBuf::from(dir);
+                if !path.is_absolute() {
+                    return Err(BetaError::Staging {
+                        path,
+                        reason: "DEVSHELL_VM_BETA_SESSION_STAGING must be an absolute path"
+                            .to_owned(),
+                    });
+                }
+                (path, false)
+            }
+            None => (
+                config.export_base_dir().join(format!(
+                    "devshell-vm-beta-{}-{}",
+                    std::process::id(),
+                    next_session_number()
+                )),
+                true,
+            ),
+        };
+        let staging_wire = staging
+            .to_str()
+            .ok_or_else(|| BetaError::Staging {
+                path: staging.clone(),
+                reason: "the path is not UTF-8 and cannot be sent to the sidecar".to_owned(),
+            })?
+            .to_owned();
+        let mount = normalize_guest_path(&config.guest_workspace)?;
+        Ok(Self {
+            link: Link {
+                endpoint: Endpoint {
+                    transport,
+                    sidecar,
+                    token,
+                    connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                    io_timeout: DEFAULT_IO_TIMEOUT,
+                },
+                staging,
+                staging_wire,
+                owns_staging,
+                staging_created: false,
+                mount,
+                mode: config.workspace_mode_effective(),
+                conn: None,
+                connects: 0,
+            },
+            exec_timeout: config.exec_timeout,
+            projects: Vec::new(),
+        })
+    }
+
+    /// Sets the deadline for every reply except `exec` (default [`DEFAULT_IO_TIMEOUT`])
+    /// and for connecting over TCP. Applies from the next request.
+    pub fn set_io_timeout(&mut self, timeout: Duration) {
+        self.link.endpoint.io_timeout = timeout;
+        self.link.endpoint.connect_timeout = timeout;
+        if let Some(conn) = self.link.conn.as_mut() {
+            conn.set_io_timeout(timeout);
+        }
+    }
+
+    /// The guest mount (`DEVSHELL_VM_GUEST_WORKSPACE`, normalised), where the staging
+    /// directory appears on the sidecar's side.
+    #[must_use]
+    pub fn guest_mount(&self) -> &str {
+        &self.link.mount
+    }
+
+    /// `true` in Mode S (the VFS is synced with the staging workspace around each run),
+    /// `false` in Mode P (the guest tree is the source of truth).
+    #[must_use]
+    pub fn syncs_vfs_with_host_workspace(&self) -> bool {
+        self.link.mode == WorkspaceMode::Sync
+    }
+
+    /// The workspace mode in effect.
+    #[must_use]
+    pub fn workspace_mode(&self) -> WorkspaceMode {
+        self.link.mode
+    }
+
+    /// The host staging directory shared with the sidecar.
+    #[must_use]
+    pub fn staging_dir(&self) -> &Path {
+        &self.link.staging
+    }
+
+    /// The exec timeout applied to runs that do not set their own.
+    #[must_use]
+    pub fn exec_timeout(&self) -> Option<Duration> {
+        self.exec_timeout
+    }
+
+    /// `true` while a connection is open.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.link.conn.is_some()
+    }
+
+    /// How many connections this session has opened so far (1 after the first use; each
+    /// reconnect after a failure adds one).
+    #[must_use]
+    pub fn connections_opened(&self) -> u64 {
+        self.link.connects
+    }
+
+    /// Process id of the sidecar this session spawned (stdio transport, while connected).
+    #[must_use]
+    pub fn sidecar_pid(&self) -> Option<u32> {
+        self.link
+            .conn
+            .as_ref()
+            .and_then(crate::conn::Connection::child_pid)
+    }
+
+    /// Opens the connection if needed and returns the capabilities agreed with the
+    /// sidecar (all `false` for a v1 sidecar).
+    ///
+    /// # Errors
+    /// Connection, handshake and `session_start` failures.
+    pub fn capabilities(&mut self) -> Result<Capabilities, BetaError> {
+        self.link.capabilities()
+    }
+
+    /// `(server, server_version)` from the sidecar's `handshake_ok` (opening the
+    /// connection if needed).
+    ///
+    /// # Errors
+    /// Connection, handshake and `session_start` failures.
+    pub fn server(&mut self) -> Result<(String, String), BetaError> {
+        Ok(self.link.connection()?.server.clone())
+    }
+
+    /// Prepares the session for tools run from `vfs_cwd`: connects, handshakes, starts
+    /// the sidecar session and, in Mode S, pushes the project (announced with
+    /// `sync_request`), so the first run pays only for its own changes.
+    ///
+    /// # Errors
+    /// Connection failures, [`BetaError::Cwd`], [`BetaError::Sync`],
+    /// [`BetaError::SyncMismatch`].
+    pub fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), BetaError> {
+        self.link.connection()?;
+        if self.link.mode == WorkspaceMode::Guest {
+            return Ok(());
+        }
+        let (index, _) = self.project_for(vfs, vfs_cwd)?;
+        let staging = self.link.staging.clone();
+        let project = &mut self.projects[index];
+        let entries = manifest::entries(
+            vfs,
+            &project.vfs_root,
+            &project.state,
+            &staging,
+            project.synced_generation,
+        );
+        let _pushed =
+            devshell_vm_sync::push_incremental(vfs, &project.vfs_root, &mut project.state)
+                .map_err(|source| BetaError::Sync {
+                    vfs_path: project.vfs_root.clone(),
+                    source,
+                })?;
+        project.synced_generation = Some(vfs.generation());
+        let leaf = leaf_name(&project.vfs_root);
+        sync_ack(&mut self.link, Direction::PushToGuest, &leaf, Some(entries))
+    }
+
+    /// Runs `program args…` from the VFS cwd `vfs_cwd` with output to this process's
+    /// stdout and stderr (when the sidecar streams it) and returns its exit status. In
+    /// Mode S the VFS holds the tool's changes afterwards, also when it failed.
+    ///
+    /// # Errors
+    /// Infrastructure failures (connection, sync, the sidecar could not start the
+    /// program), [`BetaError::ExecTimeout`] when the exec timeout killed the tool (its
+    /// writes were pulled all the same), [`BetaError::Cancelled`].
+    pub fn run_rust_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<ExitStatus, BetaError> {
+        let request = ToolRequest::new(program, args.iter().cloned());
+        let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
+        match outcome.exec.termination {
+            Termination::TimedOut => Err(BetaError::ExecTimeout {
+                program: program.to_owned(),
+                timeout: request.timeout.or(self.exec_timeout).unwrap_or_default(),
+            }),
+            Termination::Cancelled => Err(BetaError::Cancelled {
+                program: program.to_owned(),
+            }),
+            Termination::Exited(_) | Termination::Signaled(_) => Ok(outcome
+                .exec
+                .exit_status()
+                .expect("an exited or signaled outcome always has an exit status (exec contract)")),
+        }
+    }
+
+    /// Runs one tool described by `request` (program, args, environment additions,
+    /// output modes, timeout — `None` means the session's exec timeout) from `vfs_cwd`
+    /// and returns the whole outcome: how it ended, captured output, duration and, in
+    /// Mode S, the push and pull reports.
+    ///
+    /// # Errors
+    /// Infrastructure failures only; the tool's failure or timeout is in the outcome.
+    pub fn run_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+    ) -> Result<ToolOutcome, BetaError> {
+        self.run_tool_with(vfs, vfs_cwd, request, &mut |_, _| {}, None)
+    }
+
+    /// [`Self::run_tool`] with a callback for output streams set to
+    /// [`OutputMode::Stream`] and an optional cancel handle (firing it closes the
+    /// connection; the sidecar kills the tool's process group; the outcome is
+    /// `Termination::Cancelled` and the next call reconnects).
+    ///
+    /// # Errors
+    /// As [`Self::run_tool`].
+    pub fn run_tool_with(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+    ) -> Result<ToolOutcome, BetaError> {
+        let mut request = request.clone();
+        if request.timeout.is_none() {
+            request.timeout = self.exec_timeout;
+        }
+        match self.link.mode {
+            WorkspaceMode::Guest => {
+                self.run_guest_primary(vfs, vfs_cwd, &request, on_output, cancel)
+            }
+            WorkspaceMode::Sync => self.run_synced(vfs, vfs_cwd, &request, on_output, cancel),
+        }
+    }
+
+    /// Mode P: exec in the guest image of the cwd, no sync.
+    fn run_guest_primary(
+        &mut self,
+        vfs: &Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+    ) -> Result<ToolOutcome, BetaError> {
+        let cwd = vfs.normalize(vfs_cwd).map_err(|source| BetaError::Cwd {
+            cwd: vfs_cwd.to_owned(),
+            source: VmSyncError::Vfs(source),
+        })?;
+        // The VFS may not hold the guest tree in Mode P: use the project root when the
+        // cwd is known there, else the cwd itself.
+        let root = match vfs.stat(&cwd) {
+            Ok(meta) if meta.kind == NodeKind::Dir => devshell_vm_sync::project_root(vfs, &cwd)
+                .map_err(|source| BetaError::Cwd {
+                    cwd: vfs_cwd.to_owned(),
+                    source,
+                })?,
+            _ => cwd.clone(),
+        };
+        let guest_cwd = logical_to_guest(&self.link.mount, &root, &cwd)?;
+        let exec = exec_on_guest(&mut self.link, &guest_cwd, request, None, on_output, cancel)?;
+        Ok(ToolOutcome {
+            exec,
+            push: SyncReport::default(),
+            pull: None,
+        })
+    }
+
+    /// Mode S: the `run_synced` cycle with the remote exec in the middle.
+    fn run_synced(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+    ) -> Result<ToolOutcome, BetaError> {
+        let (index, relative_cwd) = self.project_for(vfs, vfs_cwd)?;
+        let staging = self.link.staging.clone();
+        let Self { link, projects, .. } = self;
+        let project = &mut projects[index];
+        let vfs_root = project.vfs_root.clone();
+        let entries = manifest::entries(
+            vfs,
+            &vfs_root,
+            &project.state,
+            &staging,
+            project.synced_generation,
+        );
+        let leaf = leaf_name(&vfs_root);
+
+        let result = devshell_vm_sync::run_synced(vfs, &vfs_root, &mut project.state, |leaf_dir| {
+            let guest_leaf = guest_path_of(&link.mount, &staging, leaf_dir)?;
+            let guest_cwd = join_guest(&guest_leaf, &relative_cwd);
+            sync_ack(link, Direction::PushToGuest, &leaf, Some(entries))?;
+            let exec = exec_on_guest(
+                link,
+                &guest_cwd,
+                request,
+                Some(&guest_leaf),
+                on_output,
+                cancel,
+            )?;
+            // The data is already in the shared staging dir: a failed pull
+            // acknowledgement must not cost the tool's results. A broken connection is
+            // dropped and reconnected by the next call.
+            let _ = sync_ack(link, Direction::PullFromGuest, &leaf, None);
+            Ok::<_, BetaError>(exec)
+        });
+        match result {
+            Ok(outcome) => {
+                project.synced_generation = Some(vfs.generation());
+                Ok(outcome)
+            }
+            Err(SyncedRunError::Push(source)) => Err(BetaError::Sync {
+                vfs_path: vfs_root,
+                source,
+            }),
+            Err(SyncedRunError::Run { error, .. }) => {
+                project.synced_generation = Some(vfs.generation());
+                Err(error)
+            }
+            Err(SyncedRunError::Pull { exec, error, .. }) => {
+                project.synced_generation = Some(vfs.generation());
+                Err(BetaError::PullAfterRun {
+                    program: request.program.clone(),
+                    termination: describe(exec.termination),
+                    vfs_path: vfs_root,
+                    source: error,
+                })
+            }
+        }
+    }
+
+    /// Tears the session down: `session_shutdown` to the sidecar (a connection that is
+    /// already gone is fine), drop the connection (a spawned sidecar is stopped and
+    /// reaped), forget the sync state, and in Mode S remove the staging directory this
+    /// session created. Every run already pulled its results, so the VFS is complete.
+    /// The session stays usable: a later call connects again.
+    ///
+    /// # Errors
+    /// [`BetaError::Remote`] when the sidecar refused the shutdown,
+    /// [`BetaError::Staging`] when the staging directory cannot be removed.
+    pub fn shutdown(&mut self, _vfs: &mut Vfs, _vfs_cwd: &str) -> Result<(), BetaError> {
+        let remote = self.link.shutdown();
+        self.projects.clear();
+        let local = self.remove_owned_staging();
+        remote.and(local)
+    }
+
+    fn remove_owned_staging(&mut self) -> Result<(), BetaError> {
+        if !(self.link.owns_staging
+            && self.link.staging_created
+            && self.link.mode == WorkspaceMode::Sync)
+        {
+            return Ok(());
+        }
+        self.link.staging_created = false;
+        match std::fs::remove_dir_all(&self.link.staging) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(BetaError::Staging {
+                path: self.link.staging.clone(),
+                reason: format!("cannot remove it: {err}"),
+            }),
+        }
+    }
+
+    /// The project (index) for `vfs_cwd`, created with its own staging subdirectory on
+    /// first use, and the cwd relative to the project root.
+    fn project_for(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(usize, String), BetaError> {
+        let cwd = vfs.normalize(vfs_cwd).map_err(|source| BetaError::Cwd {
+            cwd: vfs_cwd.to_owned(),
+            source: VmSyncError::Vfs(source),
+        })?;
+        let root = devshell_vm_sync::project_root(vfs, &cwd).map_err(|source| BetaError::Cwd {
+            cwd: vfs_cwd.to_owned(),
+            source,
+        })?;
+        let relative = relative_to(&root, &cwd);
+        if let Some(index) = self.projects.iter().position(|p| p.vfs_root == root) {
+            return Ok((index, relative));
+        }
+        self.link.prepare_staging()?;
+        // One subdirectory per project root: `/a/app` and `/b/app` never share a leaf.
+        let sub = self.link.staging.join(self.projects.len().to_string());
+        std::fs::create_dir_all(&sub).map_err(|err| BetaError::Staging {
+            path: sub.clone(),
+            reason: format!("cannot create the project directory: {err}"),
+        })?;
+        self.projects.push(Project {
+            vfs_root: root,
+            state: SyncState::new(sub),
+            synced_generation: None,
+        });
+        Ok((self.projects.len() - 1, relative))
+    }
+}
+
+impl Drop for BetaSession {
+    fn drop(&mut self) {
+        // Dropping the connection stops a spawned sidecar; staging is best effort.
+        self.link.conn = None;
+        let _ = self.remove_owned_staging();
+    }
+}
+
+/// Process-wide counter for default staging directory names.
+fn next_session_number() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The sidecar binary for the stdio transport.
+fn resolve_sidecar(config: &VmConfig) -> Result<PathBuf, BetaError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let program = config.sidecar_bin.as_deref().map_or_else(
+        || SIDECAR_PROGRAM.to_owned(),
+        |p| p.to_string_lossy().into_owned(),
+    );
+    devshell_vm_exec::resolve_program(&program, config.path.as_deref(), &cwd).map_err(|_| {
+        BetaError::SidecarNotFound {
+            program: program.clone(),
+            searched: config.path.as_deref().map_or_else(
+                || "<no PATH>".to_owned(),
+                |p: &OsStr| p.to_string_lossy().into_owned(),
+            ),
+        }
+    })
+}
+
+/// Reads the token (trimmed) from `path`.
+fn read_token(path: &Path) -> Result<String, BetaError> {
+    let text = std::fs::read_to_string(path).map_err(|err| BetaError::TokenFile {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(BetaError::TokenFile {
+            path: path.to_path_buf(),
+            reason: "the file is empty".to_owned(),
+        });
+    }
+    Ok(token.to_owned())
+}
+
+/// Last segment of a VFS path (`""` for `/`): the v1 `vfs_cwd_leaf`.
+fn leaf_name(vfs_path: &str) -> String {
+    vfs_path.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// `cwd` relative to `root` (both canonical VFS paths, `cwd` under `root`).
+fn relative_to(root: &str, cwd: &str) -> String {
+    let rest = if root == "/" {
+        cwd.trim_start_matches('/')
+    } else {
+        cwd.strip_prefix(root)
+            .unwrap_or_default()
+            .trim_start_matches('/')
+    };
+    rest.to_owned()
+}
+
+/// `base/rel` for a guest directory and a relative `/`-separated tail.
+fn join_guest(base: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        base.to_owned()
+    } else if base == "/" {
+        format!("/{rel}")
+    } else {
+        format!("{base}/{rel}")
+    }
+}
+
+/// The guest path of host path `host` inside `staging` (mapped onto `mount`).
+fn guest_path_of(mount: &str, staging: &Path, host: &Path) -> Result<String, BetaError> {
+    let rel = host.strip_prefix(staging).map_err(|_| BetaError::Staging {
+        path: host.to_path_buf(),
+        reason: format!("is not inside the staging directory {}", staging.display()),
+    })?;
+    let mut segments = Vec::new();
+    for component in rel.components() {
+        match component {
+            Component::Normal(name) => {
+                segments.push(name.to_str().ok_or_else(|| BetaError::Staging {
+                    path: host.to_path_buf(),
+                    reason: "the path is not UTF-8".to_owned(),
+                })?)
+            }
+            _ => {
+                return Err(BetaError::Staging {
+                    path: host.to_path_buf(),
+                    reason: "unexpected path component".to_owned(),
+                });
+            }
+        }
+    }
+    Ok(join_guest(mount, &segments.join("/")))
+}
+
+/// `sync_request` acknowledgement; with `sync-verify`, mismatches are an error.
+fn sync_ack(
+    link: &mut Link,
+    direction: Direction,
+    leaf: &str,
+    manifest: Option<Vec<devshell_vm_protocol::ManifestEntry>>,
+) -> Result<(), BetaError> {
+    let reply = link.call(|session_id| {
+        Request::SyncRequest(SyncRequest {
+            session_id,
+            direction,
+            vfs_cwd_leaf: leaf.to_owned(),
+            manifest,
+        })
+    })?;
+    match reply {
+        Reply::SyncOk(ok) => match ok.mismatches {
+            Some(mismatches) if !mismatches.is_empty() => {
+                let m = &mismatches[0];
+                Err(BetaError::SyncMismatch {
+                    count: mismatches.len(),
+                    first: format!(
+                        "{} ({}; expected size {:?}, found {:?})",
+                        m.path, m.problem, m.expected_size, m.actual_size
+                    ),
+                })
+            }
+            _ => Ok(()),
+        },
+        Reply::Error(err) => Err(BetaError::Remote {
+            during: "sync_request".to_owned(),
+            code: err.code.to_string(),
+            message: err.message,
+        }),
+        other => Err(link.unexpected("sync_request", &other)),
+    }
+}
+
+/// Where one output chunk goes, per the request's output modes.
+fn deliver(
+    mode: OutputMode,
+    kind: StreamKind,
+    data: &[u8],
+    captured: &mut Vec<u8>,
+    on_output: &mut dyn FnMut(StreamKind, &[u8]),
+) {
+    match mode {
+        OutputMode::Inherit => {
+            // Best effort, like a child writing to our inherited stream.
+            let _ = match kind {
+                StreamKind::Stdout => std::io::stdout().lock().write_all(data),
+                StreamKind::Stderr => std::io::stderr().lock().write_all(data),
+            };
+        }
+        OutputMode::Capture => captured.extend_from_slice(data),
+        OutputMode::Stream => on_output(kind, data),
+        OutputMode::Null => {}
+    }
+}
+
+/// Runs `request` in `guest_cwd` and maps the final frame to an [`ExecOutcome`].
+/// `target_leaf` (Mode S) sets `CARGO_TARGET_DIR=<leaf>/target` unless the request sets it.
+fn exec_on_guest(
+    link: &mut Link,
+    guest_cwd: &str,
+    request: &ToolRequest,
+    target_leaf: Option<&str>,
+    on_output: &mut dyn FnMut(StreamKind, &[u8]),
+    cancel: Option<&CancelHandle>,
+) -> Result<ExecOutcome, BetaError> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(leaf) = target_leaf {
+        env.insert(CARGO_TARGET_DIR.to_owned(), join_guest(leaf, "target"));
+    }
+    for (name, value) in &request.env {
+        env.insert(name.clone(), value.clone());
+    }
+    let mut argv = Vec::with_capacity(request.args.len() + 1);
+    argv.push(request.program.clone());
+    argv.extend(request.args.iter().cloned());
+    // `0` means "no timeout" on the wire: a sub-millisecond timeout is sent as 1 ms.
+    let timeout_ms = request
+        .timeout
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+    let budget = request.timeout.map(|t| t.saturating_add(EXEC_GRACE));
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    let end = {
+        let mut sink = |stream: OutputStream, data: &[u8]| match stream {
+            OutputStream::Stdout => deliver(
+                request.stdout,
+                StreamKind::Stdout,
+                data,
+                &mut stdout,
+                on_output,
+            ),
+            OutputStream::Stderr => deliver(
+                request.stderr,
+                StreamKind::Stderr,
+                data,
+                &mut stderr,
+                on_output,
+            ),
+        };
+        link.exec(
+            |session_id| Exec {
+                session_id,
+                guest_cwd: Some(guest_cwd.to_owned()),
+                argv,
+                env,
+                timeout_ms,
+            },
+            budget,
+            cancel,
+            &mut sink,
+        )?
+    };
+    let termination = match end {
+        ExecEnd::Result(result) => match result.signal {
+            Some(signal) => Termination::Signaled(signal),
+            None => Termination::Exited(result.exit_code),
+        },
+        ExecEnd::Error(err) if err.code == ErrorCode::ExecTimeout => Termination::TimedOut,
+        ExecEnd::Error(err) => {
+            return Err(BetaError::Exec {
+                program: request.program.clone(),
+                code: err.code.to_string(),
+                message: err.message,
+            });
+        }
+        ExecEnd::Cancelled => Termination::Cancelled,
+    };
+    Ok(ExecOutcome {
+        termination,
+        stdout,
+        stderr,
+        duration: started.elapsed(),
+    })
+}
+
+fn describe(termination: Termination) -> String {
+    match termination {
+        Termination::Exited(code) => format!("exit code {code}"),
+        Termination::Signaled(signal) => format!("killed by signal {signal}"),
+        Termination::TimedOut => "timed out".to_owned(),
+        Termination::Cancelled => "cancelled".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_and_join() {
+        assert_eq!(relative_to("/", "/a/b"), "a/b");
+        assert_eq!(relative_to("/a", "/a"), "");
+        assert_eq!(relative_to("/a", "/a/src/x"), "src/x");
+        assert_eq!(join_guest("/workspace", ""), "/workspace");
+        assert_eq!(join_guest("/workspace", "0/app"), "/workspace/0/app");
+        assert_eq!(join_guest("/", "x"), "/x");
+        assert_eq!(leaf_name("/a/app"), "app");
+        assert_eq!(leaf_name("/"), "");
+    }
+
+    #[test]
+    fn guest_path_of_maps_under_mount_and_refuses_outside() {
+        let staging = Path::new("/tmp/st");
+        assert_eq!(
+            guest_path_of("/workspace", staging, Path::new("/tmp/st/0/app")).unwrap(),
+            "/workspace/0/app"
+        );
+        assert_eq!(
+            guest_path_of("/workspace", staging, Path::new("/tmp/st")).unwrap(),
+            "/workspace"
+        );
+        assert!(matches!(
+            guest_path_of("/workspace", staging, Path::new("/tmp/other")),
+            Err(BetaError::Staging { .. })
+        ));
+    }
+}
