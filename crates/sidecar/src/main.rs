@@ -1,3 +1,21 @@
 //! The devshell-vm-sidecar daemon: serves the beta protocol over Unix socket, TCP or stdio.
+//!
+//! Without arguments it prints its version on stdout and usage on stderr and exits 0
+//! (as the v1 sidecar did). A usage error exits 2, a serve error 1.
 
-fn main() {}
+use clap::{CommandFactory, Parser};
+use devshell_vm_sidecar::{Cli, Options, serve};
+
+fn main() {
+    if std::env::args_os().len() <= 1 {
+        println!("devshell-vm-sidecar {}", env!("CARGO_PKG_VERSION"));
+        eprintln!("{}", Cli::command().render_usage());
+        return;
+    }
+    let cli = Cli::parse();
+    let result = Options::from_cli(cli).and_then(serve);
+    if let Err(err) = result {
+        eprintln!("devshell-vm-sidecar: {err}");
+        std::process::exit(err.exit_code());
+    }
+}

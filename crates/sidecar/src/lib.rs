@@ -1,0 +1,40 @@
+//! The devshell-vm-sidecar daemon: serves the beta protocol (`devshell-vm-protocol`)
+//! over a Unix socket, TCP or stdio, running tools and file operations inside a
+//! staging directory it shares with the client.
+//!
+//! Guarantees, in the order a request meets them:
+//!
+//! - **Transport.** A Unix socket is created 0600 in a directory owned by the
+//!   sidecar's uid that others cannot write; a path that is not a socket is never
+//!   unlinked; each peer's uid (`SO_PEERCRED`) must equal the sidecar's. TCP
+//!   requires the token from `--token-file` in `handshake` before any other
+//!   request, unless `--insecure-no-auth` was given for a loopback address.
+//! - **Framing.** Lines are capped (`--max-frame-bytes`); an oversized line, a
+//!   non-UTF-8 line, bad JSON, an empty line or an unknown op is answered with an
+//!   `error` frame and the connection goes on. Every connection has its own
+//!   thread and session; one connection's failure never touches another.
+//! - **Sessions.** `staging_dir` must canonicalise inside a `--root` (never `/`);
+//!   the directory is held open and every guest path is resolved from it without
+//!   following a symlink out (see the `confine` module). Requests other than
+//!   `handshake` and `session_start` need a session: `no_session` otherwise.
+//! - **exec.** stdin is `/dev/null`; the child runs in its own process group
+//!   (`devshell-vm-exec`) with its cwd at the held-open `guest_cwd`; loader
+//!   variables in `env` are refused; the deadline (`timeout_ms`, else
+//!   `DEVSHELL_VM_EXEC_TIMEOUT_MS`) is exact even when grandchildren keep the
+//!   pipes; output streams back as `exec_output` frames with `exec-stream`, else
+//!   goes to the sidecar's stderr as in v1; a client hang-up kills the group.
+//! - **Shutdown.** SIGTERM or SIGINT kills running execs (their clients get
+//!   `error`/`shutdown`), removes the socket and exits 0.
+//!
+//! The binary is a thin wrapper over [`Cli`], [`Options::from_cli`] and [`serve`].
+
+mod confine;
+mod conn;
+mod error;
+mod guest_fs;
+mod options;
+mod server;
+
+pub use error::SidecarError;
+pub use options::{Cli, Listen, Options, Token};
+pub use server::serve;

@@ -1,0 +1,232 @@
+//! Command line and the resolved, validated options the server runs with.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser};
+use devshell_vm_protocol::DEFAULT_MAX_FRAME_BYTES;
+
+use crate::error::SidecarError;
+
+/// The sidecar's command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "devshell-vm-sidecar",
+    version,
+    about = "Serves the devshell-vm beta protocol (JSON lines) over a Unix socket, TCP or stdio.",
+    group(ArgGroup::new("transport").required(true).multiple(false))
+)]
+pub struct Cli {
+    /// Serve on a Unix socket created 0600 at PATH (its directory must be owned by us and not writable by others).
+    #[arg(long, value_name = "PATH", group = "transport")]
+    pub serve_socket: Option<PathBuf>,
+    /// Serve on TCP (port 0 picks a free port; the bound address is logged to stderr).
+    #[arg(long, value_name = "HOST:PORT", group = "transport")]
+    pub serve_tcp: Option<String>,
+    /// Serve one client on stdin/stdout; exits at end of input.
+    #[arg(long, group = "transport")]
+    pub serve_stdio: bool,
+    /// A directory `session_start` staging dirs must lie in (repeatable; default: the current directory).
+    #[arg(long = "root", value_name = "DIR")]
+    pub roots: Vec<PathBuf>,
+    /// File holding the token TCP clients must send in `handshake`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve TCP without a token (only accepted on a loopback address).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Maximum size of one request line in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// A TCP `HOST:PORT`.
+    Tcp(String),
+    /// Standard input and output (one client).
+    Stdio,
+}
+
+/// A secret compared in constant time; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token (surrounding whitespace is not part of it).
+    #[must_use]
+    pub fn new(token: &str) -> Self {
+        Self(token.trim().to_owned())
+    }
+
+    /// Constant-time comparison with what a client sent.
+    #[must_use]
+    pub fn matches(&self, candidate: &str) -> bool {
+        let a = self.0.as_bytes();
+        let b = candidate.as_bytes();
+        let mut diff = u8::from(a.len() != b.len());
+        for (i, &x) in a.iter().enumerate() {
+            diff |= x ^ b.get(i).copied().unwrap_or(0);
+        }
+        diff == 0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Validated settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Transport.
+    pub listen: Listen,
+    /// Canonical root directories (never `/`).
+    pub roots: Vec<PathBuf>,
+    /// Token required from TCP clients (`None` only with `insecure_no_auth` or non-TCP transports).
+    pub token: Option<Token>,
+    /// TCP without token on loopback.
+    pub insecure_no_auth: bool,
+    /// Request line cap.
+    pub max_frame_bytes: usize,
+    /// `DEVSHELL_VM_EXEC_TIMEOUT_MS`: deadline for `exec` requests without `timeout_ms`.
+    pub default_timeout: Option<Duration>,
+    /// `PATH` used to find `argv[0]` (unless the request's env sets `PATH`).
+    pub path_var: Option<OsString>,
+}
+
+impl Options {
+    /// Validates `cli` against the file system and the environment (through
+    /// `devshell-vm-config`).
+    ///
+    /// # Errors
+    /// [`SidecarError::Usage`] for inconsistent flags, [`SidecarError::Root`],
+    /// [`SidecarError::TokenFile`] or [`SidecarError::Config`].
+    pub fn from_cli(cli: Cli) -> Result<Self, SidecarError> {
+        let listen = match (cli.serve_socket, cli.serve_tcp, cli.serve_stdio) {
+            (Some(path), None, false) => Listen::Unix(path),
+            (None, Some(addr), false) => Listen::Tcp(addr),
+            (None, None, true) => Listen::Stdio,
+            _ => {
+                return Err(SidecarError::Usage(
+                    "exactly one of --serve-socket, --serve-tcp, --serve-stdio is required".into(),
+                ));
+            }
+        };
+        if cli.max_frame_bytes < 1024 {
+            return Err(SidecarError::Usage(format!(
+                "--max-frame-bytes {} is too small (at least 1024)",
+                cli.max_frame_bytes
+            )));
+        }
+        let is_tcp = matches!(listen, Listen::Tcp(_));
+        if cli.insecure_no_auth && !is_tcp {
+            return Err(SidecarError::Usage(
+                "--insecure-no-auth only applies to --serve-tcp".into(),
+            ));
+        }
+        if cli.insecure_no_auth && cli.token_file.is_some() {
+            return Err(SidecarError::Usage(
+                "--insecure-no-auth and --token-file contradict each other".into(),
+            ));
+        }
+        if is_tcp && !cli.insecure_no_auth && cli.token_file.is_none() {
+            return Err(SidecarError::Usage(
+                "--serve-tcp needs --token-file (or --insecure-no-auth on a loopback address)"
+                    .into(),
+            ));
+        }
+        let token = cli.token_file.as_deref().map(read_token).transpose()?;
+        let roots = resolve_roots(&cli.roots)?;
+        let default_timeout =
+            devshell_vm_config::exec_timeout_ms_from_env()?.map(Duration::from_millis);
+        let path_var = match devshell_vm_config::VmConfig::from_env() {
+            Ok(config) => config.path,
+            Err(err) => {
+                eprintln!(
+                    "devshell-vm-sidecar: warning: {err}; using PATH=/usr/local/bin:/usr/bin:/bin"
+                );
+                Some(OsString::from("/usr/local/bin:/usr/bin:/bin"))
+            }
+        };
+        Ok(Self {
+            listen,
+            roots,
+            token,
+            insecure_no_auth: cli.insecure_no_auth,
+            max_frame_bytes: cli.max_frame_bytes,
+            default_timeout,
+            path_var,
+        })
+    }
+}
+
+fn read_token(path: &Path) -> Result<Token, SidecarError> {
+    let text = std::fs::read_to_string(path).map_err(|err| SidecarError::TokenFile {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })?;
+    let token = Token::new(&text);
+    if token.0.is_empty() {
+        return Err(SidecarError::TokenFile {
+            path: path.to_owned(),
+            reason: "the file is empty".into(),
+        });
+    }
+    Ok(token)
+}
+
+fn resolve_roots(given: &[PathBuf]) -> Result<Vec<PathBuf>, SidecarError> {
+    let given: Vec<PathBuf> = if given.is_empty() {
+        vec![std::env::current_dir().map_err(|source| SidecarError::Io {
+            context: "reading the current directory (the default --root)".into(),
+            source,
+        })?]
+    } else {
+        given.to_vec()
+    };
+    let mut roots = Vec::with_capacity(given.len());
+    for path in given {
+        let canonical = std::fs::canonicalize(&path).map_err(|err| SidecarError::Root {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        if !canonical.is_dir() {
+            return Err(SidecarError::Root {
+                path,
+                reason: "not a directory".into(),
+            });
+        }
+        if canonical == Path::new("/") {
+            return Err(SidecarError::Root {
+                path,
+                reason: "`/` would allow every directory; give a narrower --root".into(),
+            });
+        }
+        roots.push(canonical);
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        let t = Token::new("  abc\n");
+        assert!(t.matches("abc"));
+        assert!(!t.matches("abd"));
+        assert!(!t.matches("ab"));
+        assert!(!t.matches("abcd"));
+        assert!(!t.matches(""));
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+}
