@@ -8,6 +8,7 @@
 //!   uses: medians over repeated runs, peak RSS, tmpfs and disk scratch dirs.
 
 pub mod bench;
+pub mod sidecar;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
