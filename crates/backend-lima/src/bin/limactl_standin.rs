@@ -1,0 +1,609 @@
+//! `limactl-standin`: **test support, not shipped.** A stand-in for Lima's `limactl`
+//! that follows Lima's documented contract closely enough to test
+//! `devshell-vm-backend-lima` on machines that cannot run VMs.
+//!
+//! Implemented: `list` (`--json` / `--format json`, one JSON object per line),
+//! `start`, `stop`, `shell [--workdir D] [--shell S] INSTANCE [--] CMD…` and
+//! `copy [-r] SRC… DST` (guest paths as `INSTANCE:PATH`); the global flags `--tty[=B]`,
+//! `-y`/`--yes`, `--debug` and `--log-level L` are accepted and ignored.
+//!
+//! State lives under `$LIMA_HOME` (like Lima): `$LIMA_HOME/<instance>/standin.json`
+//! holds the instance (status, arch, mounts `location → mountPoint`, the guest user's
+//! shell and home, extra guest environment, and the failures to simulate). Every
+//! invocation appends its argv as one JSON line to `$LIMA_HOME/invocations.log`, so tests
+//! can count `limactl` spawns.
+//!
+//! `shell` builds the remote script exactly like Lima's `cmd/limactl/shell.go`:
+//! `cd <workdir> || exit 1 ; exec "$SHELL" --login -c '<args>'`, where leading
+//! `NAME=value` arguments keep their name unquoted and get their value quoted, and every
+//! other argument is quoted with `shellescape.Quote` rules. The script runs the way sshd
+//! runs a remote command (`$SHELL -c script`, a clean ssh-like environment), inside a
+//! **private mount namespace** (`unshare --mount --propagation private`) in which each
+//! configured mount's host `location` is bind-mounted at its guest `mountPoint`. So a
+//! command sees the guest path (e.g. `/workspace`), never the host path, and tests catch
+//! any host/guest path mix-up. Mount points missing on this machine are created as empty
+//! directories (the bind mount itself is private to the namespace, so parallel tests do
+//! not see each other's mounts). A simulated ssh failure exits 255 like `ssh` does.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a limactl stand-in reads LIMA_HOME, HOME and PATH from its environment like limactl does"
+)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use serde::{Deserialize, Serialize};
+
+/// One configured mount of an instance (Lima's `mounts:` entry).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Mount {
+    location: String,
+    #[serde(rename = "mountPoint", default, skip_serializing_if = "Option::is_none")]
+    mount_point: Option<String>,
+    #[serde(default)]
+    writable: bool,
+}
+
+/// The stand-in's per-instance state (`standin.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Instance {
+    status: String,
+    #[serde(default = "default_arch")]
+    arch: String,
+    #[serde(default)]
+    mounts: Vec<Mount>,
+    /// The guest user's login shell (`$SHELL` in the guest).
+    #[serde(default = "default_shell")]
+    shell: String,
+    /// The guest user's home directory.
+    #[serde(default = "default_home")]
+    home: String,
+    /// Extra variables of the guest environment (as if set by the guest's sshd / PAM).
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// When set, `start` fails, appending this text to `ha.stderr.log`.
+    #[serde(default)]
+    start_failure: Option<String>,
+    /// When true, `shell` and `copy` fail like an unreachable sshd (exit 255).
+    #[serde(default)]
+    ssh_failure: bool,
+}
+
+fn default_arch() -> String {
+    std::env::consts::ARCH.to_owned()
+}
+fn default_shell() -> String {
+    "/bin/bash".to_owned()
+}
+fn default_home() -> String {
+    std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__guest") {
+        return guest_entry(&args[1..]);
+    }
+    let home = lima_home();
+    log_invocation(&home, &args);
+    match run(&home, &args) {
+        Ok(code) => code,
+        Err(Failure { code, message }) => {
+            // Lima logs fatal errors through logrus: `level=fatal msg="..."`.
+            eprintln!("time=\"standin\" level=fatal msg={message:?}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 1,
+        message: message.into(),
+    }
+}
+
+fn lima_home() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LIMA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(default_home()).join(".lima")
+}
+
+fn log_invocation(home: &Path, args: &[String]) {
+    let _ = std::fs::create_dir_all(home);
+    let line = serde_json::to_string(args).unwrap_or_default();
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("invocations.log"))
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+fn run(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
+    // Global flags may precede the subcommand.
+    let mut rest = args;
+    while let Some(first) = rest.first() {
+        if is_global_flag(first) {
+            rest = &rest[1..];
+        } else if first == "--log-level" {
+            rest = rest.get(2..).unwrap_or_default();
+        } else {
+            break;
+        }
+    }
+    let Some((command, rest)) = rest.split_first() else {
+        return Err(fail("limactl-standin: a subcommand is required"));
+    };
+    let rest: Vec<String> = rest.iter().filter(|a| !is_global_flag(a)).cloned().collect();
+    match command.as_str() {
+        "list" | "ls" => list(home, &rest),
+        "start" => start(home, &rest),
+        "stop" => stop(home, &rest),
+        "shell" => shell(home, &rest),
+        "copy" | "cp" => copy(home, &rest),
+        other => Err(fail(format!("unknown command {other:?} for \"limactl\""))),
+    }
+}
+
+fn is_global_flag(arg: &str) -> bool {
+    matches!(arg, "-y" | "--yes" | "--debug" | "--tty") || arg.starts_with("--tty=")
+}
+
+fn instance_dir(home: &Path, name: &str) -> PathBuf {
+    home.join(name)
+}
+
+fn load(home: &Path, name: &str) -> Result<Option<Instance>, Failure> {
+    let path = instance_dir(home, name).join("standin.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| fail(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(fail(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn save(home: &Path, name: &str, inst: &Instance) -> Result<(), Failure> {
+    let path = instance_dir(home, name).join("standin.json");
+    let text = serde_json::to_string_pretty(inst).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| fail(format!("{}: {e}", path.display())))
+}
+
+fn require(home: &Path, name: &str) -> Result<Instance, Failure> {
+    load(home, name)?.ok_or_else(|| {
+        fail(format!(
+            "instance {name:?} does not exist, run `limactl create {name}` to create a new instance"
+        ))
+    })
+}
+
+fn instance_names(home: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(home)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.path().join("standin.json").is_file())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn list(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
+    let mut json = false;
+    let mut wanted = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--json" => json = true,
+            "--format" | "-f" => {
+                i += 1;
+                json = args.get(i).map(String::as_str) == Some("json");
+            }
+            a if a.starts_with("--format=") => json = a == "--format=json",
+            a => wanted.push(a.to_owned()),
+        }
+        i += 1;
+    }
+    let all = instance_names(home);
+    let mut unmatched = false;
+    let names = if wanted.is_empty() {
+        if all.is_empty() {
+            eprintln!("time=\"standin\" level=warning msg=\"No instance found. Run `limactl create` to create an instance.\"");
+        }
+        all
+    } else {
+        let mut names = Vec::new();
+        for w in wanted {
+            if all.contains(&w) {
+                names.push(w);
+            } else {
+                eprintln!("time=\"standin\" level=warning msg=\"No instance matching {w} found.\"");
+                unmatched = true;
+            }
+        }
+        names
+    };
+    let mut out = std::io::stdout().lock();
+    for name in &names {
+        let inst = require(home, name)?;
+        let dir = instance_dir(home, name);
+        if json {
+            let mounts: Vec<serde_json::Value> = inst
+                .mounts
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "location": m.location,
+                        "mountPoint": m.mount_point.clone().unwrap_or_else(|| m.location.clone()),
+                        "writable": m.writable,
+                    })
+                })
+                .collect();
+            let mut object = serde_json::json!({
+                "name": name,
+                "hostname": format!("lima-{name}"),
+                "status": inst.status,
+                "dir": dir.to_string_lossy(),
+                "vmType": "qemu",
+                "arch": inst.arch,
+                "cpus": 4,
+                "memory": 4_294_967_296_u64,
+                "disk": 107_374_182_400_u64,
+                "config": { "arch": inst.arch, "vmType": "qemu", "mounts": mounts },
+                "protected": false,
+                "limaVersion": "standin",
+            });
+            if inst.status == "Running" {
+                object["sshLocalPort"] = serde_json::json!(60022);
+                object["sshAddress"] = serde_json::json!("127.0.0.1");
+            }
+            let _ = writeln!(out, "{object}");
+        } else {
+            let _ = writeln!(out, "{name} {} {}", inst.status, dir.display());
+        }
+    }
+    Ok(if unmatched {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn single_instance(args: &[String], what: &str) -> Result<String, Failure> {
+    let names: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    match names.as_slice() {
+        [one] => Ok((*one).clone()),
+        _ => Err(fail(format!("limactl {what}: expected one instance name, got {args:?}"))),
+    }
+}
+
+fn start(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
+    let name = single_instance(args, "start")?;
+    // Real Lima would create a missing instance from its default template (which lacks
+    // the workspace mount); the backend never asks for that, and the stand-in refuses.
+    let mut inst = load(home, &name)?.ok_or_else(|| {
+        fail(format!(
+            "instance {name:?} does not exist (limactl-standin cannot create instances from templates)"
+        ))
+    })?;
+    if inst.status == "Running" {
+        eprintln!("time=\"standin\" level=info msg=\"The instance {name:?} is already running. Run `limactl shell {name}` to open the shell.\"");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(message) = &inst.start_failure {
+        let log = instance_dir(home, &name).join("ha.stderr.log");
+        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+            let _ = writeln!(file, "{{\"level\":\"info\",\"msg\":\"Starting QEMU\"}}");
+            let _ = writeln!(file, "{{\"level\":\"fatal\",\"msg\":{message:?}}}");
+        }
+        return Err(fail(format!(
+            "exiting, status={{Running:false Degraded:false Exiting:true Errors:[] SSHLocalPort:0}} (hint: see \"{}\")",
+            log.display()
+        )));
+    }
+    inst.status = "Running".to_owned();
+    save(home, &name, &inst)?;
+    eprintln!("time=\"standin\" level=info msg=\"READY. Run `limactl shell {name}` to open the shell.\"");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stop(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
+    let name = single_instance(args, "stop")?;
+    let mut inst = require(home, &name)?;
+    if inst.status != "Running" {
+        return Err(fail(format!("expected status \"Running\", got {:?}", inst.status)));
+    }
+    inst.status = "Stopped".to_owned();
+    save(home, &name, &inst)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shellescape.Quote` (al.essio.dev/pkg/shellescape), which Lima uses: empty → `''`;
+/// only safe characters → as is; else single-quoted with `'` written as `'"'"'`.
+fn quote(s: &str) -> String {
+    if s.is_empty() {
+        return "''".to_owned();
+    }
+    let safe = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
+    if safe {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\"'\"'"))
+}
+
+/// Lima's `isEnv`: more than one part when split at `=`.
+fn is_env(arg: &str) -> bool {
+    arg.contains('=')
+}
+
+/// Lima's `quoteEnv`: the name stays as is, the value is quoted.
+fn quote_env(arg: &str) -> String {
+    let (name, value) = arg.split_once('=').unwrap_or((arg, ""));
+    format!("{name}={}", quote(value))
+}
+
+fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
+    let mut workdir: Option<String> = None;
+    let mut shell_flag: Option<String> = None;
+    let mut i = 0;
+    // Flags are not interspersed: they stop at the instance name.
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--workdir" || a == "--shell" {
+            let value = args
+                .get(i + 1)
+                .cloned()
+                .ok_or_else(|| fail(format!("flag needs an argument: {a}")))?;
+            if a == "--workdir" {
+                workdir = Some(value);
+            } else {
+                shell_flag = Some(value);
+            }
+            i += 2;
+        } else if let Some(v) = a.strip_prefix("--workdir=") {
+            workdir = Some(v.to_owned());
+            i += 1;
+        } else if let Some(v) = a.strip_prefix("--shell=") {
+            shell_flag = Some(v.to_owned());
+            i += 1;
+        } else if a == "--reconnect" || a == "--preserve-env" {
+            i += 1;
+        } else if a.starts_with('-') && a != "--" {
+            return Err(fail(format!("unknown flag: {a}")));
+        } else {
+            break;
+        }
+    }
+    let mut positional: Vec<String> = args[i..].to_vec();
+    // "simulate the behavior of double dash"
+    if positional.len() >= 2 && positional[1] == "--" {
+        positional.remove(1);
+    }
+    let Some((name, command)) = positional.split_first() else {
+        return Err(fail("\"limactl shell\" requires at least 1 arg(s), only received 0"));
+    };
+    let inst = require(home, name)?;
+    if inst.status != "Running" {
+        return Err(fail(format!(
+            "instance {name:?} is stopped, run `limactl start {name}` to start the instance"
+        )));
+    }
+    if inst.ssh_failure {
+        eprintln!("ssh: connect to host 127.0.0.1 port 60022: Connection refused");
+        return Ok(ExitCode::from(255));
+    }
+    let change_dir = match &workdir {
+        Some(dir) if !dir.is_empty() => format!("cd {} || exit 1", quote(dir)),
+        _ => {
+            let cwd = std::env::current_dir().map_or_else(|_| "/".to_owned(), |p| p.to_string_lossy().into_owned());
+            format!("cd {} || cd {}", quote(&cwd), quote(&inst.home))
+        }
+    };
+    let login_shell = shell_flag.map_or_else(|| "\"$SHELL\"".to_owned(), |s| quote(&s));
+    let mut script = format!("{change_dir} ; exec {login_shell} --login");
+    if !command.is_empty() {
+        let mut parsing_env = true;
+        let quoted: Vec<String> = command
+            .iter()
+            .map(|arg| {
+                if parsing_env && is_env(arg) {
+                    quote_env(arg)
+                } else {
+                    parsing_env = false;
+                    quote(arg)
+                }
+            })
+            .collect();
+        script.push_str(" -c ");
+        script.push_str(&quote(&quoted.join(" ")));
+    }
+    let me = std::env::current_exe().map_err(|e| fail(format!("current_exe: {e}")))?;
+    let config = instance_dir(home, name).join("standin.json");
+    let unshare = which_unshare().ok_or_else(|| Failure {
+        code: 125,
+        message: "limactl-standin: `unshare` (util-linux) is required to run guest commands in a private mount namespace; install util-linux".to_owned(),
+    })?;
+    let err = Command::new(unshare)
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(me)
+        .arg("__guest")
+        .arg(config)
+        .arg(script)
+        .exec();
+    Err(Failure {
+        code: 125,
+        message: format!("limactl-standin: cannot run unshare: {err}"),
+    })
+}
+
+fn which_unshare() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|dir| dir.join("unshare"))
+        .find(|p| p.is_file())
+}
+
+/// Inside the private mount namespace: bind every mount, then run the script the way
+/// sshd runs a remote command (`$SHELL -c script`) with a clean ssh-like environment.
+fn guest_entry(args: &[String]) -> ExitCode {
+    let [config, script] = args else {
+        eprintln!("limactl-standin __guest: expected CONFIG SCRIPT");
+        return ExitCode::from(125);
+    };
+    let inst: Instance = match std::fs::read_to_string(config)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(inst) => inst,
+        Err(e) => {
+            eprintln!("limactl-standin __guest: {config}: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    for m in &inst.mounts {
+        let point = m.mount_point.clone().unwrap_or_else(|| m.location.clone());
+        if let Err(e) = std::fs::create_dir_all(&point) {
+            eprintln!("limactl-standin: cannot create mount point {point}: {e}");
+            return ExitCode::from(125);
+        }
+        let mut mount = Command::new("mount");
+        mount.arg("--bind").arg(&m.location).arg(&point);
+        match mount.status() {
+            Ok(s) if s.success() => {}
+            other => {
+                eprintln!(
+                    "limactl-standin: mount --bind {} {point} failed ({other:?}); the stand-in needs root (CAP_SYS_ADMIN)",
+                    m.location
+                );
+                return ExitCode::from(125);
+            }
+        }
+        if !m.writable {
+            let _ = Command::new("mount")
+                .args(["-o", "remount,bind,ro"])
+                .arg(&point)
+                .status();
+        }
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
+    let err = Command::new(&inst.shell)
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("HOME", &inst.home)
+        .env("USER", &user)
+        .env("LOGNAME", &user)
+        .env("SHELL", &inst.shell)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LANG", "C.UTF-8")
+        .envs(&inst.env)
+        .current_dir(&inst.home)
+        .exec();
+    eprintln!("limactl-standin: cannot run the guest shell {}: {err}", inst.shell);
+    ExitCode::from(127)
+}
+
+fn copy(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
+    let mut recursive = false;
+    let mut paths = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "-r" | "--recursive" => recursive = true,
+            "--backend" => i += 1,
+            a if a.starts_with("--backend=") => {}
+            "-v" | "--verbose" => {}
+            a => paths.push(a.to_owned()),
+        }
+        i += 1;
+    }
+    if paths.len() < 2 {
+        return Err(fail("requires at least 2 arguments: SOURCE DEST"));
+    }
+    let resolve = |arg: &str| -> Result<PathBuf, Failure> {
+        let parts: Vec<&str> = arg.split(':').collect();
+        match parts.as_slice() {
+            [_] => Ok(PathBuf::from(arg)),
+            [name, path] => {
+                let inst = require(home, name)?;
+                if inst.status != "Running" {
+                    return Err(fail(format!(
+                        "instance {name:?} is stopped, run `limactl start {name}` to start the instance"
+                    )));
+                }
+                if inst.ssh_failure {
+                    return Err(Failure {
+                        code: 255,
+                        message: "ssh: connect to host 127.0.0.1 port 60022: Connection refused".to_owned(),
+                    });
+                }
+                Ok(guest_to_host(&inst, path))
+            }
+            _ => Err(fail(format!("path {arg:?} contains multiple colons"))),
+        }
+    };
+    let (target, sources) = paths.split_last().expect("at least two paths");
+    let target = resolve(target)?;
+    for source in sources {
+        let source = resolve(source)?;
+        let dest = if target.is_dir() {
+            target.join(source.file_name().unwrap_or_default())
+        } else {
+            target.clone()
+        };
+        copy_path(&source, &dest, recursive).map_err(|e| {
+            fail(format!("copy {} -> {}: {e}", source.display(), dest.display()))
+        })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A guest path as seen from the host: under a mount point it is the mount's location.
+fn guest_to_host(inst: &Instance, path: &str) -> PathBuf {
+    for m in &inst.mounts {
+        let point = m.mount_point.clone().unwrap_or_else(|| m.location.clone());
+        if path == point {
+            return PathBuf::from(&m.location);
+        }
+        if let Some(rest) = path.strip_prefix(&point).and_then(|r| r.strip_prefix('/')) {
+            return Path::new(&m.location).join(rest);
+        }
+    }
+    PathBuf::from(path)
+}
+
+fn copy_path(source: &Path, dest: &Path, recursive: bool) -> std::io::Result<()> {
+    let meta = std::fs::metadata(source)?;
+    if meta.is_dir() {
+        if !recursive {
+            return Err(std::io::Error::other("is a directory (use -r)"));
+        }
+        std::fs::create_dir_all(dest)?;
+        for entry in std::fs::read_dir(source)? {
+            let entry = entry?;
+            copy_path(&entry.path(), &dest.join(entry.file_name()), true)?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(source, dest).map(|_| ())
+    }
+}

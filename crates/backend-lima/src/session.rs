@@ -1,0 +1,1125 @@
+//! [`GammaSession`]: one Lima instance, its workspace mount, Mode S and Mode P.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use devshell_vm_config::{VmConfig, WorkspaceMode};
+use devshell_vm_exec::{
+    CancelHandle, ExecOutcome, StdinMode, StreamKind, Termination, ToolRequest,
+};
+use devshell_vm_guest_fs::{
+    GuestFsError, GuestFsOps, GuestMetadata, check_guest_path, logical_to_guest,
+};
+use devshell_vm_protocol::GuestFsOperation;
+use devshell_vm_sync::{SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError};
+use devshell_vm_vfs::Vfs;
+
+use crate::channel::{Channel, metadata_from};
+use crate::guest_ops;
+use crate::limactl::{InstanceInfo, Limactl, is_env_name, shell_argv, status_text};
+use crate::{LimaError, workspace_parent_for_instance};
+
+/// A progress callback shared by every sync of a session (same type as the host
+/// backend's `SyncObserver`).
+pub type SyncObserver = Arc<dyn Fn(&SyncProgress) + Send + Sync>;
+
+/// Name of the sidecar binary looked up on `PATH` when `DEVSHELL_VM_SIDECAR_BIN` is unset.
+pub const SIDECAR_BIN_NAME: &str = "devshell-vm-sidecar";
+
+/// Environment variable the session points at the project's own `target/` in the guest.
+const CARGO_TARGET_DIR: &str = "CARGO_TARGET_DIR";
+
+/// Exit status of the channel's start script when the guest architecture differs.
+const ARCH_MISMATCH: i32 = 86;
+
+struct Project {
+    vfs_root: String,
+    state: SyncState,
+}
+
+/// How the session reaches the guest for file operations and captured commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelState {
+    /// Not tried yet (opened on first use).
+    NotOpened,
+    /// The sidecar answers over one long-lived `limactl shell`.
+    Open,
+    /// No channel: one `limactl shell` per operation, with the reason.
+    Fallback(String),
+}
+
+/// A Lima (γ) session: tools run in the guest through `limactl shell`, with the VFS
+/// synced into the host workspace parent that the instance mounts (Mode S), or guest
+/// file operations straight on the guest tree (Mode P). See the crate docs.
+pub struct GammaSession {
+    instance: String,
+    limactl: Limactl,
+    workspace_parent: PathBuf,
+    mount: String,
+    mode: WorkspaceMode,
+    exec_timeout: Option<Duration>,
+    stop_on_exit: bool,
+    lima_hints: bool,
+    auto_build_essential: bool,
+    lima_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+    sidecar_bin: Option<PathBuf>,
+    channel: Option<Channel>,
+    channel_state: ChannelState,
+    running: bool,
+    provisioned: bool,
+    projects: Vec<Project>,
+    observer: Option<SyncObserver>,
+    notices: Box<dyn Write + Send>,
+}
+
+impl fmt::Debug for GammaSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GammaSession")
+            .field("instance", &self.instance)
+            .field("limactl", &self.limactl.path)
+            .field("workspace_parent", &self.workspace_parent)
+            .field("mount", &self.mount)
+            .field("mode", &self.mode)
+            .field("channel", &self.channel_state)
+            .field("running", &self.running)
+            .field(
+                "projects",
+                &self.projects.iter().map(|p| p.vfs_root.as_str()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl GammaSession {
+    /// A session for `config`: resolves `limactl` (`DEVSHELL_VM_LIMACTL`, else `PATH`),
+    /// the workspace parent ([`workspace_parent_for_instance`]), the guest mount and the
+    /// sidecar binary (`DEVSHELL_VM_SIDECAR_BIN`, else `devshell-vm-sidecar` on `PATH`).
+    /// Nothing is started unless `DEVSHELL_VM_EAGER` is on, in which case the instance is
+    /// checked and started now.
+    ///
+    /// # Errors
+    /// [`LimaError::LimactlNotFound`]; with eager start, every error of
+    /// [`Self::ensure_running`].
+    pub fn new(config: &VmConfig) -> Result<Self, LimaError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let limactl = match &config.limactl {
+            Some(path) => path.clone(),
+            None => which::which_in("limactl", config.path.as_ref(), &cwd).map_err(|_| {
+                LimaError::LimactlNotFound {
+                    searched: config
+                        .path
+                        .as_ref()
+                        .map_or_else(|| "<unset>".to_owned(), |p| p.to_string_lossy().into_owned()),
+                }
+            })?,
+        };
+        let sidecar_bin = config.sidecar_bin.clone().or_else(|| {
+            which::which_in(SIDECAR_BIN_NAME, config.path.as_ref(), &cwd).ok()
+        });
+        let mut session = Self {
+            instance: config.lima_instance.clone(),
+            limactl: Limactl::new(limactl, config.lima_home.clone()),
+            workspace_parent: workspace_parent_for_instance(config),
+            mount: config.guest_workspace.clone(),
+            mode: config.workspace_mode_effective(),
+            exec_timeout: config.exec_timeout,
+            stop_on_exit: config.stop_on_exit,
+            lima_hints: config.lima_hints,
+            auto_build_essential: config.auto_build_essential,
+            lima_home: config.lima_home.clone(),
+            home: config.home.clone(),
+            sidecar_bin,
+            channel: None,
+            channel_state: ChannelState::NotOpened,
+            running: false,
+            provisioned: false,
+            projects: Vec::new(),
+            observer: None,
+            notices: Box::new(std::io::stderr()),
+        };
+        if config.eager_start {
+            session.ensure_running()?;
+        }
+        Ok(session)
+    }
+
+    /// Where the session writes one-line notices (starting the VM, installing packages,
+    /// falling back to one shell per operation). Default: stderr.
+    pub fn set_notice_writer(&mut self, writer: Box<dyn Write + Send>) {
+        self.notices = writer;
+    }
+
+    /// Turns the long-lived sidecar channel off (every guest operation then spawns one
+    /// `limactl shell`) or back on. Closing an open channel takes effect at once.
+    pub fn set_channel_enabled(&mut self, enabled: bool) {
+        if enabled {
+            if matches!(self.channel_state, ChannelState::Fallback(_)) {
+                self.channel_state = ChannelState::NotOpened;
+            }
+        } else {
+            if let Some(channel) = self.channel.take() {
+                channel.close();
+            }
+            self.channel_state = ChannelState::Fallback("disabled by the caller".to_owned());
+        }
+    }
+
+    /// `true` in Mode S (the VFS is synced with the host workspace around each run);
+    /// `false` in Mode P (the guest tree is authoritative).
+    #[must_use]
+    pub fn syncs_vfs_with_host_workspace(&self) -> bool {
+        self.mode == WorkspaceMode::Sync
+    }
+
+    /// The guest mount point (e.g. `/workspace`).
+    #[must_use]
+    pub fn guest_mount(&self) -> &str {
+        &self.mount
+    }
+
+    /// The host directory the instance mounts at [`Self::guest_mount`].
+    #[must_use]
+    pub fn workspace_parent(&self) -> &Path {
+        &self.workspace_parent
+    }
+
+    /// The `limactl` binary in use.
+    #[must_use]
+    pub fn limactl_path(&self) -> &Path {
+        &self.limactl.path
+    }
+
+    /// The Lima instance name.
+    #[must_use]
+    pub fn lima_instance_name(&self) -> &str {
+        &self.instance
+    }
+
+    /// How many `limactl` processes this session has spawned so far.
+    #[must_use]
+    pub fn limactl_spawns(&self) -> u64 {
+        self.limactl.spawns
+    }
+
+    /// The state of the long-lived channel.
+    #[must_use]
+    pub fn channel_state(&self) -> &ChannelState {
+        &self.channel_state
+    }
+
+    /// The exec timeout applied to runs that do not set their own.
+    #[must_use]
+    pub fn exec_timeout(&self) -> Option<Duration> {
+        self.exec_timeout
+    }
+
+    /// Installs a progress callback for every push and pull of this session.
+    pub fn set_sync_observer(&mut self, observer: SyncObserver) {
+        for project in &mut self.projects {
+            project.state.set_observer(forwarding(&observer));
+        }
+        self.observer = Some(observer);
+    }
+
+    fn notice(&mut self, line: &str) {
+        let _ = writeln!(self.notices, "devshell-vm: {line}");
+    }
+
+    // ------------------------------------------------------------------ lifecycle
+
+    /// Makes sure the instance exists, mounts the workspace parent at the guest mount,
+    /// and runs — starting it non-interactively (`limactl start --tty=false`) when it is
+    /// stopped, after saying so. Runs `limactl list --format json` once per session.
+    ///
+    /// # Errors
+    /// [`LimaError::InstanceMissing`], [`LimaError::MountMissing`],
+    /// [`LimaError::StartFailed`] (with the tail of `ha.stderr.log`),
+    /// [`LimaError::UnexpectedStatus`], [`LimaError::WorkspaceParent`], and failures to
+    /// run `limactl`.
+    pub fn ensure_running(&mut self) -> Result<(), LimaError> {
+        if self.running {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.workspace_parent).map_err(|source| LimaError::WorkspaceParent {
+            path: self.workspace_parent.clone(),
+            source,
+        })?;
+        let info = self
+            .limactl
+            .list(&self.instance)?
+            .ok_or_else(|| LimaError::InstanceMissing {
+                instance: self.instance.clone(),
+                workspace_parent: self.workspace_parent.display().to_string(),
+                mount: self.mount.clone(),
+            })?;
+        self.check_mount(&info)?;
+        match info.status.as_str() {
+            "Running" => {}
+            "Stopped" => self.start(&info)?,
+            other => {
+                return Err(LimaError::UnexpectedStatus {
+                    instance: self.instance.clone(),
+                    status: other.to_owned(),
+                });
+            }
+        }
+        self.running = true;
+        Ok(())
+    }
+
+    fn check_mount(&self, info: &InstanceInfo) -> Result<(), LimaError> {
+        let want_host = canonical(&self.workspace_parent);
+        let ok = info.config.mounts.iter().any(|m| {
+            m.guest_point().trim_end_matches('/') == self.mount.trim_end_matches('/')
+                && canonical(&self.expand_home(&m.location)) == want_host
+        });
+        if ok {
+            return Ok(());
+        }
+        let configured = if info.config.mounts.is_empty() {
+            "none".to_owned()
+        } else {
+            info.config
+                .mounts
+                .iter()
+                .map(|m| format!("{} → {}", m.location, m.guest_point()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(LimaError::MountMissing {
+            instance: self.instance.clone(),
+            workspace_parent: self.workspace_parent.display().to_string(),
+            mount: self.mount.clone(),
+            configured,
+        })
+    }
+
+    fn expand_home(&self, location: &str) -> PathBuf {
+        match (location.strip_prefix('~'), &self.home) {
+            (Some(rest), Some(home)) => home.join(rest.trim_start_matches('/')),
+            _ => PathBuf::from(location),
+        }
+    }
+
+    fn start(&mut self, info: &InstanceInfo) -> Result<(), LimaError> {
+        let line = format!(
+            "starting Lima instance {:?} (`limactl start --tty=false {}`); this can take a minute",
+            self.instance, self.instance
+        );
+        self.notice(&line);
+        let status = self.limactl.start(&self.instance)?;
+        if status.success() {
+            return Ok(());
+        }
+        let dir = if info.dir.is_empty() {
+            self.lima_dir().join(&self.instance)
+        } else {
+            PathBuf::from(&info.dir)
+        };
+        let log = dir.join("ha.stderr.log");
+        let log_tail = match std::fs::read_to_string(&log) {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            }
+            Err(e) => format!("(cannot read it: {e})"),
+        };
+        Err(LimaError::StartFailed {
+            instance: self.instance.clone(),
+            status: status_text(&status),
+            log,
+            log_tail,
+        })
+    }
+
+    fn lima_dir(&self) -> PathBuf {
+        self.lima_home.clone().unwrap_or_else(|| {
+            self.home
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/"))
+                .join(".lima")
+        })
+    }
+
+    /// Prepares the session: the instance runs, and (once, when
+    /// `DEVSHELL_VM_AUTO_BUILD_ESSENTIAL` is on) the guest has a C toolchain for cargo's
+    /// linker — if `gcc` is missing and the guest has `apt-get`, the session says so and
+    /// then runs `sudo -n apt-get install -y build-essential` with its output shown. In
+    /// Mode S the project of `vfs_cwd` is pushed too.
+    ///
+    /// # Errors
+    /// As [`Self::ensure_running`], [`LimaError::Sync`], [`LimaError::Cwd`].
+    pub fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), LimaError> {
+        self.ensure_running()?;
+        self.provision()?;
+        if self.syncs_vfs_with_host_workspace() {
+            let (index, _) = self.project_for(vfs, vfs_cwd)?;
+            let project = &mut self.projects[index];
+            let _report = devshell_vm_sync::push_incremental(vfs, &project.vfs_root, &mut project.state).map_err(
+                |source| LimaError::Sync {
+                    vfs_path: project.vfs_root.clone(),
+                    source,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn provision(&mut self) -> Result<(), LimaError> {
+        if self.provisioned || !self.auto_build_essential {
+            return Ok(());
+        }
+        self.provisioned = true;
+        let probe = "command -v gcc >/dev/null 2>&1 && echo gcc; command -v apt-get >/dev/null 2>&1 && echo apt; exit 0";
+        let out = self.capture_in_guest("/", "/bin/sh", &["-c".to_owned(), probe.to_owned()])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.lines().any(|l| l == "gcc") {
+            return Ok(());
+        }
+        if !text.lines().any(|l| l == "apt") {
+            let line = format!(
+                "gcc is missing in Lima instance {:?} and it has no apt-get; install a C toolchain there for cargo's linker",
+                self.instance
+            );
+            self.notice(&line);
+            return Ok(());
+        }
+        let line = format!(
+            "gcc is missing in Lima instance {:?}: installing build-essential there now (`sudo -n apt-get install -y build-essential`); set DEVSHELL_VM_AUTO_BUILD_ESSENTIAL=0 to skip this",
+            self.instance
+        );
+        self.notice(&line);
+        let argv = shell_argv(
+            "/",
+            &self.instance,
+            &[],
+            "sudo",
+            &[
+                "-n".to_owned(),
+                "sh".to_owned(),
+                "-c".to_owned(),
+                "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y build-essential".to_owned(),
+            ],
+        );
+        let mut command = self.limactl.command(argv);
+        command.stdin(Stdio::null());
+        self.limactl.spawned();
+        let status = command.status().map_err(|source| LimaError::Spawn {
+            program: self.limactl.path.clone(),
+            source,
+        })?;
+        if !status.success() {
+            let line = format!(
+                "installing build-essential in {:?} failed ({}); install it by hand: `limactl shell {} sudo apt-get install -y build-essential`",
+                self.instance,
+                status_text(&status),
+                self.instance
+            );
+            self.notice(&line);
+        }
+        Ok(())
+    }
+
+    /// Ends the session: closes the channel and, with `DEVSHELL_VM_STOP_ON_EXIT`, stops
+    /// the instance (after saying so). Every run already pulled its results, so there is
+    /// nothing left to bring back. The session stays usable (it starts again on demand).
+    ///
+    /// # Errors
+    /// [`LimaError::Limactl`] when `limactl stop` fails.
+    pub fn shutdown(&mut self) -> Result<(), LimaError> {
+        if let Some(channel) = self.channel.take() {
+            channel.close();
+            self.channel_state = ChannelState::NotOpened;
+        }
+        if self.stop_on_exit && self.running {
+            let line = format!("stopping Lima instance {:?} (DEVSHELL_VM_STOP_ON_EXIT)", self.instance);
+            self.notice(&line);
+            let out = self.limactl.stop(&self.instance)?;
+            self.running = false;
+            if !out.status.success() {
+                return Err(LimaError::Limactl {
+                    command: format!("limactl stop {}", self.instance),
+                    status: status_text(&out.status),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ tool runs
+
+    /// Runs `program args…` from the VFS cwd `vfs_cwd` in the guest with the caller's
+    /// stdio, forwarding Ctrl-C, and returns its exit status. Mode S: push, run, pull (also
+    /// when the tool failed). Mode P: run in the guest image of the cwd.
+    ///
+    /// # Errors
+    /// Infrastructure failures only (see [`LimaError`]); [`LimaError::Timeout`] when the
+    /// exec timeout killed the tool.
+    pub fn run_rust_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<ExitStatus, LimaError> {
+        let request = ToolRequest::new(program, args.iter().cloned())
+            .stdin(StdinMode::Inherit)
+            .forward_interrupts(true);
+        let timeout = self.exec_timeout.unwrap_or_default();
+        let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
+        match outcome.exec.termination {
+            Termination::TimedOut => Err(LimaError::Timeout {
+                program: program.to_owned(),
+                timeout,
+            }),
+            Termination::Cancelled => Err(LimaError::Cancelled {
+                program: program.to_owned(),
+            }),
+            Termination::Exited(_) | Termination::Signaled(_) => Ok(outcome
+                .exec
+                .exit_status()
+                .expect("an exited or signaled outcome has an exit status (exec contract)")),
+        }
+    }
+
+    /// Runs one tool described by `request` from `vfs_cwd` and returns the whole outcome.
+    ///
+    /// # Errors
+    /// Infrastructure failures only; the tool's failure or timeout is in the outcome.
+    pub fn run_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+    ) -> Result<ToolOutcome, LimaError> {
+        self.run_tool_with(vfs, vfs_cwd, request, &mut |_, _| {}, None)
+    }
+
+    /// [`Self::run_tool`] with a callback for streamed output and an optional cancel handle.
+    ///
+    /// # Errors
+    /// As [`Self::run_tool`].
+    pub fn run_tool_with(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+    ) -> Result<ToolOutcome, LimaError> {
+        let mut request = request.clone();
+        if request.timeout.is_none() {
+            request.timeout = self.exec_timeout;
+        }
+        self.ensure_running()?;
+        if !self.syncs_vfs_with_host_workspace() {
+            let guest_dir = self.guest_dir_mode_p(vfs, vfs_cwd)?;
+            let exec = self.exec_in_guest(&guest_dir, &request, on_output, cancel)?;
+            return Ok(ToolOutcome {
+                exec,
+                push: SyncReport::default(),
+                pull: None,
+            });
+        }
+        let (index, relative_cwd) = self.project_for(vfs, vfs_cwd)?;
+        let vfs_root = self.projects[index].vfs_root.clone();
+        let mut state = std::mem::replace(
+            &mut self.projects[index].state,
+            SyncState::new(&self.workspace_parent),
+        );
+        let result = devshell_vm_sync::run_synced(vfs, &vfs_root, &mut state, |leaf| {
+            let guest_leaf = self.guest_path_of_host(leaf)?;
+            let guest_dir = join_guest(&guest_leaf, &relative_cwd);
+            let mut request = request.clone();
+            if !request.env.iter().any(|(name, _)| name == CARGO_TARGET_DIR) {
+                request
+                    .env
+                    .insert(0, (CARGO_TARGET_DIR.to_owned(), join_guest(&guest_leaf, "target")));
+            }
+            self.exec_in_guest(&guest_dir, &request, on_output, cancel)
+        });
+        self.projects[index].state = state;
+        result.map_err(|err| match err {
+            SyncedRunError::Push(source) => LimaError::Sync {
+                vfs_path: vfs_root.clone(),
+                source,
+            },
+            SyncedRunError::Run { error, .. } => error,
+            SyncedRunError::Pull { exec, error: source, .. } => LimaError::PullAfterRun {
+                program: request.program.clone(),
+                termination: describe(&exec.termination),
+                vfs_path: vfs_root.clone(),
+                source,
+            },
+        })
+    }
+
+    /// Mode P: the guest directory of `vfs_cwd` (its project root's leaf under the mount,
+    /// plus the cwd below it).
+    fn guest_dir_mode_p(&self, vfs: &Vfs, vfs_cwd: &str) -> Result<String, LimaError> {
+        let cwd = vfs.normalize(vfs_cwd).map_err(|source| LimaError::Cwd {
+            cwd: vfs_cwd.to_owned(),
+            source: VmSyncError::Vfs(source),
+        })?;
+        let root = devshell_vm_sync::project_root(vfs, &cwd).unwrap_or_else(|_| cwd.clone());
+        Ok(logical_to_guest(&self.mount, &root, &cwd)?)
+    }
+
+    /// The guest path of a host path under the workspace parent.
+    fn guest_path_of_host(&self, host: &Path) -> Result<String, LimaError> {
+        let rel = host.strip_prefix(&self.workspace_parent).map_err(|_| LimaError::Io {
+            context: format!(
+                "{} is not under the workspace parent {}",
+                host.display(),
+                self.workspace_parent.display()
+            ),
+            source: std::io::Error::other("path outside the workspace parent"),
+        })?;
+        let rel = rel.to_str().ok_or_else(|| LimaError::Io {
+            context: format!("{} is not valid UTF-8", host.display()),
+            source: std::io::Error::other("non-UTF-8 path"),
+        })?;
+        Ok(join_guest(&self.mount, rel))
+    }
+
+    fn project_for(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(usize, String), LimaError> {
+        let cwd = vfs.normalize(vfs_cwd).map_err(|source| LimaError::Cwd {
+            cwd: vfs_cwd.to_owned(),
+            source: VmSyncError::Vfs(source),
+        })?;
+        let root = devshell_vm_sync::project_root(vfs, &cwd).map_err(|source| LimaError::Cwd {
+            cwd: vfs_cwd.to_owned(),
+            source,
+        })?;
+        let relative = relative_to(&root, &cwd);
+        if let Some(index) = self.projects.iter().position(|p| p.vfs_root == root) {
+            return Ok((index, relative));
+        }
+        std::fs::create_dir_all(&self.workspace_parent).map_err(|source| LimaError::WorkspaceParent {
+            path: self.workspace_parent.clone(),
+            source,
+        })?;
+        let mut state = SyncState::new(&self.workspace_parent);
+        let leaf = state.leaf_dir(&root).map_err(|source| LimaError::Cwd {
+            cwd: vfs_cwd.to_owned(),
+            source,
+        })?;
+        for other in &self.projects {
+            if other.state.leaf_dir(&other.vfs_root).ok().as_deref() == Some(leaf.as_path()) {
+                return Err(LimaError::LeafCollision {
+                    first: other.vfs_root.clone(),
+                    second: root,
+                    host_dir: leaf,
+                });
+            }
+        }
+        if let Some(observer) = &self.observer {
+            state.set_observer(forwarding(observer));
+        }
+        self.projects.push(Project { vfs_root: root, state });
+        Ok((self.projects.len() - 1, relative))
+    }
+
+    /// Runs `request` in guest directory `guest_dir` through
+    /// `limactl shell --workdir <guest_dir> <instance> -- [NAME=value…] command -- <program> <args…>`
+    /// (see [`crate::shell_argv`]), with the request's stdio, timeout and interrupt
+    /// forwarding. A missing workdir, an unreachable guest (ssh exit 255) and a missing
+    /// program (exit 127) become errors, never the tool's status: when the guest shell
+    /// exits 1, 255 or 127 — statuses a tool can also return — the session asks the guest
+    /// once more (does the workdir exist? does `true` run? is the program on `PATH`?) and
+    /// only reports the status as the tool's when the answer clears the infrastructure.
+    ///
+    /// # Errors
+    /// [`LimaError::InvalidRequest`] for an environment name that is not a shell
+    /// identifier; [`LimaError::WorkdirMissing`], [`LimaError::Ssh`],
+    /// [`LimaError::ProgramMissing`]; spawn failures.
+    pub fn exec_in_guest(
+        &mut self,
+        guest_dir: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+    ) -> Result<ExecOutcome, LimaError> {
+        if let Some((name, _)) = request.env.iter().find(|(name, _)| !is_env_name(name)) {
+            return Err(LimaError::InvalidRequest {
+                reason: format!("environment name {name:?} is not a shell identifier"),
+            });
+        }
+        if request.program.is_empty() || request.program.contains('\0') {
+            return Err(LimaError::InvalidRequest {
+                reason: format!("program {:?} is empty or contains NUL", request.program),
+            });
+        }
+        let argv = shell_argv(guest_dir, &self.instance, &request.env, &request.program, &request.args);
+        let mut args = Vec::with_capacity(argv.len());
+        for a in argv {
+            args.push(a.into_string().map_err(|a| LimaError::InvalidRequest {
+                reason: format!("argument {a:?} is not UTF-8"),
+            })?);
+        }
+        let mut outer = ToolRequest::new(self.limactl.path.to_string_lossy(), args)
+            .stdin(request.stdin)
+            .stdout(request.stdout)
+            .stderr(request.stderr)
+            .timeout(request.timeout)
+            .forward_interrupts(request.forward_interrupts);
+        if let Some(home) = &self.lima_home {
+            outer = outer.env("LIMA_HOME", home.to_string_lossy());
+        }
+        let cwd = std::env::temp_dir();
+        self.limactl.spawned();
+        let outcome = devshell_vm_exec::run(&self.limactl.path, &outer, &cwd, on_output, cancel)
+            .map_err(|e| LimaError::Io {
+                context: format!("running {}", self.limactl.path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        match outcome.termination {
+            Termination::Exited(1) => {
+                if !self.guest_dir_exists(guest_dir)? {
+                    return Err(LimaError::WorkdirMissing {
+                        workdir: guest_dir.to_owned(),
+                        instance: self.instance.clone(),
+                    });
+                }
+            }
+            Termination::Exited(255) => {
+                self.check_ssh(&format!("running `{}`", request.program))?;
+            }
+            Termination::Exited(127) => {
+                if !self.program_exists(guest_dir, &request.program)? {
+                    return Err(LimaError::ProgramMissing {
+                        program: request.program.clone(),
+                        instance: self.instance.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Runs a short command in the guest with output captured (through the channel when
+    /// it is open, else one `limactl shell`).
+    fn capture_in_guest(
+        &mut self,
+        guest_dir: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<std::process::Output, LimaError> {
+        if let Some(channel) = self.channel_mut() {
+            let mut argv = vec![program.to_owned()];
+            argv.extend(args.iter().cloned());
+            match channel.exec(guest_dir, argv, BTreeMap::new(), None) {
+                Ok(out) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let raw = match out.signal {
+                        Some(sig) => sig,
+                        None => (out.exit_code & 0xff) << 8,
+                    };
+                    return Ok(std::process::Output {
+                        status: ExitStatus::from_raw(raw),
+                        stdout: out.stdout,
+                        stderr: out.stderr,
+                    });
+                }
+                Err(message) => self.channel_broke(&message),
+            }
+        }
+        let argv = shell_argv(guest_dir, &self.instance, &[], program, args);
+        let out = self.limactl.output(&argv, None)?;
+        if out.status.code() == Some(255) {
+            self.check_ssh("probing the guest")?;
+        }
+        Ok(out)
+    }
+
+    fn guest_dir_exists(&mut self, dir: &str) -> Result<bool, LimaError> {
+        let out = self.capture_in_guest("/", "test", &["-d".to_owned(), dir.to_owned()])?;
+        Ok(out.status.success())
+    }
+
+    fn program_exists(&mut self, dir: &str, program: &str) -> Result<bool, LimaError> {
+        // Through a login shell, like the tool run itself (PATH set by the guest profile).
+        let argv = shell_argv(
+            if self.guest_dir_exists(dir)? { dir } else { "/" },
+            &self.instance,
+            &[],
+            "sh",
+            &["-c".to_owned(), "command -v \"$1\" >/dev/null".to_owned(), "sh".to_owned(), program.to_owned()],
+        );
+        let out = self.limactl.output(&argv, None)?;
+        if out.status.code() == Some(255) {
+            self.check_ssh("probing for the program")?;
+        }
+        Ok(out.status.success())
+    }
+
+    /// After an exit status of 255: one `limactl shell … true`; if that fails with 255
+    /// too, the guest is unreachable.
+    fn check_ssh(&mut self, context: &str) -> Result<(), LimaError> {
+        let argv = shell_argv("/", &self.instance, &[], "true", &[]);
+        let out = self.limactl.output(&argv, None)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            if let Some(channel) = self.channel.take() {
+                channel.close();
+                self.channel_state = ChannelState::NotOpened;
+            }
+            Err(LimaError::Ssh {
+                instance: self.instance.clone(),
+                context: context.to_owned(),
+            })
+        }
+    }
+
+    // ------------------------------------------------------------------ channel
+
+    /// The open channel, opening it on first use; `None` when it cannot be had.
+    fn channel_mut(&mut self) -> Option<&mut Channel> {
+        if self.channel_state == ChannelState::NotOpened {
+            match self.open_channel() {
+                Ok(channel) => {
+                    self.channel = Some(channel);
+                    self.channel_state = ChannelState::Open;
+                }
+                Err(reason) => {
+                    let line = format!(
+                        "no long-lived channel to Lima instance {:?} ({reason}); using one `limactl shell` per operation",
+                        self.instance
+                    );
+                    if self.lima_hints {
+                        self.notice(&line);
+                    }
+                    self.channel_state = ChannelState::Fallback(reason);
+                }
+            }
+        }
+        if let Some(channel) = &mut self.channel {
+            if channel.is_alive() {
+                return self.channel.as_mut();
+            }
+            self.channel_broke("the sidecar process exited");
+        }
+        None
+    }
+
+    fn channel_broke(&mut self, message: &str) {
+        if let Some(channel) = self.channel.take() {
+            channel.close();
+        }
+        let line = format!(
+            "the channel to Lima instance {:?} broke ({message}); using one `limactl shell` per operation",
+            self.instance
+        );
+        self.notice(&line);
+        self.channel_state = ChannelState::Fallback(message.to_owned());
+    }
+
+    fn open_channel(&mut self) -> Result<Channel, String> {
+        let Some(sidecar) = self.sidecar_bin.clone() else {
+            return Err(format!(
+                "no sidecar binary: set DEVSHELL_VM_SIDECAR_BIN or put {SIDECAR_BIN_NAME} on PATH"
+            ));
+        };
+        if !sidecar.is_file() {
+            return Err(format!("sidecar {} does not exist", sidecar.display()));
+        }
+        self.ensure_running().map_err(|e| e.to_string())?;
+        let guest_bin = if let Ok(rel) = sidecar.strip_prefix(&self.workspace_parent) {
+            join_guest(&self.mount, &rel.to_string_lossy())
+        } else {
+            let guest = format!(
+                "/tmp/{SIDECAR_BIN_NAME}-{}-{}",
+                std::process::id(),
+                sanitize(&self.instance)
+            );
+            let out = self
+                .limactl
+                .copy_to_guest(&sidecar, &self.instance, &guest)
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "`limactl copy` of the sidecar failed ({}): {}",
+                    status_text(&out.status),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            guest
+        };
+        let script = format!(
+            "case \"$(uname -m)\" in {arch}) ;; *) echo \"guest architecture $(uname -m) differs from the sidecar's ({arch})\" >&2; exit {ARCH_MISMATCH};; esac; exec \"$0\" --serve-stdio --root \"$1\"",
+            arch = std::env::consts::ARCH
+        );
+        let argv = shell_argv(
+            &self.mount,
+            &self.instance,
+            &[],
+            "/bin/sh",
+            &["-c".to_owned(), script, guest_bin, self.mount.clone()],
+        );
+        let mut command = self.limactl.command(argv);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        self.limactl.spawned();
+        let child = command.spawn().map_err(|e| format!("spawning limactl shell: {e}"))?;
+        Channel::open(child, &self.mount)
+    }
+
+    // ------------------------------------------------------------------ guest fs
+
+    fn fs_ready(&mut self, path: &str) -> Result<String, GuestFsError> {
+        let normalized = check_guest_path(&self.mount, path)?;
+        self.ensure_running().map_err(|e| GuestFsError::Transport {
+            message: e.to_string(),
+        })?;
+        Ok(normalized)
+    }
+
+    /// One operation over the channel; `None` when there is no channel (or it broke).
+    fn fs_channel(
+        &mut self,
+        op: GuestFsOperation,
+        path: &str,
+        content: Option<&[u8]>,
+        to: Option<&str>,
+    ) -> Option<Result<devshell_vm_protocol::GuestFsOk, GuestFsError>> {
+        let v2 = op.is_v2();
+        let channel = self.channel_mut()?;
+        if v2 && !channel.has_guest_fs_v2() {
+            return None;
+        }
+        match channel.guest_fs(op, path, content, to) {
+            Ok(ok) => Some(Ok(ok)),
+            Err(Ok(err)) => Some(Err(err)),
+            Err(Err(broken)) => {
+                self.channel_broke(&broken);
+                None
+            }
+        }
+    }
+
+    /// One operation through its own `limactl shell` (the fallback).
+    fn fs_shell(
+        &mut self,
+        op: &str,
+        path: &str,
+        to: Option<&str>,
+        input: Option<&[u8]>,
+    ) -> Result<Vec<u8>, GuestFsError> {
+        let mut args = vec![
+            "-c".to_owned(),
+            guest_ops::SCRIPT.to_owned(),
+            "devshell-vm-op".to_owned(),
+            self.mount.clone(),
+            op.to_owned(),
+            path.to_owned(),
+        ];
+        if let Some(to) = to {
+            args.push(to.to_owned());
+        }
+        let argv: Vec<OsString> = shell_argv("/", &self.instance, &[], "/bin/sh", &args);
+        let out = self
+            .limactl
+            .output(&argv, Some(input.unwrap_or_default()))
+            .map_err(|e| GuestFsError::Transport {
+                message: e.to_string(),
+            })?;
+        match out.status.code() {
+            Some(0) => Ok(out.stdout),
+            Some(255) => Err(GuestFsError::Transport {
+                message: format!(
+                    "cannot reach Lima instance {:?} over ssh (exit 255): {}",
+                    self.instance,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            }),
+            Some(code) => Err(guest_ops::error_for(code, path, to, &out.stderr)),
+            None => Err(GuestFsError::Transport {
+                message: format!("limactl shell ended by {}", status_text(&out.status)),
+            }),
+        }
+    }
+}
+
+impl GuestFsOps for GammaSession {
+    fn mount(&self) -> &str {
+        &self.mount
+    }
+
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, GuestFsError> {
+        let path = self.fs_ready(path)?;
+        if let Some(result) = self.fs_channel(GuestFsOperation::ListDir, &path, None, None) {
+            let mut names = result?.names.unwrap_or_default();
+            names.sort();
+            return Ok(names);
+        }
+        Ok(guest_ops::parse_names(&self.fs_shell("list_dir", &path, None, None)?))
+    }
+
+    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, GuestFsError> {
+        let path = self.fs_ready(path)?;
+        if let Some(result) = self.fs_channel(GuestFsOperation::ReadFile, &path, None, None) {
+            return result?
+                .content()
+                .map(Option::unwrap_or_default)
+                .map_err(|e| GuestFsError::Internal {
+                    message: format!("read_file {path:?}: {e}"),
+                });
+        }
+        self.fs_shell("read_file", &path, None, None)
+    }
+
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), GuestFsError> {
+        let path = self.fs_ready(path)?;
+        if let Some(result) = self.fs_channel(GuestFsOperation::WriteFile, &path, Some(data), None) {
+            return result.map(|_| ());
+        }
+        self.fs_shell("write_file", &path, None, Some(data)).map(|_| ())
+    }
+
+    fn mkdir(&mut self, path: &str) -> Result<(), GuestFsError> {
+        let path = self.fs_ready(path)?;
+        if let Some(result) = self.fs_channel(GuestFsOperation::Mkdir, &path, None, None) {
+            return result.map(|_| ());
+        }
+        self.fs_shell("mkdir", &path, None, None).map(|_| ())
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
+        let path = self.fs_ready(path)?;
+        if path == self.mount {
+            return Err(GuestFsError::invalid_path(path, "the guest mount itself cannot be removed"));
+        }
+        if let Some(result) = self.fs_channel(GuestFsOperation::Remove, &path, None, None) {
+            return result.map(|_| ());
+        }
+        self.fs_shell("remove", &path, None, None).map(|_| ())
+    }
+
+    fn stat(&mut self, path: &str) -> Result<GuestMetadata, GuestFsError> {
+        let path = self.fs_ready(path)?;
+        if let Some(result) = self.fs_channel(GuestFsOperation::Stat, &path, None, None) {
+            return metadata_from(&result?, &path);
+        }
+        guest_ops::parse_stat(&self.fs_shell("stat", &path, None, None)?, &path)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError> {
+        let from = self.fs_ready(from)?;
+        let to = check_guest_path(&self.mount, to)?;
+        if from == self.mount {
+            return Err(GuestFsError::invalid_path(from, "the guest mount itself cannot be moved"));
+        }
+        if to == self.mount {
+            return Err(GuestFsError::IsADirectory { path: to });
+        }
+        if let Some(result) = self.fs_channel(GuestFsOperation::Rename, &from, None, Some(&to)) {
+            return result.map(|_| ());
+        }
+        self.fs_shell("rename", &from, Some(&to), None).map(|_| ())
+    }
+}
+
+impl Drop for GammaSession {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            channel.close();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------- interactive
+
+impl GammaSession {
+    /// The guest working directory for an interactive shell started from host directory
+    /// `host_cwd`: its image under the mount when it lies under the workspace parent,
+    /// else the mount itself.
+    #[must_use]
+    pub fn interactive_workdir(&self, host_cwd: &Path) -> String {
+        let parent = canonical(&self.workspace_parent);
+        let cwd = canonical(host_cwd);
+        match cwd.strip_prefix(&parent) {
+            Ok(rel) if !rel.as_os_str().is_empty() => join_guest(&self.mount, &rel.to_string_lossy()),
+            _ => self.mount.clone(),
+        }
+    }
+
+    /// The seed's pair: the interactive shell's guest workdir (for the process's current
+    /// directory) and the inner command, the guest user's own login shell.
+    #[must_use]
+    pub fn lima_interactive_shell_workdir_and_inner(&self) -> (String, String) {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| self.workspace_parent.clone());
+        (
+            self.interactive_workdir(&cwd),
+            "exec \"${SHELL:-/bin/sh}\" --login".to_owned(),
+        )
+    }
+
+    /// `limactl shell --workdir <workdir> <instance>`: Lima then runs the guest user's
+    /// login shell there. Used by the facade's `exec_lima_interactive_shell`.
+    #[must_use]
+    pub fn interactive_shell_command(&self) -> Command {
+        let (workdir, _) = self.lima_interactive_shell_workdir_and_inner();
+        self.limactl.command(["shell".to_owned(), "--workdir".to_owned(), workdir, self.instance.clone()])
+    }
+}
+
+// ---------------------------------------------------------------------- helpers
+
+fn forwarding(observer: &SyncObserver) -> Box<dyn FnMut(&SyncProgress) + Send> {
+    let observer = Arc::clone(observer);
+    Box::new(move |progress| observer(progress))
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `base/rel` for guest paths (`rel` empty → `base`).
+fn join_guest(base: &str, rel: &str) -> String {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        base.to_owned()
+    } else if base.ends_with('/') {
+        format!("{base}{rel}")
+    } else {
+        format!("{base}/{rel}")
+    }
+}
+
+/// `cwd` relative to `root` (both canonical VFS paths, `cwd` under `root`).
+fn relative_to(root: &str, cwd: &str) -> String {
+    if root == "/" {
+        cwd.trim_start_matches('/').to_owned()
+    } else {
+        cwd.strip_prefix(root)
+            .map(|r| r.trim_start_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+fn describe(termination: &Termination) -> String {
+    match termination {
+        Termination::Exited(code) => format!("exit code {code}"),
+        Termination::Signaled(signal) => format!("killed by signal {signal}"),
+        Termination::TimedOut => "timed out".to_owned(),
+        Termination::Cancelled => "cancelled".to_owned(),
+    }
+}
