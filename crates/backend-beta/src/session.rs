@@ -385,6 +385,7 @@ impl BetaSession {
             project.synced_generation,
         );
         let leaf = leaf_name(&vfs_root);
+        let target_dir = target_dir_from(&relative_cwd);
 
         let result = devshell_vm_sync::run_synced(vfs, &vfs_root, &mut project.state, |leaf_dir| {
             let guest_leaf = guest_path_of(&link.mount, &staging, leaf_dir)?;
@@ -394,7 +395,7 @@ impl BetaSession {
                 link,
                 &guest_cwd,
                 request,
-                Some(&guest_leaf),
+                Some(&target_dir),
                 on_output,
                 cancel,
             )?;
@@ -560,6 +561,12 @@ fn relative_to(root: &str, cwd: &str) -> String {
     rest.to_owned()
 }
 
+/// The project's `target/` relative to a cwd `relative_cwd` below the project root.
+fn target_dir_from(relative_cwd: &str) -> String {
+    let depth = relative_cwd.split('/').filter(|s| !s.is_empty()).count();
+    format!("{}target", "../".repeat(depth))
+}
+
 /// `base/rel` for a guest directory and a relative `/`-separated tail.
 fn join_guest(base: &str, rel: &str) -> String {
     if rel.is_empty() {
@@ -658,18 +665,21 @@ fn deliver(
 }
 
 /// Runs `request` in `guest_cwd` and maps the final frame to an [`ExecOutcome`].
-/// `target_leaf` (Mode S) sets `CARGO_TARGET_DIR=<leaf>/target` unless the request sets it.
+/// `target_dir` (Mode S) is set as `CARGO_TARGET_DIR` unless the request sets it. It is
+/// relative to the cwd: guest paths are not paths on the sidecar's file system when the
+/// sidecar runs on this host (only `guest_cwd` is mapped), and a `CARGO_TARGET_DIR` in
+/// the sidecar's own environment must not send the build output out of staging.
 fn exec_on_guest(
     link: &mut Link,
     guest_cwd: &str,
     request: &ToolRequest,
-    target_leaf: Option<&str>,
+    target_dir: Option<&str>,
     on_output: &mut dyn FnMut(StreamKind, &[u8]),
     cancel: Option<&CancelHandle>,
 ) -> Result<ExecOutcome, BetaError> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(leaf) = target_leaf {
-        env.insert(CARGO_TARGET_DIR.to_owned(), join_guest(leaf, "target"));
+    if let Some(dir) = target_dir {
+        env.insert(CARGO_TARGET_DIR.to_owned(), dir.to_owned());
     }
     for (name, value) in &request.env {
         env.insert(name.clone(), value.clone());
@@ -760,6 +770,8 @@ mod tests {
         assert_eq!(join_guest("/", "x"), "/x");
         assert_eq!(leaf_name("/a/app"), "app");
         assert_eq!(leaf_name("/"), "");
+        assert_eq!(target_dir_from(""), "target");
+        assert_eq!(target_dir_from("src/bin"), "../../target");
     }
 
     #[test]
