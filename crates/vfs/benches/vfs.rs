@@ -3,12 +3,16 @@
 //!
 //! Pass `--quick` (after `--`) for fewer repetitions.
 
-#![allow(clippy::unwrap_used, clippy::cast_precision_loss, clippy::cast_possible_truncation)] // bench code
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation
+)] // bench code
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use devshell_vm_test_support::bench::{fmt_duration, mb_per_s, median, peak_rss_bytes, report, sample, scratch_dirs};
+use devshell_vm_test_support::bench::{mb_per_s, peak_rss_bytes, report, scratch_dirs};
 use devshell_vm_vfs::{Content, Vfs, image};
 
 const DIRS: usize = 1_000;
@@ -18,21 +22,39 @@ fn file_path(dir: usize, file: usize) -> String {
     format!("/ws/d{dir:04}/f{file:03}.rs")
 }
 
-/// 100k files of `size` bytes in 1k directories; every file gets its own copy of the bytes.
-fn build(size: usize) -> Vfs {
-    let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+/// 100k files in 1k directories; `content(i)` gives each file its bytes.
+fn build_with(mut content: impl FnMut() -> Content) -> Vfs {
     let mut vfs = Vfs::new();
     for dir in 0..DIRS {
         vfs.mkdir(&format!("/ws/d{dir:04}")).unwrap();
         for file in 0..FILES_PER_DIR {
-            vfs.write_file(&file_path(dir, file), Content::from(&bytes[..])).unwrap();
+            vfs.write_file(&file_path(dir, file), content()).unwrap();
         }
     }
     vfs
 }
 
+/// 100k files of `size` bytes, each with its own copy of the bytes.
+fn build(size: usize) -> Vfs {
+    let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    build_with(|| Content::from(&bytes[..]))
+}
+
+/// Times `f` `runs` times; each result is dropped outside the timed region.
+fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let value = black_box(f());
+        samples.push(started.elapsed());
+        drop(value);
+    }
+    samples.sort();
+    samples
+}
+
 /// Times `per_batch` calls of `f` per sample; returns the per-call median.
-fn per_call(label: &str, batches: usize, per_batch: usize, mut f: impl FnMut(usize)) -> Duration {
+fn per_call(label: &str, batches: usize, per_batch: usize, mut f: impl FnMut(usize)) {
     let mut samples = Vec::with_capacity(batches);
     let mut i = 0;
     for _ in 0..batches {
@@ -44,117 +66,146 @@ fn per_call(label: &str, batches: usize, per_batch: usize, mut f: impl FnMut(usi
         samples.push(started.elapsed() / per_batch as u32);
     }
     samples.sort();
-    report(label, &samples)
+    let _ = report(label, &samples);
+}
+
+fn bench_build(runs: usize) {
+    let _ = report(
+        "vfs/build 100k files x 1 KiB in 1k dirs",
+        &timed(runs, || build(1024)),
+    );
+    let shared = Content::from(vec![7u8; 1024]);
+    let _ = report(
+        "vfs/build 100k files (one shared 1 KiB content)",
+        &timed(runs, || build_with(|| Content::clone(&shared))),
+    );
+}
+
+fn bench_reads(vfs: &Vfs, runs: usize) {
+    per_call("vfs/list_dir (100 entries) per call", 21, 2_000, |i| {
+        black_box(vfs.list_dir(&format!("/ws/d{:04}", i % DIRS)).unwrap());
+    });
+    per_call("vfs/list_dir (/ws: 1000 entries) per call", 21, 200, |_| {
+        black_box(vfs.list_dir("/ws").unwrap());
+    });
+    per_call("vfs/read_file per call", 21, 20_000, |i| {
+        let n = i.wrapping_mul(7919) % (DIRS * FILES_PER_DIR);
+        black_box(
+            vfs.read_file(&file_path(n / FILES_PER_DIR, n % FILES_PER_DIR))
+                .unwrap(),
+        );
+    });
+    per_call("vfs/stat per call", 21, 20_000, |i| {
+        let n = i.wrapping_mul(7919) % (DIRS * FILES_PER_DIR);
+        black_box(
+            vfs.stat(&file_path(n / FILES_PER_DIR, n % FILES_PER_DIR))
+                .unwrap(),
+        );
+    });
+    let samples = timed(runs, || {
+        let mut bytes = 0u64;
+        let mut count = 0usize;
+        for entry in vfs.walk("/").unwrap() {
+            count += 1;
+            bytes += entry.node.metadata().size;
+        }
+        assert_eq!(count, vfs.node_count());
+        bytes
+    });
+    let _ = report("vfs/walk whole tree (101k nodes)", &samples);
+    let _ = report(
+        "vfs/clone of the 100k tree (contents shared)",
+        &timed(runs, || vfs.clone()),
+    );
+}
+
+fn bench_changes(vfs: &mut Vfs) {
+    let since = vfs.generation();
+    vfs.write_file(&file_path(517, 42), b"changed".to_vec())
+        .unwrap();
+    let changes = vfs.changes_since("/", since).unwrap();
+    assert_eq!(changes.upserted, [file_path(517, 42)]);
+    per_call(
+        "vfs/changes_since(/) with 1 change in 100k",
+        21,
+        1_000,
+        |_| {
+            black_box(vfs.changes_since("/", since).unwrap());
+        },
+    );
+    per_call(
+        "vfs/changes_since(/ws/d0517) with 1 change",
+        21,
+        1_000,
+        |_| {
+            black_box(vfs.changes_since("/ws/d0517", since).unwrap());
+        },
+    );
+    let since = vfs.generation();
+    vfs.remove(&file_path(3, 3)).unwrap();
+    vfs.write_file(&file_path(900, 1), b"x".to_vec()).unwrap();
+    let changes = vfs.changes_since("/", since).unwrap();
+    assert_eq!((changes.deleted.len(), changes.upserted.len()), (1, 1));
+    per_call(
+        "vfs/changes_since(/) with 1 delete + 1 write",
+        21,
+        1_000,
+        |_| {
+            black_box(vfs.changes_since("/", since).unwrap());
+        },
+    );
+    let since = vfs.generation();
+    per_call("vfs/changes_since(/) with no change", 21, 1_000, |_| {
+        black_box(vfs.changes_since("/", since).unwrap());
+    });
+}
+
+/// Images of a ~200 MiB tree: 100k files x 2 KiB.
+fn bench_images(runs: usize) {
+    let big = build(2048);
+    let image_bytes = image::to_bytes(&big);
+    let size = image_bytes.len() as u64;
+    println!(
+        "vfs/image size: {:.1} MiB ({size} bytes)",
+        size as f64 / 1_048_576.0
+    );
+    let throughput = |label: &str, samples: &[Duration]| {
+        let med = report(label, samples);
+        println!("    -> {:.0} MB/s", mb_per_s(size, med));
+    };
+    throughput(
+        "vfs/image to_bytes (memory)",
+        &timed(runs, || image::to_bytes(&big)),
+    );
+    throughput(
+        "vfs/image from_bytes (memory)",
+        &timed(runs, || image::from_bytes(&image_bytes).unwrap()),
+    );
+    drop(image_bytes);
+    for (place, dir) in scratch_dirs("devshell-vm-vfs-bench") {
+        let path = dir.path().join("ws.img");
+        throughput(
+            &format!("vfs/image save ({place}, incl. fsync)"),
+            &timed(runs, || image::save(&big, &path).unwrap()),
+        );
+        throughput(
+            &format!("vfs/image load ({place}, warm page cache)"),
+            &timed(runs, || image::load(&path).unwrap()),
+        );
+        assert!(image::load(&path).unwrap().same_tree(&big));
+    }
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runs = if quick { 3 } else { 7 };
-
-    // Build.
-    let samples = sample(runs, || (), |()| drop(black_box(build(1024))));
-    let _ = report("vfs/build 100k files x 1 KiB in 1k dirs", &samples);
-    let shared: Content = Content::from(vec![7u8; 1024]);
-    let samples = sample(
-        runs,
-        || (),
-        |()| {
-            let mut vfs = Vfs::new();
-            for dir in 0..DIRS {
-                vfs.mkdir(&format!("/ws/d{dir:04}")).unwrap();
-                for file in 0..FILES_PER_DIR {
-                    vfs.write_file(&file_path(dir, file), Content::clone(&shared)).unwrap();
-                }
-            }
-            drop(black_box(vfs));
-        },
-    );
-    let _ = report("vfs/build 100k files (one shared 1 KiB content)", &samples);
-
+    bench_build(runs);
     let mut vfs = build(1024);
     assert_eq!(vfs.node_count(), 1 + 1 + DIRS + DIRS * FILES_PER_DIR);
-
-    // Per-call reads.
-    let _ = per_call("vfs/list_dir (100 entries) per call", 21, 2_000, |i| {
-        black_box(vfs.list_dir(&format!("/ws/d{:04}", i % DIRS)).unwrap());
-    });
-    let _ = per_call("vfs/list_dir (/ws: 1000 entries) per call", 21, 200, |_| {
-        black_box(vfs.list_dir("/ws").unwrap());
-    });
-    let _ = per_call("vfs/read_file per call", 21, 20_000, |i| {
-        let n = i.wrapping_mul(7919) % (DIRS * FILES_PER_DIR);
-        black_box(vfs.read_file(&file_path(n / FILES_PER_DIR, n % FILES_PER_DIR)).unwrap());
-    });
-    let _ = per_call("vfs/stat per call", 21, 20_000, |i| {
-        let n = i.wrapping_mul(7919) % (DIRS * FILES_PER_DIR);
-        black_box(vfs.stat(&file_path(n / FILES_PER_DIR, n % FILES_PER_DIR)).unwrap());
-    });
-
-    // Walk.
-    let samples = sample(
-        runs,
-        || (),
-        |()| {
-            let mut bytes = 0u64;
-            let mut count = 0usize;
-            for entry in vfs.walk("/").unwrap() {
-                count += 1;
-                bytes += entry.node.metadata().size;
-            }
-            assert_eq!(count, vfs.node_count());
-            black_box(bytes);
-        },
-    );
-    let _ = report("vfs/walk whole tree (101k nodes)", &samples);
-
-    // changes_since with one change in the 100k tree.
-    let since = vfs.generation();
-    vfs.write_file(&file_path(517, 42), b"changed".to_vec()).unwrap();
-    let changes = vfs.changes_since("/", since).unwrap();
-    assert_eq!(changes.upserted, [file_path(517, 42)]);
-    let _ = per_call("vfs/changes_since(/) with 1 change in 100k", 21, 1_000, |_| {
-        black_box(vfs.changes_since("/", since).unwrap());
-    });
-    let _ = per_call("vfs/changes_since(/ws/d0517) with 1 change", 21, 1_000, |_| {
-        black_box(vfs.changes_since("/ws/d0517", since).unwrap());
-    });
-    let since = vfs.generation();
-    vfs.remove(&file_path(3, 3)).unwrap();
-    vfs.write_file(&file_path(900, 1), b"x".to_vec()).unwrap();
-    let _ = per_call("vfs/changes_since(/) with 1 delete + 1 write", 21, 1_000, |_| {
-        black_box(vfs.changes_since("/", since).unwrap());
-    });
-    let since = vfs.generation();
-    let _ = per_call("vfs/changes_since(/) with no change", 21, 1_000, |_| {
-        black_box(vfs.changes_since("/", since).unwrap());
-    });
-    let samples = sample(runs, || (), |()| drop(black_box(vfs.clone())));
-    let _ = report("vfs/clone of the 100k tree (contents shared)", &samples);
+    bench_reads(&vfs, runs);
+    bench_changes(&mut vfs);
     drop(vfs);
-
-    // Images of a ~200 MiB tree: 100k files x 2 KiB.
-    let big = build(2048);
-    let image_bytes = image::to_bytes(&big);
-    let size = image_bytes.len() as u64;
-    println!("vfs/image size: {:.1} MiB ({size} bytes)", size as f64 / 1_048_576.0);
-    let samples = sample(runs, || (), |()| drop(black_box(image::to_bytes(&big))));
-    let med = report("vfs/image to_bytes (memory)", &samples);
-    println!("    -> {:.0} MB/s", mb_per_s(size, med));
-    let samples = sample(runs, || (), |()| drop(black_box(image::from_bytes(&image_bytes).unwrap())));
-    let med = report("vfs/image from_bytes (memory)", &samples);
-    println!("    -> {:.0} MB/s", mb_per_s(size, med));
-    drop(image_bytes);
-    for (place, dir) in scratch_dirs("devshell-vm-vfs-bench") {
-        let path = dir.path().join("ws.img");
-        let samples = sample(runs, || (), |()| image::save(&big, &path).unwrap());
-        let med = report(&format!("vfs/image save ({place})"), &samples);
-        println!("    -> {:.0} MB/s", mb_per_s(size, med));
-        let samples = sample(runs, || (), |()| drop(black_box(image::load(&path).unwrap())));
-        let med = report(&format!("vfs/image load ({place}, warm page cache)"), &samples);
-        println!("    -> {:.0} MB/s", mb_per_s(size, med));
-        assert!(image::load(&path).unwrap().same_tree(&big));
-    }
-    let _ = (median, fmt_duration);
+    bench_images(runs);
     if let Some(peak) = peak_rss_bytes() {
         println!("vfs/peak RSS: {:.0} MiB", peak as f64 / 1_048_576.0);
     }

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,37 +128,67 @@ fn corrupt(offset: usize, reason: impl Into<String>) -> ImageError {
 /// cwd is 4 GiB long or more (which the tree cannot hold in practice).
 #[must_use]
 pub fn to_bytes(vfs: &Vfs) -> Vec<u8> {
-    let mut estimate = HEADER_LEN + 12 + vfs.cwd.len();
-    for entry in vfs.walk("/").expect("the root always exists") {
-        estimate += MIN_RECORD + 8 + entry.path.len();
-        estimate += entry.node.content().map_or(0, |c| c.len());
-        estimate += entry.node.link_target().map_or(0, str::len);
-    }
-    let mut out = Vec::with_capacity(estimate);
+    let mut out = Vec::with_capacity(HEADER_LEN + payload_size(vfs));
     out.extend_from_slice(&[0; HEADER_LEN]);
-    put_bytes32(&mut out, vfs.cwd.as_bytes());
-    let count_at = out.len();
-    out.extend_from_slice(&0u64.to_le_bytes());
-    let mut count: u64 = 0;
+    write_payload(vfs, &mut out).expect("writing to a Vec cannot fail");
+    let header = header(out.len() - HEADER_LEN, crc32fast::hash(&out[HEADER_LEN..]));
+    out[..HEADER_LEN].copy_from_slice(&header);
+    out
+}
+
+/// The header for a payload of `payload_len` bytes with checksum `crc`.
+fn header(payload_len: usize, crc: u32) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(&MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&0u32.to_le_bytes());
+    header[16..24].copy_from_slice(&(payload_len as u64).to_le_bytes());
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Exact payload size (used to size the output buffer).
+fn payload_size(vfs: &Vfs) -> usize {
+    let mut size = 4 + vfs.cwd.len() + 8;
     let mut stack: Vec<(&str, &Node)> = vec![("", &vfs.root)];
     while let Some((name, node)) = stack.pop() {
-        count += 1;
+        size += MIN_RECORD - 4 + name.len();
+        size += match &node.data {
+            NodeData::Dir(children) => {
+                stack.extend(children.0.iter().map(|(n, c)| (n.as_str(), c)));
+                4
+            }
+            NodeData::File(content) => 8 + content.len(),
+            NodeData::Symlink(target) => 4 + target.len(),
+        };
+    }
+    size
+}
+
+/// Writes the payload (cwd, node count, nodes in pre-order) to `out`.
+fn write_payload(vfs: &Vfs, out: &mut impl Write) -> io::Result<()> {
+    put_bytes32(out, vfs.cwd.as_bytes())?;
+    out.write_all(&(vfs.node_count() as u64).to_le_bytes())?;
+    let mut stack: Vec<(&str, &Node)> = vec![("", &vfs.root)];
+    while let Some((name, node)) = stack.pop() {
         let kind = match node.data {
             NodeData::Dir(_) => KIND_DIR,
             NodeData::File(_) => KIND_FILE,
             NodeData::Symlink(_) => KIND_SYMLINK,
         };
-        out.push(kind);
-        out.extend_from_slice(&node.mode.to_le_bytes());
+        // Fixed part of the record in one write.
+        let mut fixed = [0u8; 1 + 4 + 8 + 4 + 4];
+        fixed[0] = kind;
+        fixed[1..5].copy_from_slice(&node.mode.to_le_bytes());
         let (secs, nanos) = encode_time(node.mtime);
-        out.extend_from_slice(&secs.to_le_bytes());
-        out.extend_from_slice(&nanos.to_le_bytes());
-        put_bytes32(&mut out, name.as_bytes());
+        fixed[5..13].copy_from_slice(&secs.to_le_bytes());
+        fixed[13..17].copy_from_slice(&nanos.to_le_bytes());
+        fixed[17..21].copy_from_slice(&len32(name.len()).to_le_bytes());
+        out.write_all(&fixed)?;
+        out.write_all(name.as_bytes())?;
         match &node.data {
             NodeData::Dir(children) => {
-                let n = u32::try_from(children.0.len())
-                    .expect("a directory holds fewer than 2^32 entries");
-                out.extend_from_slice(&n.to_le_bytes());
+                out.write_all(&len32(children.0.len()).to_le_bytes())?;
                 stack.extend(
                     children
                         .0
@@ -168,30 +198,22 @@ pub fn to_bytes(vfs: &Vfs) -> Vec<u8> {
                 );
             }
             NodeData::File(content) => {
-                out.extend_from_slice(&(content.len() as u64).to_le_bytes());
-                out.extend_from_slice(content);
+                out.write_all(&(content.len() as u64).to_le_bytes())?;
+                out.write_all(content)?;
             }
-            NodeData::Symlink(target) => put_bytes32(&mut out, target.as_bytes()),
+            NodeData::Symlink(target) => put_bytes32(out, target.as_bytes())?,
         }
     }
-    out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
-    let payload_len = (out.len() - HEADER_LEN) as u64;
-    let crc = crc32fast::hash(&out[HEADER_LEN..]);
-    let mut header = [0u8; HEADER_LEN];
-    header[..8].copy_from_slice(&MAGIC);
-    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&0u32.to_le_bytes());
-    header[16..24].copy_from_slice(&payload_len.to_le_bytes());
-    header[24..28].copy_from_slice(&crc.to_le_bytes());
-    out[..HEADER_LEN].copy_from_slice(&header);
-    out
+    Ok(())
 }
 
-fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len =
-        u32::try_from(bytes.len()).expect("names, targets and the cwd are shorter than 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(bytes);
+fn len32(len: usize) -> u32 {
+    u32::try_from(len).expect("names, targets, the cwd and directories stay below 2^32")
+}
+
+fn put_bytes32(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(&len32(bytes.len()).to_le_bytes())?;
+    out.write_all(bytes)
 }
 
 fn encode_time(time: SystemTime) -> (i64, u32) {
@@ -224,18 +246,38 @@ fn decode_time(secs: i64, nanos: u32) -> Option<SystemTime> {
     base.checked_add(Duration::from_nanos(u64::from(nanos)))
 }
 
-/// Saves `vfs` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Checksums and counts what passes through to the file (below the buffer, so the
+/// checksum runs over large chunks).
+struct CrcWriter<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    len: usize,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.len += written;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Saves `vfs` to `path` atomically: the image is streamed into a temporary file in the
+/// same directory, its header written last, the file fsynced, then renamed over `path`
+/// and the directory fsynced.
 ///
 /// # Errors
 /// [`ImageError::InvalidPath`] when `path` has no file name, [`ImageError::Io`] naming
 /// the file that failed. On error the destination is unchanged and the temp file removed.
+///
+/// # Panics
+/// As [`to_bytes`].
 pub fn save(vfs: &Vfs, path: &Path) -> Result<(), ImageError> {
-    write_atomic(path, &to_bytes(vfs))
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
     let Some(file_name) = path.file_name() else {
         return Err(ImageError::InvalidPath {
             path: path.to_path_buf(),
@@ -256,38 +298,68 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let temp = dir.join(temp_name);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ImageError::Io { path: p, source }
-    };
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .open(&temp)
-        .map_err(io(&temp))?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io(&temp))
-        .and_then(|()| {
-            drop(file);
-            fs::rename(&temp, path).map_err(io(path))
-        });
-    if let Err(err) = written {
+        .map_err(|source| ImageError::Io {
+            path: temp.clone(),
+            source,
+        })?;
+    let written = write_file(vfs, file).map_err(|source| ImageError::Io {
+        path: temp.clone(),
+        source,
+    });
+    let renamed = written.and_then(|()| {
+        fs::rename(&temp, path).map_err(|source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    });
+    if let Err(err) = renamed {
         // Best effort: the temp file is ours; the destination was never touched.
         let _ = fs::remove_file(&temp);
         return Err(err);
     }
     // Make the rename durable. Some filesystems refuse to fsync a directory; the image
-    // itself is complete either way.
+    // itself is complete and synced either way.
     if let Ok(dir_handle) = File::open(&dir) {
         match dir_handle.sync_all() {
-            Err(err) if err.kind() != io::ErrorKind::InvalidInput => return Err(io(&dir)(err)),
+            Err(err) if err.kind() != io::ErrorKind::InvalidInput => {
+                return Err(ImageError::Io {
+                    path: dir,
+                    source: err,
+                });
+            }
             _ => {}
         }
     }
     Ok(())
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Streams the image into `file` (header last) and fsyncs it.
+fn write_file(vfs: &Vfs, mut file: File) -> io::Result<()> {
+    file.write_all(&[0; HEADER_LEN])?;
+    let mut buffered = BufWriter::with_capacity(
+        1 << 20,
+        CrcWriter {
+            inner: file,
+            hasher: crc32fast::Hasher::new(),
+            len: 0,
+        },
+    );
+    write_payload(vfs, &mut buffered)?;
+    let crc_writer = buffered
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?;
+    let mut file = crc_writer.inner;
+    let header = header(crc_writer.len, crc_writer.hasher.finalize());
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header)?;
+    file.sync_all()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -73,6 +73,11 @@ fn round_trip_sample_in_memory_and_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ws.img");
     image::save(&vfs, &path).unwrap();
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        image::to_bytes(&vfs),
+        "streamed save = to_bytes"
+    );
     let from_file = image::load(&path).unwrap();
     assert!(vfs.same_tree(&from_file));
     assert_eq!(
@@ -333,6 +338,7 @@ fn save_load_through_files_for_random_trees() {
     runner
         .run(&common::tree(), |vfs| {
             image::save(&vfs, &path).unwrap();
+            prop_assert_eq!(fs::read(&path).unwrap(), image::to_bytes(&vfs));
             prop_assert!(image::load(&path).unwrap().same_tree(&vfs));
             Ok(())
         })

@@ -407,7 +407,7 @@ fn run(ops: &[Op], query: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(160))]
 
     #[test]
     fn vfs_matches_a_real_directory_and_journal_replays(
