@@ -61,8 +61,7 @@ fn read_manifest(vfs: &Vfs, path: &str) -> Result<Option<String>, VmSyncError> {
             let bytes = vfs.read_file(path).map_err(VmSyncError::Vfs)?;
             Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
         }
-        Ok(_) => Ok(None),
-        Err(devshell_vm_vfs::VfsError::NotFound { .. }) => Ok(None),
+        Ok(_) | Err(devshell_vm_vfs::VfsError::NotFound { .. }) => Ok(None),
         Err(other) => Err(VmSyncError::Vfs(other)),
     }
 }
