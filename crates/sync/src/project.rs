@@ -144,13 +144,19 @@ mod tests {
     fn workspace_header_detection() {
         assert!(manifest_declares_workspace("[workspace]\nmembers = []\n"));
         assert!(manifest_declares_workspace("  [ workspace ]  # root\n"));
-        assert!(manifest_declares_workspace("[workspace.package]\nversion = \"1\"\n"));
+        assert!(manifest_declares_workspace(
+            "[workspace.package]\nversion = \"1\"\n"
+        ));
         assert!(manifest_declares_workspace("[workspace.dependencies]\n"));
-        assert!(!manifest_declares_workspace("[package]\nname = \"workspace\"\n"));
+        assert!(!manifest_declares_workspace(
+            "[package]\nname = \"workspace\"\n"
+        ));
         assert!(!manifest_declares_workspace("# [workspace]\n[package]\n"));
         assert!(!manifest_declares_workspace("[workspaces]\n"));
         assert!(!manifest_declares_workspace("[[workspace]]\n"));
-        assert!(!manifest_declares_workspace("[dependencies]\nworkspace = \"1\"\n"));
+        assert!(!manifest_declares_workspace(
+            "[dependencies]\nworkspace = \"1\"\n"
+        ));
     }
 
     #[test]
@@ -160,7 +166,10 @@ mod tests {
             ("/proj/app/src/main.rs", "fn main() {}\n"),
         ]);
         vfs.mkdir("/proj/app/src/deep").expect("mkdir");
-        assert_eq!(project_root(&vfs, "/proj/app/src/deep").expect("root"), "/proj/app");
+        assert_eq!(
+            project_root(&vfs, "/proj/app/src/deep").expect("root"),
+            "/proj/app"
+        );
         assert_eq!(project_root(&vfs, "/proj/app").expect("root"), "/proj/app");
     }
 
@@ -180,17 +189,26 @@ mod tests {
     fn nested_workspaces_pick_the_outermost() {
         let vfs = vfs_with(&[
             ("/outer/Cargo.toml", "[workspace]\n"),
-            ("/outer/inner/Cargo.toml", "[workspace]\n[package]\nname = \"i\"\n"),
+            (
+                "/outer/inner/Cargo.toml",
+                "[workspace]\n[package]\nname = \"i\"\n",
+            ),
             ("/outer/inner/src/main.rs", ""),
         ]);
-        assert_eq!(project_root(&vfs, "/outer/inner/src").expect("root"), "/outer");
+        assert_eq!(
+            project_root(&vfs, "/outer/inner/src").expect("root"),
+            "/outer"
+        );
     }
 
     #[test]
     fn no_manifest_means_the_cwd_itself() {
         let mut vfs = Vfs::new();
         vfs.mkdir("/plain/dir").expect("mkdir");
-        assert_eq!(project_root(&vfs, "/plain/dir").expect("root"), "/plain/dir");
+        assert_eq!(
+            project_root(&vfs, "/plain/dir").expect("root"),
+            "/plain/dir"
+        );
         assert_eq!(project_root(&vfs, "/").expect("root"), "/");
     }
 
@@ -224,7 +242,9 @@ mod tests {
         ));
         assert!(matches!(
             project_root(&vfs, "/p/Cargo.toml"),
-            Err(VmSyncError::Vfs(devshell_vm_vfs::VfsError::NotADirectory { .. }))
+            Err(VmSyncError::Vfs(
+                devshell_vm_vfs::VfsError::NotADirectory { .. }
+            ))
         ));
     }
 }

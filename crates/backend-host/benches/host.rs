@@ -1,0 +1,250 @@
+//! Host backend benchmarks (`cargo xtask bench host`), figures in `docs/bench/host.md`.
+//!
+//! 1. Session overhead: `true` run through a warm [`HostSandboxSession`] (incremental
+//!    push, spawn, pull) on trees T1/T2/T3, next to spawning `true` directly. Export base
+//!    on tmpfs (`/dev/shm`) and on disk (`/var/tmp`). Target: ≤ 2 ms over the bare spawn
+//!    on T2 (the earlier project: 233 ms).
+//! 2. A second `cargo build` of an unchanged hello crate through the session vs a direct
+//!    `cargo build` in a normal directory (both no-op builds). Target ratio ≤ 1.2.
+//!
+//! Pass `quick` after `--` for fewer samples: `cargo xtask bench host -- quick`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use devshell_vm_backend_host::HostSandboxSession;
+use devshell_vm_config::VmConfig;
+use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
+use devshell_vm_test_support::bench::{fmt_duration, report, sample, scratch_dirs};
+use devshell_vm_vfs::Vfs;
+
+/// One benchmark tree: name, files, dirs, and the size of each file.
+struct Tree {
+    name: &'static str,
+    build: fn(&mut Vfs),
+}
+
+/// T1: 1,000 files × 1 KiB in 50 dirs.
+fn t1(vfs: &mut Vfs) {
+    uniform(vfs, 50, 20, 1024);
+}
+
+/// T2: 10,000 files × 1 KiB in 500 dirs.
+fn t2(vfs: &mut Vfs) {
+    uniform(vfs, 500, 20, 1024);
+}
+
+/// T3: a cargo-like tree, ~2,200 files, ~200 MiB: 200 small sources plus a `target/`
+/// with 2,000 artifacts, 20 of them large (up to 20 MiB).
+fn t3(vfs: &mut Vfs) {
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    vfs.write_file_with(
+        "/t/Cargo.toml",
+        b"[package]\nname = \"t\"\n".to_vec(),
+        0o644,
+        mtime,
+    )
+    .expect("write");
+    for d in 0..20 {
+        let dir = format!("/t/src/m{d}");
+        vfs.mkdir(&dir).expect("mkdir");
+        for f in 0..10 {
+            let body = vec![b'x'; 4 * 1024];
+            vfs.write_file_with(&format!("{dir}/f{f}.rs"), body, 0o644, mtime)
+                .expect("write");
+        }
+    }
+    let mut total = 0usize;
+    for d in 0..100 {
+        let dir = format!("/t/target/debug/deps/d{d}");
+        vfs.mkdir(&dir).expect("mkdir");
+        for f in 0..20 {
+            let index = d * 20 + f;
+            let size = if index % 100 == 0 {
+                20 * 1024 * 1024 - (index / 100) * 512 * 1024
+            } else {
+                20 * 1024
+            };
+            total += size;
+            let body = vec![u8::try_from(index % 251).expect("< 256"); size];
+            vfs.write_file_with(&format!("{dir}/a{f}.rlib"), body, 0o644, mtime)
+                .expect("write");
+        }
+    }
+    assert!(total > 150 * 1024 * 1024, "T3 is ~200 MiB ({total} bytes)");
+}
+
+fn uniform(vfs: &mut Vfs, dirs: usize, per_dir: usize, size: usize) {
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for d in 0..dirs {
+        let dir = format!("/t/d{:02}/s{d}", d % 10);
+        vfs.mkdir(&dir).expect("mkdir");
+        for f in 0..per_dir {
+            let body = vec![u8::try_from((d + f) % 251).expect("< 256"); size];
+            vfs.write_file_with(&format!("{dir}/f{f}.txt"), body, 0o644, mtime)
+                .expect("write");
+        }
+    }
+}
+
+fn host_config(export_base: &Path) -> VmConfig {
+    VmConfig {
+        export_base: Some(export_base.to_path_buf()),
+        ..VmConfig::from_env().expect("DEVSHELL_VM* variables parse")
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let runs = if quick { 5 } else { 21 };
+    println!("host bench ({runs} samples per case)");
+
+    // Bare spawn of `true`, through the same exec crate the session uses.
+    let config = host_config(Path::new("/var/tmp"));
+    let cwd = std::env::temp_dir();
+    let program = devshell_vm_exec::resolve_program("true", config.path.as_deref(), &cwd)
+        .expect("`true` on PATH");
+    let bare_request = ToolRequest::new("true", Vec::<String>::new());
+    let bare = report(
+        "host/spawn true directly",
+        &sample(
+            runs * 2,
+            || (),
+            |()| {
+                let outcome =
+                    devshell_vm_exec::run(&program, &bare_request, &cwd, &mut |_, _| {}, None)
+                        .expect("spawn");
+                assert_eq!(outcome.termination, Termination::Exited(0));
+            },
+        ),
+    );
+
+    let trees = [
+        Tree {
+            name: "T1",
+            build: t1,
+        },
+        Tree {
+            name: "T2",
+            build: t2,
+        },
+        Tree {
+            name: "T3",
+            build: t3,
+        },
+    ];
+    for (medium, scratch) in scratch_dirs("devshell-host-bench-") {
+        for tree in &trees {
+            let mut vfs = Vfs::new();
+            (tree.build)(&mut vfs);
+            let mut session = HostSandboxSession::new(&host_config(scratch.path()));
+            let request = ToolRequest::new("true", Vec::<String>::new());
+            // Warm-up: the first run pushes the whole tree.
+            let first = session
+                .run_tool(&mut vfs, "/t", &request)
+                .expect("first run");
+            println!(
+                "host/{medium}/{}: first run (full push {} files, {:.1} MiB) {}",
+                tree.name,
+                first.push.files_written,
+                mib(first.push.bytes_written),
+                fmt_duration(first.push.duration + first.exec.duration)
+            );
+            let samples = sample(
+                runs,
+                || (),
+                |()| {
+                    let outcome = session.run_tool(&mut vfs, "/t", &request).expect("run");
+                    assert_eq!(outcome.exec.termination, Termination::Exited(0));
+                    assert!(outcome.push.is_noop());
+                },
+            );
+            let median = report(
+                &format!(
+                    "host/{medium}/{}: session run of true (push+spawn+pull)",
+                    tree.name
+                ),
+                &samples,
+            );
+            println!(
+                "host/{medium}/{}: overhead over bare spawn {}",
+                tree.name,
+                fmt_duration(median.saturating_sub(bare))
+            );
+            session.shutdown().expect("shutdown");
+        }
+    }
+
+    cargo_rebuild(runs);
+}
+
+fn mib(bytes: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let value = bytes as f64 / (1024.0 * 1024.0);
+    value
+}
+
+const HELLO_TOML: &str = "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2021\"\n";
+const HELLO_MAIN: &str = "fn main() { println!(\"hello\"); }\n";
+
+/// Second (no-op) `cargo build` of a hello crate: session vs a normal directory.
+fn cargo_rebuild(runs: usize) {
+    let runs = runs.min(11);
+    for (medium, scratch) in scratch_dirs("devshell-host-bench-cargo-") {
+        // Direct: a normal directory, its own target dir.
+        let direct_dir = scratch.path().join("direct/hello");
+        std::fs::create_dir_all(direct_dir.join("src")).expect("mkdir");
+        std::fs::write(direct_dir.join("Cargo.toml"), HELLO_TOML).expect("write");
+        std::fs::write(direct_dir.join("src/main.rs"), HELLO_MAIN).expect("write");
+        let direct_build = || {
+            let status = Command::new("cargo")
+                .args(["build", "--quiet", "--offline"])
+                .current_dir(&direct_dir)
+                .env("CARGO_TARGET_DIR", direct_dir.join("target"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success());
+        };
+        direct_build();
+        let direct = report(
+            &format!("host/{medium}/cargo build (no-op) in a normal dir"),
+            &sample(runs, || (), |()| direct_build()),
+        );
+
+        // Through the session.
+        let base = scratch.path().join("session");
+        let mut session = HostSandboxSession::new(&host_config(&base));
+        let mut vfs = Vfs::new();
+        vfs.mkdir("/hello/src").expect("mkdir");
+        vfs.write_file("/hello/Cargo.toml", HELLO_TOML.as_bytes().to_vec())
+            .expect("write");
+        vfs.write_file("/hello/src/main.rs", HELLO_MAIN.as_bytes().to_vec())
+            .expect("write");
+        let request = ToolRequest::new("cargo", ["build", "--quiet", "--offline"])
+            .stdout(OutputMode::Null)
+            .stderr(OutputMode::Capture);
+        let first = session
+            .run_tool(&mut vfs, "/hello", &request)
+            .expect("first build");
+        assert_eq!(first.exec.termination, Termination::Exited(0));
+        let through = report(
+            &format!("host/{medium}/cargo build (no-op) through the session"),
+            &sample(
+                runs,
+                || (),
+                |()| {
+                    let outcome = session
+                        .run_tool(&mut vfs, "/hello", &request)
+                        .expect("build");
+                    assert_eq!(outcome.exec.termination, Termination::Exited(0));
+                },
+            ),
+        );
+        println!(
+            "host/{medium}/cargo no-op rebuild ratio session/direct: {:.2}",
+            through.as_secs_f64() / direct.as_secs_f64()
+        );
+        session.shutdown().expect("shutdown");
+    }
+}

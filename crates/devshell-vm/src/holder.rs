@@ -1,0 +1,243 @@
+//! [`SessionHolder`]: the session of one REPL or script run, an enum over the backend
+//! types compiled in.
+//!
+//! Adding a backend: one `#[cfg(feature = …)]` variant, one arm in [`dispatch!`], one
+//! `*_session` constructor pair in [`backends`] (the compiled-in one and the
+//! `BackendNotImplemented` one), and the arms the compiler then asks for in the
+//! predicates below (guest-primary checks, `exec_lima_interactive_shell`).
+
+use std::process::ExitStatus;
+
+use devshell_vm_backend_host::{HostSandboxSession, SyncObserver};
+use devshell_vm_config::{Backend, VmConfig};
+use devshell_vm_exec::ToolRequest;
+use devshell_vm_guest_fs::GuestFsOps;
+use devshell_vm_sync::ToolOutcome;
+use devshell_vm_vfs::Vfs;
+
+use crate::{VmError, VmExecutionSession};
+
+/// Active VM / sandbox backend for one REPL or script run.
+#[derive(Debug)]
+pub enum SessionHolder {
+    /// Host staging directory on this machine ([`HostSandboxSession`]).
+    Host(HostSandboxSession),
+    // `#[cfg(feature = "lima")] Gamma(devshell_vm_backend_lima::GammaSession)` and
+    // `#[cfg(feature = "beta")] Beta(devshell_vm_backend_beta::BetaSession)` join here
+    // when those backends are integrated.
+}
+
+/// Runs `$body` with `$session` bound to the inner session of whichever variant
+/// `$holder` is. Each backend variant adds one `#[cfg]` arm here.
+macro_rules! dispatch {
+    ($holder:expr, $session:ident => $body:expr) => {
+        match $holder {
+            SessionHolder::Host($session) => $body,
+        }
+    };
+}
+
+impl SessionHolder {
+    /// Builds the session `config` asks for.
+    ///
+    /// * VM off, or backend `host` / `auto` → [`SessionHolder::Host`].
+    /// * `lima` / `beta` → that backend when compiled in (features `lima`, `beta`);
+    ///   otherwise [`VmError::BackendNotImplemented`] naming the feature to enable. A
+    ///   compiled-in backend that cannot run here (no `limactl`, no socket) is
+    ///   [`VmError::BackendUnavailable`].
+    ///
+    /// Nothing is started or created on disk yet; see [`Self::ensure_ready`].
+    ///
+    /// # Errors
+    /// As above.
+    pub fn try_from_config(config: &VmConfig) -> Result<Self, VmError> {
+        if config.use_host_sandbox() {
+            return Ok(Self::new_host_with(config));
+        }
+        match config.backend {
+            Backend::Host | Backend::Auto => Ok(Self::new_host_with(config)),
+            Backend::Lima => backends::lima_session(config),
+            Backend::Beta => backends::beta_session(config),
+        }
+    }
+
+    /// Host backend configured from the process environment (`PATH`, export base,
+    /// exec timeout), whatever backend the environment asks for. If the environment does
+    /// not parse, the defaults of [`VmConfig::host_only`] are used (no `PATH`: tools must
+    /// then be given by path); use [`Self::new_host_with`] to pass a config.
+    #[must_use]
+    pub fn new_host() -> Self {
+        let config = VmConfig::from_env().unwrap_or_else(|_| VmConfig::host_only());
+        Self::new_host_with(&config)
+    }
+
+    /// Host backend configured from `config` (its backend field is not consulted).
+    #[must_use]
+    pub fn new_host_with(config: &VmConfig) -> Self {
+        Self::Host(HostSandboxSession::new(config))
+    }
+
+    /// Short name of the active backend: `host`, `lima` or `beta`.
+    #[must_use]
+    pub const fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Host(_) => "host",
+        }
+    }
+
+    /// See [`VmExecutionSession::ensure_ready`].
+    ///
+    /// # Errors
+    /// Backend-specific failures while preparing VM or staging state.
+    pub fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        dispatch!(self, s => VmExecutionSession::ensure_ready(s, vfs, vfs_cwd))
+    }
+
+    /// See [`VmExecutionSession::run_rust_tool`].
+    ///
+    /// # Errors
+    /// Infrastructure failures and [`VmError::Timeout`]; a failing tool is `Ok`.
+    pub fn run_rust_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<ExitStatus, VmError> {
+        dispatch!(self, s => VmExecutionSession::run_rust_tool(s, vfs, vfs_cwd, program, args))
+    }
+
+    /// See [`VmExecutionSession::run_tool`].
+    ///
+    /// # Errors
+    /// Infrastructure failures only.
+    pub fn run_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+    ) -> Result<ToolOutcome, VmError> {
+        dispatch!(self, s => VmExecutionSession::run_tool(s, vfs, vfs_cwd, request))
+    }
+
+    /// See [`VmExecutionSession::set_sync_observer`].
+    pub fn set_sync_observer(&mut self, observer: SyncObserver) {
+        dispatch!(self, s => VmExecutionSession::set_sync_observer(s, observer));
+    }
+
+    /// See [`VmExecutionSession::shutdown`].
+    ///
+    /// # Errors
+    /// Backend-specific failures during shutdown.
+    pub fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        dispatch!(self, s => VmExecutionSession::shutdown(s, vfs, vfs_cwd))
+    }
+
+    /// γ **or** β guest-primary (Mode P): the session's [`GuestFsOps`] and guest mount.
+    ///
+    /// Returns `None` for the host backend and for Mode S sessions. The mount is owned so
+    /// the returned trait object does not alias a borrow of the session.
+    #[must_use]
+    pub fn guest_primary_fs_ops_mut(&mut self) -> Option<(&mut dyn GuestFsOps, String)> {
+        match self {
+            Self::Host(_) => None,
+        }
+    }
+
+    /// `true` when **any** VM session runs in guest-primary mode (no VFS↔host sync).
+    #[must_use]
+    pub const fn is_guest_primary(&self) -> bool {
+        match self {
+            Self::Host(_) => false,
+        }
+    }
+
+    /// `true` when γ (Lima) runs in guest-primary mode.
+    #[must_use]
+    pub const fn is_guest_primary_gamma(&self) -> bool {
+        match self {
+            Self::Host(_) => false,
+        }
+    }
+
+    /// `true` when using the host staging backend ([`HostSandboxSession`]) rather than γ/β.
+    #[must_use]
+    pub const fn is_host_only(&self) -> bool {
+        matches!(self, Self::Host(_))
+    }
+
+    /// `true` when this is a Lima (γ) session, in either mode.
+    #[must_use]
+    pub const fn is_lima(&self) -> bool {
+        match self {
+            Self::Host(_) => false,
+        }
+    }
+
+    /// Replaces this process with an interactive `limactl shell` in the guest workspace.
+    ///
+    /// On success it does not return. It returns the error of the `exec`, or an
+    /// [`std::io::ErrorKind::Unsupported`] error when this is not a Lima session.
+    #[must_use]
+    pub fn exec_lima_interactive_shell(&self) -> std::io::Error {
+        match self {
+            Self::Host(_) => std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "exec_lima_interactive_shell: this is a host session, not a Lima (gamma) session",
+            ),
+        }
+    }
+}
+
+/// Constructors of the optional backends: the real one when the feature is on, a
+/// [`VmError::BackendNotImplemented`] naming the feature when it is off.
+mod backends {
+    use devshell_vm_config::VmConfig;
+
+    use crate::{SessionHolder, VmError};
+
+    /// Lima compiled in; the session type joins [`SessionHolder`] when integrated.
+    #[cfg(all(unix, feature = "lima"))]
+    pub(super) fn lima_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
+        Err(VmError::BackendUnavailable {
+            backend: devshell_vm_config::Backend::Lima,
+            reason: "this build's devshell-vm-backend-lima does not provide a session yet; \
+                     use DEVSHELL_VM_BACKEND=host"
+                .to_owned(),
+        })
+    }
+
+    #[cfg(all(unix, not(feature = "lima")))]
+    pub(super) fn lima_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
+        Err(VmError::BackendNotImplemented(
+            "DEVSHELL_VM_BACKEND=lima requires building devshell-vm with `--features lima` \
+             (a default feature); or set DEVSHELL_VM_BACKEND=host",
+        ))
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn lima_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
+        Err(VmError::BackendNotImplemented(
+            "the lima backend is only supported on Linux and macOS; set DEVSHELL_VM_BACKEND=host",
+        ))
+    }
+
+    /// β compiled in; the session type joins [`SessionHolder`] when integrated.
+    #[cfg(feature = "beta")]
+    pub(super) fn beta_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
+        Err(VmError::BackendUnavailable {
+            backend: devshell_vm_config::Backend::Beta,
+            reason: "this build's devshell-vm-backend-beta does not provide a session yet; \
+                     use DEVSHELL_VM_BACKEND=host"
+                .to_owned(),
+        })
+    }
+
+    #[cfg(not(feature = "beta"))]
+    pub(super) fn beta_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
+        Err(VmError::BackendNotImplemented(
+            "DEVSHELL_VM_BACKEND=beta requires building devshell-vm with `--features beta` \
+             (a default feature); or set DEVSHELL_VM_BACKEND=host",
+        ))
+    }
+}

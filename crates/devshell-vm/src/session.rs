@@ -1,0 +1,97 @@
+//! [`VmExecutionSession`]: the one interface every backend session offers, and its
+//! implementation for the backend types (backends never depend on this crate).
+
+use std::process::ExitStatus;
+
+use devshell_vm_backend_host::{HostSandboxSession, SyncObserver};
+use devshell_vm_exec::ToolRequest;
+use devshell_vm_sync::ToolOutcome;
+use devshell_vm_vfs::Vfs;
+
+use crate::VmError;
+
+/// Abstraction for a devshell execution session (host staging dir, γ VM, or β sidecar).
+pub trait VmExecutionSession {
+    /// Prepares the session for tools run from `vfs_cwd` (e.g. start the VM, create the
+    /// staging directory, first push), so the first run pays only for its own changes.
+    /// Calling it is optional: every run prepares what it needs.
+    ///
+    /// # Errors
+    /// Backend-specific failures while preparing VM or staging state.
+    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError>;
+
+    /// Runs `program args…` (normally `cargo` or `rustup`) with cwd matching `vfs_cwd`,
+    /// the caller's stdio and Ctrl-C forwarded; afterwards `vfs` holds what the tool
+    /// changed (Mode S), also when it failed.
+    ///
+    /// # Errors
+    /// Infrastructure failures (sync, spawn, missing program, transport), and
+    /// [`VmError::Timeout`] when the configured exec timeout killed the tool. A tool
+    /// that exits non-zero is `Ok` with that status.
+    fn run_rust_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<ExitStatus, VmError>;
+
+    /// The options form of [`Self::run_rust_tool`] for embedders: environment additions,
+    /// stdio inherit/capture, a timeout (`None`: the configured one), and a typed outcome
+    /// (exit code or signal, timed out, captured output, duration, push and pull reports).
+    ///
+    /// # Errors
+    /// Infrastructure failures only; the tool's failure or timeout is in the outcome.
+    fn run_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+    ) -> Result<ToolOutcome, VmError>;
+
+    /// Installs a progress callback for the session's pushes and pulls (front ends show
+    /// a progress line for long syncs with it).
+    fn set_sync_observer(&mut self, observer: SyncObserver);
+
+    /// Tears the session down (final pull where the backend needs one, remove staging,
+    /// stop the VM when configured).
+    ///
+    /// # Errors
+    /// Backend-specific failures during shutdown.
+    fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), VmError>;
+}
+
+impl VmExecutionSession for HostSandboxSession {
+    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        Ok(Self::ensure_ready(self, vfs, vfs_cwd)?)
+    }
+
+    fn run_rust_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<ExitStatus, VmError> {
+        Ok(Self::run_rust_tool(self, vfs, vfs_cwd, program, args)?)
+    }
+
+    fn run_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+    ) -> Result<ToolOutcome, VmError> {
+        Ok(Self::run_tool(self, vfs, vfs_cwd, request)?)
+    }
+
+    fn set_sync_observer(&mut self, observer: SyncObserver) {
+        Self::set_sync_observer(self, observer);
+    }
+
+    /// Every run already pulled its results, so nothing is left to bring back: this
+    /// only removes the staging directory.
+    fn shutdown(&mut self, _vfs: &mut Vfs, _vfs_cwd: &str) -> Result<(), VmError> {
+        Ok(Self::shutdown(self)?)
+    }
+}

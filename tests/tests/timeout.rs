@@ -1,0 +1,93 @@
+//! The exec timeout kills the tool's whole process group — grandchildren included — and
+//! is reported as a timeout, never as an exit code; what the tool wrote is still pulled.
+
+use std::time::{Duration, Instant};
+
+use devshell_vm::{Termination, ToolRequest, Vfs, VmConfig, VmError};
+use devshell_vm_tests::{host_config, host_session};
+
+/// `true` while `/proc/<pid>` shows a live (non-zombie) process.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // Field 3, after the parenthesised command name, is the state.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded, generous) for the process to disappear; the kill is synchronous but
+/// reaping the orphan by init is not.
+fn gone_within(pid: u32, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !alive(pid)
+}
+
+const SCRIPT: &str = "sleep 600 & echo $! > grandchild.pid; echo started > started.txt; wait";
+
+#[test]
+fn timeout_kills_grandchildren_and_still_pulls() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let config = VmConfig {
+        exec_timeout: Some(Duration::from_millis(700)),
+        ..host_config(base.path())
+    };
+    let mut session = host_session(&config);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/proj").expect("mkdir");
+
+    // The seed's method: a timeout is an error value, not an exit status.
+    let err = session
+        .run_rust_tool(
+            &mut vfs,
+            "/proj",
+            "sh",
+            &["-c".to_owned(), SCRIPT.to_owned()],
+        )
+        .expect_err("the tool must time out");
+    assert!(
+        matches!(&err, VmError::Timeout { program, timeout }
+            if program == "sh" && *timeout == Duration::from_millis(700)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("timed out"), "{err}");
+    let started = vfs
+        .read_file("/proj/started.txt")
+        .expect("pulled after the timeout");
+    assert_eq!(&*started, b"started\n");
+    let pid: u32 = String::from_utf8_lossy(&vfs.read_file("/proj/grandchild.pid").expect("pid"))
+        .trim()
+        .parse()
+        .expect("pid file holds a pid");
+    assert!(
+        gone_within(pid, Duration::from_secs(10)),
+        "grandchild {pid} survived the timeout"
+    );
+
+    // The options form: the outcome says "timed out" and carries the sync reports.
+    vfs.remove("/proj/grandchild.pid")
+        .expect("remove the first run's pid file");
+    let request = ToolRequest::new("sh", ["-c", SCRIPT]).timeout(Some(Duration::from_millis(500)));
+    let outcome = session
+        .run_tool(&mut vfs, "/proj", &request)
+        .expect("infrastructure ok");
+    assert_eq!(outcome.exec.termination, Termination::TimedOut);
+    assert!(outcome.pull.is_some());
+    let pid: u32 = String::from_utf8_lossy(&vfs.read_file("/proj/grandchild.pid").expect("pid"))
+        .trim()
+        .parse()
+        .expect("pid file holds a pid");
+    assert!(
+        gone_within(pid, Duration::from_secs(10)),
+        "grandchild {pid} survived the timeout"
+    );
+    session.shutdown(&mut vfs, "/proj").expect("shutdown");
+}
