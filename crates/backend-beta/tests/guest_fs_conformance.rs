@@ -1,0 +1,111 @@
+//! The guest-fs conformance suite (main checks and symlink escapes) against a Mode P
+//! `BetaSession` talking to a real `devshell-vm-sidecar` process, over a Unix socket
+//! and over stdio. Each check gets its own sidecar and an empty staging directory.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Dirs, Sidecar, config, sidecar_bin};
+use devshell_vm_backend_beta::BetaSession;
+use devshell_vm_guest_fs::conformance::SymlinkFixture;
+use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestMetadata};
+
+/// A Mode P session plus what must outlive it (its sidecar, its temp dirs).
+struct Fixture {
+    session: BetaSession,
+    _sidecar: Option<Sidecar>,
+    _dirs: Dirs,
+}
+
+impl Fixture {
+    /// Fresh sidecar on a Unix socket (or, with `stdio`, spawned by the session) and an
+    /// empty staging dir mounted at `/workspace`; returns the staging path too.
+    fn new(stdio: bool) -> (Self, PathBuf) {
+        let dirs = Dirs::new();
+        let staging = dirs.staging("mount");
+        std::fs::create_dir(&staging).expect("mkdir staging");
+        let bin = sidecar_bin();
+        let (sidecar, socket) = if stdio {
+            (None, "stdio".to_owned())
+        } else {
+            let sidecar = Sidecar::unix_at(&dirs.socket, &dirs.root);
+            (Some(sidecar), dirs.socket.to_str().unwrap().to_owned())
+        };
+        let session = BetaSession::new(&config(&[
+            ("DEVSHELL_VM_SOCKET", &socket),
+            ("DEVSHELL_VM_SIDECAR_BIN", bin.to_str().unwrap()),
+            ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
+            ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
+        ]))
+        .expect("session");
+        (
+            Self {
+                session,
+                _sidecar: sidecar,
+                _dirs: dirs,
+            },
+            PathBuf::from(staging),
+        )
+    }
+
+    fn boxed(stdio: bool) -> Box<dyn GuestFsOps> {
+        Box::new(Self::new(stdio).0)
+    }
+
+    fn symlink_fixture(stdio: bool) -> SymlinkFixture {
+        let (fixture, staging) = Self::new(stdio);
+        let sentinel = fixture._dirs.tmp.path().join("sentinel");
+        std::fs::create_dir(&sentinel).expect("mkdir sentinel");
+        let plant_root = staging.clone();
+        SymlinkFixture {
+            ops: Box::new(fixture),
+            plant_symlink: Box::new(move |link, target| {
+                std::os::unix::fs::symlink(target, plant_root.join(link))
+            }),
+            sentinel,
+            guard: Box::new(()),
+        }
+    }
+}
+
+impl GuestFsOps for Fixture {
+    fn mount(&self) -> &str {
+        self.session.mount()
+    }
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, GuestFsError> {
+        self.session.list_dir(path)
+    }
+    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, GuestFsError> {
+        self.session.read_file(path)
+    }
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), GuestFsError> {
+        self.session.write_file(path, data)
+    }
+    fn mkdir(&mut self, path: &str) -> Result<(), GuestFsError> {
+        self.session.mkdir(path)
+    }
+    fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
+        self.session.remove(path)
+    }
+    fn stat(&mut self, path: &str) -> Result<GuestMetadata, GuestFsError> {
+        self.session.stat(path)
+    }
+    fn exists(&mut self, path: &str) -> Result<bool, GuestFsError> {
+        self.session.exists(path)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError> {
+        self.session.rename(from, to)
+    }
+}
+
+devshell_vm_guest_fs::guest_fs_conformance_tests!(mod over_unix_socket, || Fixture::boxed(false));
+devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(mod symlinks_over_unix_socket, || {
+    Fixture::symlink_fixture(false)
+});
+
+/// The whole main suite once more over stdio (one test: each check spawns a sidecar).
+#[test]
+fn whole_suite_over_stdio() {
+    devshell_vm_guest_fs::conformance::run_all(|| Fixture::boxed(true));
+}
