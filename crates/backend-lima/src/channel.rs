@@ -122,10 +122,10 @@ impl Channel {
         match self.call(&request).map_err(Err)? {
             Reply::GuestFsOk(ok) => Ok(ok),
             Reply::GuestFsError(err) => {
-                let error_path = match err.code.as_str() {
-                    "is_a_directory" | "not_a_directory" if to_path.is_some() && err.message.contains("to_path") => {
-                        to_path.unwrap_or(path)
-                    }
+                // The sidecar prefixes its message with the guest path it is about
+                // (`<path>: detail`), which tells a rename's source from its target.
+                let error_path = match to_path {
+                    Some(to) if err.message.starts_with(&format!("{to}:")) => to,
                     _ => path,
                 };
                 Err(Ok(GuestFsError::from_wire(err.code.as_str(), error_path, &err.message)))

@@ -29,6 +29,7 @@ lres() {
   t=${r%/}/${1##*/}
 }
 # walk the components of $1 below the mount; $2 = code base (10 or 20);
+# (it overwrites r: callers resolve with rp after walking)
 # $3 = 1 when missing components are allowed (creating paths)
 walk() {
   cur=$M; rest=${1#"$M"}
@@ -71,17 +72,17 @@ read_file)
   if [ -d "$r" ]; then fail 12 "is a directory"; fi
   walk "$p" 10; fail 30 "not a regular file" ;;
 write_file)
+  walk "${p%/*}" 10 1
   rp "$p"; inside "$r" || fail 13 "escapes the mount through a symlink"
   if [ -d "$r" ]; then fail 12 "is a directory"; fi
-  walk "${p%/*}" 10 1
   par=${r%/*}; [ -n "$par" ] || par=/
   mkdir -p -- "$par" || fail 30 "mkdir failed"
   cat > "$r" || fail 30 "write failed"
   exit 0 ;;
 mkdir)
+  walk "$p" 10 1
   rp "$p"; inside "$r" || fail 13 "escapes the mount through a symlink"
   if [ -d "$r" ]; then exit 0; fi
-  walk "$p" 10 1
   mkdir -p -- "$r" || fail 30 "mkdir failed"
   exit 0 ;;
 remove)

@@ -1,0 +1,124 @@
+//! GammaSession's GuestFsOps against the limactl stand-in: the guest-fs conformance
+//! suites over the long-lived sidecar channel and over one `limactl shell` per operation,
+//! and the number of `limactl` spawns each way.
+
+mod common;
+
+use common::{Fixture, MOUNT};
+use devshell_vm_backend_lima::{ChannelState, GammaSession};
+use devshell_vm_guest_fs::conformance::SymlinkFixture;
+use devshell_vm_guest_fs::{GuestFsOps, GuestKind};
+
+/// A Mode P session on a fresh fixture, with or without the sidecar channel. The fixture
+/// is kept alive by the returned guard.
+fn session(channel: bool) -> (GammaSession, Fixture) {
+    let fixture = Fixture::new("Running");
+    let mut config = fixture.config(true);
+    if channel {
+        config.sidecar_bin = Some(common::sidecar());
+    }
+    let mut session = GammaSession::new(&config).expect("session");
+    session.set_notice_writer(Box::new(std::io::sink()));
+    session.set_channel_enabled(channel);
+    (session, fixture)
+}
+
+/// Keeps the fixture (temp dirs) alive as long as the ops.
+struct Held {
+    session: GammaSession,
+    _fixture: Fixture,
+}
+
+impl GuestFsOps for Held {
+    fn mount(&self) -> &str {
+        self.session.mount()
+    }
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, devshell_vm_guest_fs::GuestFsError> {
+        self.session.list_dir(path)
+    }
+    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, devshell_vm_guest_fs::GuestFsError> {
+        self.session.read_file(path)
+    }
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), devshell_vm_guest_fs::GuestFsError> {
+        self.session.write_file(path, data)
+    }
+    fn mkdir(&mut self, path: &str) -> Result<(), devshell_vm_guest_fs::GuestFsError> {
+        self.session.mkdir(path)
+    }
+    fn remove(&mut self, path: &str) -> Result<(), devshell_vm_guest_fs::GuestFsError> {
+        self.session.remove(path)
+    }
+    fn stat(&mut self, path: &str) -> Result<devshell_vm_guest_fs::GuestMetadata, devshell_vm_guest_fs::GuestFsError> {
+        self.session.stat(path)
+    }
+    fn exists(&mut self, path: &str) -> Result<bool, devshell_vm_guest_fs::GuestFsError> {
+        self.session.exists(path)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), devshell_vm_guest_fs::GuestFsError> {
+        self.session.rename(from, to)
+    }
+}
+
+fn held(channel: bool) -> Box<dyn GuestFsOps> {
+    let (session, fixture) = session(channel);
+    Box::new(Held {
+        session,
+        _fixture: fixture,
+    })
+}
+
+fn symlink_fixture(channel: bool) -> SymlinkFixture {
+    let (session, fixture) = session(channel);
+    let parent = fixture.parent.path().to_path_buf();
+    let sentinel = tempfile::tempdir().expect("sentinel");
+    SymlinkFixture {
+        ops: Box::new(session),
+        plant_symlink: Box::new(move |link, target| {
+            std::os::unix::fs::symlink(target, parent.join(link))
+        }),
+        sentinel: sentinel.path().to_path_buf(),
+        guard: Box::new((fixture, sentinel)),
+    }
+}
+
+devshell_vm_guest_fs::guest_fs_conformance_tests!(mod per_op_shell, || held(false));
+devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(mod per_op_shell_symlinks, || symlink_fixture(false));
+devshell_vm_guest_fs::guest_fs_conformance_tests!(mod sidecar_channel, || held(true));
+devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(mod sidecar_channel_symlinks, || symlink_fixture(true));
+
+#[test]
+fn one_limactl_shell_carries_every_operation_when_the_sidecar_is_reachable() {
+    let (mut session, fixture) = session(true);
+    for i in 0..20 {
+        session
+            .write_file(&format!("{MOUNT}/d/f{i}"), format!("content {i}").as_bytes())
+            .expect("write");
+    }
+    for i in 0..20 {
+        assert_eq!(
+            session.read_file(&format!("{MOUNT}/d/f{i}")).expect("read"),
+            format!("content {i}").as_bytes()
+        );
+    }
+    assert_eq!(session.list_dir(&format!("{MOUNT}/d")).expect("list").len(), 20);
+    assert_eq!(session.stat(&format!("{MOUNT}/d")).expect("stat").kind, GuestKind::Dir);
+    assert_eq!(session.channel_state(), &ChannelState::Open);
+    // The files are really in the host workspace parent (the guest mount's location).
+    assert_eq!(
+        std::fs::read(fixture.parent.path().join("d/f7")).expect("host file"),
+        b"content 7"
+    );
+    // One `list`, one `copy` (the sidecar lies outside the workspace), one `shell` for
+    // the channel — not one per operation.
+    assert_eq!(fixture.subcommands(), ["list", "copy", "shell"]);
+    assert_eq!(session.limactl_spawns(), 3);
+}
+
+#[test]
+fn without_the_sidecar_each_operation_is_one_limactl_shell() {
+    let (mut session, fixture) = session(false);
+    session.write_file(&format!("{MOUNT}/a"), b"x").expect("write");
+    assert_eq!(session.read_file(&format!("{MOUNT}/a")).expect("read"), b"x");
+    assert!(session.exists(&format!("{MOUNT}/a")).expect("exists"));
+    assert_eq!(fixture.subcommands(), ["list", "shell", "shell", "shell"]);
+}
