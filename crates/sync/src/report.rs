@@ -6,7 +6,6 @@ use std::time::Duration;
 
 /// The result of one push or pull.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[must_use]
 pub struct SyncReport {
     /// Files (and symlinks) written: on the host for a push, into the VFS for a pull.
     pub files_written: u64,
