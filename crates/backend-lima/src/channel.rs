@@ -91,7 +91,8 @@ impl Channel {
 
     /// Sends one request and reads one reply.
     fn call(&mut self, request: &Request) -> Result<Reply, String> {
-        write_frame(&mut self.stdin, request).map_err(|e| format!("sending {}: {e}", request.op()))?;
+        write_frame(&mut self.stdin, request)
+            .map_err(|e| format!("sending {}: {e}", request.op()))?;
         self.read_reply()
     }
 
@@ -128,7 +129,11 @@ impl Channel {
                     Some(to) if err.message.starts_with(&format!("{to}:")) => to,
                     _ => path,
                 };
-                Err(Ok(GuestFsError::from_wire(err.code.as_str(), error_path, &err.message)))
+                Err(Ok(GuestFsError::from_wire(
+                    err.code.as_str(),
+                    error_path,
+                    &err.message,
+                )))
             }
             Reply::Error(err) => Err(Ok(GuestFsError::Internal {
                 message: format!("sidecar error {}: {}", err.code, err.message),
@@ -165,7 +170,7 @@ impl Channel {
                     let data = chunk.data().map_err(|e| format!("bad exec_output: {e}"))?;
                     match chunk.stream {
                         OutputStream::Stdout => out.stdout.extend_from_slice(&data),
-                        _ => out.stderr.extend_from_slice(&data),
+                        OutputStream::Stderr => out.stderr.extend_from_slice(&data),
                     }
                 }
                 Reply::ExecResult(result) => {
@@ -173,7 +178,9 @@ impl Channel {
                     out.signal = result.signal;
                     return Ok(out);
                 }
-                Reply::Error(err) => return Err(format!("exec failed: {}: {}", err.code, err.message)),
+                Reply::Error(err) => {
+                    return Err(format!("exec failed: {}: {}", err.code, err.message));
+                }
                 other => return Err(format!("exec answered with {}", describe(&other))),
             }
         }
@@ -218,7 +225,7 @@ impl std::fmt::Debug for Channel {
             .field("session_id", &self.session_id)
             .field("guest_fs_v2", &self.guest_fs_v2)
             .field("exec_stream", &self.exec_stream)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

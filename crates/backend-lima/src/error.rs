@@ -121,7 +121,9 @@ pub enum LimaError {
         source: serde_json::Error,
     },
     /// The instance reports a status the backend cannot work with.
-    #[error("Lima instance {instance:?} is {status:?}; run `limactl start {instance}` by hand to see why")]
+    #[error(
+        "Lima instance {instance:?} is {status:?}; run `limactl start {instance}` by hand to see why"
+    )]
     UnexpectedStatus {
         /// The instance name.
         instance: String,

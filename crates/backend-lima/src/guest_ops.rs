@@ -117,9 +117,15 @@ pub(crate) fn error_for(status: i32, path: &str, to: Option<&str>, stderr: &[u8]
     let message = String::from_utf8_lossy(stderr).trim().to_owned();
     let second = to.unwrap_or(path).to_owned();
     match status {
-        10 => GuestFsError::NotFound { path: path.to_owned() },
-        11 => GuestFsError::NotADirectory { path: path.to_owned() },
-        12 => GuestFsError::IsADirectory { path: path.to_owned() },
+        10 => GuestFsError::NotFound {
+            path: path.to_owned(),
+        },
+        11 => GuestFsError::NotADirectory {
+            path: path.to_owned(),
+        },
+        12 => GuestFsError::IsADirectory {
+            path: path.to_owned(),
+        },
         13 => GuestFsError::invalid_path(path, message),
         20 => GuestFsError::NotFound { path: second },
         21 => GuestFsError::NotADirectory { path: second },

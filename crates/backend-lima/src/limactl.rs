@@ -112,10 +112,18 @@ impl Limactl {
     }
 
     /// Runs `limactl ARGS` with stdin `input` (or null) and captured output.
-    pub(crate) fn output(&mut self, args: &[OsString], input: Option<&[u8]>) -> Result<Output, LimaError> {
+    pub(crate) fn output(
+        &mut self,
+        args: &[OsString],
+        input: Option<&[u8]>,
+    ) -> Result<Output, LimaError> {
         let mut command = self.command(args.iter().cloned());
         command
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         self.spawned();
@@ -162,7 +170,7 @@ impl Limactl {
         }
         Err(LimaError::Limactl {
             command: format!("limactl list --format json {instance}"),
-            status: status_text(&out.status),
+            status: status_text(out.status),
             stderr: stderr.trim().to_owned(),
         })
     }
@@ -186,7 +194,12 @@ impl Limactl {
     }
 
     /// `limactl copy HOST INSTANCE:GUEST`.
-    pub(crate) fn copy_to_guest(&mut self, host: &Path, instance: &str, guest: &str) -> Result<Output, LimaError> {
+    pub(crate) fn copy_to_guest(
+        &mut self,
+        host: &Path,
+        instance: &str,
+        guest: &str,
+    ) -> Result<Output, LimaError> {
         let args = vec![
             OsString::from("copy"),
             host.as_os_str().to_owned(),
@@ -214,19 +227,19 @@ pub fn shell_argv(
     program: &str,
     args: &[String],
 ) -> Vec<OsString> {
-    let mut argv: Vec<OsString> = vec![
+    let mut out: Vec<OsString> = vec![
         "shell".into(),
         "--workdir".into(),
         workdir.into(),
         instance.into(),
         "--".into(),
     ];
-    argv.extend(env.iter().map(|(k, v)| OsString::from(format!("{k}={v}"))));
-    argv.push("command".into());
-    argv.push("--".into());
-    argv.push(program.into());
-    argv.extend(args.iter().map(OsString::from));
-    argv
+    out.extend(env.iter().map(|(k, v)| OsString::from(format!("{k}={v}"))));
+    out.push("command".into());
+    out.push("--".into());
+    out.push(program.into());
+    out.extend(args.iter().map(OsString::from));
+    out
 }
 
 /// `true` for a POSIX shell variable name (what may precede `=` in an assignment).
@@ -237,7 +250,7 @@ pub fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-pub(crate) fn status_text(status: &std::process::ExitStatus) -> String {
+pub(crate) fn status_text(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
@@ -264,7 +277,10 @@ mod tests {
         assert_eq!(list[0].config.mounts[0].guest_point(), "~");
         assert_eq!(list[0].config.mounts[1].guest_point(), "/workspace");
         assert_eq!(list[1].config.mounts, vec![]);
-        assert!(matches!(parse_list("not json"), Err(LimaError::ListParse { .. })));
+        assert!(matches!(
+            parse_list("not json"),
+            Err(LimaError::ListParse { .. })
+        ));
     }
 
     #[test]
@@ -276,10 +292,24 @@ mod tests {
             "a=b",
             &["c=d".into()],
         );
-        let argv: Vec<String> = argv.into_iter().map(|a| a.into_string().expect("utf8")).collect();
+        let argv: Vec<String> = argv
+            .into_iter()
+            .map(|a| a.into_string().expect("utf8"))
+            .collect();
         assert_eq!(
             argv,
-            ["shell", "--workdir", "/workspace/p", "inst", "--", "A=x y", "command", "--", "a=b", "c=d"]
+            [
+                "shell",
+                "--workdir",
+                "/workspace/p",
+                "inst",
+                "--",
+                "A=x y",
+                "command",
+                "--",
+                "a=b",
+                "c=d"
+            ]
         );
     }
 

@@ -17,7 +17,9 @@ use devshell_vm_guest_fs::{
     GuestFsError, GuestFsOps, GuestMetadata, check_guest_path, logical_to_guest,
 };
 use devshell_vm_protocol::GuestFsOperation;
-use devshell_vm_sync::{SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError};
+use devshell_vm_sync::{
+    SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
+};
 use devshell_vm_vfs::Vfs;
 
 use crate::channel::{Channel, metadata_from};
@@ -57,6 +59,10 @@ pub enum ChannelState {
 /// A Lima (γ) session: tools run in the guest through `limactl shell`, with the VFS
 /// synced into the host workspace parent that the instance mounts (Mode S), or guest
 /// file operations straight on the guest tree (Mode P). See the crate docs.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one flag per configuration knob and per once-per-session step"
+)]
 pub struct GammaSession {
     instance: String,
     limactl: Limactl,
@@ -91,7 +97,11 @@ impl fmt::Debug for GammaSession {
             .field("running", &self.running)
             .field(
                 "projects",
-                &self.projects.iter().map(|p| p.vfs_root.as_str()).collect::<Vec<_>>(),
+                &self
+                    .projects
+                    .iter()
+                    .map(|p| p.vfs_root.as_str())
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -113,16 +123,17 @@ impl GammaSession {
             Some(path) => path.clone(),
             None => which::which_in("limactl", config.path.as_ref(), &cwd).map_err(|_| {
                 LimaError::LimactlNotFound {
-                    searched: config
-                        .path
-                        .as_ref()
-                        .map_or_else(|| "<unset>".to_owned(), |p| p.to_string_lossy().into_owned()),
+                    searched: config.path.as_ref().map_or_else(
+                        || "<unset>".to_owned(),
+                        |p| p.to_string_lossy().into_owned(),
+                    ),
                 }
             })?,
         };
-        let sidecar_bin = config.sidecar_bin.clone().or_else(|| {
-            which::which_in(SIDECAR_BIN_NAME, config.path.as_ref(), &cwd).ok()
-        });
+        let sidecar_bin = config
+            .sidecar_bin
+            .clone()
+            .or_else(|| which::which_in(SIDECAR_BIN_NAME, config.path.as_ref(), &cwd).ok());
         let mut session = Self {
             instance: config.lima_instance.clone(),
             limactl: Limactl::new(limactl, config.lima_home.clone()),
@@ -247,18 +258,20 @@ impl GammaSession {
         if self.running {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.workspace_parent).map_err(|source| LimaError::WorkspaceParent {
-            path: self.workspace_parent.clone(),
-            source,
+        std::fs::create_dir_all(&self.workspace_parent).map_err(|source| {
+            LimaError::WorkspaceParent {
+                path: self.workspace_parent.clone(),
+                source,
+            }
         })?;
-        let info = self
-            .limactl
-            .list(&self.instance)?
-            .ok_or_else(|| LimaError::InstanceMissing {
-                instance: self.instance.clone(),
-                workspace_parent: self.workspace_parent.display().to_string(),
-                mount: self.mount.clone(),
-            })?;
+        let info =
+            self.limactl
+                .list(&self.instance)?
+                .ok_or_else(|| LimaError::InstanceMissing {
+                    instance: self.instance.clone(),
+                    workspace_parent: self.workspace_parent.display().to_string(),
+                    mount: self.mount.clone(),
+                })?;
         self.check_mount(&info)?;
         match info.status.as_str() {
             "Running" => {}
@@ -333,7 +346,7 @@ impl GammaSession {
         };
         Err(LimaError::StartFailed {
             instance: self.instance.clone(),
-            status: status_text(&status),
+            status: status_text(status),
             log,
             log_tail,
         })
@@ -362,12 +375,12 @@ impl GammaSession {
         if self.syncs_vfs_with_host_workspace() {
             let (index, _) = self.project_for(vfs, vfs_cwd)?;
             let project = &mut self.projects[index];
-            let _report = devshell_vm_sync::push_incremental(vfs, &project.vfs_root, &mut project.state).map_err(
-                |source| LimaError::Sync {
-                    vfs_path: project.vfs_root.clone(),
-                    source,
-                },
-            )?;
+            let _report =
+                devshell_vm_sync::push_incremental(vfs, &project.vfs_root, &mut project.state)
+                    .map_err(|source| LimaError::Sync {
+                        vfs_path: project.vfs_root.clone(),
+                        source,
+                    })?;
         }
         Ok(())
     }
@@ -419,7 +432,7 @@ impl GammaSession {
             let line = format!(
                 "installing build-essential in {:?} failed ({}); install it by hand: `limactl shell {} sudo apt-get install -y build-essential`",
                 self.instance,
-                status_text(&status),
+                status_text(status),
                 self.instance
             );
             self.notice(&line);
@@ -439,14 +452,17 @@ impl GammaSession {
             self.channel_state = ChannelState::NotOpened;
         }
         if self.stop_on_exit && self.running {
-            let line = format!("stopping Lima instance {:?} (DEVSHELL_VM_STOP_ON_EXIT)", self.instance);
+            let line = format!(
+                "stopping Lima instance {:?} (DEVSHELL_VM_STOP_ON_EXIT)",
+                self.instance
+            );
             self.notice(&line);
             let out = self.limactl.stop(&self.instance)?;
             self.running = false;
             if !out.status.success() {
                 return Err(LimaError::Limactl {
                     command: format!("limactl stop {}", self.instance),
-                    status: status_text(&out.status),
+                    status: status_text(out.status),
                     stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
                 });
             }
@@ -463,6 +479,9 @@ impl GammaSession {
     /// # Errors
     /// Infrastructure failures only (see [`LimaError`]); [`LimaError::Timeout`] when the
     /// exec timeout killed the tool.
+    ///
+    /// # Panics
+    /// Never: an exited or signaled outcome always carries an exit status.
     pub fn run_rust_tool(
         &mut self,
         vfs: &mut Vfs,
@@ -540,9 +559,13 @@ impl GammaSession {
             let guest_dir = join_guest(&guest_leaf, &relative_cwd);
             let mut request = request.clone();
             if !request.env.iter().any(|(name, _)| name == CARGO_TARGET_DIR) {
-                request
-                    .env
-                    .insert(0, (CARGO_TARGET_DIR.to_owned(), join_guest(&guest_leaf, "target")));
+                request.env.insert(
+                    0,
+                    (
+                        CARGO_TARGET_DIR.to_owned(),
+                        join_guest(&guest_leaf, "target"),
+                    ),
+                );
             }
             self.exec_in_guest(&guest_dir, &request, on_output, cancel)
         });
@@ -553,9 +576,13 @@ impl GammaSession {
                 source,
             },
             SyncedRunError::Run { error, .. } => error,
-            SyncedRunError::Pull { exec, error: source, .. } => LimaError::PullAfterRun {
+            SyncedRunError::Pull {
+                exec,
+                error: source,
+                ..
+            } => LimaError::PullAfterRun {
                 program: request.program.clone(),
-                termination: describe(&exec.termination),
+                termination: describe(exec.termination),
                 vfs_path: vfs_root.clone(),
                 source,
             },
@@ -575,14 +602,16 @@ impl GammaSession {
 
     /// The guest path of a host path under the workspace parent.
     fn guest_path_of_host(&self, host: &Path) -> Result<String, LimaError> {
-        let rel = host.strip_prefix(&self.workspace_parent).map_err(|_| LimaError::Io {
-            context: format!(
-                "{} is not under the workspace parent {}",
-                host.display(),
-                self.workspace_parent.display()
-            ),
-            source: std::io::Error::other("path outside the workspace parent"),
-        })?;
+        let rel = host
+            .strip_prefix(&self.workspace_parent)
+            .map_err(|_| LimaError::Io {
+                context: format!(
+                    "{} is not under the workspace parent {}",
+                    host.display(),
+                    self.workspace_parent.display()
+                ),
+                source: std::io::Error::other("path outside the workspace parent"),
+            })?;
         let rel = rel.to_str().ok_or_else(|| LimaError::Io {
             context: format!("{} is not valid UTF-8", host.display()),
             source: std::io::Error::other("non-UTF-8 path"),
@@ -603,9 +632,11 @@ impl GammaSession {
         if let Some(index) = self.projects.iter().position(|p| p.vfs_root == root) {
             return Ok((index, relative));
         }
-        std::fs::create_dir_all(&self.workspace_parent).map_err(|source| LimaError::WorkspaceParent {
-            path: self.workspace_parent.clone(),
-            source,
+        std::fs::create_dir_all(&self.workspace_parent).map_err(|source| {
+            LimaError::WorkspaceParent {
+                path: self.workspace_parent.clone(),
+                source,
+            }
         })?;
         let mut state = SyncState::new(&self.workspace_parent);
         let leaf = state.leaf_dir(&root).map_err(|source| LimaError::Cwd {
@@ -624,7 +655,10 @@ impl GammaSession {
         if let Some(observer) = &self.observer {
             state.set_observer(forwarding(observer));
         }
-        self.projects.push(Project { vfs_root: root, state });
+        self.projects.push(Project {
+            vfs_root: root,
+            state,
+        });
         Ok((self.projects.len() - 1, relative))
     }
 
@@ -658,14 +692,20 @@ impl GammaSession {
                 reason: format!("program {:?} is empty or contains NUL", request.program),
             });
         }
-        let argv = shell_argv(guest_dir, &self.instance, &request.env, &request.program, &request.args);
-        let mut args = Vec::with_capacity(argv.len());
+        let argv = shell_argv(
+            guest_dir,
+            &self.instance,
+            &request.env,
+            &request.program,
+            &request.args,
+        );
+        let mut outer_args = Vec::with_capacity(argv.len());
         for a in argv {
-            args.push(a.into_string().map_err(|a| LimaError::InvalidRequest {
-                reason: format!("argument {a:?} is not UTF-8"),
+            outer_args.push(a.into_string().map_err(|a| LimaError::InvalidRequest {
+                reason: format!("argument {} is not UTF-8", a.display()),
             })?);
         }
-        let mut outer = ToolRequest::new(self.limactl.path.to_string_lossy(), args)
+        let mut outer = ToolRequest::new(self.limactl.path.to_string_lossy(), outer_args)
             .stdin(request.stdin)
             .stdout(request.stdout)
             .stderr(request.stderr)
@@ -682,24 +722,20 @@ impl GammaSession {
                 source: std::io::Error::other(e.to_string()),
             })?;
         match outcome.termination {
-            Termination::Exited(1) => {
-                if !self.guest_dir_exists(guest_dir)? {
-                    return Err(LimaError::WorkdirMissing {
-                        workdir: guest_dir.to_owned(),
-                        instance: self.instance.clone(),
-                    });
-                }
+            Termination::Exited(1) if !self.guest_dir_exists(guest_dir)? => {
+                return Err(LimaError::WorkdirMissing {
+                    workdir: guest_dir.to_owned(),
+                    instance: self.instance.clone(),
+                });
             }
             Termination::Exited(255) => {
                 self.check_ssh(&format!("running `{}`", request.program))?;
             }
-            Termination::Exited(127) => {
-                if !self.program_exists(guest_dir, &request.program)? {
-                    return Err(LimaError::ProgramMissing {
-                        program: request.program.clone(),
-                        instance: self.instance.clone(),
-                    });
-                }
+            Termination::Exited(127) if !self.program_exists(guest_dir, &request.program)? => {
+                return Err(LimaError::ProgramMissing {
+                    program: request.program.clone(),
+                    instance: self.instance.clone(),
+                });
             }
             _ => {}
         }
@@ -715,9 +751,9 @@ impl GammaSession {
         args: &[String],
     ) -> Result<std::process::Output, LimaError> {
         if let Some(channel) = self.channel_mut() {
-            let mut argv = vec![program.to_owned()];
-            argv.extend(args.iter().cloned());
-            match channel.exec(guest_dir, argv, BTreeMap::new(), None) {
+            let mut command_line = vec![program.to_owned()];
+            command_line.extend(args.iter().cloned());
+            match channel.exec(guest_dir, command_line, BTreeMap::new(), None) {
                 Ok(out) => {
                     use std::os::unix::process::ExitStatusExt;
                     let raw = match out.signal {
@@ -733,8 +769,8 @@ impl GammaSession {
                 Err(message) => self.channel_broke(&message),
             }
         }
-        let argv = shell_argv(guest_dir, &self.instance, &[], program, args);
-        let out = self.limactl.output(&argv, None)?;
+        let shell = shell_argv(guest_dir, &self.instance, &[], program, args);
+        let out = self.limactl.output(&shell, None)?;
         if out.status.code() == Some(255) {
             self.check_ssh("probing the guest")?;
         }
@@ -749,11 +785,20 @@ impl GammaSession {
     fn program_exists(&mut self, dir: &str, program: &str) -> Result<bool, LimaError> {
         // Through a login shell, like the tool run itself (PATH set by the guest profile).
         let argv = shell_argv(
-            if self.guest_dir_exists(dir)? { dir } else { "/" },
+            if self.guest_dir_exists(dir)? {
+                dir
+            } else {
+                "/"
+            },
             &self.instance,
             &[],
             "sh",
-            &["-c".to_owned(), "command -v \"$1\" >/dev/null".to_owned(), "sh".to_owned(), program.to_owned()],
+            &[
+                "-c".to_owned(),
+                "command -v \"$1\" >/dev/null".to_owned(),
+                "sh".to_owned(),
+                program.to_owned(),
+            ],
         );
         let out = self.limactl.output(&argv, None)?;
         if out.status.code() == Some(255) {
@@ -849,7 +894,7 @@ impl GammaSession {
             if !out.status.success() {
                 return Err(format!(
                     "`limactl copy` of the sidecar failed ({}): {}",
-                    status_text(&out.status),
+                    status_text(out.status),
                     String::from_utf8_lossy(&out.stderr).trim()
                 ));
             }
@@ -872,7 +917,9 @@ impl GammaSession {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         self.limactl.spawned();
-        let child = command.spawn().map_err(|e| format!("spawning limactl shell: {e}"))?;
+        let child = command
+            .spawn()
+            .map_err(|e| format!("spawning limactl shell: {e}"))?;
         Channel::open(child, &self.mount)
     }
 
@@ -928,10 +975,10 @@ impl GammaSession {
         if let Some(to) = to {
             args.push(to.to_owned());
         }
-        let argv: Vec<OsString> = shell_argv("/", &self.instance, &[], "/bin/sh", &args);
+        let shell: Vec<OsString> = shell_argv("/", &self.instance, &[], "/bin/sh", &args);
         let out = self
             .limactl
-            .output(&argv, Some(input.unwrap_or_default()))
+            .output(&shell, Some(input.unwrap_or_default()))
             .map_err(|e| GuestFsError::Transport {
                 message: e.to_string(),
             })?;
@@ -946,7 +993,7 @@ impl GammaSession {
             }),
             Some(code) => Err(guest_ops::error_for(code, path, to, &out.stderr)),
             None => Err(GuestFsError::Transport {
-                message: format!("limactl shell ended by {}", status_text(&out.status)),
+                message: format!("limactl shell ended by {}", status_text(out.status)),
             }),
         }
     }
@@ -964,7 +1011,9 @@ impl GuestFsOps for GammaSession {
             names.sort();
             return Ok(names);
         }
-        Ok(guest_ops::parse_names(&self.fs_shell("list_dir", &path, None, None)?))
+        Ok(guest_ops::parse_names(
+            &self.fs_shell("list_dir", &path, None, None)?,
+        ))
     }
 
     fn read_file(&mut self, path: &str) -> Result<Vec<u8>, GuestFsError> {
@@ -982,10 +1031,12 @@ impl GuestFsOps for GammaSession {
 
     fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), GuestFsError> {
         let path = self.fs_ready(path)?;
-        if let Some(result) = self.fs_channel(GuestFsOperation::WriteFile, &path, Some(data), None) {
+        if let Some(result) = self.fs_channel(GuestFsOperation::WriteFile, &path, Some(data), None)
+        {
             return result.map(|_| ());
         }
-        self.fs_shell("write_file", &path, None, Some(data)).map(|_| ())
+        self.fs_shell("write_file", &path, None, Some(data))
+            .map(|_| ())
     }
 
     fn mkdir(&mut self, path: &str) -> Result<(), GuestFsError> {
@@ -999,7 +1050,10 @@ impl GuestFsOps for GammaSession {
     fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
         let path = self.fs_ready(path)?;
         if path == self.mount {
-            return Err(GuestFsError::invalid_path(path, "the guest mount itself cannot be removed"));
+            return Err(GuestFsError::invalid_path(
+                path,
+                "the guest mount itself cannot be removed",
+            ));
         }
         if let Some(result) = self.fs_channel(GuestFsOperation::Remove, &path, None, None) {
             return result.map(|_| ());
@@ -1019,7 +1073,10 @@ impl GuestFsOps for GammaSession {
         let from = self.fs_ready(from)?;
         let to = check_guest_path(&self.mount, to)?;
         if from == self.mount {
-            return Err(GuestFsError::invalid_path(from, "the guest mount itself cannot be moved"));
+            return Err(GuestFsError::invalid_path(
+                from,
+                "the guest mount itself cannot be moved",
+            ));
         }
         if to == self.mount {
             return Err(GuestFsError::IsADirectory { path: to });
@@ -1050,7 +1107,9 @@ impl GammaSession {
         let parent = canonical(&self.workspace_parent);
         let cwd = canonical(host_cwd);
         match cwd.strip_prefix(&parent) {
-            Ok(rel) if !rel.as_os_str().is_empty() => join_guest(&self.mount, &rel.to_string_lossy()),
+            Ok(rel) if !rel.as_os_str().is_empty() => {
+                join_guest(&self.mount, &rel.to_string_lossy())
+            }
             _ => self.mount.clone(),
         }
     }
@@ -1071,7 +1130,12 @@ impl GammaSession {
     #[must_use]
     pub fn interactive_shell_command(&self) -> Command {
         let (workdir, _) = self.lima_interactive_shell_workdir_and_inner();
-        self.limactl.command(["shell".to_owned(), "--workdir".to_owned(), workdir, self.instance.clone()])
+        self.limactl.command([
+            "shell".to_owned(),
+            "--workdir".to_owned(),
+            workdir,
+            self.instance.clone(),
+        ])
     }
 }
 
@@ -1111,11 +1175,17 @@ fn relative_to(root: &str, cwd: &str) -> String {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
-fn describe(termination: &Termination) -> String {
+fn describe(termination: Termination) -> String {
     match termination {
         Termination::Exited(code) => format!("exit code {code}"),
         Termination::Signaled(signal) => format!("killed by signal {signal}"),

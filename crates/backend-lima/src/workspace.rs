@@ -21,13 +21,12 @@ pub fn workspace_parent_for_instance(config: &VmConfig) -> PathBuf {
     if let Some(parent) = &config.workspace_parent {
         return parent.clone();
     }
-    if config.workspace_use_cargo_root {
-        if let Some(root) = std::env::current_dir()
+    if config.workspace_use_cargo_root
+        && let Some(root) = std::env::current_dir()
             .ok()
             .and_then(|cwd| cargo_workspace_root(&cwd, config.path.as_deref()))
-        {
-            return root;
-        }
+    {
+        return root;
     }
     config.default_vm_workspace_cache_dir()
 }
@@ -35,7 +34,9 @@ pub fn workspace_parent_for_instance(config: &VmConfig) -> PathBuf {
 /// `cargo metadata`'s `workspace_root` for `dir`, memoised per process.
 fn cargo_workspace_root(dir: &Path, path_var: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     static CACHE: Mutex<Option<HashMap<PathBuf, Option<PathBuf>>>> = Mutex::new(None);
-    let mut guard = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cache = guard.get_or_insert_with(HashMap::new);
     if let Some(hit) = cache.get(dir) {
         return hit.clone();
@@ -49,7 +50,13 @@ fn run_cargo_metadata(dir: &Path, path_var: Option<&std::ffi::OsStr>) -> Option<
     let cargo = devshell_vm_exec::resolve_program("cargo", path_var, dir).ok()?;
     let mut command = Command::new(cargo);
     command
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(dir)
         .stdin(Stdio::null())
         .stderr(Stdio::null());
@@ -77,7 +84,10 @@ mod tests {
             workspace_parent: Some(PathBuf::from("/srv/ws")),
             ..VmConfig::disabled()
         };
-        assert_eq!(workspace_parent_for_instance(&config), PathBuf::from("/srv/ws"));
+        assert_eq!(
+            workspace_parent_for_instance(&config),
+            PathBuf::from("/srv/ws")
+        );
         let config = VmConfig {
             workspace_use_cargo_root: false,
             export_base: Some(PathBuf::from("/cache")),
@@ -95,8 +105,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ws = dir.path().join("ws");
         std::fs::create_dir_all(ws.join("m/src")).expect("mkdir");
-        std::fs::write(ws.join("Cargo.toml"), "[workspace]\nmembers = [\"m\"]\nresolver = \"2\"\n")
-            .expect("write");
+        std::fs::write(
+            ws.join("Cargo.toml"),
+            "[workspace]\nmembers = [\"m\"]\nresolver = \"2\"\n",
+        )
+        .expect("write");
         std::fs::write(
             ws.join("m/Cargo.toml"),
             "[package]\nname = \"m\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
@@ -110,8 +123,12 @@ mod tests {
                 .expect("cargo has a parent dir")
                 .display()
         ));
-        let root = run_cargo_metadata(&ws.join("m/src"), Some(&path)).expect("cargo metadata works");
-        assert_eq!(root.canonicalize().expect("canon"), ws.canonicalize().expect("canon"));
+        let root =
+            run_cargo_metadata(&ws.join("m/src"), Some(&path)).expect("cargo metadata works");
+        assert_eq!(
+            root.canonicalize().expect("canon"),
+            ws.canonicalize().expect("canon")
+        );
         assert_eq!(run_cargo_metadata(dir.path(), Some(&path)), None);
     }
 }

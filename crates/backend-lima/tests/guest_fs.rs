@@ -1,4 +1,4 @@
-//! GammaSession's GuestFsOps against the limactl stand-in: the guest-fs conformance
+//! `GammaSession`'s `GuestFsOps` against the limactl stand-in: the guest-fs conformance
 //! suites over the long-lived sidecar channel and over one `limactl shell` per operation,
 //! and the number of `limactl` spawns each way.
 
@@ -39,7 +39,11 @@ impl GuestFsOps for Held {
     fn read_file(&mut self, path: &str) -> Result<Vec<u8>, devshell_vm_guest_fs::GuestFsError> {
         self.session.read_file(path)
     }
-    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), devshell_vm_guest_fs::GuestFsError> {
+    fn write_file(
+        &mut self,
+        path: &str,
+        data: &[u8],
+    ) -> Result<(), devshell_vm_guest_fs::GuestFsError> {
         self.session.write_file(path, data)
     }
     fn mkdir(&mut self, path: &str) -> Result<(), devshell_vm_guest_fs::GuestFsError> {
@@ -48,7 +52,10 @@ impl GuestFsOps for Held {
     fn remove(&mut self, path: &str) -> Result<(), devshell_vm_guest_fs::GuestFsError> {
         self.session.remove(path)
     }
-    fn stat(&mut self, path: &str) -> Result<devshell_vm_guest_fs::GuestMetadata, devshell_vm_guest_fs::GuestFsError> {
+    fn stat(
+        &mut self,
+        path: &str,
+    ) -> Result<devshell_vm_guest_fs::GuestMetadata, devshell_vm_guest_fs::GuestFsError> {
         self.session.stat(path)
     }
     fn exists(&mut self, path: &str) -> Result<bool, devshell_vm_guest_fs::GuestFsError> {
@@ -91,7 +98,10 @@ fn one_limactl_shell_carries_every_operation_when_the_sidecar_is_reachable() {
     let (mut session, fixture) = session(true);
     for i in 0..20 {
         session
-            .write_file(&format!("{MOUNT}/d/f{i}"), format!("content {i}").as_bytes())
+            .write_file(
+                &format!("{MOUNT}/d/f{i}"),
+                format!("content {i}").as_bytes(),
+            )
             .expect("write");
     }
     for i in 0..20 {
@@ -100,8 +110,14 @@ fn one_limactl_shell_carries_every_operation_when_the_sidecar_is_reachable() {
             format!("content {i}").as_bytes()
         );
     }
-    assert_eq!(session.list_dir(&format!("{MOUNT}/d")).expect("list").len(), 20);
-    assert_eq!(session.stat(&format!("{MOUNT}/d")).expect("stat").kind, GuestKind::Dir);
+    assert_eq!(
+        session.list_dir(&format!("{MOUNT}/d")).expect("list").len(),
+        20
+    );
+    assert_eq!(
+        session.stat(&format!("{MOUNT}/d")).expect("stat").kind,
+        GuestKind::Dir
+    );
     assert_eq!(session.channel_state(), &ChannelState::Open);
     // The files are really in the host workspace parent (the guest mount's location).
     assert_eq!(
@@ -117,8 +133,13 @@ fn one_limactl_shell_carries_every_operation_when_the_sidecar_is_reachable() {
 #[test]
 fn without_the_sidecar_each_operation_is_one_limactl_shell() {
     let (mut session, fixture) = session(false);
-    session.write_file(&format!("{MOUNT}/a"), b"x").expect("write");
-    assert_eq!(session.read_file(&format!("{MOUNT}/a")).expect("read"), b"x");
+    session
+        .write_file(&format!("{MOUNT}/a"), b"x")
+        .expect("write");
+    assert_eq!(
+        session.read_file(&format!("{MOUNT}/a")).expect("read"),
+        b"x"
+    );
     assert!(session.exists(&format!("{MOUNT}/a")).expect("exists"));
     assert_eq!(fixture.subcommands(), ["list", "shell", "shell", "shell"]);
 }

@@ -1,4 +1,4 @@
-//! GammaSession against the limactl stand-in: lifecycle, exec quoting, error mapping,
+//! `GammaSession` against the limactl stand-in: lifecycle, exec quoting, error mapping,
 //! Mode S with a real `cargo build` at the guest path.
 
 mod common;
@@ -35,9 +35,34 @@ fn hostile_arguments_reach_the_tool_unchanged() {
     std::fs::create_dir(fixture.parent.path().join("p")).expect("mkdir");
     let (mut session, _) = open(&fixture, true);
     let hostile = [
-        "plain", "with space", "it's", "double\"quote", "$HOME", "${PATH}", "`id`", "$(id)",
-        "x=y", "A=B", "new\nline", "", " ", "*", "?", "[a]", "~", "--", "-n", ";", "&&", "|",
-        ">out", "back\\slash", "tab\there", "ünï", "'", "\"",
+        "plain",
+        "with space",
+        "it's",
+        "double\"quote",
+        "$HOME",
+        "${PATH}",
+        "`id`",
+        "$(id)",
+        "x=y",
+        "A=B",
+        "new\nline",
+        "",
+        " ",
+        "*",
+        "?",
+        "[a]",
+        "~",
+        "--",
+        "-n",
+        ";",
+        "&&",
+        "|",
+        ">out",
+        "back\\slash",
+        "tab\there",
+        "ünï",
+        "'",
+        "\"",
     ];
     let mut vfs = vfs_with_dir("/p");
     let mut args = vec!["%s\\0"];
@@ -45,22 +70,43 @@ fn hostile_arguments_reach_the_tool_unchanged() {
     let outcome = session
         .run_tool(&mut vfs, "/p", &captured("printf", &args))
         .expect("run");
-    assert_eq!(outcome.exec.termination, Termination::Exited(0), "{outcome:?}");
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Exited(0),
+        "{outcome:?}"
+    );
     let got: Vec<&[u8]> = outcome.exec.stdout.split(|b| *b == 0).collect();
-    let want: Vec<&[u8]> = hostile.iter().map(|s| s.as_bytes()).chain([&b""[..]]).collect();
+    let want: Vec<&[u8]> = hostile
+        .iter()
+        .map(|s| s.as_bytes())
+        .chain([&b""[..]])
+        .collect();
     assert_eq!(got, want);
     // The tool ran at the guest path, never the host path.
-    let outcome = session.run_tool(&mut vfs, "/p", &captured("pwd", &[])).expect("run");
-    assert_eq!(String::from_utf8_lossy(&outcome.exec.stdout), "/workspace/p\n");
+    let outcome = session
+        .run_tool(&mut vfs, "/p", &captured("pwd", &[]))
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&outcome.exec.stdout),
+        "/workspace/p\n"
+    );
     // A program whose name looks like an assignment is still run as a program, and
     // hostile environment values arrive unchanged.
     let script = fixture.parent.path().join("p/a=b.sh");
     std::fs::write(&script, "#!/bin/sh\nprintf '%s|%s' \"$1\" \"$HOSTILE\"\n").expect("write");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     let request = captured("./a=b.sh", &["c=d"]).env("HOSTILE", "v 'q' $x\n=;");
     let outcome = session.run_tool(&mut vfs, "/p", &request).expect("run");
-    assert_eq!(outcome.exec.termination, Termination::Exited(0), "{outcome:?}");
-    assert_eq!(String::from_utf8_lossy(&outcome.exec.stdout), "c=d|v 'q' $x\n=;");
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Exited(0),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&outcome.exec.stdout),
+        "c=d|v 'q' $x\n=;"
+    );
     // An environment name that is not an identifier is refused before anything runs.
     let before = fixture.invocations().len();
     let bad = captured("true", &[]).env("A B", "x");
@@ -79,7 +125,11 @@ fn tool_statuses_are_kept_and_infrastructure_failures_are_errors() {
     let mut vfs = vfs_with_dir("/p");
     for code in ["1", "2", "127", "255"] {
         let outcome = session
-            .run_tool(&mut vfs, "/p", &captured("sh", &["-c", &format!("exit {code}")]))
+            .run_tool(
+                &mut vfs,
+                "/p",
+                &captured("sh", &["-c", &format!("exit {code}")]),
+            )
             .expect("a tool's own status is not an error");
         assert_eq!(
             outcome.exec.termination,
@@ -122,18 +172,32 @@ fn stopped_instance_is_started_on_demand_and_stopped_on_exit() {
     let mut session = GammaSession::new(&config).expect("session");
     let notices = Notices::default();
     session.set_notice_writer(Box::new(notices.clone()));
-    assert_eq!(fixture.invocations().len(), 0, "nothing runs before first use");
+    assert_eq!(
+        fixture.invocations().len(),
+        0,
+        "nothing runs before first use"
+    );
     let mut vfs = vfs_with_dir("/p");
-    let outcome = session.run_tool(&mut vfs, "/p", &captured("true", &[])).expect("run");
+    let outcome = session
+        .run_tool(&mut vfs, "/p", &captured("true", &[]))
+        .expect("run");
     assert!(outcome.exec.success());
     assert_eq!(fixture.instance()["status"], "Running");
     let invocations = fixture.invocations();
     assert_eq!(invocations[0][..2], ["list", "--format"]);
     assert_eq!(invocations[1], ["start", "--tty=false", INSTANCE]);
-    assert!(notices.text().contains("starting Lima instance"), "{}", notices.text());
+    assert!(
+        notices.text().contains("starting Lima instance"),
+        "{}",
+        notices.text()
+    );
     session.shutdown().expect("shutdown");
     assert_eq!(fixture.instance()["status"], "Stopped");
-    assert!(notices.text().contains("stopping Lima instance"), "{}", notices.text());
+    assert!(
+        notices.text().contains("stopping Lima instance"),
+        "{}",
+        notices.text()
+    );
 }
 
 #[test]
@@ -155,7 +219,10 @@ fn missing_instance_missing_mount_and_failed_start_are_specific_errors() {
     match session.ensure_running() {
         Err(err @ LimaError::InstanceMissing { .. }) => {
             let text = err.to_string();
-            assert!(text.contains("no-such-instance") && text.contains(MOUNT), "{text}");
+            assert!(
+                text.contains("no-such-instance") && text.contains(MOUNT),
+                "{text}"
+            );
         }
         other => panic!("expected InstanceMissing, got {other:?}"),
     }
@@ -169,11 +236,18 @@ fn missing_instance_missing_mount_and_failed_start_are_specific_errors() {
     match session.ensure_running() {
         Err(err @ LimaError::MountMissing { .. }) => {
             let text = err.to_string();
-            assert!(text.contains(&fixture.parent_path()) && text.contains("/tmp → /tmp/lima"), "{text}");
+            assert!(
+                text.contains(&fixture.parent_path()) && text.contains("/tmp → /tmp/lima"),
+                "{text}"
+            );
         }
         other => panic!("expected MountMissing, got {other:?}"),
     }
-    assert_eq!(fixture.subcommands(), ["list"], "no start or shell after a mount mismatch");
+    assert_eq!(
+        fixture.subcommands(),
+        ["list"],
+        "no start or shell after a mount mismatch"
+    );
 
     let fixture = Fixture::new("Stopped");
     let mut state = fixture.instance();
@@ -198,7 +272,8 @@ fn mode_s_builds_a_real_crate_at_the_guest_path() {
     vfs.mkdir("/hello/src").expect("mkdir");
     vfs.write_file(
         "/hello/Cargo.toml",
-        b"[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n".to_vec(),
+        b"[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n"
+            .to_vec(),
     )
     .expect("write");
     vfs.write_file(
@@ -207,22 +282,32 @@ fn mode_s_builds_a_real_crate_at_the_guest_path() {
     )
     .expect("write");
     let build = captured("cargo", &["build", "--quiet", "--offline"]);
-    let outcome = session.run_tool(&mut vfs, "/hello/src", &build).expect("build");
+    let outcome = session
+        .run_tool(&mut vfs, "/hello/src", &build)
+        .expect("build");
     assert!(
         outcome.exec.success(),
         "cargo build failed: {}",
         String::from_utf8_lossy(&outcome.exec.stderr)
     );
     // The binary came back into the VFS, and was built at the guest path.
-    let binary = vfs.read_file("/hello/target/debug/hello").expect("binary in the VFS");
+    let binary = vfs
+        .read_file("/hello/target/debug/hello")
+        .expect("binary in the VFS");
     assert!(binary.starts_with(b"\x7fELF"));
     let run = session
         .run_tool(&mut vfs, "/hello", &captured("./target/debug/hello", &[]))
         .expect("run");
-    assert_eq!(String::from_utf8_lossy(&run.exec.stdout), "built in /workspace/hello\n");
+    assert_eq!(
+        String::from_utf8_lossy(&run.exec.stdout),
+        "built in /workspace/hello\n"
+    );
     // A failing build still pulls what the tool wrote, and is a status, not an error.
-    vfs.write_file("/hello/src/main.rs", b"fn main() { nope }\n".to_vec()).expect("write");
-    let outcome = session.run_tool(&mut vfs, "/hello", &build).expect("failed build is Ok");
+    vfs.write_file("/hello/src/main.rs", b"fn main() { nope }\n".to_vec())
+        .expect("write");
+    let outcome = session
+        .run_tool(&mut vfs, "/hello", &build)
+        .expect("failed build is Ok");
     assert!(!outcome.exec.success());
     // One list, then one `limactl shell` per run: no probes on the happy path.
     assert_eq!(fixture.subcommands(), ["list", "shell", "shell", "shell"]);

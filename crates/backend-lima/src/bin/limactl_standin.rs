@@ -26,6 +26,10 @@
 //! not see each other's mounts). A simulated ssh failure exits 255 like `ssh` does.
 
 #![allow(
+    clippy::struct_field_names,
+    reason = "field names follow Lima's JSON (`mountPoint`)"
+)]
+#![allow(
     clippy::disallowed_methods,
     reason = "a limactl stand-in reads LIMA_HOME, HOME and PATH from its environment like limactl does"
 )]
@@ -43,7 +47,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Mount {
     location: String,
-    #[serde(rename = "mountPoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "mountPoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     mount_point: Option<String>,
     #[serde(default)]
     writable: bool,
@@ -147,7 +155,11 @@ fn run(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
     let Some((command, rest)) = rest.split_first() else {
         return Err(fail("limactl-standin: a subcommand is required"));
     };
-    let rest: Vec<String> = rest.iter().filter(|a| !is_global_flag(a)).cloned().collect();
+    let rest: Vec<String> = rest
+        .iter()
+        .filter(|a| !is_global_flag(a))
+        .cloned()
+        .collect();
     match command.as_str() {
         "list" | "ls" => list(home, &rest),
         "start" => start(home, &rest),
@@ -224,7 +236,9 @@ fn list(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
     let mut unmatched = false;
     let names = if wanted.is_empty() {
         if all.is_empty() {
-            eprintln!("time=\"standin\" level=warning msg=\"No instance found. Run `limactl create` to create an instance.\"");
+            eprintln!(
+                "time=\"standin\" level=warning msg=\"No instance found. Run `limactl create` to create an instance.\""
+            );
         }
         all
     } else {
@@ -289,7 +303,9 @@ fn single_instance(args: &[String], what: &str) -> Result<String, Failure> {
     let names: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     match names.as_slice() {
         [one] => Ok((*one).clone()),
-        _ => Err(fail(format!("limactl {what}: expected one instance name, got {args:?}"))),
+        _ => Err(fail(format!(
+            "limactl {what}: expected one instance name, got {args:?}"
+        ))),
     }
 }
 
@@ -303,12 +319,18 @@ fn start(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
         ))
     })?;
     if inst.status == "Running" {
-        eprintln!("time=\"standin\" level=info msg=\"The instance {name:?} is already running. Run `limactl shell {name}` to open the shell.\"");
+        eprintln!(
+            "time=\"standin\" level=info msg=\"The instance {name:?} is already running. Run `limactl shell {name}` to open the shell.\""
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(message) = &inst.start_failure {
         let log = instance_dir(home, &name).join("ha.stderr.log");
-        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+        {
             let _ = writeln!(file, "{{\"level\":\"info\",\"msg\":\"Starting QEMU\"}}");
             let _ = writeln!(file, "{{\"level\":\"fatal\",\"msg\":{message:?}}}");
         }
@@ -317,9 +339,11 @@ fn start(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
             log.display()
         )));
     }
-    inst.status = "Running".to_owned();
+    "Running".clone_into(&mut inst.status);
     save(home, &name, &inst)?;
-    eprintln!("time=\"standin\" level=info msg=\"READY. Run `limactl shell {name}` to open the shell.\"");
+    eprintln!(
+        "time=\"standin\" level=info msg=\"READY. Run `limactl shell {name}` to open the shell.\""
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -327,9 +351,12 @@ fn stop(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
     let name = single_instance(args, "stop")?;
     let mut inst = require(home, &name)?;
     if inst.status != "Running" {
-        return Err(fail(format!("expected status \"Running\", got {:?}", inst.status)));
+        return Err(fail(format!(
+            "expected status \"Running\", got {:?}",
+            inst.status
+        )));
     }
-    inst.status = "Stopped".to_owned();
+    "Stopped".clone_into(&mut inst.status);
     save(home, &name, &inst)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -398,7 +425,9 @@ fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
         positional.remove(1);
     }
     let Some((name, command)) = positional.split_first() else {
-        return Err(fail("\"limactl shell\" requires at least 1 arg(s), only received 0"));
+        return Err(fail(
+            "\"limactl shell\" requires at least 1 arg(s), only received 0",
+        ));
     };
     let inst = require(home, name)?;
     if inst.status != "Running" {
@@ -413,7 +442,8 @@ fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
     let change_dir = match &workdir {
         Some(dir) if !dir.is_empty() => format!("cd {} || exit 1", quote(dir)),
         _ => {
-            let cwd = std::env::current_dir().map_or_else(|_| "/".to_owned(), |p| p.to_string_lossy().into_owned());
+            let cwd = std::env::current_dir()
+                .map_or_else(|_| "/".to_owned(), |p| p.to_string_lossy().into_owned());
             format!("cd {} || cd {}", quote(&cwd), quote(&inst.home))
         }
     };
@@ -518,7 +548,10 @@ fn guest_entry(args: &[String]) -> ExitCode {
         .envs(&inst.env)
         .current_dir(&inst.home)
         .exec();
-    eprintln!("limactl-standin: cannot run the guest shell {}: {err}", inst.shell);
+    eprintln!(
+        "limactl-standin: cannot run the guest shell {}: {err}",
+        inst.shell
+    );
     ExitCode::from(127)
 }
 
@@ -553,7 +586,8 @@ fn copy(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
                 if inst.ssh_failure {
                     return Err(Failure {
                         code: 255,
-                        message: "ssh: connect to host 127.0.0.1 port 60022: Connection refused".to_owned(),
+                        message: "ssh: connect to host 127.0.0.1 port 60022: Connection refused"
+                            .to_owned(),
                     });
                 }
                 Ok(guest_to_host(&inst, path))
@@ -571,7 +605,11 @@ fn copy(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
             target.clone()
         };
         copy_path(&source, &dest, recursive).map_err(|e| {
-            fail(format!("copy {} -> {}: {e}", source.display(), dest.display()))
+            fail(format!(
+                "copy {} -> {}: {e}",
+                source.display(),
+                dest.display()
+            ))
         })?;
     }
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@
 )]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use devshell_vm_config::VmConfig;
@@ -21,7 +22,9 @@ pub const MOUNT: &str = "/workspace";
 /// The stand-in binary, built on first use.
 pub fn standin() -> PathBuf {
     assert!(
-        ["/usr/bin/unshare", "/bin/unshare"].iter().any(|p| Path::new(p).is_file()),
+        ["/usr/bin/unshare", "/bin/unshare"]
+            .iter()
+            .any(|p| Path::new(p).is_file()),
         "these tests need `unshare` (util-linux) to run guest commands in a private mount namespace; install util-linux (.ci/run does)"
     );
     devshell_vm_test_support::cargo_bin("devshell-vm-backend-lima", "limactl-standin")
@@ -51,13 +54,18 @@ impl Fixture {
             standin: standin(),
         };
         fixture.write_profile();
-        let mounts = json!([{ "location": fixture.parent_path(), "mountPoint": MOUNT, "writable": true }]);
+        let mounts =
+            json!([{ "location": fixture.parent_path(), "mountPoint": MOUNT, "writable": true }]);
         fixture.set_instance(json!({ "status": status, "mounts": mounts }));
         fixture
     }
 
     pub fn parent_path(&self) -> String {
-        self.parent.path().to_str().expect("utf8 temp path").to_owned()
+        self.parent
+            .path()
+            .to_str()
+            .expect("utf8 temp path")
+            .to_owned()
     }
 
     /// The guest user's login profile puts the toolchain that builds these tests on
@@ -65,15 +73,18 @@ impl Fixture {
     fn write_profile(&self) {
         let cargo = Path::new(env!("CARGO"));
         let bin = cargo.parent().expect("cargo dir");
-        let mut profile = format!("export PATH='{}':/usr/local/bin:/usr/bin:/bin\n", bin.display());
+        let mut profile = format!(
+            "export PATH='{}':/usr/local/bin:/usr/bin:/bin\n",
+            bin.display()
+        );
         if let Some(home) = option_env!("RUSTUP_HOME") {
-            profile.push_str(&format!("export RUSTUP_HOME='{home}'\n"));
+            let _ = writeln!(profile, "export RUSTUP_HOME='{home}'");
         }
         if let Some(home) = option_env!("CARGO_HOME") {
-            profile.push_str(&format!("export CARGO_HOME='{home}'\n"));
+            let _ = writeln!(profile, "export CARGO_HOME='{home}'");
         }
         if let Some(toolchain) = option_env!("RUSTUP_TOOLCHAIN") {
-            profile.push_str(&format!("export RUSTUP_TOOLCHAIN='{toolchain}'\n"));
+            let _ = writeln!(profile, "export RUSTUP_TOOLCHAIN='{toolchain}'");
         }
         std::fs::write(self.guest_home.path().join(".profile"), profile).expect("write .profile");
     }
@@ -90,8 +101,9 @@ impl Fixture {
 
     /// The instance state as the stand-in left it.
     pub fn instance(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.lima_home.path().join(INSTANCE).join("standin.json"))
-            .expect("instance state");
+        let text =
+            std::fs::read_to_string(self.lima_home.path().join(INSTANCE).join("standin.json"))
+                .expect("instance state");
         serde_json::from_str(&text).expect("json")
     }
 
@@ -108,7 +120,10 @@ impl Fixture {
 
     /// The subcommands invoked so far (`list`, `shell`, ...).
     pub fn subcommands(&self) -> Vec<String> {
-        self.invocations().into_iter().map(|argv| argv[0].clone()).collect()
+        self.invocations()
+            .into_iter()
+            .map(|argv| argv[0].clone())
+            .collect()
     }
 
     /// A config for a Lima session on this fixture (Mode S unless `guest_mode`).
@@ -125,8 +140,14 @@ impl Fixture {
             "LIMA_HOME".to_owned(),
             self.lima_home.path().to_str().expect("utf8").to_owned(),
         );
-        env.insert("DEVSHELL_VM_WORKSPACE_PARENT".to_owned(), self.parent_path());
-        env.insert("DEVSHELL_VM_AUTO_BUILD_ESSENTIAL".to_owned(), "0".to_owned());
+        env.insert(
+            "DEVSHELL_VM_WORKSPACE_PARENT".to_owned(),
+            self.parent_path(),
+        );
+        env.insert(
+            "DEVSHELL_VM_AUTO_BUILD_ESSENTIAL".to_owned(),
+            "0".to_owned(),
+        );
         env.insert("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned());
         if guest_mode {
             env.insert("DEVSHELL_VM_WORKSPACE_MODE".to_owned(), "guest".to_owned());
