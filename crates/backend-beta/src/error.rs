@@ -142,7 +142,7 @@ pub enum BetaError {
         cwd: String,
         /// The underlying error.
         #[source]
-        source: VmSyncError,
+        source: Box<VmSyncError>,
     },
     /// Pushing the VFS into staging failed (nothing ran).
     #[error("sync of VFS path {vfs_path:?} failed: {source}")]
@@ -151,7 +151,7 @@ pub enum BetaError {
         vfs_path: String,
         /// The underlying error.
         #[source]
-        source: VmSyncError,
+        source: Box<VmSyncError>,
     },
     /// The tool ran, but pulling its results back into the VFS failed. The VFS kept what
     /// it held before the pull.
@@ -167,7 +167,7 @@ pub enum BetaError {
         vfs_path: String,
         /// The underlying error.
         #[source]
-        source: VmSyncError,
+        source: Box<VmSyncError>,
     },
     /// The sidecar found the staging directory different from what was pushed
     /// (`sync-verify`): the directory is probably not shared between the two sides.

@@ -91,10 +91,10 @@ impl Link {
 
     /// Drops the connection if `result` is a connection failure.
     fn settle<T>(&mut self, result: Result<T, BetaError>) -> Result<T, BetaError> {
-        if let Err(err) = &result {
-            if err.is_connection_failure() {
-                self.conn = None;
-            }
+        if let Err(err) = &result
+            && err.is_connection_failure()
+        {
+            self.conn = None;
         }
         result
     }

@@ -59,10 +59,10 @@ pub(crate) fn entries(
                 if out.len() >= MANIFEST_LIMIT {
                     break;
                 }
-                if let Ok(meta) = vfs.stat(path) {
-                    if meta.kind == NodeKind::File {
-                        out.push(upsert(staging_path(path), &meta));
-                    }
+                if let Ok(meta) = vfs.stat(path)
+                    && meta.kind == NodeKind::File
+                {
+                    out.push(upsert(staging_path(path), &meta));
                 }
             }
             for path in &changes.deleted {

@@ -25,7 +25,7 @@ use crate::manifest;
 /// Default deadline for connecting (TCP).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default deadline for every reply except `exec`.
-pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_mins(1);
 /// Extra time an `exec` with a timeout may take to be answered (the sidecar kills the
 /// group at the timeout and replies `exec_timeout`).
 pub const EXEC_GRACE: Duration = Duration::from_secs(30);
@@ -249,7 +249,7 @@ impl BetaSession {
             devshell_vm_sync::push_incremental(vfs, &project.vfs_root, &mut project.state)
                 .map_err(|source| BetaError::Sync {
                     vfs_path: project.vfs_root.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         project.synced_generation = Some(vfs.generation());
         let leaf = leaf_name(&project.vfs_root);
@@ -273,18 +273,18 @@ impl BetaSession {
     ) -> Result<ExitStatus, BetaError> {
         let request = ToolRequest::new(program, args.iter().cloned());
         let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
-        match outcome.exec.termination {
-            Termination::TimedOut => Err(BetaError::ExecTimeout {
+        if let Some(status) = outcome.exec.exit_status() {
+            return Ok(status);
+        }
+        if outcome.exec.termination == Termination::TimedOut {
+            Err(BetaError::ExecTimeout {
                 program: program.to_owned(),
                 timeout: request.timeout.or(self.exec_timeout).unwrap_or_default(),
-            }),
-            Termination::Cancelled => Err(BetaError::Cancelled {
+            })
+        } else {
+            Err(BetaError::Cancelled {
                 program: program.to_owned(),
-            }),
-            Termination::Exited(_) | Termination::Signaled(_) => Ok(outcome
-                .exec
-                .exit_status()
-                .expect("an exited or signaled outcome always has an exit status (exec contract)")),
+            })
         }
     }
 
@@ -342,7 +342,7 @@ impl BetaSession {
     ) -> Result<ToolOutcome, BetaError> {
         let cwd = vfs.normalize(vfs_cwd).map_err(|source| BetaError::Cwd {
             cwd: vfs_cwd.to_owned(),
-            source: VmSyncError::Vfs(source),
+            source: Box::new(VmSyncError::Vfs(source)),
         })?;
         // The VFS may not hold the guest tree in Mode P: use the project root when the
         // cwd is known there, else the cwd itself.
@@ -350,7 +350,7 @@ impl BetaSession {
             Ok(meta) if meta.kind == NodeKind::Dir => devshell_vm_sync::project_root(vfs, &cwd)
                 .map_err(|source| BetaError::Cwd {
                     cwd: vfs_cwd.to_owned(),
-                    source,
+                    source: Box::new(source),
                 })?,
             _ => cwd.clone(),
         };
@@ -412,7 +412,7 @@ impl BetaSession {
             }
             Err(SyncedRunError::Push(source)) => Err(BetaError::Sync {
                 vfs_path: vfs_root,
-                source,
+                source: Box::new(source),
             }),
             Err(SyncedRunError::Run { error, .. }) => {
                 project.synced_generation = Some(vfs.generation());
@@ -424,7 +424,7 @@ impl BetaSession {
                     program: request.program.clone(),
                     termination: describe(exec.termination),
                     vfs_path: vfs_root,
-                    source: error,
+                    source: Box::new(error),
                 })
             }
         }
@@ -469,11 +469,11 @@ impl BetaSession {
     fn project_for(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(usize, String), BetaError> {
         let cwd = vfs.normalize(vfs_cwd).map_err(|source| BetaError::Cwd {
             cwd: vfs_cwd.to_owned(),
-            source: VmSyncError::Vfs(source),
+            source: Box::new(VmSyncError::Vfs(source)),
         })?;
         let root = devshell_vm_sync::project_root(vfs, &cwd).map_err(|source| BetaError::Cwd {
             cwd: vfs_cwd.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         let relative = relative_to(&root, &cwd);
         if let Some(index) = self.projects.iter().position(|p| p.vfs_root == root) {
@@ -591,7 +591,7 @@ fn guest_path_of(mount: &str, staging: &Path, host: &Path) -> Result<String, Bet
                 segments.push(name.to_str().ok_or_else(|| BetaError::Staging {
                     path: host.to_path_buf(),
                     reason: "the path is not UTF-8".to_owned(),
-                })?)
+                })?);
             }
             _ => {
                 return Err(BetaError::Staging {

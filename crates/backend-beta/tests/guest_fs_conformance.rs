@@ -2,6 +2,8 @@
 //! `BetaSession` talking to a real `devshell-vm-sidecar` process, over a Unix socket
 //! and over stdio. Each check gets its own sidecar and an empty staging directory.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestMetadata};
 struct Fixture {
     session: BetaSession,
     _sidecar: Option<Sidecar>,
-    _dirs: Dirs,
+    dirs: Dirs,
 }
 
 impl Fixture {
@@ -43,7 +45,7 @@ impl Fixture {
             Self {
                 session,
                 _sidecar: sidecar,
-                _dirs: dirs,
+                dirs,
             },
             PathBuf::from(staging),
         )
@@ -55,7 +57,7 @@ impl Fixture {
 
     fn symlink_fixture(stdio: bool) -> SymlinkFixture {
         let (fixture, staging) = Self::new(stdio);
-        let sentinel = fixture._dirs.tmp.path().join("sentinel");
+        let sentinel = fixture.dirs.tmp.path().join("sentinel");
         std::fs::create_dir(&sentinel).expect("mkdir sentinel");
         let plant_root = staging.clone();
         SymlinkFixture {

@@ -2,6 +2,8 @@
 //! `cargo build` over a Unix socket, TCP (with a token) and stdio; Mode P guest ops and
 //! exec; exit statuses; timeouts; broken connection and reconnect.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

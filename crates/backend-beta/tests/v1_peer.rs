@@ -4,6 +4,8 @@
 //! error reported as `not_found`. Also: a peer that stops answering (read deadline) and
 //! exit statuses the v1 client used to clamp.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -122,7 +124,10 @@ fn serve(stream: UnixStream, shared: &Mutex<PeerState>) {
             }
             "session_start" => {
                 staging = Some(PathBuf::from(req["staging_dir"].as_str().unwrap()));
-                mount = req["guest_workspace"].as_str().unwrap().to_owned();
+                req["guest_workspace"]
+                    .as_str()
+                    .unwrap()
+                    .clone_into(&mut mount);
                 json!({"op":"session_ok","session_id":sid})
             }
             "sync_request" => json!({"op":"sync_ok"}),

@@ -49,20 +49,17 @@ impl Sidecar {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[sidecar] {line}");
-                if line.contains("listening on") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line);
-                    }
+                if line.contains("listening on")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line);
                 }
             }
         });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("sidecar did not report listening (exit: {status:?})");
-            }
+        let Ok(line) = rx.recv_timeout(Duration::from_mins(1)) else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("sidecar did not report listening (exit: {status:?})");
         };
         (
             Self {
