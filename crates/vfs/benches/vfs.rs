@@ -1,7 +1,8 @@
 //! VFS benchmark suite (`cargo xtask bench vfs`): tree build, list/read per call, walk,
 //! `changes_since` with one change, image save/load on tmpfs and disk.
 //!
-//! Pass `--quick` (after `--`) for fewer repetitions.
+//! Arguments after `--`: `--quick` for fewer repetitions; `tree` and/or `images` to run
+//! only those sections.
 
 #![allow(
     clippy::unwrap_used,
@@ -197,15 +198,26 @@ fn bench_images(runs: usize) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let runs = if quick { 3 } else { 7 };
-    bench_build(runs);
-    let mut vfs = build(1024);
-    assert_eq!(vfs.node_count(), 1 + 1 + DIRS + DIRS * FILES_PER_DIR);
-    bench_reads(&vfs, runs);
-    bench_changes(&mut vfs);
-    drop(vfs);
-    bench_images(runs);
+    // Optional section filter: `tree` and/or `images` (default: both).
+    let sections: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| matches!(*a, "tree" | "images"))
+        .collect();
+    let wants = |section: &str| sections.is_empty() || sections.contains(&section);
+    if wants("tree") {
+        bench_build(runs);
+        let mut vfs = build(1024);
+        assert_eq!(vfs.node_count(), 1 + 1 + DIRS + DIRS * FILES_PER_DIR);
+        bench_reads(&vfs, runs);
+        bench_changes(&mut vfs);
+    }
+    if wants("images") {
+        bench_images(runs);
+    }
     if let Some(peak) = peak_rss_bytes() {
         println!("vfs/peak RSS: {:.0} MiB", peak as f64 / 1_048_576.0);
     }

@@ -48,42 +48,63 @@ fn clear_destination(dest: &Path, keep_dir: bool) -> Result<bool, VfsError> {
     }
 }
 
+/// Copies one node and its subtree (iteratively: deep trees cannot overflow the stack).
+/// Directory modes and mtimes are applied after their children are written.
 fn copy_node(node: &Node, dest: &Path) -> Result<(), VfsError> {
-    let mtime = FileTime::from_system_time(node.mtime);
-    match &node.data {
-        NodeData::Dir(children) => {
-            if !clear_destination(dest, true)? {
-                fs::create_dir(dest).map_err(io_err(dest))?;
+    enum Step<'a> {
+        Enter(&'a Node, PathBuf),
+        Finish(&'a Node, PathBuf),
+    }
+    let mut steps = vec![Step::Enter(node, dest.to_path_buf())];
+    while let Some(step) = steps.pop() {
+        match step {
+            Step::Enter(node, dest) => match &node.data {
+                NodeData::Dir(children) => {
+                    if !clear_destination(&dest, true)? {
+                        fs::create_dir(&dest).map_err(io_err(&dest))?;
+                    }
+                    // Owner needs rwx while filling; the real mode is set afterwards.
+                    fs::set_permissions(&dest, Permissions::from_mode(0o700))
+                        .map_err(io_err(&dest))?;
+                    let children_steps: Vec<Step<'_>> = children
+                        .0
+                        .iter()
+                        .rev()
+                        .map(|(name, child)| Step::Enter(child, dest.join(name)))
+                        .collect();
+                    steps.push(Step::Finish(node, dest));
+                    steps.extend(children_steps);
+                }
+                NodeData::File(content) => write_file(node, content, &dest)?,
+                NodeData::Symlink(target) => {
+                    clear_destination(&dest, false)?;
+                    std::os::unix::fs::symlink(target, &dest).map_err(io_err(&dest))?;
+                    let mtime = FileTime::from_system_time(node.mtime);
+                    filetime::set_symlink_file_times(&dest, mtime, mtime).map_err(io_err(&dest))?;
+                }
+            },
+            Step::Finish(node, dest) => {
+                fs::set_permissions(&dest, Permissions::from_mode(node.mode))
+                    .map_err(io_err(&dest))?;
+                filetime::set_file_mtime(&dest, FileTime::from_system_time(node.mtime))
+                    .map_err(io_err(&dest))?;
             }
-            // Owner needs rwx while filling; the real mode is set afterwards.
-            fs::set_permissions(dest, Permissions::from_mode(0o700)).map_err(io_err(dest))?;
-            let mut child_path = PathBuf::from(dest);
-            for (name, child) in &children.0 {
-                child_path.push(name);
-                copy_node(child, &child_path)?;
-                child_path.pop();
-            }
-            fs::set_permissions(dest, Permissions::from_mode(node.mode)).map_err(io_err(dest))?;
-            filetime::set_file_mtime(dest, mtime).map_err(io_err(dest))?;
-        }
-        NodeData::File(content) => {
-            clear_destination(dest, false)?;
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dest)
-                .map_err(io_err(dest))?;
-            file.write_all(content).map_err(io_err(dest))?;
-            file.set_permissions(Permissions::from_mode(node.mode))
-                .map_err(io_err(dest))?;
-            filetime::set_file_handle_times(&file, None, Some(mtime)).map_err(io_err(dest))?;
-        }
-        NodeData::Symlink(target) => {
-            clear_destination(dest, false)?;
-            std::os::unix::fs::symlink(target, dest).map_err(io_err(dest))?;
-            filetime::set_symlink_file_times(dest, mtime, mtime).map_err(io_err(dest))?;
         }
     }
     Ok(())
+}
+
+fn write_file(node: &Node, content: &[u8], dest: &Path) -> Result<(), VfsError> {
+    clear_destination(dest, false)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(io_err(dest))?;
+    file.write_all(content).map_err(io_err(dest))?;
+    file.set_permissions(Permissions::from_mode(node.mode))
+        .map_err(io_err(dest))?;
+    filetime::set_file_handle_times(&file, None, Some(FileTime::from_system_time(node.mtime)))
+        .map_err(io_err(dest))
 }

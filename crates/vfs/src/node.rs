@@ -68,10 +68,62 @@ pub(crate) enum NodeData {
     Symlink(String),
 }
 
-/// Children of a directory, sorted by name. Dropped iteratively so that a deep tree
-/// cannot overflow the stack.
-#[derive(Clone, Default)]
+/// Children of a directory, sorted by name. Cloned and dropped iteratively so that a
+/// deep tree cannot overflow the stack.
+#[derive(Default)]
 pub(crate) struct Children(pub(crate) BTreeMap<String, Node>);
+
+impl Clone for Children {
+    fn clone(&self) -> Self {
+        /// A directory whose children are being copied.
+        struct Frame<'a> {
+            source: std::collections::btree_map::Iter<'a, String, Node>,
+            copied: BTreeMap<String, Node>,
+            /// The directory itself (`None` for the start).
+            dir: Option<(&'a String, &'a Node)>,
+        }
+        let mut stack = vec![Frame {
+            source: self.0.iter(),
+            copied: BTreeMap::new(),
+            dir: None,
+        }];
+        loop {
+            let top = stack.last_mut().expect("the start frame is popped last");
+            if let Some((name, node)) = top.source.next() {
+                match &node.data {
+                    NodeData::Dir(children) => stack.push(Frame {
+                        source: children.0.iter(),
+                        copied: BTreeMap::new(),
+                        dir: Some((name, node)),
+                    }),
+                    NodeData::File(content) => {
+                        top.copied.insert(
+                            name.clone(),
+                            node.with_same_meta(NodeData::File(Content::clone(content))),
+                        );
+                    }
+                    NodeData::Symlink(target) => {
+                        top.copied.insert(
+                            name.clone(),
+                            node.with_same_meta(NodeData::Symlink(target.clone())),
+                        );
+                    }
+                }
+                continue;
+            }
+            let done = stack.pop().expect("checked non-empty");
+            let copied = Children(done.copied);
+            match (done.dir, stack.last_mut()) {
+                (Some((name, node)), Some(parent)) => {
+                    parent
+                        .copied
+                        .insert(name.clone(), node.with_same_meta(NodeData::Dir(copied)));
+                }
+                _ => return copied,
+            }
+        }
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -103,6 +155,17 @@ impl Node {
             mtime,
             generation,
             subtree_generation: generation,
+        }
+    }
+
+    /// A node with `data` and this node's metadata and generations.
+    fn with_same_meta(&self, data: NodeData) -> Self {
+        Self {
+            data,
+            mode: self.mode,
+            mtime: self.mtime,
+            generation: self.generation,
+            subtree_generation: self.subtree_generation,
         }
     }
 

@@ -326,6 +326,19 @@ fn deep_tree_is_bounded_and_drops() {
         vfs.rename("/d", "/e/d"),
         Err(VfsError::InvalidName { .. })
     ));
+    // Everything that traverses the tree copes with the deepest one (2 MiB test stack).
+    let copy = vfs.clone();
+    assert!(copy.same_tree(&vfs));
+    let image = crate::image::to_bytes(&vfs);
+    assert!(crate::image::from_bytes(&image).unwrap().same_tree(&vfs));
+    let changes = vfs.changes_since("/", 0).unwrap();
+    assert_eq!(changes.upserted.len(), crate::MAX_DEPTH + 1);
+    let dir = tempfile::tempdir().unwrap();
+    // (a 200-level subtree: host path resolution makes deeper copies slow, not unsafe)
+    vfs.copy_tree_to_host(&"/d".repeat(crate::MAX_DEPTH - 200), dir.path())
+        .unwrap();
+    assert!(dir.path().join("d/".repeat(200)).is_dir());
+    drop(copy);
     drop(vfs);
 }
 
