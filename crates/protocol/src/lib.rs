@@ -10,7 +10,8 @@
 //! - [`CAP_EXEC_STREAM`]: `exec_output` frames ([`ExecOutput`]) carry the child's
 //!   stdout and stderr, in order, before `exec_result`.
 //! - [`CAP_GUEST_FS_V2`]: `guest_fs` operations `stat`, `exists` and `rename`
-//!   (with `to_path`), and the reply fields `stat` and `exists`.
+//!   (with `to_path`), the reply fields `stat` and `exists`, and `path` on
+//!   `guest_fs_error` (which of the two `rename` paths failed).
 //! - [`CAP_SYNC_VERIFY`]: `sync_ok` reports `mismatches` found while checking a
 //!   `sync_request` manifest against the staging directory.
 //!

@@ -398,12 +398,13 @@ impl Reply {
         })
     }
 
-    /// A `guest_fs_error` frame.
+    /// A `guest_fs_error` frame (without the `guest-fs-v2` `path` field).
     #[must_use]
     pub fn guest_fs_error(code: GuestFsErrorCode, message: impl Into<String>) -> Self {
         Self::GuestFsError(GuestFsErrorReply {
             code,
             message: message.into(),
+            path: None,
         })
     }
 }
@@ -573,6 +574,10 @@ pub struct GuestFsErrorReply {
     /// Human-readable detail naming the path.
     #[serde(default)]
     pub message: String,
+    /// `guest-fs-v2`: the normalised guest path the error is about (for `rename`,
+    /// `guest_path` or `to_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// `shutdown_ok`.

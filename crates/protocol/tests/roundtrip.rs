@@ -248,8 +248,13 @@ fn reply() -> impl Strategy<Value = Reply> {
                     exists,
                 })
             }),
-        (guest_fs_code(), text())
-            .prop_map(|(code, message)| Reply::GuestFsError(GuestFsErrorReply { code, message })),
+        (guest_fs_code(), text(), option::of(text())).prop_map(|(code, message, path)| {
+            Reply::GuestFsError(GuestFsErrorReply {
+                code,
+                message,
+                path,
+            })
+        }),
         Just(Reply::ShutdownOk(ShutdownOk {})),
         (error_code(), text())
             .prop_map(|(code, message)| Reply::Error(ErrorReply { code, message })),
@@ -257,7 +262,7 @@ fn reply() -> impl Strategy<Value = Reply> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn every_request_round_trips(req in request()) {

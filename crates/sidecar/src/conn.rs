@@ -418,7 +418,10 @@ impl Conn<'_> {
                 expected_size: entry.size,
                 actual_size,
             };
-            let components = if entry.path.starts_with('/') {
+            let climbs = entry.path.split('/').any(|part| part == "..");
+            let components = if climbs {
+                Err(String::new())
+            } else if entry.path.starts_with('/') {
                 guest_components(session.staging.mount(), &entry.path)
             } else {
                 guest_components("/", &format!("/{}", entry.path))
@@ -484,11 +487,18 @@ impl Conn<'_> {
     }
 
     fn exec<W: Write>(&mut self, exec: &Exec, writer: &mut W) -> Result<(), ProtocolError> {
-        let end = match self.prepare_exec(exec) {
-            Ok(prepared) => self.run_exec(exec, prepared, writer),
-            Err(reply) => ExecEnd::Reply(reply),
+        let prepared = match self.prepare_exec(exec) {
+            Ok(prepared) => prepared,
+            Err(reply) => return write_frame(writer, &reply),
         };
-        match end {
+        let cancel = CancelHandle::new();
+        let Some(exec_id) = self.shared.register(&cancel) else {
+            return write_frame(
+                writer,
+                &Reply::error(ErrorCode::Shutdown, "the sidecar is shutting down"),
+            );
+        };
+        let result = match self.run_exec(exec, prepared, &cancel, writer) {
             ExecEnd::Reply(reply) => write_frame(writer, &reply),
             ExecEnd::ClientGone => Err(ProtocolError::Io {
                 context: "streaming exec output",
@@ -497,7 +507,10 @@ impl Conn<'_> {
                     "client went away mid-exec",
                 ),
             }),
-        }
+        };
+        // Only now: a shutdown waits until the reply is out.
+        self.shared.deregister(exec_id);
+        result
     }
 
     /// Validates an `exec` and resolves its cwd and program.
@@ -558,14 +571,13 @@ impl Conn<'_> {
         })
     }
 
-    fn run_exec<W: Write>(&self, exec: &Exec, prepared: PreparedExec, writer: &mut W) -> ExecEnd {
-        let cancel = CancelHandle::new();
-        let Some(exec_id) = self.shared.register(&cancel) else {
-            return ExecEnd::Reply(Reply::error(
-                ErrorCode::Shutdown,
-                "the sidecar is shutting down",
-            ));
-        };
+    fn run_exec<W: Write>(
+        &self,
+        exec: &Exec,
+        prepared: PreparedExec,
+        cancel: &CancelHandle,
+        writer: &mut W,
+    ) -> ExecEnd {
         let watcher = self
             .peer
             .hangup
@@ -603,7 +615,7 @@ impl Conn<'_> {
             &prepared.request,
             &prepared.cwd,
             &mut on_output,
-            Some(&cancel),
+            Some(cancel),
         );
         let hung_up = watcher.is_some_and(HangupWatcher::stop);
         let gone = hung_up || client_gone.load(Ordering::Relaxed);
@@ -627,7 +639,6 @@ impl Conn<'_> {
             ExecEnd::Reply(reply)
         };
         drop(prepared.cwd_fd);
-        self.shared.deregister(exec_id);
         end
     }
 }

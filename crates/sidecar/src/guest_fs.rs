@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
 use devshell_vm_protocol::{
-    GuestFs, GuestFsErrorCode, GuestFsOk, GuestFsOperation, GuestKindWire, GuestStat, Reply,
-    encode_base64,
+    GuestFs, GuestFsErrorCode, GuestFsErrorReply, GuestFsOk, GuestFsOperation, GuestKindWire,
+    GuestStat, Reply, encode_base64,
 };
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
@@ -21,8 +21,8 @@ use crate::confine::{
     Denied, Resolved, Staging, guest_components, guest_display, kind_of, open_dir_at,
 };
 
-/// A failed operation: code and message.
-type Failure = (GuestFsErrorCode, String);
+/// A failed operation: code, message, and the normalised guest path it is about.
+type Failure = (GuestFsErrorCode, String, String);
 
 struct Op<'a> {
     staging: &'a Staging,
@@ -31,29 +31,26 @@ struct Op<'a> {
 }
 
 impl Op<'_> {
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "callers pass fresh values from map_err"
+    )]
     fn fail(&self, denied: Denied) -> Failure {
-        match denied {
-            Denied::InvalidPath(reason) => (
-                GuestFsErrorCode::InvalidPath,
-                format!("{}: {reason}", self.shown),
-            ),
-            Denied::NotFound => (
-                GuestFsErrorCode::NotFound,
-                format!("{}: no such file or directory", self.shown),
-            ),
-            Denied::NotADirectory => (
-                GuestFsErrorCode::NotADirectory,
-                format!("{}: not a directory", self.shown),
-            ),
-            Denied::Io(errno) => (
-                GuestFsErrorCode::IoError,
-                format!("{}: {}", self.shown, errno.desc()),
-            ),
-        }
+        let code = match &denied {
+            Denied::InvalidPath(_) => GuestFsErrorCode::InvalidPath,
+            Denied::NotFound => GuestFsErrorCode::NotFound,
+            Denied::NotADirectory => GuestFsErrorCode::NotADirectory,
+            Denied::Io(_) => GuestFsErrorCode::IoError,
+        };
+        self.code(code, &denied.describe())
     }
 
     fn code(&self, code: GuestFsErrorCode, detail: &str) -> Failure {
-        (code, format!("{}: {detail}", self.shown))
+        (
+            code,
+            format!("{}: {detail}", self.shown),
+            self.shown.clone(),
+        )
     }
 }
 
@@ -71,7 +68,12 @@ pub(crate) fn handle(
     };
     match run(staging, request, v2, max_frame_bytes, ok) {
         Ok(ok) => Reply::GuestFsOk(ok),
-        Err((code, message)) => Reply::guest_fs_error(code, message),
+        Err((code, message, path)) => Reply::GuestFsError(GuestFsErrorReply {
+            code,
+            message,
+            // A v1 peer never sees fields it does not know.
+            path: v2.then_some(path),
+        }),
     }
 }
 
@@ -89,6 +91,7 @@ fn run(
                 "operation {} needs the guest-fs-v2 capability (not negotiated)",
                 request.operation
             ),
+            request.guest_path.clone(),
         ));
     }
     let mount = staging.mount();
@@ -96,6 +99,7 @@ fn run(
         (
             GuestFsErrorCode::InvalidPath,
             format!("{}: {reason}", request.guest_path),
+            request.guest_path.clone(),
         )
     })?;
     let op = Op {
@@ -119,7 +123,7 @@ fn run(
         GuestFsOperation::Exists => {
             ok.exists = Some(match stat(&op, &components) {
                 Ok(_) => true,
-                Err((GuestFsErrorCode::NotFound | GuestFsErrorCode::NotADirectory, _)) => false,
+                Err((GuestFsErrorCode::NotFound | GuestFsErrorCode::NotADirectory, _, _)) => false,
                 Err(other) => return Err(other),
             });
         }
@@ -131,6 +135,7 @@ fn run(
                 (
                     GuestFsErrorCode::InvalidPath,
                     format!("{to_path}: {reason}"),
+                    to_path.clone(),
                 )
             })?;
             rename(&op, &components, &to)?;
@@ -139,6 +144,7 @@ fn run(
             return Err((
                 GuestFsErrorCode::Unknown,
                 format!("unknown guest_fs operation {name:?}"),
+                request.guest_path.clone(),
             ));
         }
     }

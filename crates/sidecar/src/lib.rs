@@ -34,6 +34,7 @@ mod error;
 mod guest_fs;
 mod options;
 mod server;
+mod signals;
 
 pub use error::SidecarError;
 pub use options::{Cli, Listen, Options, Token};

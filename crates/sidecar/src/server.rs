@@ -11,13 +11,13 @@ use std::thread;
 use std::time::Duration;
 
 use devshell_vm_protocol::{ErrorCode, Reply, write_frame};
-use nix::sys::signal::{SigSet, Signal};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::Mode;
 
 use crate::conn::{Hangup, Peer, Shared, log, serve_connection};
 use crate::error::SidecarError;
 use crate::options::{Listen, Options};
+use crate::signals::Signals;
 use nix::poll::PollFlags;
 
 /// How long a SIGTERM shutdown waits for killed execs to answer their clients.
@@ -25,18 +25,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the server until SIGTERM/SIGINT (socket and TCP) or end of input (stdio).
 ///
-/// Must be called before the process starts other threads: it blocks SIGTERM and
-/// SIGINT in the calling thread so every thread inherits the mask and a dedicated
-/// thread receives them with `sigwait` (children get a clean mask from `std::process`).
+/// SIGTERM and SIGINT are caught (see the `signals` module) and handled by a
+/// dedicated thread.
 ///
 /// # Errors
 /// [`SidecarError`] when the listener cannot be set up.
 pub fn serve(options: Options) -> Result<(), SidecarError> {
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    signals.thread_block().map_err(|errno| SidecarError::Io {
-        context: "blocking SIGTERM/SIGINT for the signal thread".into(),
+    let signals = crate::signals::install().map_err(|errno| SidecarError::Io {
+        context: "installing the SIGTERM/SIGINT handler".into(),
         source: errno.into(),
     })?;
     let shared = Arc::new(Shared::new(options));
@@ -68,7 +64,7 @@ pub fn serve(options: Options) -> Result<(), SidecarError> {
 
 /// Receives SIGTERM/SIGINT: kills running execs, lets them answer, removes the
 /// socket, exits 0.
-fn spawn_signal_thread(shared: Arc<Shared>, signals: SigSet, socket: Option<SocketFile>) {
+fn spawn_signal_thread(shared: Arc<Shared>, signals: Signals, socket: Option<SocketFile>) {
     let spawned = thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -197,7 +193,7 @@ fn prepare_socket_path(path: &Path) -> Result<(), SidecarError> {
     }
 }
 
-fn serve_unix(shared: &Arc<Shared>, path: &Path, signals: SigSet) -> Result<(), SidecarError> {
+fn serve_unix(shared: &Arc<Shared>, path: &Path, signals: Signals) -> Result<(), SidecarError> {
     prepare_socket_path(path)?;
     // Created 0600 from the start: no window with wider permissions.
     let old_umask = nix::sys::stat::umask(Mode::from_bits_truncate(0o177));
@@ -334,7 +330,7 @@ fn spawn_connection<S: Stream>(shared: &Arc<Shared>, id: u64, stream: S, require
     }
 }
 
-fn serve_tcp(shared: &Arc<Shared>, address: &str, signals: SigSet) -> Result<(), SidecarError> {
+fn serve_tcp(shared: &Arc<Shared>, address: &str, signals: Signals) -> Result<(), SidecarError> {
     let addrs: Vec<SocketAddr> = address
         .to_socket_addrs()
         .map_err(|source| SidecarError::Bind {

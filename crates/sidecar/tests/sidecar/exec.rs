@@ -1,0 +1,184 @@
+//! exec deadlines, hang-ups, concurrency and shutdown, with real processes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{Client, alive, assert_error, builder, staging, stream_text, wait_until};
+
+/// Reads `exec_output` frames until the stdout text holds two pids; returns them.
+fn read_two_pids(client: &mut Client) -> (u32, u32) {
+    let mut text = String::new();
+    loop {
+        let frame = client.recv();
+        assert_eq!(
+            frame["op"], "exec_output",
+            "expected output with pids, got {frame}"
+        );
+        text.push_str(&stream_text(&[frame], "stdout"));
+        let pids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        if text.ends_with('\n') && pids.len() == 2 {
+            return (pids[0], pids[1]);
+        }
+    }
+}
+
+#[test]
+fn timeout_is_honoured_while_a_grandchild_holds_the_pipes() {
+    let st = staging();
+    let sidecar = builder(st.root.path()).start_unix();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    let started = Instant::now();
+    let (_, reply) = client.exec(
+        &["sh", "-c", "sleep 30 & sleep 30"],
+        &json!({"timeout_ms": 200}),
+    );
+    let elapsed = started.elapsed();
+    assert_error(&reply, "error", "exec_timeout");
+    // Correctness bound, not a speed figure: the earlier sidecar waited for the
+    // grandchild's pipes; the reply must come before its 30 s sleep could end.
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "reply only after {elapsed:?}"
+    );
+    // The connection goes on.
+    let (_, r) = client.exec(&["true"], &json!({}));
+    assert_eq!(r["exit_code"], 0);
+}
+
+#[test]
+fn default_timeout_comes_from_devshell_vm_exec_timeout_ms() {
+    let st = staging();
+    let sidecar = builder(st.root.path())
+        .env("DEVSHELL_VM_EXEC_TIMEOUT_MS", "300")
+        .start_unix();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    let (_, reply) = client.exec(&["sleep", "30"], &json!({}));
+    let message = assert_error(&reply, "error", "exec_timeout");
+    assert!(message.contains("300 ms"), "{message}");
+    // An explicit 0 means no deadline.
+    let (_, reply) = client.exec(
+        &["sh", "-c", "sleep 0.5; exit 4"],
+        &json!({"timeout_ms": 0}),
+    );
+    assert_eq!(reply["exit_code"], 4, "{reply}");
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let st = staging();
+    let sidecar = builder(st.root.path()).start_unix();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    client.send(
+        &json!({"op":"exec","session_id":"pid-1","guest_cwd":"/workspace",
+        "argv":["sh","-c","sleep 300 & echo $! $$; wait"],"env":{},"timeout_ms":1500}),
+    );
+    let (grandchild, child) = read_two_pids(&mut client);
+    assert_error(&client.recv(), "error", "exec_timeout");
+    wait_until(
+        "the timed-out group is gone",
+        Duration::from_secs(10),
+        || !alive(grandchild) && !alive(child),
+    );
+}
+
+#[test]
+fn client_killed_mid_exec_leaves_no_process_behind() {
+    let st = staging();
+    let sidecar = builder(st.root.path()).start_unix();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    client.send(
+        &json!({"op":"exec","session_id":"pid-1","guest_cwd":"/workspace",
+        "argv":["sh","-c","sleep 300 & echo $! $$; wait"],"env":{}}),
+    );
+    let (grandchild, child) = read_two_pids(&mut client);
+    assert!(alive(grandchild) && alive(child));
+    drop(client);
+    wait_until(
+        "the abandoned exec's group is killed",
+        Duration::from_secs(10),
+        || !alive(grandchild) && !alive(child),
+    );
+    wait_until(
+        "the sidecar logs the hang-up",
+        Duration::from_secs(10),
+        || sidecar.logs().contains("client went away"),
+    );
+    // The server goes on.
+    let mut next = Client::of(&sidecar);
+    next.ready(&st.dir);
+    let (_, r) = next.exec(&["true"], &json!({}));
+    assert_eq!(r["exit_code"], 0);
+}
+
+#[test]
+fn stdio_client_gone_mid_exec_leaves_no_process_behind() {
+    let st = staging();
+    let mut client = Client::stdio(builder(st.root.path()).stdio_command());
+    client.ready(&st.dir);
+    client.send(
+        &json!({"op":"exec","session_id":"pid-1","guest_cwd":"/workspace",
+        "argv":["sh","-c","sleep 300 & echo $! $$; wait"],"env":{}}),
+    );
+    let (grandchild, child) = read_two_pids(&mut client);
+    // The client goes away: it closes both pipes (the sidecar itself is not killed).
+    let mut sidecar = client.detach();
+    wait_until("the exec's group is gone", Duration::from_secs(10), || {
+        !alive(grandchild) && !alive(child)
+    });
+    // With nobody left to answer, the sidecar ends by itself.
+    let status = sidecar.wait().unwrap();
+    assert!(status.success(), "stdio sidecar exit: {status}");
+}
+
+#[test]
+fn fifty_concurrent_clients_each_run_exec() {
+    let st = staging();
+    let sidecar = builder(st.root.path()).start_unix();
+    let socket = sidecar.socket_path().unwrap().to_owned();
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let socket = socket.clone();
+            let dir = st.dir.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::unix(&socket);
+                client.ready(&dir);
+                let (outputs, result) =
+                    client.exec(&["sh", "-c", "echo client-$0", &i.to_string()], &json!({}));
+                assert_eq!(result["exit_code"], 0, "client {i}: {result}");
+                assert_eq!(stream_text(&outputs, "stdout"), format!("client-{i}\n"));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+}
+
+#[test]
+fn sigterm_kills_running_execs_and_removes_the_socket() {
+    let st = staging();
+    let mut sidecar = builder(st.root.path()).start_unix();
+    let socket = sidecar.socket_path().unwrap().to_owned();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    client.send(
+        &json!({"op":"exec","session_id":"pid-1","guest_cwd":"/workspace",
+        "argv":["sh","-c","sleep 300 & echo $! $$; wait"],"env":{}}),
+    );
+    let (grandchild, child) = read_two_pids(&mut client);
+    let status = sidecar.terminate();
+    assert!(status.success(), "SIGTERM exit status: {status}");
+    assert_error(&client.recv(), "error", "shutdown");
+    wait_until("the exec's group is gone", Duration::from_secs(10), || {
+        !alive(grandchild) && !alive(child)
+    });
+    assert!(!socket.exists(), "socket file left behind");
+}
