@@ -771,10 +771,20 @@ impl HangupWatcher {
                         Err(nix::errno::Errno::EINTR) => continue,
                         Err(_) => return false,
                     }
-                    let conn_events = fds[0].revents().unwrap_or(PollFlags::empty());
-                    if conn_events.intersects(gone) {
+                    // nix reports `None` when the kernel set a bit it has no name for:
+                    // here that can only be the POLLRDHUP we asked for.
+                    let peer_gone = fds[0]
+                        .revents()
+                        .is_none_or(|events| events.intersects(gone));
+                    if peer_gone {
                         cancel.cancel();
                         return true;
+                    }
+                    if fds[0]
+                        .revents()
+                        .is_some_and(|events| events.contains(PollFlags::POLLNVAL))
+                    {
+                        return false;
                     }
                     if fds[1].revents().is_some_and(|r| !r.is_empty()) {
                         return false;

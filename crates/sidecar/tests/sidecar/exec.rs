@@ -91,9 +91,27 @@ fn timeout_kills_the_whole_process_group() {
 #[test]
 fn client_killed_mid_exec_leaves_no_process_behind() {
     let st = staging();
-    let sidecar = builder(st.root.path()).start_unix();
-    let mut client = Client::of(&sidecar);
-    client.ready(&st.dir);
+    client_gone_kills_the_group(&st, &builder(st.root.path()).start_unix(), None);
+}
+
+#[test]
+fn tcp_client_killed_mid_exec_leaves_no_process_behind() {
+    let st = staging();
+    let sidecar = builder(st.root.path()).token("t0ken").start_tcp();
+    client_gone_kills_the_group(&st, &sidecar, Some("t0ken"));
+}
+
+fn client_gone_kills_the_group(
+    st: &crate::common::Staging,
+    sidecar: &devshell_vm_test_support::sidecar::SidecarProcess,
+    token: Option<&str>,
+) {
+    let mut client = Client::of(sidecar);
+    assert_eq!(
+        client.handshake(Some(&["exec-stream"]), token)["op"],
+        "handshake_ok"
+    );
+    assert_eq!(client.session(&st.dir)["op"], "session_ok");
     client.send(
         &json!({"op":"exec","session_id":"pid-1","guest_cwd":"/workspace",
         "argv":["sh","-c","sleep 300 & echo $! $$; wait"],"env":{}}),
@@ -112,8 +130,12 @@ fn client_killed_mid_exec_leaves_no_process_behind() {
         || sidecar.logs().contains("client went away"),
     );
     // The server goes on.
-    let mut next = Client::of(&sidecar);
-    next.ready(&st.dir);
+    let mut next = Client::of(sidecar);
+    assert_eq!(
+        next.handshake(Some(&["exec-stream"]), token)["op"],
+        "handshake_ok"
+    );
+    assert_eq!(next.session(&st.dir)["op"], "session_ok");
     let (_, r) = next.exec(&["true"], &json!({}));
     assert_eq!(r["exit_code"], 0);
 }
