@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -365,48 +365,148 @@ fn write_file(vfs: &Vfs, mut file: File) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------
 // Reading
 
-/// Loads an image file. The file is only read.
+/// Loads an image file. The file is only read; it is streamed through a 1 MiB buffer
+/// (no whole-file copy), every length is checked against the file size before anything
+/// is allocated, and the checksum is verified before the tree is returned.
 ///
 /// # Errors
 /// [`ImageError::Io`] when it cannot be read, [`ImageError::Invalid`] (naming the file
 /// and wrapping the format error) when its content is not a valid image.
+///
+/// # Panics
+/// Never on any input (the `expect`s inside guard internal invariants only).
 pub fn load(path: &Path) -> Result<Vfs, ImageError> {
-    let bytes = fs::read(path).map_err(|source| ImageError::Io {
+    let io_error = |source| ImageError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    from_bytes(&bytes).map_err(|err| ImageError::Invalid {
+    };
+    let mut file = File::open(path).map_err(io_error)?;
+    let total = file.metadata().map_err(io_error)?.len();
+    let mut header = [0u8; HEADER_LEN];
+    let header_len = read_up_to(&mut file, &mut header).map_err(io_error)?;
+    let invalid = |err| ImageError::Invalid {
         path: path.to_path_buf(),
         source: Box::new(err),
+    };
+    let stored = check_header(&header[..header_len], total).map_err(invalid)?;
+    let mut input = StreamInput {
+        file,
+        buf: vec![0; STREAM_BUFFER],
+        start: 0,
+        end: 0,
+        hashed: 0,
+        pos: HEADER_LEN,
+        total: usize::try_from(total)
+            .map_err(|_| invalid(corrupt(16, "image larger than memory")))?,
+        hasher: crc32fast::Hasher::new(),
+        error: None,
+    };
+    let parsed = parse_payload(&mut input);
+    if let Some(source) = input.error.take() {
+        return Err(io_error(source));
+    }
+    // Hash whatever the parser did not consume, so corruption is reported as such.
+    let computed = input.finish_hash().map_err(io_error)?;
+    if computed != stored {
+        return Err(invalid(ImageError::ChecksumMismatch { stored, computed }));
+    }
+    parsed.map_err(invalid)
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
+
+/// Parses image bytes into a tree (generation 0, empty history).
+///
+/// # Errors
+/// A format error ([`ImageError::BadMagic`], [`ImageError::UnsupportedVersion`],
+/// [`ImageError::Truncated`], [`ImageError::ChecksumMismatch`], [`ImageError::Corrupt`]);
+/// never allocates more than the input justifies.
+///
+/// # Panics
+/// Never on any input (the `expect`s inside guard internal invariants only).
+pub fn from_bytes(bytes: &[u8]) -> Result<Vfs, ImageError> {
+    let stored = check_header(bytes, bytes.len() as u64)?;
+    let computed = crc32fast::hash(&bytes[HEADER_LEN..]);
+    if stored != computed {
+        return Err(ImageError::ChecksumMismatch { stored, computed });
+    }
+    parse_payload(&mut SliceInput {
+        bytes,
+        pos: HEADER_LEN,
     })
 }
 
-/// Bounds-checked little-endian reader.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// Checks magic, version, flags, reserved field and that the payload length matches
+/// `total` (the whole input's size); returns the stored checksum. `bytes` holds at
+/// least the header when the input is long enough.
+fn check_header(bytes: &[u8], total: u64) -> Result<u32, ImageError> {
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    let mut header = SliceInput {
+        bytes: &bytes[..bytes.len().min(HEADER_LEN)],
+        pos: MAGIC.len(),
+    };
+    let version = header.u32()?;
+    if version != VERSION {
+        return Err(ImageError::UnsupportedVersion { version });
+    }
+    let flags = header.u32()?;
+    if flags != 0 {
+        return Err(corrupt(12, format!("unknown flags {flags:#x}")));
+    }
+    let payload_len = header.u64()?;
+    let stored = header.u32()?;
+    let reserved = header.u32()?;
+    if reserved != 0 {
+        return Err(corrupt(28, "reserved header field is not zero"));
+    }
+    let actual = total
+        .checked_sub(HEADER_LEN as u64)
+        .ok_or_else(|| corrupt(0, "input shorter than the header"))?;
+    if payload_len != actual {
+        return Err(corrupt(
+            16,
+            format!("header announces {payload_len} payload bytes, the input has {actual}"),
+        ));
+    }
+    Ok(stored)
 }
 
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
-    }
+/// Where the parser reads from: bounds-checked, little-endian.
+trait Input {
+    /// Offset of the next byte in the whole image.
+    fn pos(&self) -> usize;
+    /// Bytes left in the image.
+    fn remaining(&self) -> usize;
+    /// Hands the next `len` bytes to `f`; `len` is checked against the remaining input
+    /// before anything is read or allocated.
+    fn with<R>(&mut self, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, ImageError>;
 
-    fn take(&mut self, len: usize) -> Result<&'a [u8], ImageError> {
-        if len > self.remaining() {
-            return Err(ImageError::Truncated {
-                offset: self.pos as u64,
-                needed: len as u64,
-                available: self.remaining() as u64,
-            });
+    fn truncated(&self, len: usize) -> ImageError {
+        ImageError::Truncated {
+            offset: self.pos() as u64,
+            needed: len as u64,
+            available: self.remaining() as u64,
         }
-        let slice = &self.bytes[self.pos..self.pos + len];
-        self.pos += len;
-        Ok(slice)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], ImageError> {
-        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+        self.with(N, |bytes| {
+            bytes.try_into().expect("`with` hands over exactly N bytes")
+        })
     }
 
     fn u8(&mut self) -> Result<u8, ImageError> {
@@ -425,58 +525,186 @@ impl<'a> Reader<'a> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
-    /// A length-prefixed byte string; the length is checked before use.
-    fn len_prefixed(&mut self, len: u64) -> Result<&'a [u8], ImageError> {
-        let at = self.pos;
-        let len = usize::try_from(len).map_err(|_| corrupt(at, "length does not fit in memory"))?;
-        self.take(len)
+    /// A `u32`-length-prefixed UTF-8 string.
+    fn utf8(&mut self, what: &str) -> Result<String, ImageError> {
+        let len = self.u32()? as usize;
+        let at = self.pos();
+        self.with(len, |bytes| std::str::from_utf8(bytes).map(str::to_owned))?
+            .map_err(|_| corrupt(at, format!("{what} is not UTF-8")))
     }
 
-    fn utf8(&mut self, what: &str) -> Result<&'a str, ImageError> {
-        let len = u64::from(self.u32()?);
-        let at = self.pos;
-        let bytes = self.len_prefixed(len)?;
-        std::str::from_utf8(bytes).map_err(|_| corrupt(at, format!("{what} is not UTF-8")))
+    /// File content of `len` bytes.
+    fn content(&mut self, len: u64) -> Result<Content, ImageError> {
+        let at = self.pos();
+        let len = usize::try_from(len).map_err(|_| corrupt(at, "length does not fit in memory"))?;
+        self.with(len, |bytes| Content::from(bytes))
+    }
+}
+
+/// Input from a byte slice.
+struct SliceInput<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Input for SliceInput<'_> {
+    fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn with<R>(&mut self, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, ImageError> {
+        if len > self.remaining() {
+            return Err(self.truncated(len));
+        }
+        let slice = &self.bytes[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(f(slice))
+    }
+}
+
+/// Read buffer of [`StreamInput`].
+const STREAM_BUFFER: usize = 1 << 20;
+
+/// Input streamed from a file of known size, checksummed in large chunks as it is consumed.
+struct StreamInput {
+    file: File,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// `buf[..hashed]` has gone through the hasher.
+    hashed: usize,
+    pos: usize,
+    total: usize,
+    hasher: crc32fast::Hasher,
+    /// The first I/O error (reported as such by `load`, not as a format error).
+    error: Option<io::Error>,
+}
+
+impl StreamInput {
+    /// Moves the unconsumed bytes to the front (hashing what was consumed) and reads
+    /// until `len` bytes are buffered. `len` must fit in the buffer.
+    fn fill(&mut self, len: usize) -> Result<(), ImageError> {
+        self.hasher.update(&self.buf[self.hashed..self.start]);
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        self.hashed = 0;
+        while self.end < len {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(self.truncated(len)),
+                Ok(n) => self.end += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    let truncated = self.truncated(len);
+                    self.error = Some(err);
+                    return Err(truncated);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hashes the rest of the file (consumed or not) and returns the checksum.
+    fn finish_hash(mut self) -> io::Result<u32> {
+        self.hasher.update(&self.buf[self.hashed..self.end]);
+        loop {
+            match self.file.read(&mut self.buf) {
+                Ok(0) => return Ok(self.hasher.finalize()),
+                Ok(n) => self.hasher.update(&self.buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+impl Input for StreamInput {
+    fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn remaining(&self) -> usize {
+        self.total.saturating_sub(self.pos)
+    }
+
+    fn with<R>(&mut self, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, ImageError> {
+        if len > self.remaining() {
+            return Err(self.truncated(len));
+        }
+        if len > self.buf.len() {
+            // Large content: read it straight into its own allocation (bounded above).
+            let mut owned = Vec::with_capacity(len);
+            self.hasher.update(&self.buf[self.hashed..self.start]);
+            owned.extend_from_slice(&self.buf[self.start..self.end]);
+            self.start = 0;
+            self.end = 0;
+            self.hashed = 0;
+            let want = (len - owned.len()) as u64;
+            match (&mut self.file).take(want).read_to_end(&mut owned) {
+                Ok(_) if owned.len() == len => {}
+                Ok(_) => return Err(self.truncated(len)),
+                Err(err) => {
+                    let truncated = self.truncated(len);
+                    self.error = Some(err);
+                    return Err(truncated);
+                }
+            }
+            self.hasher.update(&owned);
+            self.pos += len;
+            return Ok(f(&owned));
+        }
+        if self.end - self.start < len {
+            self.fill(len)?;
+        }
+        let value = f(&self.buf[self.start..self.start + len]);
+        self.start += len;
+        self.pos += len;
+        Ok(value)
     }
 }
 
 /// One node record (before its children are read).
-struct Record<'a> {
+struct Record {
     offset: usize,
-    name: &'a str,
+    name: String,
     mode: u32,
     mtime: SystemTime,
-    body: Body<'a>,
+    body: Body,
 }
 
-enum Body<'a> {
+enum Body {
     Dir(u32),
-    File(&'a [u8]),
-    Symlink(&'a str),
+    File(Content),
+    Symlink(String),
 }
 
-fn read_record<'a>(reader: &mut Reader<'a>) -> Result<Record<'a>, ImageError> {
-    let offset = reader.pos;
-    let kind = reader.u8()?;
-    let mode = reader.u32()?;
+fn read_record(input: &mut impl Input) -> Result<Record, ImageError> {
+    let offset = input.pos();
+    let kind = input.u8()?;
+    let mode = input.u32()?;
     if mode & !0o7777 != 0 {
         return Err(corrupt(
             offset,
             format!("mode {mode:#o} has bits outside 0o7777"),
         ));
     }
-    let secs = reader.i64()?;
-    let nanos = reader.u32()?;
+    let secs = input.i64()?;
+    let nanos = input.u32()?;
     let mtime = decode_time(secs, nanos).ok_or_else(|| corrupt(offset, "mtime out of range"))?;
-    let name = reader.utf8("a name")?;
+    let name = input.utf8("a name")?;
     let body = match kind {
-        KIND_DIR => Body::Dir(reader.u32()?),
+        KIND_DIR => Body::Dir(input.u32()?),
         KIND_FILE => {
-            let len = reader.u64()?;
-            Body::File(reader.len_prefixed(len)?)
+            let len = input.u64()?;
+            Body::File(input.content(len)?)
         }
         KIND_SYMLINK => {
-            let target = reader.utf8("a symlink target")?;
+            let target = input.utf8("a symlink target")?;
             if target.is_empty() || target.contains('\0') {
                 return Err(corrupt(offset, "symlink target empty or containing NUL"));
             }
@@ -513,26 +741,14 @@ impl Frame {
     }
 }
 
-/// Parses image bytes into a tree (generation 0, empty history).
-///
-/// # Errors
-/// A format error ([`ImageError::BadMagic`], [`ImageError::UnsupportedVersion`],
-/// [`ImageError::Truncated`], [`ImageError::ChecksumMismatch`], [`ImageError::Corrupt`]);
-/// never allocates more than the input justifies.
-///
-/// # Panics
-/// Never on any input (the `expect`s inside guard internal invariants only).
-pub fn from_bytes(bytes: &[u8]) -> Result<Vfs, ImageError> {
-    check_header(bytes)?;
-    let mut reader = Reader {
-        bytes,
-        pos: HEADER_LEN,
-    };
-    let cwd_at = reader.pos;
-    let cwd = reader.utf8("the cwd")?.to_owned();
-    let root_node = read_tree(&mut reader)?;
-    if reader.remaining() != 0 {
-        return Err(corrupt(reader.pos, "trailing bytes after the tree"));
+/// Parses the payload: cwd, node count, tree; checks that nothing trails and that the
+/// cwd names a directory.
+fn parse_payload(input: &mut impl Input) -> Result<Vfs, ImageError> {
+    let cwd_at = input.pos();
+    let cwd = input.utf8("the cwd")?;
+    let root_node = read_tree(input)?;
+    if input.remaining() != 0 {
+        return Err(corrupt(input.pos(), "trailing bytes after the tree"));
     }
     let mut vfs = Vfs::from_root(root_node, "/".to_owned());
     if !cwd.starts_with('/') || vfs.normalize(&cwd).ok().as_deref() != Some(cwd.as_str()) {
@@ -550,53 +766,18 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Vfs, ImageError> {
     Ok(vfs)
 }
 
-/// Checks magic, version, flags, exact length and checksum.
-fn check_header(bytes: &[u8]) -> Result<(), ImageError> {
-    let mut header = Reader { bytes, pos: 0 };
-    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
-        return Err(ImageError::BadMagic);
-    }
-    header.take(MAGIC.len())?;
-    let version = header.u32()?;
-    if version != VERSION {
-        return Err(ImageError::UnsupportedVersion { version });
-    }
-    let flags = header.u32()?;
-    if flags != 0 {
-        return Err(corrupt(12, format!("unknown flags {flags:#x}")));
-    }
-    let payload_len = header.u64()?;
-    let stored = header.u32()?;
-    let reserved = header.u32()?;
-    if reserved != 0 {
-        return Err(corrupt(28, "reserved header field is not zero"));
-    }
-    let actual = (bytes.len() - HEADER_LEN) as u64;
-    if payload_len != actual {
-        return Err(corrupt(
-            16,
-            format!("header announces {payload_len} payload bytes, the input has {actual}"),
-        ));
-    }
-    let computed = crc32fast::hash(&bytes[HEADER_LEN..]);
-    if stored != computed {
-        return Err(ImageError::ChecksumMismatch { stored, computed });
-    }
-    Ok(())
-}
-
 /// Reads the node count and the nodes (iteratively, depth-bounded).
-fn read_tree(reader: &mut Reader<'_>) -> Result<Node, ImageError> {
-    let count_at = reader.pos;
-    let declared = reader.u64()?;
-    if declared == 0 || declared > (reader.remaining() / MIN_RECORD) as u64 {
+fn read_tree(input: &mut impl Input) -> Result<Node, ImageError> {
+    let count_at = input.pos();
+    let declared = input.u64()?;
+    if declared == 0 || declared > (input.remaining() / MIN_RECORD) as u64 {
         return Err(corrupt(
             count_at,
             format!("node count {declared} impossible for the input size"),
         ));
     }
 
-    let root = read_record(reader)?;
+    let root = read_record(input)?;
     let Body::Dir(root_children) = root.body else {
         return Err(corrupt(root.offset, "the root is not a directory"));
     };
@@ -617,8 +798,8 @@ fn read_tree(reader: &mut Reader<'_>) -> Result<Node, ImageError> {
             .last_mut()
             .expect("the stack holds at least the root until it is done");
         if top.remaining == 0 {
-            let done = stack.pop().expect("checked non-empty");
-            let name = done.name.clone();
+            let mut done = stack.pop().expect("checked non-empty");
+            let name = std::mem::take(&mut done.name);
             let node = done.into_node();
             match stack.last_mut() {
                 None => break node,
@@ -629,7 +810,7 @@ fn read_tree(reader: &mut Reader<'_>) -> Result<Node, ImageError> {
             }
         }
         top.remaining -= 1;
-        let record = read_record(reader)?;
+        let record = read_record(input)?;
         read += 1;
         if depth > MAX_DEPTH {
             return Err(corrupt(
@@ -640,13 +821,13 @@ fn read_tree(reader: &mut Reader<'_>) -> Result<Node, ImageError> {
         if read > declared {
             return Err(corrupt(record.offset, "more nodes than the declared count"));
         }
-        check_name(record.name).map_err(|reason| {
+        check_name(&record.name).map_err(|reason| {
             corrupt(record.offset, format!("name {:?}: {reason}", record.name))
         })?;
         if top
             .children
             .last_key_value()
-            .is_some_and(|(last, _)| last.as_str() >= record.name)
+            .is_some_and(|(last, _)| *last >= record.name)
         {
             return Err(corrupt(
                 record.offset,
@@ -656,7 +837,7 @@ fn read_tree(reader: &mut Reader<'_>) -> Result<Node, ImageError> {
         let leaf = match record.body {
             Body::Dir(remaining) => {
                 stack.push(Frame {
-                    name: record.name.to_owned(),
+                    name: record.name,
                     mode: record.mode,
                     mtime: record.mtime,
                     children: BTreeMap::new(),
@@ -664,11 +845,11 @@ fn read_tree(reader: &mut Reader<'_>) -> Result<Node, ImageError> {
                 });
                 continue;
             }
-            Body::File(content) => NodeData::File(Content::from(content)),
-            Body::Symlink(target) => NodeData::Symlink(target.to_owned()),
+            Body::File(content) => NodeData::File(content),
+            Body::Symlink(target) => NodeData::Symlink(target),
         };
         top.children.insert(
-            record.name.to_owned(),
+            record.name,
             Node::with_data(leaf, record.mode, record.mtime, 0),
         );
     };

@@ -344,3 +344,72 @@ fn save_load_through_files_for_random_trees() {
         })
         .unwrap();
 }
+
+/// Writes `bytes` to a file and loads it.
+fn load_bytes(dir: &std::path::Path, bytes: &[u8]) -> Result<Vfs, ImageError> {
+    let path = dir.join("probe.img");
+    fs::write(&path, bytes).unwrap();
+    image::load(&path)
+}
+
+#[test]
+fn streamed_load_rejects_every_truncation_and_bit_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = image::to_bytes(&sample());
+    for len in 0..bytes.len() {
+        let err = load_bytes(dir.path(), &bytes[..len]).unwrap_err();
+        assert!(
+            matches!(err, ImageError::Invalid { .. }),
+            "truncated to {len}: {err}"
+        );
+    }
+    for at in 0..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x04;
+        assert!(
+            load_bytes(dir.path(), &flipped).is_err(),
+            "flip at byte {at} was accepted"
+        );
+    }
+    // A crafted 2^44-byte file record behind a valid header: bounded, typed error.
+    let mut payload = payload_start("/", 2);
+    payload.extend(record(0, ""));
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend(record(1, "big"));
+    payload.extend_from_slice(&(1u64 << 44).to_le_bytes());
+    let err = load_bytes(dir.path(), &with_header(&payload)).unwrap_err();
+    assert!(
+        matches!(&err, ImageError::Invalid { source, .. } if matches!(**source, ImageError::Truncated { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn streamed_load_handles_contents_larger_than_and_across_the_buffer() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/big").unwrap();
+    // 3 MiB (larger than the 1 MiB read buffer), then files that straddle buffer ends.
+    let large: Vec<u8> = (0..3 * 1024 * 1024 + 17u32)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    vfs.write_file("/big/a-large", large).unwrap();
+    for i in 0..40u32 {
+        let content: Vec<u8> = (0..100_003 + i).map(|j| (j * 7 + i) as u8).collect();
+        vfs.write_file(&format!("/big/f{i:02}"), content).unwrap();
+    }
+    vfs.write_file("/big/z-last", b"end".to_vec()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.img");
+    image::save(&vfs, &path).unwrap();
+    let loaded = image::load(&path).unwrap();
+    assert!(loaded.same_tree(&vfs));
+    // Corruption deep inside a large content is still caught by the checksum.
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    let err = load_bytes(dir.path(), &bytes).unwrap_err();
+    assert!(
+        matches!(&err, ImageError::Invalid { source, .. } if matches!(**source, ImageError::ChecksumMismatch { .. })),
+        "{err}"
+    );
+}
