@@ -261,7 +261,7 @@ impl Conn<'_> {
                         self.shared.options.max_frame_bytes,
                     ),
                     Request::SessionShutdown(_) => {
-                        log(self.peer.id, &format!("session {} ended", session.id));
+                        log(self.peer.id, &format!("session {:?} ended", session.id));
                         self.session = None;
                         Reply::ShutdownOk(ShutdownOk {})
                     }
@@ -308,7 +308,7 @@ impl Conn<'_> {
         log(
             self.peer.id,
             &format!(
-                "handshake from {} {} (capabilities: {:?})",
+                "handshake from {:?} {:?} (capabilities: {:?})",
                 hs.client, hs.client_version, self.capabilities
             ),
         );
@@ -347,7 +347,7 @@ impl Conn<'_> {
         log(
             self.peer.id,
             &format!(
-                "session {} started: staging {} mounted at {}",
+                "session {:?} started: staging {} mounted at {:?}",
                 start.session_id,
                 staging.host_path().display(),
                 staging.mount()
@@ -464,7 +464,7 @@ impl Conn<'_> {
         log(
             self.peer.id,
             &format!(
-                "sync {:?} {}: {} manifest entries, {} mismatches",
+                "sync {:?} {:?}: {} manifest entries, {} mismatches",
                 sync.direction,
                 sync.vfs_cwd_leaf,
                 manifest.len(),

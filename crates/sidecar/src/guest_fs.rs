@@ -174,7 +174,9 @@ fn list_dir(op: &Op<'_>, components: &[String]) -> Result<Vec<String>, Failure> 
 /// Opens the directory a resolution names (following rules of `list_dir`).
 fn open_resolved_dir(op: &Op<'_>, resolved: Resolved) -> Result<OwnedFd, Failure> {
     let Some(name) = resolved.name else {
-        return Ok(resolved.dir);
+        // A fresh open file description: `resolved.dir` may be a dup of the session's
+        // staging fd, whose directory offset must not move.
+        return open_dir_at(&resolved.dir, OsStr::new(".")).map_err(|e| op.fail(e.into()));
     };
     let Some(stat) = resolved.stat else {
         return Err(op.fail(Denied::NotFound));
