@@ -7,7 +7,8 @@
 //! 2. A second `cargo build` of an unchanged hello crate through the session vs a direct
 //!    `cargo build` in a normal directory (both no-op builds). Target ratio ≤ 1.2.
 //!
-//! Pass `quick` after `--` for fewer samples: `cargo xtask bench host -- quick`.
+//! Pass `quick` after `--` for fewer samples (`cargo xtask bench host -- quick`), and
+//! `overhead` or `cargo` to run only one of the two parts.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,6 +40,7 @@ fn t2(vfs: &mut Vfs) {
 /// with 2,000 artifacts, 20 of them large (up to 20 MiB).
 fn t3(vfs: &mut Vfs) {
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    vfs.mkdir("/t").expect("mkdir");
     vfs.write_file_with(
         "/t/Cargo.toml",
         b"[package]\nname = \"t\"\n".to_vec(),
@@ -96,7 +98,10 @@ fn host_config(export_base: &Path) -> VmConfig {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let only_overhead = args.iter().any(|a| a == "overhead");
+    let only_cargo = args.iter().any(|a| a == "cargo");
     let runs = if quick { 5 } else { 21 };
     println!("host bench ({runs} samples per case)");
 
@@ -134,8 +139,17 @@ fn main() {
             build: t3,
         },
     ];
+    if !only_cargo {
+        overhead(runs, bare, &trees);
+    }
+    if !only_overhead {
+        cargo_rebuild(runs);
+    }
+}
+
+fn overhead(runs: usize, bare: Duration, trees: &[Tree]) {
     for (medium, scratch) in scratch_dirs("devshell-host-bench-") {
-        for tree in &trees {
+        for tree in trees {
             let mut vfs = Vfs::new();
             (tree.build)(&mut vfs);
             let mut session = HostSandboxSession::new(&host_config(scratch.path()));
@@ -151,6 +165,7 @@ fn main() {
                 mib(first.push.bytes_written),
                 fmt_duration(first.push.duration + first.exec.duration)
             );
+            let mut phases = Vec::new();
             let samples = sample(
                 runs,
                 || (),
@@ -158,7 +173,21 @@ fn main() {
                     let outcome = session.run_tool(&mut vfs, "/t", &request).expect("run");
                     assert_eq!(outcome.exec.termination, Termination::Exited(0));
                     assert!(outcome.push.is_noop());
+                    phases.push((
+                        outcome.push.duration,
+                        outcome.exec.duration,
+                        outcome.pull.map(|p| p.duration).unwrap_or_default(),
+                    ));
                 },
+            );
+            phases.sort();
+            let mid = phases[phases.len() / 2];
+            println!(
+                "host/{medium}/{}: phases of a median-push run: push {}, spawn {}, pull {}",
+                tree.name,
+                fmt_duration(mid.0),
+                fmt_duration(mid.1),
+                fmt_duration(mid.2)
             );
             let median = report(
                 &format!(
@@ -175,8 +204,6 @@ fn main() {
             session.shutdown().expect("shutdown");
         }
     }
-
-    cargo_rebuild(runs);
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -12,7 +12,11 @@
 //! * the Mode S cycle of [`devshell_vm_sync::run_synced`]: a full push the first time,
 //!   an incremental push before every later run, and a pull after every run — also when
 //!   the tool failed, timed out or was interrupted with Ctrl-C. Unchanged files keep their
-//!   mtimes both ways, so a second `cargo build` finds everything fresh;
+//!   mtimes both ways, so a second `cargo build` finds everything fresh. One refinement:
+//!   the staging tree is watched with inotify, and a run after which nothing on the host
+//!   changed (no write, no metadata change, no create/delete/rename, no lost events)
+//!   skips the pull, whose metadata scan of every entry is the main cost of a no-op run
+//!   on a large tree (see `docs/bench/host.md`). Any doubt means a full pull;
 //! * the tool is looked up on the configured `PATH`, runs in its own process group with
 //!   the caller's stdio (by default), is killed as a group at the configured exec timeout,
 //!   and receives the caller's Ctrl-C;
@@ -45,6 +49,7 @@
 
 mod error;
 mod staging;
+mod watch;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -52,14 +57,18 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{
     CancelHandle, ExecError, ExecOutcome, StdinMode, StreamKind, Termination, ToolRequest,
 };
-use devshell_vm_sync::{SyncProgress, SyncState, SyncedRunError, ToolOutcome, VmSyncError};
+use devshell_vm_sync::{
+    SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
+};
 use devshell_vm_vfs::Vfs;
+
+use watch::{Activity, TreeWatch};
 
 pub use error::HostError;
 pub use staging::{STAGING_PREFIX, clean_stale as clean_stale_staging};
@@ -71,12 +80,128 @@ pub type SyncObserver = Arc<dyn Fn(&SyncProgress) + Send + Sync>;
 /// Environment variable the session points at the project's own `target/`.
 const CARGO_TARGET_DIR: &str = "CARGO_TARGET_DIR";
 
-/// One synced project root of the session and its sync manifest.
+/// One synced project root of the session, its sync manifest and its change watch.
 struct Project {
     /// Canonical VFS path of the project root.
     vfs_root: String,
     /// Manifest of the project's staging subdirectory.
     state: SyncState,
+    /// inotify watch of the leaf, created after the first push; `None` before that or
+    /// when inotify is unavailable (then every run pulls).
+    watch: Option<TreeWatch>,
+    /// Something may have changed on the host that no pull has seen yet.
+    dirty: bool,
+    /// Directories may have appeared that are not watched yet.
+    needs_rewatch: bool,
+}
+
+impl Project {
+    fn new(vfs_root: String, state: SyncState) -> Self {
+        Self {
+            vfs_root,
+            state,
+            watch: None,
+            dirty: false,
+            needs_rewatch: false,
+        }
+    }
+
+    /// Incremental push (full the first time), keeping the watch in step: host changes
+    /// seen before the push mark the project dirty (the next pull must not be skipped);
+    /// the push's own events are drained; new directories get watches.
+    fn push(&mut self, vfs: &Vfs) -> Result<(SyncReport, PathBuf), VmSyncError> {
+        if let Some(watch) = &mut self.watch {
+            match watch.take_activity() {
+                Activity::None => {}
+                Activity::Files => self.dirty = true,
+                Activity::Structure => {
+                    self.dirty = true;
+                    self.needs_rewatch = true;
+                }
+            }
+        }
+        let push = devshell_vm_sync::push_incremental(vfs, &self.vfs_root, &mut self.state)?;
+        let leaf = self.state.leaf_dir(&self.vfs_root)?;
+        match &mut self.watch {
+            None => {
+                self.watch = TreeWatch::new(&leaf);
+                if let Some(watch) = &mut self.watch {
+                    watch.rewatch();
+                }
+            }
+            Some(watch) => {
+                let own = watch.take_activity();
+                if own == Activity::Structure || push.dirs_created > 0 || self.needs_rewatch {
+                    watch.rewatch();
+                }
+            }
+        }
+        self.needs_rewatch = false;
+        Ok((push, leaf))
+    }
+
+    /// The Mode S cycle of [`devshell_vm_sync::run_synced`] — push, run, pull also after
+    /// a failure — except that the pull is skipped when the watch proves that nothing on
+    /// the host changed since the push (the no-op pull is the dominant cost of a run that
+    /// writes nothing on a large tree). Counts the run and a skipped pull in `stats`.
+    fn run_cycle(
+        &mut self,
+        vfs: &mut Vfs,
+        program: &str,
+        stats: &mut SessionStats,
+        run: impl FnOnce(&Path) -> Result<ExecOutcome, LeafRunError>,
+    ) -> Result<ToolOutcome, HostError> {
+        let (push, leaf) = match self.push(vfs) {
+            Ok(pushed) => pushed,
+            Err(err) => {
+                return Err(map_synced_error(
+                    SyncedRunError::Push(err),
+                    program,
+                    &self.vfs_root,
+                ));
+            }
+        };
+        stats.runs += 1;
+        let ran = run(&leaf);
+        let started = Instant::now();
+        let activity = match &mut self.watch {
+            Some(watch) if watch.usable() => watch.take_activity(),
+            _ => Activity::Structure,
+        };
+        let skip = !self.dirty && activity == Activity::None;
+        let pull = if skip {
+            Ok(SyncReport {
+                duration: started.elapsed(),
+                ..SyncReport::default()
+            })
+        } else {
+            self.dirty = true;
+            let pulled =
+                devshell_vm_sync::pull_workspace_to_vfs(&mut self.state, &self.vfs_root, vfs);
+            if pulled.is_ok() {
+                self.dirty = false;
+                if activity == Activity::Structure
+                    && let Some(watch) = &mut self.watch
+                {
+                    watch.rewatch();
+                }
+            }
+            pulled
+        };
+        if skip {
+            stats.pulls_skipped += 1;
+        }
+        let fail = |err| map_synced_error(err, program, &self.vfs_root);
+        match (ran, pull) {
+            (Ok(exec), Ok(pull)) => Ok(ToolOutcome {
+                exec,
+                push,
+                pull: Some(pull),
+            }),
+            (Ok(exec), Err(error)) => Err(fail(SyncedRunError::Pull { error, exec, push })),
+            (Err(error), pull) => Err(fail(SyncedRunError::Run { error, push, pull })),
+        }
+    }
 }
 
 /// Host staging session: one private directory per session, synced with the VFS around
@@ -89,6 +214,16 @@ pub struct HostSandboxSession {
     projects: Vec<Project>,
     observer: Option<SyncObserver>,
     excludes: Vec<String>,
+    stats: SessionStats,
+}
+
+/// Counters of a session, for diagnostics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Tool runs that reached the tool (successful push).
+    pub runs: u64,
+    /// Runs after which the pull was skipped because inotify saw no host change.
+    pub pulls_skipped: u64,
 }
 
 impl fmt::Debug for HostSandboxSession {
@@ -124,7 +259,14 @@ impl HostSandboxSession {
             projects: Vec::new(),
             observer: None,
             excludes: Vec::new(),
+            stats: SessionStats::default(),
         }
+    }
+
+    /// Run and skipped-pull counters of this session.
+    #[must_use]
+    pub fn stats(&self) -> SessionStats {
+        self.stats
     }
 
     /// Installs a progress callback for every push and pull of this session (also for
@@ -260,9 +402,8 @@ impl HostSandboxSession {
         }
         let path_var = self.path_var.clone();
         let project = &mut self.projects[index];
-        let vfs_root = project.vfs_root.clone();
 
-        let result = devshell_vm_sync::run_synced(vfs, &vfs_root, &mut project.state, |leaf| {
+        project.run_cycle(vfs, &request.program, &mut self.stats, |leaf| {
             run_in_leaf(
                 leaf,
                 &relative_cwd,
@@ -271,8 +412,7 @@ impl HostSandboxSession {
                 on_output,
                 cancel,
             )
-        });
-        result.map_err(|err| map_synced_error(err, &request.program, &vfs_root))
+        })
     }
 
     /// Removes the staging directory. The session stays usable: a later run creates a new
@@ -324,10 +464,7 @@ impl HostSandboxSession {
         if let Some(observer) = &self.observer {
             state.set_observer(forwarding_observer(observer));
         }
-        self.projects.push(Project {
-            vfs_root: root,
-            state,
-        });
+        self.projects.push(Project::new(root, state));
         Ok((self.projects.len() - 1, relative))
     }
 

@@ -1,0 +1,324 @@
+//! `HostSandboxSession` with real processes and real files: staging lifecycle, the sync
+//! cycle around each run (including the inotify-based skip of no-op pulls), errors, and
+//! the environment the tool sees.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use devshell_vm_backend_host::{HostError, HostSandboxSession, STAGING_PREFIX};
+use devshell_vm_config::VmConfig;
+use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
+use devshell_vm_sync::ToolOutcome;
+use devshell_vm_vfs::Vfs;
+
+fn config(base: &Path) -> VmConfig {
+    VmConfig {
+        export_base: Some(base.to_path_buf()),
+        ..VmConfig::from_env().expect("DEVSHELL_VM* variables parse")
+    }
+}
+
+fn sh_out(session: &mut HostSandboxSession, vfs: &mut Vfs, cwd: &str, script: &str) -> ToolOutcome {
+    let request = ToolRequest::new("sh", ["-c", script])
+        .stdout(OutputMode::Capture)
+        .stderr(OutputMode::Capture);
+    let outcome = session
+        .run_tool(vfs, cwd, &request)
+        .unwrap_or_else(|err| panic!("sh -c {script:?}: {err}"));
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Exited(0),
+        "sh -c {script:?}: {}",
+        String::from_utf8_lossy(&outcome.exec.stderr)
+    );
+    outcome
+}
+
+/// [`sh_out`] for runs whose outcome is not inspected.
+fn sh(session: &mut HostSandboxSession, vfs: &mut Vfs, cwd: &str, script: &str) {
+    let _ = sh_out(session, vfs, cwd, script);
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if entry.file_name() == name {
+            return Some(path);
+        }
+        if entry.file_type().ok()?.is_dir()
+            && let Some(found) = find_file(&path, name)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[test]
+fn staging_is_private_reused_and_removed() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut session = HostSandboxSession::new(&config(base.path()));
+    assert!(
+        session.staging_dir().is_none(),
+        "nothing on disk before first use"
+    );
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+
+    sh(&mut session, &mut vfs, "/p", "echo one > one.txt");
+    let staging = session
+        .staging_dir()
+        .expect("created on first use")
+        .to_path_buf();
+    assert!(staging.starts_with(base.path()));
+    let name = staging
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("utf-8 name");
+    assert!(
+        name.starts_with(&format!("{STAGING_PREFIX}{}-", std::process::id())),
+        "{name}"
+    );
+    let mode = std::fs::metadata(&staging)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o700);
+
+    sh(&mut session, &mut vfs, "/p", "echo two > two.txt");
+    assert_eq!(session.staging_dir(), Some(staging.as_path()), "reused");
+    assert!(
+        find_file(&staging, "one.txt").is_some(),
+        "the first run's files are still there"
+    );
+
+    session.shutdown().expect("shutdown");
+    assert!(!staging.exists(), "removed at shutdown");
+
+    // Still usable: a new staging dir, pushed in full again.
+    let again = sh_out(
+        &mut session,
+        &mut vfs,
+        "/p",
+        "cat one.txt two.txt > both.txt",
+    );
+    assert_eq!(again.push.files_written, 2);
+    assert_eq!(
+        &*vfs.read_file("/p/both.txt").expect("pulled"),
+        b"one\ntwo\n"
+    );
+    let second = session.staging_dir().expect("new staging").to_path_buf();
+    assert_ne!(second, staging);
+    drop(session);
+    assert!(!second.exists(), "removed on drop");
+}
+
+#[test]
+fn a_run_that_changes_nothing_skips_the_pull_and_every_change_is_seen() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut session = HostSandboxSession::new(&config(base.path()));
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p/src").expect("mkdir");
+    vfs.write_file("/p/src/a.txt", b"aaaa".to_vec())
+        .expect("write");
+    vfs.write_file("/p/src/b.txt", b"bbbb".to_vec())
+        .expect("write");
+    session.ensure_ready(&vfs, "/p").expect("ready");
+
+    // Only reads: no host change, the pull is skipped and the VFS is as it was.
+    let read_only = sh_out(
+        &mut session,
+        &mut vfs,
+        "/p",
+        "cat src/a.txt > /dev/null; ls -R > /dev/null",
+    );
+    assert_eq!(
+        read_only.push.files_written, 0,
+        "ensure_ready pushed already"
+    );
+    assert!(
+        read_only
+            .pull
+            .as_ref()
+            .is_some_and(devshell_vm_sync::SyncReport::is_noop)
+    );
+    assert_eq!(session.stats().pulls_skipped, 1);
+
+    // Same-size in-place overwrite.
+    sh(&mut session, &mut vfs, "/p", "printf AAAA > src/a.txt");
+    assert_eq!(&*vfs.read_file("/p/src/a.txt").expect("read"), b"AAAA");
+    // Mode only.
+    sh(&mut session, &mut vfs, "/p", "chmod 755 src/b.txt");
+    assert_eq!(vfs.stat("/p/src/b.txt").expect("stat").mode & 0o777, 0o755);
+    // Mtime only.
+    sh(&mut session, &mut vfs, "/p", "touch -d @1000000 src/b.txt");
+    assert_eq!(
+        vfs.stat("/p/src/b.txt").expect("stat").mtime,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+    );
+    // New nested directories, then a write inside them in a later run (needs new watches).
+    sh(
+        &mut session,
+        &mut vfs,
+        "/p",
+        "mkdir -p x/y/z && echo 1 > x/y/z/f",
+    );
+    assert_eq!(&*vfs.read_file("/p/x/y/z/f").expect("read"), b"1\n");
+    sh(&mut session, &mut vfs, "/p", "echo 2 > x/y/z/f");
+    assert_eq!(&*vfs.read_file("/p/x/y/z/f").expect("read"), b"2\n");
+    // Rename and delete.
+    sh(
+        &mut session,
+        &mut vfs,
+        "/p",
+        "mv src/a.txt src/renamed.txt && rm -r x",
+    );
+    assert!(!vfs.exists("/p/src/a.txt"));
+    assert!(!vfs.exists("/p/x"));
+    assert_eq!(
+        &*vfs.read_file("/p/src/renamed.txt").expect("read"),
+        b"AAAA"
+    );
+    assert_eq!(
+        session.stats().pulls_skipped,
+        1,
+        "every changing run pulled"
+    );
+
+    // A host change made outside any run (a stray background process) is pulled by the
+    // next run even though that run itself changes nothing.
+    let staging = session.staging_dir().expect("staging").to_path_buf();
+    let b = find_file(&staging, "b.txt").expect("b.txt in staging");
+    std::fs::write(&b, b"stray").expect("stray write");
+    sh(&mut session, &mut vfs, "/p", "true");
+    assert_eq!(&*vfs.read_file("/p/src/b.txt").expect("read"), b"stray");
+    assert_eq!(session.stats().pulls_skipped, 1);
+
+    // And the next no-op run skips again.
+    sh(&mut session, &mut vfs, "/p", "true");
+    assert_eq!(session.stats().pulls_skipped, 2);
+    assert_eq!(session.stats().runs, 9);
+}
+
+#[test]
+fn failing_tools_are_statuses_and_their_writes_are_pulled() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut session = HostSandboxSession::new(&config(base.path()));
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+    let status = session
+        .run_rust_tool(
+            &mut vfs,
+            "/p",
+            "sh",
+            &["-c".into(), "echo partial > out.txt; exit 7".into()],
+        )
+        .expect("a failing tool is not an infrastructure error");
+    assert_eq!(status.code(), Some(7));
+    assert_eq!(&*vfs.read_file("/p/out.txt").expect("pulled"), b"partial\n");
+}
+
+#[test]
+fn missing_program_and_bad_cwd_are_typed_errors() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut session = HostSandboxSession::new(&config(base.path()));
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+    vfs.write_file("/p/file", b"x".to_vec()).expect("write");
+
+    let err = session
+        .run_rust_tool(&mut vfs, "/p", "no-such-tool-devshell", &[])
+        .expect_err("missing program");
+    assert!(matches!(&err, HostError::Exec { program, .. } if program == "no-such-tool-devshell"));
+    let message = err.to_string();
+    assert!(
+        message.contains("no-such-tool-devshell") && message.contains("PATH"),
+        "{message}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+
+    for cwd in ["/missing", "/p/file", "bad\0path"] {
+        let err = session
+            .run_rust_tool(&mut vfs, cwd, "true", &[])
+            .expect_err("bad cwd");
+        assert!(
+            matches!(&err, HostError::Cwd { cwd: c, .. } if c == cwd),
+            "{err:?}"
+        );
+    }
+    assert_eq!(&*vfs.read_file("/p/file").expect("untouched"), b"x");
+}
+
+#[test]
+fn the_tool_sees_its_cwd_image_and_a_private_target_dir() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut session = HostSandboxSession::new(&config(base.path()));
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/ws/member/src").expect("mkdir");
+    vfs.write_file(
+        "/ws/Cargo.toml",
+        b"[workspace]\nmembers = [\"member\"]\n".to_vec(),
+    )
+    .expect("write");
+    vfs.write_file(
+        "/ws/member/Cargo.toml",
+        b"[package]\nname = \"member\"\n".to_vec(),
+    )
+    .expect("write");
+
+    let out = sh_out(
+        &mut session,
+        &mut vfs,
+        "/ws/member/src",
+        "pwd; echo \"$CARGO_TARGET_DIR\"; ls ../../Cargo.toml",
+    );
+    let stdout = String::from_utf8(out.exec.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let staging = session
+        .staging_dir()
+        .expect("staging")
+        .canonicalize()
+        .expect("canon");
+    let pwd = Path::new(lines[0]).canonicalize().expect("pwd exists");
+    assert!(
+        pwd.starts_with(&staging) && pwd.ends_with("ws/member/src"),
+        "{stdout}"
+    );
+    let target = Path::new(lines[1]);
+    assert!(target.ends_with("ws/target"), "{stdout}");
+    assert!(
+        lines[2].ends_with("Cargo.toml"),
+        "the workspace manifest is visible: {stdout}"
+    );
+
+    // A caller's CARGO_TARGET_DIR in the request wins.
+    let request = ToolRequest::new("sh", ["-c", "echo \"$CARGO_TARGET_DIR\""])
+        .env("CARGO_TARGET_DIR", "/elsewhere")
+        .stdout(OutputMode::Capture);
+    let out = session.run_tool(&mut vfs, "/ws", &request).expect("run");
+    assert_eq!(out.exec.stdout, b"/elsewhere\n");
+}
+
+#[test]
+fn projects_with_the_same_leaf_name_do_not_collide() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut session = HostSandboxSession::new(&config(base.path()));
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/a/app").expect("mkdir");
+    vfs.mkdir("/b/app").expect("mkdir");
+    vfs.write_file("/a/app/Cargo.toml", b"[package]\nname = \"a\"\n".to_vec())
+        .expect("write");
+    vfs.write_file("/b/app/Cargo.toml", b"[package]\nname = \"b\"\n".to_vec())
+        .expect("write");
+    sh(&mut session, &mut vfs, "/a/app", "echo from-a > mark");
+    sh(&mut session, &mut vfs, "/b/app", "echo from-b > mark");
+    sh(&mut session, &mut vfs, "/a/app", "cat mark > again");
+    assert_eq!(&*vfs.read_file("/a/app/again").expect("read"), b"from-a\n");
+    assert_eq!(&*vfs.read_file("/b/app/mark").expect("read"), b"from-b\n");
+    assert_eq!(
+        &*vfs.read_file("/a/app/Cargo.toml").expect("read"),
+        b"[package]\nname = \"a\"\n"
+    );
+}
