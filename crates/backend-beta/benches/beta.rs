@@ -1,2 +1,199 @@
-//! β benchmarks (filled in below).
-fn main() {}
+//! β benchmarks (`cargo xtask bench beta`): `exec true` round trip over a Unix socket
+//! against spawning `true` directly, `guest_fs` read/write throughput (1 MiB, 16 MiB;
+//! staging on tmpfs and on disk), handshake + `session_start` latency, and 50 concurrent
+//! clients each running `exec true` on its own connection.
+//!
+//! Everything runs against a real `devshell-vm-sidecar` process (release build).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use common::{Sidecar, config};
+use devshell_vm_backend_beta::BetaSession;
+use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
+use devshell_vm_guest_fs::GuestFsOps;
+use devshell_vm_test_support::bench::{fmt_duration, mb_per_s, report, sample, scratch_dirs};
+use devshell_vm_vfs::Vfs;
+
+const MIB: usize = 1024 * 1024;
+
+/// A private socket dir and a staging root under `parent`, with a sidecar serving it.
+struct Setup {
+    _dir: tempfile::TempDir,
+    socket: String,
+    staging: String,
+    _sidecar: Sidecar,
+}
+
+impl Setup {
+    fn new(parent: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("beta-bench-")
+            .tempdir_in(parent)
+            .expect("scratch dir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let sockdir = dir.path().join("sock");
+        std::fs::create_dir(&sockdir).unwrap();
+        std::fs::set_permissions(&sockdir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let socket_path = sockdir.join("s.sock");
+        let sidecar = Sidecar::unix_at(&socket_path, &root);
+        let staging = root.join("staging");
+        std::fs::create_dir(&staging).unwrap();
+        Self {
+            socket: socket_path.to_str().unwrap().to_owned(),
+            staging: staging.to_str().unwrap().to_owned(),
+            _dir: dir,
+            _sidecar: sidecar,
+        }
+    }
+
+    fn session(&self) -> BetaSession {
+        BetaSession::new(&config(&[
+            ("DEVSHELL_VM_SOCKET", &self.socket),
+            ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
+            ("DEVSHELL_VM_BETA_SESSION_STAGING", &self.staging),
+        ]))
+        .expect("session")
+    }
+}
+
+fn exec_true(session: &mut BetaSession, vfs: &mut Vfs) {
+    let request = ToolRequest::new("true", Vec::<String>::new())
+        .stdout(OutputMode::Null)
+        .stderr(OutputMode::Null);
+    let outcome = session.run_tool(vfs, "/", &request).expect("exec true");
+    assert_eq!(outcome.exec.termination, Termination::Exited(0));
+}
+
+fn bench_exec_round_trip(setup: &Setup) {
+    const RUNS: usize = 300;
+    let true_path = which_true();
+    let direct = sample(
+        RUNS,
+        || (),
+        |()| {
+            let status = Command::new(&true_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("spawn true");
+            assert!(status.success());
+        },
+    );
+    let mut session = setup.session();
+    let mut vfs = Vfs::new();
+    exec_true(&mut session, &mut vfs); // connect + handshake outside the measurement
+    let beta = sample(RUNS, || (), |()| exec_true(&mut session, &mut vfs));
+    let d = report("beta/spawn true directly", &direct);
+    let b = report("beta/exec true over unix socket (round trip)", &beta);
+    println!(
+        "beta/exec overhead vs direct spawn: {} (ratio {:.2}x; target <= 1 ms)",
+        fmt_duration(b.saturating_sub(d)),
+        b.as_secs_f64() / d.as_secs_f64().max(1e-12)
+    );
+}
+
+fn which_true() -> std::path::PathBuf {
+    for candidate in ["/usr/bin/true", "/bin/true"] {
+        if Path::new(candidate).is_file() {
+            return candidate.into();
+        }
+    }
+    panic!("no `true` binary in /usr/bin or /bin");
+}
+
+fn bench_guest_fs(label: &str, setup: &Setup) {
+    let mut session = setup.session();
+    session.mkdir("/workspace").expect("connect");
+    for (size, runs) in [(MIB, 30), (16 * MIB, 8)] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let path = format!("/workspace/blob-{size}");
+        let writes = sample(runs, || (), |()| session.write_file(&path, &data).expect("write"));
+        let reads = sample(
+            runs,
+            || (),
+            |()| {
+                let back = session.read_file(&path).expect("read");
+                assert_eq!(back.len(), size);
+            },
+        );
+        let mib = size / MIB;
+        let w = report(&format!("beta/guest_fs write {mib} MiB ({label})"), &writes);
+        let r = report(&format!("beta/guest_fs read {mib} MiB ({label})"), &reads);
+        println!(
+            "beta/guest_fs {mib} MiB ({label}): write {:.0} MB/s, read {:.0} MB/s",
+            mb_per_s(size as u64, w),
+            mb_per_s(size as u64, r)
+        );
+    }
+}
+
+fn bench_handshake(setup: &Setup) {
+    let samples = sample(
+        100,
+        || setup.session(),
+        |mut session| {
+            session.capabilities().expect("connect + handshake + session_start");
+        },
+    );
+    let _ = report("beta/connect + handshake + session_start (unix)", &samples);
+}
+
+fn bench_concurrent(setup: &Setup) {
+    const CLIENTS: usize = 50;
+    let mut totals = Vec::new();
+    for _ in 0..7 {
+        let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let mut session = setup.session();
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    let mut vfs = Vfs::new();
+                    barrier.wait();
+                    exec_true(&mut session, &mut vfs);
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        barrier.wait();
+        for handle in handles {
+            handle.join().expect("client thread");
+        }
+        totals.push(started.elapsed());
+    }
+    totals.sort();
+    let total = report(
+        "beta/50 concurrent clients (connect + handshake + session_start + exec true each), total",
+        &totals,
+    );
+    println!(
+        "beta/50 concurrent clients: {} per client on average",
+        fmt_duration(total / u32::try_from(CLIENTS).unwrap())
+    );
+}
+
+fn main() {
+    let dirs = scratch_dirs("beta-bench");
+    let setups: Vec<(&str, Setup)> = dirs
+        .iter()
+        .map(|(label, dir)| (*label, Setup::new(dir.path())))
+        .collect();
+    let (_, tmpfs) = &setups[0];
+    bench_exec_round_trip(tmpfs);
+    bench_handshake(tmpfs);
+    for (label, setup) in &setups {
+        bench_guest_fs(label, setup);
+    }
+    bench_concurrent(tmpfs);
+}
