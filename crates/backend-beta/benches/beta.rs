@@ -42,8 +42,11 @@ impl Setup {
         std::fs::create_dir(&root).unwrap();
         let sockdir = dir.path().join("sock");
         std::fs::create_dir(&sockdir).unwrap();
-        std::fs::set_permissions(&sockdir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        std::fs::set_permissions(
+            &sockdir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let socket_path = sockdir.join("s.sock");
         let sidecar = Sidecar::unix_at(&socket_path, &root);
         let staging = root.join("staging");
@@ -116,9 +119,13 @@ fn bench_guest_fs(label: &str, setup: &Setup) {
     let mut session = setup.session();
     session.mkdir("/workspace").expect("connect");
     for (size, runs) in [(MIB, 30), (16 * MIB, 8)] {
-        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..=250u8).cycle().take(size).collect();
         let path = format!("/workspace/blob-{size}");
-        let writes = sample(runs, || (), |()| session.write_file(&path, &data).expect("write"));
+        let writes = sample(
+            runs,
+            || (),
+            |()| session.write_file(&path, &data).expect("write"),
+        );
         let reads = sample(
             runs,
             || (),
@@ -143,7 +150,9 @@ fn bench_handshake(setup: &Setup) {
         100,
         || setup.session(),
         |mut session| {
-            session.capabilities().expect("connect + handshake + session_start");
+            session
+                .capabilities()
+                .expect("connect + handshake + session_start");
         },
     );
     let _ = report("beta/connect + handshake + session_start (unix)", &samples);

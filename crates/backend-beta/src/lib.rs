@@ -87,4 +87,6 @@ mod transport;
 
 pub use conn::Capabilities;
 pub use error::BetaError;
-pub use session::{BetaSession, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, EXEC_GRACE};
+pub use session::{
+    BetaSession, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, EXEC_GRACE, SyncObserver,
+};

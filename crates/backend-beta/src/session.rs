@@ -14,7 +14,9 @@ use devshell_vm_exec::{
 };
 use devshell_vm_guest_fs::{logical_to_guest, normalize_guest_path};
 use devshell_vm_protocol::{Direction, ErrorCode, Exec, OutputStream, Reply, Request, SyncRequest};
-use devshell_vm_sync::{SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError};
+use devshell_vm_sync::{
+    SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
+};
 use devshell_vm_vfs::{NodeKind, Vfs};
 
 use crate::BetaError;
@@ -35,6 +37,10 @@ const SIDECAR_PROGRAM: &str = "devshell-vm-sidecar";
 /// Environment variable pointed at the project's `target/` in staging (Mode S).
 const CARGO_TARGET_DIR: &str = "CARGO_TARGET_DIR";
 
+/// A progress callback shared by every push and pull of a session (the same type as the
+/// host backend's `SyncObserver`, so a front end passes one value to either).
+pub type SyncObserver = std::sync::Arc<dyn Fn(&SyncProgress) + Send + Sync>;
+
 /// One synced project root and its sync manifest (Mode S).
 struct Project {
     vfs_root: String,
@@ -50,6 +56,7 @@ pub struct BetaSession {
     pub(crate) link: Link,
     exec_timeout: Option<Duration>,
     projects: Vec<Project>,
+    observer: Option<SyncObserver>,
 }
 
 impl fmt::Debug for BetaSession {
@@ -138,6 +145,7 @@ impl BetaSession {
             },
             exec_timeout: config.exec_timeout,
             projects: Vec::new(),
+            observer: None,
         })
     }
 
@@ -149,6 +157,15 @@ impl BetaSession {
         if let Some(conn) = self.link.conn.as_mut() {
             conn.set_io_timeout(timeout);
         }
+    }
+
+    /// Installs a progress callback for every push and pull of this session (Mode S),
+    /// also for projects synced already.
+    pub fn set_sync_observer(&mut self, observer: SyncObserver) {
+        for project in &mut self.projects {
+            project.state.set_observer(forwarding_observer(&observer));
+        }
+        self.observer = Some(observer);
     }
 
     /// The guest mount (`DEVSHELL_VM_GUEST_WORKSPACE`, normalised), where the staging
@@ -486,9 +503,13 @@ impl BetaSession {
             path: sub.clone(),
             reason: format!("cannot create the project directory: {err}"),
         })?;
+        let mut state = SyncState::new(sub);
+        if let Some(observer) = &self.observer {
+            state.set_observer(forwarding_observer(observer));
+        }
         self.projects.push(Project {
             vfs_root: root,
-            state: SyncState::new(sub),
+            state,
             synced_generation: None,
         });
         Ok((self.projects.len() - 1, relative))
@@ -501,6 +522,12 @@ impl Drop for BetaSession {
         self.link.conn = None;
         let _ = self.remove_owned_staging();
     }
+}
+
+/// A per-state observer that forwards to the session's shared one.
+fn forwarding_observer(observer: &SyncObserver) -> Box<dyn FnMut(&SyncProgress) + Send> {
+    let observer = std::sync::Arc::clone(observer);
+    Box::new(move |progress| observer(progress))
 }
 
 /// Process-wide counter for default staging directory names.
