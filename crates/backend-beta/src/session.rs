@@ -53,7 +53,8 @@ struct Project {
 /// A β session: one sidecar connection (reopened when it breaks) and, in Mode S, the
 /// sync state of each project it ran tools in. See the crate docs.
 pub struct BetaSession {
-    pub(crate) link: Link,
+    /// Boxed: the connection state is large and sessions live in enums of backends.
+    pub(crate) link: Box<Link>,
     exec_timeout: Option<Duration>,
     projects: Vec<Project>,
     observer: Option<SyncObserver>,
@@ -126,7 +127,7 @@ impl BetaSession {
             .to_owned();
         let mount = normalize_guest_path(&config.guest_workspace)?;
         Ok(Self {
-            link: Link {
+            link: Box::new(Link {
                 endpoint: Endpoint {
                     transport,
                     sidecar,
@@ -142,7 +143,7 @@ impl BetaSession {
                 mode: config.workspace_mode_effective(),
                 conn: None,
                 connects: 0,
-            },
+            }),
             exec_timeout: config.exec_timeout,
             projects: Vec::new(),
             observer: None,
@@ -178,8 +179,8 @@ impl BetaSession {
     /// `true` in Mode S (the VFS is synced with the staging workspace around each run),
     /// `false` in Mode P (the guest tree is the source of truth).
     #[must_use]
-    pub fn syncs_vfs_with_host_workspace(&self) -> bool {
-        self.link.mode == WorkspaceMode::Sync
+    pub const fn syncs_vfs_with_host_workspace(&self) -> bool {
+        matches!(self.link.mode, WorkspaceMode::Sync)
     }
 
     /// The workspace mode in effect.

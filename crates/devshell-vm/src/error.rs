@@ -31,6 +31,10 @@ pub enum VmError {
     /// A guest file operation failed.
     #[error("{0}")]
     GuestFs(#[source] GuestFsError),
+    /// The β backend failed (connection, handshake, sync, the sidecar refused a request).
+    #[cfg(feature = "beta")]
+    #[error("{0}")]
+    Beta(#[source] devshell_vm_backend_beta::BetaError),
     /// The backend was not compiled in, or does not exist on this OS. The message says
     /// which cargo feature to enable.
     #[error("vm backend not implemented: {0}")]
@@ -78,6 +82,20 @@ impl From<HostError> for VmError {
             HostError::Timeout { program, timeout } => Self::Timeout { program, timeout },
             HostError::Cancelled { program } => Self::Cancelled { program },
             other => Self::Host(other),
+        }
+    }
+}
+
+#[cfg(feature = "beta")]
+impl From<devshell_vm_backend_beta::BetaError> for VmError {
+    /// Timeouts and cancellations become [`VmError::Timeout`] / [`VmError::Cancelled`]
+    /// (the same for every backend); everything else is [`VmError::Beta`].
+    fn from(err: devshell_vm_backend_beta::BetaError) -> Self {
+        use devshell_vm_backend_beta::BetaError;
+        match err {
+            BetaError::ExecTimeout { program, timeout } => Self::Timeout { program, timeout },
+            BetaError::Cancelled { program } => Self::Cancelled { program },
+            other => Self::Beta(other),
         }
     }
 }

@@ -22,9 +22,11 @@ use crate::{VmError, VmExecutionSession};
 pub enum SessionHolder {
     /// Host staging directory on this machine ([`HostSandboxSession`]).
     Host(HostSandboxSession),
-    // `#[cfg(feature = "lima")] Gamma(devshell_vm_backend_lima::GammaSession)` and
-    // `#[cfg(feature = "beta")] Beta(devshell_vm_backend_beta::BetaSession)` join here
-    // when those backends are integrated.
+    /// β: the `devshell-vm-sidecar` daemon ([`devshell_vm_backend_beta::BetaSession`]).
+    #[cfg(feature = "beta")]
+    Beta(devshell_vm_backend_beta::BetaSession),
+    // `#[cfg(feature = "lima")] Gamma(devshell_vm_backend_lima::GammaSession)` joins here
+    // when that backend is integrated.
 }
 
 /// Runs `$body` with `$session` bound to the inner session of whichever variant
@@ -33,6 +35,8 @@ macro_rules! dispatch {
     ($holder:expr, $session:ident => $body:expr) => {
         match $holder {
             SessionHolder::Host($session) => $body,
+            #[cfg(feature = "beta")]
+            SessionHolder::Beta($session) => $body,
         }
     };
 }
@@ -82,6 +86,8 @@ impl SessionHolder {
     pub const fn backend_name(&self) -> &'static str {
         match self {
             Self::Host(_) => "host",
+            #[cfg(feature = "beta")]
+            Self::Beta(_) => "beta",
         }
     }
 
@@ -141,6 +147,13 @@ impl SessionHolder {
     pub fn guest_primary_fs_ops_mut(&mut self) -> Option<(&mut dyn GuestFsOps, String)> {
         match self {
             Self::Host(_) => None,
+            #[cfg(feature = "beta")]
+            Self::Beta(s) if !s.syncs_vfs_with_host_workspace() => {
+                let mount = s.guest_mount().to_owned();
+                Some((s as &mut dyn GuestFsOps, mount))
+            }
+            #[cfg(feature = "beta")]
+            Self::Beta(_) => None,
         }
     }
 
@@ -149,6 +162,8 @@ impl SessionHolder {
     pub const fn is_guest_primary(&self) -> bool {
         match self {
             Self::Host(_) => false,
+            #[cfg(feature = "beta")]
+            Self::Beta(s) => !s.syncs_vfs_with_host_workspace(),
         }
     }
 
@@ -157,6 +172,8 @@ impl SessionHolder {
     pub const fn is_guest_primary_gamma(&self) -> bool {
         match self {
             Self::Host(_) => false,
+            #[cfg(feature = "beta")]
+            Self::Beta(_) => false,
         }
     }
 
@@ -171,6 +188,8 @@ impl SessionHolder {
     pub const fn is_lima(&self) -> bool {
         match self {
             Self::Host(_) => false,
+            #[cfg(feature = "beta")]
+            Self::Beta(_) => false,
         }
     }
 
@@ -184,6 +203,11 @@ impl SessionHolder {
             Self::Host(_) => std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "exec_lima_interactive_shell: this is a host session, not a Lima (gamma) session",
+            ),
+            #[cfg(feature = "beta")]
+            Self::Beta(_) => std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "exec_lima_interactive_shell: this is a beta (sidecar) session, not a Lima (gamma) session",
             ),
         }
     }
@@ -222,15 +246,17 @@ mod backends {
         ))
     }
 
-    /// β compiled in; the session type joins [`SessionHolder`] when integrated.
+    /// β compiled in: a [`SessionHolder::Beta`] (nothing is connected yet). A config
+    /// the β client cannot use (no `DEVSHELL_VM_SOCKET`, no sidecar binary for `stdio`,
+    /// an unreadable token file) is [`VmError::BackendUnavailable`] with the reason.
     #[cfg(feature = "beta")]
-    pub(super) fn beta_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
-        Err(VmError::BackendUnavailable {
-            backend: devshell_vm_config::Backend::Beta,
-            reason: "this build's devshell-vm-backend-beta does not provide a session yet; \
-                     use DEVSHELL_VM_BACKEND=host"
-                .to_owned(),
-        })
+    pub(super) fn beta_session(config: &VmConfig) -> Result<SessionHolder, VmError> {
+        devshell_vm_backend_beta::BetaSession::new(config)
+            .map(SessionHolder::Beta)
+            .map_err(|err| VmError::BackendUnavailable {
+                backend: devshell_vm_config::Backend::Beta,
+                reason: err.to_string(),
+            })
     }
 
     #[cfg(not(feature = "beta"))]

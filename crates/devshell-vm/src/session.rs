@@ -95,3 +95,40 @@ impl VmExecutionSession for HostSandboxSession {
         Ok(Self::shutdown(self)?)
     }
 }
+
+#[cfg(feature = "beta")]
+impl VmExecutionSession for devshell_vm_backend_beta::BetaSession {
+    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        Ok(Self::ensure_ready(self, vfs, vfs_cwd)?)
+    }
+
+    fn run_rust_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<ExitStatus, VmError> {
+        Ok(Self::run_rust_tool(self, vfs, vfs_cwd, program, args)?)
+    }
+
+    fn run_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+    ) -> Result<ToolOutcome, VmError> {
+        Ok(Self::run_tool(self, vfs, vfs_cwd, request)?)
+    }
+
+    fn set_sync_observer(&mut self, observer: SyncObserver) {
+        Self::set_sync_observer(self, observer);
+    }
+
+    /// Every run already pulled its results: this ends the sidecar session, drops the
+    /// connection (stopping a sidecar the session spawned) and, in Mode S, removes the
+    /// staging directory the session created.
+    fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        Ok(Self::shutdown(self, vfs, vfs_cwd)?)
+    }
+}
