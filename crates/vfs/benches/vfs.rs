@@ -13,7 +13,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use devshell_vm_test_support::bench::{mb_per_s, peak_rss_bytes, report, scratch_dirs};
+use devshell_vm_test_support::bench::{
+    fmt_duration, mb_per_s, median, peak_rss_bytes, report, scratch_dirs,
+};
 use devshell_vm_vfs::{Content, Vfs, image};
 
 const DIRS: usize = 1_000;
@@ -41,17 +43,37 @@ fn build(size: usize) -> Vfs {
     build_with(|| Content::from(&bytes[..]))
 }
 
-/// Times `f` `runs` times; each result is dropped outside the timed region.
-fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> Vec<Duration> {
-    let mut samples = Vec::with_capacity(runs);
+/// Time this thread has spent on a CPU (`/proc/thread-self/schedstat`, nanoseconds).
+/// On a shared machine this shows what the work costs, apart from waiting for a core.
+fn on_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        stat.split_whitespace().next()?.parse().ok()?,
+    ))
+}
+
+/// Times `f` `runs` times (wall clock); each result is dropped outside the timed region.
+fn timed<T>(runs: usize, f: impl FnMut() -> T) -> Vec<Duration> {
+    timed_both(runs, f).0
+}
+
+/// Like [`timed`], also returning the sorted on-CPU times.
+fn timed_both<T>(runs: usize, mut f: impl FnMut() -> T) -> (Vec<Duration>, Vec<Duration>) {
+    let mut wall = Vec::with_capacity(runs);
+    let mut cpu = Vec::with_capacity(runs);
     for _ in 0..runs {
+        let cpu_before = on_cpu();
         let started = Instant::now();
         let value = black_box(f());
-        samples.push(started.elapsed());
+        wall.push(started.elapsed());
+        if let (Some(before), Some(after)) = (cpu_before, on_cpu()) {
+            cpu.push(after.saturating_sub(before));
+        }
         drop(value);
     }
-    samples.sort();
-    samples
+    wall.sort();
+    cpu.sort();
+    (wall, cpu)
 }
 
 /// Times `per_batch` calls of `f` per sample; returns the per-call median.
@@ -70,15 +92,23 @@ fn per_call(label: &str, batches: usize, per_batch: usize, mut f: impl FnMut(usi
     let _ = report(label, &samples);
 }
 
+/// Reports the wall-clock median and, when available, the on-CPU median.
+fn report_both(label: &str, (wall, cpu): &(Vec<Duration>, Vec<Duration>)) {
+    let _ = report(label, wall);
+    if !cpu.is_empty() {
+        println!("    on-CPU median {}", fmt_duration(median(cpu)));
+    }
+}
+
 fn bench_build(runs: usize) {
-    let _ = report(
+    report_both(
         "vfs/build 100k files x 1 KiB in 1k dirs",
-        &timed(runs, || build(1024)),
+        &timed_both(runs, || build(1024)),
     );
     let shared = Content::from(vec![7u8; 1024]);
-    let _ = report(
+    report_both(
         "vfs/build 100k files (one shared 1 KiB content)",
-        &timed(runs, || build_with(|| Content::clone(&shared))),
+        &timed_both(runs, || build_with(|| Content::clone(&shared))),
     );
 }
 
@@ -170,28 +200,42 @@ fn bench_images(runs: usize) {
         "vfs/image size: {:.1} MiB ({size} bytes)",
         size as f64 / 1_048_576.0
     );
-    let throughput = |label: &str, samples: &[Duration]| {
-        let med = report(label, samples);
-        println!("    -> {:.0} MB/s", mb_per_s(size, med));
+    let throughput = |label: &str, (wall, cpu): (Vec<Duration>, Vec<Duration>)| {
+        let med = report(label, &wall);
+        print!("    -> {:.0} MB/s wall", mb_per_s(size, med));
+        if cpu.is_empty() {
+            println!();
+        } else {
+            let cpu_med = median(&cpu);
+            println!(
+                "; on-CPU median {} -> {:.0} MB/s",
+                fmt_duration(cpu_med),
+                mb_per_s(size, cpu_med)
+            );
+        }
     };
     throughput(
         "vfs/image to_bytes (memory)",
-        &timed(runs, || image::to_bytes(&big)),
+        timed_both(runs, || image::to_bytes(&big)),
     );
     throughput(
         "vfs/image from_bytes (memory)",
-        &timed(runs, || image::from_bytes(&image_bytes).unwrap()),
+        timed_both(runs, || image::from_bytes(&image_bytes).unwrap()),
     );
     drop(image_bytes);
     for (place, dir) in scratch_dirs("devshell-vm-vfs-bench") {
         let path = dir.path().join("ws.img");
+        // One untimed round first, so every place starts with the same warm allocator
+        // (a cold process additionally pays page faults: see the max of the first place).
+        image::save(&big, &path).unwrap();
+        drop(image::load(&path).unwrap());
         throughput(
             &format!("vfs/image save ({place}, incl. fsync)"),
-            &timed(runs, || image::save(&big, &path).unwrap()),
+            timed_both(runs, || image::save(&big, &path).unwrap()),
         );
         throughput(
             &format!("vfs/image load ({place}, warm page cache)"),
-            &timed(runs, || image::load(&path).unwrap()),
+            timed_both(runs, || image::load(&path).unwrap()),
         );
         assert!(image::load(&path).unwrap().same_tree(&big));
     }
