@@ -348,10 +348,8 @@ fn exit_codes_and_signals_are_kept_apart_and_timeouts_are_typed() {
         run(&mut session, &mut vfs, "exit 1").termination,
         Termination::Exited(1)
     );
-    // (SIGUSR1: the sidecar blocks SIGTERM/SIGINT for its signal thread, and children
-    // currently inherit that mask, so `kill -TERM $$` does not end the shell.)
-    let killed = run(&mut session, &mut vfs, "kill -USR1 $$");
-    assert_eq!(killed.termination, Termination::Signaled(10));
+    let killed = run(&mut session, &mut vfs, "kill -TERM $$");
+    assert_eq!(killed.termination, Termination::Signaled(15));
     assert!(!killed.success());
     let status = session
         .run_rust_tool(&mut vfs, "/", "sh", &["-c".into(), "kill -KILL $$".into()])
