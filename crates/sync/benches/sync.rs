@@ -1,1 +1,541 @@
-fn main() {}
+//! Sync benchmark: this crate against `rsync -a` and `cp -a`, side by side in one run,
+//! on tmpfs (`/dev/shm`) and on the disk (the system temp directory).
+//!
+//! Trees: T1 1,000 files × 1 KiB in 50 dirs; T2 10,000 × 1 KiB in 500 dirs; T3 a
+//! cargo-like tree of ~2,200 files and ~200 MiB (sources plus a `target/` with files up
+//! to 20 MiB). Cases: first push into an empty dir; no-op push; push after 1 change;
+//! no-op pull; pull after 1 host change; peak RSS of a T3 push+push+pull (measured in a
+//! child process, `VmHWM`).
+//!
+//! Run: `cargo xtask bench sync` (or `cargo bench -p devshell-vm-sync --bench sync`).
+//! Arguments after `--`: `--quick` (fewer repetitions), `--trees T1,T2` (subset),
+//! `--fs shm,disk` (subset). Needs `rsync` and `cp` on PATH (fails with a clear message
+//! otherwise).
+
+#![allow(missing_docs, clippy::cast_precision_loss, clippy::too_many_lines)]
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use devshell_vm_sync::{SyncState, pull_workspace_to_vfs, push_full, push_incremental};
+use devshell_vm_vfs::{Content, Vfs};
+
+const ROOT: &str = "/bench/proj";
+
+/// Small, fast, deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// `len` bytes in one exactly sized shared allocation (no intermediate buffer).
+    fn content(&mut self, len: usize) -> Content {
+        let mut word = 0u64;
+        (0..len)
+            .map(|i| {
+                if i % 8 == 0 {
+                    word = self.next();
+                }
+                let byte = (word & 0xff) as u8;
+                word >>= 8;
+                byte
+            })
+            .collect()
+    }
+}
+
+fn mtime(i: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tree {
+    T1,
+    T2,
+    T3,
+}
+
+impl Tree {
+    fn name(self) -> &'static str {
+        match self {
+            Tree::T1 => "T1",
+            Tree::T2 => "T2",
+            Tree::T3 => "T3",
+        }
+    }
+}
+
+/// Builds a tree in a fresh VFS; returns it with its file count and content bytes.
+fn build(tree: Tree) -> (Vfs, u64, u64) {
+    let mut vfs = Vfs::new();
+    vfs.set_history_limit(1 << 20);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut files = 0u64;
+    let mut bytes = 0u64;
+    let mut add = |vfs: &mut Vfs, path: String, len: usize, mode: u32| {
+        let content = rng.content(len);
+        files += 1;
+        bytes += len as u64;
+        vfs.write_file_with(&path, content, mode, mtime(files)).expect("bench tree write");
+    };
+    match tree {
+        Tree::T1 | Tree::T2 => {
+            let dirs = if tree == Tree::T1 { 50 } else { 500 };
+            for d in 0..dirs {
+                vfs.mkdir(&format!("{ROOT}/d{d:03}")).expect("mkdir");
+                for f in 0..20 {
+                    add(&mut vfs, format!("{ROOT}/d{d:03}/f{f:02}.rs"), 1024, 0o644);
+                }
+            }
+        }
+        Tree::T3 => {
+            // Sources: 16 modules × 10 files of 2–30 KiB, plus manifests.
+            vfs.mkdir(&format!("{ROOT}/src")).expect("mkdir");
+            add(&mut vfs, format!("{ROOT}/Cargo.toml"), 900, 0o644);
+            add(&mut vfs, format!("{ROOT}/Cargo.lock"), 40_000, 0o644);
+            for m in 0..16 {
+                vfs.mkdir(&format!("{ROOT}/src/mod{m:02}")).expect("mkdir");
+                for f in 0..10 {
+                    let len = 2048 + (m * 10 + f) * 180;
+                    add(&mut vfs, format!("{ROOT}/src/mod{m:02}/file{f}.rs"), len, 0o644);
+                }
+            }
+            // target/: deps (rlib/rmeta/d), build scripts, incremental, and binaries.
+            let deps = format!("{ROOT}/target/debug/deps");
+            vfs.mkdir(&deps).expect("mkdir");
+            for c in 0..300 {
+                add(&mut vfs, format!("{deps}/libcrate{c:03}.rlib"), 150_000 + (c % 7) * 40_000, 0o644);
+                add(&mut vfs, format!("{deps}/libcrate{c:03}.rmeta"), 40_000 + (c % 5) * 10_000, 0o644);
+                add(&mut vfs, format!("{deps}/crate{c:03}.d"), 800, 0o644);
+            }
+            for b in 0..100 {
+                let dir = format!("{ROOT}/target/debug/build/crate{b:03}-build");
+                vfs.mkdir(&dir).expect("mkdir");
+                add(&mut vfs, format!("{dir}/build-script-build"), 20_000, 0o755);
+                add(&mut vfs, format!("{dir}/output"), 300, 0o644);
+                add(&mut vfs, format!("{dir}/stderr"), 0, 0o644);
+                add(&mut vfs, format!("{dir}/root-output"), 60, 0o644);
+                add(&mut vfs, format!("{dir}/invoked.timestamp"), 0, 0o644);
+                add(&mut vfs, format!("{dir}/build_script.d"), 400, 0o644);
+            }
+            for i in 0..60 {
+                let dir = format!("{ROOT}/target/debug/incremental/unit{i:02}");
+                vfs.mkdir(&dir).expect("mkdir");
+                for f in 0..8 {
+                    add(&mut vfs, format!("{dir}/part{f}.o"), 4_000 + f * 900, 0o644);
+                }
+            }
+            let fingerprints = format!("{ROOT}/target/debug/.fingerprint");
+            vfs.mkdir(&fingerprints).expect("mkdir");
+            for c in 0..150 {
+                add(&mut vfs, format!("{fingerprints}/crate{c:03}-lib"), 16, 0o644);
+            }
+            for b in 0..4 {
+                add(&mut vfs, format!("{ROOT}/target/debug/deps/app{b}-0123abcd"), 20 << 20, 0o755);
+            }
+            add(&mut vfs, format!("{ROOT}/target/debug/app"), 12 << 20, 0o755);
+        }
+    }
+    (vfs, files, bytes)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn fmt_dur(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+fn run_tool(program: &str, args: &[&str]) -> Duration {
+    let started = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|err| panic!("could not run {program}: {err} (install it, e.g. `apt-get install -y rsync`)"));
+    let elapsed = started.elapsed();
+    assert!(status.success(), "{program} {args:?} failed: {status}");
+    elapsed
+}
+
+fn remove(path: &Path) {
+    if path.exists() {
+        fs::remove_dir_all(path).expect("remove bench dir");
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `dir/` for rsync (copy contents).
+fn slash(path: &Path) -> String {
+    format!("{}/", path.display())
+}
+
+struct Row {
+    case: String,
+    ours: Duration,
+    rsync: Option<Duration>,
+    cp: Option<Duration>,
+    note: String,
+}
+
+struct Reps {
+    first: usize,
+    noop: usize,
+    one: usize,
+    tool: usize,
+}
+
+fn bench_tree(tree: Tree, fs_name: &str, base: &Path, reps: &Reps, rows: &mut Vec<Row>, checks: &mut Vec<String>) {
+    let (mut vfs, files, bytes) = build(tree);
+    let t = tree.name();
+    let work = base.join(format!("{t}-{}", std::process::id()));
+    remove(&work);
+    fs::create_dir_all(&work).expect("bench dir");
+    // A host copy of the tree as the source for rsync and cp.
+    let src_staging = work.join("src-staging");
+    let mut src_state = SyncState::new(&src_staging);
+    push_full(&vfs, ROOT, &mut src_state).expect("source copy");
+    let src = src_staging.join("proj");
+
+    // 1. First push into an empty directory.
+    let mut ours = Vec::new();
+    let mut rsync = Vec::new();
+    let mut cp = Vec::new();
+    for _ in 0..reps.first {
+        let staging = work.join("ours");
+        remove(&staging);
+        let mut state = SyncState::new(&staging);
+        let started = Instant::now();
+        push_full(&vfs, ROOT, &mut state).expect("first push");
+        ours.push(started.elapsed());
+        remove(&staging);
+
+        let dst = work.join("rsync");
+        remove(&dst);
+        rsync.push(run_tool("rsync", &["-a", &slash(&src), &p(&dst)]));
+        remove(&dst);
+
+        let dst = work.join("cp");
+        remove(&dst);
+        cp.push(run_tool("cp", &["-a", &p(&src), &p(&dst)]));
+        remove(&dst);
+    }
+    let (o, r, c) = (median(ours), median(rsync), median(cp));
+    rows.push(Row {
+        case: format!("{t} first push ({files} files, {:.1} MiB)", bytes as f64 / 1048576.0),
+        ours: o,
+        rsync: Some(r),
+        cp: Some(c),
+        note: String::new(),
+    });
+    if tree == Tree::T2 {
+        let ratio = c.as_secs_f64() / o.as_secs_f64();
+        checks.push(format!(
+            "[{}] {fs_name}: first push T2 {:.1}× faster than cp -a (target ≥ 2.5×)",
+            if ratio >= 2.5 { "PASS" } else { "FAIL" },
+            ratio
+        ));
+    }
+
+    // Steady state for the incremental cases: our staging, rsync's and cp's copies.
+    let staging = work.join("ours");
+    remove(&staging);
+    let mut state = SyncState::new(&staging);
+    push_full(&vfs, ROOT, &mut state).expect("push");
+    let leaf = staging.join("proj");
+    let rsync_dst = work.join("rsync");
+    let cp_dst = work.join("cp");
+    run_tool("rsync", &["-a", &slash(&src), &p(&rsync_dst)]);
+    run_tool("cp", &["-a", &p(&src), &p(&cp_dst)]);
+    // Let the coarse clock move past everything just written (racy-entry rule).
+    std::thread::sleep(Duration::from_millis(20));
+    let first_pull = pull_workspace_to_vfs(&mut state, ROOT, &mut vfs).expect("settle pull");
+    assert_eq!(first_pull.files_written, 0, "settle pull changed the VFS: {first_pull}");
+
+    // 2. No-op push.
+    let mut ours = Vec::new();
+    for _ in 0..reps.noop {
+        let started = Instant::now();
+        let report = push_incremental(&vfs, ROOT, &mut state).expect("noop push");
+        ours.push(started.elapsed());
+        assert!(report.is_noop(), "{report}");
+    }
+    let rsync: Vec<Duration> = (0..reps.tool)
+        .map(|_| run_tool("rsync", &["-a", &slash(&src), &slash(&rsync_dst)]))
+        .collect();
+    let cp: Vec<Duration> = (0..reps.tool)
+        .map(|_| run_tool("cp", &["-a", "-u", "-T", &p(&src), &p(&cp_dst)]))
+        .collect();
+    let o = median(ours);
+    rows.push(Row {
+        case: format!("{t} no-op push"),
+        ours: o,
+        rsync: Some(median(rsync)),
+        cp: Some(median(cp)),
+        note: "cp is `cp -a -u`".into(),
+    });
+    if tree == Tree::T2 {
+        checks.push(format!(
+            "[{}] {fs_name}: no-op push T2 {} (target ≤ 0.5 ms)",
+            if o <= Duration::from_micros(500) { "PASS" } else { "FAIL" },
+            fmt_dur(o)
+        ));
+    }
+
+    // 3. Push after one change (a different small source file each time).
+    let small: Vec<String> = vfs
+        .walk(ROOT)
+        .expect("walk")
+        .filter(|e| e.node.content().is_some_and(|c| c.len() > 0 && c.len() <= 64 * 1024))
+        .map(|e| e.path)
+        .take(reps.one.max(reps.tool))
+        .collect();
+    let mut ours = Vec::new();
+    for (i, path) in small.iter().take(reps.one).enumerate() {
+        let mut content = vfs.read_file(path).expect("read").to_vec();
+        content[0] = content[0].wrapping_add(1 + (i % 200) as u8);
+        vfs.write_file(path, content).expect("edit");
+        let started = Instant::now();
+        let report = push_incremental(&vfs, ROOT, &mut state).expect("1-change push");
+        ours.push(started.elapsed());
+        assert_eq!(report.files_written, 1, "{report}");
+    }
+    let mut rsync = Vec::new();
+    let mut cp = Vec::new();
+    for (i, path) in small.iter().take(reps.tool).enumerate() {
+        let host = src.join(&path[ROOT.len() + 1..]);
+        let mut content = fs::read(&host).expect("read");
+        content[0] = content[0].wrapping_add(1 + (i % 200) as u8);
+        fs::write(&host, content).expect("edit source");
+        rsync.push(run_tool("rsync", &["-a", &slash(&src), &slash(&rsync_dst)]));
+        cp.push(run_tool("cp", &["-a", "-u", "-T", &p(&src), &p(&cp_dst)]));
+    }
+    let o = median(ours);
+    rows.push(Row {
+        case: format!("{t} push after 1 change"),
+        ours: o,
+        rsync: Some(median(rsync)),
+        cp: Some(median(cp)),
+        note: "cp is `cp -a -u`".into(),
+    });
+    if tree == Tree::T2 {
+        checks.push(format!(
+            "[{}] {fs_name}: 1-change push T2 {} (target ≤ 1 ms)",
+            if o <= Duration::from_millis(1) { "PASS" } else { "FAIL" },
+            fmt_dur(o)
+        ));
+    }
+
+    // 4. No-op pull (rsync: staging → source direction, nothing changed).
+    std::thread::sleep(Duration::from_millis(20));
+    pull_workspace_to_vfs(&mut state, ROOT, &mut vfs).expect("settle");
+    let mut ours = Vec::new();
+    let mut read = 0;
+    for _ in 0..reps.noop.min(41) {
+        let started = Instant::now();
+        let report = pull_workspace_to_vfs(&mut state, ROOT, &mut vfs).expect("noop pull");
+        ours.push(started.elapsed());
+        read += report.bytes_read;
+        assert_eq!(report.files_written, 0, "{report}");
+    }
+    let rsync: Vec<Duration> = (0..reps.tool)
+        .map(|_| run_tool("rsync", &["-a", &slash(&rsync_dst), &slash(&src)]))
+        .collect();
+    let o = median(ours);
+    rows.push(Row {
+        case: format!("{t} no-op pull"),
+        ours: o,
+        rsync: Some(median(rsync)),
+        cp: None,
+        note: format!("bytes read by ours: {read}"),
+    });
+    if tree == Tree::T2 {
+        checks.push(format!(
+            "[{}] {fs_name}: no-op pull T2 {} with {read} bytes read (target ≤ 15 ms, 0 bytes)",
+            if o <= Duration::from_millis(15) && read == 0 { "PASS" } else { "FAIL" },
+            fmt_dur(o)
+        ));
+    }
+
+    // 5. Pull after one host change.
+    let mut ours = Vec::new();
+    for (i, path) in small.iter().take(reps.one).enumerate() {
+        let host = leaf.join(&path[ROOT.len() + 1..]);
+        let mut content = fs::read(&host).expect("read");
+        content[0] = content[0].wrapping_add(1 + (i % 200) as u8);
+        fs::write(&host, content).expect("tool edit");
+        let started = Instant::now();
+        let report = pull_workspace_to_vfs(&mut state, ROOT, &mut vfs).expect("1-change pull");
+        ours.push(started.elapsed());
+        assert!(report.files_written >= 1, "{report}");
+    }
+    let mut rsync = Vec::new();
+    for (i, path) in small.iter().take(reps.tool).enumerate() {
+        let host = rsync_dst.join(&path[ROOT.len() + 1..]);
+        let mut content = fs::read(&host).expect("read");
+        content[0] = content[0].wrapping_add(1 + (i % 200) as u8);
+        fs::write(&host, content).expect("tool edit");
+        rsync.push(run_tool("rsync", &["-a", &slash(&rsync_dst), &slash(&src)]));
+    }
+    rows.push(Row {
+        case: format!("{t} pull after 1 host change"),
+        ours: median(ours),
+        rsync: Some(median(rsync)),
+        cp: None,
+        note: String::new(),
+    });
+    remove(&work);
+}
+
+/// Child mode: T3 push + push (1 change) + pull (1 host change) in `dir`; prints
+/// `content_bytes vmhwm_bytes`.
+fn rss_child(dir: &Path) {
+    let (mut vfs, _files, bytes) = build(Tree::T3);
+    let mut state = SyncState::new(dir);
+    push_full(&vfs, ROOT, &mut state).expect("push");
+    let path = format!("{ROOT}/src/mod00/file0.rs");
+    let mut content = vfs.read_file(&path).expect("read").to_vec();
+    content[0] ^= 1;
+    vfs.write_file(&path, content).expect("edit");
+    push_incremental(&vfs, ROOT, &mut state).expect("push 2");
+    fs::write(dir.join("proj/target/debug/new-artifact"), vec![1u8; 1 << 20]).expect("host edit");
+    let report = pull_workspace_to_vfs(&mut state, ROOT, &mut vfs).expect("pull");
+    assert!(report.files_written >= 1);
+    let status = fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    println!("{} {}", bytes + (1 << 20), hwm_kib * 1024);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(pos) = args.iter().position(|a| a == "--rss-child") {
+        rss_child(Path::new(&args[pos + 1]));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let pick = |flag: &str, all: &str| -> Vec<String> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map_or(all, String::as_str)
+            .split(',')
+            .map(str::to_owned)
+            .collect()
+    };
+    let trees: Vec<Tree> = pick("--trees", "T1,T2,T3")
+        .iter()
+        .map(|t| match t.as_str() {
+            "T1" => Tree::T1,
+            "T2" => Tree::T2,
+            "T3" => Tree::T3,
+            other => panic!("unknown tree {other}"),
+        })
+        .collect();
+    let filesystems = pick("--fs", "shm,disk");
+    for tool in ["rsync", "cp"] {
+        assert!(
+            Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()),
+            "the sync benchmark compares against `{tool}`: install it (e.g. `apt-get install -y rsync`)"
+        );
+    }
+    let mut report = String::new();
+    let mut checks = Vec::new();
+    for fs_name in &filesystems {
+        let base: PathBuf = match fs_name.as_str() {
+            "shm" => PathBuf::from("/dev/shm/devshell-sync-bench"),
+            "disk" => std::env::temp_dir().join("devshell-sync-bench"),
+            other => panic!("unknown fs {other} (shm, disk)"),
+        };
+        fs::create_dir_all(&base).expect("bench base");
+        let mut rows = Vec::new();
+        for &tree in &trees {
+            let reps = match (tree, quick) {
+                (Tree::T3, true) => Reps { first: 1, noop: 21, one: 11, tool: 1 },
+                (Tree::T3, false) => Reps { first: 3, noop: 51, one: 21, tool: 3 },
+                (_, true) => Reps { first: 3, noop: 51, one: 21, tool: 3 },
+                (_, false) => Reps { first: 7, noop: 201, one: 51, tool: 7 },
+            };
+            eprintln!("bench sync: {} on {fs_name}…", tree.name());
+            bench_tree(tree, fs_name, &base, &reps, &mut rows, &mut checks);
+        }
+        let _ = fs::remove_dir_all(&base);
+        let _ = writeln!(report, "\n### {fs_name} (`{}`)\n", base.display());
+        let _ = writeln!(report, "| case | devshell-vm-sync | rsync -a | cp -a | rsync / ours | cp / ours | note |");
+        let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---|");
+        for row in rows {
+            let ratio = |other: Option<Duration>| {
+                other.map_or("–".to_owned(), |d| format!("{:.1}×", d.as_secs_f64() / row.ours.as_secs_f64()))
+            };
+            let _ = writeln!(
+                report,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.case,
+                fmt_dur(row.ours),
+                row.rsync.map_or("–".to_owned(), fmt_dur),
+                row.cp.map_or("–".to_owned(), fmt_dur),
+                ratio(row.rsync),
+                ratio(row.cp),
+                row.note
+            );
+        }
+    }
+    if trees.contains(&Tree::T3) {
+        for fs_name in &filesystems {
+            let base = if fs_name == "shm" {
+                PathBuf::from("/dev/shm")
+            } else {
+                std::env::temp_dir()
+            };
+            let dir = base.join(format!("devshell-sync-rss-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            let out = Command::new(std::env::current_exe().expect("own path"))
+                .args(["--rss-child", &dir.display().to_string()])
+                .output()
+                .expect("spawn RSS child");
+            let _ = fs::remove_dir_all(&dir);
+            assert!(out.status.success(), "RSS child failed: {}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut parts = text.split_whitespace().map(|v| v.parse::<u64>().expect("number"));
+            let (content, hwm) = (parts.next().expect("content"), parts.next().expect("hwm"));
+            let ratio = hwm as f64 / content as f64;
+            let _ = writeln!(
+                report,
+                "\nPeak RSS of T3 push + push + pull on {fs_name}: {:.1} MiB for {:.1} MiB of content = {ratio:.2}×",
+                hwm as f64 / 1048576.0,
+                content as f64 / 1048576.0
+            );
+            checks.push(format!(
+                "[{}] {fs_name}: peak RSS T3 {ratio:.2}× content (target ≤ 1.2×)",
+                if ratio <= 1.2 { "PASS" } else { "FAIL" }
+            ));
+        }
+    }
+    println!("{report}");
+    println!("\nTargets:");
+    for check in checks {
+        println!("- {check}");
+    }
+}

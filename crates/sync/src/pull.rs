@@ -1,9 +1,18 @@
 //! Host → VFS: [`pull_workspace_to_vfs`].
+//!
+//! The scan is split into one job per host directory; a few threads take jobs from a
+//! shared stack when the leaf is large. Each job lists its directory, `lstat`s every
+//! entry, reads the files whose metadata moved, and queues its subdirectories. The
+//! per-directory results are put back in path order, so the gathered changes apply
+//! parents before children and removals before re-creations.
 
-use std::ffi::CStr;
+use std::cmp::Ordering as CmpOrdering;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use devshell_vm_vfs::{Content, MAX_DEPTH, NodeKind, Vfs, VfsError};
@@ -13,11 +22,15 @@ use nix::errno::Errno;
 use crate::hostio::{self, HostKind, HostMeta, ReadError, Ts};
 use crate::push::invalidate;
 use crate::report::{Skipped, SyncProgress, SyncReport};
-use crate::state::{Excludes, MEntry, SyncState, leaf_name, vfs_join};
+use crate::state::{Excludes, MEntry, SyncState, join_rel, leaf_name, vfs_join};
 use crate::VmSyncError;
 
 /// Progress is reported after this many files read.
 const PROGRESS_EVERY: u64 = 256;
+/// Leaves with at least this many recorded entries are scanned by several threads.
+const PARALLEL_MIN_ENTRIES: usize = 2000;
+/// Most scanning threads.
+const MAX_SCANNERS: usize = 4;
 
 /// One change to make in the VFS, gathered before anything is applied.
 enum PullOp {
@@ -49,19 +62,82 @@ struct Record {
     meta: Option<HostMeta>,
 }
 
-struct Scan<'a> {
+/// Where a directory job finds its directory.
+enum DirSource {
+    /// Already open (the leaf).
+    Open(OwnedFd),
+    /// Entry `name` of an open parent.
+    At(Arc<OwnedFd>, CString),
+}
+
+/// One host directory to scan.
+struct DirJob<'m> {
+    source: DirSource,
+    rel: String,
+    known: Option<&'m MEntry>,
+    depth: usize,
+}
+
+/// What scanning one directory found.
+#[derive(Default)]
+struct DirResult {
+    rel: String,
+    ops: Vec<PullOp>,
+    records: Vec<Record>,
+    skipped: Vec<Skipped>,
+    files_read: u64,
+    bytes_read: u64,
+}
+
+impl DirResult {
+    fn skip(&mut self, path: PathBuf, reason: impl Into<String>) {
+        self.skipped.push(Skipped {
+            path,
+            reason: reason.into(),
+        });
+    }
+
+    /// Mirrors the disappearance of a recorded entry.
+    fn remove(&mut self, rel: &str) {
+        self.ops.push(PullOp::Remove { rel: rel.to_owned() });
+        self.records.push(Record {
+            rel: rel.to_owned(),
+            meta: None,
+        });
+    }
+
+    fn record(&mut self, rel: &str, meta: HostMeta) {
+        self.records.push(Record {
+            rel: rel.to_owned(),
+            meta: Some(meta),
+        });
+    }
+}
+
+/// The job stack shared by the scanning threads.
+struct Queue<'m> {
+    jobs: Vec<DirJob<'m>>,
+    /// Jobs taken but not finished.
+    active: usize,
+}
+
+type Observer<'a> = &'a mut (dyn FnMut(&SyncProgress) + Send);
+
+/// Everything the scanning threads share.
+struct Scan<'a, 'm> {
     vfs: &'a Vfs,
     vfs_root: &'a str,
     leaf_path: &'a Path,
     excludes: &'a Excludes,
     max_file_size: u64,
-    /// Components the VFS root already has (paths deeper than [`MAX_DEPTH`] are refused
-    /// by the VFS, so they are skipped and reported).
-    root_depth: usize,
-    ops: Vec<PullOp>,
-    records: Vec<Record>,
-    report: SyncReport,
-    observer: Option<&'a mut (dyn FnMut(&SyncProgress) + Send)>,
+    queue: Mutex<Queue<'m>>,
+    wake: Condvar,
+    failed: AtomicBool,
+    error: Mutex<Option<VmSyncError>>,
+    results: Mutex<Vec<DirResult>>,
+    files_read: AtomicU64,
+    bytes_read: AtomicU64,
+    observer: Mutex<Option<Observer<'a>>>,
 }
 
 /// Mirrors the staging leaf of `vfs_path` into the VFS: new and changed files, symlinks
@@ -81,10 +157,11 @@ struct Scan<'a> {
 /// changes, the VFS generation, so what was pulled is not pushed back.
 ///
 /// # Errors
-/// [`VmSyncError::Io`] / [`VmSyncError::ChangedDuringRead`] naming the host path,
-/// [`VmSyncError::Escape`] when the leaf was replaced by a symlink,
-/// [`VmSyncError::LeafNotADirectory`], [`VmSyncError::LeafCollision`],
-/// [`VmSyncError::NotADirectory`] when the VFS path is a file.
+/// [`VmSyncError::Io`] / [`VmSyncError::ChangedDuringRead`] /
+/// [`VmSyncError::FileTooLarge`] naming the host path, [`VmSyncError::Escape`] when the
+/// leaf was replaced by a symlink, [`VmSyncError::LeafNotADirectory`],
+/// [`VmSyncError::LeafCollision`], [`VmSyncError::NotADirectory`] when the VFS path is a
+/// file.
 pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vfs) -> Result<SyncReport, VmSyncError> {
     let started = Instant::now();
     let observed_at = Ts::coarse_now();
@@ -113,24 +190,61 @@ pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vf
         ..
     } = state;
     let leaf_state = leaves.get_mut(&leaf).expect("bound above");
-    let mut scan = Scan {
+    let scanners = if leaf_state.entry_count >= PARALLEL_MIN_ENTRIES {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_SCANNERS)
+    } else {
+        1
+    };
+    let scan = Scan {
         vfs,
         vfs_root: &norm,
         leaf_path: &leaf_path,
         excludes,
         max_file_size,
-        root_depth: norm.split('/').filter(|c| !c.is_empty()).count(),
-        ops: Vec::new(),
-        records: Vec::new(),
-        report: SyncReport::default(),
-        observer: observer.as_deref_mut().map(|o| o as &mut (dyn FnMut(&SyncProgress) + Send)),
+        queue: Mutex::new(Queue {
+            jobs: vec![DirJob {
+                source: DirSource::Open(leaf_fd),
+                rel: String::new(),
+                known: leaf_state.manifest.as_ref(),
+                depth: norm.split('/').filter(|c| !c.is_empty()).count(),
+            }],
+            active: 0,
+        }),
+        wake: Condvar::new(),
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+        results: Mutex::new(Vec::new()),
+        files_read: AtomicU64::new(0),
+        bytes_read: AtomicU64::new(0),
+        observer: Mutex::new(observer.as_deref_mut().map(|o| o as Observer<'_>)),
     };
-    let manifest = leaf_state.manifest.as_ref();
-    let gathered = scan.scan_leaf(leaf_fd, manifest);
-    let Scan {
-        ops, records, mut report, ..
-    } = scan;
-    gathered?;
+    if scanners > 1 {
+        std::thread::scope(|threads| {
+            for _ in 1..scanners {
+                threads.spawn(|| scan.work());
+            }
+            scan.work();
+        });
+    } else {
+        scan.work();
+    }
+    if let Some(err) = scan.error.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(err);
+    }
+    let mut results = scan.results.into_inner().unwrap_or_else(PoisonError::into_inner);
+    results.sort_unstable_by(|a, b| path_order(&a.rel, &b.rel));
+    let mut report = SyncReport::default();
+    let mut ops = Vec::new();
+    let mut records = Vec::new();
+    for result in results {
+        ops.extend(result.ops);
+        records.extend(result.records);
+        report.skipped.extend(result.skipped);
+        report.files_read += result.files_read;
+        report.bytes_read += result.bytes_read;
+    }
 
     // Everything is in memory: apply.
     if let Err(err) = apply(vfs, &norm, ops, &mut report) {
@@ -138,6 +252,7 @@ pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vf
         return Err(err);
     }
     let generation = vfs.generation();
+    let changed_manifest = !records.is_empty();
     let manifest = leaf_state.manifest.get_or_insert_with(|| {
         let root_meta = records
             .first()
@@ -152,6 +267,9 @@ pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vf
             None => manifest.remove(&record.rel),
         }
     }
+    if changed_manifest {
+        leaf_state.entry_count = manifest.len();
+    }
     if !pending {
         leaf_state.synced_generation = Some(generation);
     }
@@ -165,6 +283,12 @@ pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vf
     }
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// Pre-order of leaf-relative paths: component by component, so a directory sorts
+/// right before everything below it.
+fn path_order(a: &str, b: &str) -> CmpOrdering {
+    a.split('/').cmp(b.split('/'))
 }
 
 /// Opens the leaf for reading: it must be a real directory.
@@ -198,7 +322,7 @@ fn open_leaf_for_pull(staging: &Path, leaf: &str, leaf_path: &Path) -> Result<Ow
     }
 }
 
-impl Scan<'_> {
+impl<'m> Scan<'_, 'm> {
     fn host_path(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {
             self.leaf_path.to_path_buf()
@@ -207,76 +331,112 @@ impl Scan<'_> {
         }
     }
 
-    fn skip(&mut self, path: PathBuf, reason: impl Into<String>) {
-        self.report.skipped.push(Skipped {
-            path,
-            reason: reason.into(),
-        });
-    }
-
-    fn scan_leaf(&mut self, leaf_fd: OwnedFd, manifest: Option<&MEntry>) -> Result<(), VmSyncError> {
-        let meta = hostio::stat_fd(leaf_fd.as_fd()).map_err(|errno| VmSyncError::errno(self.leaf_path, errno))?;
-        match manifest {
-            Some(known) if known.meta == meta && !known.racy => {}
-            Some(_) => {
-                self.ops.push(PullOp::DirMeta {
-                    rel: String::new(),
-                    mode: meta.mode,
-                    mtime: meta.mtime.to_system_time(),
-                });
-                self.records.push(Record {
-                    rel: String::new(),
-                    meta: Some(meta),
-                });
+    /// A scanning thread: takes directory jobs until none are left (or one failed).
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    if self.failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Some(job) = queue.jobs.pop() {
+                        queue.active += 1;
+                        break job;
+                    }
+                    if queue.active == 0 {
+                        return;
+                    }
+                    queue = self.wake.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            let outcome = self.scan_dir(job);
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.active -= 1;
+            match outcome {
+                Ok(result) => self.results.lock().unwrap_or_else(PoisonError::into_inner).push(result),
+                Err(err) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    self.error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert(err);
+                }
             }
-            None => {
-                self.ops.push(PullOp::Mkdir {
-                    rel: String::new(),
-                    mode: meta.mode,
-                    mtime: meta.mtime.to_system_time(),
-                });
-                self.records.push(Record {
-                    rel: String::new(),
-                    meta: Some(meta),
-                });
-            }
+            drop(queue);
+            self.wake.notify_all();
         }
-        let mut rel = String::new();
-        self.scan_dir(leaf_fd, &mut rel, manifest, self.root_depth)
     }
 
-    /// Scans one host directory (already open) against its manifest entry.
-    fn scan_dir(&mut self, dir_fd: OwnedFd, rel: &mut String, known: Option<&MEntry>, depth: usize) -> Result<(), VmSyncError> {
+    fn push_job(&self, job: DirJob<'m>) {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).jobs.push(job);
+        self.wake.notify_one();
+    }
+
+    /// Scans one host directory against its manifest entry.
+    fn scan_dir(&self, job: DirJob<'m>) -> Result<DirResult, VmSyncError> {
+        let DirJob {
+            source,
+            rel,
+            known,
+            depth,
+        } = job;
+        let mut out = DirResult::default();
+        let dir_fd = match source {
+            DirSource::Open(fd) => {
+                // The leaf itself: its own metadata is checked here.
+                let meta = hostio::stat_fd(fd.as_fd()).map_err(|errno| VmSyncError::errno(self.leaf_path, errno))?;
+                let (mode, mtime) = (meta.mode, meta.mtime.to_system_time());
+                match known {
+                    Some(entry) if entry.meta == meta && !entry.racy => {}
+                    Some(_) => {
+                        out.ops.push(PullOp::DirMeta { rel: String::new(), mode, mtime });
+                        out.record("", meta);
+                    }
+                    None => {
+                        out.ops.push(PullOp::Mkdir { rel: String::new(), mode, mtime });
+                        out.record("", meta);
+                    }
+                }
+                fd
+            }
+            DirSource::At(parent, name) => match hostio::open_dir_at(parent.as_fd(), name.as_c_str()) {
+                Ok(fd) => fd,
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    return Err(VmSyncError::ChangedDuringRead { path: self.host_path(&rel) });
+                }
+                Err(errno) => return Err(VmSyncError::errno(self.host_path(&rel), errno)),
+            },
+        };
+        let dir_fd = Arc::new(dir_fd);
         let known_children = known.and_then(|k| k.children.as_ref());
         let listing_fd = dir_fd
             .try_clone()
-            .map_err(|err| VmSyncError::io(self.host_path(rel), err))?;
-        let mut listing = Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
-        let fd = dir_fd.as_fd();
+            .map_err(|err| VmSyncError::io(self.host_path(&rel), err))?;
+        let mut listing = Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(self.host_path(&rel), errno))?;
         let mut seen_known = 0usize;
+        let mut child_rel = rel.clone();
         for entry in listing.iter() {
-            let entry = entry.map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
+            let entry = entry.map_err(|errno| VmSyncError::errno(self.host_path(&rel), errno))?;
             let raw_name = entry.file_name();
             if hostio::is_dot_or_dotdot(raw_name) {
                 continue;
             }
             let Some(name) = hostio::utf8_name(raw_name) else {
-                let path = self.host_path(rel).join(std::ffi::OsStr::from_bytes(raw_name.to_bytes()));
-                self.skip(path, "name is not valid UTF-8 (the VFS holds UTF-8 names only)");
+                let path = self.host_path(&rel).join(std::ffi::OsStr::from_bytes(raw_name.to_bytes()));
+                out.skip(path, "name is not valid UTF-8 (the VFS holds UTF-8 names only)");
                 continue;
             };
-            let parent_len = rel.len();
+            child_rel.truncate(rel.len());
             if !rel.is_empty() {
-                rel.push('/');
+                child_rel.push('/');
             }
-            rel.push_str(name);
+            child_rel.push_str(name);
             let known_child = known_children.and_then(|c| c.get(name));
             if known_child.is_some() {
                 seen_known += 1;
             }
-            let result = self.scan_entry(fd, raw_name, rel, known_child, depth + 1);
-            rel.truncate(parent_len);
-            result?;
+            self.scan_entry(&dir_fd, raw_name, &child_rel, known_child, depth + 1, &mut out)?;
         }
         drop(listing);
         // Recorded entries not seen in the listing were deleted on the host.
@@ -284,26 +444,32 @@ impl Scan<'_> {
             && seen_known < children.len()
         {
             for (name, child) in children {
-                let child_rel = crate::state::join_rel(rel, name);
+                let child_rel = join_rel(&rel, name);
                 if self.excludes.matches(&child_rel, child.meta.kind == HostKind::Dir) {
                     continue;
                 }
-                match hostio::lstat_at(fd, name.as_ref()) {
-                    Err(Errno::ENOENT) => {
-                        self.ops.push(PullOp::Remove { rel: child_rel.clone() });
-                        self.records.push(Record { rel: child_rel, meta: None });
-                    }
+                match hostio::lstat_at(dir_fd.as_fd(), name.as_ref()) {
+                    Err(Errno::ENOENT) => out.remove(&child_rel),
                     // Created after the listing: the next pull sees it.
                     Ok(_) => {}
                     Err(errno) => return Err(VmSyncError::errno(self.host_path(&child_rel), errno)),
                 }
             }
         }
-        Ok(())
+        out.rel = rel;
+        Ok(out)
     }
 
-    fn scan_entry(&mut self, dir: BorrowedFd<'_>, raw_name: &CStr, rel: &mut String, known: Option<&MEntry>, depth: usize) -> Result<(), VmSyncError> {
-        let meta = match hostio::lstat_at(dir, raw_name) {
+    fn scan_entry(
+        &self,
+        dir: &Arc<OwnedFd>,
+        raw_name: &CStr,
+        rel: &str,
+        known: Option<&'m MEntry>,
+        depth: usize,
+        out: &mut DirResult,
+    ) -> Result<(), VmSyncError> {
+        let meta = match hostio::lstat_at(dir.as_fd(), raw_name) {
             Ok(meta) => meta,
             // Vanished since the listing: the manifest still has it (if it did), so the
             // next pull mirrors the deletion.
@@ -314,117 +480,44 @@ impl Scan<'_> {
             return Ok(());
         }
         if depth > MAX_DEPTH {
-            let path = self.host_path(rel);
-            self.skip(path, format!("deeper than the VFS allows ({MAX_DEPTH} components)"));
+            out.skip(self.host_path(rel), format!("deeper than the VFS allows ({MAX_DEPTH} components)"));
             return Ok(());
         }
         let unchanged = known.is_some_and(|k| k.meta == meta && !k.racy);
         let kind_changed = known.is_some_and(|k| k.meta.kind != meta.kind);
         match meta.kind {
             HostKind::Other => {
-                let path = self.host_path(rel);
-                self.skip(path, "special file (FIFO, socket or device) is not synced");
+                out.skip(self.host_path(rel), "special file (FIFO, socket or device) is not synced");
                 if known.is_some() {
-                    self.remove(rel);
+                    out.remove(rel);
                 }
             }
             HostKind::Dir => {
+                let (mode, mtime) = (meta.mode, meta.mtime.to_system_time());
                 if known.is_none() || kind_changed {
                     if kind_changed {
-                        self.ops.push(PullOp::Remove { rel: rel.clone() });
+                        out.ops.push(PullOp::Remove { rel: rel.to_owned() });
                     }
-                    self.ops.push(PullOp::Mkdir {
-                        rel: rel.clone(),
-                        mode: meta.mode,
-                        mtime: meta.mtime.to_system_time(),
-                    });
-                    self.records.push(Record {
-                        rel: rel.clone(),
-                        meta: Some(meta),
-                    });
+                    out.ops.push(PullOp::Mkdir { rel: rel.to_owned(), mode, mtime });
+                    out.record(rel, meta);
                 } else if !unchanged {
-                    self.ops.push(PullOp::DirMeta {
-                        rel: rel.clone(),
-                        mode: meta.mode,
-                        mtime: meta.mtime.to_system_time(),
-                    });
-                    self.records.push(Record {
-                        rel: rel.clone(),
-                        meta: Some(meta),
-                    });
+                    out.ops.push(PullOp::DirMeta { rel: rel.to_owned(), mode, mtime });
+                    out.record(rel, meta);
                 }
-                let child_fd = match hostio::open_dir_at(dir, raw_name) {
-                    Ok(fd) => fd,
-                    Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                        return Err(VmSyncError::ChangedDuringRead { path: self.host_path(rel) });
-                    }
-                    Err(errno) => return Err(VmSyncError::errno(self.host_path(rel), errno)),
-                };
-                let known_dir = known.filter(|k| k.meta.kind == HostKind::Dir);
-                self.scan_dir(child_fd, rel, known_dir, depth)?;
-            }
-            HostKind::File => {
-                if unchanged {
-                    return Ok(());
-                }
-                if meta.size > self.max_file_size {
-                    return Err(VmSyncError::FileTooLarge {
-                        path: self.host_path(rel),
-                        size: meta.size,
-                        limit: self.max_file_size,
-                    });
-                }
-                let (read_meta, content) = match hostio::read_file_at(dir, raw_name) {
-                    Ok(read) => read,
-                    Err(ReadError::Changed) => {
-                        return Err(VmSyncError::ChangedDuringRead { path: self.host_path(rel) });
-                    }
-                    Err(ReadError::Io(err)) => return Err(VmSyncError::io(self.host_path(rel), err)),
-                };
-                self.report.files_read += 1;
-                self.report.bytes_read += content.len() as u64;
-                if self.report.files_read % PROGRESS_EVERY == 0
-                    && let Some(observer) = self.observer.as_mut()
-                {
-                    observer(&SyncProgress {
-                        files_done: self.report.files_read,
-                        bytes_done: self.report.bytes_read,
-                    });
-                }
-                let mtime = read_meta.mtime.to_system_time();
-                let same_in_vfs = self.vfs.node(&vfs_join(self.vfs_root, rel)).is_ok_and(|node| {
-                    let vfs_meta = node.metadata();
-                    vfs_meta.kind == NodeKind::File
-                        && vfs_meta.mode == read_meta.mode
-                        && vfs_meta.mtime == mtime
-                        && node.content().is_some_and(|c| c[..] == content[..])
-                });
-                if !same_in_vfs {
-                    if kind_changed {
-                        self.ops.push(PullOp::Remove { rel: rel.clone() });
-                    }
-                    self.ops.push(PullOp::File {
-                        rel: rel.clone(),
-                        content,
-                        mode: read_meta.mode,
-                        mtime,
-                    });
-                }
-                self.records.push(Record {
-                    rel: rel.clone(),
-                    meta: Some(read_meta),
+                self.push_job(DirJob {
+                    source: DirSource::At(Arc::clone(dir), raw_name.to_owned()),
+                    rel: rel.to_owned(),
+                    known: known.filter(|k| k.meta.kind == HostKind::Dir),
+                    depth,
                 });
             }
-            HostKind::Symlink => {
-                if unchanged {
-                    return Ok(());
-                }
-                let target = hostio::read_link_at(dir, raw_name).map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
+            HostKind::File if !unchanged => self.scan_file(dir.as_fd(), raw_name, rel, meta, kind_changed, out)?,
+            HostKind::Symlink if !unchanged => {
+                let target = hostio::read_link_at(dir.as_fd(), raw_name).map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
                 let Ok(target) = target.into_string() else {
-                    let path = self.host_path(rel);
-                    self.skip(path, "symlink target is not valid UTF-8");
+                    out.skip(self.host_path(rel), "symlink target is not valid UTF-8");
                     if known.is_some() {
-                        self.remove(rel);
+                        out.remove(rel);
                     }
                     return Ok(());
                 };
@@ -434,30 +527,77 @@ impl Scan<'_> {
                 });
                 if !same_in_vfs {
                     if kind_changed {
-                        self.ops.push(PullOp::Remove { rel: rel.clone() });
+                        out.ops.push(PullOp::Remove { rel: rel.to_owned() });
                     }
-                    self.ops.push(PullOp::Symlink {
-                        rel: rel.clone(),
-                        target,
-                        mtime,
-                    });
+                    out.ops.push(PullOp::Symlink { rel: rel.to_owned(), target, mtime });
                 }
-                self.records.push(Record {
-                    rel: rel.clone(),
-                    meta: Some(meta),
-                });
+                out.record(rel, meta);
             }
+            HostKind::File | HostKind::Symlink => {}
         }
         Ok(())
     }
 
-    /// Mirrors the disappearance of a recorded entry.
-    fn remove(&mut self, rel: &str) {
-        self.ops.push(PullOp::Remove { rel: rel.to_owned() });
-        self.records.push(Record {
-            rel: rel.to_owned(),
-            meta: None,
+    /// Reads a new or changed file and queues it unless the VFS already has it.
+    fn scan_file(
+        &self,
+        dir: BorrowedFd<'_>,
+        raw_name: &CStr,
+        rel: &str,
+        meta: HostMeta,
+        kind_changed: bool,
+        out: &mut DirResult,
+    ) -> Result<(), VmSyncError> {
+        if meta.size > self.max_file_size {
+            return Err(VmSyncError::FileTooLarge {
+                path: self.host_path(rel),
+                size: meta.size,
+                limit: self.max_file_size,
+            });
+        }
+        let (read_meta, content) = match hostio::read_file_at(dir, raw_name) {
+            Ok(read) => read,
+            Err(ReadError::Changed) => return Err(VmSyncError::ChangedDuringRead { path: self.host_path(rel) }),
+            Err(ReadError::Io(err)) => return Err(VmSyncError::io(self.host_path(rel), err)),
+        };
+        out.files_read += 1;
+        out.bytes_read += content.len() as u64;
+        self.progress(content.len() as u64);
+        let mtime = read_meta.mtime.to_system_time();
+        let same_in_vfs = self.vfs.node(&vfs_join(self.vfs_root, rel)).is_ok_and(|node| {
+            let vfs_meta = node.metadata();
+            vfs_meta.kind == NodeKind::File
+                && vfs_meta.mode == read_meta.mode
+                && vfs_meta.mtime == mtime
+                && node.content().is_some_and(|c| c[..] == content[..])
         });
+        if !same_in_vfs {
+            if kind_changed {
+                out.ops.push(PullOp::Remove { rel: rel.to_owned() });
+            }
+            out.ops.push(PullOp::File {
+                rel: rel.to_owned(),
+                content,
+                mode: read_meta.mode,
+                mtime,
+            });
+        }
+        out.record(rel, read_meta);
+        Ok(())
+    }
+
+    /// Counts one file read and tells the observer every [`PROGRESS_EVERY`] files.
+    fn progress(&self, bytes: u64) {
+        let files = self.files_read.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = self.bytes_read.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if files.is_multiple_of(PROGRESS_EVERY)
+            && let Some(observer) = self.observer.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
+        {
+            observer(&SyncProgress {
+                files_done: files,
+                bytes_done: bytes,
+            });
+        }
     }
 }
 

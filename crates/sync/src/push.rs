@@ -91,6 +91,7 @@ pub fn push_full(vfs: &Vfs, vfs_path: &str, state: &mut SyncState) -> Result<Syn
         .expect("bound above");
     match result {
         Ok((mut report, manifest)) => {
+            leaf.entry_count = manifest.len();
             leaf.manifest = Some(manifest);
             leaf.synced_generation = Some(vfs.generation());
             report.duration = started.elapsed();

@@ -172,6 +172,8 @@ pub(crate) struct LeafState {
     pub(crate) synced_generation: Option<u64>,
     /// The host tree as last seen (`None`: unknown).
     pub(crate) manifest: Option<MEntry>,
+    /// Entries in the manifest (decides whether a pull scans with several threads).
+    pub(crate) entry_count: usize,
 }
 
 /// Compiled exclude patterns.
@@ -477,6 +479,7 @@ impl SyncState {
             vfs_path: vfs_path.to_owned(),
             synced_generation: None,
             manifest: None,
+            entry_count: 0,
         }))
     }
 }

@@ -418,3 +418,34 @@ fn vfs_root_kind_is_respected() {
     pull_workspace_to_vfs(&mut state, "/p", &mut vfs).unwrap();
     assert_eq!(vfs.stat("/p/x").unwrap().kind, NodeKind::File);
 }
+
+#[test]
+fn large_leaves_are_scanned_in_parallel_with_the_same_result() {
+    // More than 2,000 recorded entries: the pull scans with several threads.
+    let dir = staging();
+    let mut vfs = Vfs::new();
+    for d in 0..60 {
+        vfs.mkdir(&format!("/big/d{d:02}/sub")).unwrap();
+        for f in 0..40 {
+            vfs.write_file_with(&format!("/big/d{d:02}/f{f:02}"), vec![d as u8; 64], 0o644, old_time(f)).unwrap();
+        }
+    }
+    let mut state = SyncState::new(dir.path());
+    push_full(&vfs, "/big", &mut state).unwrap();
+    assert!(state.manifest_len("/big") > 2000);
+    let leaf = dir.path().join("big");
+    for d in (0..60).step_by(7) {
+        fs::write(leaf.join(format!("d{d:02}/f00")), format!("changed {d}")).unwrap();
+        fs::remove_file(leaf.join(format!("d{d:02}/f01"))).unwrap();
+        fs::remove_dir(leaf.join(format!("d{d:02}/sub"))).unwrap();
+        fs::write(leaf.join(format!("d{d:02}/sub")), "now a file").unwrap();
+        fs::create_dir_all(leaf.join(format!("d{d:02}/new/deeper"))).unwrap();
+        fs::write(leaf.join(format!("d{d:02}/new/deeper/x")), "x").unwrap();
+    }
+    fs::remove_dir_all(leaf.join("d59")).unwrap();
+    let report = pull_workspace_to_vfs(&mut state, "/big", &mut vfs).unwrap();
+    assert_same(&host_snapshot(&leaf), &vfs_snapshot(&vfs, "/big"), "after a parallel pull");
+    assert_eq!(report.files_read, 3 * 9, "{report}");
+    let push = push_incremental(&vfs, "/big", &mut state).unwrap();
+    assert!(push.is_noop(), "{push}");
+}
