@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime};
 use devshell_vm_backend_host::HostSandboxSession;
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
-use devshell_vm_test_support::bench::{fmt_duration, report, sample, scratch_dirs};
+use devshell_vm_test_support::bench::{fmt_duration, median, report, sample, scratch_dirs};
 use devshell_vm_vfs::Vfs;
 
-/// One benchmark tree: name, files, dirs, and the size of each file.
+/// One benchmark tree: its name and the function that writes it into a VFS at `/t`.
 struct Tree {
     name: &'static str,
     build: fn(&mut Vfs),
@@ -37,7 +37,7 @@ fn t2(vfs: &mut Vfs) {
 }
 
 /// T3: a cargo-like tree, ~2,200 files, ~200 MiB: 200 small sources plus a `target/`
-/// with 2,000 artifacts, 20 of them large (up to 20 MiB).
+/// with 2,000 artifacts, 20 of them large (8 to 20 MiB).
 fn t3(vfs: &mut Vfs) {
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     vfs.mkdir("/t").expect("mkdir");
@@ -63,10 +63,11 @@ fn t3(vfs: &mut Vfs) {
         vfs.mkdir(&dir).expect("mkdir");
         for f in 0..20 {
             let index = d * 20 + f;
-            let size = if index % 100 == 0 {
-                20 * 1024 * 1024 - (index / 100) * 512 * 1024
-            } else {
-                20 * 1024
+            // 20 large artifacts (one of 20 MiB, the others 8 MiB), the rest 20 KiB.
+            let size = match index {
+                0 => 20 * 1024 * 1024,
+                i if i % 100 == 0 => 8 * 1024 * 1024,
+                _ => 20 * 1024,
             };
             total += size;
             let body = vec![u8::try_from(index % 251).expect("< 256"); size];
@@ -74,7 +75,10 @@ fn t3(vfs: &mut Vfs) {
                 .expect("write");
         }
     }
-    assert!(total > 150 * 1024 * 1024, "T3 is ~200 MiB ({total} bytes)");
+    assert!(
+        (190 * 1024 * 1024..230 * 1024 * 1024).contains(&total),
+        "T3 is ~200 MiB ({total} bytes)"
+    );
 }
 
 fn uniform(vfs: &mut Vfs, dirs: usize, per_dir: usize, size: usize) {
@@ -180,14 +184,19 @@ fn overhead(runs: usize, bare: Duration, trees: &[Tree]) {
                     ));
                 },
             );
-            phases.sort();
-            let mid = phases[phases.len() / 2];
+            let phase = |pick: fn(&(Duration, Duration, Duration)) -> Duration| {
+                let mut values: Vec<Duration> = phases.iter().map(pick).collect();
+                values.sort();
+                fmt_duration(median(&values))
+            };
             println!(
-                "host/{medium}/{}: phases of a median-push run: push {}, spawn {}, pull {}",
+                "host/{medium}/{}: phase medians: push {}, tool {}, pull {}; pulls skipped {} of {}",
                 tree.name,
-                fmt_duration(mid.0),
-                fmt_duration(mid.1),
-                fmt_duration(mid.2)
+                phase(|p| p.0),
+                phase(|p| p.1),
+                phase(|p| p.2),
+                session.stats().pulls_skipped,
+                session.stats().runs,
             );
             let median = report(
                 &format!(
