@@ -109,6 +109,8 @@ wire_code! {
         Shutdown => "shutdown",
         /// New: an internal failure of the sidecar (a bug or a resource limit).
         Internal => "internal",
+        /// New: the sidecar serves its maximum number of connections; this one is closed.
+        Busy => "busy",
     }
 }
 

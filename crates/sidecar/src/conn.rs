@@ -53,6 +53,17 @@ pub(crate) struct Shared {
     idle: Condvar,
     next_exec: AtomicU64,
     next_conn: AtomicU64,
+    open_connections: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a connection as open while alive.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot<'a>(&'a Shared);
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -64,7 +75,19 @@ impl Shared {
             idle: Condvar::new(),
             next_exec: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
+            open_connections: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Takes a connection slot, or `None` when `--max-connections` are open.
+    pub(crate) fn try_connection_slot(&self) -> Option<ConnectionSlot<'_>> {
+        let limit = self.options.max_connections;
+        self.open_connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(self))
     }
 
     /// A fresh connection id for logs.

@@ -37,5 +37,5 @@ mod server;
 mod signals;
 
 pub use error::SidecarError;
-pub use options::{Cli, Listen, Options, Token};
+pub use options::{Cli, DEFAULT_MAX_CONNECTIONS, Listen, Options, Token};
 pub use server::serve;

@@ -40,7 +40,13 @@ pub struct Cli {
     /// Maximum size of one request line in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+    /// Connections served at once; more are answered `busy` and closed.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
 }
+
+/// Default for `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +102,8 @@ pub struct Options {
     pub insecure_no_auth: bool,
     /// Request line cap.
     pub max_frame_bytes: usize,
+    /// Concurrent connection cap (socket and TCP).
+    pub max_connections: usize,
     /// `DEVSHELL_VM_EXEC_TIMEOUT_MS`: deadline for `exec` requests without `timeout_ms`.
     pub default_timeout: Option<Duration>,
     /// `PATH` used to find `argv[0]` (unless the request's env sets `PATH`).
@@ -162,6 +170,7 @@ impl Options {
             token,
             insecure_no_auth: cli.insecure_no_auth,
             max_frame_bytes: cli.max_frame_bytes,
+            max_connections: cli.max_connections.max(1),
             default_timeout,
             path_var,
         })

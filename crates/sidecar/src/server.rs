@@ -268,6 +268,17 @@ fn refuse<S: io::Write>(mut stream: S, message: &str) {
     let _ = write_frame(&mut stream, &Reply::error(ErrorCode::Unauthorized, message));
 }
 
+fn refuse_busy<S: io::Write>(mut stream: S, id: u64, limit: usize) {
+    log(id, &format!("refused: {limit} connections already open"));
+    let _ = write_frame(
+        &mut stream,
+        &Reply::error(
+            ErrorCode::Busy,
+            format!("the sidecar already serves {limit} connections; try again later"),
+        ),
+    );
+}
+
 fn accept_failed(err: &io::Error) {
     eprintln!("devshell-vm-sidecar: accept failed: {err}");
     // Out of descriptors and similar: back off instead of spinning.
@@ -302,6 +313,10 @@ fn spawn_connection<S: Stream>(shared: &Arc<Shared>, id: u64, stream: S, require
     let spawned = thread::Builder::new()
         .name(format!("conn-{id}"))
         .spawn(move || {
+            let Some(_slot) = shared.try_connection_slot() else {
+                refuse_busy(stream, id, shared.options.max_connections);
+                return;
+            };
             let (writer, hangup) = match (stream.split(), stream.as_fd().try_clone_to_owned()) {
                 (Ok(writer), Ok(fd)) => (
                     writer,

@@ -171,3 +171,30 @@ fn one_connection_dying_mid_frame_does_not_affect_others() {
     let mut fresh = Client::of(&sidecar);
     still_works(&mut fresh);
 }
+
+#[test]
+fn connections_over_the_limit_get_busy_and_the_rest_keep_working() {
+    let st = staging();
+    let sidecar = builder(st.root.path())
+        .arg("--max-connections")
+        .arg("2")
+        .start_unix();
+    let mut first = Client::of(&sidecar);
+    let mut second = Client::of(&sidecar);
+    still_works(&mut first);
+    still_works(&mut second);
+    let mut third = Client::of(&sidecar);
+    assert_error(&third.recv(), "error", "busy");
+    assert!(third.try_recv().is_none(), "a refused connection is closed");
+    still_works(&mut first);
+    drop(second);
+    // The slot is released when the server notices the close (connection ids are
+    // given in accept order: `second` is conn 2).
+    crate::common::wait_until(
+        "the server saw the second connection close",
+        std::time::Duration::from_secs(10),
+        || sidecar.logs().contains("[conn 2]: closed by peer"),
+    );
+    let mut fresh = Client::of(&sidecar);
+    still_works(&mut fresh);
+}
