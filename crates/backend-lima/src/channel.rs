@@ -11,9 +11,9 @@ use std::process::{Child, ChildStdin, ChildStdout};
 
 use devshell_vm_guest_fs::{GuestFsError, GuestKind, GuestMetadata};
 use devshell_vm_protocol::{
-    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, Exec, GuestFs, GuestFsOk, GuestFsOperation, GuestKindWire,
-    Handshake, LineReader, OutputStream, PROTOCOL_VERSION, Reply, Request, SessionStart,
-    encode_base64, parse_reply, write_frame,
+    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, ErrorReply, Exec, GuestFs, GuestFsOk, GuestFsOperation,
+    GuestKindWire, Handshake, LineReader, OutputStream, PROTOCOL_VERSION, Reply, Request,
+    SessionStart, encode_base64, parse_reply, write_frame,
 };
 
 /// A running sidecar in the guest and the conversation with it.
@@ -26,12 +26,10 @@ pub(crate) struct Channel {
     exec_stream: bool,
 }
 
-/// The outcome of an `exec` over the channel.
+/// How an `exec` over the channel ended.
 pub(crate) struct ChannelExec {
     pub(crate) exit_code: i32,
     pub(crate) signal: Option<i32>,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
 }
 
 impl Channel {
@@ -142,14 +140,17 @@ impl Channel {
         }
     }
 
-    /// Runs `argv` in `guest_cwd` with output captured (streamed back with `exec-stream`).
+    /// Runs `argv` in `guest_cwd`; output chunks (with `exec-stream`) go to `on_output`
+    /// in order. `Ok(Err(reply))` is the sidecar refusing or failing the exec (the channel
+    /// is fine); `Err(message)` a broken channel.
     pub(crate) fn exec(
         &mut self,
         guest_cwd: &str,
         argv: Vec<String>,
         env: BTreeMap<String, String>,
         timeout_ms: Option<u64>,
-    ) -> Result<ChannelExec, String> {
+        on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    ) -> Result<Result<ChannelExec, ErrorReply>, String> {
         let request = Request::Exec(Exec {
             session_id: self.session_id.clone(),
             guest_cwd: Some(guest_cwd.to_owned()),
@@ -158,29 +159,19 @@ impl Channel {
             timeout_ms,
         });
         write_frame(&mut self.stdin, &request).map_err(|e| format!("sending exec: {e}"))?;
-        let mut out = ChannelExec {
-            exit_code: -1,
-            signal: None,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        };
         loop {
             match self.read_reply()? {
                 Reply::ExecOutput(chunk) => {
                     let data = chunk.data().map_err(|e| format!("bad exec_output: {e}"))?;
-                    match chunk.stream {
-                        OutputStream::Stdout => out.stdout.extend_from_slice(&data),
-                        OutputStream::Stderr => out.stderr.extend_from_slice(&data),
-                    }
+                    on_output(chunk.stream, &data);
                 }
                 Reply::ExecResult(result) => {
-                    out.exit_code = result.exit_code;
-                    out.signal = result.signal;
-                    return Ok(out);
+                    return Ok(Ok(ChannelExec {
+                        exit_code: result.exit_code,
+                        signal: result.signal,
+                    }));
                 }
-                Reply::Error(err) => {
-                    return Err(format!("exec failed: {}: {}", err.code, err.message));
-                }
+                Reply::Error(err) => return Ok(Err(err)),
                 other => return Err(format!("exec answered with {}", describe(&other))),
             }
         }
@@ -211,8 +202,7 @@ impl Channel {
         let _ = self.child.wait();
     }
 
-    /// `exec-stream` was negotiated.
-    #[allow(dead_code, reason = "reported in Debug output of the session")]
+    /// `exec-stream` was negotiated (without it the sidecar's exec output is lost).
     pub(crate) fn streams_exec_output(&self) -> bool {
         self.exec_stream
     }

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use devshell_vm_config::{VmConfig, WorkspaceMode};
 use devshell_vm_exec::{
-    CancelHandle, ExecOutcome, StdinMode, StreamKind, Termination, ToolRequest,
+    CancelHandle, ExecOutcome, OutputMode, StdinMode, StreamKind, Termination, ToolRequest,
 };
 use devshell_vm_guest_fs::{
     GuestFsError, GuestFsOps, GuestMetadata, check_guest_path, logical_to_guest,
 };
-use devshell_vm_protocol::GuestFsOperation;
+use devshell_vm_protocol::{ErrorReply, GuestFsOperation, OutputStream};
 use devshell_vm_sync::{
     SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
 };
@@ -185,8 +185,8 @@ impl GammaSession {
     /// `true` in Mode S (the VFS is synced with the host workspace around each run);
     /// `false` in Mode P (the guest tree is authoritative).
     #[must_use]
-    pub fn syncs_vfs_with_host_workspace(&self) -> bool {
-        self.mode == WorkspaceMode::Sync
+    pub const fn syncs_vfs_with_host_workspace(&self) -> bool {
+        matches!(self.mode, WorkspaceMode::Sync)
     }
 
     /// The guest mount point (e.g. `/workspace`).
@@ -692,6 +692,11 @@ impl GammaSession {
                 reason: format!("program {:?} is empty or contains NUL", request.program),
             });
         }
+        if cancel.is_none()
+            && let Some(result) = self.exec_over_channel(guest_dir, request, on_output)
+        {
+            return result;
+        }
         let argv = shell_argv(
             guest_dir,
             &self.instance,
@@ -742,32 +747,29 @@ impl GammaSession {
         Ok(outcome)
     }
 
-    /// Runs a short command in the guest with output captured (through the channel when
-    /// it is open, else one `limactl shell`).
+    /// Runs a short command in the guest with output captured: through the channel when
+    /// it is open and `guest_dir` lies under the mount (the sidecar serves only its root),
+    /// else one `limactl shell`.
     fn capture_in_guest(
         &mut self,
         guest_dir: &str,
         program: &str,
         args: &[String],
     ) -> Result<std::process::Output, LimaError> {
-        if let Some(channel) = self.channel_mut() {
-            let mut command_line = vec![program.to_owned()];
-            command_line.extend(args.iter().cloned());
-            match channel.exec(guest_dir, command_line, BTreeMap::new(), None) {
-                Ok(out) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    let raw = match out.signal {
-                        Some(sig) => sig,
-                        None => (out.exit_code & 0xff) << 8,
-                    };
-                    return Ok(std::process::Output {
-                        status: ExitStatus::from_raw(raw),
-                        stdout: out.stdout,
-                        stderr: out.stderr,
-                    });
-                }
-                Err(message) => self.channel_broke(&message),
-            }
+        let request = ToolRequest::new(program, args.iter().cloned())
+            .stdout(OutputMode::Capture)
+            .stderr(OutputMode::Capture);
+        if let Some(result) = self.exec_over_channel(guest_dir, &request, &mut |_, _| {}) {
+            let outcome = result?;
+            let status = outcome.exit_status().ok_or_else(|| LimaError::Channel {
+                instance: self.instance.clone(),
+                message: format!("probe `{program}` ended without a status"),
+            })?;
+            return Ok(std::process::Output {
+                status,
+                stdout: outcome.stdout,
+                stderr: outcome.stderr,
+            });
         }
         let shell = shell_argv(guest_dir, &self.instance, &[], program, args);
         let out = self.limactl.output(&shell, None)?;
@@ -777,7 +779,120 @@ impl GammaSession {
         Ok(out)
     }
 
+    /// Runs `request` over the channel when that is possible: the channel is open (or
+    /// opens), it streams exec output (or the output is discarded anyway), the request
+    /// needs no terminal input or Ctrl-C forwarding, and `guest_dir` lies under the mount.
+    /// `None` means "use `limactl shell`".
+    fn exec_over_channel(
+        &mut self,
+        guest_dir: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+    ) -> Option<Result<ExecOutcome, LimaError>> {
+        if request.stdin != StdinMode::Null
+            || request.forward_interrupts
+            || !devshell_vm_guest_fs::guest_path_is_under_mount(&self.mount, guest_dir)
+        {
+            return None;
+        }
+        let discards = request.stdout == OutputMode::Null && request.stderr == OutputMode::Null;
+        let started = std::time::Instant::now();
+        let channel = self.channel_mut()?;
+        if !channel.streams_exec_output() && !discards {
+            return None;
+        }
+        let mut argv = vec![request.program.clone()];
+        argv.extend(request.args.iter().cloned());
+        let env: BTreeMap<String, String> = request.env.iter().cloned().collect();
+        let timeout_ms = request
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let result = channel.exec(guest_dir, argv, env, timeout_ms, &mut |stream, data| {
+            let (mode, kind, buffer) = match stream {
+                OutputStream::Stdout => (request.stdout, StreamKind::Stdout, &mut stdout),
+                OutputStream::Stderr => (request.stderr, StreamKind::Stderr, &mut stderr),
+            };
+            match mode {
+                OutputMode::Capture => buffer.extend_from_slice(data),
+                OutputMode::Stream => on_output(kind, data),
+                OutputMode::Inherit => {
+                    let _ = match kind {
+                        StreamKind::Stdout => std::io::stdout().write_all(data),
+                        StreamKind::Stderr => std::io::stderr().write_all(data),
+                    };
+                }
+                OutputMode::Null => {}
+            }
+        });
+        let termination = match result {
+            Ok(Ok(done)) => match done.signal {
+                Some(signal) => Termination::Signaled(signal),
+                None => Termination::Exited(done.exit_code),
+            },
+            // The sidecar killed the process group at the deadline.
+            Ok(Err(reply)) if reply.code.as_str() == "exec_timeout" => Termination::TimedOut,
+            Ok(Err(reply)) => return Some(Err(self.exec_refused(guest_dir, request, &reply))),
+            Err(broken) => {
+                self.channel_broke(&broken);
+                // The tool may have run partly: never run it a second time.
+                return Some(Err(LimaError::Channel {
+                    instance: self.instance.clone(),
+                    message: broken,
+                }));
+            }
+        };
+        Some(Ok(ExecOutcome {
+            termination,
+            stdout,
+            stderr,
+            duration: started.elapsed(),
+        }))
+    }
+
+    /// The error for a sidecar `error` reply to an `exec`.
+    fn exec_refused(
+        &self,
+        guest_dir: &str,
+        request: &ToolRequest,
+        reply: &ErrorReply,
+    ) -> LimaError {
+        match reply.code.as_str() {
+            "bad_guest_cwd" => LimaError::WorkdirMissing {
+                workdir: guest_dir.to_owned(),
+                instance: self.instance.clone(),
+            },
+            "exec_spawn"
+                if reply.message.contains("No such file")
+                    || reply.message.contains("not found") =>
+            {
+                LimaError::ProgramMissing {
+                    program: request.program.clone(),
+                    instance: self.instance.clone(),
+                }
+            }
+            "forbidden_env" | "invalid_request" => LimaError::InvalidRequest {
+                reason: format!("the guest sidecar refused the request: {}", reply.message),
+            },
+            code => LimaError::Channel {
+                instance: self.instance.clone(),
+                message: format!("exec failed: {code}: {}", reply.message),
+            },
+        }
+    }
+
     fn guest_dir_exists(&mut self, dir: &str) -> Result<bool, LimaError> {
+        if devshell_vm_guest_fs::guest_path_is_under_mount(&self.mount, dir)
+            && let Some(result) = self.fs_channel(GuestFsOperation::Stat, dir, None, None)
+        {
+            return match result {
+                Ok(ok) => Ok(metadata_from(&ok, dir)?.kind == devshell_vm_guest_fs::GuestKind::Dir),
+                Err(GuestFsError::NotFound { .. } | GuestFsError::NotADirectory { .. }) => {
+                    Ok(false)
+                }
+                Err(other) => Err(other.into()),
+            };
+        }
         let out = self.capture_in_guest("/", "test", &["-d".to_owned(), dir.to_owned()])?;
         Ok(out.status.success())
     }

@@ -143,3 +143,51 @@ fn without_the_sidecar_each_operation_is_one_limactl_shell() {
     assert!(session.exists(&format!("{MOUNT}/a")).expect("exists"));
     assert_eq!(fixture.subcommands(), ["list", "shell", "shell", "shell"]);
 }
+
+#[test]
+fn captured_tool_runs_go_over_the_channel_too() {
+    use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
+    let (mut session, fixture) = session(true);
+    std::fs::create_dir(fixture.parent.path().join("p")).expect("mkdir");
+    let mut vfs = devshell_vm_vfs::Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+    let request = ToolRequest::new(
+        "sh",
+        [
+            "-c",
+            "pwd; printf '%s' \"$1\" >&2; exit 3",
+            "sh",
+            "a 'b' $c",
+        ],
+    )
+    .stdout(OutputMode::Capture)
+    .stderr(OutputMode::Capture);
+    let outcome = session.run_tool(&mut vfs, "/p", &request).expect("run");
+    assert_eq!(outcome.exec.termination, Termination::Exited(3));
+    assert_eq!(outcome.exec.stdout, b"/workspace/p\n");
+    assert_eq!(outcome.exec.stderr, b"a 'b' $c");
+    // A timeout kills it at the deadline.
+    let slow = ToolRequest::new("sleep", ["5"])
+        .stdout(OutputMode::Capture)
+        .timeout(Some(std::time::Duration::from_millis(200)));
+    let outcome = session.run_tool(&mut vfs, "/p", &slow).expect("run");
+    assert_eq!(outcome.exec.termination, Termination::TimedOut);
+    // Missing workdir and missing program are errors, not statuses.
+    vfs.mkdir("/q").expect("mkdir");
+    assert!(matches!(
+        session.run_tool(
+            &mut vfs,
+            "/q",
+            &ToolRequest::new("true", Vec::<String>::new())
+                .stdout(OutputMode::Null)
+                .stderr(OutputMode::Null)
+        ),
+        Err(devshell_vm_backend_lima::LimaError::WorkdirMissing { .. })
+    ));
+    assert_eq!(session.channel_state(), &ChannelState::Open);
+    assert_eq!(
+        fixture.subcommands(),
+        ["list", "copy", "shell"],
+        "no extra limactl spawn"
+    );
+}
