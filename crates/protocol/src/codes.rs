@@ -14,8 +14,11 @@ macro_rules! wire_code {
         $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $wire:literal ),+ $(,)? }
     ) => {
         $(#[$meta])*
+        ///
+        /// Non-exhaustive: later versions add codes (unknown ones arrive as `Other`).
         #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(from = "String", into = "String")]
+        #[non_exhaustive]
         pub enum $name {
             $( $(#[$vmeta])* $variant, )+
             /// A code this crate does not know (kept verbatim).
