@@ -12,15 +12,19 @@
 //!     name_len u32 | name bytes (empty for the root only)
 //!     dir: child_count u32 | file: len u64 + bytes | symlink: len u32 + bytes
 //! ```
-//! The file is exactly header + payload. Loading checks the magic, version, flags,
-//! exact length and checksum before parsing; while parsing, every length is checked
-//! against the remaining input before anything is allocated, the depth is bounded by
+//! The file is exactly header + payload. Loading checks the magic, version, flags and
+//! exact length first; while parsing, every length is checked against the remaining
+//! input before anything is allocated, the depth is bounded by
 //! [`MAX_DEPTH`](crate::MAX_DEPTH), the node count by the input size, names are
-//! validated and must be strictly sorted. A loaded tree starts at generation 0.
+//! validated and must be strictly sorted, and the cwd must name a directory. The
+//! checksum is verified before a tree is returned ([`from_bytes`] checks it before
+//! parsing; [`load`] streams the file through a 1 MiB buffer and checks it over
+//! everything read, reporting corruption as [`ImageError::ChecksumMismatch`] even when
+//! the parser stumbled first). A loaded tree starts at generation 0 with no history.
 //!
-//! Saving is atomic: the image goes to a temporary file in the same directory, is
-//! fsynced, then renamed over the destination (and the directory fsynced). A failed
-//! save or load leaves an existing image untouched.
+//! Saving is atomic: the image is streamed into a temporary file in the same directory
+//! (header written last), fsynced, then renamed over the destination, and the directory
+//! fsynced. A failed save or load leaves an existing image untouched.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
