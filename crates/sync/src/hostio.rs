@@ -59,7 +59,10 @@ impl Ts {
                 let before = err.duration();
                 let secs = i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
                 if before.subsec_nanos() == 0 {
-                    Self { sec: -secs, nsec: 0 }
+                    Self {
+                        sec: -secs,
+                        nsec: 0,
+                    }
                 } else {
                     Self {
                         sec: -secs - 1,
@@ -94,16 +97,15 @@ impl Ts {
     /// The kernel's coarse real-time clock: file timestamps are taken from it, so a
     /// file changed after this instant gets an mtime `>=` the returned value.
     pub(crate) fn coarse_now() -> Self {
-        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
-            Ok(now) => Self::from_parts(now.tv_sec(), now.tv_nsec()),
+        if let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
+            Self::from_parts(now.tv_sec(), now.tv_nsec())
+        } else {
             // Without a coarse clock the precise one is a safe stand-in minus a margin
             // larger than any timestamp granularity.
-            Err(_) => {
-                let now = Self::from_system_time(SystemTime::now());
-                Self {
-                    sec: now.sec - 1,
-                    nsec: now.nsec,
-                }
+            let now = Self::from_system_time(SystemTime::now());
+            Self {
+                sec: now.sec - 1,
+                nsec: now.nsec,
             }
         }
     }
@@ -163,12 +165,18 @@ impl HostMeta {
 
 /// Opens the directory entry `name` of `parent` without following a symlink: a symlink
 /// gives `ELOOP`, anything else that is not a directory `ENOTDIR`.
-pub(crate) fn open_dir_at<P: ?Sized + NixPath>(parent: BorrowedFd<'_>, name: &P) -> nix::Result<OwnedFd> {
+pub(crate) fn open_dir_at<P: ?Sized + NixPath>(
+    parent: BorrowedFd<'_>,
+    name: &P,
+) -> nix::Result<OwnedFd> {
     openat(parent, name, DIR_FLAGS, Mode::empty())
 }
 
 /// `lstat` of one entry of `parent`.
-pub(crate) fn lstat_at<P: ?Sized + NixPath>(parent: BorrowedFd<'_>, name: &P) -> nix::Result<HostMeta> {
+pub(crate) fn lstat_at<P: ?Sized + NixPath>(
+    parent: BorrowedFd<'_>,
+    name: &P,
+) -> nix::Result<HostMeta> {
     fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).map(|stat| HostMeta::from_stat(&stat))
 }
 
@@ -187,7 +195,10 @@ pub(crate) fn create_dir_at(parent: BorrowedFd<'_>, name: &str) -> nix::Result<O
 /// non-directory (file, symlink, special file) is in its place. Returns the descriptor
 /// and whether the directory was created (so it is known to be empty), plus how many
 /// entries were removed to make room.
-pub(crate) fn ensure_dir_at(parent: BorrowedFd<'_>, name: &str) -> nix::Result<(OwnedFd, bool, u64)> {
+pub(crate) fn ensure_dir_at(
+    parent: BorrowedFd<'_>,
+    name: &str,
+) -> nix::Result<(OwnedFd, bool, u64)> {
     match open_dir_at(parent, name) {
         Ok(fd) => Ok((fd, false, 0)),
         Err(Errno::ENOENT) => Ok((create_dir_at(parent, name)?, true, 0)),
@@ -197,6 +208,26 @@ pub(crate) fn ensure_dir_at(parent: BorrowedFd<'_>, name: &str) -> nix::Result<(
         }
         Err(err) => Err(err),
     }
+}
+
+/// One level of [`remove_at`]'s iterative walk.
+struct Frame {
+    dir: Dir,
+    name: Option<CString>,
+    pending: Vec<CString>,
+}
+
+/// Opens a [`Frame`]: lists the directory's entries up front.
+fn frame(dir: OwnedFd, name: Option<CString>) -> nix::Result<Frame> {
+    let mut dir = Dir::from_fd(dir)?;
+    let mut pending = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry?;
+        if !is_dot_or_dotdot(entry.file_name()) {
+            pending.push(entry.file_name().to_owned());
+        }
+    }
+    Ok(Frame { dir, name, pending })
 }
 
 /// Removes entry `name` of `parent` whatever it is, directories recursively; never
@@ -217,27 +248,15 @@ pub(crate) fn remove_at(parent: BorrowedFd<'_>, name: &str) -> nix::Result<u64> 
     };
     // Iterative depth-first removal: one frame (open directory, its own name, the
     // entries still to remove) per level, so depth costs heap, not stack.
-    struct Frame {
-        dir: Dir,
-        name: Option<CString>,
-        pending: Vec<CString>,
-    }
-    fn frame(dir: OwnedFd, name: Option<CString>) -> nix::Result<Frame> {
-        let mut dir = Dir::from_fd(dir)?;
-        let mut pending = Vec::new();
-        for entry in dir.iter() {
-            let entry = entry?;
-            if !is_dot_or_dotdot(entry.file_name()) {
-                pending.push(entry.file_name().to_owned());
-            }
-        }
-        Ok(Frame { dir, name, pending })
-    }
     let mut removed = 0;
     let mut stack: Vec<Frame> = vec![frame(top, None)?];
     while let Some(current) = stack.last_mut() {
         if let Some(entry_name) = current.pending.pop() {
-            match unlinkat(current.dir.as_fd(), entry_name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
+            match unlinkat(
+                current.dir.as_fd(),
+                entry_name.as_c_str(),
+                UnlinkatFlags::NoRemoveDir,
+            ) {
                 Ok(()) => removed += 1,
                 Err(Errno::ENOENT) => {}
                 Err(Errno::EISDIR | Errno::EPERM) => {
@@ -254,7 +273,11 @@ pub(crate) fn remove_at(parent: BorrowedFd<'_>, name: &str) -> nix::Result<u64> 
         drop(done.dir);
         match (done.name, stack.last()) {
             (Some(own_name), Some(up)) => {
-                unlinkat(up.dir.as_fd(), own_name.as_c_str(), UnlinkatFlags::RemoveDir)?;
+                unlinkat(
+                    up.dir.as_fd(),
+                    own_name.as_c_str(),
+                    UnlinkatFlags::RemoveDir,
+                )?;
             }
             _ => unlinkat(parent, name, UnlinkatFlags::RemoveDir)?,
         }
@@ -270,18 +293,22 @@ pub(crate) fn is_dot_or_dotdot(name: &CStr) -> bool {
 
 /// Creates a new regular file `name` in `parent` with permission bits `mode`, replacing
 /// whatever was there (the old inode is unlinked, never written through).
-pub(crate) fn create_file_at(parent: BorrowedFd<'_>, name: &str, mode: u32) -> nix::Result<(File, u64)> {
-    let flags = OFlag::O_WRONLY
-        | OFlag::O_CREAT
-        | OFlag::O_EXCL
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_CLOEXEC;
+pub(crate) fn create_file_at(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    mode: u32,
+) -> nix::Result<(File, u64)> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let create_mode = Mode::from_bits_truncate(mode & 0o777);
     match openat(parent, name, flags, create_mode) {
         Ok(fd) => Ok((File::from(fd), 0)),
         Err(Errno::EEXIST) => {
             let removed = remove_at(parent, name)?;
-            Ok((File::from(openat(parent, name, flags, create_mode)?), removed))
+            Ok((
+                File::from(openat(parent, name, flags, create_mode)?),
+                removed,
+            ))
         }
         Err(err) => Err(err),
     }
@@ -290,7 +317,13 @@ pub(crate) fn create_file_at(parent: BorrowedFd<'_>, name: &str, mode: u32) -> n
 /// Writes `content` to a freshly created file and gives it `mode` and `mtime`; returns
 /// the file's metadata afterwards. `umask_bits` are the bits the process umask removed
 /// at creation (a `chmod` is only needed when the mode lost bits or has special bits).
-pub(crate) fn finish_file(mut file: File, content: &[u8], mode: u32, mtime: Ts, umask_bits: u32) -> io::Result<HostMeta> {
+pub(crate) fn finish_file(
+    mut file: File,
+    content: &[u8],
+    mode: u32,
+    mtime: Ts,
+    umask_bits: u32,
+) -> io::Result<HostMeta> {
     if !content.is_empty() {
         file.write_all(content)?;
     }
@@ -317,7 +350,12 @@ pub(crate) fn restore_dir_mtime(fd: BorrowedFd<'_>, mtime: Ts) -> nix::Result<Ho
 
 /// Creates symlink `name` → `target` in `parent` (replacing whatever was there) with the
 /// given mtime, and returns its metadata.
-pub(crate) fn create_symlink_at(parent: BorrowedFd<'_>, name: &str, target: &str, mtime: Ts) -> nix::Result<(HostMeta, u64)> {
+pub(crate) fn create_symlink_at(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    target: &str,
+    mtime: Ts,
+) -> nix::Result<(HostMeta, u64)> {
     let removed = match symlinkat(target, parent, name) {
         Ok(()) => 0,
         Err(Errno::EEXIST) => {
@@ -338,7 +376,10 @@ pub(crate) fn create_symlink_at(parent: BorrowedFd<'_>, name: &str, target: &str
 }
 
 /// Reads the target of symlink `name` in `parent`.
-pub(crate) fn read_link_at<P: ?Sized + NixPath>(parent: BorrowedFd<'_>, name: &P) -> nix::Result<OsString> {
+pub(crate) fn read_link_at<P: ?Sized + NixPath>(
+    parent: BorrowedFd<'_>,
+    name: &P,
+) -> nix::Result<OsString> {
     nix::fcntl::readlinkat(parent, name)
 }
 
@@ -366,7 +407,10 @@ impl From<Errno> for ReadError {
 /// Reads regular file `name` of `parent` (never through a symlink, never blocking on a
 /// FIFO) into one exactly sized shared buffer, and returns its metadata as seen by the
 /// open descriptor.
-pub(crate) fn read_file_at<P: ?Sized + NixPath>(parent: BorrowedFd<'_>, name: &P) -> Result<(HostMeta, Content), ReadError> {
+pub(crate) fn read_file_at<P: ?Sized + NixPath>(
+    parent: BorrowedFd<'_>,
+    name: &P,
+) -> Result<(HostMeta, Content), ReadError> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let fd = match openat(parent, name, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -377,7 +421,8 @@ pub(crate) fn read_file_at<P: ?Sized + NixPath>(parent: BorrowedFd<'_>, name: &P
     if meta.kind != HostKind::File {
         return Err(ReadError::Changed);
     }
-    let len = usize::try_from(meta.size).map_err(|_| ReadError::Io(io::Error::from(io::ErrorKind::OutOfMemory)))?;
+    let len = usize::try_from(meta.size)
+        .map_err(|_| ReadError::Io(io::Error::from(io::ErrorKind::OutOfMemory)))?;
     let mut file = File::from(fd);
     // One allocation of exactly the right size: the bytes land where the VFS keeps them.
     let mut content: Content = std::iter::repeat_n(0u8, len).collect();

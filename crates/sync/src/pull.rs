@@ -19,11 +19,11 @@ use devshell_vm_vfs::{Content, MAX_DEPTH, NodeKind, Vfs, VfsError};
 use nix::dir::Dir;
 use nix::errno::Errno;
 
+use crate::VmSyncError;
 use crate::hostio::{self, HostKind, HostMeta, ReadError, Ts};
 use crate::push::invalidate;
 use crate::report::{Skipped, SyncProgress, SyncReport};
 use crate::state::{Excludes, MEntry, SyncState, join_rel, leaf_name, vfs_join};
-use crate::VmSyncError;
 
 /// Progress is reported after this many files read.
 const PROGRESS_EVERY: u64 = 256;
@@ -37,9 +37,17 @@ enum PullOp {
     /// Remove the node (a host deletion, or the old kind before a type change).
     Remove { rel: String },
     /// Create a directory (replacing a non-directory) with this mode and mtime.
-    Mkdir { rel: String, mode: u32, mtime: SystemTime },
+    Mkdir {
+        rel: String,
+        mode: u32,
+        mtime: SystemTime,
+    },
     /// An existing directory whose mode or mtime may have changed.
-    DirMeta { rel: String, mode: u32, mtime: SystemTime },
+    DirMeta {
+        rel: String,
+        mode: u32,
+        mtime: SystemTime,
+    },
     /// Create or replace a file.
     File {
         rel: String,
@@ -99,7 +107,9 @@ impl DirResult {
 
     /// Mirrors the disappearance of a recorded entry.
     fn remove(&mut self, rel: &str) {
-        self.ops.push(PullOp::Remove { rel: rel.to_owned() });
+        self.ops.push(PullOp::Remove {
+            rel: rel.to_owned(),
+        });
         self.records.push(Record {
             rel: rel.to_owned(),
             meta: None,
@@ -162,12 +172,22 @@ struct Scan<'a, 'm> {
 /// leaf was replaced by a symlink, [`VmSyncError::LeafNotADirectory`],
 /// [`VmSyncError::LeafCollision`], [`VmSyncError::NotADirectory`] when the VFS path is a
 /// file.
-pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vfs) -> Result<SyncReport, VmSyncError> {
+#[expect(
+    clippy::too_many_lines,
+    reason = "the gather and apply phases read best in one place"
+)]
+pub fn pull_workspace_to_vfs(
+    state: &mut SyncState,
+    vfs_path: &str,
+    vfs: &mut Vfs,
+) -> Result<SyncReport, VmSyncError> {
     let started = Instant::now();
     let observed_at = Ts::coarse_now();
     let norm = vfs.normalize(vfs_path)?;
     match vfs.stat(&norm) {
-        Ok(meta) if meta.kind != NodeKind::Dir => return Err(VmSyncError::NotADirectory { vfs_path: norm }),
+        Ok(meta) if meta.kind != NodeKind::Dir => {
+            return Err(VmSyncError::NotADirectory { vfs_path: norm });
+        }
         Ok(_) | Err(VfsError::NotFound { .. }) => {}
         Err(err) => return Err(err.into()),
     }
@@ -177,7 +197,9 @@ pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vf
     // Unpushed VFS changes: the pull still applies host changes, but must not mark
     // the VFS generation as synced (those changes still need a push).
     let pending = match bound.synced_generation {
-        Some(since) => vfs.changes_since(&norm, since).map_or(true, |changes| !changes.is_empty()),
+        Some(since) => vfs
+            .changes_since(&norm, since)
+            .map_or(true, |changes| !changes.is_empty()),
         None => true,
     };
     let leaf_fd = open_leaf_for_pull(state.staging_dir(), &leaf, &leaf_path)?;
@@ -189,7 +211,9 @@ pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vf
         leaves,
         ..
     } = state;
-    let leaf_state = leaves.get_mut(&leaf).expect("bound above");
+    let Some(leaf_state) = leaves.get_mut(&leaf) else {
+        return Err(VmSyncError::NotFound { vfs_path: norm });
+    };
     let scanners = if leaf_state.entry_count >= PARALLEL_MIN_ENTRIES {
         std::thread::available_parallelism()
             .map_or(1, usize::from)
@@ -230,10 +254,17 @@ pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vf
     } else {
         scan.work();
     }
-    if let Some(err) = scan.error.into_inner().unwrap_or_else(PoisonError::into_inner) {
+    if let Some(err) = scan
+        .error
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
         return Err(err);
     }
-    let mut results = scan.results.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let mut results = scan
+        .results
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     results.sort_unstable_by(|a, b| path_order(&a.rel, &b.rel));
     let mut report = SyncReport::default();
     let mut ops = Vec::new();
@@ -253,22 +284,26 @@ pub fn pull_workspace_to_vfs(state: &mut SyncState, vfs_path: &str, vfs: &mut Vf
     }
     let generation = vfs.generation();
     let changed_manifest = !records.is_empty();
-    let manifest = leaf_state.manifest.get_or_insert_with(|| {
-        let root_meta = records
+    if leaf_state.manifest.is_none()
+        && let Some(root_meta) = records
             .first()
+            .filter(|r| r.rel.is_empty())
             .and_then(|r| r.meta)
-            .expect("a pull without a manifest records the leaf first");
-        MEntry::new(root_meta, generation, observed_at)
-    });
-    for record in records {
-        match record.meta {
-            Some(meta) => manifest.upsert(&record.rel, meta, generation, observed_at),
-            None if record.rel.is_empty() => {}
-            None => manifest.remove(&record.rel),
-        }
+    {
+        // A pull without a manifest records the leaf first.
+        leaf_state.manifest = Some(MEntry::new(root_meta, generation, observed_at));
     }
-    if changed_manifest {
-        leaf_state.entry_count = manifest.len();
+    if let Some(manifest) = leaf_state.manifest.as_mut() {
+        for record in records {
+            match record.meta {
+                Some(meta) => manifest.upsert(&record.rel, meta, generation, observed_at),
+                None if record.rel.is_empty() => {}
+                None => manifest.remove(&record.rel),
+            }
+        }
+        if changed_manifest {
+            leaf_state.entry_count = manifest.len();
+        }
     }
     if !pending {
         leaf_state.synced_generation = Some(generation);
@@ -292,7 +327,11 @@ fn path_order(a: &str, b: &str) -> CmpOrdering {
 }
 
 /// Opens the leaf for reading: it must be a real directory.
-fn open_leaf_for_pull(staging: &Path, leaf: &str, leaf_path: &Path) -> Result<OwnedFd, VmSyncError> {
+fn open_leaf_for_pull(
+    staging: &Path,
+    leaf: &str,
+    leaf_path: &Path,
+) -> Result<OwnedFd, VmSyncError> {
     let staging_fd = nix::fcntl::open(
         staging,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
@@ -347,14 +386,21 @@ impl<'m> Scan<'_, 'm> {
                     if queue.active == 0 {
                         return;
                     }
-                    queue = self.wake.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                    queue = self
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
             };
             let outcome = self.scan_dir(job);
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             queue.active -= 1;
             match outcome {
-                Ok(result) => self.results.lock().unwrap_or_else(PoisonError::into_inner).push(result),
+                Ok(result) => self
+                    .results
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(result),
                 Err(err) => {
                     self.failed.store(true, Ordering::Relaxed);
                     self.error
@@ -369,8 +415,61 @@ impl<'m> Scan<'_, 'm> {
     }
 
     fn push_job(&self, job: DirJob<'m>) {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).jobs.push(job);
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .jobs
+            .push(job);
         self.wake.notify_one();
+    }
+
+    /// Opens a job's directory; for the leaf itself also compares its own metadata.
+    fn open_job_dir(
+        &self,
+        source: DirSource,
+        rel: &str,
+        known: Option<&MEntry>,
+        out: &mut DirResult,
+    ) -> Result<OwnedFd, VmSyncError> {
+        Ok(match source {
+            DirSource::Open(fd) => {
+                // The leaf itself: its own metadata is checked here.
+                let meta = hostio::stat_fd(fd.as_fd())
+                    .map_err(|errno| VmSyncError::errno(self.leaf_path, errno))?;
+                let (mode, mtime) = (meta.mode, meta.mtime.to_system_time());
+                match known {
+                    Some(entry) if entry.meta == meta && !entry.racy => {}
+                    Some(_) => {
+                        out.ops.push(PullOp::DirMeta {
+                            rel: String::new(),
+                            mode,
+                            mtime,
+                        });
+                        out.record("", meta);
+                    }
+                    None => {
+                        out.ops.push(PullOp::Mkdir {
+                            rel: String::new(),
+                            mode,
+                            mtime,
+                        });
+                        out.record("", meta);
+                    }
+                }
+                fd
+            }
+            DirSource::At(parent, name) => {
+                match hostio::open_dir_at(parent.as_fd(), name.as_c_str()) {
+                    Ok(fd) => fd,
+                    Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                        return Err(VmSyncError::ChangedDuringRead {
+                            path: self.host_path(rel),
+                        });
+                    }
+                    Err(errno) => return Err(VmSyncError::errno(self.host_path(rel), errno)),
+                }
+            }
+        })
     }
 
     /// Scans one host directory against its manifest entry.
@@ -382,38 +481,14 @@ impl<'m> Scan<'_, 'm> {
             depth,
         } = job;
         let mut out = DirResult::default();
-        let dir_fd = match source {
-            DirSource::Open(fd) => {
-                // The leaf itself: its own metadata is checked here.
-                let meta = hostio::stat_fd(fd.as_fd()).map_err(|errno| VmSyncError::errno(self.leaf_path, errno))?;
-                let (mode, mtime) = (meta.mode, meta.mtime.to_system_time());
-                match known {
-                    Some(entry) if entry.meta == meta && !entry.racy => {}
-                    Some(_) => {
-                        out.ops.push(PullOp::DirMeta { rel: String::new(), mode, mtime });
-                        out.record("", meta);
-                    }
-                    None => {
-                        out.ops.push(PullOp::Mkdir { rel: String::new(), mode, mtime });
-                        out.record("", meta);
-                    }
-                }
-                fd
-            }
-            DirSource::At(parent, name) => match hostio::open_dir_at(parent.as_fd(), name.as_c_str()) {
-                Ok(fd) => fd,
-                Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                    return Err(VmSyncError::ChangedDuringRead { path: self.host_path(&rel) });
-                }
-                Err(errno) => return Err(VmSyncError::errno(self.host_path(&rel), errno)),
-            },
-        };
+        let dir_fd = self.open_job_dir(source, &rel, known, &mut out)?;
         let dir_fd = Arc::new(dir_fd);
         let known_children = known.and_then(|k| k.children.as_ref());
         let listing_fd = dir_fd
             .try_clone()
             .map_err(|err| VmSyncError::io(self.host_path(&rel), err))?;
-        let mut listing = Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(self.host_path(&rel), errno))?;
+        let mut listing = Dir::from_fd(listing_fd)
+            .map_err(|errno| VmSyncError::errno(self.host_path(&rel), errno))?;
         let mut seen_known = 0usize;
         let mut child_rel = rel.clone();
         for entry in listing.iter() {
@@ -423,8 +498,13 @@ impl<'m> Scan<'_, 'm> {
                 continue;
             }
             let Some(name) = hostio::utf8_name(raw_name) else {
-                let path = self.host_path(&rel).join(std::ffi::OsStr::from_bytes(raw_name.to_bytes()));
-                out.skip(path, "name is not valid UTF-8 (the VFS holds UTF-8 names only)");
+                let path = self
+                    .host_path(&rel)
+                    .join(std::ffi::OsStr::from_bytes(raw_name.to_bytes()));
+                out.skip(
+                    path,
+                    "name is not valid UTF-8 (the VFS holds UTF-8 names only)",
+                );
                 continue;
             };
             child_rel.truncate(rel.len());
@@ -436,7 +516,14 @@ impl<'m> Scan<'_, 'm> {
             if known_child.is_some() {
                 seen_known += 1;
             }
-            self.scan_entry(&dir_fd, raw_name, &child_rel, known_child, depth + 1, &mut out)?;
+            self.scan_entry(
+                &dir_fd,
+                raw_name,
+                &child_rel,
+                known_child,
+                depth + 1,
+                &mut out,
+            )?;
         }
         drop(listing);
         // Recorded entries not seen in the listing were deleted on the host.
@@ -445,14 +532,19 @@ impl<'m> Scan<'_, 'm> {
         {
             for (name, child) in children {
                 let child_rel = join_rel(&rel, name);
-                if self.excludes.matches(&child_rel, child.meta.kind == HostKind::Dir) {
+                if self
+                    .excludes
+                    .matches(&child_rel, child.meta.kind == HostKind::Dir)
+                {
                     continue;
                 }
                 match hostio::lstat_at(dir_fd.as_fd(), name.as_ref()) {
                     Err(Errno::ENOENT) => out.remove(&child_rel),
                     // Created after the listing: the next pull sees it.
                     Ok(_) => {}
-                    Err(errno) => return Err(VmSyncError::errno(self.host_path(&child_rel), errno)),
+                    Err(errno) => {
+                        return Err(VmSyncError::errno(self.host_path(&child_rel), errno));
+                    }
                 }
             }
         }
@@ -480,14 +572,20 @@ impl<'m> Scan<'_, 'm> {
             return Ok(());
         }
         if depth > MAX_DEPTH {
-            out.skip(self.host_path(rel), format!("deeper than the VFS allows ({MAX_DEPTH} components)"));
+            out.skip(
+                self.host_path(rel),
+                format!("deeper than the VFS allows ({MAX_DEPTH} components)"),
+            );
             return Ok(());
         }
         let unchanged = known.is_some_and(|k| k.meta == meta && !k.racy);
         let kind_changed = known.is_some_and(|k| k.meta.kind != meta.kind);
         match meta.kind {
             HostKind::Other => {
-                out.skip(self.host_path(rel), "special file (FIFO, socket or device) is not synced");
+                out.skip(
+                    self.host_path(rel),
+                    "special file (FIFO, socket or device) is not synced",
+                );
                 if known.is_some() {
                     out.remove(rel);
                 }
@@ -496,12 +594,22 @@ impl<'m> Scan<'_, 'm> {
                 let (mode, mtime) = (meta.mode, meta.mtime.to_system_time());
                 if known.is_none() || kind_changed {
                     if kind_changed {
-                        out.ops.push(PullOp::Remove { rel: rel.to_owned() });
+                        out.ops.push(PullOp::Remove {
+                            rel: rel.to_owned(),
+                        });
                     }
-                    out.ops.push(PullOp::Mkdir { rel: rel.to_owned(), mode, mtime });
+                    out.ops.push(PullOp::Mkdir {
+                        rel: rel.to_owned(),
+                        mode,
+                        mtime,
+                    });
                     out.record(rel, meta);
                 } else if !unchanged {
-                    out.ops.push(PullOp::DirMeta { rel: rel.to_owned(), mode, mtime });
+                    out.ops.push(PullOp::DirMeta {
+                        rel: rel.to_owned(),
+                        mode,
+                        mtime,
+                    });
                     out.record(rel, meta);
                 }
                 self.push_job(DirJob {
@@ -511,9 +619,12 @@ impl<'m> Scan<'_, 'm> {
                     depth,
                 });
             }
-            HostKind::File if !unchanged => self.scan_file(dir.as_fd(), raw_name, rel, meta, kind_changed, out)?,
+            HostKind::File if !unchanged => {
+                self.scan_file(dir.as_fd(), raw_name, rel, meta, kind_changed, out)?;
+            }
             HostKind::Symlink if !unchanged => {
-                let target = hostio::read_link_at(dir.as_fd(), raw_name).map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
+                let target = hostio::read_link_at(dir.as_fd(), raw_name)
+                    .map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
                 let Ok(target) = target.into_string() else {
                     out.skip(self.host_path(rel), "symlink target is not valid UTF-8");
                     if known.is_some() {
@@ -522,14 +633,24 @@ impl<'m> Scan<'_, 'm> {
                     return Ok(());
                 };
                 let mtime = meta.mtime.to_system_time();
-                let same_in_vfs = self.vfs.node(&vfs_join(self.vfs_root, rel)).is_ok_and(|node| {
-                    node.link_target() == Some(target.as_str()) && node.metadata().mtime == mtime
-                });
+                let same_in_vfs = self
+                    .vfs
+                    .node(&vfs_join(self.vfs_root, rel))
+                    .is_ok_and(|node| {
+                        node.link_target() == Some(target.as_str())
+                            && node.metadata().mtime == mtime
+                    });
                 if !same_in_vfs {
                     if kind_changed {
-                        out.ops.push(PullOp::Remove { rel: rel.to_owned() });
+                        out.ops.push(PullOp::Remove {
+                            rel: rel.to_owned(),
+                        });
                     }
-                    out.ops.push(PullOp::Symlink { rel: rel.to_owned(), target, mtime });
+                    out.ops.push(PullOp::Symlink {
+                        rel: rel.to_owned(),
+                        target,
+                        mtime,
+                    });
                 }
                 out.record(rel, meta);
             }
@@ -557,23 +678,32 @@ impl<'m> Scan<'_, 'm> {
         }
         let (read_meta, content) = match hostio::read_file_at(dir, raw_name) {
             Ok(read) => read,
-            Err(ReadError::Changed) => return Err(VmSyncError::ChangedDuringRead { path: self.host_path(rel) }),
+            Err(ReadError::Changed) => {
+                return Err(VmSyncError::ChangedDuringRead {
+                    path: self.host_path(rel),
+                });
+            }
             Err(ReadError::Io(err)) => return Err(VmSyncError::io(self.host_path(rel), err)),
         };
         out.files_read += 1;
         out.bytes_read += content.len() as u64;
         self.progress(content.len() as u64);
         let mtime = read_meta.mtime.to_system_time();
-        let same_in_vfs = self.vfs.node(&vfs_join(self.vfs_root, rel)).is_ok_and(|node| {
-            let vfs_meta = node.metadata();
-            vfs_meta.kind == NodeKind::File
-                && vfs_meta.mode == read_meta.mode
-                && vfs_meta.mtime == mtime
-                && node.content().is_some_and(|c| c[..] == content[..])
-        });
+        let same_in_vfs = self
+            .vfs
+            .node(&vfs_join(self.vfs_root, rel))
+            .is_ok_and(|node| {
+                let vfs_meta = node.metadata();
+                vfs_meta.kind == NodeKind::File
+                    && vfs_meta.mode == read_meta.mode
+                    && vfs_meta.mtime == mtime
+                    && node.content().is_some_and(|c| c[..] == content[..])
+            });
         if !same_in_vfs {
             if kind_changed {
-                out.ops.push(PullOp::Remove { rel: rel.to_owned() });
+                out.ops.push(PullOp::Remove {
+                    rel: rel.to_owned(),
+                });
             }
             out.ops.push(PullOp::File {
                 rel: rel.to_owned(),
@@ -591,7 +721,11 @@ impl<'m> Scan<'_, 'm> {
         let files = self.files_read.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = self.bytes_read.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if files.is_multiple_of(PROGRESS_EVERY)
-            && let Some(observer) = self.observer.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
+            && let Some(observer) = self
+                .observer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
         {
             observer(&SyncProgress {
                 files_done: files,
@@ -629,7 +763,12 @@ fn ensure_parent(vfs: &mut Vfs, path: &str) -> Result<(), VfsError> {
 }
 
 /// Applies gathered changes to the VFS.
-fn apply(vfs: &mut Vfs, root: &str, ops: Vec<PullOp>, report: &mut SyncReport) -> Result<(), VmSyncError> {
+fn apply(
+    vfs: &mut Vfs,
+    root: &str,
+    ops: Vec<PullOp>,
+    report: &mut SyncReport,
+) -> Result<(), VmSyncError> {
     for op in ops {
         match op {
             PullOp::Remove { rel } => {
@@ -707,4 +846,3 @@ fn set_dir_meta(vfs: &mut Vfs, path: &str, mode: u32, mtime: SystemTime) -> Resu
     }
     Ok(())
 }
-

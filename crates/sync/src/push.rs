@@ -11,12 +11,12 @@ use devshell_vm_vfs::{Content, NodeKind, Vfs, VfsError};
 use nix::dir::Dir;
 use nix::errno::Errno;
 
+use crate::VmSyncError;
 use crate::hostio::{self, HostKind, HostMeta, Ts};
 use crate::report::{SyncProgress, SyncReport};
 use crate::state::{
     Excludes, LeafState, MEntry, SyncState, join_rel, leaf_name, rel_of, split_rel, vfs_join,
 };
-use crate::VmSyncError;
 
 /// Files handed to the writer threads at once.
 const BATCH_FILES: usize = 2048;
@@ -59,14 +59,19 @@ fn open_staging(staging: &Path, create: bool) -> Result<OwnedFd, VmSyncError> {
 
 /// Opens the leaf for a push, creating it or replacing a non-directory in its place.
 /// Returns the descriptor, whether it was created, and how many entries were removed.
-fn open_leaf_for_push(staging_fd: &OwnedFd, leaf: &str, leaf_path: &Path) -> Result<(OwnedFd, bool, u64), VmSyncError> {
+fn open_leaf_for_push(
+    staging_fd: &OwnedFd,
+    leaf: &str,
+    leaf_path: &Path,
+) -> Result<(OwnedFd, bool, u64), VmSyncError> {
     if leaf.is_empty() {
         let fd = staging_fd
             .try_clone()
             .map_err(|err| VmSyncError::io(leaf_path, err))?;
         return Ok((fd, false, 0));
     }
-    hostio::ensure_dir_at(staging_fd.as_fd(), leaf).map_err(|errno| VmSyncError::errno(leaf_path, errno))
+    hostio::ensure_dir_at(staging_fd.as_fd(), leaf)
+        .map_err(|errno| VmSyncError::errno(leaf_path, errno))
 }
 
 /// Makes the staging leaf of `vfs_path` an exact copy of the VFS subtree: every file,
@@ -80,15 +85,16 @@ fn open_leaf_for_push(staging_fd: &OwnedFd, leaf: &str, leaf_path: &Path) -> Res
 /// [`VmSyncError::NotFound`] / [`VmSyncError::NotADirectory`] for the VFS path (the
 /// host is untouched), [`VmSyncError::LeafCollision`], [`VmSyncError::Io`] naming the
 /// host path. After an I/O error the leaf is in between; the next push is a full one.
-pub fn push_full(vfs: &Vfs, vfs_path: &str, state: &mut SyncState) -> Result<SyncReport, VmSyncError> {
+pub fn push_full(
+    vfs: &Vfs,
+    vfs_path: &str,
+    state: &mut SyncState,
+) -> Result<SyncReport, VmSyncError> {
     let started = Instant::now();
     let norm = checked_root(vfs, vfs_path)?;
     state.bind(&norm)?;
     let result = full_push_inner(vfs, &norm, state);
-    let leaf = state
-        .leaves
-        .get_mut(leaf_name(&norm))
-        .expect("bound above");
+    let leaf = state.bind(&norm)?;
     match result {
         Ok((mut report, manifest)) => {
             leaf.entry_count = manifest.len();
@@ -150,13 +156,22 @@ struct FullPush<'a, 'v> {
     observer: Option<&'a mut (dyn FnMut(&SyncProgress) + Send)>,
 }
 
-fn full_push_inner(vfs: &Vfs, norm: &str, state: &mut SyncState) -> Result<(SyncReport, MEntry), VmSyncError> {
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pre-order walk; splitting it would scatter its state"
+)]
+fn full_push_inner(
+    vfs: &Vfs,
+    norm: &str,
+    state: &mut SyncState,
+) -> Result<(SyncReport, MEntry), VmSyncError> {
     let observed_at = Ts::coarse_now();
     let leaf = leaf_name(norm).to_owned();
     let leaf_path = state.leaf_path(&leaf);
     let staging_fd = open_staging(state.staging_dir(), true)?;
     let (leaf_fd, leaf_created, removed) = open_leaf_for_push(&staging_fd, &leaf, &leaf_path)?;
-    let leaf_meta = hostio::stat_fd(leaf_fd.as_fd()).map_err(|errno| VmSyncError::errno(&leaf_path, errno))?;
+    let leaf_meta =
+        hostio::stat_fd(leaf_fd.as_fd()).map_err(|errno| VmSyncError::errno(&leaf_path, errno))?;
     let root_meta = vfs.stat(norm)?;
     let excludes = state.excludes.clone();
     let umask_bits = state.umask_bits;
@@ -194,9 +209,14 @@ fn full_push_inner(vfs: &Vfs, norm: &str, state: &mut SyncState) -> Result<(Sync
     // queued for the writer threads, symlinks are made on the spot.
     let mut skip_below: Option<String> = None;
     for entry in vfs.walk(norm)?.skip(1) {
-        let rel = rel_of(norm, &entry.path).expect("walk stays below its start").to_owned();
+        let rel = rel_of(norm, &entry.path)
+            .expect("walk stays below its start")
+            .to_owned();
         if let Some(prefix) = &skip_below {
-            if rel.len() > prefix.len() && rel.starts_with(prefix.as_str()) && rel.as_bytes()[prefix.len()] == b'/' {
+            if rel.len() > prefix.len()
+                && rel.starts_with(prefix.as_str())
+                && rel.as_bytes()[prefix.len()] == b'/'
+            {
                 continue;
             }
             skip_below = None;
@@ -213,7 +233,13 @@ fn full_push_inner(vfs: &Vfs, norm: &str, state: &mut SyncState) -> Result<(Sync
             }
             continue;
         }
-        let parent = Arc::clone(&push.stack.last().expect("the leaf frame is never popped here").fd);
+        let parent = Arc::clone(
+            &push
+                .stack
+                .last()
+                .expect("the leaf frame is never popped here")
+                .fd,
+        );
         let meta = entry.node.metadata();
         let mtime = Ts::from_system_time(meta.mtime);
         match kind {
@@ -226,8 +252,10 @@ fn full_push_inner(vfs: &Vfs, norm: &str, state: &mut SyncState) -> Result<(Sync
                 } else {
                     push.reconcile(vfs, &entry.path, &rel, fd.as_fd())?;
                 }
-                let dir_meta = hostio::stat_fd(fd.as_fd()).map_err(|errno| VmSyncError::errno(push.leaf_path.join(&rel), errno))?;
-                push.manifest.upsert(&rel, dir_meta, push.generation, push.observed_at);
+                let dir_meta = hostio::stat_fd(fd.as_fd())
+                    .map_err(|errno| VmSyncError::errno(push.leaf_path.join(&rel), errno))?;
+                push.manifest
+                    .upsert(&rel, dir_meta, push.generation, push.observed_at);
                 push.stack.push(DirFrame {
                     rel,
                     fd: Arc::new(fd),
@@ -249,15 +277,23 @@ fn full_push_inner(vfs: &Vfs, norm: &str, state: &mut SyncState) -> Result<(Sync
                 });
             }
             NodeKind::Symlink => {
-                let target = entry.node.link_target().expect("a symlink node has a target");
-                let (link_meta, removed) = hostio::create_symlink_at(parent.as_fd(), name, target, mtime)
-                    .map_err(|errno| VmSyncError::errno(push.leaf_path.join(&rel), errno))?;
+                let target = entry
+                    .node
+                    .link_target()
+                    .expect("a symlink node has a target");
+                let (link_meta, removed) =
+                    hostio::create_symlink_at(parent.as_fd(), name, target, mtime)
+                        .map_err(|errno| VmSyncError::errno(push.leaf_path.join(&rel), errno))?;
                 push.report.deleted += removed;
                 push.report.files_written += 1;
-                push.manifest.upsert(&rel, link_meta, push.generation, push.observed_at);
+                push.manifest
+                    .upsert(&rel, link_meta, push.generation, push.observed_at);
             }
         }
-        if push.jobs.len() >= BATCH_FILES || push.job_bytes >= BATCH_BYTES || push.finished.len() >= BATCH_DIRS {
+        if push.jobs.len() >= BATCH_FILES
+            || push.job_bytes >= BATCH_BYTES
+            || push.finished.len() >= BATCH_DIRS
+        {
             push.flush()?;
         }
     }
@@ -272,11 +308,20 @@ fn full_push_inner(vfs: &Vfs, norm: &str, state: &mut SyncState) -> Result<(Sync
 impl FullPush<'_, '_> {
     /// Deletes host entries of an existing directory that the VFS directory lacks
     /// (excluded ones stay).
-    fn reconcile(&mut self, vfs: &Vfs, vfs_dir: &str, rel: &str, fd: BorrowedFd<'_>) -> Result<(), VmSyncError> {
+    fn reconcile(
+        &mut self,
+        vfs: &Vfs,
+        vfs_dir: &str,
+        rel: &str,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), VmSyncError> {
         let wanted: HashSet<String> = vfs.list_dir(vfs_dir)?.into_iter().map(|e| e.name).collect();
         let dir_path = self.leaf_path.join(rel);
-        let listing_fd = fd.try_clone_to_owned().map_err(|err| VmSyncError::io(&dir_path, err))?;
-        let mut listing = Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
+        let listing_fd = fd
+            .try_clone_to_owned()
+            .map_err(|err| VmSyncError::io(&dir_path, err))?;
+        let mut listing =
+            Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
         let mut extras = Vec::new();
         for entry in listing.iter() {
             let entry = entry.map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
@@ -295,7 +340,8 @@ impl FullPush<'_, '_> {
         for (name, utf8) in extras {
             if utf8 && !self.excludes.is_empty() {
                 let child_rel = join_rel(rel, &name);
-                let is_dir = hostio::lstat_at(fd, name.as_str()).is_ok_and(|m| m.kind == HostKind::Dir);
+                let is_dir =
+                    hostio::lstat_at(fd, name.as_str()).is_ok_and(|m| m.kind == HostKind::Dir);
                 if self.excludes.matches(&child_rel, is_dir) {
                     continue;
                 }
@@ -315,20 +361,21 @@ impl FullPush<'_, '_> {
     fn flush(&mut self) -> Result<(), VmSyncError> {
         let jobs = std::mem::take(&mut self.jobs);
         self.job_bytes = 0;
-        let results = write_files(&jobs, self.umask_bits).map_err(|(index, err)| {
-            VmSyncError::io(self.leaf_path.join(&jobs[index].rel), err)
-        })?;
+        let results = write_files(&jobs, self.umask_bits)
+            .map_err(|(index, err)| VmSyncError::io(self.leaf_path.join(&jobs[index].rel), err))?;
         for (job, (meta, removed)) in jobs.iter().zip(results) {
             self.report.files_written += 1;
             self.report.bytes_written += job.content.len() as u64;
             self.report.deleted += removed;
-            self.manifest.upsert(&job.rel, meta, self.generation, self.observed_at);
+            self.manifest
+                .upsert(&job.rel, meta, self.generation, self.observed_at);
         }
         drop(jobs);
         for dir in std::mem::take(&mut self.finished) {
             let meta = hostio::finish_dir(dir.fd.as_fd(), dir.mode, dir.mtime)
                 .map_err(|errno| VmSyncError::errno(self.leaf_path.join(&dir.rel), errno))?;
-            self.manifest.upsert(&dir.rel, meta, self.generation, self.observed_at);
+            self.manifest
+                .upsert(&dir.rel, meta, self.generation, self.observed_at);
         }
         if let Some(observer) = self.observer.as_mut() {
             observer(&SyncProgress {
@@ -342,8 +389,11 @@ impl FullPush<'_, '_> {
 
 /// Removes every non-UTF-8 entry of a directory (they cannot exist in the VFS).
 fn remove_non_utf8(fd: BorrowedFd<'_>, dir_path: &Path) -> Result<u64, VmSyncError> {
-    let listing_fd = fd.try_clone_to_owned().map_err(|err| VmSyncError::io(dir_path, err))?;
-    let mut listing = Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(dir_path, errno))?;
+    let listing_fd = fd
+        .try_clone_to_owned()
+        .map_err(|err| VmSyncError::io(dir_path, err))?;
+    let mut listing =
+        Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(dir_path, errno))?;
     let names: Vec<std::ffi::CString> = listing
         .iter()
         .filter_map(Result::ok)
@@ -354,7 +404,10 @@ fn remove_non_utf8(fd: BorrowedFd<'_>, dir_path: &Path) -> Result<u64, VmSyncErr
     let mut removed = 0;
     for name in names {
         removed += remove_cstr(fd, &name).map_err(|errno| {
-            VmSyncError::errno(dir_path.join(std::ffi::OsStr::new(&hostio::lossy_name(&name))), errno)
+            VmSyncError::errno(
+                dir_path.join(std::ffi::OsStr::new(&hostio::lossy_name(&name))),
+                errno,
+            )
         })?;
     }
     Ok(removed)
@@ -376,10 +429,16 @@ fn remove_cstr(parent: BorrowedFd<'_>, name: &std::ffi::CStr) -> nix::Result<u64
     }
 }
 
+/// Per file: its metadata after writing and how many entries it replaced.
+type WriteResult = std::io::Result<(HostMeta, u64)>;
+
 /// Writes a batch of files, in parallel when it is large. Returns per job the new
 /// metadata and how many entries were replaced, or the index of the first failure.
-fn write_files(jobs: &[FileJob<'_>], umask_bits: u32) -> Result<Vec<(HostMeta, u64)>, (usize, std::io::Error)> {
-    let write_one = |job: &FileJob<'_>| -> std::io::Result<(HostMeta, u64)> {
+fn write_files(
+    jobs: &[FileJob<'_>],
+    umask_bits: u32,
+) -> Result<Vec<(HostMeta, u64)>, (usize, std::io::Error)> {
+    let write_one = |job: &FileJob<'_>| -> WriteResult {
         let (file, removed) = hostio::create_file_at(job.dir.as_fd(), job.name(), job.mode)?;
         let meta = hostio::finish_file(file, job.content, job.mode, job.mtime, umask_bits)?;
         Ok((meta, removed))
@@ -396,9 +455,9 @@ fn write_files(jobs: &[FileJob<'_>], umask_bits: u32) -> Result<Vec<(HostMeta, u
     }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let mut slots: Vec<Option<std::io::Result<(HostMeta, u64)>>> = Vec::new();
+    let mut slots: Vec<Option<WriteResult>> = Vec::new();
     slots.resize_with(jobs.len(), || None);
-    let per_worker: Vec<Vec<(usize, std::io::Result<(HostMeta, u64)>)>> = std::thread::scope(|scope| {
+    let per_worker: Vec<Vec<(usize, WriteResult)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..writers)
             .map(|_| {
                 scope.spawn(|| {
@@ -457,19 +516,33 @@ impl DirChain {
     fn is_ancestor_or_self(ancestor: &str, rel: &str) -> bool {
         ancestor.is_empty()
             || rel == ancestor
-            || (rel.len() > ancestor.len() && rel.starts_with(ancestor) && rel.as_bytes()[ancestor.len()] == b'/')
+            || (rel.len() > ancestor.len()
+                && rel.starts_with(ancestor)
+                && rel.as_bytes()[ancestor.len()] == b'/')
     }
 
     /// The directory at `rel`. With `create`, missing directories are created and
     /// non-directories (including symlinks) in the way are replaced; the relative paths
     /// of created directories are appended to `created`. Without `create`, `Ok(None)`
     /// when something on the way is missing or not a directory.
-    fn open(&mut self, rel: &str, create: bool, created: &mut Vec<String>, removed: &mut u64) -> nix::Result<Option<BorrowedFd<'_>>> {
-        while self.chain.len() > 1 && !Self::is_ancestor_or_self(&self.chain.last().expect("non-empty").0, rel) {
+    fn open(
+        &mut self,
+        rel: &str,
+        create: bool,
+        created: &mut Vec<String>,
+        removed: &mut u64,
+    ) -> nix::Result<Option<BorrowedFd<'_>>> {
+        while self.chain.len() > 1
+            && !Self::is_ancestor_or_self(&self.chain.last().expect("non-empty").0, rel)
+        {
             self.chain.pop();
         }
         let have = self.chain.last().expect("the leaf stays").0.len();
-        let rest = if have == 0 { rel } else { rel.get(have + 1..).unwrap_or("") };
+        let rest = if have == 0 {
+            rel
+        } else {
+            rel.get(have + 1..).unwrap_or("")
+        };
         for name in rest.split('/').filter(|c| !c.is_empty()) {
             let (base, parent) = self.chain.last().expect("the leaf stays");
             let next_rel = join_rel(base, name);
@@ -503,7 +576,11 @@ impl DirChain {
 ///
 /// # Errors
 /// As [`push_full`].
-pub fn push_incremental(vfs: &Vfs, vfs_path: &str, state: &mut SyncState) -> Result<SyncReport, VmSyncError> {
+pub fn push_incremental(
+    vfs: &Vfs,
+    vfs_path: &str,
+    state: &mut SyncState,
+) -> Result<SyncReport, VmSyncError> {
     let started = Instant::now();
     let norm = checked_root(vfs, vfs_path)?;
     let leaf = state.bind(&norm)?;
@@ -527,12 +604,12 @@ pub fn push_incremental(vfs: &Vfs, vfs_path: &str, state: &mut SyncState) -> Res
             ..SyncReport::default()
         });
     }
-    if changes.deleted.iter().any(|path| *path == norm) {
+    if changes.deleted.contains(&norm) {
         // The synced directory itself was replaced: nothing old can be kept.
         return push_full(vfs, &norm, state);
     }
     let result = incremental_inner(vfs, &norm, &leaf_path, &changes, state);
-    let leaf = state.leaves.get_mut(leaf_name(&norm)).expect("bound above");
+    let leaf = state.bind(&norm)?;
     match result {
         Ok(mut report) => {
             leaf.synced_generation = Some(changes.generation);
@@ -546,6 +623,10 @@ pub fn push_incremental(vfs: &Vfs, vfs_path: &str, state: &mut SyncState) -> Res
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "deletions, upserts and metadata fix-ups share one directory cache"
+)]
 fn incremental_inner(
     vfs: &Vfs,
     norm: &str,
@@ -585,13 +666,18 @@ fn incremental_inner(
     let manifest = leaf_state.manifest.as_mut().expect("checked by the caller");
 
     for path in &changes.deleted {
-        let Some(rel) = rel_of(norm, path) else { continue };
+        let Some(rel) = rel_of(norm, path) else {
+            continue;
+        };
         if rel.is_empty() {
             continue;
         }
         let (parent_rel, name) = split_rel(rel);
         let mut ignored = Vec::new();
-        let Some(parent) = chain.open(parent_rel, false, &mut ignored, &mut report.deleted).map_err(host_err(parent_rel))? else {
+        let Some(parent) = chain
+            .open(parent_rel, false, &mut ignored, &mut report.deleted)
+            .map_err(host_err(parent_rel))?
+        else {
             manifest.remove(rel);
             continue;
         };
@@ -611,7 +697,9 @@ fn incremental_inner(
 
     let mut done = 0u64;
     for path in &changes.upserted {
-        let Some(rel) = rel_of(norm, path) else { continue };
+        let Some(rel) = rel_of(norm, path) else {
+            continue;
+        };
         let node = vfs.node(path)?;
         let meta = node.metadata();
         let mtime = Ts::from_system_time(meta.mtime);
@@ -630,7 +718,8 @@ fn incremental_inner(
             .expect("create mode always yields a directory");
         match meta.kind {
             NodeKind::Dir => {
-                let (fd, created, removed) = hostio::ensure_dir_at(parent, name).map_err(host_err(rel))?;
+                let (fd, created, removed) =
+                    hostio::ensure_dir_at(parent, name).map_err(host_err(rel))?;
                 report.deleted += removed;
                 if created {
                     report.dirs_created += 1;
@@ -642,7 +731,8 @@ fn incremental_inner(
             }
             NodeKind::File => {
                 let content = node.content().expect("a file node has content");
-                let (file, removed) = hostio::create_file_at(parent, name, meta.mode).map_err(host_err(rel))?;
+                let (file, removed) =
+                    hostio::create_file_at(parent, name, meta.mode).map_err(host_err(rel))?;
                 let host = hostio::finish_file(file, content, meta.mode, mtime, umask_bits)
                     .map_err(|err| VmSyncError::io(leaf_path.join(rel), err))?;
                 report.deleted += removed;
@@ -653,7 +743,8 @@ fn incremental_inner(
             }
             NodeKind::Symlink => {
                 let target = node.link_target().expect("a symlink node has a target");
-                let (host, removed) = hostio::create_symlink_at(parent, name, target, mtime).map_err(host_err(rel))?;
+                let (host, removed) = hostio::create_symlink_at(parent, name, target, mtime)
+                    .map_err(host_err(rel))?;
                 report.deleted += removed;
                 report.files_written += 1;
                 touched.insert(parent_rel.to_owned());
@@ -665,10 +756,13 @@ fn incremental_inner(
             report.dirs_created += 1;
             touched.insert(split_rel(&created).0.to_owned());
             let vfs_meta = vfs.stat(&vfs_join(norm, &created))?;
-            dir_meta.insert(created, (vfs_meta.mode, Ts::from_system_time(vfs_meta.mtime)));
+            dir_meta.insert(
+                created,
+                (vfs_meta.mode, Ts::from_system_time(vfs_meta.mtime)),
+            );
         }
         done += 1;
-        if done % 1024 == 0
+        if done.is_multiple_of(1024)
             && let Some(observer) = observer.as_mut()
         {
             observer(&SyncProgress {
@@ -691,14 +785,18 @@ fn incremental_inner(
     let dirs: BTreeSet<&String> = touched.iter().chain(dir_meta.keys()).collect();
     for rel in dirs {
         let mut ignored = Vec::new();
-        let Some(fd) = chain.open(rel, false, &mut ignored, &mut report.deleted).map_err(host_err(rel))? else {
+        let Some(fd) = chain
+            .open(rel, false, &mut ignored, &mut report.deleted)
+            .map_err(host_err(rel))?
+        else {
             continue;
         };
         let host = if let Some(&(mode, mtime)) = dir_meta.get(rel) {
             hostio::finish_dir(fd, mode, mtime).map_err(host_err(rel))?
         } else {
             let vfs_meta = vfs.stat(&vfs_join(norm, rel))?;
-            hostio::restore_dir_mtime(fd, Ts::from_system_time(vfs_meta.mtime)).map_err(host_err(rel))?
+            hostio::restore_dir_mtime(fd, Ts::from_system_time(vfs_meta.mtime))
+                .map_err(host_err(rel))?
         };
         manifest.upsert(rel, host, generation, observed_at);
     }

@@ -76,7 +76,8 @@ impl fmt::Display for SyncReport {
     /// One line: `wrote 3 files (1.2 KiB), created 1 dir, deleted 2, read 0 files (0 B),
     /// skipped 0 in 1.31 ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plural = |n: u64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+        let plural =
+            |n: u64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
         write!(
             f,
             "wrote {} {} ({}), created {} {}, deleted {}, read {} {} ({}), skipped {} in {:.2} ms",

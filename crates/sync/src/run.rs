@@ -63,7 +63,9 @@ impl<E: fmt::Display> fmt::Display for SyncedRunError<E> {
                 }
                 Ok(())
             }
-            Self::Pull { error, .. } => write!(f, "syncing the tool's changes back failed: {error}"),
+            Self::Pull { error, .. } => {
+                write!(f, "syncing the tool's changes back failed: {error}")
+            }
         }
     }
 }
@@ -84,6 +86,10 @@ impl<E: std::error::Error + 'static> std::error::Error for SyncedRunError<E> {
 /// # Errors
 /// [`SyncedRunError::Push`] (nothing ran), [`SyncedRunError::Run`] (runner error, pull
 /// attempted), [`SyncedRunError::Pull`] (tool outcome kept, VFS unchanged).
+#[expect(
+    clippy::result_large_err,
+    reason = "the error keeps the tool outcome and sync reports; one per tool run"
+)]
 pub fn run_synced<E>(
     vfs: &mut Vfs,
     vfs_path: &str,
@@ -91,7 +97,11 @@ pub fn run_synced<E>(
     run: impl FnOnce(&Path) -> Result<ExecOutcome, E>,
 ) -> Result<ToolOutcome, SyncedRunError<E>> {
     let push = push_incremental(vfs, vfs_path, state).map_err(SyncedRunError::Push)?;
-    let leaf = state.leaf_dir(&vfs.normalize(vfs_path).map_err(|e| SyncedRunError::Push(e.into()))?)
+    let leaf = state
+        .leaf_dir(
+            &vfs.normalize(vfs_path)
+                .map_err(|e| SyncedRunError::Push(e.into()))?,
+        )
         .map_err(SyncedRunError::Push)?;
     let ran = run(&leaf);
     let pull = pull_workspace_to_vfs(state, vfs_path, vfs);

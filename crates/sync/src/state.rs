@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::VmSyncError;
 use crate::hostio::{HostKind, HostMeta, Ts};
 use crate::report::SyncProgress;
-use crate::VmSyncError;
 
 /// One recorded host entry: its metadata when last synced, the VFS generation it was
 /// synced at, and (for directories) its children.
@@ -199,13 +199,18 @@ impl Excludes {
             }
             let anchored = pattern.starts_with('/');
             let body = pattern.trim_start_matches('/');
-            let dir_only = body.ends_with('/');
+            let only_directories = body.ends_with('/');
             let body = body.trim_end_matches('/');
             if body.is_empty() {
                 return Err(invalid("matches nothing (empty pattern)"));
             }
-            if body.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
-                return Err(invalid("must be relative to the leaf, without `.`, `..` or empty components"));
+            if body
+                .split('/')
+                .any(|c| c == ".." || c == "." || c.is_empty())
+            {
+                return Err(invalid(
+                    "must be relative to the leaf, without `.`, `..` or empty components",
+                ));
             }
             // gitignore-like: a pattern without an inner `/` matches a name at any depth.
             let glob = if anchored || body.contains('/') {
@@ -217,7 +222,7 @@ impl Excludes {
                 .literal_separator(true)
                 .build()
                 .map_err(|err| invalid(&err.to_string()))?;
-            if dir_only {
+            if only_directories {
                 dirs_only.add(compiled);
                 n_dirs += 1;
             } else {
@@ -225,15 +230,19 @@ impl Excludes {
                 n_any += 1;
             }
         }
-        let build = |builder: GlobSetBuilder, count: usize| -> Result<Option<GlobSet>, VmSyncError> {
-            if count == 0 {
-                return Ok(None);
-            }
-            builder.build().map(Some).map_err(|err| VmSyncError::InvalidExclude {
-                pattern: globs.join(", "),
-                reason: err.to_string(),
-            })
-        };
+        let build =
+            |builder: GlobSetBuilder, count: usize| -> Result<Option<GlobSet>, VmSyncError> {
+                if count == 0 {
+                    return Ok(None);
+                }
+                builder
+                    .build()
+                    .map(Some)
+                    .map_err(|err| VmSyncError::InvalidExclude {
+                        pattern: globs.join(", "),
+                        reason: err.to_string(),
+                    })
+            };
         Ok(Self {
             patterns: globs.iter().map(|&g| g.to_owned()).collect(),
             any: build(any, n_any)?,
@@ -263,7 +272,8 @@ impl Excludes {
         if self.is_empty() || rel.is_empty() {
             return false;
         }
-        rel.match_indices('/').any(|(index, _)| self.matches(&rel[..index], true))
+        rel.match_indices('/')
+            .any(|(index, _)| self.matches(&rel[..index], true))
             || self.matches(rel, is_dir)
     }
 }
@@ -281,11 +291,14 @@ impl Excludes {
 pub struct SyncState {
     pub(crate) staging_dir: PathBuf,
     pub(crate) excludes: Excludes,
-    pub(crate) observer: Option<Box<dyn FnMut(&SyncProgress) + Send>>,
+    pub(crate) observer: Option<ObserverBox>,
     pub(crate) leaves: BTreeMap<String, LeafState>,
     pub(crate) umask_bits: u32,
     pub(crate) max_file_size: u64,
 }
+
+/// A progress callback as stored in [`SyncState`].
+pub(crate) type ObserverBox = Box<dyn FnMut(&SyncProgress) + Send>;
 
 /// Default for [`SyncState::set_max_file_size`]: 4 GiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
@@ -377,7 +390,7 @@ impl SyncState {
 
     /// Sets a callback that receives progress during long syncs (after every batch of
     /// files, and once at the end of a call that moved any file).
-    pub fn set_observer(&mut self, observer: Box<dyn FnMut(&SyncProgress) + Send>) {
+    pub fn set_observer(&mut self, observer: ObserverBox) {
         self.observer = Some(observer);
     }
 
@@ -388,7 +401,9 @@ impl SyncState {
 
     /// The observer, if any, for the length of one call.
     pub(crate) fn observer_mut(&mut self) -> Option<&mut (dyn FnMut(&SyncProgress) + Send)> {
-        self.observer.as_deref_mut().map(|o| o as &mut (dyn FnMut(&SyncProgress) + Send))
+        self.observer
+            .as_deref_mut()
+            .map(|o| o as &mut (dyn FnMut(&SyncProgress) + Send))
     }
 
     /// The host directory the VFS subtree at `vfs_path` is synced to:
@@ -442,7 +457,11 @@ impl SyncState {
             return false;
         };
         let leaf = leaf_name(&canonical).to_owned();
-        if self.leaves.get(&leaf).is_some_and(|l| l.vfs_path == canonical) {
+        if self
+            .leaves
+            .get(&leaf)
+            .is_some_and(|l| l.vfs_path == canonical)
+        {
             self.leaves.remove(&leaf);
             true
         } else {
@@ -497,11 +516,20 @@ mod tests {
     fn leaf_dir_uses_last_segment_and_root_is_staging() {
         let state = SyncState::new("/s");
         assert_eq!(state.leaf_dir("/a/app").unwrap(), PathBuf::from("/s/app"));
-        assert_eq!(state.leaf_dir("/a/./b/../app/").unwrap(), PathBuf::from("/s/app"));
+        assert_eq!(
+            state.leaf_dir("/a/./b/../app/").unwrap(),
+            PathBuf::from("/s/app")
+        );
         assert_eq!(state.leaf_dir("/").unwrap(), PathBuf::from("/s"));
         assert_eq!(state.leaf_dir("/..").unwrap(), PathBuf::from("/s"));
-        assert!(matches!(state.leaf_dir("rel"), Err(VmSyncError::InvalidName { .. })));
-        assert!(matches!(state.leaf_dir("/a\0b"), Err(VmSyncError::InvalidName { .. })));
+        assert!(matches!(
+            state.leaf_dir("rel"),
+            Err(VmSyncError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            state.leaf_dir("/a\0b"),
+            Err(VmSyncError::InvalidName { .. })
+        ));
     }
 
     #[test]
@@ -516,11 +544,17 @@ mod tests {
                 if existing == "/a/app" && requested == "/b/app" && leaf == Path::new("/s/app")),
             "{err}"
         );
-        assert!(matches!(state.bind("/"), Err(VmSyncError::LeafCollision { .. })));
+        assert!(matches!(
+            state.bind("/"),
+            Err(VmSyncError::LeafCollision { .. })
+        ));
         assert!(state.forget("/a/app"));
         assert!(state.forget("/a/lib"));
         state.bind("/").unwrap();
-        assert!(matches!(state.bind("/x"), Err(VmSyncError::LeafCollision { .. })));
+        assert!(matches!(
+            state.bind("/x"),
+            Err(VmSyncError::LeafCollision { .. })
+        ));
     }
 
     #[test]

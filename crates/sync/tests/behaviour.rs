@@ -1,4 +1,6 @@
-//! Behaviour of push_full, push_incremental, pull and run_synced on real directories.
+//! Behaviour of `push_full`, `push_incremental`, pull and `run_synced` on real directories.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
 
 mod support;
 
@@ -22,13 +24,40 @@ fn sample_vfs() -> Vfs {
     let mut vfs = Vfs::new();
     vfs.mkdir("/w/app/src/bin").unwrap();
     vfs.mkdir("/w/app/empty").unwrap();
-    vfs.write_file_with("/w/app/Cargo.toml", b"[package]\nname = \"app\"\n".to_vec(), 0o644, old_time(1)).unwrap();
-    vfs.write_file_with("/w/app/src/main.rs", b"fn main() {}\n".to_vec(), 0o644, old_time(2)).unwrap();
-    vfs.write_file_with("/w/app/src/bin/tool.rs", b"fn main() { todo!() }\n".to_vec(), 0o600, old_time(3)).unwrap();
-    vfs.write_file_with("/w/app/run.sh", b"#!/bin/sh\necho hi\n".to_vec(), 0o755, old_time(4)).unwrap();
-    vfs.write_file_with("/w/app/empty.txt", Vec::new(), 0o644, old_time(5)).unwrap();
-    vfs.symlink_with("src/main.rs", "/w/app/link", old_time(6)).unwrap();
-    vfs.symlink_with("../../outside", "/w/app/src/dangling", old_time(7)).unwrap();
+    vfs.write_file_with(
+        "/w/app/Cargo.toml",
+        b"[package]\nname = \"app\"\n".to_vec(),
+        0o644,
+        old_time(1),
+    )
+    .unwrap();
+    vfs.write_file_with(
+        "/w/app/src/main.rs",
+        b"fn main() {}\n".to_vec(),
+        0o644,
+        old_time(2),
+    )
+    .unwrap();
+    vfs.write_file_with(
+        "/w/app/src/bin/tool.rs",
+        b"fn main() { todo!() }\n".to_vec(),
+        0o600,
+        old_time(3),
+    )
+    .unwrap();
+    vfs.write_file_with(
+        "/w/app/run.sh",
+        b"#!/bin/sh\necho hi\n".to_vec(),
+        0o755,
+        old_time(4),
+    )
+    .unwrap();
+    vfs.write_file_with("/w/app/empty.txt", Vec::new(), 0o644, old_time(5))
+        .unwrap();
+    vfs.symlink_with("src/main.rs", "/w/app/link", old_time(6))
+        .unwrap();
+    vfs.symlink_with("../../outside", "/w/app/src/dangling", old_time(7))
+        .unwrap();
     vfs.set_mode("/w/app/src/bin", 0o750).unwrap();
     vfs
 }
@@ -45,9 +74,25 @@ fn push_full_makes_an_exact_copy_with_modes_mtimes_and_symlinks() {
     let report = push_full(&vfs, "/w/app", &mut state).unwrap();
     assert_eq!(report.files_written, 7, "{report}");
     let leaf = dir.path().join("app");
-    assert_same(&vfs_snapshot(&vfs, "/w/app"), &host_snapshot(&leaf), "vfs vs host");
-    assert_eq!(fs::metadata(leaf.join("src/bin")).unwrap().permissions().mode() & 0o7777, 0o750);
-    assert!(fs::symlink_metadata(leaf.join("link")).unwrap().file_type().is_symlink());
+    assert_same(
+        &vfs_snapshot(&vfs, "/w/app"),
+        &host_snapshot(&leaf),
+        "vfs vs host",
+    );
+    assert_eq!(
+        fs::metadata(leaf.join("src/bin"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o750
+    );
+    assert!(
+        fs::symlink_metadata(leaf.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(state.synced_generation("/w/app"), Some(vfs.generation()));
 }
 
@@ -64,8 +109,15 @@ fn push_full_deletes_host_extras_inside_the_leaf_only() {
     let mut state = SyncState::new(dir.path());
     let report = push_full(&vfs, "/w/app", &mut state).unwrap();
     assert!(report.deleted >= 5, "{report}");
-    assert_same(&vfs_snapshot(&vfs, "/w/app"), &host_snapshot(&leaf), "after full push");
-    assert_eq!(fs::read_to_string(dir.path().join("beside.txt")).unwrap(), "keep");
+    assert_same(
+        &vfs_snapshot(&vfs, "/w/app"),
+        &host_snapshot(&leaf),
+        "after full push",
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("beside.txt")).unwrap(),
+        "keep"
+    );
 }
 
 #[test]
@@ -77,7 +129,10 @@ fn push_of_a_missing_vfs_path_fails_before_touching_the_host() {
     let vfs = Vfs::new();
     let mut state = SyncState::new(dir.path());
     let err = push_full(&vfs, "/gone", &mut state).unwrap_err();
-    assert!(matches!(&err, VmSyncError::NotFound { vfs_path } if vfs_path == "/gone"), "{err}");
+    assert!(
+        matches!(&err, VmSyncError::NotFound { vfs_path } if vfs_path == "/gone"),
+        "{err}"
+    );
     let err = push_incremental(&vfs, "/gone", &mut state).unwrap_err();
     assert!(matches!(err, VmSyncError::NotFound { .. }), "{err}");
     assert_eq!(fs::read_to_string(leaf.join("precious")).unwrap(), "data");
@@ -99,7 +154,10 @@ fn root_maps_to_the_staging_dir_and_collisions_are_errors() {
     push_full(&vfs, "/a/app", &mut state).unwrap();
     let err = push_full(&vfs, "/b/app", &mut state).unwrap_err();
     assert!(matches!(err, VmSyncError::LeafCollision { .. }), "{err}");
-    assert!(dir.path().join("app/one").exists(), "the first leaf is intact");
+    assert!(
+        dir.path().join("app/one").exists(),
+        "the first leaf is intact"
+    );
     assert!(!dir.path().join("app/two").exists());
 
     let root_dir = staging();
@@ -121,11 +179,22 @@ fn incremental_push_applies_only_the_journal() {
     let noop = push_incremental(&vfs, "/w/app", &mut state).unwrap();
     assert!(noop.is_noop(), "{noop}");
 
-    vfs.write_file("/w/app/Cargo.toml", b"[package]\nname = \"app2\"\n".to_vec()).unwrap();
+    vfs.write_file(
+        "/w/app/Cargo.toml",
+        b"[package]\nname = \"app2\"\n".to_vec(),
+    )
+    .unwrap();
     let one = push_incremental(&vfs, "/w/app", &mut state).unwrap();
     assert_eq!((one.files_written, one.deleted), (1, 1), "{one}");
-    assert_eq!(fs::metadata(leaf.join("src/main.rs")).unwrap().ino(), main_ino, "untouched file kept");
-    assert_eq!(host_mtime(&fs::metadata(leaf.join("src/main.rs")).unwrap()), old_time(2));
+    assert_eq!(
+        fs::metadata(leaf.join("src/main.rs")).unwrap().ino(),
+        main_ino,
+        "untouched file kept"
+    );
+    assert_eq!(
+        host_mtime(&fs::metadata(leaf.join("src/main.rs")).unwrap()),
+        old_time(2)
+    );
     assert_eq!(
         host_mtime(&fs::metadata(leaf.join("Cargo.toml")).unwrap()),
         vfs.stat("/w/app/Cargo.toml").unwrap().mtime,
@@ -141,17 +210,27 @@ fn incremental_push_applies_only_the_journal() {
     vfs.remove("/w/app/link").unwrap();
     vfs.mkdir("/w/app/link").unwrap(); // symlink -> dir
     vfs.remove("/w/app/empty").unwrap();
-    vfs.write_file("/w/app/empty", b"now a file".to_vec()).unwrap(); // dir -> file
+    vfs.write_file("/w/app/empty", b"now a file".to_vec())
+        .unwrap(); // dir -> file
     vfs.symlink("/etc/passwd", "/w/app/abs-link").unwrap();
     vfs.set_mtime("/w/app/src", old_time(50)).unwrap();
     push_incremental(&vfs, "/w/app", &mut state).unwrap();
-    assert_same(&vfs_snapshot(&vfs, "/w/app"), &host_snapshot(&leaf), "after incremental push");
+    assert_same(
+        &vfs_snapshot(&vfs, "/w/app"),
+        &host_snapshot(&leaf),
+        "after incremental push",
+    );
     assert_eq!(
         host_mtime(&fs::metadata(leaf.join("src")).unwrap()),
         old_time(50),
         "directory mtimes are restored after their entries change"
     );
-    assert!(fs::symlink_metadata(leaf.join("abs-link")).unwrap().file_type().is_symlink());
+    assert!(
+        fs::symlink_metadata(leaf.join("abs-link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -162,18 +241,27 @@ fn incremental_push_falls_back_to_full_when_history_is_gone_or_leaf_vanished() {
     let mut state = SyncState::new(dir.path());
     push_incremental(&vfs, "/w/app", &mut state).unwrap();
     for i in 0..4 {
-        vfs.write_file(&format!("/w/app/f{i}"), b"x".to_vec()).unwrap();
+        vfs.write_file(&format!("/w/app/f{i}"), b"x".to_vec())
+            .unwrap();
         vfs.remove(&format!("/w/app/f{i}")).unwrap();
     }
     vfs.write_file("/w/app/kept", b"k".to_vec()).unwrap();
     let report = push_incremental(&vfs, "/w/app", &mut state).unwrap();
     assert!(report.files_written >= 7, "full push expected: {report}");
-    assert_same(&vfs_snapshot(&vfs, "/w/app"), &host_snapshot(&dir.path().join("app")), "after fallback");
+    assert_same(
+        &vfs_snapshot(&vfs, "/w/app"),
+        &host_snapshot(&dir.path().join("app")),
+        "after fallback",
+    );
 
     fs::remove_dir_all(dir.path().join("app")).unwrap();
     vfs.write_file("/w/app/kept", b"k2".to_vec()).unwrap();
     push_incremental(&vfs, "/w/app", &mut state).unwrap();
-    assert_same(&vfs_snapshot(&vfs, "/w/app"), &host_snapshot(&dir.path().join("app")), "after leaf loss");
+    assert_same(
+        &vfs_snapshot(&vfs, "/w/app"),
+        &host_snapshot(&dir.path().join("app")),
+        "after leaf loss",
+    );
 }
 
 #[test]
@@ -192,7 +280,11 @@ fn pull_mirrors_host_changes_and_reads_only_what_moved() {
     fs::write(leaf.join("src/main.rs"), "fn main() { println!(\"x\"); }\n").unwrap();
     fs::create_dir_all(leaf.join("target/debug")).unwrap();
     fs::write(leaf.join("target/debug/app"), b"\x7fELF...").unwrap();
-    fs::set_permissions(leaf.join("target/debug/app"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        leaf.join("target/debug/app"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     fs::remove_file(leaf.join("empty.txt")).unwrap();
     fs::remove_dir_all(leaf.join("src/bin")).unwrap();
     fs::write(leaf.join("src/bin"), "file now").unwrap(); // dir -> file
@@ -204,9 +296,20 @@ fn pull_mirrors_host_changes_and_reads_only_what_moved() {
     symlink("/etc/passwd", leaf.join("escape")).unwrap();
 
     let report = pull_workspace_to_vfs(&mut state, "/w/app", &mut vfs).unwrap();
-    assert_same(&host_snapshot(&leaf), &vfs_snapshot(&vfs, "/w/app"), "host vs vfs after pull");
-    assert_eq!(vfs.read_link("/w/app/escape").unwrap(), "/etc/passwd", "a link is recorded as a link");
-    assert!(report.files_read <= 4, "only new or changed files are read: {report}");
+    assert_same(
+        &host_snapshot(&leaf),
+        &vfs_snapshot(&vfs, "/w/app"),
+        "host vs vfs after pull",
+    );
+    assert_eq!(
+        vfs.read_link("/w/app/escape").unwrap(),
+        "/etc/passwd",
+        "a link is recorded as a link"
+    );
+    assert!(
+        report.files_read <= 4,
+        "only new or changed files are read: {report}"
+    );
     assert_eq!(vfs.stat("/w/app/target/debug/app").unwrap().mode, 0o755);
 
     // Nothing pulled is pushed back, and the next pull is a no-op.
@@ -231,11 +334,20 @@ fn pull_skips_non_utf8_names_and_special_files_and_reports_them() {
     let leaf = dir.path().join("app");
     let bad = leaf.join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
     fs::write(&bad, "x").unwrap();
-    nix::unistd::mkfifo(&leaf.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    nix::unistd::mkfifo(
+        &leaf.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     fs::write(leaf.join("good.txt"), "fine").unwrap();
     let report = pull_workspace_to_vfs(&mut state, "/w/app", &mut vfs).unwrap();
     assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
-    assert!(report.skipped.iter().any(|s| s.path == bad && s.reason.contains("UTF-8")));
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.path == bad && s.reason.contains("UTF-8"))
+    );
     assert!(report.skipped.iter().any(|s| s.path == leaf.join("fifo")));
     assert_eq!(&vfs.read_file("/w/app/good.txt").unwrap()[..], b"fine");
     assert!(!vfs.exists("/w/app/fifo"));
@@ -260,11 +372,18 @@ fn excluded_paths_are_neither_pulled_nor_deleted() {
     assert_eq!(report.files_read, 1, "{report}");
     assert!(!vfs.exists("/w/app/target"));
     assert!(!vfs.exists("/w/app/src/build.log"));
-    vfs.write_file("/w/app/src/lib.rs", b"pub fn g() {}".to_vec()).unwrap();
+    vfs.write_file("/w/app/src/lib.rs", b"pub fn g() {}".to_vec())
+        .unwrap();
     push_full(&vfs, "/w/app", &mut state).unwrap();
-    assert!(leaf.join("target/debug/big").exists(), "push_full keeps excluded host paths");
+    assert!(
+        leaf.join("target/debug/big").exists(),
+        "push_full keeps excluded host paths"
+    );
     assert!(leaf.join("src/build.log").exists());
-    assert!(matches!(state.set_excludes(&["../x"]), Err(VmSyncError::InvalidExclude { .. })));
+    assert!(matches!(
+        state.set_excludes(&["../x"]),
+        Err(VmSyncError::InvalidExclude { .. })
+    ));
 }
 
 #[test]
@@ -282,13 +401,23 @@ fn a_failed_pull_leaves_the_vfs_untouched_and_names_the_path() {
     let before = vfs.clone();
     let generation = vfs.generation();
     let err = pull_workspace_to_vfs(&mut state, "/w/app", &mut vfs).unwrap_err();
-    assert!(matches!(&err, VmSyncError::FileTooLarge { path, .. } if *path == leaf.join("z-big.bin")), "{err}");
-    assert!(vfs.same_tree(&before), "the VFS changed although the pull failed");
+    assert!(
+        matches!(&err, VmSyncError::FileTooLarge { path, .. } if *path == leaf.join("z-big.bin")),
+        "{err}"
+    );
+    assert!(
+        vfs.same_tree(&before),
+        "the VFS changed although the pull failed"
+    );
     assert_eq!(vfs.generation(), generation);
     // Once the cause is gone the same pull succeeds completely.
     fs::remove_file(leaf.join("z-big.bin")).unwrap();
     pull_workspace_to_vfs(&mut state, "/w/app", &mut vfs).unwrap();
-    assert_same(&host_snapshot(&leaf), &vfs_snapshot(&vfs, "/w/app"), "after the retry");
+    assert_same(
+        &host_snapshot(&leaf),
+        &vfs_snapshot(&vfs, "/w/app"),
+        "after the retry",
+    );
 }
 
 #[test]
@@ -305,7 +434,11 @@ fn pull_without_a_manifest_adds_but_never_deletes() {
     assert!(vfs.exists("/w/app/Cargo.toml"), "VFS-only files survive");
     // The VFS has more than the host, so the next push is a full one.
     push_incremental(&vfs, "/w/app", &mut state).unwrap();
-    assert_same(&vfs_snapshot(&vfs, "/w/app"), &host_snapshot(&leaf), "after the push");
+    assert_same(
+        &vfs_snapshot(&vfs, "/w/app"),
+        &host_snapshot(&leaf),
+        "after the push",
+    );
 }
 
 #[test]
@@ -315,12 +448,17 @@ fn unpushed_vfs_edits_survive_a_pull_and_are_pushed_later() {
     let mut state = SyncState::new(dir.path());
     push_full(&vfs, "/w/app", &mut state).unwrap();
     let leaf = dir.path().join("app");
-    vfs.write_file("/w/app/vfs-only.rs", b"edit".to_vec()).unwrap();
+    vfs.write_file("/w/app/vfs-only.rs", b"edit".to_vec())
+        .unwrap();
     fs::write(leaf.join("host-only.rs"), "tool").unwrap();
     pull_workspace_to_vfs(&mut state, "/w/app", &mut vfs).unwrap();
     assert!(vfs.exists("/w/app/vfs-only.rs") && vfs.exists("/w/app/host-only.rs"));
     push_incremental(&vfs, "/w/app", &mut state).unwrap();
-    assert_same(&vfs_snapshot(&vfs, "/w/app"), &host_snapshot(&leaf), "after the push");
+    assert_same(
+        &vfs_snapshot(&vfs, "/w/app"),
+        &host_snapshot(&leaf),
+        "after the push",
+    );
 }
 
 #[test]
@@ -329,7 +467,8 @@ fn observer_sees_progress_of_a_large_push() {
     let mut vfs = Vfs::new();
     vfs.mkdir("/big").unwrap();
     for i in 0..3000 {
-        vfs.write_file(&format!("/big/f{i:04}"), vec![0u8; 10]).unwrap();
+        vfs.write_file(&format!("/big/f{i:04}"), vec![0u8; 10])
+            .unwrap();
     }
     let seen: Arc<Mutex<Vec<SyncProgress>>> = Arc::default();
     let sink = Arc::clone(&seen);
@@ -357,7 +496,10 @@ fn run_synced_pushes_runs_in_the_leaf_and_always_pulls() {
     let mut vfs = sample_vfs();
     let mut state = SyncState::new(dir.path());
     let outcome = run_synced(&mut vfs, "/w/app", &mut state, |leaf: &Path| {
-        assert_eq!(fs::read(leaf.join("src/main.rs")).unwrap(), b"fn main() {}\n");
+        assert_eq!(
+            fs::read(leaf.join("src/main.rs")).unwrap(),
+            b"fn main() {}\n"
+        );
         fs::write(leaf.join("out.txt"), "partial").unwrap();
         Ok::<_, std::io::Error>(exited(101))
     })
@@ -379,13 +521,24 @@ fn run_synced_pushes_runs_in_the_leaf_and_always_pulls() {
         }
         other => panic!("expected a run error, got {other}"),
     }
-    assert!(vfs.exists("/w/app/before-crash.txt"), "pulled after a runner error");
+    assert!(
+        vfs.exists("/w/app/before-crash.txt"),
+        "pulled after a runner error"
+    );
 
-    let err = run_synced(&mut vfs, "/nope", &mut state, |_: &Path| -> Result<ExecOutcome, std::io::Error> {
-        panic!("must not run after a failed push")
-    })
+    let err = run_synced(
+        &mut vfs,
+        "/nope",
+        &mut state,
+        |_: &Path| -> Result<ExecOutcome, std::io::Error> {
+            panic!("must not run after a failed push")
+        },
+    )
     .unwrap_err();
-    assert!(matches!(err, SyncedRunError::Push(VmSyncError::NotFound { .. })), "{err}");
+    assert!(
+        matches!(err, SyncedRunError::Push(VmSyncError::NotFound { .. })),
+        "{err}"
+    );
 
     let err = run_synced(&mut vfs, "/w/app", &mut state, |leaf: &Path| {
         fs::write(leaf.join("huge"), vec![0u8; 2048]).unwrap();
@@ -427,7 +580,13 @@ fn large_leaves_are_scanned_in_parallel_with_the_same_result() {
     for d in 0..60 {
         vfs.mkdir(&format!("/big/d{d:02}/sub")).unwrap();
         for f in 0..40 {
-            vfs.write_file_with(&format!("/big/d{d:02}/f{f:02}"), vec![d as u8; 64], 0o644, old_time(f)).unwrap();
+            vfs.write_file_with(
+                &format!("/big/d{d:02}/f{f:02}"),
+                vec![u8::try_from(d).unwrap(); 64],
+                0o644,
+                old_time(f),
+            )
+            .unwrap();
         }
     }
     let mut state = SyncState::new(dir.path());
@@ -444,7 +603,11 @@ fn large_leaves_are_scanned_in_parallel_with_the_same_result() {
     }
     fs::remove_dir_all(leaf.join("d59")).unwrap();
     let report = pull_workspace_to_vfs(&mut state, "/big", &mut vfs).unwrap();
-    assert_same(&host_snapshot(&leaf), &vfs_snapshot(&vfs, "/big"), "after a parallel pull");
+    assert_same(
+        &host_snapshot(&leaf),
+        &vfs_snapshot(&vfs, "/big"),
+        "after a parallel pull",
+    );
     assert_eq!(report.files_read, 3 * 9, "{report}");
     let push = push_incremental(&vfs, "/big", &mut state).unwrap();
     assert!(push.is_noop(), "{push}");

@@ -5,6 +5,8 @@
 //! link or unlink changes one of them), nothing may appear outside the staging
 //! directory, and no sentinel content may reach the VFS (it would mean a read).
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
+
 mod support;
 
 use std::collections::BTreeMap;
@@ -12,7 +14,9 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
-use devshell_vm_sync::{SyncState, VmSyncError, pull_workspace_to_vfs, push_full, push_incremental};
+use devshell_vm_sync::{
+    SyncState, VmSyncError, pull_workspace_to_vfs, push_full, push_incremental,
+};
 use devshell_vm_vfs::{NodeKind, Vfs};
 use support::old_time;
 
@@ -112,7 +116,11 @@ impl World {
     fn check(&self, vfs: &Vfs, step: &str) {
         let after = snapshot(&self.sentinel());
         assert_eq!(self.before, after, "{step}: the sentinel changed");
-        assert_eq!(self.base_listing, listing(self.base.path()), "{step}: something was created outside staging");
+        assert_eq!(
+            self.base_listing,
+            listing(self.base.path()),
+            "{step}: something was created outside staging"
+        );
         for entry in vfs.walk("/").unwrap() {
             if let Some(content) = entry.node.content() {
                 assert!(
@@ -128,9 +136,22 @@ impl World {
 fn project() -> Vfs {
     let mut vfs = Vfs::new();
     vfs.mkdir("/p/app/src").unwrap();
-    vfs.write_file_with("/p/app/Cargo.toml", b"[package]".to_vec(), 0o644, old_time(1)).unwrap();
-    vfs.write_file_with("/p/app/src/main.rs", b"fn main() {}".to_vec(), 0o644, old_time(2)).unwrap();
-    vfs.write_file_with("/p/app/src/old.rs", b"old".to_vec(), 0o644, old_time(3)).unwrap();
+    vfs.write_file_with(
+        "/p/app/Cargo.toml",
+        b"[package]".to_vec(),
+        0o644,
+        old_time(1),
+    )
+    .unwrap();
+    vfs.write_file_with(
+        "/p/app/src/main.rs",
+        b"fn main() {}".to_vec(),
+        0o644,
+        old_time(2),
+    )
+    .unwrap();
+    vfs.write_file_with("/p/app/src/old.rs", b"old".to_vec(), 0o644, old_time(3))
+        .unwrap();
     vfs
 }
 
@@ -166,13 +187,21 @@ fn planted_symlinks_are_pulled_as_links_and_replaced_on_push() {
     vfs.write_file("/p/app/out-file", b"mine".to_vec()).unwrap();
     vfs.remove("/p/app/out-dir").unwrap();
     vfs.mkdir("/p/app/out-dir/sub").unwrap();
-    vfs.write_file("/p/app/out-dir/secret", b"mine".to_vec()).unwrap();
-    vfs.write_file("/p/app/out-dir/sub/deep", b"mine".to_vec()).unwrap();
+    vfs.write_file("/p/app/out-dir/secret", b"mine".to_vec())
+        .unwrap();
+    vfs.write_file("/p/app/out-dir/sub/deep", b"mine".to_vec())
+        .unwrap();
     vfs.remove("/p/app/src/out-rel").unwrap();
-    vfs.write_file("/p/app/src/out-rel", b"mine".to_vec()).unwrap();
+    vfs.write_file("/p/app/src/out-rel", b"mine".to_vec())
+        .unwrap();
     push_incremental(&vfs, "/p/app", &mut state).unwrap();
     assert_eq!(fs::read(leaf.join("out-dir/secret")).unwrap(), b"mine");
-    assert!(!fs::symlink_metadata(leaf.join("out-dir")).unwrap().file_type().is_symlink());
+    assert!(
+        !fs::symlink_metadata(leaf.join("out-dir"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     world.check(&vfs, "push over pulled links");
 }
 
@@ -196,18 +225,33 @@ fn links_planted_after_a_pull_are_never_written_through() {
     // and mtime must not move.
     let hard_view = |p: &Path| {
         let meta = fs::metadata(p).unwrap();
-        (fs::read(p).unwrap(), meta.mtime(), meta.mtime_nsec(), meta.ino())
+        (
+            fs::read(p).unwrap(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ino(),
+        )
     };
     let hard_before = hard_view(&hard);
 
-    vfs.write_file("/p/app/src/main.rs", b"fn main() { edited() }".to_vec()).unwrap();
+    vfs.write_file("/p/app/src/main.rs", b"fn main() { edited() }".to_vec())
+        .unwrap();
     vfs.remove("/p/app/src/old.rs").unwrap();
-    vfs.write_file("/p/app/Cargo.toml", b"[package] edited".to_vec()).unwrap();
-    vfs.write_file("/p/app/hard", b"overwritten".to_vec()).unwrap();
+    vfs.write_file("/p/app/Cargo.toml", b"[package] edited".to_vec())
+        .unwrap();
+    vfs.write_file("/p/app/hard", b"overwritten".to_vec())
+        .unwrap();
     push_incremental(&vfs, "/p/app", &mut state).unwrap();
-    assert_eq!(fs::read(leaf.join("src/main.rs")).unwrap(), b"fn main() { edited() }");
+    assert_eq!(
+        fs::read(leaf.join("src/main.rs")).unwrap(),
+        b"fn main() { edited() }"
+    );
     assert_eq!(fs::read(leaf.join("hard")).unwrap(), b"overwritten");
-    assert_eq!(hard_view(&hard), hard_before, "a write went through a hard link");
+    assert_eq!(
+        hard_view(&hard),
+        hard_before,
+        "a write went through a hard link"
+    );
     fs::remove_file(&hard).unwrap();
     world.check(&vfs, "incremental push");
 
@@ -231,11 +275,15 @@ fn a_leaf_replaced_by_a_symlink_is_refused_by_pull_and_replaced_by_push() {
     symlink(world.sentinel(), world.leaf()).unwrap();
     let before = vfs.clone();
     let err = pull_workspace_to_vfs(&mut state, "/p/app", &mut vfs).unwrap_err();
-    assert!(matches!(&err, VmSyncError::Escape { path } if *path == world.leaf()), "{err}");
+    assert!(
+        matches!(&err, VmSyncError::Escape { path } if *path == world.leaf()),
+        "{err}"
+    );
     assert!(vfs.same_tree(&before));
     world.check(&vfs, "pull through a leaf link");
 
-    vfs.write_file("/p/app/src/main.rs", b"edited".to_vec()).unwrap();
+    vfs.write_file("/p/app/src/main.rs", b"edited".to_vec())
+        .unwrap();
     push_incremental(&vfs, "/p/app", &mut state).unwrap();
     assert!(fs::symlink_metadata(world.leaf()).unwrap().is_dir());
     world.check(&vfs, "push over a leaf link");
@@ -244,7 +292,10 @@ fn a_leaf_replaced_by_a_symlink_is_refused_by_pull_and_replaced_by_push() {
     fs::remove_dir_all(world.leaf()).unwrap();
     fs::write(world.leaf(), "file").unwrap();
     let err = pull_workspace_to_vfs(&mut state, "/p/app", &mut vfs).unwrap_err();
-    assert!(matches!(err, VmSyncError::LeafNotADirectory { .. }), "{err}");
+    assert!(
+        matches!(err, VmSyncError::LeafNotADirectory { .. }),
+        "{err}"
+    );
     world.check(&vfs, "pull of a file leaf");
 }
 
@@ -261,7 +312,10 @@ fn type_swaps_to_links_mirror_links_and_read_nothing_outside() {
     symlink("../../sentinel/secret", leaf.join("Cargo.toml")).unwrap(); // file -> link
     pull_workspace_to_vfs(&mut state, "/p/app", &mut vfs).unwrap();
     assert_eq!(vfs.read_link("/p/app/src").unwrap(), "../../sentinel");
-    assert_eq!(vfs.read_link("/p/app/Cargo.toml").unwrap(), "../../sentinel/secret");
+    assert_eq!(
+        vfs.read_link("/p/app/Cargo.toml").unwrap(),
+        "../../sentinel/secret"
+    );
     assert!(!vfs.exists("/p/app/src/main.rs"));
     world.check(&vfs, "pull of type swaps");
     // And back: the links become a file and a directory again.
@@ -280,16 +334,23 @@ fn dot_dot_never_leaves_the_staging_directory() {
     let world = World::new();
     let state = SyncState::new(world.staging());
     assert_eq!(state.leaf_dir("/../../..").unwrap(), world.staging());
-    assert_eq!(state.leaf_dir("/a/../../sentinel").unwrap(), world.staging().join("sentinel"));
+    assert_eq!(
+        state.leaf_dir("/a/../../sentinel").unwrap(),
+        world.staging().join("sentinel")
+    );
     let mut vfs = Vfs::new();
     assert!(vfs.mkdir("/p/..").is_ok(), "the VFS clamps `..` lexically");
     assert!(vfs.write_file("/p/a\0b", b"x".to_vec()).is_err());
     // A push of `/p/../sentinel` is the VFS path `/sentinel`: leaf staging/sentinel.
     vfs.mkdir("/sentinel").unwrap();
-    vfs.write_file("/sentinel/secret", b"overwrite?".to_vec()).unwrap();
+    vfs.write_file("/sentinel/secret", b"overwrite?".to_vec())
+        .unwrap();
     let mut state = SyncState::new(world.staging());
     push_full(&vfs, "/p/../sentinel", &mut state).unwrap();
-    assert_eq!(fs::read(world.staging().join("sentinel/secret")).unwrap(), b"overwrite?");
+    assert_eq!(
+        fs::read(world.staging().join("sentinel/secret")).unwrap(),
+        b"overwrite?"
+    );
     for bad in ["../x", "a/../../b", "/../y"] {
         assert!(state.set_excludes(&[bad]).is_err(), "{bad} accepted");
     }

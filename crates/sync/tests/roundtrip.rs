@@ -3,6 +3,8 @@
 //! file and directory mtimes, symlink targets), a push right after a pull writes
 //! nothing, and after VFS edits a push makes the host equal the VFS again.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
+
 mod support;
 
 use std::fs;
@@ -29,7 +31,11 @@ enum Op {
 }
 
 fn rel_path() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "dd", "e.rs"]), 1..=3).prop_map(|parts| parts.join("/"))
+    prop::collection::vec(
+        prop::sample::select(vec!["a", "b", "c", "dd", "e.rs"]),
+        1..=3,
+    )
+    .prop_map(|parts| parts.join("/"))
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -74,7 +80,11 @@ fn apply_vfs(vfs: &mut Vfs, op: &Op) {
 /// real directory or missing; the test's own host edits never go through a symlink.
 fn no_link_on_the_way(leaf: &Path, rel: &str, include_last: bool) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
-    let upto = if include_last { parts.len() } else { parts.len() - 1 };
+    let upto = if include_last {
+        parts.len()
+    } else {
+        parts.len() - 1
+    };
     let mut path = leaf.to_path_buf();
     for part in &parts[..upto] {
         path.push(part);
@@ -87,7 +97,10 @@ fn no_link_on_the_way(leaf: &Path, rel: &str, include_last: bool) -> bool {
 }
 
 fn set_host_mtime(path: &Path, time: SystemTime) {
-    let file = fs::File::options().write(true).open(path).or_else(|_| fs::File::open(path));
+    let file = fs::File::options()
+        .write(true)
+        .open(path)
+        .or_else(|_| fs::File::open(path));
     if let Ok(file) = file {
         let _ = file.set_modified(time);
     }
@@ -124,14 +137,22 @@ fn apply_host(leaf: &Path, op: &Op) {
                 Err(_) => {}
             }
         }
-        Op::Rename(a, b) if no_link_on_the_way(leaf, a, false) && no_link_on_the_way(leaf, b, false) => {
+        Op::Rename(a, b)
+            if no_link_on_the_way(leaf, a, false) && no_link_on_the_way(leaf, b, false) =>
+        {
             let _ = fs::rename(at(a), at(b));
         }
         Op::Chmod(p, m) if no_link_on_the_way(leaf, p, true) => {
-            let mode = if fs::symlink_metadata(at(p)).is_ok_and(|meta| meta.is_dir()) { m | 0o700 } else { *m };
+            let mode = if fs::symlink_metadata(at(p)).is_ok_and(|meta| meta.is_dir()) {
+                m | 0o700
+            } else {
+                *m
+            };
             let _ = fs::set_permissions(at(p), fs::Permissions::from_mode(mode));
         }
-        Op::Touch(p, t) if no_link_on_the_way(leaf, p, true) => set_host_mtime(&at(p), old_time(*t)),
+        Op::Touch(p, t) if no_link_on_the_way(leaf, p, true) => {
+            set_host_mtime(&at(p), old_time(*t))
+        }
         Op::Symlink(p, target) if no_link_on_the_way(leaf, p, true) => {
             let _ = symlink(target, at(p));
         }
@@ -139,7 +160,7 @@ fn apply_host(leaf: &Path, op: &Op) {
     }
 }
 
-/// Snapshot with directory mtimes folded in (Snap::Dir carries only the mode).
+/// Snapshot with directory mtimes folded in (`Snap::Dir` carries only the mode).
 fn with_dir_mtimes_vfs(vfs: &Vfs) -> Vec<(String, SystemTime)> {
     vfs.walk(ROOT)
         .unwrap()
@@ -149,10 +170,16 @@ fn with_dir_mtimes_vfs(vfs: &Vfs) -> Vec<(String, SystemTime)> {
 }
 
 fn with_dir_mtimes_host(leaf: &Path) -> Vec<(String, SystemTime)> {
-    let mut out = vec![(ROOT.to_owned(), host_mtime(&fs::symlink_metadata(leaf).unwrap()))];
+    let mut out = vec![(
+        ROOT.to_owned(),
+        host_mtime(&fs::symlink_metadata(leaf).unwrap()),
+    )];
     for (rel, snap) in host_snapshot(leaf) {
         if let Snap::Dir { .. } = snap {
-            out.push((format!("{ROOT}/{rel}"), host_mtime(&fs::symlink_metadata(leaf.join(&rel)).unwrap())));
+            out.push((
+                format!("{ROOT}/{rel}"),
+                host_mtime(&fs::symlink_metadata(leaf.join(&rel)).unwrap()),
+            ));
         }
     }
     out.sort();
@@ -163,7 +190,11 @@ fn assert_equal_trees(vfs: &Vfs, leaf: &Path, step: &str) {
     assert_same(&vfs_snapshot(vfs, ROOT), &host_snapshot(leaf), step);
     let mut vfs_dirs = with_dir_mtimes_vfs(vfs);
     vfs_dirs.sort();
-    assert_eq!(vfs_dirs, with_dir_mtimes_host(leaf), "{step}: directory mtimes");
+    assert_eq!(
+        vfs_dirs,
+        with_dir_mtimes_host(leaf),
+        "{step}: directory mtimes"
+    );
 }
 
 proptest! {

@@ -1,6 +1,11 @@
 //! Helpers shared by the sync integration tests: tree snapshots of both sides.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    reason = "shared test helpers; each test uses a subset"
+)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,9 +19,17 @@ use devshell_vm_vfs::{NodeKind, Vfs};
 /// asked), and content or link target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Snap {
-    Dir { mode: u32 },
-    File { mode: u32, mtime: SystemTime, content: Vec<u8> },
-    Symlink { target: String },
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        mtime: SystemTime,
+        content: Vec<u8>,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 /// Relative path → node, for the subtree at `vfs_path` (the root itself excluded).
@@ -53,7 +66,8 @@ pub fn host_mtime(meta: &fs::Metadata) -> SystemTime {
     if secs >= 0 {
         UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(u64::from(nanos))
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(nanos))
     }
 }
 
@@ -68,14 +82,30 @@ fn walk_host(dir: &Path, rel: &str, out: &mut BTreeMap<String, Snap>) {
     let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(Result::unwrap).collect();
     entries.sort_by_key(fs::DirEntry::file_name);
     for entry in entries {
-        let name = entry.file_name().into_string().expect("test trees use UTF-8 names");
-        let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let name = entry
+            .file_name()
+            .into_string()
+            .expect("test trees use UTF-8 names");
+        let child_rel = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
         let meta = fs::symlink_metadata(entry.path()).unwrap();
         if meta.file_type().is_symlink() {
-            let target = fs::read_link(entry.path()).unwrap().into_os_string().into_string().unwrap();
+            let target = fs::read_link(entry.path())
+                .unwrap()
+                .into_os_string()
+                .into_string()
+                .unwrap();
             out.insert(child_rel, Snap::Symlink { target });
         } else if meta.is_dir() {
-            out.insert(child_rel.clone(), Snap::Dir { mode: meta.permissions().mode() & 0o7777 });
+            out.insert(
+                child_rel.clone(),
+                Snap::Dir {
+                    mode: meta.permissions().mode() & 0o7777,
+                },
+            );
             walk_host(&entry.path(), &child_rel, out);
         } else {
             out.insert(
@@ -100,11 +130,16 @@ pub fn assert_same(left: &BTreeMap<String, Snap>, right: &BTreeMap<String, Snap>
         }
     }
     for (path, r) in right {
-        assert!(left.contains_key(path), "{what}: {path} only on the right: {r:?}");
+        assert!(
+            left.contains_key(path),
+            "{what}: {path} only on the right: {r:?}"
+        );
     }
 }
 
 /// A fixed, old mtime (so test files never count as just-written).
 pub fn old_time(offset_secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_600_000_000 + offset_secs) + Duration::from_nanos(123_456_789)
+    UNIX_EPOCH
+        + Duration::from_secs(1_600_000_000 + offset_secs)
+        + Duration::from_nanos(123_456_789)
 }
