@@ -192,6 +192,17 @@ fn bench_concurrent(setup: &Setup) {
     );
 }
 
+/// Sections to run: every non-flag argument is a substring filter on the section names
+/// `exec`, `handshake`, `guest_fs`, `concurrent` (none: all), e.g.
+/// `cargo xtask bench beta -- guest_fs`.
+fn wanted(section: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| section.contains(f.as_str()))
+}
+
 fn main() {
     let dirs = scratch_dirs("beta-bench");
     let setups: Vec<(&str, Setup)> = dirs
@@ -199,10 +210,18 @@ fn main() {
         .map(|(label, dir)| (*label, Setup::new(dir.path())))
         .collect();
     let (_, tmpfs) = &setups[0];
-    bench_exec_round_trip(tmpfs);
-    bench_handshake(tmpfs);
-    for (label, setup) in &setups {
-        bench_guest_fs(label, setup);
+    if wanted("exec") {
+        bench_exec_round_trip(tmpfs);
     }
-    bench_concurrent(tmpfs);
+    if wanted("handshake") {
+        bench_handshake(tmpfs);
+    }
+    if wanted("guest_fs") {
+        for (label, setup) in &setups {
+            bench_guest_fs(label, setup);
+        }
+    }
+    if wanted("concurrent") {
+        bench_concurrent(tmpfs);
+    }
 }
