@@ -15,7 +15,7 @@
 //! The file is exactly header + payload. Loading checks the magic, version, flags and
 //! exact length first; while parsing, every length is checked against the remaining
 //! input before anything is allocated, the depth is bounded by
-//! [`MAX_DEPTH`](crate::MAX_DEPTH), the node count by the input size, names are
+//! [`MAX_DEPTH`], the node count by the input size, names are
 //! validated and must be strictly sorted, and the cwd must name a directory. The
 //! checksum is verified before a tree is returned ([`from_bytes`] checks it before
 //! parsing; [`load`] streams the file through a 1 MiB buffer and checks it over
