@@ -225,8 +225,9 @@ const HELLO_TOML: &str = "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedit
 const HELLO_MAIN: &str = "fn main() { println!(\"hello\"); }\n";
 
 /// Second (no-op) `cargo build` of a hello crate: session vs a normal directory.
+/// Samples alternate (direct, session, direct, …) so load changes on the shared machine
+/// hit both sides alike.
 fn cargo_rebuild(runs: usize) {
-    let runs = runs.min(11);
     for (medium, scratch) in scratch_dirs("devshell-host-bench-cargo-") {
         // Direct: a normal directory, its own target dir.
         let direct_dir = scratch.path().join("direct/hello");
@@ -243,10 +244,6 @@ fn cargo_rebuild(runs: usize) {
             assert!(status.success());
         };
         direct_build();
-        let direct = report(
-            &format!("host/{medium}/cargo build (no-op) in a normal dir"),
-            &sample(runs, || (), |()| direct_build()),
-        );
 
         // Through the session.
         let base = scratch.path().join("session");
@@ -264,22 +261,40 @@ fn cargo_rebuild(runs: usize) {
             .run_tool(&mut vfs, "/hello", &request)
             .expect("first build");
         assert_eq!(first.exec.termination, Termination::Exited(0));
-        let through = report(
-            &format!("host/{medium}/cargo build (no-op) through the session"),
-            &sample(
-                runs,
+
+        let mut direct = Vec::with_capacity(runs);
+        let mut through = Vec::with_capacity(runs);
+        let mut pulled_files = 0;
+        for _ in 0..runs {
+            direct.extend(sample(1, || (), |()| direct_build()));
+            through.extend(sample(
+                1,
                 || (),
                 |()| {
                     let outcome = session
                         .run_tool(&mut vfs, "/hello", &request)
                         .expect("build");
                     assert_eq!(outcome.exec.termination, Termination::Exited(0));
+                    pulled_files += outcome.pull.map_or(0, |p| p.files_written);
                 },
-            ),
+            ));
+        }
+        direct.sort();
+        through.sort();
+        let direct = report(
+            &format!("host/{medium}/cargo build (no-op) in a normal dir"),
+            &direct,
+        );
+        let through = report(
+            &format!("host/{medium}/cargo build (no-op) through the session"),
+            &through,
         );
         println!(
-            "host/{medium}/cargo no-op rebuild ratio session/direct: {:.2}",
-            through.as_secs_f64() / direct.as_secs_f64()
+            "host/{medium}/cargo no-op rebuild ratio session/direct: {:.2} \
+             (pulls skipped {} of {}, files pulled {pulled_files})",
+            through.as_secs_f64() / direct.as_secs_f64(),
+            session.stats().pulls_skipped,
+            session.stats().runs,
         );
         session.shutdown().expect("shutdown");
     }
