@@ -151,7 +151,7 @@ fn apply_host(leaf: &Path, op: &Op) {
             let _ = fs::set_permissions(at(p), fs::Permissions::from_mode(mode));
         }
         Op::Touch(p, t) if no_link_on_the_way(leaf, p, true) => {
-            set_host_mtime(&at(p), old_time(*t))
+            set_host_mtime(&at(p), old_time(*t));
         }
         Op::Symlink(p, target) if no_link_on_the_way(leaf, p, true) => {
             let _ = symlink(target, at(p));
