@@ -225,6 +225,31 @@ pub(crate) struct Channel {
     pub(crate) child: Option<SidecarChild>,
 }
 
+/// TCP keepalive probes, so an `exec` without a deadline still notices a peer that
+/// vanished without closing the connection (on Linux after about a minute of silence).
+fn set_keepalive(stream: &TcpStream) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(stream, sockopt::KeepAlive, &true).map_err(io::Error::from)?;
+    tune_keepalive(stream)
+}
+
+/// Probe timing: first probe after 30 s idle, then every 10 s, give up after 3.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn tune_keepalive(stream: &TcpStream) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(stream, sockopt::TcpKeepIdle, &30).map_err(io::Error::from)?;
+    setsockopt(stream, sockopt::TcpKeepInterval, &10).map_err(io::Error::from)?;
+    setsockopt(stream, sockopt::TcpKeepCount, &3).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Elsewhere the system's keepalive timing applies.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[allow(clippy::unnecessary_wraps)]
+fn tune_keepalive(_stream: &TcpStream) -> io::Result<()> {
+    Ok(())
+}
+
 fn set_nonblocking_fd(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?;
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
@@ -276,6 +301,7 @@ impl Channel {
             match TcpStream::connect_timeout(&addr, left) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
+                    set_keepalive(&stream)?;
                     stream.set_nonblocking(true)?;
                     let read = stream.try_clone()?;
                     return Ok(Self::from_halves(
