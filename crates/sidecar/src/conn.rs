@@ -147,7 +147,6 @@ pub(crate) fn log(conn: u64, message: &str) {
 }
 
 /// A connection's transport facts.
-#[derive(Debug)]
 pub(crate) struct Peer {
     /// Connection id (for logs).
     pub(crate) id: u64,
@@ -155,6 +154,18 @@ pub(crate) struct Peer {
     pub(crate) requires_token: bool,
     /// Watched while an exec runs: when it reports hang-up, the client is gone.
     pub(crate) hangup: Option<Hangup>,
+    /// Called once the token was accepted (lifts the handshake read deadline).
+    pub(crate) on_authenticated: Option<Box<dyn Fn() + Send>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("requires_token", &self.requires_token)
+            .field("hangup", &self.hangup)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What tells that a client went away: a descriptor and the poll events meaning so
@@ -320,6 +331,11 @@ impl Conn<'_> {
                 self.authenticated = false;
                 log(self.peer.id, "handshake refused: missing or wrong token");
                 return Reply::error(ErrorCode::Unauthorized, "missing or wrong token");
+            }
+            if !self.authenticated
+                && let Some(lift) = &self.peer.on_authenticated
+            {
+                lift();
             }
             self.authenticated = true;
         }

@@ -43,6 +43,9 @@ pub struct Cli {
     /// Connections served at once; more are answered `busy` and closed.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// TCP with a token: milliseconds a new connection has to send a valid handshake.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub auth_timeout_ms: u64,
 }
 
 /// Default for `--max-connections`.
@@ -104,6 +107,8 @@ pub struct Options {
     pub max_frame_bytes: usize,
     /// Concurrent connection cap (socket and TCP).
     pub max_connections: usize,
+    /// Time a token-protected connection has to authenticate.
+    pub auth_timeout: Duration,
     /// `DEVSHELL_VM_EXEC_TIMEOUT_MS`: deadline for `exec` requests without `timeout_ms`.
     pub default_timeout: Option<Duration>,
     /// `PATH` used to find `argv[0]` (unless the request's env sets `PATH`).
@@ -171,6 +176,7 @@ impl Options {
             insecure_no_auth: cli.insecure_no_auth,
             max_frame_bytes: cli.max_frame_bytes,
             max_connections: cli.max_connections.max(1),
+            auth_timeout: Duration::from_millis(cli.auth_timeout_ms.max(1)),
             default_timeout,
             path_var,
         })

@@ -55,6 +55,7 @@ pub fn serve(options: Options) -> Result<(), SidecarError> {
                 id: shared.next_connection_id(),
                 requires_token: false,
                 hangup,
+                on_authenticated: None,
             };
             serve_connection(&shared, peer, stdin.lock(), stdout.lock());
             Ok(())
@@ -290,6 +291,7 @@ trait Stream: io::Read + io::Write + AsFd + Send + Sized + 'static {
     /// Poll events besides `POLLHUP`/`POLLERR` that mean the peer is gone.
     const GONE_EVENTS: PollFlags;
     fn split(&self) -> io::Result<Self>;
+    fn read_deadline(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 impl Stream for UnixStream {
@@ -298,6 +300,9 @@ impl Stream for UnixStream {
     fn split(&self) -> io::Result<Self> {
         self.try_clone()
     }
+    fn read_deadline(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
 }
 
 impl Stream for std::net::TcpStream {
@@ -305,6 +310,9 @@ impl Stream for std::net::TcpStream {
     const GONE_EVENTS: PollFlags = PollFlags::from_bits_retain(libc::POLLRDHUP);
     fn split(&self) -> io::Result<Self> {
         self.try_clone()
+    }
+    fn read_deadline(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
     }
 }
 
@@ -330,10 +338,29 @@ fn spawn_connection<S: Stream>(shared: &Arc<Shared>, id: u64, stream: S, require
                     return;
                 }
             };
+            // An unauthenticated peer must complete the handshake in time, so idle
+            // connections without the token cannot hold the connection slots.
+            let on_authenticated: Option<Box<dyn Fn() + Send>> = if requires_token {
+                match (
+                    stream.read_deadline(Some(shared.options.auth_timeout)),
+                    stream.split(),
+                ) {
+                    (Ok(()), Ok(control)) => Some(Box::new(move || {
+                        let _ = control.read_deadline(None);
+                    })),
+                    (Err(err), _) | (_, Err(err)) => {
+                        log(id, &format!("cannot set the handshake deadline: {err}"));
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
             let peer = Peer {
                 id,
                 requires_token,
                 hangup,
+                on_authenticated,
             };
             serve_connection(&shared, peer, stream, io::BufWriter::new(writer));
         });

@@ -305,3 +305,35 @@ fn a_peer_with_another_uid_is_refused() {
     let mut client = Client::of(&sidecar);
     assert_eq!(client.handshake(None, None)["op"], "handshake_ok");
 }
+
+#[test]
+fn tcp_peers_without_the_token_are_dropped_after_the_handshake_deadline() {
+    let st = staging();
+    let sidecar = builder(st.root.path())
+        .token("deadline-token")
+        .arg("--auth-timeout-ms")
+        .arg("300")
+        .start_tcp();
+    // Silent peer: closed by the server.
+    let mut silent = Client::of(&sidecar);
+    assert!(
+        silent.try_recv().is_none(),
+        "an unauthenticated idle peer must be closed"
+    );
+    // Wrong token: answered, then closed at the deadline.
+    let mut wrong = Client::of(&sidecar);
+    assert_error(
+        &wrong.handshake(None, Some("nope")),
+        "error",
+        "unauthorized",
+    );
+    assert!(wrong.try_recv().is_none());
+    // Authenticated: the deadline no longer applies (idle well past it, then served).
+    let mut good = Client::of(&sidecar);
+    assert_eq!(
+        good.handshake(None, Some("deadline-token"))["op"],
+        "handshake_ok"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    assert_eq!(good.session(&st.dir)["op"], "session_ok");
+}
