@@ -956,7 +956,11 @@ impl GammaSession {
                         "no long-lived channel to Lima instance {:?} ({reason}); using one `limactl shell` per operation",
                         self.instance
                     );
-                    if self.lima_hints {
+                    // In Mode S the channel only saves a spawn on captured runs: say
+                    // nothing unless a sidecar was configured and failed.
+                    if self.lima_hints
+                        && (!self.syncs_vfs_with_host_workspace() || self.sidecar_bin.is_some())
+                    {
                         self.notice(&line);
                     }
                     self.channel_state = ChannelState::Fallback(reason);

@@ -31,6 +31,11 @@ pub enum VmError {
     /// A guest file operation failed.
     #[error("{0}")]
     GuestFs(#[source] GuestFsError),
+    /// The Lima (γ) backend failed (instance missing or stopped and not startable, mount
+    /// missing, guest unreachable, workdir or program missing in the guest, sync).
+    #[cfg(all(unix, feature = "lima"))]
+    #[error("{0}")]
+    Lima(#[source] Box<devshell_vm_backend_lima::LimaError>),
     /// The β backend failed (connection, handshake, sync, the sidecar refused a request).
     #[cfg(feature = "beta")]
     #[error("{0}")]
@@ -82,6 +87,20 @@ impl From<HostError> for VmError {
             HostError::Timeout { program, timeout } => Self::Timeout { program, timeout },
             HostError::Cancelled { program } => Self::Cancelled { program },
             other => Self::Host(other),
+        }
+    }
+}
+
+#[cfg(all(unix, feature = "lima"))]
+impl From<devshell_vm_backend_lima::LimaError> for VmError {
+    /// Timeouts and cancellations become [`VmError::Timeout`] / [`VmError::Cancelled`]
+    /// (the same for every backend); everything else is [`VmError::Lima`].
+    fn from(err: devshell_vm_backend_lima::LimaError) -> Self {
+        use devshell_vm_backend_lima::LimaError;
+        match err {
+            LimaError::Timeout { program, timeout } => Self::Timeout { program, timeout },
+            LimaError::Cancelled { program } => Self::Cancelled { program },
+            other => Self::Lima(Box::new(other)),
         }
     }
 }

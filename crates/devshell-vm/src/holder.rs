@@ -25,8 +25,10 @@ pub enum SessionHolder {
     /// β: the `devshell-vm-sidecar` daemon ([`devshell_vm_backend_beta::BetaSession`]).
     #[cfg(feature = "beta")]
     Beta(devshell_vm_backend_beta::BetaSession),
-    // `#[cfg(feature = "lima")] Gamma(devshell_vm_backend_lima::GammaSession)` joins here
-    // when that backend is integrated.
+    /// γ: a Lima VM driven through `limactl` ([`devshell_vm_backend_lima::GammaSession`];
+    /// boxed, it is the largest session).
+    #[cfg(all(unix, feature = "lima"))]
+    Gamma(Box<devshell_vm_backend_lima::GammaSession>),
 }
 
 /// Runs `$body` with `$session` bound to the inner session of whichever variant
@@ -37,6 +39,8 @@ macro_rules! dispatch {
             SessionHolder::Host($session) => $body,
             #[cfg(feature = "beta")]
             SessionHolder::Beta($session) => $body,
+            #[cfg(all(unix, feature = "lima"))]
+            SessionHolder::Gamma($session) => $body,
         }
     };
 }
@@ -88,6 +92,8 @@ impl SessionHolder {
             Self::Host(_) => "host",
             #[cfg(feature = "beta")]
             Self::Beta(_) => "beta",
+            #[cfg(all(unix, feature = "lima"))]
+            Self::Gamma(_) => "lima",
         }
     }
 
@@ -154,6 +160,28 @@ impl SessionHolder {
             }
             #[cfg(feature = "beta")]
             Self::Beta(_) => None,
+            #[cfg(all(unix, feature = "lima"))]
+            Self::Gamma(g) if !g.syncs_vfs_with_host_workspace() => {
+                let mount = g.guest_mount().to_owned();
+                Some((&mut **g as &mut dyn GuestFsOps, mount))
+            }
+            #[cfg(all(unix, feature = "lima"))]
+            Self::Gamma(_) => None,
+        }
+    }
+
+    /// When γ runs in guest-primary mode (Mode P), the Lima session itself (for direct
+    /// guest file operations and its Lima-specific calls).
+    ///
+    /// Returns `None` for the host backend, β, and Mode S γ.
+    #[cfg(all(unix, feature = "lima"))]
+    #[must_use]
+    pub fn guest_primary_gamma_mut(
+        &mut self,
+    ) -> Option<&mut devshell_vm_backend_lima::GammaSession> {
+        match self {
+            Self::Gamma(g) if !g.syncs_vfs_with_host_workspace() => Some(&mut **g),
+            _ => None,
         }
     }
 
@@ -164,6 +192,8 @@ impl SessionHolder {
             Self::Host(_) => false,
             #[cfg(feature = "beta")]
             Self::Beta(s) => !s.syncs_vfs_with_host_workspace(),
+            #[cfg(all(unix, feature = "lima"))]
+            Self::Gamma(g) => !g.syncs_vfs_with_host_workspace(),
         }
     }
 
@@ -174,6 +204,8 @@ impl SessionHolder {
             Self::Host(_) => false,
             #[cfg(feature = "beta")]
             Self::Beta(_) => false,
+            #[cfg(all(unix, feature = "lima"))]
+            Self::Gamma(g) => !g.syncs_vfs_with_host_workspace(),
         }
     }
 
@@ -190,6 +222,8 @@ impl SessionHolder {
             Self::Host(_) => false,
             #[cfg(feature = "beta")]
             Self::Beta(_) => false,
+            #[cfg(all(unix, feature = "lima"))]
+            Self::Gamma(_) => true,
         }
     }
 
@@ -209,6 +243,11 @@ impl SessionHolder {
                 std::io::ErrorKind::Unsupported,
                 "exec_lima_interactive_shell: this is a beta (sidecar) session, not a Lima (gamma) session",
             ),
+            #[cfg(all(unix, feature = "lima"))]
+            Self::Gamma(g) => {
+                use std::os::unix::process::CommandExt;
+                g.interactive_shell_command().exec()
+            }
         }
     }
 }
@@ -220,15 +259,30 @@ mod backends {
 
     use crate::{SessionHolder, VmError};
 
-    /// Lima compiled in; the session type joins [`SessionHolder`] when integrated.
+    /// Lima compiled in: a [`SessionHolder::Gamma`]. The workspace parent is resolved
+    /// here with [`crate::workspace_parent_for_config`], so the session mounts exactly the
+    /// directory [`crate::vm_workspace_host_root`] and `DEVSHELL_WORKSPACE_ROOT` name.
+    /// Without `limactl` the backend is [`VmError::BackendUnavailable`] (the `_or_host`
+    /// constructors fall back to the host backend); with `DEVSHELL_VM_EAGER` the instance
+    /// is checked and started now, and its failures are [`VmError::Lima`].
     #[cfg(all(unix, feature = "lima"))]
-    pub(super) fn lima_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
-        Err(VmError::BackendUnavailable {
-            backend: devshell_vm_config::Backend::Lima,
-            reason: "this build's devshell-vm-backend-lima does not provide a session yet; \
-                     use DEVSHELL_VM_BACKEND=host"
-                .to_owned(),
-        })
+    pub(super) fn lima_session(config: &VmConfig) -> Result<SessionHolder, VmError> {
+        use devshell_vm_backend_lima::{GammaSession, LimaError};
+        let config = VmConfig {
+            workspace_parent: Some(crate::workspace_parent_for_config(
+                config,
+                &config.lima_instance,
+            )),
+            ..config.clone()
+        };
+        match GammaSession::new(&config) {
+            Ok(session) => Ok(SessionHolder::Gamma(Box::new(session))),
+            Err(err @ LimaError::LimactlNotFound { .. }) => Err(VmError::BackendUnavailable {
+                backend: devshell_vm_config::Backend::Lima,
+                reason: err.to_string(),
+            }),
+            Err(err) => Err(err.into()),
+        }
     }
 
     #[cfg(all(unix, not(feature = "lima")))]

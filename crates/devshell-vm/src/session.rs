@@ -132,3 +132,46 @@ impl VmExecutionSession for devshell_vm_backend_beta::BetaSession {
         Ok(Self::shutdown(self, vfs, vfs_cwd)?)
     }
 }
+
+/// For the boxed session [`crate::SessionHolder::Gamma`] holds.
+#[cfg(all(unix, feature = "lima"))]
+impl VmExecutionSession for Box<devshell_vm_backend_lima::GammaSession> {
+    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        Ok(devshell_vm_backend_lima::GammaSession::ensure_ready(
+            self, vfs, vfs_cwd,
+        )?)
+    }
+
+    fn run_rust_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<ExitStatus, VmError> {
+        Ok(devshell_vm_backend_lima::GammaSession::run_rust_tool(
+            self, vfs, vfs_cwd, program, args,
+        )?)
+    }
+
+    fn run_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+    ) -> Result<ToolOutcome, VmError> {
+        Ok(devshell_vm_backend_lima::GammaSession::run_tool(
+            self, vfs, vfs_cwd, request,
+        )?)
+    }
+
+    fn set_sync_observer(&mut self, observer: SyncObserver) {
+        devshell_vm_backend_lima::GammaSession::set_sync_observer(self, observer);
+    }
+
+    /// Every run already pulled its results: this closes the guest channel and, with
+    /// `DEVSHELL_VM_STOP_ON_EXIT`, stops the Lima instance.
+    fn shutdown(&mut self, _vfs: &mut Vfs, _vfs_cwd: &str) -> Result<(), VmError> {
+        Ok(devshell_vm_backend_lima::GammaSession::shutdown(self)?)
+    }
+}
