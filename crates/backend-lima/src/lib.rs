@@ -41,6 +41,7 @@
 //! private mount namespace where only the guest mount path exists; what needs a real
 //! Lima is listed in `docs/arch/backend-lima.md`.
 
+#![cfg(unix)]
 #![allow(
     clippy::result_large_err,
     reason = "errors are rare and carry the diagnostics a person needs; boxing them buys nothing"

@@ -391,7 +391,8 @@ impl GammaSession {
         }
         self.provisioned = true;
         let probe = "command -v gcc >/dev/null 2>&1 && echo gcc; command -v apt-get >/dev/null 2>&1 && echo apt; exit 0";
-        let out = self.capture_in_guest("/", "/bin/sh", &["-c".to_owned(), probe.to_owned()])?;
+        let mount = self.mount.clone();
+        let out = self.capture_in_guest(&mount, "/bin/sh", &["-c".to_owned(), probe.to_owned()])?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if text.lines().any(|l| l == "gcc") {
             return Ok(());

@@ -312,3 +312,71 @@ fn mode_s_builds_a_real_crate_at_the_guest_path() {
     // One list, then one `limactl shell` per run: no probes on the happy path.
     assert_eq!(fixture.subcommands(), ["list", "shell", "shell", "shell"]);
 }
+
+#[test]
+fn timeouts_kill_the_run_and_are_reported() {
+    let fixture = Fixture::new("Running");
+    std::fs::create_dir(fixture.parent.path().join("p")).expect("mkdir");
+    let mut config = fixture.config(true);
+    config.exec_timeout = Some(std::time::Duration::from_millis(300));
+    let mut session = GammaSession::new(&config).expect("session");
+    let mut vfs = vfs_with_dir("/p");
+    let outcome = session
+        .run_tool(&mut vfs, "/p", &captured("sleep", &["5"]))
+        .expect("a timeout is an outcome of run_tool");
+    assert_eq!(outcome.exec.termination, Termination::TimedOut);
+    assert!(outcome.exec.duration < std::time::Duration::from_secs(5));
+    match session.run_rust_tool(&mut vfs, "/p", "sleep", &["5".to_owned()]) {
+        Err(LimaError::Timeout { program, .. }) => assert_eq!(program, "sleep"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn build_essential_probe_honours_its_knob() {
+    let fixture = Fixture::new("Running");
+    let vfs = Vfs::new();
+    // Off (the fixture's default): ensure_ready only lists.
+    let (mut session, _) = open(&fixture, true);
+    session.ensure_ready(&vfs, "/").expect("ready");
+    assert_eq!(fixture.subcommands(), ["list"]);
+    // On: one probe in the guest; gcc is there, so nothing is installed and nothing said.
+    let mut config = fixture.config(true);
+    config.auto_build_essential = true;
+    let mut session = GammaSession::new(&config).expect("session");
+    let notices = Notices::default();
+    session.set_notice_writer(Box::new(notices.clone()));
+    session.ensure_ready(&vfs, "/").expect("ready");
+    session.ensure_ready(&vfs, "/").expect("ready twice");
+    assert_eq!(
+        fixture.subcommands(),
+        ["list", "list", "shell"],
+        "one probe per session"
+    );
+    assert!(
+        !notices.text().contains("build-essential"),
+        "{}",
+        notices.text()
+    );
+}
+
+#[test]
+fn interactive_shell_starts_in_the_guest_image_of_the_host_cwd() {
+    let fixture = Fixture::new("Running");
+    let (session, _) = open(&fixture, false);
+    let inside = fixture.parent.path().join("proj/src");
+    std::fs::create_dir_all(&inside).expect("mkdir");
+    assert_eq!(session.interactive_workdir(&inside), "/workspace/proj/src");
+    assert_eq!(
+        session.interactive_workdir(std::path::Path::new("/")),
+        MOUNT
+    );
+    let command = session.interactive_shell_command();
+    let args: Vec<_> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(args[0], "shell");
+    assert_eq!(args[1], "--workdir");
+    assert_eq!(args.last().map(String::as_str), Some(INSTANCE));
+}
