@@ -72,7 +72,8 @@ pub enum VfsError {
     #[error("the root directory cannot be removed or renamed")]
     RootNotRemovable,
     /// `changes_since` was asked about a generation older than the bounded deletion
-    /// history; the caller must fall back to a full sync.
+    /// history (or one not from this tree's history); the caller must fall back to a
+    /// full sync.
     #[error("change history since generation {since} is no longer kept; do a full sync")]
     HistoryUnavailable {
         /// The generation that was asked for.

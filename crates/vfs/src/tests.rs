@@ -15,7 +15,8 @@ fn new_tree_has_root_and_cwd() {
     let meta = vfs.stat("/").unwrap();
     assert_eq!(meta.kind, NodeKind::Dir);
     assert_eq!(meta.mode, 0o755);
-    assert_eq!(vfs.generation(), 0);
+    assert_eq!(vfs.oldest_answerable_generation(), vfs.generation());
+    assert!(vfs.changes_since("/", vfs.generation()).unwrap().is_empty());
     assert!(vfs.list_dir("/").unwrap().is_empty());
 }
 
@@ -244,11 +245,12 @@ fn walk_is_preorder_sorted() {
 #[test]
 fn changes_since_reports_upserts_and_deletions() {
     let mut vfs = Vfs::new();
+    let start = vfs.generation();
     vfs.mkdir("/p/src").unwrap();
     vfs.write_file("/p/src/a.rs", b"a".to_vec()).unwrap();
     vfs.write_file("/p/src/b.rs", b"b".to_vec()).unwrap();
     vfs.write_file("/q", b"q".to_vec()).unwrap();
-    let all = vfs.changes_since("/p", 0).unwrap();
+    let all = vfs.changes_since("/p", start).unwrap();
     assert_eq!(all.upserted, ["/p", "/p/src", "/p/src/a.rs", "/p/src/b.rs"]);
     assert!(all.deleted.is_empty());
     let g = vfs.generation();
@@ -315,6 +317,7 @@ fn clone_is_independent() {
 #[test]
 fn deep_tree_is_bounded_and_drops() {
     let mut vfs = Vfs::new();
+    let start = vfs.generation();
     let deep = "/d".repeat(crate::MAX_DEPTH);
     vfs.mkdir(&deep).unwrap();
     assert!(matches!(
@@ -331,7 +334,7 @@ fn deep_tree_is_bounded_and_drops() {
     assert!(copy.same_tree(&vfs));
     let image = crate::image::to_bytes(&vfs);
     assert!(crate::image::from_bytes(&image).unwrap().same_tree(&vfs));
-    let changes = vfs.changes_since("/", 0).unwrap();
+    let changes = vfs.changes_since("/", start).unwrap();
     assert_eq!(changes.upserted.len(), crate::MAX_DEPTH + 1);
     let dir = tempfile::tempdir().unwrap();
     // (a 200-level subtree: host path resolution makes deeper copies slow, not unsafe)
@@ -441,4 +444,37 @@ fn failed_operations_change_nothing() {
     assert_eq!(vfs.generation(), g);
     assert!(vfs.same_tree(&snapshot));
     assert!(vfs.changes_since("/", g).unwrap().is_empty());
+}
+
+#[test]
+fn generations_from_another_tree_are_refused() {
+    let mut old = Vfs::new();
+    old.write_file("/f", b"1".to_vec()).unwrap();
+    let synced = old.generation();
+    // The tree is replaced (e.g. by a loaded image) and edited: the old generation must
+    // not read as "nothing changed".
+    let mut replaced = crate::image::from_bytes(&crate::image::to_bytes(&old)).unwrap();
+    assert!(matches!(
+        replaced.changes_since("/", synced),
+        Err(VfsError::HistoryUnavailable { since }) if since == synced
+    ));
+    for i in 0..5 {
+        replaced
+            .write_file(&format!("/g{i}"), b"2".to_vec())
+            .unwrap();
+    }
+    assert!(matches!(
+        replaced.changes_since("/", synced),
+        Err(VfsError::HistoryUnavailable { .. })
+    ));
+    // A generation from the future is refused as well.
+    let later = Vfs::new();
+    assert!(matches!(
+        old.changes_since("/", later.generation()),
+        Err(VfsError::HistoryUnavailable { .. })
+    ));
+    // Its own generations work.
+    let own = replaced.generation();
+    replaced.write_file("/h", b"3".to_vec()).unwrap();
+    assert_eq!(replaced.changes_since("/", own).unwrap().upserted, ["/h"]);
 }

@@ -2,11 +2,19 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use crate::node::{Children, DIR_MODE, FILE_MODE, Node, NodeData, NodeRef, Walk, WalkEntry};
 use crate::path::{self, MAX_DEPTH, components, split_parent};
 use crate::{Content, DirEntry, Metadata, NodeKind, VfsError};
+
+/// Source of all generations in the process (see [`Vfs::generation`]).
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn fresh_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 /// Default bound of the deletion log (see [`Vfs::set_history_limit`]).
 pub const DEFAULT_HISTORY_LIMIT: usize = 1 << 17;
@@ -127,15 +135,17 @@ fn walk_ref<'a>(root: &'a Node, norm: &str) -> Result<&'a Node, VfsError> {
 }
 
 impl Vfs {
-    /// An empty tree: root `/` (mode `0o755`), cwd `/`, generation 0.
+    /// An empty tree: root `/` (mode `0o755`), cwd `/`. Its history starts at a fresh
+    /// [`generation`](Vfs::generation) (see there).
     #[must_use]
     pub fn new() -> Self {
+        let start = fresh_generation();
         Self {
             root: Node::new_dir(DIR_MODE, SystemTime::now(), 0),
             cwd: "/".to_owned(),
-            generation: 0,
+            generation: start,
             tombstones: Vec::new(),
-            history_floor: 0,
+            history_floor: start,
             history_limit: DEFAULT_HISTORY_LIMIT,
         }
     }
@@ -179,7 +189,13 @@ impl Vfs {
         }
     }
 
-    /// The current generation: advanced by every successful mutation.
+    /// The current generation: advanced by every successful mutation (a failed one
+    /// changes nothing). Generations come from one process-wide counter, so a value
+    /// never means two different states: a generation taken from another tree (an
+    /// earlier tree replaced by a loaded image, say) is older than this tree's history or
+    /// newer than its present, and `changes_since` answers `HistoryUnavailable` instead
+    /// of a wrong "nothing changed". (A clone shares the history up to the clone; after
+    /// both change, generations of one must not be used with the other.)
     #[must_use]
     pub fn generation(&self) -> u64 {
         self.generation
@@ -199,8 +215,10 @@ impl Vfs {
         self.history_floor
     }
 
+    /// A generation for the next mutation (committed only if it succeeds).
+    #[allow(clippy::unused_self)] // keeps call sites reading as "this tree's next generation"
     fn next_generation(&self) -> u64 {
-        self.generation + 1
+        fresh_generation()
     }
 
     fn commit(&mut self, generation: u64) {
@@ -668,11 +686,11 @@ impl Vfs {
     /// not to the tree size.
     ///
     /// # Errors
-    /// `HistoryUnavailable` when `generation` is older than the kept deletion history
-    /// (do a full sync), `NotFound` when `path` does not exist now, `NotADirectory`,
+    /// `HistoryUnavailable` when `generation` is older than the kept deletion history or
+    /// newer than the current generation (not from this tree: do a full sync), `NotFound` when `path` does not exist now, `NotADirectory`,
     /// `InvalidName`.
     pub fn changes_since(&self, path: &str, generation: u64) -> Result<Changes, VfsError> {
-        if generation < self.history_floor {
+        if generation < self.history_floor || generation > self.generation {
             return Err(VfsError::HistoryUnavailable { since: generation });
         }
         let norm = self.normalize(path)?;

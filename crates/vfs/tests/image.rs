@@ -68,7 +68,11 @@ fn round_trip_sample_in_memory_and_on_disk() {
     let loaded = image::from_bytes(&image::to_bytes(&vfs)).unwrap();
     assert!(vfs.same_tree(&loaded));
     assert_eq!(loaded.cwd(), "/proj/src");
-    assert_eq!(loaded.generation(), 0);
+    assert_eq!(loaded.oldest_answerable_generation(), loaded.generation());
+    assert!(matches!(
+        loaded.changes_since("/", vfs.generation()),
+        Err(devshell_vm_vfs::VfsError::HistoryUnavailable { .. })
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ws.img");

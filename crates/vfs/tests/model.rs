@@ -343,7 +343,7 @@ fn run(ops: &[Op], query: &str) -> Result<(), TestCaseError> {
         root: dir.path().to_path_buf(),
     };
     let mut vfs = Vfs::new();
-    let initial = vfs.clone();
+    let initial = (vfs.clone(), vfs.generation());
     let mut snapshot: Option<(Vfs, u64)> = None;
     for op in ops {
         if matches!(op, Op::Snapshot) && snapshot.is_none() {
@@ -381,7 +381,7 @@ fn run(ops: &[Op], query: &str) -> Result<(), TestCaseError> {
         strip(model.signature())
     );
 
-    let (at_g, since) = snapshot.unwrap_or((initial, 0));
+    let (at_g, since) = snapshot.unwrap_or(initial);
     let mut whole = at_g.clone();
     replay(&mut whole, &vfs, "/", since);
     prop_assert!(
@@ -425,7 +425,7 @@ fn journal_replay_across_many_snapshots() {
     runner
         .run(&prop::collection::vec(op(), 1..80), |ops| {
             let mut vfs = Vfs::new();
-            let mut snapshots = vec![(vfs.clone(), 0)];
+            let mut snapshots = vec![(vfs.clone(), vfs.generation())];
             for op in &ops {
                 let _ = apply_vfs(&mut vfs, op);
                 snapshots.push((vfs.clone(), vfs.generation()));
