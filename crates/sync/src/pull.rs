@@ -487,11 +487,12 @@ impl<'m> Scan<'_, 'm> {
         let listing_fd = dir_fd
             .try_clone()
             .map_err(|err| VmSyncError::io(self.host_path(&rel), err))?;
-        let mut listing = Dir::from_fd(listing_fd)
+        let listing = Dir::from_fd(listing_fd)
             .map_err(|errno| VmSyncError::errno(self.host_path(&rel), errno))?;
         let mut seen_known = 0usize;
         let mut child_rel = rel.clone();
-        for entry in listing.iter() {
+        // Owning iteration: the listing descriptor is closed at the end, not rewound.
+        for entry in listing {
             let entry = entry.map_err(|errno| VmSyncError::errno(self.host_path(&rel), errno))?;
             let raw_name = entry.file_name();
             if hostio::is_dot_or_dotdot(raw_name) {
@@ -525,7 +526,6 @@ impl<'m> Scan<'_, 'm> {
                 &mut out,
             )?;
         }
-        drop(listing);
         // Recorded entries not seen in the listing were deleted on the host.
         if let Some(children) = known_children
             && seen_known < children.len()

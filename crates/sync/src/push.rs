@@ -457,28 +457,29 @@ fn write_files(
     let failed = AtomicBool::new(false);
     let mut slots: Vec<Option<WriteResult>> = Vec::new();
     slots.resize_with(jobs.len(), || None);
+    let work = || {
+        let mut done = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(job) = jobs.get(index) else { break };
+            let result = write_one(job);
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            done.push((index, result));
+        }
+        done
+    };
+    // The calling thread writes too, next to `writers - 1` helpers.
     let per_worker: Vec<Vec<(usize, WriteResult)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..writers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    while !failed.load(Ordering::Relaxed) {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = jobs.get(index) else { break };
-                        let result = write_one(job);
-                        if result.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        done.push((index, result));
-                    }
-                    done
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().unwrap_or_default())
-            .collect()
+        let handles: Vec<_> = (1..writers).map(|_| scope.spawn(work)).collect();
+        let mut all = vec![work()];
+        all.extend(
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_default()),
+        );
+        all
     });
     for (index, result) in per_worker.into_iter().flatten() {
         slots[index] = Some(result);
