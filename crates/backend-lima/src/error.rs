@@ -145,18 +145,6 @@ pub enum LimaError {
         #[source]
         source: VmSyncError,
     },
-    /// Two project roots of the session would share one directory of the workspace.
-    #[error(
-        "VFS projects {first:?} and {second:?} both map to {host_dir} in the Lima workspace (same last path segment); rename one"
-    )]
-    LeafCollision {
-        /// The project synced first.
-        first: String,
-        /// The project that collides with it.
-        second: String,
-        /// The shared host directory.
-        host_dir: PathBuf,
-    },
     /// Pushing the VFS to the workspace failed (nothing ran).
     #[error("sync of VFS {vfs_path:?} to the Lima workspace failed: {source}")]
     Sync {

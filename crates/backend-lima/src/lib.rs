@@ -56,5 +56,5 @@ mod workspace;
 
 pub use error::LimaError;
 pub use limactl::{InstanceConfig, InstanceInfo, MountInfo, is_env_name, parse_list, shell_argv};
-pub use session::{ChannelState, GammaSession, SIDECAR_BIN_NAME, SyncObserver};
+pub use session::{ChannelState, GammaSession, SIDECAR_BIN_NAME, STAGING_DIR_NAME, SyncObserver};
 pub use workspace::workspace_parent_for_instance;

@@ -37,6 +37,12 @@ pub const SIDECAR_BIN_NAME: &str = "devshell-vm-sidecar";
 /// Environment variable the session points at the project's own `target/` in the guest.
 const CARGO_TARGET_DIR: &str = "CARGO_TARGET_DIR";
 
+/// Numbers the staging dirs of this process's sessions.
+static NEXT_STAGING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Directory under the workspace parent that holds the sessions' Mode S staging dirs.
+pub const STAGING_DIR_NAME: &str = ".devshell-vm";
+
 /// Exit status of the channel's start script when the guest architecture differs.
 const ARCH_MISMATCH: i32 = 86;
 
@@ -81,6 +87,7 @@ pub struct GammaSession {
     running: bool,
     provisioned: bool,
     projects: Vec<Project>,
+    staging: Option<PathBuf>,
     observer: Option<SyncObserver>,
     notices: Box<dyn Write + Send>,
 }
@@ -152,6 +159,7 @@ impl GammaSession {
             running: false,
             provisioned: false,
             projects: Vec::new(),
+            staging: None,
             observer: None,
             notices: Box::new(std::io::stderr()),
         };
@@ -452,6 +460,14 @@ impl GammaSession {
             channel.close();
             self.channel_state = ChannelState::NotOpened;
         }
+        self.projects.clear();
+        if let Some(dir) = self.staging.take() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(LimaError::WorkspaceParent { path: dir, source }),
+            }
+        }
         if self.stop_on_exit && self.running {
             let line = format!(
                 "stopping Lima instance {:?} (DEVSHELL_VM_STOP_ON_EXIT)",
@@ -633,26 +649,16 @@ impl GammaSession {
         if let Some(index) = self.projects.iter().position(|p| p.vfs_root == root) {
             return Ok((index, relative));
         }
-        std::fs::create_dir_all(&self.workspace_parent).map_err(|source| {
-            LimaError::WorkspaceParent {
-                path: self.workspace_parent.clone(),
-                source,
-            }
-        })?;
-        let mut state = SyncState::new(&self.workspace_parent);
-        let leaf = state.leaf_dir(&root).map_err(|source| LimaError::Cwd {
-            cwd: vfs_cwd.to_owned(),
+        // One subdirectory per project root under the session's own staging dir: two
+        // roots with the same last segment (`/a/app`, `/b/app`) never share a leaf.
+        let sub = self
+            .staging_or_create()?
+            .join(self.projects.len().to_string());
+        std::fs::create_dir_all(&sub).map_err(|source| LimaError::WorkspaceParent {
+            path: sub.clone(),
             source,
         })?;
-        for other in &self.projects {
-            if other.state.leaf_dir(&other.vfs_root).ok().as_deref() == Some(leaf.as_path()) {
-                return Err(LimaError::LeafCollision {
-                    first: other.vfs_root.clone(),
-                    second: root,
-                    host_dir: leaf,
-                });
-            }
-        }
+        let mut state = SyncState::new(sub);
         if let Some(observer) = &self.observer {
             state.set_observer(forwarding(observer));
         }
@@ -661,6 +667,44 @@ impl GammaSession {
             state,
         });
         Ok((self.projects.len() - 1, relative))
+    }
+
+    /// The session's staging directory inside the workspace parent (so the guest sees it
+    /// under the mount): `<parent>/.devshell-vm/s-<pid>-<n>`, created on first use, with a
+    /// `.gitignore` of `*` in `.devshell-vm/` (the parent is often the user's repository).
+    /// Mode S syncs only in there: a push mirrors the VFS into its own leaf and deletes
+    /// what the VFS does not have, which must never happen to the user's files (the
+    /// earlier project's `push_full` could wipe the repository). Staging dirs of dead
+    /// processes are removed when a new one is created.
+    fn staging_or_create(&mut self) -> Result<PathBuf, LimaError> {
+        if let Some(dir) = &self.staging {
+            return Ok(dir.clone());
+        }
+        let base = self.workspace_parent.join(STAGING_DIR_NAME);
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LimaError::WorkspaceParent { path, source }
+        };
+        std::fs::create_dir_all(&base).map_err(err(&base))?;
+        let ignore = base.join(".gitignore");
+        if !ignore.exists() {
+            std::fs::write(&ignore, "*\n").map_err(err(&ignore))?;
+        }
+        clean_stale_staging(&base);
+        let n = NEXT_STAGING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("s-{}-{n}", std::process::id()));
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        std::fs::create_dir(&dir).map_err(err(&dir))?;
+        self.staging = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// The session's Mode S staging directory on the host, once created.
+    #[must_use]
+    pub fn staging_dir(&self) -> Option<&Path> {
+        self.staging.as_deref()
     }
 
     /// Runs `request` in guest directory `guest_dir` through
@@ -1213,6 +1257,10 @@ impl Drop for GammaSession {
         if let Some(channel) = self.channel.take() {
             channel.close();
         }
+        if let Some(dir) = self.staging.take() {
+            // Best effort: a leftover is removed by the next session's stale scan.
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -1311,5 +1359,30 @@ fn describe(termination: Termination) -> String {
         Termination::Signaled(signal) => format!("killed by signal {signal}"),
         Termination::TimedOut => "timed out".to_owned(),
         Termination::Cancelled => "cancelled".to_owned(),
+    }
+}
+
+/// Removes `s-<pid>-<n>` staging dirs under `base` whose process is gone (Linux: no
+/// `/proc/<pid>`; elsewhere nothing is removed).
+fn clean_stale_staging(base: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("s-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }

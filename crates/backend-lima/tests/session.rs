@@ -267,6 +267,11 @@ fn missing_instance_missing_mount_and_failed_start_are_specific_errors() {
 #[test]
 fn mode_s_builds_a_real_crate_at_the_guest_path() {
     let fixture = Fixture::new("Running");
+    // The user's own files in the workspace parent (often their repository), including
+    // a directory named like the project: Mode S must never touch them.
+    std::fs::create_dir(fixture.parent.path().join("hello")).expect("mkdir");
+    std::fs::write(fixture.parent.path().join("hello/mine.txt"), "keep").expect("write");
+    std::fs::write(fixture.parent.path().join("keep.txt"), "keep").expect("write");
     let (mut session, _) = open(&fixture, false);
     let mut vfs = Vfs::new();
     vfs.mkdir("/hello/src").expect("mkdir");
@@ -298,9 +303,15 @@ fn mode_s_builds_a_real_crate_at_the_guest_path() {
     let run = session
         .run_tool(&mut vfs, "/hello", &captured("./target/debug/hello", &[]))
         .expect("run");
+    // Built at the guest path of the session's staging dir inside the mount.
+    let staging = session.staging_dir().expect("staging").to_path_buf();
+    let rel = staging
+        .strip_prefix(fixture.parent.path())
+        .expect("staging under the parent");
+    assert!(rel.starts_with(".devshell-vm"), "{}", rel.display());
     assert_eq!(
         String::from_utf8_lossy(&run.exec.stdout),
-        "built in /workspace/hello\n"
+        format!("built in /workspace/{}/0/hello\n", rel.display())
     );
     // A failing build still pulls what the tool wrote, and is a status, not an error.
     vfs.write_file("/hello/src/main.rs", b"fn main() { nope }\n".to_vec())
@@ -311,6 +322,41 @@ fn mode_s_builds_a_real_crate_at_the_guest_path() {
     assert!(!outcome.exec.success());
     // One list, then one `limactl shell` per run: no probes on the happy path.
     assert_eq!(fixture.subcommands(), ["list", "shell", "shell", "shell"]);
+    session.shutdown().expect("shutdown");
+    assert!(!staging.exists(), "shutdown removes the staging dir");
+    let mut user_files = walk(fixture.parent.path());
+    user_files.sort();
+    assert_eq!(
+        user_files,
+        [
+            ".devshell-vm",
+            ".devshell-vm/.gitignore",
+            "hello",
+            "hello/mine.txt",
+            "keep.txt"
+        ]
+    );
+}
+
+/// Relative paths of everything under `root`.
+fn walk(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            out.push(
+                path.strip_prefix(root)
+                    .expect("under root")
+                    .display()
+                    .to_string(),
+            );
+            if path.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    out
 }
 
 #[test]
