@@ -11,7 +11,7 @@
 //! containing `/` or NUL. Paths deeper than [`MAX_DEPTH`] components are refused.
 //!
 //! # Change journal
-//! Every successful mutation advances [`Vfs::generation`]. [`Vfs::changes_since`] answers
+//! Every successful mutation advances [`Vfs::generation`] (process-wide unique values). [`Vfs::changes_since`] answers
 //! "what changed under PATH since generation G" in time proportional to the changes, not
 //! the tree: each node records the generation of its last change and each directory the
 //! highest generation below it, so only changed subtrees are visited; deletions live in

@@ -174,7 +174,9 @@ impl Vfs {
         &self.cwd
     }
 
-    /// Changes the current directory; it must be an existing directory.
+    /// Changes the current directory; it must be an existing directory. (If that
+    /// directory is removed later, the cwd keeps naming it and relative paths resolve
+    /// below a missing directory until the cwd is set again.)
     ///
     /// # Errors
     /// `NotFound`, `NotADirectory`, `InvalidName`.
