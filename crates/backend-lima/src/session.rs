@@ -1043,12 +1043,15 @@ impl GammaSession {
             return Err(format!("sidecar {} does not exist", sidecar.display()));
         }
         self.ensure_running().map_err(|e| e.to_string())?;
-        let guest_bin = if let Ok(rel) = sidecar.strip_prefix(&self.workspace_parent) {
-            join_guest(&self.mount, &rel.to_string_lossy())
+        let (guest_bin, copied) = if let Ok(rel) = sidecar.strip_prefix(&self.workspace_parent) {
+            (join_guest(&self.mount, &rel.to_string_lossy()), false)
         } else {
+            // A name of its own per session: a running sidecar's file is never
+            // overwritten (ETXTBSY) by another session's copy.
             let guest = format!(
-                "/tmp/{SIDECAR_BIN_NAME}-{}-{}",
+                "/tmp/{SIDECAR_BIN_NAME}-{}-{}-{}",
                 std::process::id(),
+                NEXT_STAGING.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 sanitize(&self.instance)
             );
             let out = self
@@ -1062,10 +1065,18 @@ impl GammaSession {
                     String::from_utf8_lossy(&out.stderr).trim()
                 ));
             }
-            guest
+            (guest, true)
+        };
+        // Check the guest can run the binary (Linux, same architecture), then exec it. A
+        // copied binary is opened, unlinked and run through /proc/self/fd, so it never
+        // outlives the session in the guest's /tmp.
+        let run = if copied {
+            "exec 3<\"$0\" && rm -f -- \"$0\" && exec /proc/self/fd/3 --serve-stdio --root \"$1\""
+        } else {
+            "exec \"$0\" --serve-stdio --root \"$1\""
         };
         let script = format!(
-            "case \"$(uname -m)\" in {arch}) ;; *) echo \"guest architecture $(uname -m) differs from the sidecar's ({arch})\" >&2; exit {ARCH_MISMATCH};; esac; exec \"$0\" --serve-stdio --root \"$1\"",
+            "case \"$(uname -s) $(uname -m)\" in \"Linux {arch}\") ;; *) echo \"guest $(uname -s) $(uname -m) cannot run the sidecar (Linux {arch})\" >&2; exit {ARCH_MISMATCH};; esac; {run}",
             arch = std::env::consts::ARCH
         );
         let argv = shell_argv(
