@@ -30,9 +30,16 @@ fn compare(bytes: &[u8]) {
     let from_file = image::load(path);
     let from_memory = image::from_bytes(bytes);
     match (&from_file, &from_memory) {
-        (Ok(a), Ok(b)) => assert!(a.same_tree(b) && a.cwd() == b.cwd(), "loaders disagree on the tree"),
+        (Ok(a), Ok(b)) => assert!(
+            a.same_tree(b) && a.cwd() == b.cwd(),
+            "loaders disagree on the tree"
+        ),
         (Err(_), Err(_)) => {}
-        _ => panic!("loaders disagree: file {:?} memory {:?}", from_file.is_ok(), from_memory.is_ok()),
+        _ => panic!(
+            "loaders disagree: file {:?} memory {:?}",
+            from_file.is_ok(),
+            from_memory.is_ok()
+        ),
     }
 }
 
@@ -55,7 +62,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
