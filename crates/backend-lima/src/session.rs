@@ -727,6 +727,19 @@ impl GammaSession {
         on_output: &mut dyn FnMut(StreamKind, &[u8]),
         cancel: Option<&CancelHandle>,
     ) -> Result<ExecOutcome, LimaError> {
+        self.exec_in_guest_inner(guest_dir, request, on_output, cancel, true)
+    }
+
+    /// [`Self::exec_in_guest`]; `may_restart`: when `limactl shell` refused because the
+    /// instance stopped during the session (nothing ran), start it again and retry once.
+    fn exec_in_guest_inner(
+        &mut self,
+        guest_dir: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+        may_restart: bool,
+    ) -> Result<ExecOutcome, LimaError> {
         if let Some((name, _)) = request.env.iter().find(|(name, _)| !is_env_name(name)) {
             return Err(LimaError::InvalidRequest {
                 reason: format!("environment name {name:?} is not a shell identifier"),
@@ -773,6 +786,23 @@ impl GammaSession {
             })?;
         match outcome.termination {
             Termination::Exited(1) if !self.guest_dir_exists(guest_dir)? => {
+                if self.instance_stopped()? {
+                    if may_restart {
+                        let line = format!(
+                            "Lima instance {:?} stopped during the session; starting it again",
+                            self.instance
+                        );
+                        self.notice(&line);
+                        self.running = false;
+                        self.ensure_running()?;
+                        return self
+                            .exec_in_guest_inner(guest_dir, request, on_output, cancel, false);
+                    }
+                    return Err(LimaError::UnexpectedStatus {
+                        instance: self.instance.clone(),
+                        status: "Stopped".to_owned(),
+                    });
+                }
                 return Err(LimaError::WorkdirMissing {
                     workdir: guest_dir.to_owned(),
                     instance: self.instance.clone(),
@@ -965,6 +995,19 @@ impl GammaSession {
             self.check_ssh("probing for the program")?;
         }
         Ok(out.status.success())
+    }
+
+    /// `true` when `limactl list` no longer reports the instance running (it was
+    /// stopped from outside the session).
+    fn instance_stopped(&mut self) -> Result<bool, LimaError> {
+        match self.limactl.list(&self.instance)? {
+            Some(info) => Ok(info.status != "Running"),
+            None => Err(LimaError::InstanceMissing {
+                instance: self.instance.clone(),
+                workspace_parent: self.workspace_parent.display().to_string(),
+                mount: self.mount.clone(),
+            }),
+        }
     }
 
     /// After an exit status of 255: one `limactl shell … true`; if that fails with 255

@@ -426,3 +426,32 @@ fn interactive_shell_starts_in_the_guest_image_of_the_host_cwd() {
     assert_eq!(args[1], "--workdir");
     assert_eq!(args.last().map(String::as_str), Some(INSTANCE));
 }
+
+#[test]
+fn an_instance_stopped_mid_session_is_started_again_before_the_run() {
+    let fixture = Fixture::new("Running");
+    std::fs::create_dir(fixture.parent.path().join("p")).expect("mkdir");
+    let (mut session, notices) = open(&fixture, true);
+    let mut vfs = vfs_with_dir("/p");
+    assert!(
+        session
+            .run_tool(&mut vfs, "/p", &captured("true", &[]))
+            .expect("run")
+            .exec
+            .success()
+    );
+    // Someone stops the VM behind the session's back.
+    let mut state = fixture.instance();
+    state["status"] = json!("Stopped");
+    fixture.set_instance(state);
+    let outcome = session
+        .run_tool(&mut vfs, "/p", &captured("sh", &["-c", "echo again"]))
+        .expect("restarted and ran");
+    assert_eq!(outcome.exec.stdout, b"again\n");
+    assert_eq!(fixture.instance()["status"], "Running");
+    assert!(
+        notices.text().contains("stopped during the session"),
+        "{}",
+        notices.text()
+    );
+}
