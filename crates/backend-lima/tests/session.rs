@@ -455,3 +455,30 @@ fn an_instance_stopped_mid_session_is_started_again_before_the_run() {
         notices.text()
     );
 }
+
+#[test]
+fn mode_s_captured_runs_use_the_channel_when_the_sidecar_is_reachable() {
+    let fixture = Fixture::new("Running");
+    let mut config = fixture.config(false);
+    config.sidecar_bin = Some(common::sidecar());
+    let mut session = GammaSession::new(&config).expect("session");
+    session.set_notice_writer(Box::new(std::io::sink()));
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/proj").expect("mkdir");
+    for round in 0..3 {
+        vfs.write_file("/proj/in.txt", format!("round {round}").into_bytes())
+            .expect("write");
+        let request = captured("sh", &["-c", "cat in.txt; cat in.txt > out.txt"]);
+        let outcome = session.run_tool(&mut vfs, "/proj", &request).expect("run");
+        assert_eq!(outcome.exec.stdout, format!("round {round}").as_bytes());
+        assert_eq!(
+            &*vfs.read_file("/proj/out.txt").expect("pulled"),
+            format!("round {round}").as_bytes()
+        );
+    }
+    assert_eq!(
+        session.channel_state(),
+        &devshell_vm_backend_lima::ChannelState::Open
+    );
+    assert_eq!(fixture.subcommands(), ["list", "copy", "shell"]);
+}
