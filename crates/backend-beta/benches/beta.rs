@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{Sidecar, config};
 use devshell_vm_backend_beta::BetaSession;
@@ -29,7 +29,7 @@ struct Setup {
     _dir: tempfile::TempDir,
     socket: String,
     staging: String,
-    _sidecar: Sidecar,
+    sidecar: Sidecar,
 }
 
 impl Setup {
@@ -55,7 +55,7 @@ impl Setup {
             socket: socket_path.to_str().unwrap().to_owned(),
             staging: staging.to_str().unwrap().to_owned(),
             _dir: dir,
-            _sidecar: sidecar,
+            sidecar,
         }
     }
 
@@ -115,32 +115,64 @@ fn which_true() -> std::path::PathBuf {
     panic!("no `true` binary in /usr/bin or /bin");
 }
 
+/// User + system CPU time of process `pid` so far (`/proc/<pid>/stat`, `USER_HZ` = 100).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').expect("comm field") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of this process and the sidecar while `f` runs.
+fn with_cpu(sidecar: u32, f: impl FnOnce()) -> Duration {
+    let me = std::process::id();
+    let before = cpu_time(me) + cpu_time(sidecar);
+    f();
+    (cpu_time(me) + cpu_time(sidecar)).saturating_sub(before)
+}
+
 fn bench_guest_fs(label: &str, setup: &Setup) {
     let mut session = setup.session();
     session.mkdir("/workspace").expect("connect");
+    let sidecar = setup.sidecar.pid();
     for (size, runs) in [(MIB, 30), (16 * MIB, 8)] {
         let data: Vec<u8> = (0..=250u8).cycle().take(size).collect();
         let path = format!("/workspace/blob-{size}");
-        let writes = sample(
-            runs,
-            || (),
-            |()| session.write_file(&path, &data).expect("write"),
-        );
-        let reads = sample(
-            runs,
-            || (),
-            |()| {
-                let back = session.read_file(&path).expect("read");
-                assert_eq!(back.len(), size);
-            },
-        );
+        let mut writes = Vec::new();
+        let write_cpu = with_cpu(sidecar, || {
+            writes = sample(
+                runs,
+                || (),
+                |()| session.write_file(&path, &data).expect("write"),
+            );
+        });
+        let mut reads = Vec::new();
+        let read_cpu = with_cpu(sidecar, || {
+            reads = sample(
+                runs,
+                || (),
+                |()| {
+                    let back = session.read_file(&path).expect("read");
+                    assert_eq!(back.len(), size);
+                },
+            );
+        });
         let mib = size / MIB;
         let w = report(&format!("beta/guest_fs write {mib} MiB ({label})"), &writes);
         let r = report(&format!("beta/guest_fs read {mib} MiB ({label})"), &reads);
+        let runs32 = u32::try_from(runs).unwrap();
+        let (wc, rc) = (write_cpu / runs32, read_cpu / runs32);
         println!(
-            "beta/guest_fs {mib} MiB ({label}): write {:.0} MB/s, read {:.0} MB/s",
+            "beta/guest_fs {mib} MiB ({label}): write {:.0} MB/s, read {:.0} MB/s (wall medians); \
+             CPU per op, client + sidecar: write {} ({:.0} MB/s of CPU), read {} ({:.0} MB/s of CPU)",
             mb_per_s(size as u64, w),
-            mb_per_s(size as u64, r)
+            mb_per_s(size as u64, r),
+            fmt_duration(wc),
+            mb_per_s(size as u64, wc),
+            fmt_duration(rc),
+            mb_per_s(size as u64, rc),
         );
     }
 }

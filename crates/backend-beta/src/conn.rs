@@ -6,7 +6,7 @@
 //! [`BetaError`] (see [`BetaError::is_connection_failure`]); the owner then drops the
 //! connection, so a broken stream is never reused.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use devshell_vm_exec::CancelHandle;
 use devshell_vm_protocol::{
     CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, DEFAULT_MAX_FRAME_BYTES, ErrorReply, Exec,
     ExecResult, Handshake, KNOWN_CAPABILITIES, LineReader, OutputStream, PROTOCOL_VERSION,
-    ProtocolError, Reply, Request, SessionStart, encode_request, parse_reply, write_line,
+    ProtocolError, Reply, Request, SessionStart, encode_request, parse_reply,
 };
 
 use crate::BetaError;
@@ -24,8 +24,8 @@ use crate::transport::{CANCELLED_MESSAGE, Channel, SidecarChild, TimedReader, Ti
 /// Client name sent in `handshake`.
 pub(crate) const CLIENT_NAME: &str = "devshell-vm-backend-beta";
 
-/// How to reach a sidecar and how long to wait for it.
-#[derive(Debug, Clone)]
+/// How to reach a sidecar and how long to wait for it (`Debug` never shows the token).
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     /// The configured transport.
     pub(crate) transport: Transport,
@@ -37,6 +37,18 @@ pub(crate) struct Endpoint {
     pub(crate) connect_timeout: Duration,
     /// Deadline for every reply except `exec`.
     pub(crate) io_timeout: Duration,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("transport", &self.transport)
+            .field("sidecar", &self.sidecar)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .finish()
+    }
 }
 
 /// Capabilities both sides agreed on in the handshake.
@@ -219,8 +231,19 @@ impl Connection {
             });
         }
         self.writer.deadline = Some(Instant::now() + self.io_timeout);
-        write_line(&mut self.writer, &line)
-            .map_err(|err| self.stream_error(during, err, self.io_timeout))
+        // One buffer, one write: no second copy of a large frame.
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        self.writer.write_all(&bytes).map_err(|source| {
+            self.stream_error(
+                during,
+                ProtocolError::Io {
+                    context: "writing a frame",
+                    source,
+                },
+                self.io_timeout,
+            )
+        })
     }
 
     fn read_reply(

@@ -50,7 +50,8 @@
 //!
 //! **Staging directory.** `DEVSHELL_VM_BETA_SESSION_STAGING` when set (created if
 //! missing, never removed), else a private `0700` directory
-//! `devshell-vm-beta-<pid>-<n>` under [`VmConfig::export_base_dir`], removed at
+//! `devshell-vm-beta-<pid>-<n>` under
+//! [`VmConfig::export_base_dir`](devshell_vm_config::VmConfig::export_base_dir), removed at
 //! shutdown in Mode S. The sidecar must see it at the same path and accept it (its
 //! `--root`); for `stdio` the session passes it as `--root` itself.
 //!

@@ -443,3 +443,24 @@ fn silent_peer_times_out_once_then_the_session_reconnects() {
         .count();
     assert_eq!(handshakes, 2);
 }
+
+#[test]
+fn a_frame_over_the_limit_is_refused_locally_and_the_connection_stays() {
+    let peer = V1Peer::start();
+    let mut session = BetaSession::new(&peer.config("guest")).expect("session");
+    session
+        .write_file("/workspace/small", b"ok")
+        .expect("write");
+    // 49 MiB becomes more than 64 MiB of base64: refused before anything is sent.
+    let big = vec![0u8; 49 * 1024 * 1024];
+    let err = session
+        .write_file("/workspace/big", &big)
+        .expect_err("too large for one frame");
+    assert!(
+        matches!(&err, GuestFsError::Internal { message } if message.contains("frame limit")),
+        "{err:?}"
+    );
+    assert!(!peer.staging.join("big").exists());
+    assert_eq!(session.read_file("/workspace/small").unwrap(), b"ok");
+    assert_eq!(session.connections_opened(), 1);
+}
