@@ -166,7 +166,10 @@ impl Project {
         let started = Instant::now();
         let activity = match &mut self.watch {
             Some(watch) if watch.usable() => watch.take_activity(),
-            _ => Activity::Structure,
+            _ => {
+                stats.unwatched_runs += 1;
+                Activity::Structure
+            }
         };
         let skip = !self.dirty && activity == Activity::None;
         let pull = if skip {
@@ -224,6 +227,9 @@ pub struct SessionStats {
     pub runs: u64,
     /// Runs after which the pull was skipped because inotify saw no host change.
     pub pulls_skipped: u64,
+    /// Runs without a usable inotify watch (inotify unavailable, e.g. the per-user
+    /// instance or watch limit reached): they always pull.
+    pub unwatched_runs: u64,
 }
 
 impl fmt::Debug for HostSandboxSession {

@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use devshell_vm_backend_host::{HostError, HostSandboxSession, STAGING_PREFIX};
 use devshell_vm_config::VmConfig;
@@ -113,93 +112,6 @@ fn staging_is_private_reused_and_removed() {
     assert_ne!(second, staging);
     drop(session);
     assert!(!second.exists(), "removed on drop");
-}
-
-#[test]
-fn a_run_that_changes_nothing_skips_the_pull_and_every_change_is_seen() {
-    let base = tempfile::tempdir().expect("tempdir");
-    let mut session = HostSandboxSession::new(&config(base.path()));
-    let mut vfs = Vfs::new();
-    vfs.mkdir("/p/src").expect("mkdir");
-    vfs.write_file("/p/src/a.txt", b"aaaa".to_vec())
-        .expect("write");
-    vfs.write_file("/p/src/b.txt", b"bbbb".to_vec())
-        .expect("write");
-    session.ensure_ready(&vfs, "/p").expect("ready");
-
-    // Only reads: no host change, the pull is skipped and the VFS is as it was.
-    let read_only = sh_out(
-        &mut session,
-        &mut vfs,
-        "/p",
-        "cat src/a.txt > /dev/null; ls -R > /dev/null",
-    );
-    assert_eq!(
-        read_only.push.files_written, 0,
-        "ensure_ready pushed already"
-    );
-    assert!(
-        read_only
-            .pull
-            .as_ref()
-            .is_some_and(devshell_vm_sync::SyncReport::is_noop)
-    );
-    assert_eq!(session.stats().pulls_skipped, 1);
-
-    // Same-size in-place overwrite.
-    sh(&mut session, &mut vfs, "/p", "printf AAAA > src/a.txt");
-    assert_eq!(&*vfs.read_file("/p/src/a.txt").expect("read"), b"AAAA");
-    // Mode only.
-    sh(&mut session, &mut vfs, "/p", "chmod 755 src/b.txt");
-    assert_eq!(vfs.stat("/p/src/b.txt").expect("stat").mode & 0o777, 0o755);
-    // Mtime only.
-    sh(&mut session, &mut vfs, "/p", "touch -d @1000000 src/b.txt");
-    assert_eq!(
-        vfs.stat("/p/src/b.txt").expect("stat").mtime,
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
-    );
-    // New nested directories, then a write inside them in a later run (needs new watches).
-    sh(
-        &mut session,
-        &mut vfs,
-        "/p",
-        "mkdir -p x/y/z && echo 1 > x/y/z/f",
-    );
-    assert_eq!(&*vfs.read_file("/p/x/y/z/f").expect("read"), b"1\n");
-    sh(&mut session, &mut vfs, "/p", "echo 2 > x/y/z/f");
-    assert_eq!(&*vfs.read_file("/p/x/y/z/f").expect("read"), b"2\n");
-    // Rename and delete.
-    sh(
-        &mut session,
-        &mut vfs,
-        "/p",
-        "mv src/a.txt src/renamed.txt && rm -r x",
-    );
-    assert!(!vfs.exists("/p/src/a.txt"));
-    assert!(!vfs.exists("/p/x"));
-    assert_eq!(
-        &*vfs.read_file("/p/src/renamed.txt").expect("read"),
-        b"AAAA"
-    );
-    assert_eq!(
-        session.stats().pulls_skipped,
-        1,
-        "every changing run pulled"
-    );
-
-    // A host change made outside any run (a stray background process) is pulled by the
-    // next run even though that run itself changes nothing.
-    let staging = session.staging_dir().expect("staging").to_path_buf();
-    let b = find_file(&staging, "b.txt").expect("b.txt in staging");
-    std::fs::write(&b, b"stray").expect("stray write");
-    sh(&mut session, &mut vfs, "/p", "true");
-    assert_eq!(&*vfs.read_file("/p/src/b.txt").expect("read"), b"stray");
-    assert_eq!(session.stats().pulls_skipped, 1);
-
-    // And the next no-op run skips again.
-    sh(&mut session, &mut vfs, "/p", "true");
-    assert_eq!(session.stats().pulls_skipped, 2);
-    assert_eq!(session.stats().runs, 9);
 }
 
 #[test]
