@@ -8,7 +8,8 @@
 //!   per read: wall time and `limactl` spawns.
 //! * Mode S overhead of running `true` (push + one `limactl shell` + pull, nothing
 //!   changed) on T1 (1,000 files × 1 KiB in 50 dirs) and T2 (10,000 × 1 KiB in 500 dirs),
-//!   next to one bare `limactl shell … true` and a bare spawn of `true`.
+//!   next to one bare `limactl shell … true` and a bare spawn of `true`; once with one
+//!   `limactl shell` per run and once with the run over the sidecar channel.
 //!
 //! Arguments after `--`: `--quick` (fewer repetitions).
 
@@ -122,9 +123,19 @@ fn mode_s(runs: usize) {
     );
     let _ = report("lima/bare limactl-standin shell true", &samples);
 
-    for (name, files, dirs) in [("T1", 1_000, 50), ("T2", 10_000, 500)] {
+    for (name, files, dirs, channel) in [
+        ("T1", 1_000, 50, false),
+        ("T2", 10_000, 500, false),
+        ("T1", 1_000, 50, true),
+        ("T2", 10_000, 500, true),
+    ] {
         let fixture = Fixture::new("Running");
-        let mut session = session(&fixture, false, false);
+        let mut session = session(&fixture, false, channel);
+        let via = if channel {
+            "channel exec"
+        } else {
+            "limactl shell"
+        };
         let mut vfs = Vfs::new();
         tree(&mut vfs, files, dirs);
         let started = Instant::now();
@@ -132,7 +143,7 @@ fn mode_s(runs: usize) {
             .run_tool(&mut vfs, "/proj", &truth)
             .expect("first run");
         println!(
-            "lima/Mode S first run of true on {name} (full push): {:.1} ms",
+            "lima/Mode S first run of true on {name} via {via} (full push): {:.1} ms",
             started.elapsed().as_secs_f64() * 1e3
         );
         assert!(first.exec.success());
@@ -145,7 +156,7 @@ fn mode_s(runs: usize) {
             },
         );
         let _ = report(
-            &format!("lima/Mode S run of true on {name} (nothing changed)"),
+            &format!("lima/Mode S run of true on {name} via {via} (nothing changed)"),
             &samples,
         );
     }
