@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Sidecar, config};
+use common::{SidecarProcess, config, unix_sidecar};
 use devshell_vm_backend_beta::BetaSession;
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
 use devshell_vm_guest_fs::GuestFsOps;
@@ -31,7 +31,7 @@ struct Setup {
     _dir: tempfile::TempDir,
     socket: String,
     staging: String,
-    sidecar: Sidecar,
+    sidecar: SidecarProcess,
 }
 
 impl Setup {
@@ -42,19 +42,11 @@ impl Setup {
             .expect("scratch dir");
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
-        let sockdir = dir.path().join("sock");
-        std::fs::create_dir(&sockdir).unwrap();
-        std::fs::set_permissions(
-            &sockdir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
-        let socket_path = sockdir.join("s.sock");
-        let sidecar = Sidecar::unix_at(&socket_path, &root);
+        let (sidecar, socket) = unix_sidecar(&root);
         let staging = root.join("staging");
         std::fs::create_dir(&staging).unwrap();
         Self {
-            socket: socket_path.to_str().unwrap().to_owned(),
+            socket,
             staging: staging.to_str().unwrap().to_owned(),
             _dir: dir,
             sidecar,

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Dirs, Sidecar, config, sidecar_bin};
+use common::{Dirs, SidecarProcess, config, sidecar_bin, unix_sidecar};
 use devshell_vm_backend_beta::BetaSession;
 use devshell_vm_guest_fs::conformance::SymlinkFixture;
 use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestMetadata};
@@ -16,7 +16,7 @@ use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestMetadata};
 /// A Mode P session plus what must outlive it (its sidecar, its temp dirs).
 struct Fixture {
     session: BetaSession,
-    _sidecar: Option<Sidecar>,
+    _sidecar: Option<SidecarProcess>,
     dirs: Dirs,
 }
 
@@ -31,8 +31,8 @@ impl Fixture {
         let (sidecar, socket) = if stdio {
             (None, "stdio".to_owned())
         } else {
-            let sidecar = Sidecar::unix_at(&dirs.socket, &dirs.root);
-            (Some(sidecar), dirs.socket.to_str().unwrap().to_owned())
+            let (sidecar, socket) = unix_sidecar(&dirs.root);
+            (Some(sidecar), socket)
         };
         let session = BetaSession::new(&config(&[
             ("DEVSHELL_VM_SOCKET", &socket),

@@ -9,7 +9,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{Dirs, Sidecar, config, sidecar_bin, write_hello_crate};
+use common::{Dirs, Sidecar, config, sidecar_bin, tcp_sidecar, unix_sidecar, write_hello_crate};
 use devshell_vm_backend_beta::{BetaError, BetaSession};
 use devshell_vm_exec::{OutputMode, StreamKind, Termination, ToolRequest};
 use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestKind};
@@ -121,10 +121,10 @@ fn mode_s_cargo_cycle(session: &mut BetaSession) {
 #[test]
 fn mode_s_cargo_build_over_unix_socket() {
     let dirs = Dirs::new();
-    let _sidecar = Sidecar::unix_at(&dirs.socket, &dirs.root);
+    let (_sidecar, socket) = unix_sidecar(&dirs.root);
     let staging = dirs.staging("staging");
     let mut session = BetaSession::new(&config(&[
-        ("DEVSHELL_VM_SOCKET", dirs.socket.to_str().unwrap()),
+        ("DEVSHELL_VM_SOCKET", &socket),
         ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
     ]))
     .expect("session");
@@ -142,10 +142,9 @@ fn mode_s_cargo_build_over_unix_socket() {
 #[test]
 fn mode_s_cargo_build_over_tcp_with_token() {
     let dirs = Dirs::new();
+    let (_sidecar, socket) = tcp_sidecar(&dirs.root, "s3cret-token");
     let token_file = dirs.tmp.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let sidecar = Sidecar::tcp_with_token(&dirs.root, &token_file);
-    let socket = format!("tcp://{}", sidecar.tcp.as_deref().unwrap());
     let staging = dirs.staging("staging");
 
     // Without the token the handshake is refused, with a typed error.
@@ -225,9 +224,9 @@ fn stdio_without_a_sidecar_binary_is_a_clear_error() {
 #[test]
 fn default_staging_dir_is_private_and_removed_at_shutdown() {
     let dirs = Dirs::new();
-    let _sidecar = Sidecar::unix_at(&dirs.socket, &dirs.root);
+    let (_sidecar, socket) = unix_sidecar(&dirs.root);
     let mut session = BetaSession::new(&config(&[
-        ("DEVSHELL_VM_SOCKET", dirs.socket.to_str().unwrap()),
+        ("DEVSHELL_VM_SOCKET", &socket),
         ("DEVSHELL_EXPORT_BASE", dirs.root.to_str().unwrap()),
     ]))
     .expect("session");
@@ -249,10 +248,10 @@ fn default_staging_dir_is_private_and_removed_at_shutdown() {
 #[test]
 fn mode_p_guest_ops_and_exec_over_unix_socket() {
     let dirs = Dirs::new();
-    let _sidecar = Sidecar::unix_at(&dirs.socket, &dirs.root);
+    let (_sidecar, socket) = unix_sidecar(&dirs.root);
     let staging = dirs.staging("guest");
     let mut session = BetaSession::new(&config(&[
-        ("DEVSHELL_VM_SOCKET", dirs.socket.to_str().unwrap()),
+        ("DEVSHELL_VM_SOCKET", &socket),
         ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
         ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
     ]))
@@ -321,10 +320,10 @@ fn mode_p_guest_ops_and_exec_over_unix_socket() {
 #[test]
 fn exit_codes_and_signals_are_kept_apart_and_timeouts_are_typed() {
     let dirs = Dirs::new();
-    let _sidecar = Sidecar::unix_at(&dirs.socket, &dirs.root);
+    let (_sidecar, socket) = unix_sidecar(&dirs.root);
     let staging = dirs.staging("guest");
     let mut session = BetaSession::new(&config(&[
-        ("DEVSHELL_VM_SOCKET", dirs.socket.to_str().unwrap()),
+        ("DEVSHELL_VM_SOCKET", &socket),
         ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
         ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
     ]))
@@ -368,7 +367,7 @@ fn exit_codes_and_signals_are_kept_apart_and_timeouts_are_typed() {
         .expect("timeout is an outcome");
     assert_eq!(outcome.exec.termination, Termination::TimedOut);
     let mut timed = BetaSession::new(&config(&[
-        ("DEVSHELL_VM_SOCKET", dirs.socket.to_str().unwrap()),
+        ("DEVSHELL_VM_SOCKET", &socket),
         ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
         ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
         ("DEVSHELL_VM_EXEC_TIMEOUT_MS", "200"),
@@ -434,10 +433,10 @@ fn broken_connection_is_reported_once_then_reconnects() {
 #[test]
 fn cancel_handle_stops_the_tool_and_the_session_reconnects() {
     let dirs = Dirs::new();
-    let _sidecar = Sidecar::unix_at(&dirs.socket, &dirs.root);
+    let (_sidecar, socket) = unix_sidecar(&dirs.root);
     let staging = dirs.staging("guest");
     let mut session = BetaSession::new(&config(&[
-        ("DEVSHELL_VM_SOCKET", dirs.socket.to_str().unwrap()),
+        ("DEVSHELL_VM_SOCKET", &socket),
         ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
         ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
     ]))

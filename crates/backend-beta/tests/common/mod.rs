@@ -13,18 +13,41 @@ use std::time::Duration;
 use devshell_vm_config::VmConfig;
 use devshell_vm_vfs::Vfs;
 
-/// Path of the sidecar binary (built on first use).
-pub fn sidecar_bin() -> PathBuf {
-    devshell_vm_test_support::cargo_bin("devshell-vm-sidecar", "devshell-vm-sidecar")
+pub use devshell_vm_test_support::sidecar::{SidecarProcess, sidecar_bin};
+
+/// A sidecar on a fresh Unix socket (shared test-support helper), confined to `root`,
+/// and its socket path as `DEVSHELL_VM_SOCKET` text.
+pub fn unix_sidecar(root: &Path) -> (SidecarProcess, String) {
+    let sidecar = SidecarProcess::builder(sidecar_bin())
+        .root(root)
+        .start_unix();
+    let socket = sidecar
+        .socket_path()
+        .expect("unix sidecar has a socket")
+        .to_str()
+        .expect("UTF-8 socket path")
+        .to_owned();
+    (sidecar, socket)
 }
 
-/// A running sidecar, stopped (SIGTERM, then SIGKILL) and reaped on drop.
+/// A sidecar on loopback TCP requiring `token`, confined to `root`, and its address as
+/// `DEVSHELL_VM_SOCKET` text.
+pub fn tcp_sidecar(root: &Path, token: &str) -> (SidecarProcess, String) {
+    let sidecar = SidecarProcess::builder(sidecar_bin())
+        .root(root)
+        .token(token)
+        .start_tcp();
+    let addr = sidecar.tcp_addr().expect("tcp sidecar has an address");
+    (sidecar, format!("tcp://{addr}"))
+}
+
+/// A sidecar on a Unix socket path chosen by the test, so it can be killed and started
+/// again on the same path (the shared helper picks a fresh path each time). Stopped
+/// (SIGTERM, then SIGKILL) and reaped on drop.
 pub struct Sidecar {
     child: Option<Child>,
     /// The Unix socket path, for `--serve-socket`.
     pub socket: Option<PathBuf>,
-    /// The bound TCP address, for `--serve-tcp`.
-    pub tcp: Option<String>,
 }
 
 impl Sidecar {
@@ -65,7 +88,6 @@ impl Sidecar {
             Self {
                 child: Some(child),
                 socket: None,
-                tcp: None,
             },
             line,
         )
@@ -76,26 +98,6 @@ impl Sidecar {
         let socket_arg = socket.to_str().expect("UTF-8 socket path");
         let (mut sidecar, _) = Self::start(&["--serve-socket", socket_arg], root, &[]);
         sidecar.socket = Some(socket.to_path_buf());
-        sidecar
-    }
-
-    /// A sidecar on loopback TCP (free port) requiring the token in `token_file`.
-    pub fn tcp_with_token(root: &Path, token_file: &Path) -> Self {
-        let token = token_file.to_str().expect("UTF-8 token path");
-        let (mut sidecar, line) = Self::start(
-            &["--serve-tcp", "127.0.0.1:0"],
-            root,
-            &["--token-file", token],
-        );
-        let addr = line
-            .split("listening on tcp:")
-            .nth(1)
-            .expect("listening line names the tcp address")
-            .split_whitespace()
-            .next()
-            .expect("address")
-            .to_owned();
-        sidecar.tcp = Some(addr);
         sidecar
     }
 
