@@ -33,7 +33,7 @@ pub enum LimaError {
     },
     /// The Lima instance does not exist.
     #[error(
-        "Lima instance {instance:?} does not exist; create it with a writable mount of {workspace_parent} at {mount}, e.g. `limactl create --name={instance} template://default --mount-writable --set '.mounts += [{{\"location\":\"{workspace_parent}\",\"mountPoint\":\"{mount}\",\"writable\":true}}]'`, or choose another instance with DEVSHELL_VM_LIMA_INSTANCE"
+        "Lima instance {instance:?} does not exist; create it with a writable mount of {workspace_parent} at {mount}, e.g. `limactl create --name={instance} --set '.mounts += [{{\"location\":\"{workspace_parent}\",\"mountPoint\":\"{mount}\",\"writable\":true}}]' template:default`, or choose another instance with DEVSHELL_VM_LIMA_INSTANCE"
     )]
     InstanceMissing {
         /// The instance name.
