@@ -191,3 +191,35 @@ fn captured_tool_runs_go_over_the_channel_too() {
         "no extra limactl spawn"
     );
 }
+
+#[test]
+fn a_sidecar_that_does_not_answer_falls_back_to_one_shell_per_operation() {
+    let fixture = Fixture::new("Running");
+    let mut config = fixture.config(true);
+    // Exists and runs, but is no sidecar: the handshake gets end of input.
+    config.sidecar_bin = Some(std::path::PathBuf::from("/bin/true"));
+    let mut session = GammaSession::new(&config).expect("session");
+    let notices = common::Notices::default();
+    session.set_notice_writer(Box::new(notices.clone()));
+    session
+        .write_file(&format!("{MOUNT}/x"), b"1")
+        .expect("write");
+    assert_eq!(
+        session.read_file(&format!("{MOUNT}/x")).expect("read"),
+        b"1"
+    );
+    assert!(
+        matches!(session.channel_state(), ChannelState::Fallback(reason) if reason.contains("closed")),
+        "{:?}",
+        session.channel_state()
+    );
+    assert!(
+        notices.text().contains("one `limactl shell` per operation"),
+        "{}",
+        notices.text()
+    );
+    assert_eq!(
+        fixture.subcommands(),
+        ["list", "copy", "shell", "shell", "shell"]
+    );
+}

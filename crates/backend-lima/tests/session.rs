@@ -482,3 +482,40 @@ fn mode_s_captured_runs_use_the_channel_when_the_sidecar_is_reachable() {
     );
     assert_eq!(fixture.subcommands(), ["list", "copy", "shell"]);
 }
+
+/// The stand-in follows Lima's rule that leading `NAME=value` arguments are environment
+/// assignments — the hazard `shell_argv`'s `command --` guard exists for.
+#[test]
+fn standin_treats_leading_assignments_as_environment_like_lima() {
+    let fixture = Fixture::new("Running");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&fixture.standin)
+            .env("LIMA_HOME", fixture.lima_home.path())
+            .args(["shell", "--workdir", MOUNT, INSTANCE, "--"])
+            .args(args)
+            .output()
+            .expect("stand-in runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(
+        run(&["A=x 'y'", "sh", "-c", "printf '%s' \"$A\""]),
+        (Some(0), "x 'y'".to_owned())
+    );
+    // Unguarded, a program name with `=` is swallowed as an assignment and its first
+    // argument runs as the program instead (`ran`: not found, 127, nothing printed).
+    assert_eq!(run(&["echo=1", "ran"]), (Some(127), String::new()));
+    // Guarded as the backend does it, it is a program (here: not found, 127 from the shell).
+    assert_eq!(run(&["command", "--", "echo=1"]).0, Some(127));
+    // The guest sees the mount point, not the host path.
+    assert_eq!(run(&["pwd"]), (Some(0), "/workspace\n".to_owned()));
+    // A missing workdir is Lima's `cd … || exit 1`.
+    let out = std::process::Command::new(&fixture.standin)
+        .env("LIMA_HOME", fixture.lima_home.path())
+        .args(["shell", "--workdir", "/workspace/nope", INSTANCE, "true"])
+        .output()
+        .expect("stand-in runs");
+    assert_eq!(out.status.code(), Some(1));
+}
