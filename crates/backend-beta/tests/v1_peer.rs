@@ -1,8 +1,9 @@
 //! `BetaSession` against a tiny in-test **v1** sidecar that replies exactly as
 //! `protocol-v1.md` describes: no capabilities in `handshake_ok`, unknown fields ignored,
 //! output never streamed, `guest_fs` with only the five v1 operations, every `list_dir`
-//! error reported as `not_found`. Also: a peer that stops answering (read deadline) and
-//! exit statuses the v1 client used to clamp.
+//! error reported as `not_found`. Also: a peer that stops answering (read deadline),
+//! exit statuses the v1 client used to clamp, the frame limit, and (the one non-v1 mode
+//! of the peer) a `sync-verify` peer that does not see the staging directory.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +29,9 @@ struct PeerState {
     lines: Vec<String>,
     /// When set, the peer reads `guest_fs` requests and never answers them (once).
     swallow_next_guest_fs: bool,
+    /// When set, the peer announces `sync-verify` (if asked) and reports every manifest
+    /// entry of a push as missing: a staging directory that is not really shared.
+    unshared_staging: bool,
 }
 
 struct V1Peer {
@@ -93,6 +97,7 @@ fn serve(stream: UnixStream, shared: &Mutex<PeerState>) {
     let mut mount = String::from("/workspace");
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
+        let unshared = shared.lock().unwrap().unshared_staging;
         let swallow = {
             let mut state = shared.lock().unwrap();
             state.lines.push(line.clone());
@@ -118,6 +123,10 @@ fn serve(stream: UnixStream, shared: &Mutex<PeerState>) {
         };
         let sid = req["session_id"].as_str().unwrap_or_default().to_owned();
         let answer = match req["op"].as_str().unwrap_or_default() {
+            // A newer peer (only for the sync-verify test): answers with the capability.
+            "handshake" if unshared => {
+                json!({"op":"handshake_ok","version":1,"server":"fake","server_version":"0","capabilities":["sync-verify"]})
+            }
             // v1 ignores `capabilities` and `token` and never sends capabilities back.
             "handshake" => {
                 json!({"op":"handshake_ok","version":1,"server":"devshell-vm","server_version":"0.0.0"})
@@ -129,6 +138,18 @@ fn serve(stream: UnixStream, shared: &Mutex<PeerState>) {
                     .unwrap()
                     .clone_into(&mut mount);
                 json!({"op":"session_ok","session_id":sid})
+            }
+            "sync_request" if unshared => {
+                let mismatches: Vec<Value> = req["manifest"]
+                    .as_array()
+                    .map(|entries| {
+                        entries
+                            .iter()
+                            .map(|e| json!({"path": e["path"], "problem": "missing", "expected_size": e["size"]}))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({"op":"sync_ok","mismatches":mismatches})
             }
             "sync_request" => json!({"op":"sync_ok"}),
             "exec" => {
@@ -463,4 +484,73 @@ fn a_frame_over_the_limit_is_refused_locally_and_the_connection_stays() {
     assert!(!peer.staging.join("big").exists());
     assert_eq!(session.read_file("/workspace/small").unwrap(), b"ok");
     assert_eq!(session.connections_opened(), 1);
+}
+
+#[test]
+fn sync_verify_mismatch_stops_the_run_before_exec() {
+    let peer = V1Peer::start();
+    peer.state.lock().unwrap().unshared_staging = true;
+    let mut session = BetaSession::new(&peer.config("sync")).expect("session");
+    assert!(session.capabilities().unwrap().sync_verify);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").unwrap();
+    vfs.write_file("/p/a.txt", b"abc".to_vec()).unwrap();
+    let err = session
+        .run_tool(
+            &mut vfs,
+            "/p",
+            &ToolRequest::new("true", Vec::<String>::new()),
+        )
+        .expect_err("staging is not shared");
+    match &err {
+        BetaError::SyncMismatch { count, first } => {
+            assert_eq!(*count, 1);
+            assert!(
+                first.contains("0/p/a.txt") && first.contains("missing"),
+                "{first}"
+            );
+        }
+        other => panic!("expected SyncMismatch, got {other:?}"),
+    }
+    assert!(err.to_string().contains("shared"), "{err}");
+    assert!(
+        !peer.requests().iter().any(|r| r["op"] == "exec"),
+        "the tool must not run on a staging dir the sidecar does not see"
+    );
+    // The VFS lost nothing.
+    assert_eq!(&vfs.read_file("/p/a.txt").unwrap()[..], b"abc");
+}
+
+#[test]
+fn two_projects_with_the_same_leaf_name_get_separate_staging_dirs() {
+    let peer = V1Peer::start();
+    let mut session = BetaSession::new(&peer.config("sync")).expect("session");
+    let mut vfs = Vfs::new();
+    for dir in ["/a/app", "/b/app"] {
+        vfs.mkdir(dir).unwrap();
+        vfs.write_file(&format!("{dir}/Cargo.toml"), dir.as_bytes().to_vec())
+            .unwrap();
+        session
+            .run_tool(
+                &mut vfs,
+                dir,
+                &ToolRequest::new("true", Vec::<String>::new()),
+            )
+            .expect("run");
+    }
+    assert_eq!(
+        std::fs::read(peer.staging.join("0/app/Cargo.toml")).unwrap(),
+        b"/a/app"
+    );
+    assert_eq!(
+        std::fs::read(peer.staging.join("1/app/Cargo.toml")).unwrap(),
+        b"/b/app"
+    );
+    let cwds: Vec<Value> = peer
+        .requests()
+        .into_iter()
+        .filter(|r| r["op"] == "exec")
+        .map(|r| r["guest_cwd"].clone())
+        .collect();
+    assert_eq!(cwds, [json!("/workspace/0/app"), json!("/workspace/1/app")]);
 }
