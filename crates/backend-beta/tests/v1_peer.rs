@@ -530,13 +530,14 @@ fn two_projects_with_the_same_leaf_name_get_separate_staging_dirs() {
         vfs.mkdir(dir).unwrap();
         vfs.write_file(&format!("{dir}/Cargo.toml"), dir.as_bytes().to_vec())
             .unwrap();
-        session
+        let outcome = session
             .run_tool(
                 &mut vfs,
                 dir,
                 &ToolRequest::new("true", Vec::<String>::new()),
             )
             .expect("run");
+        assert_eq!(outcome.exec.termination, Termination::Exited(0));
     }
     assert_eq!(
         std::fs::read(peer.staging.join("0/app/Cargo.toml")).unwrap(),
