@@ -110,3 +110,98 @@ fn upsert(path: String, meta: &Metadata) -> ManifestEntry {
             .and_then(|d| i64::try_from(d.as_millis()).ok()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(entries: &[ManifestEntry]) -> Vec<(String, ManifestAction, Option<u64>)> {
+        entries
+            .iter()
+            .map(|e| (e.path.clone(), e.action, e.size))
+            .collect()
+    }
+
+    #[test]
+    fn first_push_lists_every_file_under_the_leaf_then_only_changes() {
+        let staging = tempfile::tempdir().unwrap();
+        let project = staging.path().join("0");
+        let state = SyncState::new(&project);
+        let mut vfs = Vfs::new();
+        vfs.mkdir("/w/app/src").unwrap();
+        vfs.write_file("/w/app/Cargo.toml", b"toml".to_vec())
+            .unwrap();
+        vfs.write_file("/w/app/src/main.rs", b"fn main(){}".to_vec())
+            .unwrap();
+        vfs.write_file("/w/app/gone.txt", b"x".to_vec()).unwrap();
+        vfs.symlink("src", "/w/app/link").unwrap();
+        let first = entries(&vfs, "/w/app", &state, staging.path(), None);
+        assert_eq!(
+            paths(&first),
+            [
+                (
+                    "0/app/Cargo.toml".to_owned(),
+                    ManifestAction::Upsert,
+                    Some(4)
+                ),
+                ("0/app/gone.txt".to_owned(), ManifestAction::Upsert, Some(1)),
+                (
+                    "0/app/src/main.rs".to_owned(),
+                    ManifestAction::Upsert,
+                    Some(11)
+                ),
+            ]
+        );
+        assert!(
+            first
+                .iter()
+                .all(|e| e.mtime_unix_ms.is_some_and(|ms| ms > 0))
+        );
+
+        let synced = vfs.generation();
+        vfs.write_file("/w/app/src/main.rs", b"fn main() {}\n".to_vec())
+            .unwrap();
+        vfs.remove("/w/app/gone.txt").unwrap();
+        // Deleted and created again: only the upsert.
+        vfs.remove("/w/app/Cargo.toml").unwrap();
+        vfs.write_file("/w/app/Cargo.toml", b"toml2".to_vec())
+            .unwrap();
+        let mut next = paths(&entries(
+            &vfs,
+            "/w/app",
+            &state,
+            staging.path(),
+            Some(synced),
+        ));
+        next.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            next,
+            [
+                (
+                    "0/app/Cargo.toml".to_owned(),
+                    ManifestAction::Upsert,
+                    Some(5)
+                ),
+                ("0/app/gone.txt".to_owned(), ManifestAction::Delete, None),
+                (
+                    "0/app/src/main.rs".to_owned(),
+                    ManifestAction::Upsert,
+                    Some(13)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn root_project_maps_to_the_project_dir_itself() {
+        let staging = tempfile::tempdir().unwrap();
+        let state = SyncState::new(staging.path().join("3"));
+        let mut vfs = Vfs::new();
+        vfs.write_file("/a.txt", b"abc".to_vec()).unwrap();
+        let all = entries(&vfs, "/", &state, staging.path(), None);
+        assert_eq!(
+            paths(&all),
+            [("3/a.txt".to_owned(), ManifestAction::Upsert, Some(3))]
+        );
+    }
+}
