@@ -12,12 +12,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use devshell_vm_backend_host::HostSandboxSession;
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
-use devshell_vm_test_support::bench::{fmt_duration, median, report, sample, scratch_dirs};
+use devshell_vm_test_support::bench::{fmt_duration, report, sample, scratch_dirs};
 use devshell_vm_vfs::Vfs;
 
 /// One benchmark tree: its name and the function that writes it into a VFS at `/t`.
@@ -106,28 +106,8 @@ fn main() {
     let quick = args.iter().any(|a| a == "quick");
     let only_overhead = args.iter().any(|a| a == "overhead");
     let only_cargo = args.iter().any(|a| a == "cargo");
-    let runs = if quick { 5 } else { 21 };
+    let runs = if quick { 5 } else { 41 };
     println!("host bench ({runs} samples per case)");
-
-    // Bare spawn of `true`, through the same exec crate the session uses.
-    let config = host_config(Path::new("/var/tmp"));
-    let cwd = std::env::temp_dir();
-    let program = devshell_vm_exec::resolve_program("true", config.path.as_deref(), &cwd)
-        .expect("`true` on PATH");
-    let bare_request = ToolRequest::new("true", Vec::<String>::new());
-    let bare = report(
-        "host/spawn true directly",
-        &sample(
-            runs * 2,
-            || (),
-            |()| {
-                let outcome =
-                    devshell_vm_exec::run(&program, &bare_request, &cwd, &mut |_, _| {}, None)
-                        .expect("spawn");
-                assert_eq!(outcome.termination, Termination::Exited(0));
-            },
-        ),
-    );
 
     let trees = [
         Tree {
@@ -144,20 +124,32 @@ fn main() {
         },
     ];
     if !only_cargo {
-        overhead(runs, bare, &trees);
+        overhead(runs, &trees);
     }
     if !only_overhead {
-        cargo_rebuild(runs);
+        cargo_rebuild(runs.min(21));
     }
 }
 
-fn overhead(runs: usize, bare: Duration, trees: &[Tree]) {
+/// Session run of `true` vs a bare spawn of `true` through the same exec runner, samples
+/// alternating so load changes on the shared machine hit both alike. Also reports the
+/// session's own work per run: its wall time minus the tool's (push, pull, bookkeeping).
+fn overhead(runs: usize, trees: &[Tree]) {
+    let config = host_config(Path::new("/var/tmp"));
+    let cwd = std::env::temp_dir();
+    let program = devshell_vm_exec::resolve_program("true", config.path.as_deref(), &cwd)
+        .expect("`true` on PATH");
+    let request = ToolRequest::new("true", Vec::<String>::new());
+    let bare_spawn = || {
+        let outcome =
+            devshell_vm_exec::run(&program, &request, &cwd, &mut |_, _| {}, None).expect("spawn");
+        assert_eq!(outcome.termination, Termination::Exited(0));
+    };
     for (medium, scratch) in scratch_dirs("devshell-host-bench-") {
         for tree in trees {
             let mut vfs = Vfs::new();
             (tree.build)(&mut vfs);
             let mut session = HostSandboxSession::new(&host_config(scratch.path()));
-            let request = ToolRequest::new("true", Vec::<String>::new());
             // Warm-up: the first run pushes the whole tree.
             let first = session
                 .run_tool(&mut vfs, "/t", &request)
@@ -169,46 +161,36 @@ fn overhead(runs: usize, bare: Duration, trees: &[Tree]) {
                 mib(first.push.bytes_written),
                 fmt_duration(first.push.duration + first.exec.duration)
             );
-            let mut phases = Vec::new();
-            let samples = sample(
-                runs,
-                || (),
-                |()| {
-                    let outcome = session.run_tool(&mut vfs, "/t", &request).expect("run");
-                    assert_eq!(outcome.exec.termination, Termination::Exited(0));
-                    assert!(outcome.push.is_noop());
-                    phases.push((
-                        outcome.push.duration,
-                        outcome.exec.duration,
-                        outcome.pull.map(|p| p.duration).unwrap_or_default(),
-                    ));
-                },
+            let mut bare = Vec::with_capacity(runs);
+            let mut through = Vec::with_capacity(runs);
+            let mut own_work = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                bare.extend(sample(1, || (), |()| bare_spawn()));
+                let started = Instant::now();
+                let outcome = session.run_tool(&mut vfs, "/t", &request).expect("run");
+                let total = started.elapsed();
+                assert_eq!(outcome.exec.termination, Termination::Exited(0));
+                assert!(outcome.push.is_noop());
+                through.push(total);
+                own_work.push(total.saturating_sub(outcome.exec.duration));
+            }
+            bare.sort();
+            through.sort();
+            own_work.sort();
+            let label = format!("host/{medium}/{}", tree.name);
+            let bare = report(&format!("{label}: bare spawn of true"), &bare);
+            let through = report(&format!("{label}: session run of true"), &through);
+            let own = report(
+                &format!("{label}: session's own work per run (total - tool)"),
+                &own_work,
             );
-            let phase = |pick: fn(&(Duration, Duration, Duration)) -> Duration| {
-                let mut values: Vec<Duration> = phases.iter().map(pick).collect();
-                values.sort();
-                fmt_duration(median(&values))
-            };
             println!(
-                "host/{medium}/{}: phase medians: push {}, tool {}, pull {}; pulls skipped {} of {}",
-                tree.name,
-                phase(|p| p.0),
-                phase(|p| p.1),
-                phase(|p| p.2),
+                "{label}: overhead over bare spawn (difference of medians) {}; own work {}; \
+                 pulls skipped {} of {}",
+                fmt_duration(through.saturating_sub(bare)),
+                fmt_duration(own),
                 session.stats().pulls_skipped,
                 session.stats().runs,
-            );
-            let median = report(
-                &format!(
-                    "host/{medium}/{}: session run of true (push+spawn+pull)",
-                    tree.name
-                ),
-                &samples,
-            );
-            println!(
-                "host/{medium}/{}: overhead over bare spawn {}",
-                tree.name,
-                fmt_duration(median.saturating_sub(bare))
             );
             session.shutdown().expect("shutdown");
         }
