@@ -318,22 +318,26 @@ fn bench_tree(
     // 1. First push into an empty directory.
     let (mut o, mut r, mut c) = (Samples::default(), Samples::default(), Samples::default());
     for _ in 0..reps.first {
+        // Every contender starts from an empty target with no dirty data or pending
+        // deletions of the previous one in flight (`sync` is not timed).
         let staging = work.join("ours");
         remove(&staging);
+        nix::unistd::sync();
         let mut state = SyncState::new(&staging);
         ours(&mut o, || {
             push_full(&vfs, ROOT, &mut state).expect("first push")
         });
-        remove(&staging);
         let dst = work.join("rsync");
         remove(&dst);
+        nix::unistd::sync();
         r.add(run_tool("rsync", &["-a", &slash(&src), &p(&dst)]));
-        remove(&dst);
         let dst = work.join("cp");
         remove(&dst);
+        nix::unistd::sync();
         c.add(run_tool("cp", &["-a", &p(&src), &p(&dst)]));
-        remove(&dst);
     }
+    remove(&work.join("rsync"));
+    remove(&work.join("cp"));
     let (o, c) = (o.medians(), c.medians());
     rows.push(Row {
         case: format!(

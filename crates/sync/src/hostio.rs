@@ -13,7 +13,6 @@ use std::ffi::{CStr, CString, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -233,7 +232,7 @@ fn frame(dir: OwnedFd, name: Option<CString>) -> nix::Result<Frame> {
 /// Removes entry `name` of `parent` whatever it is, directories recursively; never
 /// follows a symlink (a symlink is unlinked itself). Returns the number of entries
 /// removed (0 when nothing was there).
-pub(crate) fn remove_at(parent: BorrowedFd<'_>, name: &str) -> nix::Result<u64> {
+pub(crate) fn remove_at<P: ?Sized + NixPath>(parent: BorrowedFd<'_>, name: &P) -> nix::Result<u64> {
     match unlinkat(parent, name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) => return Ok(1),
         Err(Errno::ENOENT) => return Ok(0),
@@ -457,9 +456,4 @@ pub(crate) fn umask_bits() -> u32 {
 /// A host name as UTF-8, or `None` when it is not valid UTF-8.
 pub(crate) fn utf8_name(name: &CStr) -> Option<&str> {
     std::str::from_utf8(name.to_bytes()).ok()
-}
-
-/// Lossy display form of a host name, for reports.
-pub(crate) fn lossy_name(name: &CStr) -> OsString {
-    std::ffi::OsStr::from_bytes(name.to_bytes()).to_owned()
 }

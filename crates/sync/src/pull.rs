@@ -29,8 +29,6 @@ use crate::state::{Excludes, MEntry, SyncState, join_rel, leaf_name, vfs_join};
 const PROGRESS_EVERY: u64 = 256;
 /// Leaves with at least this many recorded entries are scanned by several threads.
 const PARALLEL_MIN_ENTRIES: usize = 2000;
-/// Most scanning threads.
-const MAX_SCANNERS: usize = 4;
 
 /// One change to make in the VFS, gathered before anything is applied.
 enum PullOp {
@@ -205,6 +203,7 @@ pub fn pull_workspace_to_vfs(
     let leaf_fd = open_leaf_for_pull(state.staging_dir(), &leaf, &leaf_path)?;
 
     let max_file_size = state.max_file_size;
+    let threads = state.threads;
     let SyncState {
         excludes,
         observer,
@@ -215,9 +214,7 @@ pub fn pull_workspace_to_vfs(
         return Err(VmSyncError::NotFound { vfs_path: norm });
     };
     let scanners = if leaf_state.entry_count >= PARALLEL_MIN_ENTRIES {
-        std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .clamp(1, MAX_SCANNERS)
+        threads
     } else {
         1
     };

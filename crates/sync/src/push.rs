@@ -1,7 +1,9 @@
 //! VFS → host: [`push_full`] and [`push_incremental`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,8 +28,8 @@ const BATCH_BYTES: u64 = 64 << 20;
 const BATCH_DIRS: usize = 256;
 /// Below this many files a batch is written on the calling thread.
 const PARALLEL_MIN_FILES: usize = 64;
-/// Most writer threads used.
-const MAX_WRITERS: usize = 4;
+/// Most files of one directory a writer takes at once.
+const CHUNK_FILES: usize = 64;
 
 /// Resolves `vfs_path` and checks it is an existing directory, before anything on the
 /// host is touched.
@@ -145,6 +147,7 @@ struct FullPush<'a, 'v> {
     leaf_path: &'a Path,
     excludes: &'a Excludes,
     umask_bits: u32,
+    threads: usize,
     generation: u64,
     observed_at: Ts,
     report: SyncReport,
@@ -175,11 +178,13 @@ fn full_push_inner(
     let root_meta = vfs.stat(norm)?;
     let excludes = state.excludes.clone();
     let umask_bits = state.umask_bits;
+    let threads = state.threads;
     let observer = state.observer_mut();
     let mut push = FullPush {
         leaf_path: &leaf_path,
         excludes: &excludes,
         umask_bits,
+        threads,
         generation: vfs.generation(),
         observed_at,
         report: SyncReport {
@@ -307,7 +312,7 @@ fn full_push_inner(
 
 impl FullPush<'_, '_> {
     /// Deletes host entries of an existing directory that the VFS directory lacks
-    /// (excluded ones stay).
+    /// (excluded ones stay). Names that are not UTF-8 cannot be in the VFS: extras.
     fn reconcile(
         &mut self,
         vfs: &Vfs,
@@ -320,39 +325,32 @@ impl FullPush<'_, '_> {
         let listing_fd = fd
             .try_clone_to_owned()
             .map_err(|err| VmSyncError::io(&dir_path, err))?;
-        let mut listing =
+        let listing =
             Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
-        let mut extras = Vec::new();
-        for entry in listing.iter() {
+        let mut extras: Vec<CString> = Vec::new();
+        for entry in listing {
             let entry = entry.map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
             let name = entry.file_name();
-            if hostio::is_dot_or_dotdot(name) {
+            if hostio::is_dot_or_dotdot(name)
+                || hostio::utf8_name(name).is_some_and(|n| wanted.contains(n))
+            {
                 continue;
             }
-            match hostio::utf8_name(name) {
-                Some(utf8) if wanted.contains(utf8) => {}
-                Some(utf8) => extras.push((utf8.to_owned(), true)),
-                // Not representable in the VFS, so not in it: an extra.
-                None => extras.push((String::from_utf8_lossy(name.to_bytes()).into_owned(), false)),
-            }
+            extras.push(name.to_owned());
         }
-        drop(listing);
-        for (name, utf8) in extras {
-            if utf8 && !self.excludes.is_empty() {
-                let child_rel = join_rel(rel, &name);
+        for name in extras {
+            let shown = dir_path.join(OsStr::from_bytes(name.to_bytes()));
+            if let Some(utf8) = hostio::utf8_name(&name)
+                && !self.excludes.is_empty()
+            {
                 let is_dir =
-                    hostio::lstat_at(fd, name.as_str()).is_ok_and(|m| m.kind == HostKind::Dir);
-                if self.excludes.matches(&child_rel, is_dir) {
+                    hostio::lstat_at(fd, name.as_c_str()).is_ok_and(|m| m.kind == HostKind::Dir);
+                if self.excludes.matches(&join_rel(rel, utf8), is_dir) {
                     continue;
                 }
             }
-            if !utf8 {
-                // Re-list to get the exact bytes of non-UTF-8 names.
-                self.report.deleted += remove_non_utf8(fd, &dir_path)?;
-                continue;
-            }
-            self.report.deleted += hostio::remove_at(fd, name.as_str())
-                .map_err(|errno| VmSyncError::errno(dir_path.join(&name), errno))?;
+            self.report.deleted += hostio::remove_at(fd, name.as_c_str())
+                .map_err(|errno| VmSyncError::errno(shown, errno))?;
         }
         Ok(())
     }
@@ -361,7 +359,7 @@ impl FullPush<'_, '_> {
     fn flush(&mut self) -> Result<(), VmSyncError> {
         let jobs = std::mem::take(&mut self.jobs);
         self.job_bytes = 0;
-        let results = write_files(&jobs, self.umask_bits)
+        let results = write_files(&jobs, self.umask_bits, self.threads)
             .map_err(|(index, err)| VmSyncError::io(self.leaf_path.join(&jobs[index].rel), err))?;
         for (job, (meta, removed)) in jobs.iter().zip(results) {
             self.report.files_written += 1;
@@ -387,48 +385,6 @@ impl FullPush<'_, '_> {
     }
 }
 
-/// Removes every non-UTF-8 entry of a directory (they cannot exist in the VFS).
-fn remove_non_utf8(fd: BorrowedFd<'_>, dir_path: &Path) -> Result<u64, VmSyncError> {
-    let listing_fd = fd
-        .try_clone_to_owned()
-        .map_err(|err| VmSyncError::io(dir_path, err))?;
-    let mut listing =
-        Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(dir_path, errno))?;
-    let names: Vec<std::ffi::CString> = listing
-        .iter()
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_owned())
-        .filter(|name| !hostio::is_dot_or_dotdot(name) && hostio::utf8_name(name).is_none())
-        .collect();
-    drop(listing);
-    let mut removed = 0;
-    for name in names {
-        removed += remove_cstr(fd, &name).map_err(|errno| {
-            VmSyncError::errno(
-                dir_path.join(std::ffi::OsStr::new(&hostio::lossy_name(&name))),
-                errno,
-            )
-        })?;
-    }
-    Ok(removed)
-}
-
-/// [`hostio::remove_at`] for a name that is not UTF-8: unlink, or recurse through a
-/// directory using a temporary UTF-8 name for it.
-fn remove_cstr(parent: BorrowedFd<'_>, name: &std::ffi::CStr) -> nix::Result<u64> {
-    match nix::unistd::unlinkat(parent, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
-        Ok(()) => Ok(1),
-        Err(Errno::ENOENT) => Ok(0),
-        Err(Errno::EISDIR | Errno::EPERM) => {
-            // Rename the directory to a UTF-8 name in the same parent, then remove that.
-            let temp = format!(".devshell-sync-remove-{}", std::process::id());
-            nix::fcntl::renameat(parent, name, parent, temp.as_str())?;
-            hostio::remove_at(parent, &temp)
-        }
-        Err(err) => Err(err),
-    }
-}
-
 /// Per file: its metadata after writing and how many entries it replaced.
 type WriteResult = std::io::Result<(HostMeta, u64)>;
 
@@ -437,21 +393,33 @@ type WriteResult = std::io::Result<(HostMeta, u64)>;
 fn write_files(
     jobs: &[FileJob<'_>],
     umask_bits: u32,
+    threads: usize,
 ) -> Result<Vec<(HostMeta, u64)>, (usize, std::io::Error)> {
     let write_one = |job: &FileJob<'_>| -> WriteResult {
         let (file, removed) = hostio::create_file_at(job.dir.as_fd(), job.name(), job.mode)?;
         let meta = hostio::finish_file(file, job.content, job.mode, job.mtime, umask_bits)?;
         Ok((meta, removed))
     };
-    let writers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, MAX_WRITERS);
+    let writers = threads.max(1);
     if jobs.len() < PARALLEL_MIN_FILES || writers == 1 {
         return jobs
             .iter()
             .enumerate()
             .map(|(index, job)| write_one(job).map_err(|err| (index, err)))
             .collect();
+    }
+    // Writers take runs of files of one directory (at most CHUNK_FILES), so they mostly
+    // create entries in different directories instead of contending for one.
+    let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    for index in 1..=jobs.len() {
+        if index == jobs.len()
+            || index - start >= CHUNK_FILES
+            || !Arc::ptr_eq(&jobs[index].dir, &jobs[start].dir)
+        {
+            chunks.push(start..index);
+            start = index;
+        }
     }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -460,13 +428,18 @@ fn write_files(
     let work = || {
         let mut done = Vec::new();
         while !failed.load(Ordering::Relaxed) {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(job) = jobs.get(index) else { break };
-            let result = write_one(job);
-            if result.is_err() {
-                failed.store(true, Ordering::Relaxed);
+            let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                break;
+            };
+            for index in chunk.clone() {
+                let result = write_one(&jobs[index]);
+                let failed_now = result.is_err();
+                done.push((index, result));
+                if failed_now {
+                    failed.store(true, Ordering::Relaxed);
+                    break;
+                }
             }
-            done.push((index, result));
         }
         done
     };

@@ -295,6 +295,7 @@ pub struct SyncState {
     pub(crate) leaves: BTreeMap<String, LeafState>,
     pub(crate) umask_bits: u32,
     pub(crate) max_file_size: u64,
+    pub(crate) threads: usize,
 }
 
 /// A progress callback as stored in [`SyncState`].
@@ -353,6 +354,7 @@ impl SyncState {
             leaves: BTreeMap::new(),
             umask_bits: crate::hostio::umask_bits(),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            threads: default_threads(),
         }
     }
 
@@ -380,6 +382,13 @@ impl SyncState {
     /// (the VFS holds contents in memory, and a sparse file can claim any size).
     pub fn set_max_file_size(&mut self, bytes: u64) {
         self.max_file_size = bytes;
+    }
+
+    /// How many threads a full push (file writes) and a large pull (the metadata
+    /// scan) may use; default: the available parallelism, at most 4. `1` keeps every
+    /// sync on the calling thread.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     /// The exclude patterns as given.
@@ -501,6 +510,13 @@ impl SyncState {
             entry_count: 0,
         }))
     }
+}
+
+/// Default for [`SyncState::set_threads`].
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
 }
 
 /// Last segment of a canonical VFS path (`""` for the root).
