@@ -66,6 +66,7 @@
 //! host backend with a one-line note, so a fresh machine without Lima still works.
 //! With `DEVSHELL_VM` unset the configured backend is `lima`.
 
+pub mod conformance;
 mod error;
 mod holder;
 mod session;
