@@ -57,6 +57,12 @@ struct DemoArgs {
 /// Arguments of `devshell-vm run`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").args(["dir", "image"])))]
+#[command(
+    after_help = "Exit status: the tool's own (128 + N when signal N killed it); \
+    124 when the exec timeout (DEVSHELL_VM_EXEC_TIMEOUT_MS) killed it; 70 when the run \
+    could not happen (configuration, loading, sync, missing program); 2 for usage errors.\n\
+    Example: devshell-vm run --dir . --cwd / -- cargo build"
+)]
 struct RunArgs {
     /// Backend to use (default: `DEVSHELL_VM_BACKEND`, falling back to host when the
     /// configured VM backend is unavailable; an explicit choice never falls back).
@@ -75,7 +81,9 @@ struct RunArgs {
     /// Save the in-memory workspace, with the tool's changes, to this image file.
     #[arg(long, value_name = "FILE")]
     save: Option<std::path::PathBuf>,
-    /// Working directory of the tool inside the in-memory workspace.
+    /// Working directory of the tool inside the in-memory workspace. The tool sees the
+    /// project around it, found the way cargo finds it: the outermost directory whose
+    /// `Cargo.toml` has `[workspace]`, else the nearest `Cargo.toml`, else this directory.
     #[arg(long, value_name = "VFS_PATH", default_value = "/")]
     cwd: String,
     /// The tool and its arguments (after `--`).
