@@ -217,6 +217,9 @@ pub fn run(
         source: std::io::Error::other("pid out of range"),
     })?);
 
+    // Restores the terminal to this process group when dropped (after the wait below).
+    let _terminal = TerminalHandover::take(request.stdin, group);
+
     let (sender, events) = mpsc::channel();
     let open_streams = spawn_readers(&mut child, &sender);
     spawn_waiter(child, sender);
@@ -239,6 +242,56 @@ pub fn run(
         stderr: state.stderr,
         duration: started.elapsed(),
     })
+}
+
+/// Foreground handover of the controlling terminal. The tool runs in its own process
+/// group; with an inherited stdin that is this process's terminal, that group would be a
+/// *background* group and the first read from the terminal would stop the tool with
+/// `SIGTTIN` (an interactive `cargo run` hung until the timeout). While the tool runs its
+/// group is made the terminal's foreground group — as a shell does for a job — and on
+/// drop this process's group takes the terminal back. Ctrl-C at the terminal then reaches
+/// the tool's group directly. Nothing happens when stdin is not inherited, not a
+/// terminal, or this process is not in the foreground itself.
+struct TerminalHandover {
+    ours: Pid,
+}
+
+impl TerminalHandover {
+    fn take(stdin: StdinMode, tool_group: Pid) -> Option<Self> {
+        use std::os::fd::AsFd;
+        if stdin != StdinMode::Inherit {
+            return None;
+        }
+        let terminal = std::io::stdin();
+        if !nix::unistd::isatty(terminal.as_fd()).unwrap_or(false) {
+            return None;
+        }
+        let ours = nix::unistd::getpgrp();
+        if nix::unistd::tcgetpgrp(terminal.as_fd()).ok()? != ours {
+            return None;
+        }
+        nix::unistd::tcsetpgrp(terminal.as_fd(), tool_group).ok()?;
+        // The tool may have read the terminal before it became the foreground group and
+        // been stopped by SIGTTIN: let it continue (harmless when it was not stopped).
+        let _ = killpg(tool_group, Signal::SIGCONT);
+        Some(Self { ours })
+    }
+}
+
+impl Drop for TerminalHandover {
+    fn drop(&mut self) {
+        use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+        use std::os::fd::AsFd;
+        // This process is a background group now; `tcsetpgrp` from the background sends
+        // SIGTTOU (which would stop us) unless the signal is blocked.
+        let mut block = SigSet::empty();
+        block.add(Signal::SIGTTOU);
+        let mut previous = SigSet::empty();
+        if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut previous)).is_ok() {
+            let _ = nix::unistd::tcsetpgrp(std::io::stdin().as_fd(), self.ours);
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+        }
+    }
 }
 
 fn stdio_for(mode: OutputMode) -> Stdio {
