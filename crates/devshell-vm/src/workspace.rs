@@ -1,8 +1,8 @@
 //! The host workspace directory shared with a Lima guest, and `DEVSHELL_WORKSPACE_ROOT`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use devshell_vm_config::{VmConfig, sanitize_instance_dir_name};
+use devshell_vm_config::VmConfig;
 
 use crate::VmError;
 
@@ -23,18 +23,33 @@ pub fn workspace_parent_for_instance(instance: &str) -> PathBuf {
 ///
 /// 1. `DEVSHELL_VM_WORKSPACE_PARENT` when set;
 /// 2. with `DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT` on (the default), the cargo workspace
-///    root of the process's current directory — the outermost ancestor whose
-///    `Cargo.toml` declares `[workspace]`, else the nearest `Cargo.toml`;
+///    root of the process's current directory;
 /// 3. else `<export base>/vm-workspace/<instance with [^A-Za-z0-9_-] → _>`.
 ///
-/// Step 2 reads manifests on the file system instead of spawning `cargo metadata` (the
-/// earlier project spawned it several times per start-up); the rule is the one
-/// [`devshell_vm_sync::project_root`] applies to the VFS.
+/// With the `lima` feature this is exactly what the Lima backend mounts
+/// (`devshell_vm_backend_lima::workspace_parent_for_instance`: step 2 asks
+/// `cargo metadata` once per process and directory). Without it, step 2 reads manifests
+/// on the file system — the outermost ancestor whose `Cargo.toml` declares a workspace,
+/// else the nearest `Cargo.toml` (the rule [`devshell_vm_sync::project_root`] applies to
+/// the VFS) — since no guest will mount the directory anyway.
 #[must_use]
 pub fn workspace_parent_for_config(config: &VmConfig, instance: &str) -> PathBuf {
     if let Some(parent) = &config.workspace_parent {
         return parent.clone();
     }
+    resolve_parent(config, instance)
+}
+
+#[cfg(all(unix, feature = "lima"))]
+fn resolve_parent(config: &VmConfig, instance: &str) -> PathBuf {
+    devshell_vm_backend_lima::workspace_parent_for_instance(&VmConfig {
+        lima_instance: instance.to_owned(),
+        ..config.clone()
+    })
+}
+
+#[cfg(not(all(unix, feature = "lima")))]
+fn resolve_parent(config: &VmConfig, instance: &str) -> PathBuf {
     if config.workspace_use_cargo_root
         && let Some(root) = std::env::current_dir()
             .ok()
@@ -45,7 +60,7 @@ pub fn workspace_parent_for_config(config: &VmConfig, instance: &str) -> PathBuf
     config
         .export_base_dir()
         .join("vm-workspace")
-        .join(sanitize_instance_dir_name(instance))
+        .join(devshell_vm_config::sanitize_instance_dir_name(instance))
 }
 
 /// Host directory that Lima mounts at the guest workspace (e.g. `/workspace`), for the
@@ -89,7 +104,8 @@ pub fn workspace_root_env_for(config: &VmConfig) -> Result<(&'static str, PathBu
 
 /// Cargo's root lookup on the host file system, starting at `start`: the outermost
 /// ancestor whose `Cargo.toml` declares a workspace, else the nearest `Cargo.toml`.
-fn host_cargo_root(start: &Path) -> Option<PathBuf> {
+#[cfg(not(all(unix, feature = "lima")))]
+fn host_cargo_root(start: &std::path::Path) -> Option<PathBuf> {
     let mut nearest = None;
     let mut outermost_workspace = None;
     for dir in start.ancestors() {
@@ -135,6 +151,7 @@ mod tests {
         );
     }
 
+    #[cfg(not(all(unix, feature = "lima")))]
     #[test]
     fn host_cargo_root_prefers_the_outermost_workspace() {
         let dir = tempfile::tempdir().expect("tempdir");
