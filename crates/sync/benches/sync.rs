@@ -317,27 +317,37 @@ fn bench_tree(
 
     // 1. First push into an empty directory.
     let (mut o, mut r, mut c) = (Samples::default(), Samples::default(), Samples::default());
-    for _ in 0..reps.first {
-        // Every contender starts from an empty target with no dirty data or pending
-        // deletions of the previous one in flight (`sync` is not timed).
-        let staging = work.join("ours");
-        remove(&staging);
+    // Every contender writes into a fresh directory, with no dirty data of the previous
+    // one in flight (`sync`, not timed); deletions wait until the case is over, so one
+    // tool's deletions do not slow the next one's file creations (ext4 scans recently
+    // deleted inodes when allocating).
+    for rep in 0..reps.first {
         nix::unistd::sync();
-        let mut state = SyncState::new(&staging);
+        let mut state = SyncState::new(work.join(format!("first-ours-{rep}")));
         ours(&mut o, || {
             push_full(&vfs, ROOT, &mut state).expect("first push")
         });
-        let dst = work.join("rsync");
-        remove(&dst);
         nix::unistd::sync();
-        r.add(run_tool("rsync", &["-a", &slash(&src), &p(&dst)]));
-        let dst = work.join("cp");
-        remove(&dst);
+        r.add(run_tool(
+            "rsync",
+            &[
+                "-a",
+                &slash(&src),
+                &p(&work.join(format!("first-rsync-{rep}"))),
+            ],
+        ));
         nix::unistd::sync();
-        c.add(run_tool("cp", &["-a", &p(&src), &p(&dst)]));
+        c.add(run_tool(
+            "cp",
+            &["-a", &p(&src), &p(&work.join(format!("first-cp-{rep}")))],
+        ));
     }
-    remove(&work.join("rsync"));
-    remove(&work.join("cp"));
+    for rep in 0..reps.first {
+        for tool in ["ours", "rsync", "cp"] {
+            remove(&work.join(format!("first-{tool}-{rep}")));
+        }
+    }
+    nix::unistd::sync();
     let (o, c) = (o.medians(), c.medians());
     rows.push(Row {
         case: format!(
