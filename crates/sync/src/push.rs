@@ -17,7 +17,8 @@ use crate::VmSyncError;
 use crate::hostio::{self, HostKind, HostMeta, Ts};
 use crate::report::{SyncProgress, SyncReport};
 use crate::state::{
-    Excludes, LeafState, MEntry, SyncState, join_rel, leaf_name, rel_of, split_rel, vfs_join,
+    Excludes, LeafState, MEntry, SyncState, check_rel, join_rel, leaf_name, rel_of, split_rel,
+    vfs_join,
 };
 
 /// Files handed to the writer threads at once.
@@ -226,6 +227,7 @@ fn full_push_inner(
             }
             skip_below = None;
         }
+        check_rel(&rel)?;
         let (parent_rel, name) = split_rel(&rel);
         while push.stack.last().is_some_and(|top| top.rel != parent_rel) {
             let done = push.stack.pop().expect("checked non-empty");
@@ -646,6 +648,7 @@ fn incremental_inner(
         if rel.is_empty() {
             continue;
         }
+        check_rel(rel)?;
         let (parent_rel, name) = split_rel(rel);
         let mut ignored = Vec::new();
         let Some(parent) = chain
@@ -684,6 +687,7 @@ fn incremental_inner(
         if excludes.covers(rel, meta.kind == NodeKind::Dir) {
             continue;
         }
+        check_rel(rel)?;
         let (parent_rel, name) = split_rel(rel);
         created_dirs.clear();
         let parent = chain

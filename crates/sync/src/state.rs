@@ -116,6 +116,25 @@ impl MEntry {
     }
 }
 
+/// Checks every component of a leaf-relative path before it is used on the host: no
+/// empty, `.`, `..` or NUL-containing component (so no absolute path either). The VFS
+/// never produces such names; this is the host side's own guard.
+pub(crate) fn check_rel(rel: &str) -> Result<(), VmSyncError> {
+    for name in rel.split('/') {
+        let reason = match name {
+            "" => "empty component (absolute path or `//`)",
+            "." | ".." => "`.` and `..` are not names",
+            _ if name.contains('\0') => "contains a NUL byte",
+            _ => continue,
+        };
+        return Err(VmSyncError::InvalidName {
+            name: rel.to_owned(),
+            reason,
+        });
+    }
+    Ok(())
+}
+
 /// Components of a leaf-relative path (`""` has none).
 pub(crate) fn rel_components(rel: &str) -> impl Iterator<Item = &str> {
     rel.split('/').filter(|c| !c.is_empty())
@@ -614,6 +633,17 @@ mod tests {
         root.remove("a");
         assert_eq!(root.len(), 1);
         assert!(MEntry::new(meta(HostKind::File), 1, Ts { sec: 1, nsec: 0 }).racy);
+    }
+
+    #[test]
+    fn host_side_names_are_checked() {
+        assert!(check_rel("a/b.rs").is_ok());
+        for bad in ["/abs", "a//b", "..", "a/../b", ".", "a/./b", "nul\0x", ""] {
+            assert!(
+                matches!(check_rel(bad), Err(VmSyncError::InvalidName { .. })),
+                "{bad:?} accepted"
+            );
+        }
     }
 
     #[test]
