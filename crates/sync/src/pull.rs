@@ -127,6 +127,8 @@ struct Queue<'m> {
     jobs: Vec<DirJob<'m>>,
     /// Jobs taken but not finished.
     active: usize,
+    /// Threads waiting for a job (wake-ups are only sent when someone waits).
+    idle: usize,
 }
 
 type Observer<'a> = &'a mut (dyn FnMut(&SyncProgress) + Send);
@@ -232,6 +234,7 @@ pub fn pull_workspace_to_vfs(
                 depth: norm.split('/').filter(|c| !c.is_empty()).count(),
             }],
             active: 0,
+            idle: 0,
         }),
         wake: Condvar::new(),
         failed: AtomicBool::new(false),
@@ -383,10 +386,12 @@ impl<'m> Scan<'_, 'm> {
                     if queue.active == 0 {
                         return;
                     }
+                    queue.idle += 1;
                     queue = self
                         .wake
                         .wait(queue)
                         .unwrap_or_else(PoisonError::into_inner);
+                    queue.idle -= 1;
                 }
             };
             let outcome = self.scan_dir(job);
@@ -406,18 +411,26 @@ impl<'m> Scan<'_, 'm> {
                         .get_or_insert(err);
                 }
             }
+            // Waiters need to hear about the end of the scan or a failure; new jobs
+            // wake them in `push_job`.
+            let wake = queue.idle > 0
+                && ((queue.jobs.is_empty() && queue.active == 0)
+                    || self.failed.load(Ordering::Relaxed));
             drop(queue);
-            self.wake.notify_all();
+            if wake {
+                self.wake.notify_all();
+            }
         }
     }
 
     fn push_job(&self, job: DirJob<'m>) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .jobs
-            .push(job);
-        self.wake.notify_one();
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.jobs.push(job);
+        let wake = queue.idle > 0;
+        drop(queue);
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// Opens a job's directory; for the leaf itself also compares its own metadata.
