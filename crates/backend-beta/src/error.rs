@@ -17,6 +17,9 @@ use devshell_vm_sync::VmSyncError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BetaError {
+    /// Ctrl-C handling for a run could not be set up.
+    #[error("cannot watch for interrupts during the run: {0}")]
+    InterruptHandlers(#[source] devshell_vm_exec::ExecError),
     /// No transport is configured (`DEVSHELL_VM_SOCKET` unset).
     #[error(
         "the beta backend needs DEVSHELL_VM_SOCKET (a Unix socket path, tcp:HOST:PORT, tcp://HOST:PORT or stdio)"

@@ -289,7 +289,7 @@ impl BetaSession {
         program: &str,
         args: &[String],
     ) -> Result<ExitStatus, BetaError> {
-        let request = ToolRequest::new(program, args.iter().cloned());
+        let request = ToolRequest::new(program, args.iter().cloned()).forward_interrupts(true);
         let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
         if let Some(status) = outcome.exec.exit_status() {
             return Ok(status);
@@ -341,6 +341,19 @@ impl BetaSession {
         if request.timeout.is_none() {
             request.timeout = self.exec_timeout;
         }
+        // The tool runs behind the sidecar, so there is no local process group to
+        // forward Ctrl-C to: an interrupt cancels the remote run instead (the sidecar
+        // kills the group when the connection closes) and the pull still happens.
+        let interrupt_cancel = CancelHandle::new();
+        let interrupt_watch = if request.forward_interrupts && cancel.is_none() {
+            Some(
+                devshell_vm_exec::cancel_on_interrupt(&interrupt_cancel)
+                    .map_err(BetaError::InterruptHandlers)?,
+            )
+        } else {
+            None
+        };
+        let cancel = cancel.or(interrupt_watch.as_ref().map(|_| &interrupt_cancel));
         match self.link.mode {
             WorkspaceMode::Guest => {
                 self.run_guest_primary(vfs, vfs_cwd, &request, on_output, cancel)

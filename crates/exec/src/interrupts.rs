@@ -11,8 +11,11 @@
 // async-signal-safe); ours only stores into an atomic.
 #![allow(unsafe_code)]
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::CancelHandle;
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
@@ -87,6 +90,67 @@ fn restore(previous: &[(Signal, SigAction)]) {
         let _ = unsafe { sigaction(*signal, old) };
     }
 }
+
+/// Fires a [`CancelHandle`] when this process receives `SIGINT`, `SIGTERM` or
+/// `SIGHUP`, for as long as it lives; the signals do not kill this process meanwhile.
+///
+/// For backends whose tool runs elsewhere (a sidecar, a VM): there is no local
+/// process group to forward the signal to, so Ctrl-C cancels the remote run instead,
+/// and the caller still finishes its work (e.g. pulls what the tool wrote).
+/// Concurrent watches and forwarding runs share one set of pending signals: a
+/// signal reaches whichever of them looks first.
+pub struct InterruptWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    _handlers: ForwardGuard,
+}
+
+impl std::fmt::Debug for InterruptWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterruptWatch").finish_non_exhaustive()
+    }
+}
+
+/// Starts an [`InterruptWatch`] that cancels `cancel` on the first interrupt.
+///
+/// # Errors
+/// [`crate::ExecError::Io`] when the signal handlers cannot be installed.
+pub fn cancel_on_interrupt(cancel: &CancelHandle) -> Result<InterruptWatch, crate::ExecError> {
+    let handlers = ForwardGuard::install().map_err(|err| crate::ExecError::Io {
+        context: "installing interrupt handlers".to_owned(),
+        source: err.into(),
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = Arc::clone(&stop);
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if !take_pending().is_empty() {
+                    cancel.cancel();
+                }
+                std::thread::sleep(WATCH_TICK);
+            }
+        })
+    };
+    Ok(InterruptWatch {
+        stop,
+        thread: Some(thread),
+        _handlers: handlers,
+    })
+}
+
+impl Drop for InterruptWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How often an [`InterruptWatch`] looks for pending signals.
+const WATCH_TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Signals received since the last call (each at most once).
 pub(crate) fn take_pending() -> Vec<Signal> {

@@ -36,6 +36,7 @@ mod interrupts;
 mod request;
 mod runner;
 
+pub use interrupts::{InterruptWatch, cancel_on_interrupt};
 pub use request::{OutputMode, StdinMode, ToolRequest};
 pub use runner::{CancelHandle, ExecOutcome, StreamKind, Termination, resolve_program, run};
 
