@@ -178,6 +178,29 @@ impl VmConfig {
         })
     }
 
+    /// The configuration to fall back to when [`VmConfig::from_env`] fails: VM off,
+    /// every `DEVSHELL_VM*` setting at its default, but the system variables read
+    /// (`PATH`, so tools are still found by name; `HOME`, `XDG_CACHE_HOME`, `TMPDIR`,
+    /// `LIMA_HOME`) and `DEVSHELL_EXPORT_BASE` when it holds a valid value.
+    #[must_use]
+    pub fn host_fallback_from_env() -> Self {
+        Self::host_fallback_from_source(&ProcessEnv)
+    }
+
+    /// [`VmConfig::host_fallback_from_env`] over any [`EnvSource`].
+    #[must_use]
+    pub fn host_fallback_from_source(env: &dyn EnvSource) -> Self {
+        Self {
+            export_base: abs_path(env, ENV_DEVSHELL_EXPORT_BASE).ok().flatten(),
+            home: any_path(env, ENV_HOME),
+            xdg_cache_home: any_path(env, ENV_XDG_CACHE_HOME),
+            lima_home: any_path(env, ENV_LIMA_HOME),
+            path: raw(env, ENV_PATH),
+            tmpdir: any_path(env, ENV_TMPDIR),
+            ..Self::disabled()
+        }
+    }
+
     /// VM off, host backend, every other field at its default (nothing read from
     /// any environment: `home`, `path` and the like are `None`).
     #[must_use]

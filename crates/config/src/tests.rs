@@ -776,3 +776,39 @@ fn env_vars_doc_lists_every_variable() {
         );
     }
 }
+
+#[test]
+fn host_fallback_keeps_system_variables_and_ignores_bad_devshell_values() {
+    let env: BTreeMap<String, String> = [
+        ("DEVSHELL_VM", "maybe"),
+        ("DEVSHELL_VM_BACKEND", "qemu"),
+        ("DEVSHELL_VM_EXEC_TIMEOUT_MS", "soon"),
+        ("DEVSHELL_EXPORT_BASE", "/srv/exports"),
+        ("PATH", "/opt/bin:/usr/bin"),
+        ("HOME", "/home/u"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert!(
+        VmConfig::from_source(&env).is_err(),
+        "the strict parse must fail"
+    );
+    let fallback = VmConfig::host_fallback_from_source(&env);
+    assert!(!fallback.enabled);
+    assert!(fallback.use_host_sandbox());
+    assert_eq!(fallback.exec_timeout, None);
+    assert_eq!(fallback.path, Some(OsString::from("/opt/bin:/usr/bin")));
+    assert_eq!(fallback.home, Some(PathBuf::from("/home/u")));
+    assert_eq!(fallback.export_base_dir(), PathBuf::from("/srv/exports"));
+
+    // A bad export base is dropped, not used.
+    let bad_base: BTreeMap<String, String> =
+        [("DEVSHELL_EXPORT_BASE".to_owned(), "relative/dir".to_owned())]
+            .into_iter()
+            .collect();
+    assert_eq!(
+        VmConfig::host_fallback_from_source(&bad_base).export_base,
+        None
+    );
+}

@@ -71,11 +71,11 @@ impl SessionHolder {
 
     /// Host backend configured from the process environment (`PATH`, export base,
     /// exec timeout), whatever backend the environment asks for. If the environment does
-    /// not parse, the defaults of [`VmConfig::host_only`] are used (no `PATH`: tools must
-    /// then be given by path); use [`Self::new_host_with`] to pass a config.
+    /// not parse, [`VmConfig::host_fallback_from_env`] is used (default settings, but
+    /// `PATH` and the cache locations kept); use [`Self::new_host_with`] to pass a config.
     #[must_use]
     pub fn new_host() -> Self {
-        let config = VmConfig::from_env().unwrap_or_else(|_| VmConfig::host_only());
+        let config = VmConfig::from_env().unwrap_or_else(|_| VmConfig::host_fallback_from_env());
         Self::new_host_with(&config)
     }
 

@@ -166,11 +166,11 @@ pub fn try_session_rc_or_host(stderr: &mut dyn Write) -> Rc<RefCell<SessionHolde
         Err(err) => {
             let _ = writeln!(
                 stderr,
-                "devshell-vm: {}; using the host backend with default settings",
+                "devshell-vm: {}; using the host backend with default settings (PATH and HOME kept)",
                 VmError::from(err)
             );
             Rc::new(RefCell::new(SessionHolder::new_host_with(
-                &VmConfig::host_only(),
+                &VmConfig::host_fallback_from_env(),
             )))
         }
     }

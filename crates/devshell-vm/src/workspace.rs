@@ -12,10 +12,10 @@ pub const ENV_DEVSHELL_WORKSPACE_ROOT: &str = "DEVSHELL_WORKSPACE_ROOT";
 
 /// Host directory for the workspace of Lima instance `instance`, from the process
 /// environment (see [`workspace_parent_for_config`]). If the environment does not parse,
-/// the defaults of [`VmConfig::disabled`] apply.
+/// [`VmConfig::host_fallback_from_env`] applies.
 #[must_use]
 pub fn workspace_parent_for_instance(instance: &str) -> PathBuf {
-    let config = VmConfig::from_env().unwrap_or_else(|_| VmConfig::disabled());
+    let config = VmConfig::from_env().unwrap_or_else(|_| VmConfig::host_fallback_from_env());
     workspace_parent_for_config(&config, instance)
 }
 
@@ -67,7 +67,7 @@ fn resolve_parent(config: &VmConfig, instance: &str) -> PathBuf {
 /// configured instance.
 #[must_use]
 pub fn vm_workspace_host_root() -> PathBuf {
-    let config = VmConfig::from_env().unwrap_or_else(|_| VmConfig::disabled());
+    let config = VmConfig::from_env().unwrap_or_else(|_| VmConfig::host_fallback_from_env());
     workspace_parent_for_config(&config, &config.lima_instance)
 }
 
