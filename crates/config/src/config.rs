@@ -42,6 +42,7 @@ const TIMEOUT_ACCEPTED: &str = "a positive integer number of milliseconds";
 const GUEST_PATH_ACCEPTED: &str = "an absolute guest path (starting with /) without .. components";
 const HOST_ABS_ACCEPTED: &str = "an absolute host path";
 const TEXT_ACCEPTED: &str = "non-empty UTF-8 text";
+const PATH_ACCEPTED: &str = "a path (without NUL bytes)";
 const MAX_INSTANCE_LEN: usize = 76;
 
 /// Parsed and validated configuration. Build it with [`VmConfig::from_env`] (the
@@ -157,13 +158,13 @@ impl VmConfig {
             workspace_parent: abs_path(env, ENV_DEVSHELL_VM_WORKSPACE_PARENT)?,
             workspace_use_cargo_root: flag(env, ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, true)?,
             beta_session_staging: text(env, ENV_DEVSHELL_VM_BETA_SESSION_STAGING)?,
-            limactl: any_path(env, ENV_DEVSHELL_VM_LIMACTL),
+            limactl: dev_path(env, ENV_DEVSHELL_VM_LIMACTL)?,
             stop_on_exit: flag(env, ENV_DEVSHELL_VM_STOP_ON_EXIT, false)?,
             lima_hints: flag(env, ENV_DEVSHELL_VM_LIMA_HINTS, true)?,
             auto_build_essential: flag(env, ENV_DEVSHELL_VM_AUTO_BUILD_ESSENTIAL, true)?,
             internal_repl: flag(env, ENV_DEVSHELL_VM_INTERNAL_REPL, false)?,
-            sidecar_bin: any_path(env, ENV_DEVSHELL_VM_SIDECAR_BIN),
-            token_file: any_path(env, ENV_DEVSHELL_VM_TOKEN_FILE),
+            sidecar_bin: dev_path(env, ENV_DEVSHELL_VM_SIDECAR_BIN)?,
+            token_file: dev_path(env, ENV_DEVSHELL_VM_TOKEN_FILE)?,
             export_base: abs_path(env, ENV_DEVSHELL_EXPORT_BASE)?,
             home: any_path(env, ENV_HOME),
             xdg_cache_home: any_path(env, ENV_XDG_CACHE_HOME),
@@ -439,10 +440,27 @@ fn raw(env: &dyn EnvSource, name: &str) -> Option<OsString> {
         .filter(|v| !v.as_encoded_bytes().iter().all(u8::is_ascii_whitespace))
 }
 
-/// The value as text, `None` when unset or blank; non-UTF-8 is an error.
+/// The error for a value holding a NUL byte. The process environment cannot carry
+/// one, but other [`EnvSource`]s (maps, closures) can, and no variable accepts it.
+fn nul_error(name: &'static str, value: &std::ffi::OsStr, accepted: &'static str) -> ConfigError {
+    ConfigError::new(
+        name,
+        value.to_string_lossy(),
+        "contains a NUL byte",
+        accepted,
+    )
+}
+
+/// `true` when the raw value holds a NUL byte.
+fn has_nul(value: &std::ffi::OsStr) -> bool {
+    value.as_encoded_bytes().contains(&0)
+}
+
+/// The value as text, `None` when unset or blank; non-UTF-8 and NUL bytes are errors.
 fn text(env: &dyn EnvSource, name: &'static str) -> Result<Option<String>, ConfigError> {
     match raw(env, name) {
         None => Ok(None),
+        Some(v) if has_nul(&v) => Err(nul_error(name, &v, accepted_for(name))),
         Some(v) => v.into_string().map(Some).map_err(|v| {
             ConfigError::new(
                 name,
@@ -451,6 +469,16 @@ fn text(env: &dyn EnvSource, name: &'static str) -> Result<Option<String>, Confi
                 accepted_for(name),
             )
         }),
+    }
+}
+
+/// A `DEVSHELL_VM*` path taken verbatim (relative paths allowed, resolved by the
+/// user of the field); a NUL byte is an error.
+fn dev_path(env: &dyn EnvSource, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+    match raw(env, name) {
+        None => Ok(None),
+        Some(v) if has_nul(&v) => Err(nul_error(name, &v, PATH_ACCEPTED)),
+        Some(v) => Ok(Some(PathBuf::from(v))),
     }
 }
 
@@ -471,6 +499,7 @@ fn any_path(env: &dyn EnvSource, name: &str) -> Option<PathBuf> {
 fn abs_path(env: &dyn EnvSource, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
     match raw(env, name) {
         None => Ok(None),
+        Some(v) if has_nul(&v) => Err(nul_error(name, &v, HOST_ABS_ACCEPTED)),
         Some(v) if Path::new(&v).is_absolute() => Ok(Some(PathBuf::from(v))),
         Some(v) => Err(ConfigError::new(
             name,

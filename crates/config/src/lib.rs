@@ -37,7 +37,9 @@
 //!   accept `on`; they do now).
 //! - **Never a silent default.** Any other value is a [`ConfigError`] naming the
 //!   variable, the value, the problem and what is accepted. Non-UTF-8 values are
-//!   errors for text variables and kept verbatim for path variables.
+//!   errors for text variables and kept verbatim for path variables. A value
+//!   holding a NUL byte (possible only from a map or closure source) is an error
+//!   for every variable.
 //! - **Same defaults in every build**: there is no `cfg(test)` behaviour.
 //!
 //! # Variables

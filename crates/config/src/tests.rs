@@ -365,6 +365,13 @@ fn cases() -> Vec<Case> {
             });
         }
     }
+    // A NUL byte (only a map or closure source can hold one): an error for every
+    // variable, paths included, never a value carried on to a syscall or a guest command.
+    for v in VARIABLES.iter().filter(|v| v.status == VarStatus::Used) {
+        for value in ["/a\0b", "1\0", "\0"] {
+            c.push(bad(v.name, value));
+        }
+    }
     let raw = PathBuf::from(non_utf8());
     c.push(Case {
         var: ENV_DEVSHELL_VM_LIMACTL,
@@ -437,12 +444,6 @@ fn every_case_parses_to_its_field_or_names_variable_and_value() {
 #[test]
 fn every_used_variable_has_good_and_bad_cases() {
     let cases = cases();
-    // These accept any path (relative paths are resolved by their user); no value is bad.
-    let no_bad_value = [
-        ENV_DEVSHELL_VM_LIMACTL,
-        ENV_DEVSHELL_VM_SIDECAR_BIN,
-        ENV_DEVSHELL_VM_TOKEN_FILE,
-    ];
     for v in VARIABLES.iter().filter(|v| v.status == VarStatus::Used) {
         assert!(
             cases.iter().any(|c| c.var == v.name && c.expect.is_some()),
@@ -450,8 +451,7 @@ fn every_used_variable_has_good_and_bad_cases() {
             v.name
         );
         assert!(
-            no_bad_value.contains(&v.name)
-                || cases.iter().any(|c| c.var == v.name && c.expect.is_none()),
+            cases.iter().any(|c| c.var == v.name && c.expect.is_none()),
             "no bad-value case for {}",
             v.name
         );
@@ -748,9 +748,135 @@ fn from_env_agrees_with_a_snapshot_of_the_process_env() {
         exec_timeout_ms_from_env(),
         exec_timeout_ms_from_source(&OsSource(snapshot.clone()))
     );
-    // `PATH` is set for any cargo test run; seeing it proves the process env was read.
+    assert_eq!(
+        VmConfig::host_fallback_from_env(),
+        VmConfig::host_fallback_from_source(&OsSource(snapshot))
+    );
+    // `PATH` is set for any cargo test run; seeing it proves the process env was read
+    // (through the fallback, which reads it even when a DEVSHELL_VM* value is bad).
+    assert!(
+        VmConfig::host_fallback_from_env().path.is_some(),
+        "PATH not seen in the process environment"
+    );
     if let Ok(cfg) = from_snapshot {
         assert!(cfg.path.is_some(), "PATH not seen by from_env");
+    }
+}
+
+/// Every `ENV_DEVSHELL_VM*` name the seed's `devshell::vm` module exports (plus the
+/// sandbox's `ENV_EXPORT_BASE` and the `DEVSHELL_VM_INTERNAL_REPL` it reads by name) is
+/// a constant here, spelled as its variable, and described in [`VARIABLES`]. The list
+/// is copied from the seed; this test stops compiling when a constant goes missing.
+#[test]
+fn every_seed_name_is_exported_and_described() {
+    let seed: [(&str, &str); 27] = [
+        (ENV_DEVSHELL_VM, "DEVSHELL_VM"),
+        (ENV_DEVSHELL_VM_BACKEND, "DEVSHELL_VM_BACKEND"),
+        (
+            ENV_DEVSHELL_VM_BETA_SESSION_STAGING,
+            "DEVSHELL_VM_BETA_SESSION_STAGING",
+        ),
+        (
+            ENV_DEVSHELL_VM_CONTAINER_IMAGE,
+            "DEVSHELL_VM_CONTAINER_IMAGE",
+        ),
+        (
+            ENV_DEVSHELL_VM_DISABLE_PODMAN_SSH_HOME,
+            "DEVSHELL_VM_DISABLE_PODMAN_SSH_HOME",
+        ),
+        (ENV_DEVSHELL_VM_EAGER, "DEVSHELL_VM_EAGER"),
+        (
+            ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS,
+            "DEVSHELL_VM_EXEC_TIMEOUT_MS",
+        ),
+        (ENV_DEVSHELL_VM_LIMA_INSTANCE, "DEVSHELL_VM_LIMA_INSTANCE"),
+        (ENV_DEVSHELL_VM_LINUX_BINARY, "DEVSHELL_VM_LINUX_BINARY"),
+        (ENV_DEVSHELL_VM_REPO_ROOT, "DEVSHELL_VM_REPO_ROOT"),
+        (
+            ENV_DEVSHELL_VM_SKIP_PODMAN_BOOTSTRAP,
+            "DEVSHELL_VM_SKIP_PODMAN_BOOTSTRAP",
+        ),
+        (ENV_DEVSHELL_VM_SOCKET, "DEVSHELL_VM_SOCKET"),
+        (
+            ENV_DEVSHELL_VM_STDIO_TRANSPORT,
+            "DEVSHELL_VM_STDIO_TRANSPORT",
+        ),
+        (ENV_DEVSHELL_VM_WORKSPACE_MODE, "DEVSHELL_VM_WORKSPACE_MODE"),
+        (ENV_DEVSHELL_VM_LIMA_HINTS, "DEVSHELL_VM_LIMA_HINTS"),
+        (
+            ENV_DEVSHELL_VM_AUTO_BUILD_ESSENTIAL,
+            "DEVSHELL_VM_AUTO_BUILD_ESSENTIAL",
+        ),
+        (
+            ENV_DEVSHELL_VM_AUTO_BUILD_TODO_GUEST,
+            "DEVSHELL_VM_AUTO_BUILD_TODO_GUEST",
+        ),
+        (ENV_DEVSHELL_VM_AUTO_TODO_PATH, "DEVSHELL_VM_AUTO_TODO_PATH"),
+        (ENV_DEVSHELL_VM_GUEST_HOST_DIR, "DEVSHELL_VM_GUEST_HOST_DIR"),
+        (
+            ENV_DEVSHELL_VM_GUEST_TODO_HINT,
+            "DEVSHELL_VM_GUEST_TODO_HINT",
+        ),
+        (
+            ENV_DEVSHELL_VM_GUEST_WORKSPACE,
+            "DEVSHELL_VM_GUEST_WORKSPACE",
+        ),
+        (ENV_DEVSHELL_VM_LIMACTL, "DEVSHELL_VM_LIMACTL"),
+        (ENV_DEVSHELL_VM_STOP_ON_EXIT, "DEVSHELL_VM_STOP_ON_EXIT"),
+        (
+            ENV_DEVSHELL_VM_WORKSPACE_PARENT,
+            "DEVSHELL_VM_WORKSPACE_PARENT",
+        ),
+        (
+            ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT,
+            "DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT",
+        ),
+        (ENV_DEVSHELL_VM_INTERNAL_REPL, "DEVSHELL_VM_INTERNAL_REPL"),
+        (ENV_EXPORT_BASE, "DEVSHELL_EXPORT_BASE"),
+    ];
+    for (constant, name) in seed {
+        assert_eq!(constant, name, "constant for {name} is misspelled");
+        assert!(
+            VARIABLES.iter().any(|v| v.name == name),
+            "{name} is not described in VARIABLES"
+        );
+    }
+    // And nothing in VARIABLES is described twice.
+    for (i, v) in VARIABLES.iter().enumerate() {
+        assert!(
+            VARIABLES[i + 1..].iter().all(|w| w.name != v.name),
+            "{} is described twice",
+            v.name
+        );
+    }
+}
+
+/// The row `docs/env-vars.md` must hold for `v`.
+fn doc_row(v: &VarDoc) -> String {
+    format!(
+        "| `{}` | {} | {} | {} |",
+        v.name, v.accepted, v.default, v.effect
+    )
+}
+
+/// `docs/env-vars.md` has exactly one row per variable, in the table's order, and each
+/// row is the one [`VARIABLES`] describes (accepted values, default and effect), so the
+/// document cannot drift from the code.
+#[test]
+fn env_vars_doc_rows_are_the_table() {
+    let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/env-vars.md");
+    let doc = std::fs::read_to_string(doc_path).unwrap_or_else(|e| panic!("read {doc_path}: {e}"));
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+    let want: Vec<String> = VARIABLES.iter().map(doc_row).collect();
+    assert_eq!(
+        rows.len(),
+        want.len(),
+        "{doc_path} has {} variable rows, VARIABLES has {}",
+        rows.len(),
+        want.len()
+    );
+    for (row, want) in rows.iter().zip(&want) {
+        assert_eq!(*row, want.as_str(), "{doc_path} row differs from VARIABLES");
     }
 }
 
