@@ -54,10 +54,9 @@ pub(crate) struct Node {
     pub(crate) data: NodeData,
     pub(crate) mode: u32,
     pub(crate) mtime: SystemTime,
-    /// Generation of the last change to this node itself (creation, content, metadata).
+    /// Generation of the last change to this node itself (creation, content, metadata,
+    /// or a move of it or of an ancestor).
     pub(crate) generation: u64,
-    /// Highest generation of any change at or below this node.
-    pub(crate) subtree_generation: u64,
 }
 
 /// What a node holds.
@@ -154,7 +153,6 @@ impl Node {
             mode: mode & 0o7777,
             mtime,
             generation,
-            subtree_generation: generation,
         }
     }
 
@@ -165,7 +163,6 @@ impl Node {
             mode: self.mode,
             mtime: self.mtime,
             generation: self.generation,
-            subtree_generation: self.subtree_generation,
         }
     }
 
@@ -203,7 +200,6 @@ impl Node {
         let mut stack: Vec<&mut Node> = vec![self];
         while let Some(node) = stack.pop() {
             node.generation = generation;
-            node.subtree_generation = generation;
             if let NodeData::Dir(children) = &mut node.data {
                 stack.extend(children.0.values_mut());
             }
@@ -222,6 +218,20 @@ impl Node {
         }
         max
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Nodes looked at by path lookups and walks on this thread (tests bound the work of
+    /// `changes_since` with it).
+    pub(crate) static VISITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one node looked at (tests only; nothing in normal builds).
+#[inline]
+pub(crate) fn count_visit() {
+    #[cfg(test)]
+    VISITS.with(|visits| visits.set(visits.get() + 1));
 }
 
 /// A borrowed view of one node, as yielded by [`Vfs::walk`](crate::Vfs::walk).
@@ -315,6 +325,7 @@ impl<'a> Iterator for Walk<'a> {
                 path.push_str(base);
                 path.push('/');
                 path.push_str(name);
+                count_visit();
                 self.stack.push(WalkEntry {
                     path,
                     node: NodeRef { node: child },

@@ -89,17 +89,6 @@ pub(crate) fn split_parent(path: &str) -> (&str, &str) {
     }
 }
 
-/// Joins a canonical directory path and a name.
-pub(crate) fn join(dir: &str, name: &str) -> String {
-    let mut out = String::with_capacity(dir.len() + 1 + name.len());
-    if dir != "/" {
-        out.push_str(dir);
-    }
-    out.push('/');
-    out.push_str(name);
-    out
-}
-
 /// `true` when canonical `path` is `base` or lies below it.
 pub(crate) fn is_within(path: &str, base: &str) -> bool {
     if base == "/" {
@@ -160,8 +149,6 @@ mod tests {
     fn helpers() {
         assert_eq!(split_parent("/a"), ("/", "a"));
         assert_eq!(split_parent("/a/b"), ("/a", "b"));
-        assert_eq!(join("/", "a"), "/a");
-        assert_eq!(join("/a", "b"), "/a/b");
         assert!(is_within("/a/b", "/a"));
         assert!(is_within("/a", "/a"));
         assert!(!is_within("/ab", "/a"));

@@ -441,6 +441,10 @@ fn failed_operations_change_nothing() {
     assert!(vfs.remove("/nope").is_err());
     assert!(vfs.symlink("t", "/d/f").is_err());
     assert!(vfs.touch("/none/x").is_err());
+    assert!(vfs.symlink("t", "/none/l").is_err());
+    assert!(vfs.write_file("/d", b"".to_vec()).is_err());
+    assert!(vfs.rename("/nope", "/x").is_err());
+    assert_eq!(vfs.log_len(), snapshot.log_len(), "a failed op was logged");
     assert_eq!(vfs.generation(), g);
     assert!(vfs.same_tree(&snapshot));
     assert!(vfs.changes_since("/", g).unwrap().is_empty());
@@ -477,4 +481,114 @@ fn generations_from_another_tree_are_refused() {
     let own = replaced.generation();
     replaced.write_file("/h", b"3".to_vec()).unwrap();
     assert_eq!(replaced.changes_since("/", own).unwrap().upserted, ["/h"]);
+}
+
+/// Nodes looked at (path lookup steps and walk steps) while `f` runs.
+fn visits_during<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let before = crate::node::VISITS.with(std::cell::Cell::get);
+    let result = f();
+    (
+        result,
+        crate::node::VISITS.with(std::cell::Cell::get) - before,
+    )
+}
+
+#[test]
+fn changes_since_work_is_bounded_by_the_changes_not_the_tree_or_fan_out() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/big").unwrap();
+    for i in 0..3000 {
+        vfs.write_file(&format!("/big/f{i:04}"), b"x".to_vec())
+            .unwrap();
+    }
+    for d in 0..30 {
+        vfs.mkdir(&format!("/deep/d{d:02}")).unwrap();
+        for i in 0..30 {
+            vfs.write_file(&format!("/deep/d{d:02}/f{i:02}"), b"y".to_vec())
+                .unwrap();
+        }
+    }
+    let g = vfs.generation();
+    let (nothing, visits) = visits_during(|| vfs.changes_since("/", g).unwrap());
+    assert!(nothing.is_empty());
+    assert_eq!(visits, 0, "no change must cost no tree visits");
+
+    // One change in a directory of 3000 entries: a lookup, not a scan.
+    vfs.write_file("/big/f1500", b"changed".to_vec()).unwrap();
+    let (changes, visits) = visits_during(|| vfs.changes_since("/", g).unwrap());
+    assert_eq!(changes.upserted, ["/big/f1500"]);
+    assert!(visits <= 4, "one change cost {visits} visits");
+    let (changes, visits) = visits_during(|| vfs.changes_since("/big", g).unwrap());
+    assert_eq!(changes.upserted, ["/big/f1500"]);
+    assert!(visits <= 4, "one change under /big cost {visits} visits");
+
+    // A moved subtree costs its own size (every node in it is a change), nothing more.
+    let g = vfs.generation();
+    vfs.rename("/deep/d07", "/big/moved").unwrap();
+    let (changes, visits) = visits_during(|| vfs.changes_since("/", g).unwrap());
+    assert_eq!(changes.deleted, ["/deep/d07"]);
+    assert_eq!(changes.upserted.len(), 31);
+    assert_eq!(changes.upserted[0], "/big/moved");
+    assert!(visits <= 31 + 4, "a 31-node move cost {visits} visits");
+}
+
+#[test]
+fn journal_orders_parents_first_and_skips_later_removed_paths() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/x").unwrap();
+    vfs.mkdir("/a").unwrap();
+    vfs.write_file("/a/f", b"f".to_vec()).unwrap();
+    let g = vfs.generation();
+    vfs.mkdir("/x/y/z").unwrap();
+    vfs.set_mode("/a/f", 0o600).unwrap();
+    vfs.rename("/a", "/b").unwrap();
+    vfs.write_file("/b/g", b"g".to_vec()).unwrap();
+    vfs.rename("/b/g", "/c").unwrap();
+    vfs.write_file("/x/y/tmp", b"t".to_vec()).unwrap();
+    vfs.remove("/x/y/tmp").unwrap();
+    let changes = vfs.changes_since("/", g).unwrap();
+    assert_eq!(changes.upserted, ["/b", "/b/f", "/c", "/x/y", "/x/y/z"]);
+    assert_eq!(changes.deleted, ["/a", "/b/g", "/x/y/tmp"]);
+    // A query inside a moved subtree: the whole queried subtree is new.
+    let changes = vfs.changes_since("/b/f", g).unwrap();
+    assert_eq!(changes.upserted, ["/b/f"]);
+    assert!(changes.deleted.is_empty());
+    // Names that sort differently as strings and as path components.
+    let g = vfs.generation();
+    vfs.mkdir("/p/a").unwrap();
+    vfs.write_file("/p/a/z", b"".to_vec()).unwrap();
+    vfs.write_file("/p/a-b", b"".to_vec()).unwrap();
+    vfs.write_file("/p/a.c", b"".to_vec()).unwrap();
+    let walked: Vec<String> = vfs.walk("/p").unwrap().map(|e| e.path).collect();
+    assert_eq!(vfs.changes_since("/", g).unwrap().upserted, walked);
+}
+
+#[test]
+fn copy_tree_to_host_copies_a_single_file_and_a_symlink_as_leaves() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/w").unwrap();
+    vfs.write_file_with("/w/tool.sh", b"echo".to_vec(), 0o750, t(7_000))
+        .unwrap();
+    vfs.symlink_with("../elsewhere", "/w/link", t(8_000))
+        .unwrap();
+    vfs.copy_tree_to_host("/w/tool.sh", dir.path()).unwrap();
+    vfs.copy_tree_to_host("/w/link", dir.path()).unwrap();
+    let file = dir.path().join("tool.sh");
+    assert_eq!(std::fs::read(&file).unwrap(), b"echo");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(meta.modified().unwrap(), t(7_000));
+    let link = std::fs::symlink_metadata(dir.path().join("link")).unwrap();
+    assert!(link.file_type().is_symlink());
+    assert_eq!(link.modified().unwrap(), t(8_000));
+    assert_eq!(
+        std::fs::read_link(dir.path().join("link")).unwrap(),
+        std::path::Path::new("../elsewhere")
+    );
+    assert!(matches!(
+        vfs.copy_tree_to_host("/w/none", dir.path()),
+        Err(VfsError::NotFound { path }) if path == "/w/none"
+    ));
 }

@@ -44,9 +44,22 @@ impl Changes {
     }
 }
 
+/// What one change-log entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Logged {
+    /// The path (and everything below it) was removed or replaced by another kind.
+    Deleted,
+    /// The node at the path was created or changed (not its children).
+    Node,
+    /// The subtree at the path was moved there (every node in it is new there).
+    Tree,
+}
+
+/// One entry of the change log.
 #[derive(Clone)]
-struct Tombstone {
+struct LogEntry {
     generation: u64,
+    what: Logged,
     path: String,
 }
 
@@ -58,7 +71,8 @@ pub struct Vfs {
     pub(crate) root: Node,
     pub(crate) cwd: String,
     generation: u64,
-    tombstones: Vec<Tombstone>,
+    /// Every change since `history_floor`, in generation order.
+    log: Vec<LogEntry>,
     /// `changes_since(g)` is answerable only for `g >= history_floor`.
     history_floor: u64,
     history_limit: usize,
@@ -96,29 +110,36 @@ fn not_a_dir(path: &str) -> VfsError {
     }
 }
 
-/// Walks `norm` from `root`, stamping `subtree_generation` on every node passed
-/// (including the target) when `stamp` is given.
-fn walk_mut<'a>(
-    root: &'a mut Node,
-    norm: &str,
-    stamp: Option<u64>,
-) -> Result<&'a mut Node, VfsError> {
+/// Walks `norm` from `root` (changes nothing on the way).
+fn walk_mut<'a>(root: &'a mut Node, norm: &str) -> Result<&'a mut Node, VfsError> {
     let mut node = root;
-    if let Some(generation) = stamp {
-        node.subtree_generation = generation;
-    }
     let mut prefix_len = 0;
     for name in components(norm) {
         let NodeData::Dir(children) = &mut node.data else {
             return Err(not_a_dir(&norm[..prefix_len]));
         };
         node = children.0.get_mut(name).ok_or_else(|| not_found(norm))?;
-        if let Some(generation) = stamp {
-            node.subtree_generation = generation;
-        }
         prefix_len += 1 + name.len();
     }
     Ok(node)
+}
+
+/// `true` when a proper ancestor of canonical `path` is in `set`.
+fn has_ancestor_in(path: &str, set: &std::collections::BTreeSet<&str>) -> bool {
+    let mut current = path;
+    while current != "/" {
+        current = split_parent(current).0;
+        if set.contains(current) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Pre-order of canonical paths: a parent before its children, siblings by name
+/// (the order of [`Walk`] and of `BTreeMap<String, _>` keys).
+fn preorder(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
 }
 
 fn walk_ref<'a>(root: &'a Node, norm: &str) -> Result<&'a Node, VfsError> {
@@ -129,6 +150,7 @@ fn walk_ref<'a>(root: &'a Node, norm: &str) -> Result<&'a Node, VfsError> {
             return Err(not_a_dir(&norm[..prefix_len]));
         };
         node = children.0.get(name).ok_or_else(|| not_found(norm))?;
+        crate::node::count_visit();
         prefix_len += 1 + name.len();
     }
     Ok(node)
@@ -144,7 +166,7 @@ impl Vfs {
             root: Node::new_dir(DIR_MODE, SystemTime::now(), 0),
             cwd: "/".to_owned(),
             generation: start,
-            tombstones: Vec::new(),
+            log: Vec::new(),
             history_floor: start,
             history_limit: DEFAULT_HISTORY_LIMIT,
         }
@@ -203,12 +225,19 @@ impl Vfs {
         self.generation
     }
 
-    /// Bounds the deletion log to about `limit` entries (at least 1). When it overflows,
+    /// Bounds the change log (one entry per created, changed, moved or removed path) to
+    /// about `limit` entries (at least 1). When it overflows,
     /// the oldest half is dropped and `changes_since` for older generations returns
     /// [`VfsError::HistoryUnavailable`].
     pub fn set_history_limit(&mut self, limit: usize) {
         self.history_limit = limit.max(1);
         self.trim_history();
+    }
+
+    /// Entries in the change log (tests check that failed operations log nothing).
+    #[cfg(test)]
+    pub(crate) fn log_len(&self) -> usize {
+        self.log.len()
     }
 
     /// Oldest generation `changes_since` can still answer for.
@@ -227,21 +256,26 @@ impl Vfs {
         self.generation = generation;
     }
 
-    fn tombstone(&mut self, generation: u64, path: String) {
-        self.tombstones.push(Tombstone { generation, path });
-        if self.tombstones.len() > self.history_limit {
+    /// Records one change of a committed mutation in the change log.
+    fn log(&mut self, generation: u64, what: Logged, path: String) {
+        self.log.push(LogEntry {
+            generation,
+            what,
+            path,
+        });
+        if self.log.len() > self.history_limit {
             self.trim_history();
         }
     }
 
     fn trim_history(&mut self) {
-        if self.tombstones.len() <= self.history_limit {
+        if self.log.len() <= self.history_limit {
             return;
         }
         // Drop whole generations so that every remaining generation is complete.
-        let cut = self.tombstones[self.tombstones.len() / 2].generation;
-        let keep_from = self.tombstones.partition_point(|t| t.generation <= cut);
-        self.tombstones.drain(..keep_from);
+        let cut = self.log[self.log.len() / 2].generation;
+        let keep_from = self.log.partition_point(|t| t.generation <= cut);
+        self.log.drain(..keep_from);
         self.history_floor = self.history_floor.max(cut);
     }
 
@@ -267,6 +301,7 @@ impl Vfs {
         // Validate first: find the first missing component.
         let mut node = &self.root;
         let mut prefix_len = 0;
+        let mut existing = 0;
         let mut missing = false;
         for name in components(&norm) {
             let NodeData::Dir(children) = &node.data else {
@@ -275,6 +310,7 @@ impl Vfs {
             prefix_len += 1 + name.len();
             if let Some(child) = children.0.get(name) {
                 node = child;
+                existing += 1;
             } else {
                 missing = true;
                 break;
@@ -289,16 +325,23 @@ impl Vfs {
         let generation = self.next_generation();
         let now = SystemTime::now();
         let mut node = &mut self.root;
-        node.subtree_generation = generation;
-        for name in components(&norm) {
+        let mut created = Vec::new();
+        let mut prefix_len = 0;
+        for (index, name) in components(&norm).enumerate() {
             let NodeData::Dir(children) = &mut node.data else {
                 unreachable!("validated above: every existing component is a directory");
             };
+            prefix_len += 1 + name.len();
+            if index >= existing {
+                created.push(norm[..prefix_len].to_owned());
+            }
             node = children
                 .0
                 .entry(name.to_owned())
                 .or_insert_with(|| Node::new_dir(DIR_MODE, now, generation));
-            node.subtree_generation = generation;
+        }
+        for path in created {
+            self.log(generation, Logged::Node, path);
         }
         self.commit(generation);
         Ok(())
@@ -344,7 +387,7 @@ impl Vfs {
         }
         let (parent, name) = split_parent(norm);
         let generation = self.next_generation();
-        let dir = walk_mut(&mut self.root, parent, Some(generation))?;
+        let dir = walk_mut(&mut self.root, parent)?;
         let NodeData::Dir(children) = &mut dir.data else {
             return Err(not_a_dir(parent));
         };
@@ -361,7 +404,6 @@ impl Vfs {
                     existing.mode = mode.map_or(existing.mode, |m| m & 0o7777);
                     existing.mtime = mtime;
                     existing.generation = generation;
-                    existing.subtree_generation = generation;
                 }
                 NodeData::Symlink(_) => {
                     *existing = Node::with_data(
@@ -385,8 +427,9 @@ impl Vfs {
             );
         }
         if replaced_kind {
-            self.tombstone(generation, norm.to_owned());
+            self.log(generation, Logged::Deleted, norm.to_owned());
         }
+        self.log(generation, Logged::Node, norm.to_owned());
         self.commit(generation);
         Ok(())
     }
@@ -451,13 +494,13 @@ impl Vfs {
         let (parent, name) = split_parent(&norm);
         walk_ref(&self.root, &norm)?;
         let generation = self.next_generation();
-        let dir = walk_mut(&mut self.root, parent, Some(generation))?;
+        let dir = walk_mut(&mut self.root, parent)?;
         let NodeData::Dir(children) = &mut dir.data else {
             return Err(not_a_dir(parent));
         };
         let removed = children.0.remove(name);
         debug_assert!(removed.is_some(), "existence checked above");
-        self.tombstone(generation, norm);
+        self.log(generation, Logged::Deleted, norm);
         self.commit(generation);
         Ok(())
     }
@@ -519,9 +562,7 @@ impl Vfs {
         };
         let generation = self.next_generation();
         let (from_parent, from_name) = split_parent(&from);
-        let NodeData::Dir(children) =
-            &mut walk_mut(&mut self.root, from_parent, Some(generation))?.data
-        else {
+        let NodeData::Dir(children) = &mut walk_mut(&mut self.root, from_parent)?.data else {
             unreachable!("the source exists, so its parent is a directory");
         };
         let mut moved = children
@@ -529,16 +570,15 @@ impl Vfs {
             .remove(from_name)
             .expect("the source exists (checked above)");
         moved.restamp_subtree(generation);
-        let NodeData::Dir(children) =
-            &mut walk_mut(&mut self.root, to_parent, Some(generation))?.data
-        else {
+        let NodeData::Dir(children) = &mut walk_mut(&mut self.root, to_parent)?.data else {
             unreachable!("the destination parent is a directory (checked above)");
         };
         children.0.insert(to_name.to_owned(), moved);
-        self.tombstone(generation, from);
+        self.log(generation, Logged::Deleted, from);
         if replaces {
-            self.tombstone(generation, to);
+            self.log(generation, Logged::Deleted, to.clone());
         }
+        self.log(generation, Logged::Tree, to);
         self.commit(generation);
         Ok(())
     }
@@ -586,9 +626,10 @@ impl Vfs {
     /// Applies a metadata change to an existing node as one mutation.
     fn update(&mut self, norm: &str, change: impl FnOnce(&mut Node)) -> Result<(), VfsError> {
         let generation = self.next_generation();
-        let node = walk_mut(&mut self.root, norm, Some(generation))?;
+        let node = walk_mut(&mut self.root, norm)?;
         change(node);
         node.generation = generation;
+        self.log(generation, Logged::Node, norm.to_owned());
         self.commit(generation);
         Ok(())
     }
@@ -625,8 +666,7 @@ impl Vfs {
         }
         let (parent, name) = split_parent(&norm);
         let generation = self.next_generation();
-        let NodeData::Dir(children) = &mut walk_mut(&mut self.root, parent, Some(generation))?.data
-        else {
+        let NodeData::Dir(children) = &mut walk_mut(&mut self.root, parent)?.data else {
             return Err(not_a_dir(parent));
         };
         children.0.insert(
@@ -638,6 +678,7 @@ impl Vfs {
                 generation,
             ),
         );
+        self.log(generation, Logged::Node, norm);
         self.commit(generation);
         Ok(())
     }
@@ -683,31 +724,40 @@ impl Vfs {
         crate::host::copy_to_host(node, &norm, host_dir)
     }
 
-    /// What changed under `path` since `generation` (see [`Changes`]). Costs time
-    /// proportional to the changes (times depth and directory fan-out on their paths),
-    /// not to the tree size.
+    /// What changed under `path` since `generation` (see [`Changes`]). Reads only the
+    /// change-log entries newer than `generation` (binary search) and looks each changed
+    /// path up in the tree: time proportional to the number of changes since then times
+    /// the depth (plus the size of subtrees moved since then, which are all changes),
+    /// never to the tree size or to a directory's fan-out.
     ///
     /// # Errors
-    /// `HistoryUnavailable` when `generation` is older than the kept deletion history or
-    /// newer than the current generation (not from this tree: do a full sync), `NotFound` when `path` does not exist now, `NotADirectory`,
-    /// `InvalidName`.
+    /// `HistoryUnavailable` when `generation` is older than the kept change history or
+    /// newer than the current generation (not from this tree: do a full sync),
+    /// `NotFound` when `path` does not exist now, `NotADirectory`, `InvalidName`.
     pub fn changes_since(&self, path: &str, generation: u64) -> Result<Changes, VfsError> {
         if generation < self.history_floor || generation > self.generation {
             return Err(VfsError::HistoryUnavailable { since: generation });
         }
         let norm = self.normalize(path)?;
-        let start = walk_ref(&self.root, &norm)?;
+        walk_ref(&self.root, &norm)?;
 
-        let first = self
-            .tombstones
-            .partition_point(|t| t.generation <= generation);
+        let first = self.log.partition_point(|t| t.generation <= generation);
         let mut deleted: Vec<String> = Vec::new();
-        for tomb in &self.tombstones[first..] {
-            if path::is_within(&tomb.path, &norm) {
-                deleted.push(tomb.path.clone());
-            } else if path::is_within(&norm, &tomb.path) {
+        let mut changed: Vec<&str> = Vec::new();
+        let mut moved: Vec<&str> = Vec::new();
+        for entry in &self.log[first..] {
+            let below = path::is_within(&entry.path, &norm);
+            match entry.what {
+                Logged::Deleted if below => deleted.push(entry.path.clone()),
                 // An ancestor was removed (and the path re-created): everything old goes.
-                deleted.push(norm.clone());
+                Logged::Deleted if path::is_within(&norm, &entry.path) => {
+                    deleted.push(norm.clone());
+                }
+                Logged::Node if below => changed.push(&entry.path),
+                Logged::Tree if below => moved.push(&entry.path),
+                // An ancestor was moved here: the whole queried subtree is new.
+                Logged::Tree if path::is_within(&norm, &entry.path) => moved.push(&norm),
+                Logged::Deleted | Logged::Node | Logged::Tree => {}
             }
         }
         deleted.sort_unstable();
@@ -715,36 +765,59 @@ impl Vfs {
         if deleted.len() > 1 {
             let all: std::collections::BTreeSet<&str> =
                 deleted.iter().map(String::as_str).collect();
-            let is_root = |p: &str| {
-                let mut current = p;
-                while current != "/" {
-                    current = split_parent(current).0;
-                    if all.contains(current) {
-                        return false;
-                    }
-                }
-                true
-            };
-            let roots: Vec<String> = deleted.iter().filter(|p| is_root(p)).cloned().collect();
+            let roots: Vec<String> = deleted
+                .iter()
+                .filter(|p| !has_ancestor_in(p, &all))
+                .cloned()
+                .collect();
             deleted = roots;
         }
 
-        let mut upserted = Vec::new();
-        if start.subtree_generation > generation {
-            let mut stack: Vec<(String, &Node)> = vec![(norm, start)];
-            while let Some((node_path, node)) = stack.pop() {
-                if let NodeData::Dir(children) = &node.data {
-                    for (name, child) in children.0.iter().rev() {
-                        if child.subtree_generation > generation {
-                            stack.push((path::join(&node_path, name), child));
-                        }
-                    }
-                }
-                if node.generation > generation {
-                    upserted.push(node_path);
-                }
+        // Moved subtrees: every node in them changed; walk each outermost one once.
+        moved.sort_unstable_by(|a, b| preorder(a, b));
+        moved.dedup();
+        let mut outermost: Vec<&str> = Vec::new();
+        for root in moved {
+            if outermost
+                .last()
+                .is_none_or(|last| !path::is_within(root, last))
+            {
+                outermost.push(root);
             }
         }
+        let mut upserted: Vec<String> = Vec::new();
+        for root in &outermost {
+            // The subtree may have been removed (or a path inside it replaced) later.
+            if let Ok(node) = walk_ref(&self.root, root) {
+                let walk = Walk {
+                    stack: vec![WalkEntry {
+                        path: (*root).to_owned(),
+                        node: NodeRef { node },
+                    }],
+                };
+                upserted.extend(
+                    walk.filter(|entry| entry.node.node.generation > generation)
+                        .map(|entry| entry.path),
+                );
+            }
+        }
+        // Single nodes: still there and changed since (a later removal or replacement
+        // is then covered by its own entries).
+        let in_moved = |p: &str| {
+            let index = outermost.partition_point(|root| preorder(root, p).is_le());
+            index > 0 && path::is_within(p, outermost[index - 1])
+        };
+        changed.sort_unstable_by(|a, b| preorder(a, b));
+        changed.dedup();
+        for node_path in changed {
+            if in_moved(node_path) {
+                continue;
+            }
+            if walk_ref(&self.root, node_path).is_ok_and(|node| node.generation > generation) {
+                upserted.push(node_path.to_owned());
+            }
+        }
+        upserted.sort_unstable_by(|a, b| preorder(a, b));
         Ok(Changes {
             deleted,
             upserted,
