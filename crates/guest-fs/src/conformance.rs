@@ -984,6 +984,102 @@ pub fn escape_attempts_are_invalid_path<F: FnMut() -> Box<dyn GuestFsOps>>(mut f
     assert_listing(ops.as_mut(), &at(&m, "sub"), &[]);
 }
 
+/// For an implementation whose backend cannot be reached (the factory returns an
+/// instance after stopping its VM, killing its sidecar, or pointing it at a dead
+/// socket): every operation on a valid path under the mount fails with
+/// `Transport`, `GuestCommand` or `Internal` — never `Ok`, never `NotFound` (so
+/// `exists` is an error, not `Ok(false)`: the earlier project's sidecar broke exactly
+/// that), never another path error; and paths outside the mount or malformed are still
+/// `InvalidPath`, showing the check runs locally before anything is sent.
+///
+/// Not part of [`run_all`] (its factory is different); call it from its own test.
+pub fn unreachable_backend_fails_loudly<F: FnMut() -> Box<dyn GuestFsOps>>(mut factory: F) {
+    use GuestFsErrorKind::{GuestCommand, Internal, InvalidPath, Transport};
+    let mut ops = factory();
+    let m = ops.mount().to_owned();
+    match crate::normalize_guest_path(&m) {
+        Ok(n) if n == m && m != "/" => {}
+        other => panic!(
+            "factory precondition: mount() must be normalised and not \"/\", got {m:?} ({other:?})"
+        ),
+    }
+    let failure = |what: &str, result: Result<String, GuestFsError>| match result {
+        Ok(v) => {
+            panic!("{what} on an unreachable backend: expected a transport-kind error, got Ok({v})")
+        }
+        Err(e) => assert!(
+            matches!(e.kind(), Transport | GuestCommand | Internal),
+            "{what} on an unreachable backend: expected Transport, GuestCommand or Internal, got Err({e}) [{e:?}]"
+        ),
+    };
+    for p in [m.clone(), at(&m, "missing"), at(&m, "d/f.txt")] {
+        failure(&format!("list_dir({p:?})"), dbg(ops.list_dir(&p)));
+        failure(&format!("read_file({p:?})"), dbg(ops.read_file(&p)));
+        failure(&format!("write_file({p:?})"), dbg(ops.write_file(&p, b"x")));
+        failure(&format!("mkdir({p:?})"), dbg(ops.mkdir(&p)));
+        failure(&format!("stat({p:?})"), dbg(ops.stat(&p)));
+        failure(&format!("exists({p:?})"), dbg(ops.exists(&p)));
+        if p != m {
+            failure(&format!("remove({p:?})"), dbg(ops.remove(&p)));
+            failure(
+                &format!("rename({p:?}, ..)"),
+                dbg(ops.rename(&p, &at(&m, "renamed"))),
+            );
+        }
+    }
+    let leaf = m.rsplit('/').next().unwrap_or_default().to_owned();
+    let probe = format!("{m}/../devshell-vm-escape-probe");
+    let nul = format!("{m}/nul\0byte");
+    for p in [
+        "",
+        "relative",
+        leaf.as_str(),
+        probe.as_str(),
+        nul.as_str(),
+        "/",
+    ] {
+        err(
+            &format!("list_dir({p:?})"),
+            ops.list_dir(p),
+            InvalidPath,
+            Some(p),
+        );
+        err(
+            &format!("read_file({p:?})"),
+            ops.read_file(p),
+            InvalidPath,
+            Some(p),
+        );
+        err(
+            &format!("write_file({p:?})"),
+            ops.write_file(p, b"x"),
+            InvalidPath,
+            Some(p),
+        );
+        err(&format!("mkdir({p:?})"), ops.mkdir(p), InvalidPath, Some(p));
+        err(&format!("stat({p:?})"), ops.stat(p), InvalidPath, Some(p));
+        err(
+            &format!("exists({p:?})"),
+            ops.exists(p),
+            InvalidPath,
+            Some(p),
+        );
+        if p != "/" {
+            err(
+                &format!("remove({p:?})"),
+                ops.remove(p),
+                InvalidPath,
+                Some(p),
+            );
+        }
+    }
+}
+
+/// A result with its success value shown as text (for [`unreachable_backend_fails_loudly`]).
+fn dbg<T: Debug>(result: Result<T, GuestFsError>) -> Result<String, GuestFsError> {
+    result.map(|v| short_debug(&v))
+}
+
 /// Calls every check of the main suite, in order, each with a fresh instance.
 ///
 /// # Panics

@@ -13,10 +13,13 @@
 //!   and `rename`, with **one** error meaning for all implementations (a missing path is
 //!   always [`GuestFsError::NotFound`], `write_file` always creates missing parents,
 //!   `list_dir` is always sorted and shows dotfiles). The table is on the trait.
-//! - **A mock** ([`MockGuestFsOps`]) for callers' unit tests.
+//! - **A mock** ([`MockGuestFsOps`]) for callers' unit tests; it can also play an
+//!   unreachable backend ([`MockGuestFsOps::set_unreachable`]).
 //! - **The conformance suite** ([`conformance`], [`guest_fs_conformance_tests!`],
 //!   [`guest_fs_symlink_escape_tests!`]) that the mock, the Lima ops and the β client
-//!   all run.
+//!   all run, plus [`conformance::unreachable_backend_fails_loudly`] for an instance
+//!   whose backend is down (the failure kinds `Transport`/`GuestCommand`/`Internal`,
+//!   never `NotFound`).
 //!
 //! ```
 //! use devshell_vm_guest_fs::{logical_to_guest, GuestFsError, GuestFsOps, MockGuestFsOps};

@@ -38,6 +38,8 @@ enum Probe<'a> {
 pub struct MockGuestFsOps {
     mount: String,
     nodes: BTreeMap<String, Node>,
+    /// When set, every operation on a valid path fails with this transport message.
+    unreachable: Option<String>,
 }
 
 impl Default for MockGuestFsOps {
@@ -60,7 +62,29 @@ impl MockGuestFsOps {
     fn with_normalised_mount(mount: String) -> Self {
         let mut nodes = BTreeMap::new();
         nodes.insert(mount.clone(), Node::Dir);
-        Self { mount, nodes }
+        Self {
+            mount,
+            nodes,
+            unreachable: None,
+        }
+    }
+
+    /// Simulates a backend that cannot be reached (VM stopped, sidecar gone): while
+    /// `message` is `Some`, every operation on a path that passes the mount check fails
+    /// with [`GuestFsError::Transport`] carrying it, and changes nothing; invalid paths
+    /// are still refused with [`GuestFsError::InvalidPath`] first, as the contract
+    /// requires. `None` makes the backend reachable again with its tree intact.
+    ///
+    /// ```
+    /// use devshell_vm_guest_fs::{GuestFsErrorKind, GuestFsOps, MockGuestFsOps};
+    /// let mut fs = MockGuestFsOps::new("/workspace").unwrap();
+    /// fs.set_unreachable(Some("sidecar exited"));
+    /// assert_eq!(fs.exists("/workspace/x").unwrap_err().kind(), GuestFsErrorKind::Transport);
+    /// fs.set_unreachable(None);
+    /// assert!(!fs.exists("/workspace/x").unwrap());
+    /// ```
+    pub fn set_unreachable(&mut self, message: Option<&str>) {
+        self.unreachable = message.map(str::to_owned);
     }
 
     /// Number of files and directories below the mount (the mount not counted).
@@ -126,9 +150,15 @@ impl MockGuestFsOps {
         }
     }
 
-    /// Normalises and mount-checks `path`.
+    /// Normalises and mount-checks `path`, then fails when the backend is unreachable.
     fn check(&self, path: &str) -> Result<String, GuestFsError> {
-        check_guest_path(&self.mount, path)
+        let p = check_guest_path(&self.mount, path)?;
+        match &self.unreachable {
+            Some(message) => Err(GuestFsError::Transport {
+                message: format!("{message} (while accessing {p:?})"),
+            }),
+            None => Ok(p),
+        }
     }
 }
 

@@ -292,3 +292,88 @@ fn symlink_escapes_are_caught() {
         );
     }
 }
+
+/// A backend that is down: every operation fails. `check_first: false` sends before
+/// checking the path (escapes come back as transport errors); `as_not_found` reports
+/// the failure as `NotFound` (so `exists` says `Ok(false)`).
+struct Dead {
+    mount: String,
+    check_first: bool,
+    as_not_found: bool,
+}
+
+impl Dead {
+    fn fail(&self, path: &str) -> GuestFsError {
+        if self.check_first
+            && let Err(e) = devshell_vm_guest_fs::check_guest_path(&self.mount, path)
+        {
+            return e;
+        }
+        if self.as_not_found {
+            GuestFsError::NotFound { path: path.into() }
+        } else {
+            GuestFsError::Transport {
+                message: "connection refused".into(),
+            }
+        }
+    }
+}
+
+impl GuestFsOps for Dead {
+    fn mount(&self) -> &str {
+        &self.mount
+    }
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, GuestFsError> {
+        Err(self.fail(path))
+    }
+    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, GuestFsError> {
+        Err(self.fail(path))
+    }
+    fn write_file(&mut self, path: &str, _data: &[u8]) -> Result<(), GuestFsError> {
+        Err(self.fail(path))
+    }
+    fn mkdir(&mut self, path: &str) -> Result<(), GuestFsError> {
+        Err(self.fail(path))
+    }
+    fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
+        Err(self.fail(path))
+    }
+    fn stat(&mut self, path: &str) -> Result<GuestMetadata, GuestFsError> {
+        Err(self.fail(path))
+    }
+}
+
+fn dead(check_first: bool, as_not_found: bool) -> impl FnMut() -> Box<dyn GuestFsOps> {
+    move || {
+        Box::new(Dead {
+            mount: "/workspace".into(),
+            check_first,
+            as_not_found,
+        }) as Box<dyn GuestFsOps>
+    }
+}
+
+/// A correct dead backend passes the unreachable check; one that reports the failure
+/// as `NotFound` (the earlier sidecar's broken `exists`), or that sends escapes to the
+/// backend instead of refusing them locally, fails it.
+#[test]
+fn unreachable_backend_faults_are_caught() {
+    conformance::unreachable_backend_fails_loudly(dead(true, false));
+    for (check_first, as_not_found, fault) in [
+        (true, true, "failure reported as NotFound"),
+        (false, false, "paths sent before the mount check"),
+    ] {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            conformance::unreachable_backend_fails_loudly(dead(check_first, as_not_found));
+        }));
+        assert!(result.is_err(), "the check did not catch: {fault}");
+    }
+    // A reachable implementation is not mistaken for an unreachable one.
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        conformance::unreachable_backend_fails_loudly(mock);
+    }));
+    assert!(
+        result.is_err(),
+        "a healthy mock must fail the unreachable check"
+    );
+}
