@@ -617,6 +617,23 @@ impl GammaSession {
         Ok(logical_to_guest(&self.mount, &root, &cwd)?)
     }
 
+    /// The host path of a guest path under the mount (`None` outside it).
+    fn host_path_of_guest(&self, guest: &str) -> Option<PathBuf> {
+        let mount = devshell_vm_guest_fs::normalize_guest_path(&self.mount).ok()?;
+        let guest = devshell_vm_guest_fs::normalize_guest_path(guest).ok()?;
+        if !devshell_vm_guest_fs::guest_path_is_under_mount(&mount, &guest) {
+            return None;
+        }
+        let rel = guest
+            .strip_prefix(mount.trim_end_matches('/'))?
+            .trim_start_matches('/');
+        Some(if rel.is_empty() {
+            self.workspace_parent.clone()
+        } else {
+            self.workspace_parent.join(rel)
+        })
+    }
+
     /// The guest path of a host path under the workspace parent.
     fn guest_path_of_host(&self, host: &Path) -> Result<String, LimaError> {
         let rel = host
@@ -778,13 +795,20 @@ impl GammaSession {
             outer = outer.env("LIMA_HOME", home.to_string_lossy());
         }
         let cwd = std::env::temp_dir();
+        // The host image of the workdir (under the mount), seen before and after the run:
+        // a directory that existed before the run and is gone afterwards was removed by
+        // the tool (Lima's `cd` had succeeded), so an exit 1 is then the tool's own.
+        let host_image = self.host_path_of_guest(guest_dir);
+        let existed_before = host_image.as_deref().is_some_and(Path::is_dir);
         self.limactl.spawned();
         let outcome = devshell_vm_exec::run(&self.limactl.path, &outer, &cwd, on_output, cancel)
             .map_err(|e| LimaError::Io {
                 context: format!("running {}", self.limactl.path.display()),
                 source: std::io::Error::other(e.to_string()),
             })?;
+        let removed_by_tool = existed_before && !host_image.as_deref().is_some_and(Path::is_dir);
         match outcome.termination {
+            Termination::Exited(1) if removed_by_tool => {}
             Termination::Exited(1) if !self.guest_dir_exists(guest_dir)? => {
                 if self.instance_stopped()? {
                     if may_restart {

@@ -164,6 +164,60 @@ fn tool_statuses_are_kept_and_infrastructure_failures_are_errors() {
 }
 
 #[test]
+fn a_tool_that_removes_its_own_workdir_keeps_its_exit_status() {
+    // Lima's `cd <workdir> || exit 1` and a tool that deletes its own working directory
+    // and exits 1 both leave exit 1 and no workdir: the session tells them apart by the
+    // workdir's host image (present before the run, gone after → the tool ran).
+    let fixture = Fixture::new("Running");
+    std::fs::create_dir(fixture.parent.path().join("p")).expect("mkdir");
+    let (mut session, _) = open(&fixture, true);
+    let mut vfs = vfs_with_dir("/p");
+    let outcome = session
+        .run_tool(
+            &mut vfs,
+            "/p",
+            &captured("sh", &["-c", "cd / && rm -rf /workspace/p && exit 1"]),
+        )
+        .expect("the tool's own exit 1 is not an infrastructure error");
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Exited(1),
+        "{outcome:?}"
+    );
+    assert!(!fixture.parent.path().join("p").exists());
+    // The same status with the workdir missing before the run is still Lima's `cd`.
+    match session.run_tool(&mut vfs, "/p", &captured("true", &[])) {
+        Err(LimaError::WorkdirMissing { workdir, .. }) => assert_eq!(workdir, "/workspace/p"),
+        other => panic!("expected WorkdirMissing, got {other:?}"),
+    }
+
+    // Mode S: the tool removes its cwd below the project root; its status comes back and
+    // the pull removes the directory from the VFS.
+    let (mut session, _) = open(&fixture, false);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/proj/sub").expect("mkdir");
+    vfs.write_file("/proj/Cargo.toml", b"[workspace]\n".to_vec())
+        .expect("write");
+    let outcome = session
+        .run_tool(
+            &mut vfs,
+            "/proj/sub",
+            &captured("sh", &["-c", "cd .. && rm -rf sub && exit 1"]),
+        )
+        .expect("the tool's own exit 1 is not an infrastructure error");
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Exited(1),
+        "{outcome:?}"
+    );
+    assert!(
+        !vfs.exists("/proj/sub"),
+        "the pull brought the removal back"
+    );
+    assert!(vfs.exists("/proj/Cargo.toml"));
+}
+
+#[test]
 fn stopped_instance_is_started_on_demand_and_stopped_on_exit() {
     let fixture = Fixture::new("Stopped");
     std::fs::create_dir(fixture.parent.path().join("p")).expect("mkdir");
