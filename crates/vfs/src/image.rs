@@ -20,7 +20,9 @@
 //! checksum is verified before a tree is returned ([`from_bytes`] checks it before
 //! parsing; [`load`] streams the file through a 1 MiB buffer and checks it over
 //! everything read, reporting corruption as [`ImageError::ChecksumMismatch`] even when
-//! the parser stumbled first). A loaded tree starts at generation 0 with no history.
+//! the parser stumbled first). A loaded tree starts at a fresh generation with an
+//! empty change history (generations of any earlier tree are refused by
+//! `changes_since`).
 //!
 //! Saving is atomic: the image is streamed into a temporary file in the same directory
 //! (header written last), fsynced, then renamed over the destination, and the directory

@@ -11,12 +11,13 @@
 //! containing `/` or NUL. Paths deeper than [`MAX_DEPTH`] components are refused.
 //!
 //! # Change journal
-//! Every successful mutation advances [`Vfs::generation`] (process-wide unique values). [`Vfs::changes_since`] answers
-//! "what changed under PATH since generation G" in time proportional to the changes, not
-//! the tree: each node records the generation of its last change and each directory the
-//! highest generation below it, so only changed subtrees are visited; deletions live in
-//! a bounded tombstone log. Renames are reported as delete + create. Directory mtimes
-//! are not bumped by changes to their children.
+//! Every successful mutation advances [`Vfs::generation`] (process-wide unique values)
+//! and appends the paths it created, changed, moved or removed to a bounded change log.
+//! [`Vfs::changes_since`] answers "what changed under PATH since generation G" from the
+//! log entries newer than G (found by binary search), looking each path up in the tree:
+//! time proportional to the changes times the depth, never to the tree size or a
+//! directory's fan-out. Renames are reported as delete + create. Directory mtimes are
+//! not bumped by changes to their children.
 //!
 //! # I/O
 //! The tree does no I/O except [`Vfs::copy_tree_to_host`] and the [`image`] module

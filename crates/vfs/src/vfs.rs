@@ -16,7 +16,7 @@ fn fresh_generation() -> u64 {
     GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// Default bound of the deletion log (see [`Vfs::set_history_limit`]).
+/// Default bound of the change log, in entries (see [`Vfs::set_history_limit`]).
 pub const DEFAULT_HISTORY_LIMIT: usize = 1 << 17;
 
 /// What changed under a path since a generation; see [`Vfs::changes_since`].
