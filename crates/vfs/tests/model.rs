@@ -1,6 +1,8 @@
 //! Model-based property tests: every operation is applied to the VFS and to a real
 //! temporary directory (the model, written with `lstat`-style checks so it never
-//! follows symlinks, like the VFS). Results must agree op by op and the trees must be
+//! follows symlinks, like the VFS). Paths are absolute or cwd-relative with `.`/`..`
+//! (the model resolves them with its own lexical code and tracks its own cwd); reads and
+//! listings are compared on the spot. Results must agree op by op and the trees must be
 //! equal at the end. The journal is checked on the same runs: replaying
 //! `changes_since(G)` onto a snapshot taken at G gives the current tree.
 
@@ -28,12 +30,31 @@ enum Op {
     SetMode(String, u32),
     SetMtime(String, SystemTime),
     Symlink(String, String),
+    SetCwd(String),
+    /// Compared with the model on the spot: content, or the failure.
+    Read(String),
+    /// Compared with the model on the spot: sorted names, or the failure.
+    List(String),
     /// Take the journal snapshot here (the first one wins).
     Snapshot,
 }
 
+/// A path as a caller writes it: mostly absolute, sometimes relative to the cwd with
+/// `.` and `..` segments (resolved lexically, `..` clamping at `/`).
+fn any_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => common::rel_path(),
+        1 => (
+            prop::sample::select(&["", "./", "../", "../../../", "a/../", "./b/./../"][..]),
+            prop::collection::vec(common::name(), 1..=2),
+        )
+            .prop_map(|(prefix, names)| format!("{prefix}{}", names.join("/"))),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
-    use common::{content, mode, mtime, rel_path};
+    use common::{content, mode, mtime};
+    let rel_path = any_path;
     prop_oneof![
         3 => rel_path().prop_map(Op::Mkdir),
         3 => (rel_path(), content()).prop_map(|(p, c)| Op::Write(p, c)),
@@ -46,6 +67,9 @@ fn op() -> impl Strategy<Value = Op> {
         // Targets never resolve inside the model dir (no name contains `~`).
         1 => (prop::sample::select(&["~t", "~/x", "/~abs/target", "../~up"][..]), rel_path())
             .prop_map(|(t, p)| Op::Symlink(t.to_owned(), p)),
+        1 => rel_path().prop_map(Op::SetCwd),
+        1 => rel_path().prop_map(Op::Read),
+        1 => rel_path().prop_map(Op::List),
         1 => Just(Op::Snapshot),
     ]
 }
@@ -53,6 +77,8 @@ fn op() -> impl Strategy<Value = Op> {
 /// The model: a real directory standing for `/`.
 struct Model {
     root: PathBuf,
+    /// The model's own cwd (absolute, canonical).
+    cwd: std::cell::RefCell<String>,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -64,6 +90,31 @@ enum Kind {
 }
 
 impl Model {
+    /// Lexical resolution, written independently of the VFS: relative to the cwd, `.`
+    /// dropped, `..` pops and clamps at `/`.
+    fn abs(&self, path: &str) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if !path.starts_with('/') {
+            parts.extend(
+                self.cwd
+                    .borrow()
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        for segment in path.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                name => parts.push(name.to_owned()),
+            }
+        }
+        format!("/{}", parts.join("/"))
+    }
+
     fn host(&self, path: &str) -> PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
@@ -81,7 +132,7 @@ impl Model {
     fn parent_ok(&self, path: &str) -> bool {
         let mut current = String::new();
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        for part in &parts[..parts.len() - 1] {
+        for part in &parts[..parts.len().saturating_sub(1)] {
             current.push('/');
             current.push_str(part);
             if self.kind(&current) != Kind::Dir {
@@ -244,6 +295,9 @@ fn apply_vfs(vfs: &mut Vfs, op: &Op) -> Result<(), VfsError> {
         Op::SetMode(p, m) => vfs.set_mode(p, *m),
         Op::SetMtime(p, t) => vfs.set_mtime(p, *t),
         Op::Symlink(t, p) => vfs.symlink(t, p),
+        Op::SetCwd(p) => vfs.set_cwd(p),
+        Op::Read(p) => vfs.read_file(p).map(drop),
+        Op::List(p) => vfs.list_dir(p).map(drop),
         Op::Snapshot => Ok(()),
     }
 }
@@ -252,21 +306,78 @@ fn apply_vfs(vfs: &mut Vfs, op: &Op) -> Result<(), VfsError> {
 /// both sides hold the same clock reading.
 fn apply_model(model: &Model, vfs: &Vfs, op: &Op) -> bool {
     let now_of = |p: &str| vfs.stat(p).map_or_else(|_| SystemTime::now(), |m| m.mtime);
+    // Every path goes through the model's own resolution; `now_of` reads the VFS with
+    // the absolute path so that both sides agree on it.
     match op {
-        Op::Mkdir(p) => model.mkdir(p),
-        Op::Write(p, c) => model.write(p, c, None, now_of(p)),
-        Op::WriteWith(p, c, m, t) => model.write(p, c, Some(*m), *t),
-        Op::Remove(p) => model.remove(p),
-        Op::Rename(a, b) => model.rename(a, b),
-        Op::Touch(p) => match model.kind(p) {
-            Kind::Missing => model.write(p, &[], None, now_of(p)),
-            _ => model.set_mtime(p, now_of(p)),
-        },
-        Op::SetMode(p, m) => model.set_mode(p, *m),
-        Op::SetMtime(p, t) => model.set_mtime(p, *t),
-        Op::Symlink(t, p) => model.symlink(t, p) && model.set_mtime(p, now_of(p)),
+        Op::Mkdir(p) => model.mkdir(&model.abs(p)),
+        Op::Write(p, c) => {
+            let p = model.abs(p);
+            model.write(&p, c, None, now_of(&p))
+        }
+        Op::WriteWith(p, c, m, t) => model.write(&model.abs(p), c, Some(*m), *t),
+        Op::Remove(p) => model.remove(&model.abs(p)),
+        Op::Rename(a, b) => model.rename(&model.abs(a), &model.abs(b)),
+        Op::Touch(p) => {
+            let p = model.abs(p);
+            match model.kind(&p) {
+                Kind::Missing => model.write(&p, &[], None, now_of(&p)),
+                _ => model.set_mtime(&p, now_of(&p)),
+            }
+        }
+        Op::SetMode(p, m) => model.set_mode(&model.abs(p), *m),
+        Op::SetMtime(p, t) => model.set_mtime(&model.abs(p), *t),
+        Op::Symlink(t, p) => {
+            let p = model.abs(p);
+            model.symlink(t, &p) && model.set_mtime(&p, now_of(&p))
+        }
+        Op::SetCwd(p) => {
+            let p = model.abs(p);
+            let ok = p == "/" || (model.parent_ok(&p) && model.kind(&p) == Kind::Dir);
+            if ok {
+                *model.cwd.borrow_mut() = p;
+            }
+            ok
+        }
+        // Read-only: compared in `check_read`.
+        Op::Read(p) => {
+            let p = model.abs(p);
+            model.parent_ok(&p) && model.kind(&p) == Kind::File
+        }
+        Op::List(p) => {
+            let p = model.abs(p);
+            p == "/" || (model.parent_ok(&p) && model.kind(&p) == Kind::Dir)
+        }
         Op::Snapshot => true,
     }
+}
+
+/// For read-only ops: the VFS answer must equal what the model holds.
+fn check_read(model: &Model, vfs: &Vfs, op: &Op) -> Result<(), TestCaseError> {
+    match op {
+        Op::Read(p) => {
+            if let Ok(content) = vfs.read_file(p) {
+                let host = fs::read(model.host(&model.abs(p))).unwrap();
+                prop_assert_eq!(&content[..], &host[..], "read_file({})", p);
+            }
+        }
+        Op::List(p) => {
+            if let Ok(entries) = vfs.list_dir(p) {
+                let mut names: Vec<String> = fs::read_dir(model.host(&model.abs(p)))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect();
+                names.sort();
+                let listed: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+                prop_assert_eq!(listed, names, "list_dir({})", p);
+            }
+        }
+        Op::SetCwd(_) => {
+            let model_cwd = model.cwd.borrow().clone();
+            prop_assert_eq!(vfs.cwd(), model_cwd.as_str(), "cwd after {:?}", op);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Replays a journal onto `target` so that `path` matches `source`.
@@ -341,6 +452,7 @@ fn run(ops: &[Op], query: &str) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let model = Model {
         root: dir.path().to_path_buf(),
+        cwd: std::cell::RefCell::new("/".to_owned()),
     };
     let mut vfs = Vfs::new();
     let initial = (vfs.clone(), vfs.generation());
@@ -359,6 +471,7 @@ fn run(ops: &[Op], query: &str) -> Result<(), TestCaseError> {
             op,
             vfs_result
         );
+        check_read(&model, &vfs, op)?;
         if vfs_result.is_err() {
             prop_assert_eq!(
                 vfs.generation(),
