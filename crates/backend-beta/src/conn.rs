@@ -103,7 +103,9 @@ impl Connection {
             source,
         };
         let channel = match &endpoint.transport {
-            Transport::Unix(path) => Channel::unix(path).map_err(connect_err)?,
+            Transport::Unix(path) => {
+                Channel::unix(path, endpoint.connect_timeout).map_err(connect_err)?
+            }
             Transport::Tcp { host, port } => {
                 Channel::tcp(host, *port, endpoint.connect_timeout).map_err(connect_err)?
             }

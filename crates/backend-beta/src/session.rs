@@ -24,7 +24,7 @@ use crate::conn::{Capabilities, Endpoint, ExecEnd};
 use crate::link::Link;
 use crate::manifest;
 
-/// Default deadline for connecting (TCP).
+/// Default deadline for connecting (Unix socket and TCP).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default deadline for every reply except `exec`.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_mins(1);
@@ -151,7 +151,7 @@ impl BetaSession {
     }
 
     /// Sets the deadline for every reply except `exec` (default [`DEFAULT_IO_TIMEOUT`])
-    /// and for connecting over TCP. Applies from the next request.
+    /// and for connecting (Unix socket and TCP). Applies from the next request.
     pub fn set_io_timeout(&mut self, timeout: Duration) {
         self.link.endpoint.io_timeout = timeout;
         self.link.endpoint.connect_timeout = timeout;

@@ -273,10 +273,53 @@ impl Channel {
         }
     }
 
-    /// Connects to a Unix socket.
-    pub(crate) fn unix(path: &Path) -> io::Result<Self> {
-        let stream = UnixStream::connect(path)?;
-        stream.set_nonblocking(true)?;
+    /// Connects to a Unix socket within `timeout`. The socket is non-blocking from the
+    /// start: a listener whose backlog is full (a stuck sidecar that no longer accepts)
+    /// answers `EAGAIN`, retried until the deadline, instead of blocking forever.
+    pub(crate) fn unix(path: &Path, timeout: Duration) -> io::Result<Self> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, UnixAddr, connect, getsockopt, socket, sockopt,
+        };
+        use std::os::fd::AsRawFd;
+
+        let deadline = Instant::now() + timeout;
+        let address = UnixAddr::new(path).map_err(io::Error::from)?;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        loop {
+            match connect(fd.as_raw_fd(), &address) {
+                Ok(()) => break,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the socket's backlog stayed full for {timeout:?} (the sidecar does not accept)"
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(left.min(CANCEL_TICK));
+                }
+                Err(Errno::EINPROGRESS) => {
+                    wait_ready(fd.as_fd(), PollFlags::POLLOUT, Some(deadline), None)?;
+                    let pending = getsockopt(&fd, sockopt::SocketError).map_err(io::Error::from)?;
+                    if pending != 0 {
+                        return Err(io::Error::from_raw_os_error(pending));
+                    }
+                    break;
+                }
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        let stream = UnixStream::from(fd);
         let read = stream.try_clone()?;
         Ok(Self::from_halves(
             ReadHalf::Unix(read),

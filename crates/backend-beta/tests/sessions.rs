@@ -462,3 +462,118 @@ fn cancel_handle_stops_the_tool_and_the_session_reconnects() {
     assert_eq!(outcome.exec.stdout, b"again\n");
     assert_eq!(session.connections_opened(), 2);
 }
+
+#[test]
+fn unix_connect_has_a_deadline_when_nothing_accepts() {
+    use nix::errno::Errno;
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+    };
+    use std::os::fd::AsRawFd;
+
+    let dirs = Dirs::new();
+    // A "sidecar" that listens but never accepts, its backlog filled up.
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let address = UnixAddr::new(&dirs.socket).unwrap();
+    bind(listener.as_raw_fd(), &address).unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        match connect(fd.as_raw_fd(), &address) {
+            Ok(()) => queued.push(fd),
+            Err(Errno::EAGAIN) => break,
+            Err(errno) => panic!("filling the backlog: {errno}"),
+        }
+        assert!(queued.len() < 10_000, "the backlog never filled up");
+    }
+    let mut session = BetaSession::new(&config(&[
+        ("DEVSHELL_VM_SOCKET", dirs.socket.to_str().unwrap()),
+        ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
+        ("DEVSHELL_VM_BETA_SESSION_STAGING", &dirs.staging("guest")),
+    ]))
+    .expect("session");
+    session.set_io_timeout(Duration::from_millis(300));
+    match session.capabilities() {
+        Err(BetaError::Connect { transport, source }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{source}");
+            assert_eq!(transport, dirs.socket.to_str().unwrap());
+        }
+        other => panic!("expected a connect timeout, got {other:?}"),
+    }
+    assert!(!session.is_connected());
+    drop(queued);
+}
+
+#[test]
+fn stdio_sidecar_found_on_path_is_owned_and_reaped_on_drop() {
+    let dirs = Dirs::new();
+    let staging = dirs.staging("guest");
+    let bin = sidecar_bin();
+    let bin_dir = bin.parent().unwrap().to_str().unwrap().to_owned();
+    let mut session = BetaSession::new(&config(&[
+        ("DEVSHELL_VM_SOCKET", "stdio"),
+        ("PATH", &format!("{bin_dir}:/usr/bin:/bin")),
+        ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
+        ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
+    ]))
+    .expect("the sidecar is found on PATH");
+    session
+        .write_file("/workspace/f.txt", b"over stdio")
+        .expect("write");
+    assert_eq!(
+        std::fs::read(format!("{staging}/f.txt")).unwrap(),
+        b"over stdio"
+    );
+    let pid = session
+        .sidecar_pid()
+        .expect("the session spawned a sidecar");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(
+        exe,
+        std::fs::canonicalize(&bin).unwrap(),
+        "the PATH lookup found another binary"
+    );
+    drop(session);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "sidecar {pid} outlived the session that owns it"
+    );
+}
+
+#[test]
+fn tcp_colon_form_and_tcp_url_form_both_connect() {
+    let dirs = Dirs::new();
+    let (sidecar, url) = tcp_sidecar(&dirs.root, "colon-token");
+    let token_file = dirs.tmp.path().join("token");
+    std::fs::write(&token_file, "colon-token").unwrap();
+    let addr = sidecar.tcp_addr().unwrap();
+    assert_eq!(url, format!("tcp://{addr}"));
+    for (socket, name) in [(format!("tcp:{addr}"), "colon"), (url, "url")] {
+        let staging = dirs.staging(name);
+        let mut session = BetaSession::new(&config(&[
+            ("DEVSHELL_VM_SOCKET", &socket),
+            ("DEVSHELL_VM_TOKEN_FILE", token_file.to_str().unwrap()),
+            ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
+            ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
+        ]))
+        .expect("session");
+        session.write_file("/workspace/x", name.as_bytes()).unwrap();
+        assert_eq!(
+            std::fs::read(format!("{staging}/x")).unwrap(),
+            name.as_bytes()
+        );
+    }
+}

@@ -4,8 +4,8 @@
 //!
 //! Guarantees, in the order a request meets them:
 //!
-//! - **Transport.** A Unix socket is created 0600 in a directory owned by the
-//!   sidecar's uid that others cannot write; a path that is not a socket is never
+//! - **Transport.** A Unix socket is created 0600 in a 0700 directory owned by the
+//!   sidecar's uid (a missing one is created so); a path that is not a socket is never
 //!   unlinked; each peer's uid (`SO_PEERCRED`) must equal the sidecar's. TCP
 //!   requires the token from `--token-file` in `handshake` before any other
 //!   request, unless `--insecure-no-auth` was given for a loopback address.

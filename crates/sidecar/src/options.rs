@@ -19,7 +19,7 @@ use crate::error::SidecarError;
     group(ArgGroup::new("transport").required(true).multiple(false))
 )]
 pub struct Cli {
-    /// Serve on a Unix socket created 0600 at PATH (its directory must be owned by us and not writable by others).
+    /// Serve on a Unix socket created 0600 at PATH (its directory must be ours and 0700; a missing one is created so).
     #[arg(long, value_name = "PATH", group = "transport")]
     pub serve_socket: Option<PathBuf>,
     /// Serve on TCP (port 0 picks a free port; the bound address is logged to stderr).

@@ -123,7 +123,8 @@ fn socket_error(path: &Path, reason: impl Into<String>) -> SidecarError {
     }
 }
 
-/// Checks (or creates, mode 0700) the socket's directory and clears a stale socket.
+/// Checks (or creates) the socket's directory — owned by us, mode 0700 — and clears a
+/// stale socket (never a path that is not a socket).
 fn prepare_socket_path(path: &Path) -> Result<(), SidecarError> {
     let euid = nix::unistd::geteuid().as_raw();
     let parent = match path.parent() {
@@ -157,22 +158,15 @@ fn prepare_socket_path(path: &Path) -> Result<(), SidecarError> {
             ),
         ));
     }
-    if meta.mode() & 0o022 != 0 {
+    if meta.mode() & 0o077 != 0 {
         return Err(socket_error(
             path,
             format!(
-                "directory {} is writable by group or others (mode {:o}); use a 0700 directory",
+                "directory {} has mode {:o}; the socket directory must be 0700 (private to uid {euid})",
                 parent.display(),
                 meta.mode() & 0o7777
             ),
         ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        eprintln!(
-            "devshell-vm-sidecar: warning: socket directory {} has mode {:o} (0700 recommended); peers are still checked by uid",
-            parent.display(),
-            meta.mode() & 0o7777
-        );
     }
     match std::fs::symlink_metadata(path) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),

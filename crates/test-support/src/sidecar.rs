@@ -93,8 +93,9 @@ impl SidecarBuilder {
         self
     }
 
-    /// Mode of the socket's directory (default 0700). A test that connects as
-    /// another uid needs 0755 so that uid can reach the socket at all.
+    /// Mode of the socket's directory (default 0700). The sidecar refuses to serve in a
+    /// directory that is not 0700, so another mode makes [`Self::start_unix`] panic; a
+    /// test that needs other uids to reach the socket opens the directory up after start.
     #[must_use]
     pub fn socket_dir_mode(mut self, mode: u32) -> Self {
         self.socket_dir_mode = mode;

@@ -156,6 +156,41 @@ fn staging_dir_outside_the_roots_is_refused() {
 }
 
 #[test]
+fn root_is_repeatable_and_defaults_to_the_current_directory() {
+    let first = staging();
+    let second = staging();
+    let outside = staging();
+    let sidecar = builder(first.root.path())
+        .root(second.root.path())
+        .start_unix();
+    let mut client = Client::of(&sidecar);
+    assert_eq!(client.session(&first.dir)["op"], "session_ok");
+    assert_eq!(client.session(&second.dir)["op"], "session_ok");
+    let message = assert_error(&client.session(&outside.dir), "error", "bad_staging_dir");
+    assert!(
+        message.contains(&outside.dir.display().to_string()),
+        "the message names the refused dir: {message}"
+    );
+    // The refusal cleared nothing and broke nothing: a new session still starts.
+    assert_eq!(client.session(&second.dir)["op"], "session_ok");
+
+    // Without --root the only root is the sidecar's current directory.
+    let mut command =
+        devshell_vm_test_support::sidecar::SidecarProcess::builder(crate::common::bin())
+            .stdio_command();
+    command.current_dir(&first.dir);
+    let mut cwd_only = Client::stdio(command);
+    assert_eq!(cwd_only.handshake(None, None)["op"], "handshake_ok");
+    let inner = first.dir.join("inner");
+    std::fs::create_dir(&inner).unwrap();
+    assert_eq!(cwd_only.session(&first.dir)["op"], "session_ok");
+    assert_eq!(cwd_only.session(&inner)["op"], "session_ok");
+    for refused in [first.root.path(), second.dir.as_path()] {
+        assert_error(&cwd_only.session(refused), "error", "bad_staging_dir");
+    }
+}
+
+#[test]
 fn one_connection_dying_mid_frame_does_not_affect_others() {
     let st = staging();
     let sidecar = builder(st.root.path()).start_unix();

@@ -204,21 +204,30 @@ fn unix_socket_is_private_and_never_replaces_a_non_socket() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 
-    // A directory others can write is refused.
-    let shared_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(shared_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = Command::new(bin())
-        .arg("--serve-socket")
-        .arg(shared_dir.path().join("s.sock"))
-        .arg("--root")
-        .arg(st.root.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("writable by group or others"),
-        "{out:?}"
-    );
+    // A directory that is not 0700 (others may write, or only read and traverse) is
+    // refused, and nothing is created in it.
+    for mode in [0o777, 0o755, 0o710] {
+        let shared_dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared_dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Command::new(bin())
+            .arg("--serve-socket")
+            .arg(shared_dir.path().join("s.sock"))
+            .arg("--root")
+            .arg(st.root.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "mode {mode:o}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("has mode {mode:o}")) && stderr.contains("must be 0700"),
+            "mode {mode:o}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(shared_dir.path()).unwrap().count(),
+            0,
+            "mode {mode:o}: a socket was created in a refused directory"
+        );
+    }
 
     // A missing directory is created 0700.
     let fresh = tempfile::tempdir().unwrap();
@@ -279,9 +288,20 @@ fn a_peer_with_another_uid_is_refused() {
         "this test switches to uid 65534 and must run as root (as CI does)"
     );
     let st = staging();
-    // The socket dir must be reachable by `nobody` for this test only.
-    let sidecar = builder(st.root.path()).socket_dir_mode(0o755).start_unix();
+    let sidecar = builder(st.root.path()).start_unix();
     let socket = sidecar.socket_path().unwrap().to_owned();
+    // Layer 0: the 0700 directory keeps other users away from the socket.
+    let out = connect_as_nobody(&socket);
+    assert!(
+        out.starts_with("CONNECT-FAILED"),
+        "nobody reached a socket in a 0700 directory: {out}"
+    );
+    // The sidecar checks the directory only at startup: open it up for the next layers.
+    std::fs::set_permissions(
+        socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     // Layer 1: the 0600 socket file keeps other users out entirely.
     let out = connect_as_nobody(&socket);
     assert!(
