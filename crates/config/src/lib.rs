@@ -29,8 +29,9 @@
 //!
 //! - **Empty means unset.** A variable set to the empty string, or to only
 //!   whitespace, gets its default. (The earlier project read an empty
-//!   `DEVSHELL_VM` as *off* and an empty `DEVSHELL_VM_BACKEND` as *host*; here
-//!   both mean "use the default", like every other variable.)
+//!   `DEVSHELL_VM` as *off*, an empty `DEVSHELL_VM_BACKEND` as *host* and an
+//!   empty `DEVSHELL_VM_LIMA_HINTS` as *off*; here all three mean "use the
+//!   default", like every other variable.)
 //! - **One boolean parser** ([`parse_bool`]): `1`, `true`, `yes`, `on` and `0`,
 //!   `false`, `no`, `off`, trimmed, any case. Every flag uses it (the earlier
 //!   project's `DEVSHELL_VM_STOP_ON_EXIT` and `DEVSHELL_VM_INTERNAL_REPL` did not

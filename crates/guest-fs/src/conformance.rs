@@ -1355,6 +1355,15 @@ impl Escape {
         self.refused(&format!("remove({inner:?})"), r);
         let r = self.ops.stat(&through);
         self.refused(&format!("stat({through:?})"), r);
+        // `exists` may say "no" (links resolved as if the mount were the root) or refuse,
+        // but must never confirm a file outside the mount.
+        match self.ops.exists(&through) {
+            Ok(true) => panic!(
+                "exists({through:?}) went through a symlink out of the mount and found the outside file"
+            ),
+            Ok(false) => self.assert_sentinel_intact("exists(link/secret.txt)"),
+            Err(e) => self.refused(&format!("exists({through:?})"), Err::<(), _>(e)),
+        }
         let r = self.ops.rename(&through, &self.at("stolen.txt"));
         self.refused("rename(link/secret.txt, stolen.txt)", r);
         let r = self
