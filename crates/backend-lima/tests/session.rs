@@ -573,3 +573,54 @@ fn standin_treats_leading_assignments_as_environment_like_lima() {
         .expect("stand-in runs");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn standin_guest_sees_only_the_guest_path_and_leaves_the_host_root_alone() {
+    // A mount point whose top-level directory does not exist on this machine: it exists
+    // in the guest (the stand-in's own root), and nothing is created in the host's `/`.
+    let fixture = Fixture::new("Running");
+    let unique = format!(
+        "/devshell-standin-test-{}-{}",
+        std::process::id(),
+        fixture
+            .lima_home
+            .path()
+            .file_name()
+            .expect("temp name")
+            .to_string_lossy()
+    );
+    let point = format!("{unique}/ws");
+    assert!(!std::path::Path::new(&unique).exists(), "{unique} is fresh");
+    let mounts =
+        json!([{ "location": fixture.parent_path(), "mountPoint": point, "writable": true }]);
+    fixture.set_instance(json!({ "status": "Running", "mounts": mounts }));
+    std::fs::write(fixture.parent.path().join("marker"), "m").expect("write");
+    let out = std::process::Command::new(&fixture.standin)
+        .env("LIMA_HOME", fixture.lima_home.path())
+        .args(["shell", "--workdir", &point, INSTANCE, "--", "sh", "-c"])
+        .arg(
+            "pwd; cat marker; echo new > made; \
+             if test -e \"$1/marker\"; then echo host-path-visible; fi; \
+             if echo x > \"$1/leak\"; then echo host-path-writable; fi",
+        )
+        .args(["sh", &fixture.parent_path()])
+        .output()
+        .expect("stand-in runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{point}\nm"),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(fixture.parent.path().join("made"))
+            .expect("written through the mount"),
+        "new\n"
+    );
+    assert!(!fixture.parent.path().join("leak").exists());
+    assert!(
+        !std::path::Path::new(&unique).exists(),
+        "the stand-in created {unique} on the host"
+    );
+}

@@ -492,8 +492,18 @@ fn which_unshare() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Inside the private mount namespace: bind every mount, then run the script the way
-/// sshd runs a remote command (`$SHELL -c script`) with a clean ssh-like environment.
+/// Inside the private mount namespace: build the guest's root, bind every mount, hide
+/// the mounts' host locations, then run the script the way sshd runs a remote command
+/// (`$SHELL -c script`) with a clean ssh-like environment.
+///
+/// The guest root is a tmpfs (on `<instance dir>/rootfs`, mounted only in this
+/// namespace) holding a recursive bind of every top-level entry of `/` (symlinks
+/// recreated), plus the mount points: so a mount point such as `/workspace` exists only
+/// in the namespace and nothing is created in the host's `/`. (A mount point below an
+/// existing top-level directory, e.g. `/srv/ws`, is created on the host: it lies inside a
+/// bind of that directory.) Each mount's host `location` is then covered by an empty
+/// read-only tmpfs in the guest root, so a command that uses a host path instead of the
+/// guest path finds nothing there.
 fn guest_entry(args: &[String]) -> ExitCode {
     let [config, script] = args else {
         eprintln!("limactl-standin __guest: expected CONFIG SCRIPT");
@@ -509,30 +519,12 @@ fn guest_entry(args: &[String]) -> ExitCode {
             return ExitCode::from(125);
         }
     };
-    for m in &inst.mounts {
-        let point = m.mount_point.clone().unwrap_or_else(|| m.location.clone());
-        if let Err(e) = std::fs::create_dir_all(&point) {
-            eprintln!("limactl-standin: cannot create mount point {point}: {e}");
-            return ExitCode::from(125);
-        }
-        let mut mount = Command::new("mount");
-        mount.arg("--bind").arg(&m.location).arg(&point);
-        match mount.status() {
-            Ok(s) if s.success() => {}
-            other => {
-                eprintln!(
-                    "limactl-standin: mount --bind {} {point} failed ({other:?}); the stand-in needs root (CAP_SYS_ADMIN)",
-                    m.location
-                );
-                return ExitCode::from(125);
-            }
-        }
-        if !m.writable {
-            let _ = Command::new("mount")
-                .args(["-o", "remount,bind,ro"])
-                .arg(&point)
-                .status();
-        }
+    let root = Path::new(config).with_file_name("rootfs");
+    if let Err(e) = prepare_guest_root(&inst, &root) {
+        eprintln!(
+            "limactl-standin: {e}; the stand-in needs root (CAP_SYS_ADMIN) for its private mount namespace"
+        );
+        return ExitCode::from(125);
     }
     let user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
     let err = Command::new(&inst.shell)
@@ -553,6 +545,116 @@ fn guest_entry(args: &[String]) -> ExitCode {
         inst.shell
     );
     ExitCode::from(127)
+}
+
+/// `path` (absolute) inside `root`.
+fn in_root(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+fn mount_err(what: String) -> impl FnOnce(nix::Error) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// Builds the guest root at `root` and enters it (`chroot`, cwd `/`).
+fn prepare_guest_root(inst: &Instance, root: &Path) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    let none: Option<&str> = None;
+    std::fs::create_dir_all(root).map_err(|e| format!("mkdir {}: {e}", root.display()))?;
+    mount(
+        Some("devshell-standin-root"),
+        root,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=755"),
+    )
+    .map_err(mount_err(format!("mount tmpfs on {}", root.display())))?;
+    let entries = std::fs::read_dir("/").map_err(|e| format!("read_dir /: {e}"))?;
+    for entry in entries.flatten() {
+        let host = entry.path();
+        let target = root.join(entry.file_name());
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            let link = std::fs::read_link(&host).map_err(|e| format!("{}: {e}", host.display()))?;
+            std::os::unix::fs::symlink(&link, &target)
+                .map_err(|e| format!("symlink {}: {e}", target.display()))?;
+        } else if kind.is_dir() {
+            std::fs::create_dir(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
+            mount(
+                Some(&host),
+                &target,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )
+            .map_err(mount_err(format!(
+                "bind {} at {}",
+                host.display(),
+                target.display()
+            )))?;
+        } else if kind.is_file() {
+            std::fs::write(&target, b"").map_err(|e| format!("{}: {e}", target.display()))?;
+            mount(Some(&host), &target, none, MsFlags::MS_BIND, none)
+                .map_err(mount_err(format!("bind {}", host.display())))?;
+        }
+    }
+    for m in &inst.mounts {
+        let point = m.mount_point.clone().unwrap_or_else(|| m.location.clone());
+        let target = in_root(root, &point);
+        std::fs::create_dir_all(&target)
+            .map_err(|e| format!("cannot create mount point {point}: {e}"))?;
+        mount(
+            Some(m.location.as_str()),
+            &target,
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )
+        .map_err(mount_err(format!("bind {} at {point}", m.location)))?;
+        if !m.writable {
+            mount(
+                none,
+                &target,
+                none,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                none,
+            )
+            .map_err(mount_err(format!("remount {point} read-only")))?;
+        }
+    }
+    // Hide each location that is not itself a guest path (and holds neither a mount
+    // point nor the guest home): a host path used in the guest then finds nothing.
+    for m in &inst.mounts {
+        let location = Path::new(&m.location);
+        let shadows = |other: &str| {
+            let other = Path::new(other);
+            other.starts_with(location) || location.starts_with(other)
+        };
+        let keep = inst
+            .mounts
+            .iter()
+            .any(|o| shadows(o.mount_point.as_deref().unwrap_or(&o.location)))
+            || Path::new(&inst.home).starts_with(location);
+        if keep {
+            continue;
+        }
+        let target = in_root(root, &m.location);
+        if target.is_dir() {
+            mount(
+                Some("devshell-standin-hidden"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("mode=555"),
+            )
+            .map_err(mount_err(format!("hide {}", m.location)))?;
+        }
+    }
+    std::os::unix::fs::chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
 }
 
 fn copy(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
