@@ -624,3 +624,112 @@ fn standin_guest_sees_only_the_guest_path_and_leaves_the_host_root_alone() {
         "the stand-in created {unique} on the host"
     );
 }
+
+#[test]
+fn build_essential_install_is_announced_and_runs_in_the_guest() {
+    // A guest without gcc but with apt-get (stubs that log what they are asked to do):
+    // the login profile's PATH holds only the stubs and `sh`.
+    let fixture = Fixture::new("Running");
+    let bin = fixture.guest_home.path().join("stub-bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let log = fixture.guest_home.path().join("apt.log");
+    let stubs = [
+        (
+            "sudo",
+            "#!/bin/sh\n[ \"$1\" = -n ] && shift\nexec \"$@\"\n".to_owned(),
+        ),
+        (
+            "apt-get",
+            format!("#!/bin/sh\necho \"apt-get $*\" >> '{}'\n", log.display()),
+        ),
+    ];
+    for (name, text) in stubs {
+        let path = bin.join(name);
+        std::fs::write(&path, text).expect("write stub");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    std::os::unix::fs::symlink("/bin/sh", bin.join("sh")).expect("symlink sh");
+    std::fs::write(
+        fixture.guest_home.path().join(".profile"),
+        format!("export PATH='{}'\n", bin.display()),
+    )
+    .expect("profile");
+    let mut config = fixture.config(true);
+    config.auto_build_essential = true;
+    let mut session = GammaSession::new(&config).expect("session");
+    let notices = Notices::default();
+    session.set_notice_writer(Box::new(notices.clone()));
+    session.ensure_ready(&Vfs::new(), "/").expect("ready");
+    let text = notices.text();
+    assert!(
+        text.contains("installing build-essential")
+            && text.contains("DEVSHELL_VM_AUTO_BUILD_ESSENTIAL=0"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("apt-get ran in the guest"),
+        "apt-get update\napt-get install -y build-essential\n"
+    );
+    assert_eq!(fixture.subcommands(), ["list", "shell", "shell"]);
+    // Once per session.
+    session.ensure_ready(&Vfs::new(), "/").expect("ready twice");
+    assert_eq!(fixture.subcommands().len(), 3);
+}
+
+#[test]
+fn interactive_shell_command_runs_the_guest_login_shell_at_the_guest_path() {
+    let fixture = Fixture::new("Running");
+    let (session, _) = open(&fixture, false);
+    // The test's cwd is not under the workspace parent: the shell starts at the mount.
+    let mut command = session.interactive_shell_command();
+    let out = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(b"pwd; echo \"$0\"\n")?;
+            child.wait_with_output()
+        })
+        .expect("limactl shell runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{MOUNT}\n/bin/bash\n"),
+        "the guest user's login shell ($SHELL) read the commands"
+    );
+}
+
+#[test]
+fn limactl_comes_from_the_setting_else_path_else_a_clear_error() {
+    let fixture = Fixture::new("Running");
+    let bin = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(&fixture.standin, bin.path().join("limactl")).expect("symlink");
+    let mut config = fixture.config(true);
+    config.limactl = None;
+    config.path = Some(format!("/nonexistent:{}", bin.path().display()).into());
+    let session = GammaSession::new(&config).expect("limactl found on PATH");
+    assert_eq!(session.limactl_path(), bin.path().join("limactl"));
+    config.path = Some("/nonexistent-a:/nonexistent-b".into());
+    match GammaSession::new(&config) {
+        Err(err @ LimaError::LimactlNotFound { .. }) => {
+            let text = err.to_string();
+            assert!(
+                text.contains("/nonexistent-a:/nonexistent-b")
+                    && text.contains("DEVSHELL_VM_LIMACTL"),
+                "{text}"
+            );
+        }
+        other => panic!("expected LimactlNotFound, got {other:?}"),
+    }
+    // The setting wins over PATH.
+    config.limactl = Some(fixture.standin.clone());
+    let session = GammaSession::new(&config).expect("configured limactl");
+    assert_eq!(session.limactl_path(), fixture.standin);
+    assert_eq!(session.lima_instance_name(), INSTANCE);
+}

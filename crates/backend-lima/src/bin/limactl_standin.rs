@@ -57,6 +57,25 @@ struct Mount {
     writable: bool,
 }
 
+impl Mount {
+    /// The host location with a leading `~` expanded to `$HOME` (as Lima does).
+    fn host_location(&self) -> String {
+        match self.location.strip_prefix('~') {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                format!("{}{rest}", default_home())
+            }
+            _ => self.location.clone(),
+        }
+    }
+
+    /// The guest mount point (Lima's default: the expanded location).
+    fn guest_point(&self) -> String {
+        self.mount_point
+            .clone()
+            .unwrap_or_else(|| self.host_location())
+    }
+}
+
 /// The stand-in's per-instance state (`standin.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Instance {
@@ -264,7 +283,7 @@ fn list(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
                 .map(|m| {
                     serde_json::json!({
                         "location": m.location,
-                        "mountPoint": m.mount_point.clone().unwrap_or_else(|| m.location.clone()),
+                        "mountPoint": m.guest_point(),
                         "writable": m.writable,
                     })
                 })
@@ -601,18 +620,19 @@ fn prepare_guest_root(inst: &Instance, root: &Path) -> Result<(), String> {
         }
     }
     for m in &inst.mounts {
-        let point = m.mount_point.clone().unwrap_or_else(|| m.location.clone());
+        let point = m.guest_point();
+        let location = m.host_location();
         let target = in_root(root, &point);
         std::fs::create_dir_all(&target)
             .map_err(|e| format!("cannot create mount point {point}: {e}"))?;
         mount(
-            Some(m.location.as_str()),
+            Some(location.as_str()),
             &target,
             none,
             MsFlags::MS_BIND,
             none,
         )
-        .map_err(mount_err(format!("bind {} at {point}", m.location)))?;
+        .map_err(mount_err(format!("bind {location} at {point}")))?;
         if !m.writable {
             mount(
                 none,
@@ -627,20 +647,18 @@ fn prepare_guest_root(inst: &Instance, root: &Path) -> Result<(), String> {
     // Hide each location that is not itself a guest path (and holds neither a mount
     // point nor the guest home): a host path used in the guest then finds nothing.
     for m in &inst.mounts {
-        let location = Path::new(&m.location);
+        let host_location = m.host_location();
+        let location = Path::new(&host_location);
         let shadows = |other: &str| {
             let other = Path::new(other);
             other.starts_with(location) || location.starts_with(other)
         };
-        let keep = inst
-            .mounts
-            .iter()
-            .any(|o| shadows(o.mount_point.as_deref().unwrap_or(&o.location)))
+        let keep = inst.mounts.iter().any(|o| shadows(&o.guest_point()))
             || Path::new(&inst.home).starts_with(location);
         if keep {
             continue;
         }
-        let target = in_root(root, &m.location);
+        let target = in_root(root, &host_location);
         if target.is_dir() {
             mount(
                 Some("devshell-standin-hidden"),
@@ -649,7 +667,7 @@ fn prepare_guest_root(inst: &Instance, root: &Path) -> Result<(), String> {
                 MsFlags::MS_RDONLY,
                 Some("mode=555"),
             )
-            .map_err(mount_err(format!("hide {}", m.location)))?;
+            .map_err(mount_err(format!("hide {host_location}")))?;
         }
     }
     std::os::unix::fs::chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
@@ -720,12 +738,12 @@ fn copy(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
 /// A guest path as seen from the host: under a mount point it is the mount's location.
 fn guest_to_host(inst: &Instance, path: &str) -> PathBuf {
     for m in &inst.mounts {
-        let point = m.mount_point.clone().unwrap_or_else(|| m.location.clone());
+        let point = m.guest_point();
         if path == point {
-            return PathBuf::from(&m.location);
+            return PathBuf::from(m.host_location());
         }
         if let Some(rest) = path.strip_prefix(&point).and_then(|r| r.strip_prefix('/')) {
-            return Path::new(&m.location).join(rest);
+            return Path::new(&m.host_location()).join(rest);
         }
     }
     PathBuf::from(path)
