@@ -184,6 +184,24 @@ fn captured_tool_runs_go_over_the_channel_too() {
         ),
         Err(devshell_vm_backend_lima::LimaError::WorkdirMissing { .. })
     ));
+    assert!(matches!(
+        session.run_tool(
+            &mut vfs,
+            "/p",
+            &ToolRequest::new("no-such-tool-xyz", Vec::<String>::new())
+                .stdout(OutputMode::Capture)
+                .stderr(OutputMode::Capture)
+        ),
+        Err(devshell_vm_backend_lima::LimaError::ProgramMissing { program, .. }) if program == "no-such-tool-xyz"
+    ));
+    // The tool's own 1, 127 and 255 stay statuses over the channel too.
+    for code in [1, 127, 255] {
+        let request = ToolRequest::new("sh", ["-c".to_owned(), format!("exit {code}")])
+            .stdout(OutputMode::Capture)
+            .stderr(OutputMode::Capture);
+        let outcome = session.run_tool(&mut vfs, "/p", &request).expect("run");
+        assert_eq!(outcome.exec.termination, Termination::Exited(code));
+    }
     assert_eq!(session.channel_state(), &ChannelState::Open);
     assert_eq!(
         fixture.subcommands(),
