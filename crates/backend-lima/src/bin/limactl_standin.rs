@@ -18,12 +18,14 @@
 //! `NAME=value` arguments keep their name unquoted and get their value quoted, and every
 //! other argument is quoted with `shellescape.Quote` rules. The script runs the way sshd
 //! runs a remote command (`$SHELL -c script`, a clean ssh-like environment), inside a
-//! **private mount namespace** (`unshare --mount --propagation private`) in which each
-//! configured mount's host `location` is bind-mounted at its guest `mountPoint`. So a
+//! **private mount namespace** (`unshare --mount --propagation private`) and a guest root
+//! of its own (a tmpfs with binds of the host's top-level entries, see [`guest_entry`]),
+//! in which each configured mount's host `location` is bind-mounted at its guest
+//! `mountPoint` and the `location` itself is covered by an empty read-only tmpfs. So a
 //! command sees the guest path (e.g. `/workspace`), never the host path, and tests catch
-//! any host/guest path mix-up. Mount points missing on this machine are created as empty
-//! directories (the bind mount itself is private to the namespace, so parallel tests do
-//! not see each other's mounts). A simulated ssh failure exits 255 like `ssh` does.
+//! any host/guest path mix-up; mount points are created only inside that root, never in
+//! the host's `/`, and parallel tests do not see each other's mounts. A simulated ssh
+//! failure exits 255 like `ssh` does.
 
 #![allow(
     clippy::struct_field_names,
