@@ -324,6 +324,22 @@ proptest! {
     }
 
     #[test]
+    fn unknown_fields_are_ignored_in_every_message(
+        req in request(),
+        rep in reply(),
+        extra in json_value(),
+        name in "x_future_[a-z]{1,8}",
+    ) {
+        // A newer peer adds fields (any JSON) to any frame: both sides still read it.
+        let mut value: serde_json::Value = serde_json::from_str(&encode_request(&req)).unwrap();
+        value[name.as_str()] = extra.clone();
+        prop_assert_eq!(parse_request(&value.to_string()).unwrap(), req);
+        let mut value: serde_json::Value = serde_json::from_str(&encode_reply(&rep)).unwrap();
+        value[name.as_str()] = extra;
+        prop_assert_eq!(parse_reply(&value.to_string()).unwrap(), rep);
+    }
+
+    #[test]
     fn parse_request_never_panics(line in any::<String>()) {
         let _ = parse_request(&line);
         let _ = parse_reply(&line);
