@@ -234,3 +234,89 @@ fn projects_with_the_same_leaf_name_do_not_collide() {
         b"[package]\nname = \"a\"\n"
     );
 }
+
+#[test]
+fn first_use_removes_staging_dirs_of_dead_processes_only() {
+    let base = tempfile::tempdir().expect("tempdir");
+    // Pids above the kernel's pid_max limit (4194304) cannot belong to a live process.
+    let dead = base.path().join(format!("{STAGING_PREFIX}2147483600-1-0"));
+    std::fs::create_dir_all(dead.join("0/p/target")).expect("mkdir dead");
+    std::fs::write(dead.join("0/p/target/big"), b"left by a crash").expect("write");
+    let live = base
+        .path()
+        .join(format!("{STAGING_PREFIX}{}-1-0", std::process::id()));
+    std::fs::create_dir(&live).expect("mkdir live");
+
+    let mut session = HostSandboxSession::new(&config(base.path()));
+    assert!(dead.exists(), "nothing is cleaned before first use");
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+    sh(&mut session, &mut vfs, "/p", "true");
+    assert!(!dead.exists(), "stale staging of a dead pid survived");
+    assert!(live.is_dir(), "a live process's staging was removed");
+    session.shutdown().expect("shutdown");
+}
+
+#[test]
+fn staging_location_follows_the_export_base_rule() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let xdg = root.path().join("xdg");
+    let home = root.path().join("home");
+    let explicit = root.path().join("explicit");
+    let base_config = VmConfig {
+        export_base: None,
+        xdg_cache_home: Some(xdg.clone()),
+        home: Some(home.clone()),
+        ..config(root.path())
+    };
+    let cases = [
+        (
+            VmConfig {
+                export_base: Some(explicit.clone()),
+                ..base_config.clone()
+            },
+            explicit,
+        ),
+        (base_config.clone(), xdg.join("cargo-devshell-exports")),
+        (
+            VmConfig {
+                xdg_cache_home: None,
+                ..base_config.clone()
+            },
+            home.join(".cache/cargo-devshell-exports"),
+        ),
+    ];
+    for (config, expected_parent) in cases {
+        let mut session = HostSandboxSession::new(&config);
+        let mut vfs = Vfs::new();
+        vfs.mkdir("/p").expect("mkdir");
+        sh(&mut session, &mut vfs, "/p", "true");
+        let staging = session.staging_dir().expect("staging").to_path_buf();
+        assert_eq!(staging.parent(), Some(expected_parent.as_path()));
+        let mode = std::fs::metadata(&staging)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(mode, 0o700, "{}", staging.display());
+        session.shutdown().expect("shutdown");
+    }
+    // Neither DEVSHELL_EXPORT_BASE, XDG_CACHE_HOME nor HOME: the temp dir.
+    let tmp = root.path().join("tmp");
+    let bare = VmConfig {
+        xdg_cache_home: None,
+        home: None,
+        tmpdir: Some(tmp.clone()),
+        ..base_config
+    };
+    let mut session = HostSandboxSession::new(&bare);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+    sh(&mut session, &mut vfs, "/p", "true");
+    let staging = session.staging_dir().expect("staging").to_path_buf();
+    assert_eq!(
+        staging.parent(),
+        Some(tmp.join("cargo-devshell-exports").as_path())
+    );
+    session.shutdown().expect("shutdown");
+}

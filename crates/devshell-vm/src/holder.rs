@@ -254,7 +254,7 @@ impl SessionHolder {
 
 /// Constructors of the optional backends: the real one when the feature is on, a
 /// [`VmError::BackendNotImplemented`] naming the feature when it is off.
-mod backends {
+pub(crate) mod backends {
     use devshell_vm_config::VmConfig;
 
     use crate::{SessionHolder, VmError};
@@ -267,6 +267,15 @@ mod backends {
     /// is checked and started now, and its failures are [`VmError::Lima`].
     #[cfg(all(unix, feature = "lima"))]
     pub(super) fn lima_session(config: &VmConfig) -> Result<SessionHolder, VmError> {
+        new_gamma_session(config).map(|session| SessionHolder::Gamma(Box::new(session)))
+    }
+
+    /// The [`devshell_vm_backend_lima::GammaSession`] behind [`lima_session`] (also used
+    /// by [`crate::LimaGuestFsOps::new`]).
+    #[cfg(all(unix, feature = "lima"))]
+    pub(crate) fn new_gamma_session(
+        config: &VmConfig,
+    ) -> Result<devshell_vm_backend_lima::GammaSession, VmError> {
         use devshell_vm_backend_lima::{GammaSession, LimaError};
         let config = VmConfig {
             workspace_parent: Some(crate::workspace_parent_for_config(
@@ -276,7 +285,7 @@ mod backends {
             ..config.clone()
         };
         match GammaSession::new(&config) {
-            Ok(session) => Ok(SessionHolder::Gamma(Box::new(session))),
+            Ok(session) => Ok(session),
             Err(err @ LimaError::LimactlNotFound { .. }) => Err(VmError::BackendUnavailable {
                 backend: devshell_vm_config::Backend::Lima,
                 reason: err.to_string(),

@@ -69,6 +69,8 @@
 pub mod conformance;
 mod error;
 mod holder;
+#[cfg(all(unix, feature = "lima"))]
+mod lima_ops;
 mod session;
 mod workspace;
 
@@ -85,13 +87,20 @@ pub use workspace::{
 };
 
 pub use devshell_vm_backend_host::{HostError, HostSandboxSession, SyncObserver};
+/// The Lima (γ) session type ([`SessionHolder::Gamma`]), as the seed re-exported it.
+#[cfg(all(unix, feature = "lima"))]
+pub use devshell_vm_backend_lima::GammaSession;
 pub use devshell_vm_config::{
     Backend, ConfigError, ENV_DEVSHELL_EXPORT_BASE, ENV_DEVSHELL_VM,
-    ENV_DEVSHELL_VM_AUTO_BUILD_ESSENTIAL, ENV_DEVSHELL_VM_BACKEND,
-    ENV_DEVSHELL_VM_BETA_SESSION_STAGING, ENV_DEVSHELL_VM_EAGER, ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS,
-    ENV_DEVSHELL_VM_GUEST_WORKSPACE, ENV_DEVSHELL_VM_INTERNAL_REPL, ENV_DEVSHELL_VM_LIMA_HINTS,
-    ENV_DEVSHELL_VM_LIMA_INSTANCE, ENV_DEVSHELL_VM_LIMACTL, ENV_DEVSHELL_VM_SIDECAR_BIN,
-    ENV_DEVSHELL_VM_SOCKET, ENV_DEVSHELL_VM_STOP_ON_EXIT, ENV_DEVSHELL_VM_TOKEN_FILE,
+    ENV_DEVSHELL_VM_AUTO_BUILD_ESSENTIAL, ENV_DEVSHELL_VM_AUTO_BUILD_TODO_GUEST,
+    ENV_DEVSHELL_VM_AUTO_TODO_PATH, ENV_DEVSHELL_VM_BACKEND, ENV_DEVSHELL_VM_BETA_SESSION_STAGING,
+    ENV_DEVSHELL_VM_CONTAINER_IMAGE, ENV_DEVSHELL_VM_DISABLE_PODMAN_SSH_HOME,
+    ENV_DEVSHELL_VM_EAGER, ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, ENV_DEVSHELL_VM_GUEST_HOST_DIR,
+    ENV_DEVSHELL_VM_GUEST_TODO_HINT, ENV_DEVSHELL_VM_GUEST_WORKSPACE,
+    ENV_DEVSHELL_VM_INTERNAL_REPL, ENV_DEVSHELL_VM_LIMA_HINTS, ENV_DEVSHELL_VM_LIMA_INSTANCE,
+    ENV_DEVSHELL_VM_LIMACTL, ENV_DEVSHELL_VM_LINUX_BINARY, ENV_DEVSHELL_VM_REPO_ROOT,
+    ENV_DEVSHELL_VM_SIDECAR_BIN, ENV_DEVSHELL_VM_SKIP_PODMAN_BOOTSTRAP, ENV_DEVSHELL_VM_SOCKET,
+    ENV_DEVSHELL_VM_STDIO_TRANSPORT, ENV_DEVSHELL_VM_STOP_ON_EXIT, ENV_DEVSHELL_VM_TOKEN_FILE,
     ENV_DEVSHELL_VM_WORKSPACE_MODE, ENV_DEVSHELL_VM_WORKSPACE_PARENT,
     ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, ENV_EXPORT_BASE, EnvSource, Transport, VmConfig,
     WorkspaceMode, exec_timeout_ms_from_env, workspace_mode_from_env,
@@ -106,6 +115,8 @@ pub use devshell_vm_sync::{
     push_full, push_incremental,
 };
 pub use devshell_vm_vfs::Vfs;
+#[cfg(all(unix, feature = "lima"))]
+pub use lima_ops::LimaGuestFsOps;
 
 /// The configuration crate (every `DEVSHELL_VM*` name and its parsing).
 pub use devshell_vm_config as config;

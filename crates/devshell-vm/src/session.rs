@@ -18,7 +18,10 @@ pub trait VmExecutionSession {
     ///
     /// # Errors
     /// Backend-specific failures while preparing VM or staging state.
-    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError>;
+    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        let _ = (vfs, vfs_cwd);
+        Ok(())
+    }
 
     /// Runs `program args…` (normally `cargo` or `rustup`) with cwd matching `vfs_cwd`,
     /// the caller's stdio and Ctrl-C forwarded; afterwards `vfs` holds what the tool
@@ -50,15 +53,55 @@ pub trait VmExecutionSession {
     ) -> Result<ToolOutcome, VmError>;
 
     /// Installs a progress callback for the session's pushes and pulls (front ends show
-    /// a progress line for long syncs with it).
-    fn set_sync_observer(&mut self, observer: SyncObserver);
+    /// a progress line for long syncs with it). The default ignores it (a session that
+    /// does not sync reports no progress).
+    fn set_sync_observer(&mut self, observer: SyncObserver) {
+        let _ = observer;
+    }
 
     /// Tears the session down (final pull where the backend needs one, remove staging,
     /// stop the VM when configured).
     ///
     /// # Errors
     /// Backend-specific failures during shutdown.
-    fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), VmError>;
+    fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        let _ = (vfs, vfs_cwd);
+        Ok(())
+    }
+}
+
+/// A boxed session is a session ([`crate::SessionHolder::Gamma`] boxes the Lima one).
+impl<T: VmExecutionSession + ?Sized> VmExecutionSession for Box<T> {
+    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        (**self).ensure_ready(vfs, vfs_cwd)
+    }
+
+    fn run_rust_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<ExitStatus, VmError> {
+        (**self).run_rust_tool(vfs, vfs_cwd, program, args)
+    }
+
+    fn run_tool(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+    ) -> Result<ToolOutcome, VmError> {
+        (**self).run_tool(vfs, vfs_cwd, request)
+    }
+
+    fn set_sync_observer(&mut self, observer: SyncObserver) {
+        (**self).set_sync_observer(observer);
+    }
+
+    fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+        (**self).shutdown(vfs, vfs_cwd)
+    }
 }
 
 impl VmExecutionSession for HostSandboxSession {
@@ -133,9 +176,9 @@ impl VmExecutionSession for devshell_vm_backend_beta::BetaSession {
     }
 }
 
-/// For the boxed session [`crate::SessionHolder::Gamma`] holds.
+/// The Lima (γ) session.
 #[cfg(all(unix, feature = "lima"))]
-impl VmExecutionSession for Box<devshell_vm_backend_lima::GammaSession> {
+impl VmExecutionSession for devshell_vm_backend_lima::GammaSession {
     fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
         Ok(devshell_vm_backend_lima::GammaSession::ensure_ready(
             self, vfs, vfs_cwd,

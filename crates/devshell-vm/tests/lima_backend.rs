@@ -136,3 +136,37 @@ fn lima_without_limactl_is_unavailable_and_falls_back_to_host() {
     let session = devshell_vm::try_session_rc_or_host_from_config(&config, &mut stderr);
     assert!(session.borrow().is_host_only());
 }
+
+#[test]
+fn lima_guest_fs_ops_owns_a_session_and_delegates() {
+    use devshell_vm::{GuestFsOps, LimaGuestFsOps};
+    let (home, parent) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = lima_config(home.path(), parent.path(), true);
+    let mut ops = LimaGuestFsOps::new(&config).unwrap();
+    assert_eq!(ops.mount(), "/workspace");
+    assert_eq!(ops.session().lima_instance_name(), "t");
+    ops.mkdir("/workspace/q/sub").unwrap();
+    ops.write_file("/workspace/q/sub/a.txt", b"via ops")
+        .unwrap();
+    assert_eq!(
+        std::fs::read(parent.path().join("q/sub/a.txt")).unwrap(),
+        b"via ops"
+    );
+    assert_eq!(ops.list_dir("/workspace/q/sub").unwrap(), ["a.txt"]);
+    assert!(ops.exists("/workspace/q/sub/a.txt").unwrap());
+    ops.rename("/workspace/q/sub/a.txt", "/workspace/q/b.txt")
+        .unwrap();
+    assert_eq!(ops.read_file("/workspace/q/b.txt").unwrap(), b"via ops");
+    ops.remove("/workspace/q").unwrap();
+    assert!(!parent.path().join("q").exists());
+    let err = ops.read_file("/workspace/q/b.txt").unwrap_err();
+    assert!(err.to_string().contains("/workspace/q/b.txt"), "{err}");
+
+    let no_limactl = VmConfig::from_source(&BTreeMap::from([
+        ("DEVSHELL_VM_BACKEND".to_owned(), "lima".to_owned()),
+        ("PATH".to_owned(), "/nonexistent".to_owned()),
+    ]))
+    .unwrap();
+    let err = LimaGuestFsOps::new(&no_limactl).unwrap_err();
+    assert!(matches!(err, VmError::BackendUnavailable { .. }), "{err}");
+}
