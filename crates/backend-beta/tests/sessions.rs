@@ -577,3 +577,47 @@ fn tcp_colon_form_and_tcp_url_form_both_connect() {
         );
     }
 }
+
+#[test]
+fn a_peer_that_stops_reading_hits_the_write_deadline() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    let dirs = Dirs::new();
+    let listener = UnixListener::bind(&dirs.socket).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A peer that answers the handshake and session_start, then never reads again.
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        for reply in [
+            r#"{"op":"handshake_ok","version":1,"server":"stuck","server_version":"0"}"#,
+            r#"{"op":"session_ok","session_id":"x"}"#,
+        ] {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            writer.write_all(format!("{reply}\n").as_bytes()).unwrap();
+        }
+        // Keep the connection open (unread) until the test is done with it.
+        tx.send((reader, writer)).unwrap();
+    });
+    let mut session = BetaSession::new(&config(&[
+        ("DEVSHELL_VM_SOCKET", dirs.socket.to_str().unwrap()),
+        ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
+        ("DEVSHELL_VM_BETA_SESSION_STAGING", &dirs.staging("guest")),
+    ]))
+    .expect("session");
+    session.set_io_timeout(Duration::from_millis(300));
+    assert!(!session.capabilities().unwrap().exec_stream);
+    // Far more than a socket buffer holds: the write itself must give up.
+    let err = session
+        .write_file("/workspace/big", &vec![b'x'; 16 * 1024 * 1024])
+        .expect_err("nobody reads");
+    assert!(
+        matches!(&err, GuestFsError::Transport { message } if message.contains("did not answer guest_fs within")),
+        "{err:?}"
+    );
+    assert!(!session.is_connected(), "a timed-out connection is dropped");
+    drop(rx.recv().unwrap());
+}
