@@ -39,7 +39,8 @@ const APP_MAIN: &str =
     "fn main() {\n    println!(\"{}\", greet::greeting(\"in-memory workspace\"));\n}\n";
 const APP_MAIN_EDITED: &str = "fn main() {\n    println!(\"{} (edited in memory)\", greet::greeting(\"in-memory workspace\"));\n}\n";
 
-/// Runs the demo; a failing step ends it with exit code 1 after its report.
+/// Runs the demo; a failing step ends it after its report with a [`CliError::Demo`]
+/// (exit code 70, like every failure of the command itself).
 pub(crate) fn demo(backend: Option<BackendArg>) -> Result<ExitCode, CliError> {
     let config = load_config(backend)?;
     let mut session = open_session(&config, backend.is_some())?;
@@ -162,7 +163,10 @@ fn step(
     label: &str,
     args: &[&str],
 ) -> Result<ToolOutcome, CliError> {
+    // Plain `Compiling` lines whatever the user's cargo colour setting: the report reads
+    // them to show what recompiled.
     let request = ToolRequest::new("cargo", args.iter().copied())
+        .env("CARGO_TERM_COLOR", "never")
         .stdout(OutputMode::Capture)
         .stderr(OutputMode::Capture)
         .forward_interrupts(true);

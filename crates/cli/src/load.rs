@@ -30,6 +30,9 @@ pub(crate) fn load_dir(dir: &Path, excludes: &[String]) -> Result<(Vfs, SyncRepo
             .set_excludes(&globs)
             .map_err(|err| fail(err.to_string()))?;
     }
+    // A large directory gets the same progress line as a long sync.
+    let progress = crate::report::progress_observer();
+    state.set_observer(Box::new(move |done| progress(done)));
     let mut vfs = Vfs::new();
     let report = devshell_vm::pull_workspace_to_vfs(&mut state, "/", &mut vfs)
         .map_err(|err| fail(err.to_string()))?;

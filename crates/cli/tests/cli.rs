@@ -41,8 +41,10 @@ fn show(output: &Output) -> String {
 #[test]
 fn demo_works_without_configuration() {
     let base = tempfile::tempdir().expect("tempdir");
+    // A user who forces cargo's colours still gets a correct "recompiled" report.
     let output = devshell(base.path())
         .arg("demo")
+        .env("CARGO_TERM_COLOR", "always")
         .output()
         .expect("run demo");
     assert!(output.status.success(), "{}", show(&output));
