@@ -320,3 +320,45 @@ fn staging_location_follows_the_export_base_rule() {
     );
     session.shutdown().expect("shutdown");
 }
+
+#[test]
+fn infrastructure_failures_are_error_values_naming_the_path() {
+    // The export base is a regular file: the staging directory cannot be created.
+    let root = tempfile::tempdir().expect("tempdir");
+    let blocker = root.path().join("not-a-dir");
+    std::fs::write(&blocker, b"file").expect("write");
+    let mut session = HostSandboxSession::new(&config(&blocker));
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+    vfs.write_file("/p/keep.txt", b"keep".to_vec())
+        .expect("write");
+    let err = session
+        .run_rust_tool(&mut vfs, "/p", "true", &[])
+        .expect_err("no staging directory possible");
+    assert!(
+        matches!(&err, HostError::StagingCreate { path, .. } if path.starts_with(&blocker)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+    assert_eq!(&*vfs.read_file("/p/keep.txt").expect("untouched"), b"keep");
+
+    // The tool removes its own working tree: the pull after the run cannot happen, and
+    // that is an error carrying how the tool ended — not an exit status.
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut session = HostSandboxSession::new(&config(base.path()));
+    let err = session
+        .run_rust_tool(
+            &mut vfs,
+            "/p",
+            "sh",
+            &["-c".to_owned(), "rm -rf \"$PWD\"; exit 3".to_owned()],
+        )
+        .expect_err("the pull must fail");
+    assert!(
+        matches!(&err, HostError::PullAfterRun { program, termination, vfs_path, .. }
+            if program == "sh" && termination == "exit code 3" && vfs_path == "/p"),
+        "{err:?}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+    assert_eq!(&*vfs.read_file("/p/keep.txt").expect("untouched"), b"keep");
+}
