@@ -259,6 +259,17 @@ pub(crate) mod backends {
 
     use crate::{SessionHolder, VmError};
 
+    /// [`VmError::BackendNotImplemented`] text for `lima` without the `lima` feature.
+    /// Always compiled, so the CI run (all features) checks it too.
+    #[cfg_attr(any(not(unix), feature = "lima"), allow(dead_code))]
+    pub(crate) const LIMA_NOT_COMPILED: &str = "DEVSHELL_VM_BACKEND=lima requires building \
+        devshell-vm with `--features lima` (a default feature); or set DEVSHELL_VM_BACKEND=host";
+
+    /// [`VmError::BackendNotImplemented`] text for `beta` without the `beta` feature.
+    #[cfg_attr(feature = "beta", allow(dead_code))]
+    pub(crate) const BETA_NOT_COMPILED: &str = "DEVSHELL_VM_BACKEND=beta requires building \
+        devshell-vm with `--features beta` (a default feature); or set DEVSHELL_VM_BACKEND=host";
+
     /// Lima compiled in: a [`SessionHolder::Gamma`]. The workspace parent is resolved
     /// here with [`crate::workspace_parent_for_config`], so the session mounts exactly the
     /// directory [`crate::vm_workspace_host_root`] and `DEVSHELL_WORKSPACE_ROOT` name.
@@ -296,10 +307,7 @@ pub(crate) mod backends {
 
     #[cfg(all(unix, not(feature = "lima")))]
     pub(super) fn lima_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
-        Err(VmError::BackendNotImplemented(
-            "DEVSHELL_VM_BACKEND=lima requires building devshell-vm with `--features lima` \
-             (a default feature); or set DEVSHELL_VM_BACKEND=host",
-        ))
+        Err(VmError::BackendNotImplemented(LIMA_NOT_COMPILED))
     }
 
     #[cfg(not(unix))]
@@ -324,9 +332,6 @@ pub(crate) mod backends {
 
     #[cfg(not(feature = "beta"))]
     pub(super) fn beta_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
-        Err(VmError::BackendNotImplemented(
-            "DEVSHELL_VM_BACKEND=beta requires building devshell-vm with `--features beta` \
-             (a default feature); or set DEVSHELL_VM_BACKEND=host",
-        ))
+        Err(VmError::BackendNotImplemented(BETA_NOT_COMPILED))
     }
 }

@@ -308,6 +308,29 @@ mod tests {
         }
     }
 
+    /// Runs in every build (CI tests with all features): the texts the not-compiled
+    /// constructors return name the feature to enable and the host way out.
+    #[test]
+    fn not_compiled_messages_name_the_feature() {
+        for (message, feature, backend) in [
+            (
+                holder::backends::LIMA_NOT_COMPILED,
+                "--features lima",
+                "=lima",
+            ),
+            (
+                holder::backends::BETA_NOT_COMPILED,
+                "--features beta",
+                "=beta",
+            ),
+        ] {
+            let text = VmError::BackendNotImplemented(message).to_string();
+            assert!(text.contains(feature), "{text}");
+            assert!(text.contains(backend), "{text}");
+            assert!(text.contains("DEVSHELL_VM_BACKEND=host"), "{text}");
+        }
+    }
+
     #[cfg(not(feature = "lima"))]
     #[test]
     fn lima_without_the_feature_names_the_feature() {
