@@ -12,7 +12,12 @@
 //!
 //! Known blind spot, shared by every inotify user: a write to a staging file through a
 //! hard link that lives outside the staging directory. The staging directory is private
-//! (0700), so only the session's own user could set that up.
+//! (0700), so only the session's own user could set that up. A second one, documented in
+//! inotify(7): writes through a shared `mmap` of a file raise no `IN_MODIFY`; they are
+//! seen only through the `IN_CLOSE_WRITE` (or create) of the descriptor that mapped the
+//! file, so a tool that closes that descriptor first and writes through the mapping
+//! afterwards, on a file that already existed, goes unseen. Linkers write their output
+//! into a freshly created file, which is seen.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
