@@ -192,7 +192,7 @@ struct Conn<'a> {
 }
 
 /// Serves one connection until end of input or a transport failure.
-pub(crate) fn serve_connection<R: Read, W: Write>(
+pub(crate) fn serve_connection<R: Read, W: Write + Send>(
     shared: &Shared,
     peer: Peer,
     reader: R,
@@ -245,7 +245,7 @@ enum ExecEnd {
 }
 
 impl Conn<'_> {
-    fn dispatch<W: Write>(
+    fn dispatch<W: Write + Send>(
         &mut self,
         request: Request,
         writer: &mut W,
@@ -525,7 +525,7 @@ impl Conn<'_> {
         }
     }
 
-    fn exec<W: Write>(&mut self, exec: &Exec, writer: &mut W) -> Result<(), ProtocolError> {
+    fn exec<W: Write + Send>(&mut self, exec: &Exec, writer: &mut W) -> Result<(), ProtocolError> {
         let prepared = match self.prepare_exec(exec) {
             Ok(prepared) => prepared,
             Err(reply) => return write_frame(writer, &reply),
@@ -610,7 +610,7 @@ impl Conn<'_> {
         })
     }
 
-    fn run_exec<W: Write>(
+    fn run_exec<W: Write + Send>(
         &self,
         exec: &Exec,
         prepared: PreparedExec,
@@ -622,42 +622,26 @@ impl Conn<'_> {
             .hangup
             .as_ref()
             .and_then(|hangup| HangupWatcher::start(hangup, cancel.clone()));
-        let stream = self.has(CAP_EXEC_STREAM);
-        let client_gone = AtomicBool::new(false);
-        let mut on_output = |kind: StreamKind, chunk: &[u8]| {
-            if stream {
-                if client_gone.load(Ordering::Relaxed) {
-                    return;
-                }
-                let frame = Reply::ExecOutput(ExecOutput {
-                    session_id: exec.session_id.clone(),
-                    stream: match kind {
-                        StreamKind::Stdout => OutputStream::Stdout,
-                        StreamKind::Stderr => OutputStream::Stderr,
-                    },
-                    data_base64: encode_base64(chunk),
-                });
-                if write_frame(writer, &frame).is_err() {
-                    client_gone.store(true, Ordering::Relaxed);
-                    cancel.cancel();
-                }
-            } else {
-                // v1: child output goes to the sidecar's stderr.
-                let mut err = std::io::stderr().lock();
-                let _ = err.write_all(chunk);
-                let _ = err.flush();
-            }
-        };
         let started = Instant::now();
-        let outcome = devshell_vm_exec::run(
-            &prepared.program,
-            &prepared.request,
-            &prepared.cwd,
-            &mut on_output,
-            Some(cancel),
-        );
+        let (outcome, client_gone) = if self.has(CAP_EXEC_STREAM) {
+            run_streaming(&prepared, &exec.session_id, cancel, writer)
+        } else {
+            let outcome = devshell_vm_exec::run(
+                &prepared.program,
+                &prepared.request,
+                &prepared.cwd,
+                &mut |_, chunk: &[u8]| {
+                    // v1: child output goes to the sidecar's stderr.
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(chunk);
+                    let _ = err.flush();
+                },
+                Some(cancel),
+            );
+            (outcome, false)
+        };
         let hung_up = watcher.is_some_and(HangupWatcher::stop);
-        let gone = hung_up || client_gone.load(Ordering::Relaxed);
+        let gone = hung_up || client_gone;
         let summary = format!("exec {:?} in {}", exec.argv, prepared.guest_cwd);
         let end = if gone {
             log(
@@ -680,6 +664,82 @@ impl Conn<'_> {
         drop(prepared.cwd_fd);
         end
     }
+}
+
+/// `exec_output` frames queued between the run and the connection's writer thread.
+const STREAM_QUEUE_FRAMES: usize = 16;
+
+/// Runs `prepared` with `exec-stream`: output chunks become `exec_output` frames,
+/// written by a separate thread so that a client that stops reading never stalls the
+/// run itself. When the queue is full, the run waits for the client — but never past
+/// its deadline or a cancellation (hang-up, SIGTERM): then the frame is dropped and
+/// the run goes on to kill the process group at once. Returns the outcome and whether
+/// the client went away (a write failed).
+fn run_streaming<W: Write + Send>(
+    prepared: &PreparedExec,
+    session_id: &str,
+    cancel: &CancelHandle,
+    writer: &mut W,
+) -> (Result<devshell_vm_exec::ExecOutcome, ExecError>, bool) {
+    let deadline = prepared.timeout.map(|t| Instant::now() + t);
+    let gone = AtomicBool::new(false);
+    let (frames, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(STREAM_QUEUE_FRAMES);
+    let outcome = thread::scope(|scope| {
+        let gone = &gone;
+        scope.spawn(move || {
+            for frame in queue {
+                if writer
+                    .write_all(&frame)
+                    .and_then(|()| writer.flush())
+                    .is_err()
+                {
+                    gone.store(true, Ordering::SeqCst);
+                    cancel.cancel();
+                    // Dropping the queue makes further sends fail at once.
+                    return;
+                }
+            }
+        });
+        let mut on_output = |kind: StreamKind, chunk: &[u8]| {
+            let frame = Reply::ExecOutput(ExecOutput {
+                session_id: session_id.to_owned(),
+                stream: match kind {
+                    StreamKind::Stdout => OutputStream::Stdout,
+                    StreamKind::Stderr => OutputStream::Stderr,
+                },
+                data_base64: encode_base64(chunk),
+            });
+            let mut pending = devshell_vm_protocol::encode_reply(&frame).into_bytes();
+            pending.push(b'\n');
+            loop {
+                match frames.try_send(pending) {
+                    Ok(()) | Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+                    Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                        let overdue = deadline.is_some_and(|d| Instant::now() >= d);
+                        if overdue || cancel.is_cancelled() {
+                            // The run is being stopped: do not wait for a client that
+                            // does not read.
+                            return;
+                        }
+                        pending = back;
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+        };
+        let outcome = devshell_vm_exec::run(
+            &prepared.program,
+            &prepared.request,
+            &prepared.cwd,
+            &mut on_output,
+            Some(cancel),
+        );
+        // Closing the queue lets the writer thread finish; the scope waits for it, so
+        // every queued frame is out before the final reply.
+        drop(frames);
+        outcome
+    });
+    (outcome, gone.load(Ordering::SeqCst))
 }
 
 /// An `exec` ready to run.

@@ -57,7 +57,8 @@ pub fn serve(options: Options) -> Result<(), SidecarError> {
                 hangup,
                 on_authenticated: None,
             };
-            serve_connection(&shared, peer, stdin.lock(), stdout.lock());
+            // `Stdout` (not its lock): exec-stream frames are written from a helper thread.
+            serve_connection(&shared, peer, stdin.lock(), stdout);
             Ok(())
         }
     }

@@ -204,3 +204,70 @@ fn sigterm_kills_running_execs_and_removes_the_socket() {
     });
     assert!(!socket.exists(), "socket file left behind");
 }
+
+/// Sends an `exec` of a tool that floods stdout (streamed with `exec-stream`) and that
+/// the client never reads, with a quiet grandchild beside it (only a kill of the whole
+/// group ends that one); returns both pids once they run.
+fn start_unread_flood(
+    client: &mut Client,
+    st: &crate::common::Staging,
+    timeout_ms: Option<u64>,
+) -> [u32; 2] {
+    let mut frame = json!({"op":"exec","session_id":"pid-1","guest_cwd":"/workspace",
+        "argv":["sh","-c","sleep 300 & echo $! $$ > flood.pid; exec yes flood-line"],"env":{}});
+    if let Some(ms) = timeout_ms {
+        frame["timeout_ms"] = json!(ms);
+    }
+    client.send(&frame);
+    let pid_file = st.dir.join("flood.pid");
+    wait_until("the flooding tool started", Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|text| text.ends_with('\n'))
+    });
+    let text = std::fs::read_to_string(&pid_file).unwrap();
+    let pids: Vec<u32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    [pids[0], pids[1]]
+}
+
+#[test]
+fn timeout_is_honoured_while_the_client_does_not_read_the_stream() {
+    let st = staging();
+    let sidecar = builder(st.root.path()).start_unix();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    let pids = start_unread_flood(&mut client, &st, Some(300));
+    // Nothing is read: the socket and the queue fill up, and the run must still end at
+    // its deadline (the bound only turns "never" into a failure).
+    wait_until(
+        "the unread tool is killed at its deadline",
+        Duration::from_secs(20),
+        || !pids.iter().any(|&pid| alive(pid)),
+    );
+    // Reading now: the queued output, then exec_timeout; the connection goes on.
+    loop {
+        let reply = client.recv();
+        if reply["op"] != "exec_output" {
+            assert_error(&reply, "error", "exec_timeout");
+            break;
+        }
+    }
+    let (_, r) = client.exec(&["true"], &json!({}));
+    assert_eq!(r["exit_code"], 0, "{r}");
+}
+
+#[test]
+fn sigterm_kills_an_exec_whose_client_does_not_read() {
+    let st = staging();
+    let mut sidecar = builder(st.root.path()).start_unix();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    let pids = start_unread_flood(&mut client, &st, None);
+    let status = sidecar.terminate();
+    assert!(status.success(), "SIGTERM exit status: {status}");
+    wait_until("the unread tool is gone", Duration::from_secs(10), || {
+        !pids.iter().any(|&pid| alive(pid))
+    });
+    drop(client);
+}
