@@ -241,3 +241,34 @@ fn a_sidecar_that_does_not_answer_falls_back_to_one_shell_per_operation() {
         ["list", "copy", "shell", "shell", "shell"]
     );
 }
+
+#[test]
+fn a_sidecar_under_the_workspace_parent_reaches_the_guest_through_the_mount() {
+    // No `limactl copy`: the guest runs the binary at its guest path (the host path is
+    // hidden in the stand-in's guest, so a host path here would fail to start).
+    let fixture = Fixture::new("Running");
+    let tools = fixture.parent.path().join("tools");
+    std::fs::create_dir(&tools).expect("mkdir");
+    let sidecar = tools.join("devshell-vm-sidecar");
+    std::fs::copy(common::sidecar(), &sidecar).expect("copy the sidecar into the workspace");
+    let mut config = fixture.config(true);
+    config.sidecar_bin = Some(sidecar);
+    let mut session = GammaSession::new(&config).expect("session");
+    session.set_notice_writer(Box::new(std::io::sink()));
+    session
+        .write_file(&format!("{MOUNT}/x"), b"via mount")
+        .expect("write");
+    assert_eq!(
+        session.read_file(&format!("{MOUNT}/x")).expect("read"),
+        b"via mount"
+    );
+    assert_eq!(session.channel_state(), &ChannelState::Open);
+    assert_eq!(fixture.subcommands(), ["list", "shell"]);
+    let shell = &fixture.invocations()[1];
+    assert!(
+        shell
+            .iter()
+            .any(|a| a == &format!("{MOUNT}/tools/devshell-vm-sidecar")),
+        "the channel runs the sidecar at its guest path: {shell:?}"
+    );
+}
