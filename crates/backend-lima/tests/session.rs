@@ -733,3 +733,25 @@ fn limactl_comes_from_the_setting_else_path_else_a_clear_error() {
     assert_eq!(session.limactl_path(), fixture.standin);
     assert_eq!(session.lima_instance_name(), INSTANCE);
 }
+
+#[test]
+fn shutdown_without_stop_on_exit_leaves_the_instance_running() {
+    let fixture = Fixture::new("Stopped");
+    std::fs::create_dir(fixture.parent.path().join("p")).expect("mkdir");
+    let config = fixture.config(true);
+    assert!(
+        !config.stop_on_exit,
+        "DEVSHELL_VM_STOP_ON_EXIT is off by default"
+    );
+    let mut session = GammaSession::new(&config).expect("session");
+    let notices = Notices::default();
+    session.set_notice_writer(Box::new(notices.clone()));
+    let mut vfs = vfs_with_dir("/p");
+    session
+        .run_tool(&mut vfs, "/p", &captured("true", &[]))
+        .expect("run");
+    session.shutdown().expect("shutdown");
+    assert_eq!(fixture.instance()["status"], "Running");
+    assert_eq!(fixture.subcommands(), ["list", "start", "shell"]);
+    assert!(!notices.text().contains("stopping"), "{}", notices.text());
+}
