@@ -747,9 +747,10 @@ fn shutdown_without_stop_on_exit_leaves_the_instance_running() {
     let notices = Notices::default();
     session.set_notice_writer(Box::new(notices.clone()));
     let mut vfs = vfs_with_dir("/p");
-    session
+    let outcome = session
         .run_tool(&mut vfs, "/p", &captured("true", &[]))
         .expect("run");
+    assert!(outcome.exec.success(), "{outcome:?}");
     session.shutdown().expect("shutdown");
     assert_eq!(fixture.instance()["status"], "Running");
     assert_eq!(fixture.subcommands(), ["list", "start", "shell"]);
