@@ -835,7 +835,9 @@ impl GammaSession {
             Termination::Exited(255) => {
                 self.check_ssh(&format!("running `{}`", request.program))?;
             }
-            Termination::Exited(127) if !self.program_exists(guest_dir, &request.program)? => {
+            Termination::Exited(127)
+                if !self.program_exists(guest_dir, &request.env, &request.program)? =>
+            {
                 return Err(LimaError::ProgramMissing {
                     program: request.program.clone(),
                     instance: self.instance.clone(),
@@ -996,8 +998,15 @@ impl GammaSession {
         Ok(out.status.success())
     }
 
-    fn program_exists(&mut self, dir: &str, program: &str) -> Result<bool, LimaError> {
-        // Through a login shell, like the tool run itself (PATH set by the guest profile).
+    fn program_exists(
+        &mut self,
+        dir: &str,
+        env: &[(String, String)],
+        program: &str,
+    ) -> Result<bool, LimaError> {
+        // Through a login shell with the request's environment, like the tool run itself
+        // (PATH from the guest profile, or the request's own PATH); `/bin/sh` by its path
+        // so a request PATH without it still runs the probe.
         let argv = shell_argv(
             if self.guest_dir_exists(dir)? {
                 dir
@@ -1005,8 +1014,8 @@ impl GammaSession {
                 "/"
             },
             &self.instance,
-            &[],
-            "sh",
+            env,
+            "/bin/sh",
             &[
                 "-c".to_owned(),
                 "command -v \"$1\" >/dev/null".to_owned(),

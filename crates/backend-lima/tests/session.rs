@@ -218,6 +218,36 @@ fn a_tool_that_removes_its_own_workdir_keeps_its_exit_status() {
 }
 
 #[test]
+fn a_tool_found_through_the_requests_path_keeps_its_exit_127() {
+    // The 127 probe looks the program up with the request's environment, as the run did:
+    // a tool on the request's own PATH (not the guest profile's) that exits 127 is not
+    // "not installed".
+    let fixture = Fixture::new("Running");
+    let tools = fixture.parent.path().join("p/tools");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    let tool = tools.join("exits-127");
+    std::fs::write(&tool, "#!/bin/sh\nexit 127\n").expect("write");
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (mut session, _) = open(&fixture, true);
+    let mut vfs = vfs_with_dir("/p");
+    let request = captured("exits-127", &[]).env("PATH", format!("{MOUNT}/p/tools:/usr/bin:/bin"));
+    let outcome = session
+        .run_tool(&mut vfs, "/p", &request)
+        .expect("the tool's own 127 is a status");
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Exited(127),
+        "{outcome:?}"
+    );
+    // Without that PATH the same name is missing in the guest.
+    match session.run_tool(&mut vfs, "/p", &captured("exits-127", &[])) {
+        Err(LimaError::ProgramMissing { program, .. }) => assert_eq!(program, "exits-127"),
+        other => panic!("expected ProgramMissing, got {other:?}"),
+    }
+}
+
+#[test]
 fn stopped_instance_is_started_on_demand_and_stopped_on_exit() {
     let fixture = Fixture::new("Stopped");
     std::fs::create_dir(fixture.parent.path().join("p")).expect("mkdir");
