@@ -39,7 +39,8 @@ pub const EXPORT_DIR_NAME: &str = "cargo-devshell-exports";
 const INSTANCE_ACCEPTED: &str =
     "1-76 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit";
 const TIMEOUT_ACCEPTED: &str = "a positive integer number of milliseconds";
-const GUEST_PATH_ACCEPTED: &str = "an absolute guest path (starting with /) without .. components";
+const GUEST_PATH_ACCEPTED: &str =
+    "an absolute guest path (starting with /, not / itself) without .. components";
 const HOST_ABS_ACCEPTED: &str = "an absolute host path";
 const TEXT_ACCEPTED: &str = "non-empty UTF-8 text";
 const PATH_ACCEPTED: &str = "a path (without NUL bytes)";
@@ -534,6 +535,10 @@ fn validate_guest_path(name: &'static str, v: String) -> Result<String, ConfigEr
         "not an absolute guest path"
     } else if v.split('/').any(|c| c == "..") {
         "contains a .. component"
+    } else if v.split('/').all(|c| c.is_empty() || c == ".") {
+        // Mode P confines every guest file operation to the mount: `/` would hand
+        // the whole guest file system to the workspace.
+        "is the guest's root directory"
     } else {
         return Ok(v);
     };

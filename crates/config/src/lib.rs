@@ -79,7 +79,7 @@
 //! `DEVSHELL_VM_PULL_TIMEOUT_SECS`, `DEVSHELL_VM_STDIO_TRANSPORT`,
 //! `DEVSHELL_VM_DISABLE_PODMAN_SSH_HOME`.
 //!
-//! [`VARIABLES`] holds the same table as data (`docs/env-vars.md` is checked
+//! [`VARIABLES`] holds the same table as data (the README's variable table is checked
 //! against it).
 
 mod config;

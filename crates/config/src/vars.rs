@@ -1,7 +1,7 @@
 //! Every variable name, and a table describing each one.
 //!
 //! The names keep the earlier project's spelling and meaning. [`VARIABLES`] is the
-//! single description of all of them; `docs/env-vars.md` is checked against it by
+//! single description of all of them; the README's variable table is checked against it by
 //! a unit test.
 
 /// Master switch. Boolean; unset means **on** (the facade falls back to the host
@@ -182,7 +182,7 @@ pub const VARIABLES: &[VarDoc] = &[
     ),
     used(
         ENV_DEVSHELL_VM_GUEST_WORKSPACE,
-        "absolute guest path without `..`",
+        "absolute guest path other than `/`, without `..`",
         "`/workspace`",
         "Where the workspace is mounted in the guest (Lima and β).",
     ),
