@@ -5,8 +5,8 @@ use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use devshell_vm_vfs::{Content, NodeKind, Vfs, VfsError};
@@ -21,16 +21,14 @@ use crate::state::{
     vfs_join,
 };
 
-/// Files handed to the writer threads at once.
-const BATCH_FILES: usize = 2048;
-/// Content bytes handed to the writer threads at once.
-const BATCH_BYTES: u64 = 64 << 20;
-/// Finished directories (each holding an open descriptor) before a flush.
-const BATCH_DIRS: usize = 256;
-/// Below this many files a batch is written on the calling thread.
+/// Below this many files and symlinks a full push runs on the calling thread alone.
 const PARALLEL_MIN_FILES: usize = 64;
 /// Most files of one directory a writer takes at once.
 const CHUNK_FILES: usize = 64;
+/// About how many content bytes a writer takes at once (one larger file is one chunk).
+const CHUNK_BYTES: u64 = 8 << 20;
+/// Files written between two progress reports of a full push.
+const PROGRESS_FILES: u64 = 1024;
 
 /// Resolves `vfs_path` and checks it is an existing directory, before anything on the
 /// host is touched.
@@ -120,9 +118,8 @@ pub(crate) fn invalidate(leaf: &mut LeafState) {
     leaf.synced_generation = None;
 }
 
-/// One file to write.
-struct FileJob<'v> {
-    dir: Arc<OwnedFd>,
+/// One file of a directory to write.
+struct FileItem<'v> {
     rel: String,
     name_start: usize,
     content: &'v Content,
@@ -130,89 +127,131 @@ struct FileJob<'v> {
     mtime: Ts,
 }
 
-impl FileJob<'_> {
-    fn name(&self) -> &str {
-        &self.rel[self.name_start..]
-    }
-}
-
-/// A directory being filled: its descriptor stays open until its mode and mtime are set.
-struct DirFrame {
+/// One symlink of a directory to create.
+struct LinkItem<'v> {
     rel: String,
-    fd: Arc<OwnedFd>,
-    mode: u32,
+    name_start: usize,
+    target: &'v str,
     mtime: Ts,
 }
 
-struct FullPush<'a, 'v> {
+/// One directory of the plan: what to create in it, and its own mode and mtime (set
+/// once everything below it is written).
+struct DirTask<'v> {
+    rel: String,
+    /// Index of the parent task (`usize::MAX` for the leaf itself).
+    parent: usize,
+    mode: u32,
+    mtime: Ts,
+    subdirs: Vec<usize>,
+    files: Vec<FileItem<'v>>,
+    links: Vec<LinkItem<'v>>,
+}
+
+impl DirTask<'_> {
+    fn name(&self) -> &str {
+        split_rel(&self.rel).1
+    }
+
+    /// The file chunks of this directory: runs of at most [`CHUNK_FILES`] files and
+    /// about [`CHUNK_BYTES`] bytes, so large directories spread over the writers.
+    fn chunks(&self) -> Vec<std::ops::Range<usize>> {
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        let mut bytes = 0u64;
+        for (index, file) in self.files.iter().enumerate() {
+            if index > start && (index - start >= CHUNK_FILES || bytes >= CHUNK_BYTES) {
+                chunks.push(start..index);
+                start = index;
+                bytes = 0;
+            }
+            bytes += file.content.len() as u64;
+        }
+        if start < self.files.len() {
+            chunks.push(start..self.files.len());
+        }
+        chunks
+    }
+}
+
+/// What a writer recorded for the manifest.
+enum Done {
+    /// A directory's metadata after its mode and mtime were set.
+    Dir(usize, HostMeta),
+    /// A file (task, index in `files`).
+    File(usize, usize, HostMeta),
+    /// A symlink (task, index in `links`).
+    Link(usize, usize, HostMeta),
+}
+
+/// A unit of work for the writers.
+#[derive(Clone)]
+enum Work {
+    /// Create (or reuse and reconcile) a directory, create its symlinks, queue the rest.
+    Open(usize),
+    /// Write a run of files of an open directory.
+    Files(usize, std::ops::Range<usize>),
+}
+
+/// The queue the writers share.
+struct Queue {
+    items: Vec<Work>,
+    /// Items taken and not finished (they may still queue more).
+    active: usize,
+    /// Writers waiting for an item.
+    waiting: usize,
+}
+
+/// Everything the writers of one full push share.
+struct Plan<'a, 'v> {
+    vfs: &'a Vfs,
+    norm: &'a str,
     leaf_path: &'a Path,
     excludes: &'a Excludes,
     umask_bits: u32,
-    threads: usize,
-    generation: u64,
-    observed_at: Ts,
-    report: SyncReport,
-    manifest: MEntry,
-    stack: Vec<DirFrame>,
-    finished: Vec<DirFrame>,
-    jobs: Vec<FileJob<'v>>,
-    job_bytes: u64,
-    observer: Option<&'a mut (dyn FnMut(&SyncProgress) + Send)>,
+    tasks: Vec<DirTask<'v>>,
+    /// Open descriptor of each directory, from its creation until its metadata is set.
+    fds: Vec<Mutex<Option<Arc<OwnedFd>>>>,
+    /// Per directory: file chunks and subdirectories not finished yet, plus one while
+    /// its own `Open` step runs.
+    pending: Vec<AtomicUsize>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    failed: AtomicBool,
+    error: Mutex<Option<VmSyncError>>,
+    files_done: AtomicU64,
+    bytes_done: AtomicU64,
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one pre-order walk; splitting it would scatter its state"
-)]
-fn full_push_inner(
-    vfs: &Vfs,
+/// What one writer did.
+#[derive(Default)]
+struct WriterLog {
+    done: Vec<Done>,
+    files_written: u64,
+    bytes_written: u64,
+    dirs_created: u64,
+    deleted: u64,
+}
+
+/// Builds the plan of a full push from the VFS alone (no host access): one task per
+/// directory in pre-order, the leaf first.
+fn plan_tasks<'v>(
+    vfs: &'v Vfs,
     norm: &str,
-    state: &mut SyncState,
-) -> Result<(SyncReport, MEntry), VmSyncError> {
-    let observed_at = Ts::coarse_now();
-    let leaf = leaf_name(norm).to_owned();
-    let leaf_path = state.leaf_path(&leaf);
-    let staging_fd = open_staging(state.staging_dir(), true)?;
-    let (leaf_fd, leaf_created, removed) = open_leaf_for_push(&staging_fd, &leaf, &leaf_path)?;
-    let leaf_meta =
-        hostio::stat_fd(leaf_fd.as_fd()).map_err(|errno| VmSyncError::errno(&leaf_path, errno))?;
+    excludes: &Excludes,
+) -> Result<Vec<DirTask<'v>>, VmSyncError> {
     let root_meta = vfs.stat(norm)?;
-    let excludes = state.excludes.clone();
-    let umask_bits = state.umask_bits;
-    let threads = state.threads;
-    let observer = state.observer_mut();
-    let mut push = FullPush {
-        leaf_path: &leaf_path,
-        excludes: &excludes,
-        umask_bits,
-        threads,
-        generation: vfs.generation(),
-        observed_at,
-        report: SyncReport {
-            deleted: removed,
-            dirs_created: u64::from(leaf_created && !leaf.is_empty()),
-            ..SyncReport::default()
-        },
-        manifest: MEntry::new(leaf_meta, vfs.generation(), observed_at),
-        stack: Vec::new(),
-        finished: Vec::new(),
-        jobs: Vec::new(),
-        job_bytes: 0,
-        observer,
-    };
-    let leaf_fd = Arc::new(leaf_fd);
-    if !leaf_created {
-        push.reconcile(vfs, norm, "", leaf_fd.as_fd())?;
-    }
-    push.stack.push(DirFrame {
+    let mut tasks = vec![DirTask {
         rel: String::new(),
-        fd: leaf_fd,
+        parent: usize::MAX,
         mode: root_meta.mode,
         mtime: Ts::from_system_time(root_meta.mtime),
-    });
-
-    // Pre-order walk: directories are created (or reconciled) as they come, files are
-    // queued for the writer threads, symlinks are made on the spot.
+        subdirs: Vec::new(),
+        files: Vec::new(),
+        links: Vec::new(),
+    }];
+    // Indices of the open directories along the current walk path.
+    let mut stack: Vec<usize> = vec![0];
     let mut skip_below: Option<String> = None;
     for entry in vfs.walk(norm)?.skip(1) {
         let rel = rel_of(norm, &entry.path)
@@ -229,53 +268,38 @@ fn full_push_inner(
         }
         check_rel(&rel)?;
         let (parent_rel, name) = split_rel(&rel);
-        while push.stack.last().is_some_and(|top| top.rel != parent_rel) {
-            let done = push.stack.pop().expect("checked non-empty");
-            push.finished.push(done);
+        while stack.len() > 1 && tasks[*stack.last().expect("non-empty")].rel != parent_rel {
+            stack.pop();
         }
+        let parent = *stack.last().expect("the leaf stays on the stack");
         let kind = entry.node.kind();
-        if push.excludes.matches(&rel, kind == NodeKind::Dir) {
+        if excludes.matches(&rel, kind == NodeKind::Dir) {
             if kind == NodeKind::Dir {
                 skip_below = Some(rel);
             }
             continue;
         }
-        let parent = Arc::clone(
-            &push
-                .stack
-                .last()
-                .expect("the leaf frame is never popped here")
-                .fd,
-        );
         let meta = entry.node.metadata();
         let mtime = Ts::from_system_time(meta.mtime);
+        let name_start = rel.len() - name.len();
         match kind {
             NodeKind::Dir => {
-                let (fd, created, removed) = hostio::ensure_dir_at(parent.as_fd(), name)
-                    .map_err(|errno| VmSyncError::errno(push.leaf_path.join(&rel), errno))?;
-                push.report.deleted += removed;
-                if created {
-                    push.report.dirs_created += 1;
-                } else {
-                    push.reconcile(vfs, &entry.path, &rel, fd.as_fd())?;
-                }
-                let dir_meta = hostio::stat_fd(fd.as_fd())
-                    .map_err(|errno| VmSyncError::errno(push.leaf_path.join(&rel), errno))?;
-                push.manifest
-                    .upsert(&rel, dir_meta, push.generation, push.observed_at);
-                push.stack.push(DirFrame {
+                let index = tasks.len();
+                tasks[parent].subdirs.push(index);
+                tasks.push(DirTask {
                     rel,
-                    fd: Arc::new(fd),
+                    parent,
                     mode: meta.mode,
                     mtime,
+                    subdirs: Vec::new(),
+                    files: Vec::new(),
+                    links: Vec::new(),
                 });
+                stack.push(index);
             }
             NodeKind::File => {
                 let content = entry.node.content().expect("a file node has content");
-                push.job_bytes += content.len() as u64;
-                let name_start = rel.len() - name.len();
-                push.jobs.push(FileJob {
-                    dir: parent,
+                tasks[parent].files.push(FileItem {
                     rel,
                     name_start,
                     content,
@@ -288,194 +312,389 @@ fn full_push_inner(
                     .node
                     .link_target()
                     .expect("a symlink node has a target");
-                let (link_meta, removed) =
-                    hostio::create_symlink_at(parent.as_fd(), name, target, mtime)
-                        .map_err(|errno| VmSyncError::errno(push.leaf_path.join(&rel), errno))?;
-                push.report.deleted += removed;
-                push.report.files_written += 1;
-                push.manifest
-                    .upsert(&rel, link_meta, push.generation, push.observed_at);
+                tasks[parent].links.push(LinkItem {
+                    rel,
+                    name_start,
+                    target,
+                    mtime,
+                });
             }
         }
-        if push.jobs.len() >= BATCH_FILES
-            || push.job_bytes >= BATCH_BYTES
-            || push.finished.len() >= BATCH_DIRS
-        {
-            push.flush()?;
-        }
     }
-    while let Some(done) = push.stack.pop() {
-        push.finished.push(done);
-    }
-    push.flush()?;
-    let report = std::mem::take(&mut push.report);
-    Ok((report, push.manifest))
+    Ok(tasks)
 }
 
-impl FullPush<'_, '_> {
-    /// Deletes host entries of an existing directory that the VFS directory lacks
-    /// (excluded ones stay). Names that are not UTF-8 cannot be in the VFS: extras.
-    fn reconcile(
-        &mut self,
-        vfs: &Vfs,
-        vfs_dir: &str,
-        rel: &str,
-        fd: BorrowedFd<'_>,
-    ) -> Result<(), VmSyncError> {
-        let wanted: HashSet<String> = vfs.list_dir(vfs_dir)?.into_iter().map(|e| e.name).collect();
-        let dir_path = self.leaf_path.join(rel);
-        let listing_fd = fd
-            .try_clone_to_owned()
-            .map_err(|err| VmSyncError::io(&dir_path, err))?;
-        let listing =
-            Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
-        let mut extras: Vec<CString> = Vec::new();
-        for entry in listing {
-            let entry = entry.map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
-            let name = entry.file_name();
-            if hostio::is_dot_or_dotdot(name)
-                || hostio::utf8_name(name).is_some_and(|n| wanted.contains(n))
-            {
+#[expect(
+    clippy::too_many_lines,
+    reason = "planning, the writers and merging their logs share one set of locals"
+)]
+fn full_push_inner(
+    vfs: &Vfs,
+    norm: &str,
+    state: &mut SyncState,
+) -> Result<(SyncReport, MEntry), VmSyncError> {
+    let observed_at = Ts::coarse_now();
+    let generation = vfs.generation();
+    let leaf = leaf_name(norm).to_owned();
+    let leaf_path = state.leaf_path(&leaf);
+    let excludes = state.excludes.clone();
+    // The whole plan comes from memory before the host is touched.
+    let tasks = plan_tasks(vfs, norm, &excludes)?;
+    let staging_fd = open_staging(state.staging_dir(), true)?;
+    let (leaf_fd, leaf_created, removed) = open_leaf_for_push(&staging_fd, &leaf, &leaf_path)?;
+    drop(staging_fd);
+    let leaf_meta =
+        hostio::stat_fd(leaf_fd.as_fd()).map_err(|errno| VmSyncError::errno(&leaf_path, errno))?;
+    let mut report = SyncReport {
+        deleted: removed,
+        dirs_created: u64::from(leaf_created && !leaf.is_empty()),
+        ..SyncReport::default()
+    };
+    if !leaf_created {
+        report.deleted += reconcile(vfs, norm, &leaf_path, &excludes, "", leaf_fd.as_fd())?;
+    }
+    let threads = state.threads.max(1);
+    let umask_bits = state.umask_bits;
+    let total_files: usize = tasks.iter().map(|t| t.files.len() + t.links.len()).sum();
+    let writers = if total_files < PARALLEL_MIN_FILES {
+        1
+    } else {
+        threads
+    };
+    let mut fds: Vec<Mutex<Option<Arc<OwnedFd>>>> = Vec::with_capacity(tasks.len());
+    fds.resize_with(tasks.len(), || Mutex::new(None));
+    *fds[0].get_mut().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(leaf_fd));
+    let mut pending = Vec::with_capacity(tasks.len());
+    pending.resize_with(tasks.len(), || AtomicUsize::new(0));
+    let plan = Plan {
+        vfs,
+        norm,
+        leaf_path: &leaf_path,
+        excludes: &excludes,
+        umask_bits,
+        tasks,
+        fds,
+        pending,
+        queue: Mutex::new(Queue {
+            items: vec![Work::Open(0)],
+            active: 0,
+            waiting: 0,
+        }),
+        wake: Condvar::new(),
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+        files_done: AtomicU64::new(0),
+        bytes_done: AtomicU64::new(0),
+    };
+    let mut observer = state.observer_mut();
+    let logs: Vec<WriterLog> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..writers)
+            .map(|_| scope.spawn(|| plan.run(None)))
+            .collect();
+        // The calling thread writes too, and is the one that reports progress.
+        let mut logs = vec![plan.run(observer.as_deref_mut())];
+        for handle in handles {
+            match handle.join() {
+                Ok(log) => logs.push(log),
+                Err(_) => {
+                    plan.fail(VmSyncError::io(
+                        plan.leaf_path,
+                        std::io::Error::other("a writer thread panicked"),
+                    ));
+                }
+            }
+        }
+        logs
+    });
+    let Plan { tasks, error, .. } = plan;
+    if let Some(err) = error.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(err);
+    }
+    // Merge: directories first, in pre-order (a parent is recorded before its
+    // children), then files and symlinks.
+    let mut manifest = MEntry::new(leaf_meta, generation, observed_at);
+    let mut dir_meta: Vec<Option<HostMeta>> = vec![None; tasks.len()];
+    for log in &logs {
+        report.files_written += log.files_written;
+        report.bytes_written += log.bytes_written;
+        report.dirs_created += log.dirs_created;
+        report.deleted += log.deleted;
+        for done in &log.done {
+            if let Done::Dir(index, meta) = done {
+                dir_meta[*index] = Some(*meta);
+            }
+        }
+    }
+    for (task, meta) in tasks.iter().zip(&dir_meta) {
+        let Some(meta) = meta else {
+            return Err(VmSyncError::io(
+                leaf_path.join(&task.rel),
+                std::io::Error::other("directory was not finished"),
+            ));
+        };
+        manifest.upsert(&task.rel, *meta, generation, observed_at);
+    }
+    for log in logs {
+        for done in log.done {
+            match done {
+                Done::Dir(..) => {}
+                Done::File(task, index, meta) => {
+                    manifest.upsert(&tasks[task].files[index].rel, meta, generation, observed_at);
+                }
+                Done::Link(task, index, meta) => {
+                    manifest.upsert(&tasks[task].links[index].rel, meta, generation, observed_at);
+                }
+            }
+        }
+    }
+    if let Some(observer) = observer {
+        observer(&SyncProgress {
+            files_done: report.files_written,
+            bytes_done: report.bytes_written,
+        });
+    }
+    Ok((report, manifest))
+}
+
+/// Deletes host entries of an existing directory that the VFS directory lacks
+/// (excluded ones stay). Names that are not UTF-8 cannot be in the VFS: extras. Returns
+/// how many entries were removed.
+fn reconcile(
+    vfs: &Vfs,
+    vfs_dir: &str,
+    leaf_path: &Path,
+    excludes: &Excludes,
+    rel: &str,
+    fd: BorrowedFd<'_>,
+) -> Result<u64, VmSyncError> {
+    let wanted: HashSet<String> = vfs.list_dir(vfs_dir)?.into_iter().map(|e| e.name).collect();
+    let dir_path = leaf_path.join(rel);
+    let listing_fd = fd
+        .try_clone_to_owned()
+        .map_err(|err| VmSyncError::io(&dir_path, err))?;
+    let listing = Dir::from_fd(listing_fd).map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
+    let mut extras: Vec<CString> = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|errno| VmSyncError::errno(&dir_path, errno))?;
+        let name = entry.file_name();
+        if hostio::is_dot_or_dotdot(name)
+            || hostio::utf8_name(name).is_some_and(|n| wanted.contains(n))
+        {
+            continue;
+        }
+        extras.push(name.to_owned());
+    }
+    let mut deleted = 0;
+    for name in extras {
+        let shown = dir_path.join(OsStr::from_bytes(name.to_bytes()));
+        if let Some(utf8) = hostio::utf8_name(&name)
+            && !excludes.is_empty()
+        {
+            let is_dir =
+                hostio::lstat_at(fd, name.as_c_str()).is_ok_and(|m| m.kind == HostKind::Dir);
+            if excludes.matches(&join_rel(rel, utf8), is_dir) {
                 continue;
             }
-            extras.push(name.to_owned());
         }
-        for name in extras {
-            let shown = dir_path.join(OsStr::from_bytes(name.to_bytes()));
-            if let Some(utf8) = hostio::utf8_name(&name)
-                && !self.excludes.is_empty()
-            {
-                let is_dir =
-                    hostio::lstat_at(fd, name.as_c_str()).is_ok_and(|m| m.kind == HostKind::Dir);
-                if self.excludes.matches(&join_rel(rel, utf8), is_dir) {
-                    continue;
-                }
-            }
-            self.report.deleted += hostio::remove_at(fd, name.as_c_str())
-                .map_err(|errno| VmSyncError::errno(shown, errno))?;
-        }
-        Ok(())
+        deleted += hostio::remove_at(fd, name.as_c_str())
+            .map_err(|errno| VmSyncError::errno(shown, errno))?;
     }
-
-    /// Writes the queued files, then sets mode and mtime of the finished directories.
-    fn flush(&mut self) -> Result<(), VmSyncError> {
-        let jobs = std::mem::take(&mut self.jobs);
-        self.job_bytes = 0;
-        let results = write_files(&jobs, self.umask_bits, self.threads)
-            .map_err(|(index, err)| VmSyncError::io(self.leaf_path.join(&jobs[index].rel), err))?;
-        for (job, (meta, removed)) in jobs.iter().zip(results) {
-            self.report.files_written += 1;
-            self.report.bytes_written += job.content.len() as u64;
-            self.report.deleted += removed;
-            self.manifest
-                .upsert(&job.rel, meta, self.generation, self.observed_at);
-        }
-        drop(jobs);
-        for dir in std::mem::take(&mut self.finished) {
-            let meta = hostio::finish_dir(dir.fd.as_fd(), dir.mode, dir.mtime)
-                .map_err(|errno| VmSyncError::errno(self.leaf_path.join(&dir.rel), errno))?;
-            self.manifest
-                .upsert(&dir.rel, meta, self.generation, self.observed_at);
-        }
-        if let Some(observer) = self.observer.as_mut() {
-            observer(&SyncProgress {
-                files_done: self.report.files_written,
-                bytes_done: self.report.bytes_written,
-            });
-        }
-        Ok(())
-    }
+    Ok(deleted)
 }
 
-/// Per file: its metadata after writing and how many entries it replaced.
-type WriteResult = std::io::Result<(HostMeta, u64)>;
-
-/// Writes a batch of files, in parallel when it is large. Returns per job the new
-/// metadata and how many entries were replaced, or the index of the first failure.
-fn write_files(
-    jobs: &[FileJob<'_>],
-    umask_bits: u32,
-    threads: usize,
-) -> Result<Vec<(HostMeta, u64)>, (usize, std::io::Error)> {
-    let write_one = |job: &FileJob<'_>| -> WriteResult {
-        let (file, removed) = hostio::create_file_at(job.dir.as_fd(), job.name(), job.mode)?;
-        let meta = hostio::finish_file(file, job.content, job.mode, job.mtime, umask_bits)?;
-        Ok((meta, removed))
-    };
-    let writers = threads.max(1);
-    if jobs.len() < PARALLEL_MIN_FILES || writers == 1 {
-        return jobs
-            .iter()
-            .enumerate()
-            .map(|(index, job)| write_one(job).map_err(|err| (index, err)))
-            .collect();
-    }
-    // Writers take runs of files of one directory (at most CHUNK_FILES), so they mostly
-    // create entries in different directories instead of contending for one.
-    let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut start = 0;
-    for index in 1..=jobs.len() {
-        if index == jobs.len()
-            || index - start >= CHUNK_FILES
-            || !Arc::ptr_eq(&jobs[index].dir, &jobs[start].dir)
-        {
-            chunks.push(start..index);
-            start = index;
+impl Plan<'_, '_> {
+    /// Records the first failure and stops every writer.
+    fn fail(&self, err: VmSyncError) {
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(err);
         }
+        drop(slot);
+        self.failed.store(true, Ordering::Relaxed);
+        let _guard = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        self.wake.notify_all();
     }
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let mut slots: Vec<Option<WriteResult>> = Vec::new();
-    slots.resize_with(jobs.len(), || None);
-    let work = || {
-        let mut done = Vec::new();
-        while !failed.load(Ordering::Relaxed) {
-            let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
+
+    fn fd_of(&self, task: usize) -> Arc<OwnedFd> {
+        self.fds[task]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .expect("a directory stays open until its pending work is done")
+    }
+
+    /// One writer: takes work until the plan is done or failed.
+    fn run<'r, 'o: 'r>(
+        &self,
+        mut observer: Option<&'r mut (dyn FnMut(&SyncProgress) + Send + 'o)>,
+    ) -> WriterLog {
+        let mut log = WriterLog::default();
+        let mut reported = 0u64;
+        let mut more: Vec<Work> = Vec::new();
+        loop {
+            let item = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    if self.failed.load(Ordering::Relaxed) {
+                        return log;
+                    }
+                    if let Some(item) = queue.items.pop() {
+                        queue.active += 1;
+                        break item;
+                    }
+                    if queue.active == 0 {
+                        if queue.waiting > 0 {
+                            self.wake.notify_all();
+                        }
+                        return log;
+                    }
+                    queue.waiting += 1;
+                    queue = self
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    queue.waiting -= 1;
+                }
             };
-            for index in chunk.clone() {
-                let result = write_one(&jobs[index]);
-                let failed_now = result.is_err();
-                done.push((index, result));
-                if failed_now {
-                    failed.store(true, Ordering::Relaxed);
-                    break;
+            if let Err(err) = self.step(&item, &mut log, &mut more) {
+                self.fail(err);
+                return log;
+            }
+            {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                queue.active -= 1;
+                let added = !more.is_empty();
+                queue.items.append(&mut more);
+                if queue.waiting > 0 && (added || queue.active == 0) {
+                    self.wake.notify_all();
+                }
+            }
+            if let Some(observer) = observer.as_mut() {
+                let files = self.files_done.load(Ordering::Relaxed);
+                if files >= reported + PROGRESS_FILES {
+                    reported = files;
+                    observer(&SyncProgress {
+                        files_done: files,
+                        bytes_done: self.bytes_done.load(Ordering::Relaxed),
+                    });
                 }
             }
         }
-        done
-    };
-    // The calling thread writes too, next to `writers - 1` helpers.
-    let per_worker: Vec<Vec<(usize, WriteResult)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..writers).map(|_| scope.spawn(work)).collect();
-        let mut all = vec![work()];
-        all.extend(
-            handles
-                .into_iter()
-                .map(|handle| handle.join().unwrap_or_default()),
-        );
-        all
-    });
-    for (index, result) in per_worker.into_iter().flatten() {
-        slots[index] = Some(result);
     }
-    let mut out = Vec::with_capacity(jobs.len());
-    for (index, slot) in slots.into_iter().enumerate() {
-        match slot {
-            Some(Ok(value)) => out.push(value),
-            Some(Err(err)) => return Err((index, err)),
-            // A writer stopped early because another failed (or panicked).
-            None => {
-                return Err((
-                    index,
-                    std::io::Error::other("file was not written because another write failed"),
-                ));
+
+    /// Does one unit of work; new work goes to `more`.
+    fn step(
+        &self,
+        item: &Work,
+        log: &mut WriterLog,
+        more: &mut Vec<Work>,
+    ) -> Result<(), VmSyncError> {
+        match item {
+            Work::Open(index) => {
+                let index = *index;
+                let task = &self.tasks[index];
+                let fd = if index == 0 {
+                    self.fd_of(0)
+                } else {
+                    let parent = self.fd_of(task.parent);
+                    let (fd, created, removed) = hostio::ensure_dir_at(parent.as_fd(), task.name())
+                        .map_err(|errno| {
+                            VmSyncError::errno(self.leaf_path.join(&task.rel), errno)
+                        })?;
+                    log.deleted += removed;
+                    if created {
+                        log.dirs_created += 1;
+                    } else {
+                        log.deleted += reconcile(
+                            self.vfs,
+                            &vfs_join(self.norm, &task.rel),
+                            self.leaf_path,
+                            self.excludes,
+                            &task.rel,
+                            fd.as_fd(),
+                        )?;
+                    }
+                    let fd = Arc::new(fd);
+                    *self.fds[index]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&fd));
+                    fd
+                };
+                for (link_index, link) in task.links.iter().enumerate() {
+                    let (meta, removed) = hostio::create_symlink_at(
+                        fd.as_fd(),
+                        &link.rel[link.name_start..],
+                        link.target,
+                        link.mtime,
+                    )
+                    .map_err(|errno| VmSyncError::errno(self.leaf_path.join(&link.rel), errno))?;
+                    log.deleted += removed;
+                    log.files_written += 1;
+                    log.done.push(Done::Link(index, link_index, meta));
+                }
+                drop(fd);
+                let chunks = task.chunks();
+                self.pending[index].store(chunks.len() + task.subdirs.len() + 1, Ordering::Release);
+                more.extend(task.subdirs.iter().map(|&sub| Work::Open(sub)));
+                more.extend(chunks.into_iter().map(|range| Work::Files(index, range)));
+                self.release(index, log)
+            }
+            Work::Files(index, range) => {
+                let index = *index;
+                let task = &self.tasks[index];
+                let fd = self.fd_of(index);
+                for file_index in range.clone() {
+                    let file = &task.files[file_index];
+                    let path = || self.leaf_path.join(&file.rel);
+                    let (handle, removed) =
+                        hostio::create_file_at(fd.as_fd(), &file.rel[file.name_start..], file.mode)
+                            .map_err(|errno| VmSyncError::errno(path(), errno))?;
+                    let meta = hostio::finish_file(
+                        handle,
+                        file.content,
+                        file.mode,
+                        file.mtime,
+                        self.umask_bits,
+                    )
+                    .map_err(|err| VmSyncError::io(path(), err))?;
+                    log.deleted += removed;
+                    log.files_written += 1;
+                    log.bytes_written += file.content.len() as u64;
+                    log.done.push(Done::File(index, file_index, meta));
+                    self.files_done.fetch_add(1, Ordering::Relaxed);
+                    self.bytes_done
+                        .fetch_add(file.content.len() as u64, Ordering::Relaxed);
+                }
+                drop(fd);
+                self.release(index, log)
             }
         }
     }
-    Ok(out)
-}
 
+    /// One piece of directory `index` is done; when it was the last one, sets the
+    /// directory's mode and mtime, closes it and tells its parent.
+    fn release(&self, mut index: usize, log: &mut WriterLog) -> Result<(), VmSyncError> {
+        loop {
+            if self.pending[index].fetch_sub(1, Ordering::AcqRel) != 1 {
+                return Ok(());
+            }
+            let task = &self.tasks[index];
+            let fd = self.fds[index]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .expect("a directory is finished once");
+            let meta = hostio::finish_dir(fd.as_fd(), task.mode, task.mtime)
+                .map_err(|errno| VmSyncError::errno(self.leaf_path.join(&task.rel), errno))?;
+            drop(fd);
+            log.done.push(Done::Dir(index, meta));
+            if task.parent == usize::MAX {
+                return Ok(());
+            }
+            index = task.parent;
+        }
+    }
+}
 /// Open directories along one path of the leaf, reused between consecutive lookups
 /// (the journal lists paths in pre-order, so neighbours share most of their parents).
 struct DirChain {

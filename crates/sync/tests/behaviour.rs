@@ -612,3 +612,115 @@ fn large_leaves_are_scanned_in_parallel_with_the_same_result() {
     let push = push_incremental(&vfs, "/big", &mut state).unwrap();
     assert!(push.is_noop(), "{push}");
 }
+
+/// A tree large enough for the parallel full push: nested directories with their own
+/// modes, files of several modes and sizes, symlinks and an empty directory.
+fn wide_vfs() -> Vfs {
+    let mut vfs = Vfs::new();
+    for d in 0..30 {
+        vfs.mkdir(&format!("/wide/d{d:02}/inner/deep")).unwrap();
+        vfs.mkdir(&format!("/wide/d{d:02}/empty")).unwrap();
+        for f in 0..25 {
+            let mode = if f % 5 == 0 { 0o755 } else { 0o644 };
+            vfs.write_file_with(
+                &format!("/wide/d{d:02}/f{f:02}"),
+                vec![u8::try_from(f).unwrap(); f * 37],
+                mode,
+                old_time(u64::try_from(d * 100 + f).unwrap()),
+            )
+            .unwrap();
+        }
+        vfs.write_file_with(
+            &format!("/wide/d{d:02}/inner/deep/leaf.rs"),
+            b"fn x() {}\n".to_vec(),
+            0o600,
+            old_time(9),
+        )
+        .unwrap();
+        vfs.symlink_with("../f00", &format!("/wide/d{d:02}/inner/up"), old_time(8))
+            .unwrap();
+        vfs.set_mode(&format!("/wide/d{d:02}/inner"), 0o750)
+            .unwrap();
+        vfs.set_mtime(&format!("/wide/d{d:02}"), old_time(7))
+            .unwrap();
+    }
+    vfs
+}
+
+#[test]
+fn parallel_full_push_over_a_changed_leaf_equals_the_vfs_and_records_everything() {
+    let dir = staging();
+    let vfs = wide_vfs();
+    let leaf = dir.path().join("wide");
+    // The host copy holds extras, type swaps and stale content.
+    fs::create_dir_all(leaf.join("d03/f04")).unwrap();
+    fs::write(leaf.join("d03/f04/inside"), "dir where a file belongs").unwrap();
+    fs::create_dir_all(leaf.join("d05")).unwrap();
+    fs::write(leaf.join("d05/inner"), "file where a dir belongs").unwrap();
+    fs::create_dir_all(leaf.join("gone/sub")).unwrap();
+    fs::write(leaf.join("gone/sub/x"), "extra").unwrap();
+    fs::create_dir_all(leaf.join("d07")).unwrap();
+    fs::write(leaf.join("d07/f01"), "stale").unwrap();
+    symlink("/etc", leaf.join("d07/extra-link")).unwrap();
+    for threads in [1, 4] {
+        let mut state = SyncState::new(dir.path());
+        state.set_threads(threads);
+        let report = push_full(&vfs, "/wide", &mut state).unwrap();
+        assert_eq!(
+            report.files_written,
+            30 * (25 + 2),
+            "threads {threads}: {report}"
+        );
+        if threads == 1 {
+            // extras: d03/f04 (+inside), d05/inner, gone (+sub, +x), d07/f01, d07/extra-link
+            assert_eq!(report.deleted, 8, "{report}");
+        }
+        assert_same(
+            &vfs_snapshot(&vfs, "/wide"),
+            &host_snapshot(&leaf),
+            &format!("parallel push with {threads} threads"),
+        );
+        // Every entry is recorded: the next pull reads nothing and changes nothing.
+        assert_eq!(state.manifest_len("/wide"), 1 + 30 * (4 + 25 + 2));
+        let mut copy = vfs.clone();
+        let pull = pull_workspace_to_vfs(&mut state, "/wide", &mut copy).unwrap();
+        assert_eq!((pull.files_read, pull.deleted), (0, 0), "{pull}");
+        assert_same(
+            &vfs_snapshot(&copy, "/wide"),
+            &vfs_snapshot(&vfs, "/wide"),
+            "vfs after a no-op pull",
+        );
+    }
+}
+
+#[test]
+fn parallel_full_push_stops_at_a_failure_and_names_the_path() {
+    let dir = staging();
+    let mut vfs = wide_vfs();
+    // Longer than any host file name may be (255 bytes): the write fails in a writer
+    // thread, whoever runs the test (root included).
+    let long = format!("/wide/d11/inner/{}", "n".repeat(300));
+    vfs.write_file_with(&long, b"x".to_vec(), 0o644, old_time(1))
+        .unwrap();
+    let mut state = SyncState::new(dir.path());
+    state.set_threads(4);
+    let err = push_full(&vfs, "/wide", &mut state).unwrap_err();
+    assert!(
+        matches!(&err, VmSyncError::Io { path, .. } if path.ends_with(&long[1..])),
+        "{err:?}"
+    );
+    assert_eq!(state.synced_generation("/wide"), None);
+    // Nothing outside the leaf, and the next push after the fix is complete.
+    let entries: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("wide")]);
+    vfs.remove(&long).unwrap();
+    push_full(&vfs, "/wide", &mut state).unwrap();
+    assert_same(
+        &vfs_snapshot(&vfs, "/wide"),
+        &host_snapshot(&dir.path().join("wide")),
+        "after the failed push was repaired",
+    );
+}
