@@ -728,8 +728,8 @@ impl<'m> Scan<'_, 'm> {
 
     /// Counts one file read and tells the observer every [`PROGRESS_EVERY`] files.
     fn progress(&self, bytes: u64) {
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
         let files = self.files_read.fetch_add(1, Ordering::Relaxed) + 1;
-        let bytes = self.bytes_read.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if files.is_multiple_of(PROGRESS_EVERY)
             && let Some(observer) = self
                 .observer
@@ -737,9 +737,11 @@ impl<'m> Scan<'_, 'm> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_mut()
         {
+            // The counters are read again under the lock: they only grow, so reports
+            // reach the observer in non-decreasing order whichever thread sends them.
             observer(&SyncProgress {
-                files_done: files,
-                bytes_done: bytes,
+                files_done: self.files_read.load(Ordering::Relaxed),
+                bytes_done: self.bytes_read.load(Ordering::Relaxed),
             });
         }
     }

@@ -724,3 +724,39 @@ fn parallel_full_push_stops_at_a_failure_and_names_the_path() {
         "after the failed push was repaired",
     );
 }
+
+#[test]
+fn observer_sees_progress_of_a_large_pull_in_order() {
+    let dir = staging();
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/pulled").unwrap();
+    let mut state = SyncState::new(dir.path());
+    push_full(&vfs, "/pulled", &mut state).unwrap();
+    // Many new host files in many directories: the scan runs on several threads.
+    let leaf = dir.path().join("pulled");
+    for d in 0..40 {
+        fs::create_dir(leaf.join(format!("d{d:02}"))).unwrap();
+        for f in 0..30 {
+            fs::write(
+                leaf.join(format!("d{d:02}/f{f:02}")),
+                [u8::try_from(f).unwrap(); 3],
+            )
+            .unwrap();
+        }
+    }
+    let seen: Arc<Mutex<Vec<SyncProgress>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    state.set_threads(4);
+    state.set_observer(Box::new(move |p| sink.lock().unwrap().push(*p)));
+    let report = pull_workspace_to_vfs(&mut state, "/pulled", &mut vfs).unwrap();
+    assert_eq!(report.files_read, 1200, "{report}");
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() >= 2, "{seen:?}");
+    let last = seen.last().unwrap();
+    assert_eq!((last.files_done, last.bytes_done), (1200, 3600));
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].files_done <= w[1].files_done && w[0].bytes_done <= w[1].bytes_done),
+        "{seen:?}"
+    );
+}
