@@ -212,6 +212,8 @@ struct Plan<'a, 'v> {
     tasks: Vec<DirTask<'v>>,
     /// Open descriptor of each directory, from its creation until its metadata is set.
     fds: Vec<Mutex<Option<Arc<OwnedFd>>>>,
+    /// Per directory: whether this push created it (so it started empty).
+    created: Vec<AtomicBool>,
     /// Per directory: file chunks and subdirectories not finished yet, plus one while
     /// its own `Open` step runs.
     pending: Vec<AtomicUsize>,
@@ -366,7 +368,11 @@ fn full_push_inner(
     *fds[0].get_mut().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(leaf_fd));
     let mut pending = Vec::with_capacity(tasks.len());
     pending.resize_with(tasks.len(), || AtomicUsize::new(0));
+    let mut created = Vec::with_capacity(tasks.len());
+    created.resize_with(tasks.len(), || AtomicBool::new(false));
+    created[0] = AtomicBool::new(leaf_created);
     let plan = Plan {
+        created,
         vfs,
         norm,
         leaf_path: &leaf_path,
@@ -597,10 +603,19 @@ impl Plan<'_, '_> {
                     self.fd_of(0)
                 } else {
                     let parent = self.fd_of(task.parent);
-                    let (fd, created, removed) = hostio::ensure_dir_at(parent.as_fd(), task.name())
-                        .map_err(|errno| {
-                            VmSyncError::errno(self.leaf_path.join(&task.rel), errno)
-                        })?;
+                    let at = |errno| VmSyncError::errno(self.leaf_path.join(&task.rel), errno);
+                    // In a directory this push created nothing can be in the way.
+                    let (fd, created, removed) =
+                        if self.created[task.parent].load(Ordering::Acquire) {
+                            (
+                                hostio::create_dir_at(parent.as_fd(), task.name()).map_err(at)?,
+                                true,
+                                0,
+                            )
+                        } else {
+                            hostio::ensure_dir_at(parent.as_fd(), task.name()).map_err(at)?
+                        };
+                    self.created[index].store(created, Ordering::Release);
                     log.deleted += removed;
                     if created {
                         log.dirs_created += 1;
