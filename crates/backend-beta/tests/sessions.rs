@@ -621,3 +621,63 @@ fn a_peer_that_stops_reading_hits_the_write_deadline() {
     assert!(!session.is_connected(), "a timed-out connection is dropped");
     drop(rx.recv().unwrap());
 }
+
+/// Runs a tool with inherited output through a real sidecar. On its own it checks the
+/// outcome; [`inherited_exec_output_reaches_the_callers_stdout_and_stderr`] runs it in a
+/// child test process and checks what reached that process's stdout and stderr.
+#[test]
+fn exec_output_inherit_writes_to_this_process() {
+    let dirs = Dirs::new();
+    let (_sidecar, socket) = unix_sidecar(&dirs.root);
+    let mut session = BetaSession::new(&config(&[
+        ("DEVSHELL_VM_SOCKET", &socket),
+        ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
+        ("DEVSHELL_VM_BETA_SESSION_STAGING", &dirs.staging("guest")),
+    ]))
+    .expect("session");
+    let mut vfs = Vfs::new();
+    let outcome = session
+        .run_tool(
+            &mut vfs,
+            "/",
+            &ToolRequest::new("sh", ["-c", "echo inherit-out-7; echo inherit-err-7 >&2"])
+                .stdout(OutputMode::Inherit)
+                .stderr(OutputMode::Inherit),
+        )
+        .expect("exec");
+    assert_eq!(outcome.exec.termination, Termination::Exited(0));
+    assert!(outcome.exec.stdout.is_empty() && outcome.exec.stderr.is_empty());
+}
+
+#[test]
+fn inherited_exec_output_reaches_the_callers_stdout_and_stderr() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "exec_output_inherit_writes_to_this_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .output()
+        .expect("run the helper test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "helper failed: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the helper did not run: {stdout}"
+    );
+    // The sidecar's own stderr goes to the test's log pipe, so these lines can only have
+    // come back as exec_output frames delivered to this process's streams.
+    assert!(stdout.contains("inherit-out-7\n"), "stdout: {stdout}");
+    assert!(stderr.contains("inherit-err-7\n"), "stderr: {stderr}");
+    assert!(
+        !stdout.contains("inherit-err-7"),
+        "stderr went to stdout: {stdout}"
+    );
+    assert!(
+        !stderr.contains("inherit-out-7"),
+        "stdout went to stderr: {stderr}"
+    );
+}
