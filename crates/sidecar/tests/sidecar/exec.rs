@@ -271,3 +271,69 @@ fn sigterm_kills_an_exec_whose_client_does_not_read() {
     });
     drop(client);
 }
+
+#[test]
+fn client_process_killed_mid_exec_leaves_no_process_behind() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let st = staging();
+    let sidecar = builder(st.root.path()).start_unix();
+    // A separate client process (perl), killed with SIGKILL while its exec runs.
+    let script = r#"
+        use IO::Socket::UNIX;
+        $| = 1;
+        my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ARGV[0]) or die "connect: $!";
+        $s->autoflush(1);
+        print $s qq({"op":"handshake","version":1,"client":"perl","client_version":"0","capabilities":["exec-stream"]}\n);
+        print scalar <$s>;
+        print $s qq({"op":"session_start","session_id":"pid-1","staging_dir":"$ARGV[1]","guest_workspace":"/workspace","backend":"x","backend_config":{}}\n);
+        print scalar <$s>;
+        print $s qq({"op":"exec","session_id":"pid-1","guest_cwd":"/workspace","argv":["sh","-c","sleep 300 & echo \$! \$\$; wait"],"env":{}}\n);
+        while (my $l = <$s>) { print $l }
+    "#;
+    let mut client = Command::new("perl")
+        .arg("-e")
+        .arg(script)
+        .arg(sidecar.socket_path().unwrap())
+        .arg(&st.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("perl runs (perl-base is part of every Debian system)");
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let mut replies = Vec::new();
+    let mut text = String::new();
+    let pids: Vec<u32> = loop {
+        let line = lines
+            .next()
+            .expect("the perl client ended early")
+            .expect("read the perl client's output");
+        let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+        replies.push(reply["op"].as_str().unwrap().to_owned());
+        if reply["op"] == "exec_output" {
+            text.push_str(&stream_text(&[reply], "stdout"));
+            let pids: Vec<u32> = text
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            if text.ends_with('\n') && pids.len() == 2 {
+                break pids;
+            }
+        }
+    };
+    assert_eq!(replies[..2], ["handshake_ok", "session_ok"]);
+    assert!(pids.iter().all(|&pid| alive(pid)));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    wait_until(
+        "the killed client's exec group is gone",
+        Duration::from_secs(10),
+        || !pids.iter().any(|&pid| alive(pid)),
+    );
+    // The server goes on.
+    let mut next = Client::of(&sidecar);
+    next.ready(&st.dir);
+    let (_, r) = next.exec(&["true"], &json!({}));
+    assert_eq!(r["exit_code"], 0, "{r}");
+}
