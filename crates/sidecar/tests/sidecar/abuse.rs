@@ -53,7 +53,11 @@ fn bad_frames_get_error_frames_and_the_connection_survives() {
     // Another connection is unaffected, and the server is still up.
     let mut other = Client::of(&sidecar);
     still_works(&mut other);
-    assert!(sidecar.logs().contains("bad frame"), "abuse is logged");
+    crate::common::wait_until(
+        "the abuse is logged",
+        std::time::Duration::from_secs(10),
+        || sidecar.logs().contains("bad frame"),
+    );
 }
 
 #[test]

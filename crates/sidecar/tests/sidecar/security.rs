@@ -125,8 +125,12 @@ fn tcp_requires_the_token() {
     let hs = client.handshake(Some(&["exec-stream"]), Some("s3cret-token"));
     assert_eq!(hs["op"], "handshake_ok", "{hs}");
     assert_eq!(client.session(&st.dir)["op"], "session_ok");
+    crate::common::wait_until(
+        "the sidecar logs the refused handshake",
+        std::time::Duration::from_secs(10),
+        || sidecar.logs().contains("(token required)"),
+    );
     let logs = sidecar.logs();
-    assert!(logs.contains("(token required)"), "{logs}");
     assert!(
         !logs.contains("s3cret-token"),
         "the token leaked into the log"
@@ -320,7 +324,12 @@ fn a_peer_with_another_uid_is_refused() {
         Some("EOF"),
         "the connection must be closed after the refusal: {out}"
     );
-    assert!(sidecar.logs().contains("refused peer uid 65534"));
+    // The log line is read from the sidecar's stderr by another thread: wait for it.
+    crate::common::wait_until(
+        "the sidecar logs the refused peer",
+        std::time::Duration::from_secs(10),
+        || sidecar.logs().contains("refused peer uid 65534"),
+    );
     // Our own uid is still served.
     let mut client = Client::of(&sidecar);
     assert_eq!(client.handshake(None, None)["op"], "handshake_ok");
