@@ -53,7 +53,6 @@ mod watch;
 
 use std::ffi::OsString;
 use std::fmt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -357,18 +356,18 @@ impl HostSandboxSession {
             .stdin(StdinMode::Inherit)
             .forward_interrupts(true);
         let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
-        let timeout = request.timeout.or(self.exec_timeout).unwrap_or_default();
-        match outcome.exec.termination {
-            Termination::TimedOut => Err(HostError::Timeout {
+        if let Some(status) = outcome.exec.exit_status() {
+            return Ok(status);
+        }
+        if outcome.exec.termination == Termination::TimedOut {
+            Err(HostError::Timeout {
                 program: program.to_owned(),
-                timeout,
-            }),
-            Termination::Cancelled => Err(HostError::Cancelled {
+                timeout: request.timeout.or(self.exec_timeout).unwrap_or_default(),
+            })
+        } else {
+            Err(HostError::Cancelled {
                 program: program.to_owned(),
-            }),
-            // Wait-status encoding: exit code in the second byte, signal in the low bits.
-            Termination::Exited(code) => Ok(ExitStatus::from_raw((code & 0xff) << 8)),
-            Termination::Signaled(signal) => Ok(ExitStatus::from_raw(signal & 0x7f)),
+            })
         }
     }
 
