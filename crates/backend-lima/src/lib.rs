@@ -39,7 +39,7 @@
 //! Tests run against `limactl-standin` (this package's test-support binary, not
 //! shipped), which follows Lima's `shell` implementation and runs guest commands in a
 //! private mount namespace where only the guest mount path exists; what needs a real
-//! Lima is listed in `docs/arch/backend-lima.md`.
+//! Lima is listed in `docs/ARCHITECTURE.md` (section `crates/backend-lima`).
 
 #![cfg(unix)]
 #![allow(
