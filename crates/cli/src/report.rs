@@ -14,21 +14,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// A pause this long between callbacks means a new sync began.
 const NEW_SYNC_GAP: Duration = Duration::from_millis(300);
 
-/// `1.5 KiB`, `12.0 MiB`, `800 B`.
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    #[allow(clippy::cast_precision_loss)] // display only
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+/// `1.5 KiB`, `12.0 MiB`, `800 B` (the sync report's own formatting).
+pub(crate) use devshell_vm::sync::human_bytes as bytes;
 
 /// `850 ms`, `2.4 s`.
 pub(crate) fn duration(d: Duration) -> String {

@@ -291,7 +291,9 @@ pub(crate) fn is_dot_or_dotdot(name: &CStr) -> bool {
 }
 
 /// Creates a new regular file `name` in `parent` with permission bits `mode`, replacing
-/// whatever was there (the old inode is unlinked, never written through).
+/// whatever was there (the old inode is unlinked, never written through). The count
+/// returned is what a report calls deleted: a replaced file or link is an overwrite
+/// (0); a directory in the way is a type change and its whole subtree counts.
 pub(crate) fn create_file_at(
     parent: BorrowedFd<'_>,
     name: &str,
@@ -303,7 +305,11 @@ pub(crate) fn create_file_at(
     match openat(parent, name, flags, create_mode) {
         Ok(fd) => Ok((File::from(fd), 0)),
         Err(Errno::EEXIST) => {
-            let removed = remove_at(parent, name)?;
+            let removed = match unlinkat(parent, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => 0,
+                Err(Errno::EISDIR | Errno::EPERM) => remove_at(parent, name)?,
+                Err(err) => return Err(err),
+            };
             Ok((
                 File::from(openat(parent, name, flags, create_mode)?),
                 removed,

@@ -64,7 +64,7 @@ mod state;
 pub use error::VmSyncError;
 pub use pull::pull_workspace_to_vfs;
 pub use push::{push_full, push_incremental};
-pub use report::{Skipped, SyncProgress, SyncReport};
+pub use report::{Skipped, SyncProgress, SyncReport, human_bytes};
 pub use run::{SyncedRunError, ToolOutcome, run_synced};
 pub use state::{DEFAULT_MAX_FILE_SIZE, SyncState};
 

@@ -56,8 +56,9 @@ impl SyncReport {
     }
 }
 
-/// Human-readable byte count (binary units).
-fn bytes(n: u64) -> String {
+/// Human-readable byte count in binary units: `800 B`, `1.5 KiB`, `12.0 MiB`.
+#[must_use]
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -83,13 +84,13 @@ impl fmt::Display for SyncReport {
             "wrote {} {} ({}), created {} {}, deleted {}, read {} {} ({}), skipped {} in {:.2} ms",
             self.files_written,
             plural(self.files_written, "file", "files"),
-            bytes(self.bytes_written),
+            human_bytes(self.bytes_written),
             self.dirs_created,
             plural(self.dirs_created, "dir", "dirs"),
             self.deleted,
             self.files_read,
             plural(self.files_read, "file", "files"),
-            bytes(self.bytes_read),
+            human_bytes(self.bytes_read),
             self.skipped.len(),
             self.duration.as_secs_f64() * 1000.0,
         )
