@@ -40,7 +40,7 @@ fn sample_vfs() -> Vfs {
     .unwrap();
     vfs.write_file_with(
         "/w/app/src/bin/tool.rs",
-        b"fn main() { todo!() }\n".to_vec(),
+        b"fn main() { std::process::exit(3) }\n".to_vec(),
         0o600,
         old_time(3),
     )
