@@ -111,3 +111,27 @@ devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(mod symlinks_over_unix_sock
 fn whole_suite_over_stdio() {
     devshell_vm_guest_fs::conformance::run_all(|| Fixture::boxed(true));
 }
+
+/// A Mode P session whose sidecar is gone (its socket path has no listener): every
+/// operation must fail as a transport error — never `Ok`, never `NotFound` — while
+/// escapes are still refused locally.
+#[test]
+fn unreachable_sidecar_fails_loudly() {
+    devshell_vm_guest_fs::conformance::unreachable_backend_fails_loudly(|| {
+        let dirs = Dirs::new();
+        let staging = dirs.staging("mount");
+        std::fs::create_dir(&staging).expect("mkdir staging");
+        let dead_socket = dirs.socket.join("nobody-listens.sock");
+        let session = BetaSession::new(&config(&[
+            ("DEVSHELL_VM_SOCKET", dead_socket.to_str().unwrap()),
+            ("DEVSHELL_VM_WORKSPACE_MODE", "guest"),
+            ("DEVSHELL_VM_BETA_SESSION_STAGING", &staging),
+        ]))
+        .expect("a session is created without connecting");
+        Box::new(Fixture {
+            session,
+            _sidecar: None,
+            dirs,
+        }) as Box<dyn GuestFsOps>
+    });
+}
