@@ -7,56 +7,13 @@
 //! an extra (harmless, still correct) pull. Counting skipped pulls exactly needs a process
 //! where nothing else spawns concurrently.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{config, find_file, sh, sh_out};
 use std::time::{Duration, SystemTime};
 
 use devshell_vm_backend_host::HostSandboxSession;
-use devshell_vm_config::VmConfig;
-use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
-use devshell_vm_sync::ToolOutcome;
 use devshell_vm_vfs::Vfs;
-
-fn config(base: &Path) -> VmConfig {
-    VmConfig {
-        export_base: Some(base.to_path_buf()),
-        ..VmConfig::from_env().expect("DEVSHELL_VM* variables parse")
-    }
-}
-
-fn sh_out(session: &mut HostSandboxSession, vfs: &mut Vfs, cwd: &str, script: &str) -> ToolOutcome {
-    let request = ToolRequest::new("sh", ["-c", script])
-        .stdout(OutputMode::Capture)
-        .stderr(OutputMode::Capture);
-    let outcome = session
-        .run_tool(vfs, cwd, &request)
-        .unwrap_or_else(|err| panic!("sh -c {script:?}: {err}"));
-    assert_eq!(
-        outcome.exec.termination,
-        Termination::Exited(0),
-        "sh -c {script:?}: {}",
-        String::from_utf8_lossy(&outcome.exec.stderr)
-    );
-    outcome
-}
-
-fn sh(session: &mut HostSandboxSession, vfs: &mut Vfs, cwd: &str, script: &str) {
-    let _ = sh_out(session, vfs, cwd, script);
-}
-
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if entry.file_name() == name {
-            return Some(path);
-        }
-        if entry.file_type().ok()?.is_dir()
-            && let Some(found) = find_file(&path, name)
-        {
-            return Some(found);
-        }
-    }
-    None
-}
 
 #[test]
 fn a_run_that_changes_nothing_skips_the_pull_and_every_change_is_seen() {

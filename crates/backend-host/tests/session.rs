@@ -2,57 +2,16 @@
 //! cycle around each run (including the inotify-based skip of no-op pulls), errors, and
 //! the environment the tool sees.
 
+mod common;
+
+use common::{config, find_file, sh, sh_out};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use devshell_vm_backend_host::{HostError, HostSandboxSession, STAGING_PREFIX};
 use devshell_vm_config::VmConfig;
-use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
-use devshell_vm_sync::ToolOutcome;
+use devshell_vm_exec::{OutputMode, ToolRequest};
 use devshell_vm_vfs::Vfs;
-
-fn config(base: &Path) -> VmConfig {
-    VmConfig {
-        export_base: Some(base.to_path_buf()),
-        ..VmConfig::from_env().expect("DEVSHELL_VM* variables parse")
-    }
-}
-
-fn sh_out(session: &mut HostSandboxSession, vfs: &mut Vfs, cwd: &str, script: &str) -> ToolOutcome {
-    let request = ToolRequest::new("sh", ["-c", script])
-        .stdout(OutputMode::Capture)
-        .stderr(OutputMode::Capture);
-    let outcome = session
-        .run_tool(vfs, cwd, &request)
-        .unwrap_or_else(|err| panic!("sh -c {script:?}: {err}"));
-    assert_eq!(
-        outcome.exec.termination,
-        Termination::Exited(0),
-        "sh -c {script:?}: {}",
-        String::from_utf8_lossy(&outcome.exec.stderr)
-    );
-    outcome
-}
-
-/// [`sh_out`] for runs whose outcome is not inspected.
-fn sh(session: &mut HostSandboxSession, vfs: &mut Vfs, cwd: &str, script: &str) {
-    let _ = sh_out(session, vfs, cwd, script);
-}
-
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if entry.file_name() == name {
-            return Some(path);
-        }
-        if entry.file_type().ok()?.is_dir()
-            && let Some(found) = find_file(&path, name)
-        {
-            return Some(found);
-        }
-    }
-    None
-}
 
 #[test]
 fn staging_is_private_reused_and_removed() {
