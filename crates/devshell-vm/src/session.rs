@@ -104,117 +104,66 @@ impl<T: VmExecutionSession + ?Sized> VmExecutionSession for Box<T> {
     }
 }
 
-impl VmExecutionSession for HostSandboxSession {
-    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
-        Ok(Self::ensure_ready(self, vfs, vfs_cwd)?)
-    }
+/// Implements [`VmExecutionSession`] for a backend session type whose inherent methods
+/// carry the same names (each backend's error converts into [`VmError`]). Only
+/// `shutdown` differs between backends, so it is given as an expression over the
+/// session and the trait's arguments.
+macro_rules! delegate_session {
+    ($(#[$attr:meta])* $ty:ty, shutdown($session:ident, $vfs:ident, $cwd:ident) => $shutdown:expr) => {
+        $(#[$attr])*
+        impl VmExecutionSession for $ty {
+            fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
+                Ok(<$ty>::ensure_ready(self, vfs, vfs_cwd)?)
+            }
 
-    fn run_rust_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        program: &str,
-        args: &[String],
-    ) -> Result<ExitStatus, VmError> {
-        Ok(Self::run_rust_tool(self, vfs, vfs_cwd, program, args)?)
-    }
+            fn run_rust_tool(
+                &mut self,
+                vfs: &mut Vfs,
+                vfs_cwd: &str,
+                program: &str,
+                args: &[String],
+            ) -> Result<ExitStatus, VmError> {
+                Ok(<$ty>::run_rust_tool(self, vfs, vfs_cwd, program, args)?)
+            }
 
-    fn run_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        request: &ToolRequest,
-    ) -> Result<ToolOutcome, VmError> {
-        Ok(Self::run_tool(self, vfs, vfs_cwd, request)?)
-    }
+            fn run_tool(
+                &mut self,
+                vfs: &mut Vfs,
+                vfs_cwd: &str,
+                request: &ToolRequest,
+            ) -> Result<ToolOutcome, VmError> {
+                Ok(<$ty>::run_tool(self, vfs, vfs_cwd, request)?)
+            }
 
-    fn set_sync_observer(&mut self, observer: SyncObserver) {
-        Self::set_sync_observer(self, observer);
-    }
+            fn set_sync_observer(&mut self, observer: SyncObserver) {
+                <$ty>::set_sync_observer(self, observer);
+            }
 
-    /// Every run already pulled its results, so nothing is left to bring back: this
-    /// only removes the staging directory.
-    fn shutdown(&mut self, _vfs: &mut Vfs, _vfs_cwd: &str) -> Result<(), VmError> {
-        Ok(Self::shutdown(self)?)
-    }
+            fn shutdown(&mut self, $vfs: &mut Vfs, $cwd: &str) -> Result<(), VmError> {
+                let $session = self;
+                Ok($shutdown?)
+            }
+        }
+    };
 }
 
-#[cfg(feature = "beta")]
-impl VmExecutionSession for devshell_vm_backend_beta::BetaSession {
-    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
-        Ok(Self::ensure_ready(self, vfs, vfs_cwd)?)
-    }
+// Every run already pulled its results, so nothing is left to bring back: shutdown
+// only removes the staging directory.
+delegate_session!(HostSandboxSession, shutdown(session, _vfs, _cwd) => session.shutdown());
 
-    fn run_rust_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        program: &str,
-        args: &[String],
-    ) -> Result<ExitStatus, VmError> {
-        Ok(Self::run_rust_tool(self, vfs, vfs_cwd, program, args)?)
-    }
+// Every run already pulled its results: shutdown ends the sidecar session, drops the
+// connection (stopping a sidecar the session spawned) and, in Mode S, removes the
+// staging directory the session created.
+delegate_session!(
+    #[cfg(feature = "beta")]
+    devshell_vm_backend_beta::BetaSession,
+    shutdown(session, vfs, cwd) => session.shutdown(vfs, cwd)
+);
 
-    fn run_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        request: &ToolRequest,
-    ) -> Result<ToolOutcome, VmError> {
-        Ok(Self::run_tool(self, vfs, vfs_cwd, request)?)
-    }
-
-    fn set_sync_observer(&mut self, observer: SyncObserver) {
-        Self::set_sync_observer(self, observer);
-    }
-
-    /// Every run already pulled its results: this ends the sidecar session, drops the
-    /// connection (stopping a sidecar the session spawned) and, in Mode S, removes the
-    /// staging directory the session created.
-    fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), VmError> {
-        Ok(Self::shutdown(self, vfs, vfs_cwd)?)
-    }
-}
-
-/// The Lima (γ) session.
-#[cfg(all(unix, feature = "lima"))]
-impl VmExecutionSession for devshell_vm_backend_lima::GammaSession {
-    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
-        Ok(devshell_vm_backend_lima::GammaSession::ensure_ready(
-            self, vfs, vfs_cwd,
-        )?)
-    }
-
-    fn run_rust_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        program: &str,
-        args: &[String],
-    ) -> Result<ExitStatus, VmError> {
-        Ok(devshell_vm_backend_lima::GammaSession::run_rust_tool(
-            self, vfs, vfs_cwd, program, args,
-        )?)
-    }
-
-    fn run_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        request: &ToolRequest,
-    ) -> Result<ToolOutcome, VmError> {
-        Ok(devshell_vm_backend_lima::GammaSession::run_tool(
-            self, vfs, vfs_cwd, request,
-        )?)
-    }
-
-    fn set_sync_observer(&mut self, observer: SyncObserver) {
-        devshell_vm_backend_lima::GammaSession::set_sync_observer(self, observer);
-    }
-
-    /// Every run already pulled its results: this closes the guest channel and, with
-    /// `DEVSHELL_VM_STOP_ON_EXIT`, stops the Lima instance.
-    fn shutdown(&mut self, _vfs: &mut Vfs, _vfs_cwd: &str) -> Result<(), VmError> {
-        Ok(devshell_vm_backend_lima::GammaSession::shutdown(self)?)
-    }
-}
+// Every run already pulled its results: shutdown closes the guest channel and, with
+// `DEVSHELL_VM_STOP_ON_EXIT`, stops the Lima instance.
+delegate_session!(
+    #[cfg(all(unix, feature = "lima"))]
+    devshell_vm_backend_lima::GammaSession,
+    shutdown(session, _vfs, _cwd) => session.shutdown()
+);
