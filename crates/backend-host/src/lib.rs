@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{
-    CancelHandle, ExecError, ExecOutcome, StdinMode, StreamKind, Termination, ToolRequest,
+    CancelHandle, ExecError, ExecOutcome, StreamKind, Termination, ToolRequest,
 };
 use devshell_vm_sync::{
     SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
@@ -352,9 +352,7 @@ impl HostSandboxSession {
         program: &str,
         args: &[String],
     ) -> Result<ExitStatus, HostError> {
-        let request = ToolRequest::new(program, args.iter().cloned())
-            .stdin(StdinMode::Inherit)
-            .forward_interrupts(true);
+        let request = ToolRequest::interactive(program, args.iter().cloned());
         let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
         if let Some(status) = outcome.exec.exit_status() {
             return Ok(status);

@@ -506,9 +506,7 @@ impl GammaSession {
         program: &str,
         args: &[String],
     ) -> Result<ExitStatus, LimaError> {
-        let request = ToolRequest::new(program, args.iter().cloned())
-            .stdin(StdinMode::Inherit)
-            .forward_interrupts(true);
+        let request = ToolRequest::interactive(program, args.iter().cloned());
         let timeout = self.exec_timeout.unwrap_or_default();
         let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
         match outcome.exec.termination {

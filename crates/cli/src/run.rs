@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use devshell_vm::{StdinMode, Termination, ToolRequest, Vfs, VmError};
+use devshell_vm::{Termination, ToolRequest, Vfs, VmError};
 
 use crate::{CliError, EXIT_INFRA, EXIT_TIMEOUT, RunArgs, load, load_config, open_session, report};
 
@@ -38,9 +38,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, CliError> {
         .command
         .split_first()
         .expect("clap requires at least the tool name");
-    let request = ToolRequest::new(program.as_str(), tool_args.iter().cloned())
-        .stdin(StdinMode::Inherit)
-        .forward_interrupts(true);
+    let request = ToolRequest::interactive(program.as_str(), tool_args.iter().cloned());
 
     let outcome = session.run_tool(&mut vfs, &args.cwd, &request);
     let shutdown = session.shutdown(&mut vfs, &args.cwd);

@@ -71,6 +71,18 @@ impl ToolRequest {
         }
     }
 
+    /// A run for a person at a terminal, as the seed's `run_rust_tool` does it: the
+    /// caller's stdin, stdout and stderr, and Ctrl-C forwarded to the tool.
+    #[must_use]
+    pub fn interactive(
+        program: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self::new(program, args)
+            .stdin(StdinMode::Inherit)
+            .forward_interrupts(true)
+    }
+
     /// Adds one environment variable.
     #[must_use]
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

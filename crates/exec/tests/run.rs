@@ -270,3 +270,13 @@ fn spawn_failure_is_an_error_not_an_exit_code() {
     .expect_err("cannot spawn");
     assert!(matches!(err, ExecError::Spawn { .. }), "{err:?}");
 }
+
+#[test]
+fn an_interactive_request_shares_the_terminal_and_forwards_interrupts() {
+    let request = ToolRequest::interactive("cargo", ["build"]);
+    assert_eq!(request.stdin, devshell_vm_exec::StdinMode::Inherit);
+    assert_eq!(request.stdout, OutputMode::Inherit);
+    assert_eq!(request.stderr, OutputMode::Inherit);
+    assert!(request.forward_interrupts);
+    assert_eq!(request.args, ["build"]);
+}
