@@ -7,10 +7,17 @@
 //! no-op pull; pull after 1 host change; peak RSS of a T3 push+push+pull (measured in a
 //! child process, `VmHWM`).
 //!
+//! Filesystems: `shm` = tmpfs `/dev/shm`; `disk` = the system temp directory (`TMPDIR`),
+//! as it is; `ext4` = a fresh ext4 filesystem made by `mkfs.ext4` (its defaults, so with
+//! a journal, apart from one inode per 4 KiB) in an image file in the temp directory,
+//! loop-mounted for this run only and removed afterwards: a disk filesystem that no
+//! earlier deletion has touched (needs root, `mkfs.ext4` and loop devices).
+//!
 //! Run: `cargo xtask bench sync` (or `cargo bench -p devshell-vm-sync --bench sync`).
 //! Arguments after `--`: `--quick` (fewer repetitions), `--trees T1,T2` (subset),
-//! `--fs shm,disk` (subset). Needs `rsync` and `cp` on PATH (fails with a clear message
-//! otherwise).
+//! `--fs shm,disk,ext4` (subset), `--threads N` (our writer/scanner threads instead of
+//! the crate's default).
+//! Needs `rsync` and `cp` on PATH (fails with a clear message otherwise).
 
 #![allow(
     missing_docs,
@@ -290,6 +297,8 @@ struct Reps {
     noop: usize,
     one: usize,
     tool: usize,
+    /// Writer/scanner threads of our side (`--threads N`); `None` = the crate's default.
+    threads: Option<usize>,
 }
 
 fn edit_first_byte(content: &mut [u8], i: usize) {
@@ -299,6 +308,7 @@ fn edit_first_byte(content: &mut [u8], i: usize) {
 fn bench_tree(
     tree: Tree,
     fs_name: &str,
+    defer_deletes: bool,
     base: &Path,
     reps: &Reps,
     rows: &mut Vec<Row>,
@@ -324,6 +334,9 @@ fn bench_tree(
     for rep in 0..reps.first {
         nix::unistd::sync();
         let mut state = SyncState::new(work.join(format!("first-ours-{rep}")));
+        if let Some(threads) = reps.threads {
+            state.set_threads(threads);
+        }
         ours(&mut o, || {
             push_full(&vfs, ROOT, &mut state).expect("first push")
         });
@@ -346,7 +359,7 @@ fn bench_tree(
     // skips inodes freed in the last 60 s (longer while their table block is dirty) when
     // it allocates, scanning past each one, so deleting ~20,000 entries here would make
     // every later case pay for this one's clean-up.
-    if fs_name != "disk" {
+    if !defer_deletes {
         for rep in 0..reps.first {
             for tool in ["ours", "rsync", "cp"] {
                 remove(&work.join(format!("first-{tool}-{rep}")));
@@ -378,6 +391,9 @@ fn bench_tree(
     let staging = work.join("ours");
     remove(&staging);
     let mut state = SyncState::new(&staging);
+    if let Some(threads) = reps.threads {
+        state.set_threads(threads);
+    }
     push_full(&vfs, ROOT, &mut state).expect("push");
     let leaf = staging.join("proj");
     let rsync_dst = work.join("rsync");
@@ -532,7 +548,7 @@ fn bench_tree(
         cp: None,
         note: String::new(),
     });
-    if fs_name != "disk" {
+    if !defer_deletes {
         remove(&work);
     }
 }
@@ -564,6 +580,107 @@ fn rss_child(dir: &Path) {
     println!("{} {}", bytes + (1 << 20), hwm_kib * 1024);
 }
 
+/// How long ext4 without a journal passes over a freed inode when it allocates (60 s,
+/// five minutes while the inode table block is still dirty: `recently_deleted()` in
+/// `fs/ext4/ialloc.c`), plus a margin.
+const DISK_COOLDOWN: Duration = Duration::from_secs(65);
+
+/// Marker whose mtime is the end of the last disk run's clean-up.
+fn disk_cleanup_marker() -> PathBuf {
+    std::env::temp_dir().join("devshell-sync-bench.cleaned")
+}
+
+/// Records that this run's disk clean-up is over (after `sync`, so the inode table
+/// blocks are clean and the 60 s window applies, not the five-minute one).
+fn mark_disk_cleanup() {
+    nix::unistd::sync();
+    fs::write(disk_cleanup_marker(), b"").expect("write the disk clean-up marker");
+}
+
+/// Waits until the previous run's deletions on the disk no longer slow down inode
+/// allocation, so a run does not measure the one before it.
+fn wait_for_disk_cooldown() {
+    let Ok(meta) = fs::metadata(disk_cleanup_marker()) else {
+        return;
+    };
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or(DISK_COOLDOWN);
+    if let Some(rest) = DISK_COOLDOWN.checked_sub(age) {
+        eprintln!(
+            "bench sync: the last run deleted its disk trees {:.0} s ago; waiting {:.0} s so \
+             ext4 no longer passes over those inodes when it allocates",
+            age.as_secs_f64(),
+            rest.as_secs_f64()
+        );
+        std::thread::sleep(rest);
+    }
+}
+
+/// A fresh ext4 filesystem (mkfs defaults, so with a journal) in a sparse image file,
+/// loop-mounted for one run; unmounted and removed on drop.
+struct ScratchExt4 {
+    image: PathBuf,
+    mount_point: PathBuf,
+}
+
+impl ScratchExt4 {
+    const HOW: &str = "`--fs ext4` makes an ext4 image with mkfs.ext4 and loop-mounts it: it \
+                       needs root, e2fsprogs (`apt-get install -y e2fsprogs`) and loop \
+                       devices; leave it out with `--fs shm,disk`";
+
+    fn create() -> Self {
+        let tmp = std::env::temp_dir();
+        let image = tmp.join(format!("devshell-sync-bench-{}.ext4", std::process::id()));
+        let mount_point = tmp.join(format!("devshell-sync-bench-{}.mnt", std::process::id()));
+        let file = fs::File::create(&image).expect("create the ext4 image file");
+        file.set_len(8 << 30).expect("size the ext4 image file");
+        drop(file);
+        let step = |program: &str, args: &[&str]| {
+            let out = Command::new(program)
+                .args(args)
+                .output()
+                .unwrap_or_else(|err| panic!("could not run {program}: {err}; {}", Self::HOW));
+            assert!(
+                out.status.success(),
+                "{program} {args:?} failed: {}; {}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                Self::HOW
+            );
+        };
+        // One inode per 4 KiB: T2's first-push repetitions create ~32,000 inodes each.
+        step("mkfs.ext4", &["-q", "-F", "-i", "4096", &p(&image)]);
+        fs::create_dir_all(&mount_point).expect("create the mount point");
+        let scratch = Self { image, mount_point };
+        step(
+            "mount",
+            &["-o", "loop", &p(&scratch.image), &p(&scratch.mount_point)],
+        );
+        scratch
+    }
+}
+
+impl Drop for ScratchExt4 {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.mount_point)
+            .status()
+            .is_ok_and(|s| s.success());
+        if unmounted {
+            let _ = fs::remove_dir(&self.mount_point);
+            let _ = fs::remove_file(&self.image);
+        } else {
+            eprintln!(
+                "bench sync: could not unmount {}; remove it and {} by hand",
+                self.mount_point.display(),
+                self.image.display()
+            );
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(pos) = args.iter().position(|a| a == "--rss-child") {
@@ -589,7 +706,13 @@ fn main() {
             other => panic!("unknown tree {other}"),
         })
         .collect();
-    let filesystems = pick("--fs", "shm,disk");
+    let filesystems = pick("--fs", "shm,disk,ext4");
+    let threads: Option<usize> = args.iter().position(|a| a == "--threads").map(|i| {
+        args.get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .expect("--threads takes a positive number")
+    });
     for tool in ["rsync", "cp"] {
         assert!(
             Command::new(tool)
@@ -602,10 +725,23 @@ fn main() {
     let mut report = String::new();
     let mut checks = Vec::new();
     for fs_name in &filesystems {
-        let base: PathBuf = match fs_name.as_str() {
-            "shm" => PathBuf::from("/dev/shm/devshell-sync-bench"),
-            "disk" => std::env::temp_dir().join("devshell-sync-bench"),
-            other => panic!("unknown fs {other} (shm, disk)"),
+        // On the disk (an ext4 without a journal here) nothing is deleted until the
+        // whole run is over, see `bench_tree`; tmpfs and the journalled scratch ext4
+        // do not look at deleted inodes when they allocate, so they are cleaned as we go.
+        let mut scratch = None;
+        let (base, defer_deletes): (PathBuf, bool) = match fs_name.as_str() {
+            "shm" => (PathBuf::from("/dev/shm/devshell-sync-bench"), false),
+            "disk" => {
+                wait_for_disk_cooldown();
+                (std::env::temp_dir().join("devshell-sync-bench"), true)
+            }
+            "ext4" => {
+                let fs = ScratchExt4::create();
+                let base = fs.mount_point.join("devshell-sync-bench");
+                scratch = Some(fs);
+                (base, false)
+            }
+            other => panic!("unknown fs {other} (shm, disk, ext4)"),
         };
         fs::create_dir_all(&base).expect("bench base");
         let mut rows = Vec::new();
@@ -616,24 +752,39 @@ fn main() {
                     noop: 21,
                     one: 11,
                     tool: 1,
+                    threads,
                 },
                 (Tree::T3, false) | (_, true) => Reps {
                     first: 3,
                     noop: 51,
                     one: 21,
                     tool: 3,
+                    threads,
                 },
                 (_, false) => Reps {
                     first: 7,
                     noop: 201,
                     one: 51,
                     tool: 7,
+                    threads,
                 },
             };
             eprintln!("bench sync: {} on {fs_name}…", tree.name());
-            bench_tree(tree, fs_name, &base, &reps, &mut rows, &mut checks);
+            bench_tree(
+                tree,
+                fs_name,
+                defer_deletes,
+                &base,
+                &reps,
+                &mut rows,
+                &mut checks,
+            );
         }
         let _ = fs::remove_dir_all(&base);
+        if fs_name == "disk" {
+            mark_disk_cleanup();
+        }
+        drop(scratch);
         let _ = writeln!(report, "\n### {fs_name} (`{}`)\n", base.display());
         let _ = writeln!(
             report,
@@ -667,7 +818,9 @@ fn main() {
         }
     }
     if trees.contains(&Tree::T3) {
-        for fs_name in &filesystems {
+        // Memory use does not depend on the filesystem's allocator: the scratch ext4 is
+        // gone by now and the disk figure stands for it.
+        for fs_name in filesystems.iter().filter(|f| *f != "ext4") {
             let base = if fs_name == "shm" {
                 PathBuf::from("/dev/shm")
             } else {
