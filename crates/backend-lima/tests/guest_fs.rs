@@ -272,3 +272,31 @@ fn a_sidecar_under_the_workspace_parent_reaches_the_guest_through_the_mount() {
         "the channel runs the sidecar at its guest path: {shell:?}"
     );
 }
+
+/// A session whose instance was deleted behind its back (`limactl delete` from another
+/// shell) after the session was made: it cannot be started again, so every operation
+/// fails with a transport-kind error, and bad paths are still refused locally. (A merely
+/// stopped instance is started again by the session, so it is not unreachable.)
+fn deleted_behind_its_back(channel: bool) -> Box<dyn GuestFsOps> {
+    let (session, fixture) = session(channel);
+    std::fs::remove_dir_all(fixture.lima_home.path().join(common::INSTANCE))
+        .expect("delete the instance");
+    Box::new(Held {
+        session,
+        _fixture: fixture,
+    })
+}
+
+#[test]
+fn a_deleted_instance_fails_loudly_per_op_shell() {
+    devshell_vm_guest_fs::conformance::unreachable_backend_fails_loudly(|| {
+        deleted_behind_its_back(false)
+    });
+}
+
+#[test]
+fn a_deleted_instance_fails_loudly_over_the_channel() {
+    devshell_vm_guest_fs::conformance::unreachable_backend_fails_loudly(|| {
+        deleted_behind_its_back(true)
+    });
+}

@@ -52,6 +52,22 @@ pub(crate) fn normalize_with(cwd: &str, path: &str) -> Result<String, VfsError> 
     Ok(out)
 }
 
+/// Like [`normalize_with`] for a path that is to name a new file or symlink: its last
+/// segment must be a name, so `a/`, `a/.` and `a/..` are refused instead of silently
+/// meaning `a`, the parent, or the grandparent (POSIX `open("a/", O_CREAT)` fails too).
+pub(crate) fn normalize_entry_with(cwd: &str, path: &str) -> Result<String, VfsError> {
+    let norm = normalize_with(cwd, path)?;
+    // The root is left to the caller, which has a more precise error for it.
+    let last = path.rsplit('/').next().unwrap_or(path);
+    if norm != "/" && matches!(last, "" | "." | "..") {
+        return Err(invalid(
+            path,
+            "names a directory (ends in `/`, `.` or `..`), not a file or symlink",
+        ));
+    }
+    Ok(norm)
+}
+
 /// `true` when an absolute path is already canonical (fast path of normalisation).
 fn is_canonical(path: &str) -> bool {
     if path == "/" {
@@ -112,6 +128,21 @@ pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_paths_must_end_in_a_name() {
+        for path in ["/a/", "/a/.", "/a/b/..", "a/", ".", "/w/x/"] {
+            let err = normalize_entry_with("/w", path).expect_err(path);
+            assert!(
+                matches!(&err, VfsError::InvalidName { path: p, .. } if p == path),
+                "{path}: {err}"
+            );
+        }
+        assert_eq!(normalize_entry_with("/w", "a/./b").expect("name"), "/w/a/b");
+        assert_eq!(normalize_entry_with("/w", "../x").expect("name"), "/x");
+        assert!(normalize_entry_with("/w", "").is_err());
+        assert_eq!(normalize_entry_with("/w", "/").expect("root"), "/");
+    }
 
     #[test]
     fn normalizes_relative_and_dots() {

@@ -592,3 +592,36 @@ fn copy_tree_to_host_copies_a_single_file_and_a_symlink_as_leaves() {
         Err(VfsError::NotFound { path }) if path == "/w/none"
     ));
 }
+
+#[test]
+fn file_and_link_paths_that_end_in_a_directory_name_are_refused() {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/d").unwrap();
+    vfs.write_file("/d/a", b"keep".to_vec()).unwrap();
+    let before = vfs.generation();
+    for path in ["/d/", "/new/", "/d/a/", "/d/.", "/d/x/..", "d/"] {
+        let refused = |result: Result<(), VfsError>| matches!(result, Err(VfsError::InvalidName { path: p, .. }) if p == path);
+        assert!(
+            refused(vfs.write_file(path, b"x".to_vec())),
+            "write_file {path}"
+        );
+        assert!(
+            refused(vfs.write_file_with(path, b"x".to_vec(), 0o600, SystemTime::UNIX_EPOCH)),
+            "write_file_with {path}"
+        );
+        assert!(refused(vfs.symlink("/t", path)), "symlink {path}");
+    }
+    assert!(
+        vfs.touch("/new/").is_err(),
+        "touch must not create `new` from `new/`"
+    );
+    assert_eq!(vfs.generation(), before, "a refused call changes nothing");
+    assert!(!vfs.exists("/new"));
+    assert_eq!(&*vfs.read_file("/d/a").unwrap(), b"keep");
+    assert_eq!(vfs.stat("/d").unwrap().kind, NodeKind::Dir);
+    vfs.touch("/d/").unwrap();
+    assert!(
+        vfs.generation() > before,
+        "touch of an existing dir/ still updates it"
+    );
+}

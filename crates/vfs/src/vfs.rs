@@ -352,9 +352,10 @@ impl Vfs {
     /// the path is replaced by the file (never written through).
     ///
     /// # Errors
-    /// `NotFound` (parent missing), `NotADirectory`, `IsADirectory`, `InvalidName`.
+    /// `NotFound` (parent missing), `NotADirectory`, `IsADirectory`, `InvalidName` (also
+    /// for a path ending in `/`, `.` or `..`, which names a directory, not a file).
     pub fn write_file(&mut self, path: &str, content: impl Into<Content>) -> Result<(), VfsError> {
-        let norm = self.normalize(path)?;
+        let norm = path::normalize_entry_with(&self.cwd, path)?;
         self.put_file(&norm, content.into(), None, SystemTime::now())
     }
 
@@ -369,7 +370,7 @@ impl Vfs {
         mode: u32,
         mtime: SystemTime,
     ) -> Result<(), VfsError> {
-        let norm = self.normalize(path)?;
+        let norm = path::normalize_entry_with(&self.cwd, path)?;
         self.put_file(&norm, content.into(), Some(mode), mtime)
     }
 
@@ -594,6 +595,8 @@ impl Vfs {
         if walk_ref(&self.root, &norm).is_ok() {
             return self.update(&norm, |node| node.mtime = now);
         }
+        // Only an existing node may be named with a trailing `/` (as `touch dir/` does).
+        path::normalize_entry_with(&self.cwd, path)?;
         self.put_file(&norm, Content::from(&[][..]), None, now)
     }
 
@@ -639,7 +642,8 @@ impl Vfs {
     ///
     /// # Errors
     /// `AlreadyExists`, `NotFound` (parent missing), `NotADirectory`, `InvalidName`
-    /// (also for an empty target or one containing NUL).
+    /// (also for an empty target or one containing NUL, and for a link path ending in
+    /// `/`, `.` or `..`).
     pub fn symlink(&mut self, target: &str, link_path: &str) -> Result<(), VfsError> {
         self.symlink_with(target, link_path, SystemTime::now())
     }
@@ -660,7 +664,7 @@ impl Vfs {
                 reason: "a symlink target must be non-empty and free of NUL bytes".to_owned(),
             });
         }
-        let norm = self.normalize(link_path)?;
+        let norm = path::normalize_entry_with(&self.cwd, link_path)?;
         if walk_ref(&self.root, &norm).is_ok() {
             return Err(VfsError::AlreadyExists { path: norm });
         }
