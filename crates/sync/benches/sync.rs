@@ -329,36 +329,42 @@ fn bench_tree(
     let (mut o, mut r, mut c) = (Samples::default(), Samples::default(), Samples::default());
     // Every contender writes into a fresh directory, with no dirty data of the previous
     // one in flight (`sync`, not timed); deletions wait until the case is over, so one
-    // tool's deletions do not slow the next one's file creations (ext4 scans recently
-    // deleted inodes when allocating).
+    // tool's deletions do not slow the next one's file creations (ext4 without a journal
+    // scans recently deleted inodes when allocating). The contenders take turns at going
+    // first: what one leaves behind (freed memory the next one's page cache reuses, dirty
+    // inode tables) must not favour the same one in every repetition.
     for rep in 0..reps.first {
-        nix::unistd::sync();
-        let mut state = SyncState::new(work.join(format!("first-ours-{rep}")));
-        if let Some(threads) = reps.threads {
-            state.set_threads(threads);
+        for turn in 0..3 {
+            nix::unistd::sync();
+            match (rep + turn) % 3 {
+                0 => {
+                    let mut state = SyncState::new(work.join(format!("first-ours-{rep}")));
+                    if let Some(threads) = reps.threads {
+                        state.set_threads(threads);
+                    }
+                    ours(&mut o, || {
+                        push_full(&vfs, ROOT, &mut state).expect("first push")
+                    });
+                }
+                1 => r.add(run_tool(
+                    "rsync",
+                    &[
+                        "-a",
+                        &slash(&src),
+                        &p(&work.join(format!("first-rsync-{rep}"))),
+                    ],
+                )),
+                _ => c.add(run_tool(
+                    "cp",
+                    &["-a", &p(&src), &p(&work.join(format!("first-cp-{rep}")))],
+                )),
+            }
         }
-        ours(&mut o, || {
-            push_full(&vfs, ROOT, &mut state).expect("first push")
-        });
-        nix::unistd::sync();
-        r.add(run_tool(
-            "rsync",
-            &[
-                "-a",
-                &slash(&src),
-                &p(&work.join(format!("first-rsync-{rep}"))),
-            ],
-        ));
-        nix::unistd::sync();
-        c.add(run_tool(
-            "cp",
-            &["-a", &p(&src), &p(&work.join(format!("first-cp-{rep}")))],
-        ));
     }
     // On the disk nothing is deleted until the filesystem's whole run is over: ext4
-    // skips inodes freed in the last 60 s (longer while their table block is dirty) when
-    // it allocates, scanning past each one, so deleting ~20,000 entries here would make
-    // every later case pay for this one's clean-up.
+    // without a journal skips inodes freed in the last 60 s (360 s while their table
+    // block is dirty) when it allocates, scanning past each one, so deleting ~30,000
+    // entries here would make every later case pay for this one's clean-up.
     if !defer_deletes {
         for rep in 0..reps.first {
             for tool in ["ours", "rsync", "cp"] {
@@ -580,18 +586,18 @@ fn rss_child(dir: &Path) {
     println!("{} {}", bytes + (1 << 20), hwm_kib * 1024);
 }
 
-/// How long ext4 without a journal passes over a freed inode when it allocates (60 s,
-/// five minutes while the inode table block is still dirty: `recently_deleted()` in
-/// `fs/ext4/ialloc.c`), plus a margin.
-const DISK_COOLDOWN: Duration = Duration::from_secs(65);
+/// How long ext4 without a journal passes over a freed inode when it allocates:
+/// `recently_deleted()` in `fs/ext4/ialloc.c` skips inodes freed in the last 60 s, and in
+/// the last 60 + 300 s while their inode table block is dirty, which new allocations in
+/// the same block make it again. Plus a margin.
+const DISK_COOLDOWN: Duration = Duration::from_secs(370);
 
 /// Marker whose mtime is the end of the last disk run's clean-up.
 fn disk_cleanup_marker() -> PathBuf {
     std::env::temp_dir().join("devshell-sync-bench.cleaned")
 }
 
-/// Records that this run's disk clean-up is over (after `sync`, so the inode table
-/// blocks are clean and the 60 s window applies, not the five-minute one).
+/// Records when this run's disk clean-up was over.
 fn mark_disk_cleanup() {
     nix::unistd::sync();
     fs::write(disk_cleanup_marker(), b"").expect("write the disk clean-up marker");
@@ -651,7 +657,20 @@ impl ScratchExt4 {
             );
         };
         // One inode per 4 KiB: T2's first-push repetitions create ~32,000 inodes each.
-        step("mkfs.ext4", &["-q", "-F", "-i", "4096", &p(&image)]);
+        // Inode tables and journal are initialised now, not by a kernel thread writing
+        // in the background while we measure (as on any filesystem past its first hour).
+        step(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-i",
+                "4096",
+                "-E",
+                "lazy_itable_init=0,lazy_journal_init=0",
+                &p(&image),
+            ],
+        );
         fs::create_dir_all(&mount_point).expect("create the mount point");
         let scratch = Self { image, mount_point };
         step(
