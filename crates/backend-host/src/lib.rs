@@ -63,7 +63,7 @@ use devshell_vm_exec::{
     CancelHandle, ExecError, ExecOutcome, StreamKind, Termination, ToolRequest,
 };
 use devshell_vm_sync::{
-    SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
+    StagingDir, SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
 };
 use devshell_vm_vfs::Vfs;
 
@@ -212,7 +212,7 @@ pub struct HostSandboxSession {
     export_base: PathBuf,
     path_var: Option<OsString>,
     exec_timeout: Option<Duration>,
-    staging: Option<PathBuf>,
+    staging: Option<StagingDir>,
     projects: Vec<Project>,
     observer: Option<SyncObserver>,
     excludes: Vec<String>,
@@ -236,7 +236,7 @@ impl fmt::Debug for HostSandboxSession {
         f.debug_struct("HostSandboxSession")
             .field("export_base", &self.export_base)
             .field("exec_timeout", &self.exec_timeout)
-            .field("staging", &self.staging)
+            .field("staging", &self.staging_dir())
             .field(
                 "projects",
                 &self
@@ -310,7 +310,7 @@ impl HostSandboxSession {
     /// The session's staging directory, once created.
     #[must_use]
     pub fn staging_dir(&self) -> Option<&Path> {
-        self.staging.as_deref()
+        self.staging.as_ref().map(StagingDir::path)
     }
 
     /// The exec timeout applied to runs that do not set their own.
@@ -426,11 +426,11 @@ impl HostSandboxSession {
     pub fn shutdown(&mut self) -> Result<(), HostError> {
         self.projects.clear();
         if let Some(dir) = self.staging.take() {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(HostError::StagingRemove { path: dir, source }),
-            }
+            let fallback = dir.path().to_path_buf();
+            dir.remove().map_err(|err| {
+                let (path, source) = staging::io_parts(err, fallback);
+                HostError::StagingRemove { path, source }
+            })?;
         }
         Ok(())
     }
@@ -473,21 +473,13 @@ impl HostSandboxSession {
 
     fn staging_or_create(&mut self) -> Result<PathBuf, HostError> {
         if let Some(dir) = &self.staging {
-            return Ok(dir.clone());
+            return Ok(dir.path().to_path_buf());
         }
-        staging::clean_stale(&self.export_base);
+        let _ = staging::clean_stale(&self.export_base);
         let dir = staging::create(&self.export_base)?;
-        self.staging = Some(dir.clone());
-        Ok(dir)
-    }
-}
-
-impl Drop for HostSandboxSession {
-    fn drop(&mut self) {
-        if let Some(dir) = self.staging.take() {
-            // Best effort: a leftover directory is removed by the next session's stale scan.
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let path = dir.path().to_path_buf();
+        self.staging = Some(dir);
+        Ok(path)
     }
 }
 

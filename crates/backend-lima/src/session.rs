@@ -18,7 +18,8 @@ use devshell_vm_guest_fs::{
 };
 use devshell_vm_protocol::{ErrorReply, GuestFsOperation, OutputStream};
 use devshell_vm_sync::{
-    SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
+    StagingDir, SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
+    clean_stale_staging,
 };
 use devshell_vm_vfs::Vfs;
 
@@ -42,6 +43,9 @@ static NEXT_STAGING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 
 /// Directory under the workspace parent that holds the sessions' Mode S staging dirs.
 pub const STAGING_DIR_NAME: &str = ".devshell-vm";
+
+/// Prefix of each session's staging directory in [`STAGING_DIR_NAME`].
+const STAGING_PREFIX: &str = "s-";
 
 /// Exit status of the channel's start script when the guest architecture differs.
 const ARCH_MISMATCH: i32 = 86;
@@ -87,7 +91,7 @@ pub struct GammaSession {
     running: bool,
     provisioned: bool,
     projects: Vec<Project>,
-    staging: Option<PathBuf>,
+    staging: Option<StagingDir>,
     observer: Option<SyncObserver>,
     notices: Box<dyn Write + Send>,
 }
@@ -462,11 +466,9 @@ impl GammaSession {
         }
         self.projects.clear();
         if let Some(dir) = self.staging.take() {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(LimaError::WorkspaceParent { path: dir, source }),
-            }
+            let fallback = dir.path().to_path_buf();
+            dir.remove()
+                .map_err(|err| workspace_parent_error(err, fallback))?;
         }
         if self.stop_on_exit && self.running {
             let line = format!(
@@ -685,15 +687,16 @@ impl GammaSession {
     }
 
     /// The session's staging directory inside the workspace parent (so the guest sees it
-    /// under the mount): `<parent>/.devshell-vm/s-<pid>-<n>`, created on first use, with a
+    /// under the mount): `<parent>/.devshell-vm/s-<pid>-<nanos>-<n>` (held with an owner
+    /// lock file beside it, see [`StagingDir`]), created on first use, with a
     /// `.gitignore` of `*` in `.devshell-vm/` (the parent is often the user's repository).
     /// Mode S syncs only in there: a push mirrors the VFS into its own leaf and deletes
     /// what the VFS does not have, which must never happen to the user's files (the
-    /// earlier project's `push_full` could wipe the repository). Staging dirs of dead
-    /// processes are removed when a new one is created.
+    /// earlier project's `push_full` could wipe the repository). Staging dirs whose owner
+    /// is gone are removed when a new one is created.
     fn staging_or_create(&mut self) -> Result<PathBuf, LimaError> {
         if let Some(dir) = &self.staging {
-            return Ok(dir.clone());
+            return Ok(dir.path().to_path_buf());
         }
         let base = self.workspace_parent.join(STAGING_DIR_NAME);
         let err = |path: &Path| {
@@ -705,21 +708,18 @@ impl GammaSession {
         if !ignore.exists() {
             std::fs::write(&ignore, "*\n").map_err(err(&ignore))?;
         }
-        clean_stale_staging(&base);
-        let n = NEXT_STAGING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = base.join(format!("s-{}-{n}", std::process::id()));
-        if dir.exists() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        std::fs::create_dir(&dir).map_err(err(&dir))?;
-        self.staging = Some(dir.clone());
-        Ok(dir)
+        let _ = clean_stale_staging(&base, STAGING_PREFIX);
+        let dir = StagingDir::create(&base, STAGING_PREFIX)
+            .map_err(|e| workspace_parent_error(e, base.clone()))?;
+        let path = dir.path().to_path_buf();
+        self.staging = Some(dir);
+        Ok(path)
     }
 
     /// The session's Mode S staging directory on the host, once created.
     #[must_use]
     pub fn staging_dir(&self) -> Option<&Path> {
-        self.staging.as_deref()
+        self.staging.as_ref().map(StagingDir::path)
     }
 
     /// Runs `request` in guest directory `guest_dir` through
@@ -1342,10 +1342,9 @@ impl Drop for GammaSession {
         if let Some(channel) = self.channel.take() {
             channel.close();
         }
-        if let Some(dir) = self.staging.take() {
-            // Best effort: a leftover is removed by the next session's stale scan.
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        // A staging directory is removed by its own drop (best effort; a leftover is
+        // removed by the next session's stale scan).
+        self.staging = None;
     }
 }
 
@@ -1447,27 +1446,14 @@ fn describe(termination: Termination) -> String {
     }
 }
 
-/// Removes `s-<pid>-<n>` staging dirs under `base` whose process is gone (Linux: no
-/// `/proc/<pid>`; elsewhere nothing is removed).
-fn clean_stale_staging(base: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("s-"))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+/// A staging failure as [`LimaError::WorkspaceParent`] (`fallback` names the path for
+/// the variants that carry none).
+fn workspace_parent_error(err: VmSyncError, fallback: PathBuf) -> LimaError {
+    match err {
+        VmSyncError::Io { path, source } => LimaError::WorkspaceParent { path, source },
+        other => LimaError::WorkspaceParent {
+            path: fallback,
+            source: std::io::Error::other(other.to_string()),
+        },
     }
 }

@@ -786,3 +786,56 @@ fn shutdown_without_stop_on_exit_leaves_the_instance_running() {
     assert_eq!(fixture.subcommands(), ["list", "start", "shell"]);
     assert!(!notices.text().contains("stopping"), "{}", notices.text());
 }
+
+#[test]
+fn mode_s_removes_staging_whose_owner_is_gone_and_keeps_a_held_one() {
+    let fixture = Fixture::new("Running");
+    let base = fixture.parent.path().join(".devshell-vm");
+    std::fs::create_dir_all(&base).expect("mkdir base");
+    // A session of another pid namespace (or of a reused pid) that died: the pid in the
+    // name runs (it is ours), but its lock is free.
+    let other_ns = base.join(format!("s-{}-1-999", std::process::id()));
+    std::fs::create_dir_all(other_ns.join("0/p/target")).expect("mkdir");
+    std::fs::write(
+        base.join(format!("s-{}-1-999.lock", std::process::id())),
+        b"",
+    )
+    .expect("free lock");
+    // A directory of an earlier version (no lock file) whose pid cannot run.
+    let legacy = base.join("s-2147483600-0");
+    std::fs::create_dir_all(legacy.join("0/p")).expect("mkdir");
+    // A live session of this process holds its own lock.
+    let (mut live, _) = open(&fixture, false);
+    let mut vfs = vfs_with_dir("/p");
+    live.run_tool(&mut vfs, "/p", &captured("true", &[]))
+        .expect("run");
+    let live_dir = live.staging_dir().expect("staging").to_path_buf();
+
+    let (mut session, _) = open(&fixture, false);
+    session
+        .run_tool(&mut vfs, "/p", &captured("true", &[]))
+        .expect("run");
+    assert!(
+        !other_ns.exists(),
+        "a staging dir with a free lock survived"
+    );
+    assert!(
+        !legacy.exists(),
+        "a lock-less staging dir of a dead pid survived"
+    );
+    assert!(live_dir.is_dir(), "a held staging dir was removed");
+    let own = session.staging_dir().expect("staging").to_path_buf();
+    assert!(own.is_dir());
+    session.shutdown().expect("shutdown");
+    live.shutdown().expect("shutdown");
+    let mut left: Vec<String> = std::fs::read_dir(&base)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".gitignore"],
+        "staging dirs and lock files are all gone"
+    );
+}

@@ -45,6 +45,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Staging directories themselves: [`StagingDir`] is a session's private directory under
+//! a shared base, held with an owner lock, and [`clean_stale_staging`] removes the ones
+//! whose owner is gone (crash, `kill -9`), also across pid namespaces.
+//!
 //! Boundary: this crate does host file I/O and nothing else; it spawns nothing (the
 //! runner passed to [`run_synced`] does). Dependencies: the VFS (the tree and its
 //! journal), `devshell-vm-exec` (only for [`ExecOutcome`](devshell_vm_exec::ExecOutcome)
@@ -59,6 +63,7 @@ mod pull;
 mod push;
 mod report;
 mod run;
+mod staging;
 mod state;
 
 pub use error::VmSyncError;
@@ -66,6 +71,7 @@ pub use pull::pull_workspace_to_vfs;
 pub use push::{push_full, push_incremental};
 pub use report::{Skipped, SyncProgress, SyncReport, human_bytes};
 pub use run::{SyncedRunError, ToolOutcome, run_synced};
+pub use staging::{StagingDir, clean_stale_staging};
 pub use state::{DEFAULT_MAX_FILE_SIZE, SyncState};
 
 // Project root detection (`project_root`) lives in `project.rs`, owned by the host
