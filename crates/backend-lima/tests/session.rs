@@ -807,14 +807,17 @@ fn mode_s_removes_staging_whose_owner_is_gone_and_keeps_a_held_one() {
     // A live session of this process holds its own lock.
     let (mut live, _) = open(&fixture, false);
     let mut vfs = vfs_with_dir("/p");
-    live.run_tool(&mut vfs, "/p", &captured("true", &[]))
+    let outcome = live
+        .run_tool(&mut vfs, "/p", &captured("true", &[]))
         .expect("run");
+    assert!(outcome.exec.success());
     let live_dir = live.staging_dir().expect("staging").to_path_buf();
 
     let (mut session, _) = open(&fixture, false);
-    session
+    let outcome = session
         .run_tool(&mut vfs, "/p", &captured("true", &[]))
         .expect("run");
+    assert!(outcome.exec.success());
     assert!(
         !other_ns.exists(),
         "a staging dir with a free lock survived"
