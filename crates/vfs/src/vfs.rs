@@ -588,7 +588,8 @@ impl Vfs {
     /// sets the node's mtime to now. Never truncates.
     ///
     /// # Errors
-    /// `NotFound` (parent missing), `NotADirectory`, `InvalidName`.
+    /// `NotFound` (parent missing), `NotADirectory`, `InvalidName` (also for a path
+    /// ending in `/`, `.` or `..` when nothing exists there to touch).
     pub fn touch(&mut self, path: &str) -> Result<(), VfsError> {
         let norm = self.normalize(path)?;
         let now = SystemTime::now();
