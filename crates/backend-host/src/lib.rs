@@ -320,7 +320,7 @@ impl HostSandboxSession {
     }
 
     /// Prepares the session for tools run from `vfs_cwd`: creates the staging directory
-    /// (cleaning stale ones of dead processes first) and pushes the project in full, so the
+    /// (cleaning stale ones whose owner is gone first) and pushes the project in full, so the
     /// first run only pays for what changed since.
     ///
     /// # Errors
