@@ -637,6 +637,21 @@ impl ScratchExt4 {
                        needs root, e2fsprogs (`apt-get install -y e2fsprogs`) and loop \
                        devices; leave it out with `--fs shm,disk`";
 
+    /// Fails with [`Self::HOW`] unless this process is root and `mkfs.ext4` runs.
+    fn check_prerequisites() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "not running as root; {}",
+            Self::HOW
+        );
+        let mkfs = Command::new("mkfs.ext4").arg("-V").output();
+        assert!(
+            mkfs.is_ok_and(|o| o.status.success()),
+            "`mkfs.ext4 -V` did not run; {}",
+            Self::HOW
+        );
+    }
+
     fn create() -> Self {
         let tmp = std::env::temp_dir();
         let image = tmp.join(format!("devshell-sync-bench-{}.ext4", std::process::id()));
@@ -740,6 +755,10 @@ fn main() {
                 .is_ok_and(|o| o.status.success()),
             "the sync benchmark compares against `{tool}`: install it (e.g. `apt-get install -y rsync`)"
         );
+    }
+    // Checked before any case runs, so a missing prerequisite costs no finished figures.
+    if filesystems.iter().any(|f| f == "ext4") {
+        ScratchExt4::check_prerequisites();
     }
     let mut report = String::new();
     let mut checks = Vec::new();
