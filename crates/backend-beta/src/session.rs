@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use devshell_vm_config::{Transport, VmConfig, WorkspaceMode};
 use devshell_vm_exec::{
-    CancelHandle, ExecOutcome, OutputMode, StreamKind, Termination, ToolRequest,
+    CancelHandle, ExecOutcome, NoExitStatus, OutputMode, StreamKind, Termination, ToolRequest,
 };
 use devshell_vm_guest_fs::{logical_to_guest, normalize_guest_path};
 use devshell_vm_protocol::{Direction, ErrorCode, Exec, OutputStream, Reply, Request, SyncRequest};
@@ -289,21 +289,22 @@ impl BetaSession {
         program: &str,
         args: &[String],
     ) -> Result<ExitStatus, BetaError> {
-        let request = ToolRequest::new(program, args.iter().cloned()).forward_interrupts(true);
+        let request = ToolRequest::new(program, args.iter().cloned())
+            .forward_interrupts(true)
+            .or_timeout(self.exec_timeout);
         let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
-        if let Some(status) = outcome.exec.exit_status() {
-            return Ok(status);
-        }
-        if outcome.exec.termination == Termination::TimedOut {
-            Err(BetaError::ExecTimeout {
-                program: program.to_owned(),
-                timeout: request.timeout.or(self.exec_timeout).unwrap_or_default(),
+        outcome
+            .exec
+            .exit_status_or_reason()
+            .map_err(|reason| match reason {
+                NoExitStatus::TimedOut => BetaError::ExecTimeout {
+                    program: program.to_owned(),
+                    timeout: request.timeout.unwrap_or_default(),
+                },
+                NoExitStatus::Cancelled => BetaError::Cancelled {
+                    program: program.to_owned(),
+                },
             })
-        } else {
-            Err(BetaError::Cancelled {
-                program: program.to_owned(),
-            })
-        }
     }
 
     /// Runs one tool described by `request` (program, args, environment additions,
@@ -337,10 +338,7 @@ impl BetaSession {
         on_output: &mut dyn FnMut(StreamKind, &[u8]),
         cancel: Option<&CancelHandle>,
     ) -> Result<ToolOutcome, BetaError> {
-        let mut request = request.clone();
-        if request.timeout.is_none() {
-            request.timeout = self.exec_timeout;
-        }
+        let request = request.clone().or_timeout(self.exec_timeout);
         // The tool runs behind the sidecar, so there is no local process group to
         // forward Ctrl-C to: an interrupt cancels the remote run instead (the sidecar
         // kills the group when the connection closes) and the pull still happens.

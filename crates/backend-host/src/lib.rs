@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{
-    CancelHandle, ExecError, ExecOutcome, StreamKind, Termination, ToolRequest,
+    CancelHandle, ExecError, ExecOutcome, NoExitStatus, StreamKind, Termination, ToolRequest,
 };
 use devshell_vm_sync::{
     StagingDir, SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
@@ -352,21 +352,21 @@ impl HostSandboxSession {
         program: &str,
         args: &[String],
     ) -> Result<ExitStatus, HostError> {
-        let request = ToolRequest::interactive(program, args.iter().cloned());
+        let request =
+            ToolRequest::interactive(program, args.iter().cloned()).or_timeout(self.exec_timeout);
         let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
-        if let Some(status) = outcome.exec.exit_status() {
-            return Ok(status);
-        }
-        if outcome.exec.termination == Termination::TimedOut {
-            Err(HostError::Timeout {
-                program: program.to_owned(),
-                timeout: request.timeout.or(self.exec_timeout).unwrap_or_default(),
+        outcome
+            .exec
+            .exit_status_or_reason()
+            .map_err(|reason| match reason {
+                NoExitStatus::TimedOut => HostError::Timeout {
+                    program: program.to_owned(),
+                    timeout: request.timeout.unwrap_or_default(),
+                },
+                NoExitStatus::Cancelled => HostError::Cancelled {
+                    program: program.to_owned(),
+                },
             })
-        } else {
-            Err(HostError::Cancelled {
-                program: program.to_owned(),
-            })
-        }
     }
 
     /// Runs one tool described by `request` (program, args, environment additions,
@@ -399,10 +399,7 @@ impl HostSandboxSession {
         cancel: Option<&CancelHandle>,
     ) -> Result<ToolOutcome, HostError> {
         let (index, relative_cwd) = self.project_for(vfs, vfs_cwd)?;
-        let mut request = request.clone();
-        if request.timeout.is_none() {
-            request.timeout = self.exec_timeout;
-        }
+        let request = request.clone().or_timeout(self.exec_timeout);
         let path_var = self.path_var.clone();
         let project = &mut self.projects[index];
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use devshell_vm_config::{VmConfig, WorkspaceMode};
 use devshell_vm_exec::{
-    CancelHandle, ExecOutcome, OutputMode, StdinMode, StreamKind, Termination, ToolRequest,
+    CancelHandle, ExecOutcome, NoExitStatus, OutputMode, StdinMode, StreamKind, Termination,
+    ToolRequest,
 };
 use devshell_vm_guest_fs::{
     GuestFsError, GuestFsOps, GuestMetadata, check_guest_path, logical_to_guest,
@@ -498,9 +499,6 @@ impl GammaSession {
     /// # Errors
     /// Infrastructure failures only (see [`LimaError`]); [`LimaError::Timeout`] when the
     /// exec timeout killed the tool.
-    ///
-    /// # Panics
-    /// Never: an exited or signaled outcome always carries an exit status.
     pub fn run_rust_tool(
         &mut self,
         vfs: &mut Vfs,
@@ -508,22 +506,21 @@ impl GammaSession {
         program: &str,
         args: &[String],
     ) -> Result<ExitStatus, LimaError> {
-        let request = ToolRequest::interactive(program, args.iter().cloned());
-        let timeout = self.exec_timeout.unwrap_or_default();
+        let request =
+            ToolRequest::interactive(program, args.iter().cloned()).or_timeout(self.exec_timeout);
         let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
-        match outcome.exec.termination {
-            Termination::TimedOut => Err(LimaError::Timeout {
-                program: program.to_owned(),
-                timeout,
-            }),
-            Termination::Cancelled => Err(LimaError::Cancelled {
-                program: program.to_owned(),
-            }),
-            Termination::Exited(_) | Termination::Signaled(_) => Ok(outcome
-                .exec
-                .exit_status()
-                .expect("an exited or signaled outcome has an exit status (exec contract)")),
-        }
+        outcome
+            .exec
+            .exit_status_or_reason()
+            .map_err(|reason| match reason {
+                NoExitStatus::TimedOut => LimaError::Timeout {
+                    program: program.to_owned(),
+                    timeout: request.timeout.unwrap_or_default(),
+                },
+                NoExitStatus::Cancelled => LimaError::Cancelled {
+                    program: program.to_owned(),
+                },
+            })
     }
 
     /// Runs one tool described by `request` from `vfs_cwd` and returns the whole outcome.
@@ -551,10 +548,7 @@ impl GammaSession {
         on_output: &mut dyn FnMut(StreamKind, &[u8]),
         cancel: Option<&CancelHandle>,
     ) -> Result<ToolOutcome, LimaError> {
-        let mut request = request.clone();
-        if request.timeout.is_none() {
-            request.timeout = self.exec_timeout;
-        }
+        let request = request.clone().or_timeout(self.exec_timeout);
         self.ensure_running()?;
         if !self.syncs_vfs_with_host_workspace() {
             let guest_dir = self.guest_dir_mode_p(vfs, vfs_cwd)?;

@@ -38,7 +38,9 @@ mod runner;
 
 pub use interrupts::{InterruptWatch, cancel_on_interrupt};
 pub use request::{OutputMode, StdinMode, ToolRequest};
-pub use runner::{CancelHandle, ExecOutcome, StreamKind, Termination, resolve_program, run};
+pub use runner::{
+    CancelHandle, ExecOutcome, NoExitStatus, StreamKind, Termination, resolve_program, run,
+};
 
 use std::path::PathBuf;
 

@@ -118,6 +118,14 @@ impl ToolRequest {
         self
     }
 
+    /// Keeps the request's own timeout, or takes `default` when it has none (a
+    /// session's exec timeout).
+    #[must_use]
+    pub fn or_timeout(mut self, default: Option<Duration>) -> Self {
+        self.timeout = self.timeout.or(default);
+        self
+    }
+
     /// Enables or disables interrupt forwarding.
     #[must_use]
     pub fn forward_interrupts(mut self, forward: bool) -> Self {

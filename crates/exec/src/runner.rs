@@ -50,6 +50,15 @@ pub enum Termination {
     Cancelled,
 }
 
+/// Why an outcome carries no exit status of the tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoExitStatus {
+    /// The deadline passed and the process group was killed.
+    TimedOut,
+    /// A [`CancelHandle`] fired and the process group was killed.
+    Cancelled,
+}
+
 /// The result of a run that started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutcome {
@@ -74,10 +83,20 @@ impl ExecOutcome {
     /// are not exit statuses of the tool.
     #[must_use]
     pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.exit_status_or_reason().ok()
+    }
+
+    /// The equivalent [`ExitStatus`], or why there is none: what every backend's
+    /// `run_rust_tool` turns into its own timeout or cancellation error.
+    ///
+    /// # Errors
+    /// [`NoExitStatus`] for a timed-out or cancelled run.
+    pub fn exit_status_or_reason(&self) -> Result<ExitStatus, NoExitStatus> {
         match self.termination {
-            Termination::Exited(code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
-            Termination::Signaled(signal) => Some(ExitStatus::from_raw(signal & 0x7f)),
-            Termination::TimedOut | Termination::Cancelled => None,
+            Termination::Exited(code) => Ok(ExitStatus::from_raw((code & 0xff) << 8)),
+            Termination::Signaled(signal) => Ok(ExitStatus::from_raw(signal & 0x7f)),
+            Termination::TimedOut => Err(NoExitStatus::TimedOut),
+            Termination::Cancelled => Err(NoExitStatus::Cancelled),
         }
     }
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use devshell_vm_exec::{
-    CancelHandle, ExecError, OutputMode, StreamKind, Termination, ToolRequest, resolve_program, run,
+    CancelHandle, ExecError, NoExitStatus, OutputMode, StreamKind, Termination, ToolRequest,
+    resolve_program, run,
 };
 
 fn sh() -> PathBuf {
@@ -279,4 +280,32 @@ fn an_interactive_request_shares_the_terminal_and_forwards_interrupts() {
     assert_eq!(request.stderr, OutputMode::Inherit);
     assert!(request.forward_interrupts);
     assert_eq!(request.args, ["build"]);
+}
+
+#[test]
+fn an_outcome_says_why_it_has_no_exit_status() {
+    let timed_out = run_sh("sleep 30", |r| r.timeout(Some(Duration::from_millis(100))));
+    assert_eq!(
+        timed_out.exit_status_or_reason(),
+        Err(NoExitStatus::TimedOut)
+    );
+    let exited = run_sh("exit 3", |r| r);
+    assert_eq!(
+        exited.exit_status_or_reason().map(|status| status.code()),
+        Ok(Some(3))
+    );
+}
+
+#[test]
+fn a_request_keeps_its_own_timeout_over_the_session_default() {
+    let second = Some(Duration::from_secs(1));
+    let default = Some(Duration::from_secs(9));
+    let own = ToolRequest::new("true", Vec::<String>::new())
+        .timeout(second)
+        .or_timeout(default);
+    assert_eq!(own.timeout, second);
+    let none = ToolRequest::new("true", Vec::<String>::new()).or_timeout(default);
+    assert_eq!(none.timeout, default);
+    let still_none = ToolRequest::new("true", Vec::<String>::new()).or_timeout(None);
+    assert_eq!(still_none.timeout, None);
 }
