@@ -9,8 +9,10 @@
 
 #![no_main]
 
-use devshell_vm_vfs::image::{self, MAGIC, VERSION};
+use devshell_vm_vfs::image;
 use libfuzzer_sys::fuzz_target;
+
+mod repaired;
 
 fn check(bytes: &[u8]) {
     if let Ok(vfs) = image::from_bytes(bytes) {
@@ -24,30 +26,5 @@ fn check(bytes: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    // The same bytes as a payload behind a valid header.
-    let mut repaired = Vec::with_capacity(32 + data.len());
-    repaired.extend_from_slice(&MAGIC);
-    repaired.extend_from_slice(&VERSION.to_le_bytes());
-    repaired.extend_from_slice(&0u32.to_le_bytes());
-    repaired.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    repaired.extend_from_slice(&crc32fast_hash(data).to_le_bytes());
-    repaired.extend_from_slice(&0u32.to_le_bytes());
-    repaired.extend_from_slice(data);
-    check(&repaired);
+    check(&repaired::with_valid_header(data));
 });
-
-/// CRC-32 (IEEE), bitwise: the fuzz crate avoids extra dependencies.
-fn crc32fast_hash(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
