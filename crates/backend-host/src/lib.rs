@@ -425,7 +425,7 @@ impl HostSandboxSession {
         if let Some(dir) = self.staging.take() {
             let fallback = dir.path().to_path_buf();
             dir.remove().map_err(|err| {
-                let (path, source) = staging::io_parts(err, fallback);
+                let (path, source) = err.into_io_parts(fallback);
                 HostError::StagingRemove { path, source }
             })?;
         }

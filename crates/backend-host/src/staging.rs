@@ -7,9 +7,9 @@
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use devshell_vm_sync::{StagingDir, VmSyncError};
+use devshell_vm_sync::StagingDir;
 
 use crate::HostError;
 
@@ -20,18 +20,9 @@ pub const STAGING_PREFIX: &str = "devshell-host-";
 /// dropping the value removes it.
 pub(crate) fn create(export_base: &Path) -> Result<StagingDir, HostError> {
     StagingDir::create(export_base, STAGING_PREFIX).map_err(|err| {
-        let (path, source) = io_parts(err, export_base.to_path_buf());
+        let (path, source) = err.into_io_parts(export_base.to_path_buf());
         HostError::StagingCreate { path, source }
     })
-}
-
-/// The path and I/O error of a staging failure (`fallback` names the path for the
-/// variants that carry none).
-pub(crate) fn io_parts(err: VmSyncError, fallback: PathBuf) -> (PathBuf, std::io::Error) {
-    match err {
-        VmSyncError::Io { path, source } => (path, source),
-        other => (fallback, std::io::Error::other(other.to_string())),
-    }
 }
 
 /// Creates one private (0700) directory; fails if it exists.

@@ -1443,11 +1443,6 @@ fn describe(termination: Termination) -> String {
 /// A staging failure as [`LimaError::WorkspaceParent`] (`fallback` names the path for
 /// the variants that carry none).
 fn workspace_parent_error(err: VmSyncError, fallback: PathBuf) -> LimaError {
-    match err {
-        VmSyncError::Io { path, source } => LimaError::WorkspaceParent { path, source },
-        other => LimaError::WorkspaceParent {
-            path: fallback,
-            source: std::io::Error::other(other.to_string()),
-        },
-    }
+    let (path, source) = err.into_io_parts(fallback);
+    LimaError::WorkspaceParent { path, source }
 }

@@ -100,6 +100,17 @@ pub enum VmSyncError {
 }
 
 impl VmSyncError {
+    /// The host path and I/O error of an [`VmSyncError::Io`] (all that
+    /// [`crate::StagingDir`] returns), for a caller whose own error carries a path and
+    /// an `io::Error`; any other variant becomes an error of kind `Other` at `fallback`.
+    #[must_use]
+    pub fn into_io_parts(self, fallback: PathBuf) -> (PathBuf, io::Error) {
+        match self {
+            Self::Io { path, source } => (path, source),
+            other => (fallback, io::Error::other(other.to_string())),
+        }
+    }
+
     /// Builds an [`VmSyncError::Io`] from a `nix` error number.
     pub(crate) fn errno(path: impl Into<PathBuf>, errno: nix::errno::Errno) -> Self {
         Self::Io {
