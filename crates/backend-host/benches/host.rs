@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use devshell_vm_backend_host::Backend as _;
 use devshell_vm_backend_host::HostSandboxSession;
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};

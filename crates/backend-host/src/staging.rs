@@ -5,8 +5,6 @@
 //! directories whose owner died without cleaning up (crash, `kill -9`), also when that
 //! owner ran in another pid namespace sharing the export base.
 
-use std::fs::DirBuilder;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use devshell_vm_sync::StagingDir;
@@ -25,17 +23,6 @@ pub(crate) fn create(export_base: &Path) -> Result<StagingDir, HostError> {
     })
 }
 
-/// Creates one private (0700) directory; fails if it exists.
-pub(crate) fn make_private_dir(dir: &Path) -> Result<(), HostError> {
-    let err = |source| HostError::StagingCreate {
-        path: dir.to_path_buf(),
-        source,
-    };
-    DirBuilder::new().mode(0o700).create(dir).map_err(err)?;
-    // The umask can only remove bits; set the mode exactly so the owner can always use it.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
-}
-
 /// Removes staging directories under `export_base` whose owner is gone: its lock is free,
 /// or (a directory made before owner locks existed) the pid in its name is not running.
 ///
@@ -51,6 +38,7 @@ pub fn clean_stale(export_base: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn created_dir_carries_the_prefix_and_pid_and_goes_on_drop() {

@@ -8,6 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use devshell_vm_backend_host::Backend as _;
 use devshell_vm_backend_host::HostSandboxSession;
 use devshell_vm_config::VmConfig;
 use devshell_vm_vfs::Vfs;
@@ -37,6 +38,9 @@ fn ctrl_c_stops_the_tool_and_the_session_still_pulls() {
         ..VmConfig::from_env().expect("DEVSHELL_VM* variables parse")
     };
     let mut session = HostSandboxSession::new(&config);
+    // The caller asks for forwarding (the CLI does); a library caller that does not ask
+    // keeps its own signal handlers (tests/signals_untouched.rs).
+    session.set_forward_interrupts(true);
     let mut vfs = Vfs::new();
     vfs.mkdir("/p").expect("mkdir");
     session.ensure_ready(&vfs, "/p").expect("ready");

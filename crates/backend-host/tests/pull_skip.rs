@@ -12,6 +12,7 @@ mod common;
 use common::{config, find_file, sh, sh_out};
 use std::time::{Duration, SystemTime};
 
+use devshell_vm_backend_host::Backend as _;
 use devshell_vm_backend_host::HostSandboxSession;
 use devshell_vm_vfs::Vfs;
 

@@ -8,6 +8,8 @@ use common::{config, find_file, sh, sh_out};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use devshell_vm_backend_host::Backend as _;
+use devshell_vm_backend_host::SessionError;
 use devshell_vm_backend_host::{HostError, HostSandboxSession, STAGING_PREFIX};
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{OutputMode, ToolRequest};
@@ -103,7 +105,7 @@ fn missing_program_and_bad_cwd_are_typed_errors() {
         .run_rust_tool(&mut vfs, "/p", "no-such-tool-devshell", &[])
         .expect_err("missing program");
     assert!(matches!(&err, HostError::Exec { program, .. } if program == "no-such-tool-devshell"));
-    let message = err.to_string();
+    let message = devshell_vm_test_support::assert_causes_once(&err);
     assert!(
         message.contains("no-such-tool-devshell") && message.contains("PATH"),
         "{message}"
@@ -115,7 +117,7 @@ fn missing_program_and_bad_cwd_are_typed_errors() {
             .run_rust_tool(&mut vfs, cwd, "true", &[])
             .expect_err("bad cwd");
         assert!(
-            matches!(&err, HostError::Cwd { cwd: c, .. } if c == cwd),
+            matches!(&err, HostError::Session(SessionError::Cwd { cwd: c, .. }) if c == cwd),
             "{err:?}"
         );
     }
@@ -298,7 +300,8 @@ fn infrastructure_failures_are_error_values_naming_the_path() {
         matches!(&err, HostError::StagingCreate { path, .. } if path.starts_with(&blocker)),
         "{err:?}"
     );
-    assert!(err.to_string().contains("not-a-dir"), "{err}");
+    let message = devshell_vm_test_support::assert_causes_once(&err);
+    assert!(message.contains("not-a-dir"), "{message}");
     assert_eq!(&*vfs.read_file("/p/keep.txt").expect("untouched"), b"keep");
 
     // The tool removes its own working tree: the pull after the run cannot happen, and
@@ -314,8 +317,8 @@ fn infrastructure_failures_are_error_values_naming_the_path() {
         )
         .expect_err("the pull must fail");
     assert!(
-        matches!(&err, HostError::PullAfterRun { program, termination, vfs_path, .. }
-            if program == "sh" && termination == "exit code 3" && vfs_path == "/p"),
+        matches!(&err, HostError::Session(SessionError::PullAfterRun { program, termination, vfs_path, .. })
+            if program == "sh" && termination.to_string() == "exit code 3" && vfs_path == "/p"),
         "{err:?}"
     );
     assert!(std::error::Error::source(&err).is_some());

@@ -102,7 +102,8 @@ pub struct VmConfig {
     pub xdg_cache_home: Option<PathBuf>,
     /// `LIMA_HOME`, verbatim.
     pub lima_home: Option<PathBuf>,
-    /// `PATH`, verbatim, for tool lookup.
+    /// `PATH`, verbatim, for tool lookup. `None` (as in [`VmConfig::disabled`]) means
+    /// the process's own `PATH` at lookup time ([`VmConfig::tool_search_path`]).
     pub path: Option<OsString>,
     /// `TMPDIR`, verbatim (last export-base fallback).
     pub tmpdir: Option<PathBuf>,
@@ -234,6 +235,16 @@ impl VmConfig {
             tmpdir: None,
             ignored_variables: Vec::new(),
         }
+    }
+
+    /// The `PATH` backends search for tools: [`VmConfig::path`] when set, else the
+    /// process's `PATH` now (so a config built without an environment, such as
+    /// [`VmConfig::disabled`], still finds `cargo`). `None` only when neither exists.
+    #[must_use]
+    pub fn tool_search_path(&self) -> Option<OsString> {
+        self.path
+            .clone()
+            .or_else(|| crate::source::process_path())
     }
 
     /// Same as [`VmConfig::disabled`]; reads better in tests of the host backend.

@@ -95,3 +95,8 @@ impl EnvSource for ProcessEnv {
         std::env::var_os(name)
     }
 }
+
+/// The process's `PATH` (read here, the one module allowed to read the environment).
+pub(crate) fn process_path() -> Option<OsString> {
+    ProcessEnv.get_os("PATH")
+}

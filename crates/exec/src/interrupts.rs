@@ -6,88 +6,99 @@
 //! only this process. Dying there would skip the pull that brings the tool's
 //! output back into the VFS; forwarding stops the tool and lets the session finish.
 //!
-//! The previous dispositions are restored when the last forwarding run ends.
-// Installing a signal handler is inherently unsafe (the handler must be
-// async-signal-safe); ours only stores into an atomic.
-#![allow(unsafe_code)]
+//! Only a request that asks for it ([`crate::ToolRequest::forward_interrupts`]) touches
+//! signal dispositions; a library caller that never asks keeps its own handlers
+//! untouched. The handlers come from `signal-hook` (no `unsafe` here):
+//!
+//! * one [`signal_hook::flag::register`] per signal records it as pending;
+//! * one [`signal_hook::flag::register_conditional_default`] per signal performs the
+//!   signal's default action (terminate) when no forwarding run is active, so between
+//!   runs Ctrl-C still ends the process as it did before the first run.
+//!
+//! `signal-hook` never removes its handler once installed (it chains to the handler
+//! that was there before, which an application that installed its own keeps getting),
+//! so the registration happens once per process, on the first forwarding run.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
-use crate::CancelHandle;
+use nix::sys::signal::Signal;
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use crate::CancelHandle;
 
 /// Signals forwarded to the tool.
 const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
-/// Bit per pending signal number, set by the handler, taken by [`take_pending`].
-static PENDING: AtomicU32 = AtomicU32::new(0);
-
-/// How many runs currently forward, and the dispositions to restore.
-static INSTALLED: Mutex<(usize, Vec<(Signal, SigAction)>)> = Mutex::new((0, Vec::new()));
-
-extern "C" fn record_signal(signal: nix::libc::c_int) {
-    if let Ok(bit) = u32::try_from(signal)
-        && bit < 32
-    {
-        PENDING.fetch_or(1 << bit, Ordering::SeqCst);
-    }
+/// The process-wide registration: one pending flag per forwarded signal, and the
+/// "no run forwards now" condition under which the default action applies.
+struct Registration {
+    pending: [Arc<AtomicBool>; 3],
+    idle: Arc<AtomicBool>,
 }
 
-/// Keeps the forwarding handlers installed while alive.
+/// The registration, once made (`Err` keeps the reason it failed, reported every time).
+static REGISTRATION: OnceLock<Result<Registration, String>> = OnceLock::new();
+
+/// Forwarding runs and watches alive now.
+static ACTIVE: Mutex<usize> = Mutex::new(0);
+
+fn registration() -> Result<&'static Registration, std::io::Error> {
+    let made = REGISTRATION.get_or_init(|| {
+        let registration = Registration {
+            pending: std::array::from_fn(|_| Arc::new(AtomicBool::new(false))),
+            idle: Arc::new(AtomicBool::new(true)),
+        };
+        for (signal, flag) in FORWARDED.iter().zip(&registration.pending) {
+            let number = *signal as i32;
+            // Order matters: the conditional default is registered first so that, when
+            // idle, the process terminates exactly as without us.
+            signal_hook::flag::register_conditional_default(
+                number,
+                Arc::clone(&registration.idle),
+            )
+            .and_then(|_| signal_hook::flag::register(number, Arc::clone(flag)))
+            .map_err(|err| format!("registering a handler for {signal}: {err}"))?;
+        }
+        Ok(registration)
+    });
+    made.as_ref().map_err(|reason| std::io::Error::other(reason.clone()))
+}
+
+/// Keeps interrupt forwarding active while alive.
 pub(crate) struct ForwardGuard(());
 
 impl ForwardGuard {
-    /// Installs the handlers (once for all concurrent runs).
-    pub(crate) fn install() -> Result<Self, nix::Error> {
-        let mut installed = INSTALLED
+    /// Registers the handlers (once per process) and marks one more forwarding run.
+    pub(crate) fn install() -> Result<Self, std::io::Error> {
+        let registration = registration()?;
+        let mut active = ACTIVE
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if installed.0 == 0 {
-            let action = SigAction::new(
-                SigHandler::Handler(record_signal),
-                SaFlags::SA_RESTART,
-                SigSet::empty(),
-            );
-            let mut previous = Vec::with_capacity(FORWARDED.len());
-            for signal in FORWARDED {
-                // SAFETY: `record_signal` only performs an atomic fetch_or, which is
-                // async-signal-safe.
-                match unsafe { sigaction(signal, &action) } {
-                    Ok(old) => previous.push((signal, old)),
-                    Err(err) => {
-                        restore(&previous);
-                        return Err(err);
-                    }
-                }
+        if *active == 0 {
+            // Signals that arrived while idle terminated the process (default action) or
+            // were chained to the application's own handler; none is pending for us.
+            for flag in &registration.pending {
+                flag.store(false, Ordering::SeqCst);
             }
-            installed.1 = previous;
         }
-        installed.0 += 1;
+        *active += 1;
+        registration.idle.store(false, Ordering::SeqCst);
         Ok(Self(()))
     }
 }
 
 impl Drop for ForwardGuard {
     fn drop(&mut self) {
-        let mut installed = INSTALLED
+        let mut active = ACTIVE
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        installed.0 -= 1;
-        if installed.0 == 0 {
-            let previous = std::mem::take(&mut installed.1);
-            restore(&previous);
+        *active = active.saturating_sub(1);
+        if *active == 0
+            && let Some(Ok(registration)) = REGISTRATION.get()
+        {
+            registration.idle.store(true, Ordering::SeqCst);
         }
-    }
-}
-
-fn restore(previous: &[(Signal, SigAction)]) {
-    for (signal, old) in previous {
-        // SAFETY: re-installing the disposition that was in place before.
-        // Failure leaves our harmless recording handler; nothing else to do.
-        let _ = unsafe { sigaction(*signal, old) };
     }
 }
 
@@ -116,9 +127,9 @@ impl std::fmt::Debug for InterruptWatch {
 /// # Errors
 /// [`crate::ExecError::Io`] when the signal handlers cannot be installed.
 pub fn cancel_on_interrupt(cancel: &CancelHandle) -> Result<InterruptWatch, crate::ExecError> {
-    let handlers = ForwardGuard::install().map_err(|err| crate::ExecError::Io {
+    let handlers = ForwardGuard::install().map_err(|source| crate::ExecError::Io {
         context: "installing interrupt handlers".to_owned(),
-        source: err.into(),
+        source,
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
@@ -152,13 +163,23 @@ impl Drop for InterruptWatch {
 /// How often an [`InterruptWatch`] looks for pending signals.
 const WATCH_TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// `true` once this process has registered its forwarding handlers (a forwarding run
+/// or an [`InterruptWatch`] happened). A library caller that never asked for
+/// forwarding sees `false`: its own signal dispositions were never touched.
+#[must_use]
+pub fn interrupt_handlers_installed() -> bool {
+    REGISTRATION.get().is_some_and(Result::is_ok)
+}
+
 /// Signals received since the last call (each at most once).
 pub(crate) fn take_pending() -> Vec<Signal> {
-    let bits = PENDING.swap(0, Ordering::SeqCst);
+    let Some(Ok(registration)) = REGISTRATION.get() else {
+        return Vec::new();
+    };
     FORWARDED
         .into_iter()
-        .filter(|signal| {
-            u32::try_from(*signal as i32).is_ok_and(|n| n < 32 && bits & (1 << n) != 0)
-        })
+        .zip(&registration.pending)
+        .filter(|(_, flag)| flag.swap(false, Ordering::SeqCst))
+        .map(|(signal, _)| signal)
         .collect()
 }

@@ -36,7 +36,7 @@ mod interrupts;
 mod request;
 mod runner;
 
-pub use interrupts::{InterruptWatch, cancel_on_interrupt};
+pub use interrupts::{InterruptWatch, cancel_on_interrupt, interrupt_handlers_installed};
 pub use request::{OutputMode, StdinMode, ToolRequest};
 pub use runner::{
     CancelHandle, ExecOutcome, NoExitStatus, StreamKind, Termination, resolve_program, run,

@@ -50,6 +50,19 @@ pub enum Termination {
     Cancelled,
 }
 
+impl std::fmt::Display for Termination {
+    /// `exit code 3`, `killed by signal 9`, `timed out`, `cancelled`: the words every
+    /// backend uses when it reports how a tool ended.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exited(code) => write!(f, "exit code {code}"),
+            Self::Signaled(signal) => write!(f, "killed by signal {signal}"),
+            Self::TimedOut => f.write_str("timed out"),
+            Self::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
 /// Why an outcome carries no exit status of the tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoExitStatus {
@@ -204,9 +217,9 @@ pub fn run(
     cancel: Option<&CancelHandle>,
 ) -> Result<ExecOutcome, ExecError> {
     let forward_guard = if request.forward_interrupts {
-        Some(ForwardGuard::install().map_err(|err| ExecError::Io {
+        Some(ForwardGuard::install().map_err(|source| ExecError::Io {
             context: "installing interrupt forwarding".to_owned(),
-            source: err.into(),
+            source,
         })?)
     } else {
         None

@@ -13,7 +13,6 @@
 //!   ([`Vfs::changes_since`](devshell_vm_vfs::Vfs::changes_since)) reports;
 //! * [`pull_workspace_to_vfs`] scans the leaf with metadata only, reads just the
 //!   entries whose metadata moved, and applies all changes or none;
-//! * [`run_synced`] is the Mode S cycle: push, run, always pull.
 //!
 //! Modes and mtimes travel both ways, so an untouched file keeps its mtime across every
 //! round trip and an edited one carries its edit time: cargo rebuilds exactly what
@@ -50,7 +49,7 @@
 //! whose owner is gone (crash, `kill -9`), also across pid namespaces.
 //!
 //! Boundary: this crate does host file I/O and nothing else; it spawns nothing (the
-//! runner passed to [`run_synced`] does). Dependencies: the VFS (the tree and its
+//! session layer's runner does). Dependencies: the VFS (the tree and its
 //! journal), `devshell-vm-exec` (only for [`ExecOutcome`](devshell_vm_exec::ExecOutcome)
 //! in [`ToolOutcome`]), `nix` (`openat`-family calls without `unsafe`), `globset`
 //! (excludes), `thiserror`.
@@ -70,11 +69,6 @@ pub use error::VmSyncError;
 pub use pull::pull_workspace_to_vfs;
 pub use push::{push_full, push_incremental};
 pub use report::{Skipped, SyncProgress, SyncReport, human_bytes};
-pub use run::{SyncedRunError, ToolOutcome, run_synced};
+pub use run::ToolOutcome;
 pub use staging::{StagingDir, clean_stale_staging};
 pub use state::{DEFAULT_MAX_FILE_SIZE, SyncState};
-
-// Project root detection (`project_root`) lives in `project.rs`, owned by the host
-// backend; its `pub mod project;` and re-export go below.
-pub mod project;
-pub use project::project_root;

@@ -1,4 +1,4 @@
-//! Behaviour of `push_full`, `push_incremental`, pull and `run_synced` on real directories.
+//! Behaviour of `push_full`, `push_incremental` and pull on real directories.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
 
@@ -11,10 +11,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use devshell_vm_exec::{ExecOutcome, Termination};
+
 use devshell_vm_sync::{
-    SyncProgress, SyncState, SyncedRunError, VmSyncError, pull_workspace_to_vfs, push_full,
-    push_incremental, run_synced,
+    SyncProgress, SyncState, VmSyncError, pull_workspace_to_vfs, push_full, push_incremental,
 };
 use devshell_vm_vfs::{NodeKind, Vfs};
 use support::{assert_same, host_mtime, host_snapshot, old_time, vfs_snapshot};
@@ -482,84 +481,6 @@ fn observer_sees_progress_of_a_large_push() {
     assert!(seen.windows(2).all(|w| w[0].files_done <= w[1].files_done));
 }
 
-fn exited(code: i32) -> ExecOutcome {
-    ExecOutcome {
-        termination: Termination::Exited(code),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        duration: Duration::ZERO,
-    }
-}
-
-#[test]
-fn run_synced_pushes_runs_in_the_leaf_and_always_pulls() {
-    let dir = staging();
-    let mut vfs = sample_vfs();
-    let mut state = SyncState::new(dir.path());
-    let outcome = run_synced(&mut vfs, "/w/app", &mut state, |leaf: &Path| {
-        assert_eq!(
-            fs::read(leaf.join("src/main.rs")).unwrap(),
-            b"fn main() {}\n"
-        );
-        fs::write(leaf.join("out.txt"), "partial").unwrap();
-        Ok::<_, std::io::Error>(exited(101))
-    })
-    .unwrap();
-    assert_eq!(outcome.exec.termination, Termination::Exited(101));
-    assert_eq!(outcome.push.files_written, 7);
-    assert_eq!(outcome.pull.as_ref().unwrap().files_written, 1);
-    assert_eq!(&vfs.read_file("/w/app/out.txt").unwrap()[..], b"partial");
-
-    let err = run_synced(&mut vfs, "/w/app", &mut state, |leaf: &Path| {
-        fs::write(leaf.join("before-crash.txt"), "x").unwrap();
-        Err::<ExecOutcome, _>(std::io::Error::other("transport broke"))
-    })
-    .unwrap_err();
-    match &err {
-        SyncedRunError::Run { error, pull, .. } => {
-            assert_eq!(error.to_string(), "transport broke");
-            assert!(pull.is_ok());
-        }
-        other => panic!("expected a run error, got {other}"),
-    }
-    assert!(
-        vfs.exists("/w/app/before-crash.txt"),
-        "pulled after a runner error"
-    );
-
-    let err = run_synced(
-        &mut vfs,
-        "/nope",
-        &mut state,
-        |_: &Path| -> Result<ExecOutcome, std::io::Error> {
-            panic!("must not run after a failed push")
-        },
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, SyncedRunError::Push(VmSyncError::NotFound { .. })),
-        "{err}"
-    );
-
-    let err = run_synced(&mut vfs, "/w/app", &mut state, |leaf: &Path| {
-        fs::write(leaf.join("huge"), vec![0u8; 2048]).unwrap();
-        Ok::<_, std::io::Error>(exited(0))
-    });
-    assert!(err.is_ok());
-    state.set_max_file_size(16);
-    let err = run_synced(&mut vfs, "/w/app", &mut state, |leaf: &Path| {
-        fs::write(leaf.join("huge"), vec![1u8; 4096]).unwrap();
-        Ok::<_, std::io::Error>(exited(0))
-    })
-    .unwrap_err();
-    match err {
-        SyncedRunError::Pull { error, exec, .. } => {
-            assert!(matches!(error, VmSyncError::FileTooLarge { .. }), "{error}");
-            assert!(exec.success());
-        }
-        other => panic!("expected a pull error, got {other}"),
-    }
-}
 
 #[test]
 fn vfs_root_kind_is_respected() {

@@ -102,3 +102,41 @@ pub fn workspace_root() -> &'static Path {
         .and_then(Path::parent)
         .expect("crates/test-support lies two levels below the workspace root")
 }
+
+/// The whole message of an error and its causes, `": "`-joined (each error's own
+/// words, once), the way a front end prints it.
+#[must_use]
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
+/// Asserts that no message in `err`'s source chain repeats the words of one below it
+/// (each cause is printed once when the chain is printed), and returns the chain.
+///
+/// # Panics
+/// When a message contains the message of one of its sources.
+#[must_use]
+pub fn assert_causes_once(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut messages = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        messages.push(e.to_string());
+        current = e.source();
+    }
+    for (i, upper) in messages.iter().enumerate() {
+        for lower in &messages[i + 1..] {
+            assert!(
+                lower.is_empty() || !upper.contains(lower.as_str()),
+                "cause printed twice: {upper:?} contains its source's message {lower:?} (chain: {messages:?})"
+            );
+        }
+    }
+    chain(err)
+}

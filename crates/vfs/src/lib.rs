@@ -36,6 +36,7 @@
 //! # Ok::<(), devshell_vm_vfs::VfsError>(())
 //! ```
 
+mod compat;
 mod error;
 mod host;
 pub mod image;
@@ -43,6 +44,7 @@ mod node;
 mod path;
 mod vfs;
 
+pub use compat::{IntoContent, Node, normalize_path, resolve_path_with_cwd};
 pub use error::VfsError;
 pub use image::ImageError;
 pub use node::{Content, DirEntry, Metadata, NodeKind, NodeRef, Walk, WalkEntry};

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::node::{Children, DIR_MODE, FILE_MODE, Node, NodeData, NodeRef, Walk, WalkEntry};
 use crate::path::{self, MAX_DEPTH, components, split_parent};
-use crate::{Content, DirEntry, Metadata, NodeKind, VfsError};
+use crate::{Content, DirEntry, IntoContent, Metadata, NodeKind, VfsError};
 
 /// Source of all generations in the process (see [`Vfs::generation`]).
 static GENERATIONS: AtomicU64 = AtomicU64::new(0);
@@ -354,9 +354,9 @@ impl Vfs {
     /// # Errors
     /// `NotFound` (parent missing), `NotADirectory`, `IsADirectory`, `InvalidName` (also
     /// for a path ending in `/`, `.` or `..`, which names a directory, not a file).
-    pub fn write_file(&mut self, path: &str, content: impl Into<Content>) -> Result<(), VfsError> {
+    pub fn write_file(&mut self, path: &str, content: impl IntoContent) -> Result<(), VfsError> {
         let norm = path::normalize_entry_with(&self.cwd, path)?;
-        self.put_file(&norm, content.into(), None, SystemTime::now())
+        self.put_file(&norm, content.into_content(), None, SystemTime::now())
     }
 
     /// Like [`Vfs::write_file`] with an explicit mode (`& 0o7777`) and mtime.
@@ -366,12 +366,12 @@ impl Vfs {
     pub fn write_file_with(
         &mut self,
         path: &str,
-        content: impl Into<Content>,
+        content: impl IntoContent,
         mode: u32,
         mtime: SystemTime,
     ) -> Result<(), VfsError> {
         let norm = path::normalize_entry_with(&self.cwd, path)?;
-        self.put_file(&norm, content.into(), Some(mode), mtime)
+        self.put_file(&norm, content.into_content(), Some(mode), mtime)
     }
 
     fn put_file(

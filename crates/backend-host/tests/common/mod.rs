@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use devshell_vm_backend_host::Backend as _;
 use devshell_vm_backend_host::HostSandboxSession;
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};

@@ -1,0 +1,133 @@
+//! The Mode S cycle around one tool run: push what changed, run, always pull — with an
+//! optional [`PullGate`] that may prove a pull unnecessary.
+
+use std::path::Path;
+use std::time::Instant;
+
+use devshell_vm_exec::ExecOutcome;
+use devshell_vm_sync::{SyncReport, ToolOutcome, pull_workspace_to_vfs, push_incremental};
+use devshell_vm_vfs::Vfs;
+
+use crate::SessionError;
+use crate::table::Project;
+
+/// Watches a project's staging directory for the cycle: a backend that can tell that
+/// nothing changed on its side since the push (the host backend's inotify watch) lets
+/// the cycle skip the pull. Every method has a default that never skips, so `()` is
+/// the gate of a backend without a watcher.
+pub trait PullGate {
+    /// Before the push: note whatever changed since the last pull (it must not be lost
+    /// by a skipped pull later).
+    fn before_push(&mut self) {}
+
+    /// After a successful push into the project's staging directory `leaf`.
+    fn after_push(&mut self, leaf: &Path, report: &SyncReport) {
+        let _ = (leaf, report);
+    }
+
+    /// After the run: `true` only when nothing in staging can have changed since the
+    /// push, so the pull would find nothing. Any doubt must answer `false`.
+    fn pull_unneeded(&mut self) -> bool {
+        false
+    }
+
+    /// After a pull (or a skipped one); `ok` tells whether it succeeded.
+    fn after_pull(&mut self, ok: bool) {
+        let _ = ok;
+    }
+}
+
+impl PullGate for () {}
+
+/// What one cycle did.
+#[derive(Debug)]
+#[must_use]
+pub struct CycleOutcome {
+    /// The tool's outcome with the push and pull reports.
+    pub outcome: ToolOutcome,
+    /// `true` when the gate proved the pull unnecessary (the pull report is empty).
+    pub pull_skipped: bool,
+}
+
+/// Why a cycle failed: the session layer's own failure (push, pull after the run), or
+/// the runner's error (then the pull was still attempted: the tool may have written
+/// files before failing).
+#[derive(Debug)]
+pub enum CycleError<E> {
+    /// A push or pull failure.
+    Session(SessionError),
+    /// The runner's error.
+    Run(E),
+}
+
+impl<E> CycleError<E> {
+    /// One error type for both cases.
+    pub fn into_error<T>(self) -> T
+    where
+        T: From<SessionError> + From<E>,
+    {
+        match self {
+            Self::Session(err) => T::from(err),
+            Self::Run(err) => T::from(err),
+        }
+    }
+}
+
+/// Runs one tool against `project` in Mode S: [`push_incremental`] (full the first
+/// time), `run` with the project's staging directory, then — always, also after a
+/// non-zero exit, a timeout or a runner error — [`pull_workspace_to_vfs`], unless the
+/// gate proves it unnecessary. `program` names the tool in errors.
+///
+/// # Errors
+/// [`CycleError::Session`] with [`SessionError::Push`] (nothing ran, VFS unchanged) or
+/// [`SessionError::PullAfterRun`] (the tool ran, VFS unchanged); [`CycleError::Run`]
+/// with the runner's error.
+pub fn run_cycle<X: PullGate, E>(
+    project: &mut Project<X>,
+    vfs: &mut Vfs,
+    program: &str,
+    run: impl FnOnce(&Path) -> Result<ExecOutcome, E>,
+) -> Result<CycleOutcome, CycleError<E>> {
+    let vfs_root = project.vfs_root().to_owned();
+    let push_error = |source| {
+        CycleError::Session(SessionError::Push {
+            vfs_path: vfs_root.clone(),
+            source,
+        })
+    };
+    project.extra.before_push();
+    let push = push_incremental(vfs, &vfs_root, &mut project.state).map_err(push_error)?;
+    let leaf = project.state.leaf_dir(&vfs_root).map_err(push_error)?;
+    project.extra.after_push(&leaf, &push);
+
+    let ran = run(&leaf);
+
+    let started = Instant::now();
+    let pull_skipped = project.extra.pull_unneeded();
+    let pull = if pull_skipped {
+        Ok(SyncReport {
+            duration: started.elapsed(),
+            ..SyncReport::default()
+        })
+    } else {
+        pull_workspace_to_vfs(&mut project.state, &vfs_root, vfs)
+    };
+    project.extra.after_pull(pull.is_ok());
+    match (ran, pull) {
+        (Ok(exec), Ok(pull)) => Ok(CycleOutcome {
+            outcome: ToolOutcome {
+                exec,
+                push,
+                pull: Some(pull),
+            },
+            pull_skipped,
+        }),
+        (Ok(exec), Err(source)) => Err(CycleError::Session(SessionError::PullAfterRun {
+            program: program.to_owned(),
+            termination: exec.termination,
+            vfs_path: vfs_root,
+            source,
+        })),
+        (Err(error), _) => Err(CycleError::Run(error)),
+    }
+}

@@ -1,0 +1,247 @@
+//! The per-project table every backend keeps: VFS project root → staging subdirectory,
+//! sync manifest ([`SyncState`]) and whatever the backend tracks per project.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use devshell_vm_sync::{SyncProgress, SyncState, VmSyncError};
+use devshell_vm_vfs::Vfs;
+
+use crate::SessionError;
+use crate::root::{project_root, relative_to};
+
+/// A progress callback shared by every push and pull of a session: the same type for
+/// every backend, so a front end passes one value to whichever backend it runs.
+pub type SyncObserver = Arc<dyn Fn(&SyncProgress) + Send + Sync>;
+
+/// One synced project root of a session.
+pub struct Project<X> {
+    vfs_root: String,
+    /// The sync manifest of the project's staging subdirectory.
+    pub state: SyncState,
+    /// What the backend tracks per project (a change watch, the generation the peer
+    /// acknowledged, ...).
+    pub extra: X,
+}
+
+impl<X> Project<X> {
+    /// Canonical VFS path of the project root.
+    #[must_use]
+    pub fn vfs_root(&self) -> &str {
+        &self.vfs_root
+    }
+
+    /// The project's staging directory on the host (the leaf of its VFS root).
+    ///
+    /// # Errors
+    /// As [`SyncState::leaf_dir`].
+    pub fn leaf_dir(&self) -> Result<PathBuf, VmSyncError> {
+        self.state.leaf_dir(&self.vfs_root)
+    }
+}
+
+impl<X> std::fmt::Debug for Project<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Project")
+            .field("vfs_root", &self.vfs_root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a tool run from some VFS cwd goes: the index of its project in the table and
+/// the cwd relative to the project root (`""` for the root itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// Index into the table ([`ProjectTable::get_mut`]).
+    pub index: usize,
+    /// The cwd below the project root, `/`-separated, without a leading `/`.
+    pub relative_cwd: String,
+}
+
+/// The projects of one session, with the settings every new project inherits (the
+/// progress observer and the pull excludes).
+pub struct ProjectTable<X> {
+    projects: Vec<Project<X>>,
+    observer: Option<SyncObserver>,
+    excludes: Vec<String>,
+}
+
+impl<X> Default for ProjectTable<X> {
+    fn default() -> Self {
+        Self {
+            projects: Vec::new(),
+            observer: None,
+            excludes: Vec::new(),
+        }
+    }
+}
+
+impl<X> std::fmt::Debug for ProjectTable<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectTable")
+            .field("roots", &self.roots().collect::<Vec<_>>())
+            .field("excludes", &self.excludes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<X> ProjectTable<X> {
+    /// An empty table.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Installs a progress callback for every push and pull, also of projects synced
+    /// already.
+    pub fn set_observer(&mut self, observer: SyncObserver) {
+        for project in &mut self.projects {
+            project.state.set_observer(forwarding(&observer));
+        }
+        self.observer = Some(observer);
+    }
+
+    /// Paths (globs relative to the project root) that pulls leave out of the VFS, for
+    /// every project, present and future.
+    ///
+    /// # Errors
+    /// [`SessionError::Exclude`] when a pattern is invalid; nothing changes then.
+    pub fn set_excludes(&mut self, globs: &[&str]) -> Result<(), SessionError> {
+        // Validate on a throwaway state first so a bad pattern changes nothing.
+        SyncState::new("/")
+            .set_excludes(globs)
+            .map_err(|source| SessionError::Exclude { source })?;
+        for project in &mut self.projects {
+            project
+                .state
+                .set_excludes(globs)
+                .map_err(|source| SessionError::Exclude { source })?;
+        }
+        self.excludes = globs.iter().map(|g| (*g).to_owned()).collect();
+        Ok(())
+    }
+
+    /// The pull excludes in force.
+    #[must_use]
+    pub fn excludes(&self) -> &[String] {
+        &self.excludes
+    }
+
+    /// The project of a tool run from `vfs_cwd` (cargo's project-root rule,
+    /// [`crate::project_root`]), created on first use: `staging` gives the session's
+    /// staging directory (created by the backend when needed), the project gets the
+    /// subdirectory named after its index there, created with mode `0700`, and `extra`
+    /// its per-project state.
+    ///
+    /// # Errors
+    /// [`SessionError::Cwd`], [`SessionError::ProjectDir`], or the backend's own error
+    /// from `staging`.
+    pub fn project_for<E: From<SessionError>>(
+        &mut self,
+        vfs: &Vfs,
+        vfs_cwd: &str,
+        staging: impl FnOnce() -> Result<PathBuf, E>,
+        extra: impl FnOnce() -> X,
+    ) -> Result<Located, E> {
+        let (root, relative_cwd) = locate(vfs, vfs_cwd)?;
+        if let Some(index) = self.projects.iter().position(|p| p.vfs_root == root) {
+            return Ok(Located {
+                index,
+                relative_cwd,
+            });
+        }
+        // One subdirectory per project root: two roots with the same last segment
+        // (`/a/app`, `/b/app`) never share a leaf.
+        let sub = staging()?.join(self.projects.len().to_string());
+        make_private_dir(&sub)?;
+        let mut state = SyncState::new(sub);
+        if !self.excludes.is_empty() {
+            let globs: Vec<&str> = self.excludes.iter().map(String::as_str).collect();
+            state
+                .set_excludes(&globs)
+                .map_err(|source| SessionError::Exclude { source })?;
+        }
+        if let Some(observer) = &self.observer {
+            state.set_observer(forwarding(observer));
+        }
+        self.projects.push(Project {
+            vfs_root: root,
+            state,
+            extra: extra(),
+        });
+        Ok(Located {
+            index: self.projects.len() - 1,
+            relative_cwd,
+        })
+    }
+
+    /// The project at `index` (from [`Self::project_for`]).
+    ///
+    /// # Panics
+    /// When `index` did not come from this table (a programming error).
+    pub fn get_mut(&mut self, index: usize) -> &mut Project<X> {
+        &mut self.projects[index]
+    }
+
+    /// The project roots, in creation order.
+    pub fn roots(&self) -> impl Iterator<Item = &str> {
+        self.projects.iter().map(|p| p.vfs_root.as_str())
+    }
+
+    /// Every project, for backends that visit them all.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Project<X>> {
+        self.projects.iter_mut()
+    }
+
+    /// Forgets every project (their staging directories belong to the backend).
+    pub fn clear(&mut self) {
+        self.projects.clear();
+    }
+
+    /// `true` when no project was synced yet.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.projects.is_empty()
+    }
+}
+
+/// The canonical project root of `vfs_cwd` and the cwd relative to it.
+///
+/// # Errors
+/// [`SessionError::Cwd`] when the cwd is invalid, missing or not a directory.
+pub fn locate(vfs: &Vfs, vfs_cwd: &str) -> Result<(String, String), SessionError> {
+    let cwd_error = |source| SessionError::Cwd {
+        cwd: vfs_cwd.to_owned(),
+        source,
+    };
+    let cwd = vfs
+        .normalize(vfs_cwd)
+        .map_err(|e| cwd_error(VmSyncError::Vfs(e)))?;
+    let root = project_root(vfs, &cwd).map_err(cwd_error)?;
+    let relative = relative_to(&root, &cwd);
+    Ok((root, relative))
+}
+
+/// Creates `path` (and missing parents) and makes `path` itself `0700`.
+///
+/// # Errors
+/// [`SessionError::ProjectDir`].
+pub fn make_private_dir(path: &Path) -> Result<(), SessionError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| SessionError::ProjectDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// A per-state observer that forwards to the session's shared one.
+fn forwarding(observer: &SyncObserver) -> Box<dyn FnMut(&SyncProgress) + Send> {
+    let observer = Arc::clone(observer);
+    Box::new(move |progress| observer(progress))
+}
