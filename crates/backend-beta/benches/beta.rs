@@ -16,6 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{SidecarProcess, config, unix_sidecar};
+use devshell_vm_backend_beta::Backend as _;
 use devshell_vm_backend_beta::BetaSession;
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
 use devshell_vm_guest_fs::GuestFsOps;

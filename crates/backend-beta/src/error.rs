@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use devshell_vm_guest_fs::GuestFsError;
-use devshell_vm_sync::VmSyncError;
+use devshell_vm_session::SessionError;
 
 /// Everything a [`crate::BetaSession`] can report.
 ///
@@ -18,15 +18,19 @@ use devshell_vm_sync::VmSyncError;
 #[non_exhaustive]
 pub enum BetaError {
     /// Ctrl-C handling for a run could not be set up.
-    #[error("cannot watch for interrupts during the run: {0}")]
+    #[error("cannot watch for interrupts during the run")]
     InterruptHandlers(#[source] devshell_vm_exec::ExecError),
+    /// What every backend shares: the cwd, project directories, excludes, the sync
+    /// around a run, timeouts and cancellations.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// No transport is configured (`DEVSHELL_VM_SOCKET` unset).
     #[error(
         "the beta backend needs DEVSHELL_VM_SOCKET (a Unix socket path, tcp:HOST:PORT, tcp://HOST:PORT or stdio)"
     )]
     NoTransport,
     /// Connecting to the sidecar failed.
-    #[error("cannot connect to the sidecar at {transport}: {source}")]
+    #[error("cannot connect to the sidecar at {transport}")]
     Connect {
         /// The transport, as `DEVSHELL_VM_SOCKET` spells it.
         transport: String,
@@ -45,7 +49,7 @@ pub enum BetaError {
         searched: String,
     },
     /// The sidecar binary for the `stdio` transport could not be started.
-    #[error("cannot start sidecar {}: {source}", program.display())]
+    #[error("cannot start sidecar {}", program.display())]
     SidecarSpawn {
         /// The resolved sidecar path.
         program: PathBuf,
@@ -138,40 +142,6 @@ pub enum BetaError {
         /// Why.
         reason: String,
     },
-    /// The VFS cwd is not usable (missing, not a directory, invalid).
-    #[error("cannot run from VFS cwd {cwd:?}: {source}")]
-    Cwd {
-        /// The cwd as given.
-        cwd: String,
-        /// The underlying error.
-        #[source]
-        source: Box<VmSyncError>,
-    },
-    /// Pushing the VFS into staging failed (nothing ran).
-    #[error("sync of VFS path {vfs_path:?} failed: {source}")]
-    Sync {
-        /// The synced VFS path (project root).
-        vfs_path: String,
-        /// The underlying error.
-        #[source]
-        source: Box<VmSyncError>,
-    },
-    /// The tool ran, but pulling its results back into the VFS failed. The VFS kept what
-    /// it held before the pull.
-    #[error(
-        "`{program}` ended ({termination}) but pulling {vfs_path:?} back into the VFS failed: {source}"
-    )]
-    PullAfterRun {
-        /// The program that ran.
-        program: String,
-        /// How it ended.
-        termination: String,
-        /// The VFS path (project root).
-        vfs_path: String,
-        /// The underlying error.
-        #[source]
-        source: Box<VmSyncError>,
-    },
     /// The sidecar found the staging directory different from what was pushed
     /// (`sync-verify`): the directory is probably not shared between the two sides.
     #[error(
@@ -192,21 +162,6 @@ pub enum BetaError {
         code: String,
         /// The frame's message.
         message: String,
-    },
-    /// The exec timeout killed the tool (`run_rust_tool`; [`crate::BetaSession::run_tool`]
-    /// reports it as `Termination::TimedOut` instead). Its writes were pulled all the same.
-    #[error("`{program}` timed out after {timeout:?}; its process group was killed")]
-    ExecTimeout {
-        /// The program.
-        program: String,
-        /// The timeout that applied.
-        timeout: Duration,
-    },
-    /// A cancel handle stopped the tool (`run_rust_tool` only).
-    #[error("`{program}` was cancelled")]
-    Cancelled {
-        /// The program.
-        program: String,
     },
     /// A guest path could not be formed (Mode P cwd mapping).
     #[error(transparent)]

@@ -21,9 +21,9 @@
 //! `handshake_ok`) works: the client then uses only v1 operations.
 //!
 //! **Mode S** (`DEVSHELL_VM_WORKSPACE_MODE=sync`, the default): for each run the project
-//! root of the VFS cwd is found with cargo's rule ([`devshell_vm_sync::project_root`]);
+//! root of the VFS cwd is found with cargo's rule ([`devshell_vm_session::project_root`]);
 //! each project has its own subdirectory of staging. The cycle is
-//! [`devshell_vm_sync::run_synced`]: `push_incremental` into staging on this host, then
+//! [`devshell_vm_session::run_cycle`]: `push_incremental` into staging on this host, then
 //! `sync_request` `push_to_guest` with a **manifest** of what changed (a sidecar with
 //! `sync-verify` checks the sizes and the run stops with [`BetaError::SyncMismatch`] when
 //! staging is not really shared), `exec` in the guest image of the cwd, `sync_request`
@@ -57,19 +57,19 @@
 //!
 //! Not supported over the wire (yet): the tool's stdin is always `/dev/null`
 //! ([`devshell_vm_exec::StdinMode::Inherit`] is ignored), and Ctrl-C is not forwarded;
-//! a [`devshell_vm_exec::CancelHandle`] passed to [`BetaSession::run_tool_with`] stops a
+//! a [`devshell_vm_exec::CancelHandle`] passed to [`Backend::run_tool_with`] stops a
 //! run by closing the connection, which makes the sidecar kill the process group.
 //!
 //! ```no_run
-//! use devshell_vm_backend_beta::BetaSession;
+//! use devshell_vm_backend_beta::{Backend, BetaSession};
 //! use devshell_vm_config::VmConfig;
 //! use devshell_vm_vfs::Vfs;
 //!
 //! let config = VmConfig::from_env()?; // DEVSHELL_VM_BACKEND=beta DEVSHELL_VM_SOCKET=/run/devshell.sock
 //! let mut vfs = Vfs::new();
 //! vfs.mkdir("/hello/src")?;
-//! vfs.write_file("/hello/Cargo.toml", b"[package]\nname = \"hello\"\nedition = \"2021\"\n".to_vec())?;
-//! vfs.write_file("/hello/src/main.rs", b"fn main() {}\n".to_vec())?;
+//! vfs.write_file("/hello/Cargo.toml", "[package]\nname = \"hello\"\nedition = \"2021\"\n")?;
+//! vfs.write_file("/hello/src/main.rs", b"fn main() {}\n")?;
 //! let mut session = BetaSession::new(&config)?;
 //! let status = session.run_rust_tool(&mut vfs, "/hello", "cargo", &["build".to_owned()])?;
 //! assert!(status.success());
@@ -87,7 +87,6 @@ mod session;
 mod transport;
 
 pub use conn::Capabilities;
+pub use devshell_vm_session::{Backend, SessionError, SyncObserver};
 pub use error::BetaError;
-pub use session::{
-    BetaSession, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, EXEC_GRACE, SyncObserver,
-};
+pub use session::{BetaSession, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, EXEC_GRACE};

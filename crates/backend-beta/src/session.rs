@@ -5,19 +5,19 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use devshell_vm_config::{Transport, VmConfig, WorkspaceMode};
 use devshell_vm_exec::{
-    CancelHandle, ExecOutcome, NoExitStatus, OutputMode, StreamKind, Termination, ToolRequest,
+    CancelHandle, ExecOutcome, OutputMode, StreamKind, Termination, ToolRequest,
 };
 use devshell_vm_guest_fs::{logical_to_guest, normalize_guest_path};
 use devshell_vm_protocol::{Direction, ErrorCode, Exec, OutputStream, Reply, Request, SyncRequest};
-use devshell_vm_sync::{
-    SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
+use devshell_vm_session::{
+    Backend, CARGO_TARGET_DIR, ProjectTable, SessionError, SyncObserver, join_slash, run_cycle,
 };
-use devshell_vm_vfs::{NodeKind, Vfs};
+use devshell_vm_sync::{SyncReport, ToolOutcome};
+use devshell_vm_vfs::Vfs;
 
 use crate::BetaError;
 use crate::conn::{Capabilities, Endpoint, ExecEnd};
@@ -34,21 +34,13 @@ pub const EXEC_GRACE: Duration = Duration::from_secs(30);
 
 /// Name of the sidecar binary looked up on `PATH` for the stdio transport.
 const SIDECAR_PROGRAM: &str = "devshell-vm-sidecar";
-/// Environment variable pointed at the project's `target/` in staging (Mode S).
-const CARGO_TARGET_DIR: &str = "CARGO_TARGET_DIR";
+/// Per project (Mode S): the VFS generation the staging copy matches (after the last
+/// push/pull), for the `sync_request` manifest of the next push. The sidecar has no
+/// change watch, so every run pulls (the default [`devshell_vm_session::PullGate`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct SyncedGeneration(Option<u64>);
 
-/// A progress callback shared by every push and pull of a session (the same type as the
-/// host backend's `SyncObserver`, so a front end passes one value to either).
-pub type SyncObserver = std::sync::Arc<dyn Fn(&SyncProgress) + Send + Sync>;
-
-/// One synced project root and its sync manifest (Mode S).
-struct Project {
-    vfs_root: String,
-    state: SyncState,
-    /// VFS generation the staging copy matches (after the last push/pull), for the
-    /// `sync_request` manifest of the next push.
-    synced_generation: Option<u64>,
-}
+impl devshell_vm_session::PullGate for SyncedGeneration {}
 
 /// A β session: one sidecar connection (reopened when it breaks) and, in Mode S, the
 /// sync state of each project it ran tools in. See the crate docs.
@@ -56,8 +48,8 @@ pub struct BetaSession {
     /// Boxed: the connection state is large and sessions live in enums of backends.
     pub(crate) link: Box<Link>,
     exec_timeout: Option<Duration>,
-    projects: Vec<Project>,
-    observer: Option<SyncObserver>,
+    forward_interrupts: bool,
+    projects: ProjectTable<SyncedGeneration>,
 }
 
 impl fmt::Debug for BetaSession {
@@ -68,14 +60,7 @@ impl fmt::Debug for BetaSession {
             .field("mount", &self.link.mount)
             .field("staging", &self.link.staging)
             .field("connected", &self.link.conn.is_some())
-            .field(
-                "projects",
-                &self
-                    .projects
-                    .iter()
-                    .map(|p| p.vfs_root.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("projects", &self.projects)
             .finish_non_exhaustive()
     }
 }
@@ -145,8 +130,8 @@ impl BetaSession {
                 connects: 0,
             }),
             exec_timeout: config.exec_timeout,
-            projects: Vec::new(),
-            observer: None,
+            forward_interrupts: false,
+            projects: ProjectTable::new(),
         })
     }
 
@@ -160,13 +145,20 @@ impl BetaSession {
         }
     }
 
-    /// Installs a progress callback for every push and pull of this session (Mode S),
-    /// also for projects synced already.
-    pub fn set_sync_observer(&mut self, observer: SyncObserver) {
-        for project in &mut self.projects {
-            project.state.set_observer(forwarding_observer(&observer));
-        }
-        self.observer = Some(observer);
+    /// Whether [`Backend::run_rust_tool`] turns this process's `SIGINT`/`SIGTERM`/`SIGHUP`
+    /// into a cancel of the remote run (installing process-wide handlers for it). Off by
+    /// default: a library call leaves the application's signal handlers alone.
+    pub fn set_forward_interrupts(&mut self, forward: bool) {
+        self.forward_interrupts = forward;
+    }
+
+    /// Paths (globs relative to the project root) that pulls leave out of the VFS (Mode
+    /// S), e.g. `target/**`. Default: none.
+    ///
+    /// # Errors
+    /// [`SessionError::Exclude`] when a pattern is invalid; nothing changes then.
+    pub fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), BetaError> {
+        Ok(self.projects.set_excludes(globs)?)
     }
 
     /// The guest mount (`DEVSHELL_VM_GUEST_WORKSPACE`, normalised), where the staging
@@ -193,12 +185,6 @@ impl BetaSession {
     #[must_use]
     pub fn staging_dir(&self) -> &Path {
         &self.link.staging
-    }
-
-    /// The exec timeout applied to runs that do not set their own.
-    #[must_use]
-    pub fn exec_timeout(&self) -> Option<Duration> {
-        self.exec_timeout
     }
 
     /// `true` while a connection is open.
@@ -241,123 +227,22 @@ impl BetaSession {
         Ok(self.link.connection()?.server.clone())
     }
 
-    /// Prepares the session for tools run from `vfs_cwd`: connects, handshakes, starts
-    /// the sidecar session and, in Mode S, pushes the project (announced with
-    /// `sync_request`), so the first run pays only for its own changes.
-    ///
-    /// # Errors
-    /// Connection failures, [`BetaError::Cwd`], [`BetaError::Sync`],
-    /// [`BetaError::SyncMismatch`].
-    pub fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), BetaError> {
-        self.link.connection()?;
-        if self.link.mode == WorkspaceMode::Guest {
-            return Ok(());
-        }
-        let (index, _) = self.project_for(vfs, vfs_cwd)?;
-        let staging = self.link.staging.clone();
-        let project = &mut self.projects[index];
-        let entries = manifest::entries(
+    /// The project of `vfs_cwd` (created with its staging subdirectory on first use).
+    fn locate(
+        &mut self,
+        vfs: &Vfs,
+        vfs_cwd: &str,
+    ) -> Result<devshell_vm_session::Located, BetaError> {
+        let Self { link, projects, .. } = self;
+        projects.project_for(
             vfs,
-            &project.vfs_root,
-            &project.state,
-            &staging,
-            project.synced_generation,
-        );
-        let _pushed =
-            devshell_vm_sync::push_incremental(vfs, &project.vfs_root, &mut project.state)
-                .map_err(|source| BetaError::Sync {
-                    vfs_path: project.vfs_root.clone(),
-                    source: Box::new(source),
-                })?;
-        project.synced_generation = Some(vfs.generation());
-        let leaf = leaf_name(&project.vfs_root);
-        sync_ack(&mut self.link, Direction::PushToGuest, &leaf, Some(entries))
-    }
-
-    /// Runs `program args…` from the VFS cwd `vfs_cwd` with output to this process's
-    /// stdout and stderr (when the sidecar streams it) and returns its exit status. In
-    /// Mode S the VFS holds the tool's changes afterwards, also when it failed.
-    ///
-    /// # Errors
-    /// Infrastructure failures (connection, sync, the sidecar could not start the
-    /// program), [`BetaError::ExecTimeout`] when the exec timeout killed the tool (its
-    /// writes were pulled all the same), [`BetaError::Cancelled`].
-    pub fn run_rust_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        program: &str,
-        args: &[String],
-    ) -> Result<ExitStatus, BetaError> {
-        let request = ToolRequest::new(program, args.iter().cloned())
-            .forward_interrupts(true)
-            .or_timeout(self.exec_timeout);
-        let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
-        outcome
-            .exec
-            .exit_status_or_reason()
-            .map_err(|reason| match reason {
-                NoExitStatus::TimedOut => BetaError::ExecTimeout {
-                    program: program.to_owned(),
-                    timeout: request.timeout.unwrap_or_default(),
-                },
-                NoExitStatus::Cancelled => BetaError::Cancelled {
-                    program: program.to_owned(),
-                },
-            })
-    }
-
-    /// Runs one tool described by `request` (program, args, environment additions,
-    /// output modes, timeout — `None` means the session's exec timeout) from `vfs_cwd`
-    /// and returns the whole outcome: how it ended, captured output, duration and, in
-    /// Mode S, the push and pull reports.
-    ///
-    /// # Errors
-    /// Infrastructure failures only; the tool's failure or timeout is in the outcome.
-    pub fn run_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        request: &ToolRequest,
-    ) -> Result<ToolOutcome, BetaError> {
-        self.run_tool_with(vfs, vfs_cwd, request, &mut |_, _| {}, None)
-    }
-
-    /// [`Self::run_tool`] with a callback for output streams set to
-    /// [`OutputMode::Stream`] and an optional cancel handle (firing it closes the
-    /// connection; the sidecar kills the tool's process group; the outcome is
-    /// `Termination::Cancelled` and the next call reconnects).
-    ///
-    /// # Errors
-    /// As [`Self::run_tool`].
-    pub fn run_tool_with(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        request: &ToolRequest,
-        on_output: &mut dyn FnMut(StreamKind, &[u8]),
-        cancel: Option<&CancelHandle>,
-    ) -> Result<ToolOutcome, BetaError> {
-        let request = request.clone().or_timeout(self.exec_timeout);
-        // The tool runs behind the sidecar, so there is no local process group to
-        // forward Ctrl-C to: an interrupt cancels the remote run instead (the sidecar
-        // kills the group when the connection closes) and the pull still happens.
-        let interrupt_cancel = CancelHandle::new();
-        let interrupt_watch = if request.forward_interrupts && cancel.is_none() {
-            Some(
-                devshell_vm_exec::cancel_on_interrupt(&interrupt_cancel)
-                    .map_err(BetaError::InterruptHandlers)?,
-            )
-        } else {
-            None
-        };
-        let cancel = cancel.or(interrupt_watch.as_ref().map(|_| &interrupt_cancel));
-        match self.link.mode {
-            WorkspaceMode::Guest => {
-                self.run_guest_primary(vfs, vfs_cwd, &request, on_output, cancel)
-            }
-            WorkspaceMode::Sync => self.run_synced(vfs, vfs_cwd, &request, on_output, cancel),
-        }
+            vfs_cwd,
+            || {
+                link.prepare_staging()?;
+                Ok::<_, BetaError>(link.staging.clone())
+            },
+            SyncedGeneration::default,
+        )
     }
 
     /// Mode P: exec in the guest image of the cwd, no sync.
@@ -369,20 +254,7 @@ impl BetaSession {
         on_output: &mut dyn FnMut(StreamKind, &[u8]),
         cancel: Option<&CancelHandle>,
     ) -> Result<ToolOutcome, BetaError> {
-        let cwd = vfs.normalize(vfs_cwd).map_err(|source| BetaError::Cwd {
-            cwd: vfs_cwd.to_owned(),
-            source: Box::new(VmSyncError::Vfs(source)),
-        })?;
-        // The VFS may not hold the guest tree in Mode P: use the project root when the
-        // cwd is known there, else the cwd itself.
-        let root = match vfs.stat(&cwd) {
-            Ok(meta) if meta.kind == NodeKind::Dir => devshell_vm_sync::project_root(vfs, &cwd)
-                .map_err(|source| BetaError::Cwd {
-                    cwd: vfs_cwd.to_owned(),
-                    source: Box::new(source),
-                })?,
-            _ => cwd.clone(),
-        };
+        let (root, cwd) = devshell_vm_session::locate_guest_primary(vfs, vfs_cwd)?;
         let guest_cwd = logical_to_guest(&self.link.mount, &root, &cwd)?;
         let exec = exec_on_guest(&mut self.link, &guest_cwd, request, None, on_output, cancel)?;
         Ok(ToolOutcome {
@@ -392,7 +264,7 @@ impl BetaSession {
         })
     }
 
-    /// Mode S: the `run_synced` cycle with the remote exec in the middle.
+    /// Mode S: the shared cycle with the remote exec in the middle.
     fn run_synced(
         &mut self,
         vfs: &mut Vfs,
@@ -401,24 +273,19 @@ impl BetaSession {
         on_output: &mut dyn FnMut(StreamKind, &[u8]),
         cancel: Option<&CancelHandle>,
     ) -> Result<ToolOutcome, BetaError> {
-        let (index, relative_cwd) = self.project_for(vfs, vfs_cwd)?;
+        let at = self.locate(vfs, vfs_cwd)?;
         let staging = self.link.staging.clone();
         let Self { link, projects, .. } = self;
-        let project = &mut projects[index];
-        let vfs_root = project.vfs_root.clone();
-        let entries = manifest::entries(
-            vfs,
-            &vfs_root,
-            &project.state,
-            &staging,
-            project.synced_generation,
-        );
+        let project = projects.get_mut(at.index);
+        let vfs_root = project.vfs_root().to_owned();
+        let entries = manifest::entries(vfs, &vfs_root, &project.state, &staging, project.extra.0);
         let leaf = leaf_name(&vfs_root);
-        let target_dir = target_dir_from(&relative_cwd);
+        let target_dir = target_dir_from(&at.relative_cwd);
+        let relative_cwd = at.relative_cwd;
 
-        let result = devshell_vm_sync::run_synced(vfs, &vfs_root, &mut project.state, |leaf_dir| {
+        let result = run_cycle(project, vfs, &request.program, |leaf_dir| {
             let guest_leaf = guest_path_of(&link.mount, &staging, leaf_dir)?;
-            let guest_cwd = join_guest(&guest_leaf, &relative_cwd);
+            let guest_cwd = join_slash(&guest_leaf, &relative_cwd);
             sync_ack(link, Direction::PushToGuest, &leaf, Some(entries))?;
             let exec = exec_on_guest(
                 link,
@@ -434,29 +301,19 @@ impl BetaSession {
             let _ = sync_ack(link, Direction::PullFromGuest, &leaf, None);
             Ok::<_, BetaError>(exec)
         });
-        match result {
-            Ok(outcome) => {
-                project.synced_generation = Some(vfs.generation());
-                Ok(outcome)
-            }
-            Err(SyncedRunError::Push(source)) => Err(BetaError::Sync {
-                vfs_path: vfs_root,
-                source: Box::new(source),
-            }),
-            Err(SyncedRunError::Run { error, .. }) => {
-                project.synced_generation = Some(vfs.generation());
-                Err(error)
-            }
-            Err(SyncedRunError::Pull { exec, error, .. }) => {
-                project.synced_generation = Some(vfs.generation());
-                Err(BetaError::PullAfterRun {
-                    program: request.program.clone(),
-                    termination: describe(exec.termination),
-                    vfs_path: vfs_root,
-                    source: Box::new(error),
-                })
-            }
+        // Whatever happened after a successful push, staging and the VFS were compared
+        // by a pull (or nothing ran): the next manifest starts from here.
+        if !matches!(
+            result,
+            Err(devshell_vm_session::CycleError::Session(
+                SessionError::Push { .. }
+            ))
+        ) {
+            project.extra = SyncedGeneration(Some(vfs.generation()));
         }
+        result
+            .map(|cycle| cycle.outcome)
+            .map_err(devshell_vm_session::CycleError::into_error)
     }
 
     /// Tears the session down: `session_shutdown` to the sidecar (a connection that is
@@ -492,39 +349,87 @@ impl BetaSession {
             }),
         }
     }
+}
 
-    /// The project (index) for `vfs_cwd`, created with its own staging subdirectory on
-    /// first use, and the cwd relative to the project root.
-    fn project_for(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(usize, String), BetaError> {
-        let cwd = vfs.normalize(vfs_cwd).map_err(|source| BetaError::Cwd {
-            cwd: vfs_cwd.to_owned(),
-            source: Box::new(VmSyncError::Vfs(source)),
-        })?;
-        let root = devshell_vm_sync::project_root(vfs, &cwd).map_err(|source| BetaError::Cwd {
-            cwd: vfs_cwd.to_owned(),
-            source: Box::new(source),
-        })?;
-        let relative = relative_to(&root, &cwd);
-        if let Some(index) = self.projects.iter().position(|p| p.vfs_root == root) {
-            return Ok((index, relative));
+impl Backend for BetaSession {
+    type Error = BetaError;
+
+    /// Runs `request` (its timeout, or the session's) through the sidecar: in Mode S the
+    /// shared push–run–pull cycle, in Mode P an exec in the guest image of the cwd. A
+    /// cancel handle closes the connection (the sidecar kills the tool's process
+    /// group; the outcome is `Termination::Cancelled` and the next call reconnects).
+    /// With [`ToolRequest::forward_interrupts`] and no cancel handle, this process's
+    /// interrupts cancel the remote run (there is no local process group to forward
+    /// them to) and the pull still happens.
+    fn run_tool_with(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+    ) -> Result<ToolOutcome, BetaError> {
+        let request = request.clone().or_timeout(self.exec_timeout);
+        let interrupt_cancel = CancelHandle::new();
+        let interrupt_watch = if request.forward_interrupts && cancel.is_none() {
+            Some(
+                devshell_vm_exec::cancel_on_interrupt(&interrupt_cancel)
+                    .map_err(BetaError::InterruptHandlers)?,
+            )
+        } else {
+            None
+        };
+        let cancel = cancel.or(interrupt_watch.as_ref().map(|_| &interrupt_cancel));
+        match self.link.mode {
+            WorkspaceMode::Guest => {
+                self.run_guest_primary(vfs, vfs_cwd, &request, on_output, cancel)
+            }
+            WorkspaceMode::Sync => self.run_synced(vfs, vfs_cwd, &request, on_output, cancel),
         }
-        self.link.prepare_staging()?;
-        // One subdirectory per project root: `/a/app` and `/b/app` never share a leaf.
-        let sub = self.link.staging.join(self.projects.len().to_string());
-        std::fs::create_dir_all(&sub).map_err(|err| BetaError::Staging {
-            path: sub.clone(),
-            reason: format!("cannot create the project directory: {err}"),
-        })?;
-        let mut state = SyncState::new(sub);
-        if let Some(observer) = &self.observer {
-            state.set_observer(forwarding_observer(observer));
+    }
+
+    fn exec_timeout(&self) -> Option<Duration> {
+        self.exec_timeout
+    }
+
+    fn forwards_interrupts(&self) -> bool {
+        self.forward_interrupts
+    }
+
+    /// Connects, handshakes, starts the sidecar session and, in Mode S, pushes the
+    /// project (announced with `sync_request`), so the first run pays only for its own
+    /// changes.
+    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), BetaError> {
+        self.link.connection()?;
+        if self.link.mode == WorkspaceMode::Guest {
+            return Ok(());
         }
-        self.projects.push(Project {
-            vfs_root: root,
-            state,
-            synced_generation: None,
-        });
-        Ok((self.projects.len() - 1, relative))
+        let at = self.locate(vfs, vfs_cwd)?;
+        let staging = self.link.staging.clone();
+        let project = self.projects.get_mut(at.index);
+        let vfs_root = project.vfs_root().to_owned();
+        let entries = manifest::entries(vfs, &vfs_root, &project.state, &staging, project.extra.0);
+        devshell_vm_sync::push_incremental(vfs, &vfs_root, &mut project.state).map_err(
+            |source| SessionError::Push {
+                vfs_path: vfs_root.clone(),
+                source,
+            },
+        )?;
+        project.extra = SyncedGeneration(Some(vfs.generation()));
+        sync_ack(
+            &mut self.link,
+            Direction::PushToGuest,
+            &leaf_name(&vfs_root),
+            Some(entries),
+        )
+    }
+
+    fn set_sync_observer(&mut self, observer: SyncObserver) {
+        self.projects.set_observer(observer);
+    }
+
+    fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), BetaError> {
+        BetaSession::shutdown(self, vfs, vfs_cwd)
     }
 }
 
@@ -534,12 +439,6 @@ impl Drop for BetaSession {
         self.link.conn = None;
         let _ = self.remove_owned_staging();
     }
-}
-
-/// A per-state observer that forwards to the session's shared one.
-fn forwarding_observer(observer: &SyncObserver) -> Box<dyn FnMut(&SyncProgress) + Send> {
-    let observer = std::sync::Arc::clone(observer);
-    Box::new(move |progress| observer(progress))
 }
 
 /// Process-wide counter for default staging directory names.
@@ -588,33 +487,10 @@ fn leaf_name(vfs_path: &str) -> String {
     vfs_path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-/// `cwd` relative to `root` (both canonical VFS paths, `cwd` under `root`).
-fn relative_to(root: &str, cwd: &str) -> String {
-    let rest = if root == "/" {
-        cwd.trim_start_matches('/')
-    } else {
-        cwd.strip_prefix(root)
-            .unwrap_or_default()
-            .trim_start_matches('/')
-    };
-    rest.to_owned()
-}
-
 /// The project's `target/` relative to a cwd `relative_cwd` below the project root.
 fn target_dir_from(relative_cwd: &str) -> String {
     let depth = relative_cwd.split('/').filter(|s| !s.is_empty()).count();
     format!("{}target", "../".repeat(depth))
-}
-
-/// `base/rel` for a guest directory and a relative `/`-separated tail.
-fn join_guest(base: &str, rel: &str) -> String {
-    if rel.is_empty() {
-        base.to_owned()
-    } else if base == "/" {
-        format!("/{rel}")
-    } else {
-        format!("{base}/{rel}")
-    }
 }
 
 /// The guest path of host path `host` inside `staging` (mapped onto `mount`).
@@ -640,7 +516,7 @@ fn guest_path_of(mount: &str, staging: &Path, host: &Path) -> Result<String, Bet
             }
         }
     }
-    Ok(join_guest(mount, &segments.join("/")))
+    Ok(join_slash(mount, &segments.join("/")))
 }
 
 /// `sync_request` acknowledgement; with `sync-verify`, mismatches are an error.
@@ -786,27 +662,12 @@ fn exec_on_guest(
     })
 }
 
-fn describe(termination: Termination) -> String {
-    match termination {
-        Termination::Exited(code) => format!("exit code {code}"),
-        Termination::Signaled(signal) => format!("killed by signal {signal}"),
-        Termination::TimedOut => "timed out".to_owned(),
-        Termination::Cancelled => "cancelled".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn relative_and_join() {
-        assert_eq!(relative_to("/", "/a/b"), "a/b");
-        assert_eq!(relative_to("/a", "/a"), "");
-        assert_eq!(relative_to("/a", "/a/src/x"), "src/x");
-        assert_eq!(join_guest("/workspace", ""), "/workspace");
-        assert_eq!(join_guest("/workspace", "0/app"), "/workspace/0/app");
-        assert_eq!(join_guest("/", "x"), "/x");
         assert_eq!(leaf_name("/a/app"), "app");
         assert_eq!(leaf_name("/"), "");
         assert_eq!(target_dir_from(""), "target");

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Dirs, config, unix_sidecar};
+use devshell_vm_backend_beta::Backend as _;
 use devshell_vm_backend_beta::{BetaError, BetaSession};
 use devshell_vm_vfs::Vfs;
 use nix::sys::signal::{Signal, raise};
@@ -38,6 +39,8 @@ fn ctrl_c_cancels_the_remote_tool_and_the_session_still_pulls() {
         ("DEVSHELL_EXPORT_BASE", dirs.root.to_str().unwrap()),
     ]))
     .expect("session");
+    // The caller asks for it (the CLI does); a library call leaves signals alone.
+    session.set_forward_interrupts(true);
     let staging = session.staging_dir().to_path_buf();
     let mut vfs = Vfs::new();
     vfs.mkdir("/p").unwrap();
@@ -65,7 +68,7 @@ fn ctrl_c_cancels_the_remote_tool_and_the_session_still_pulls() {
     );
     interrupter.join().expect("interrupter");
     assert!(
-        matches!(result, Err(BetaError::Cancelled { .. })),
+        matches!(result, Err(BetaError::Session(devshell_vm_backend_beta::SessionError::Cancelled { .. }))),
         "expected a cancelled run, got {result:?}"
     );
     assert_eq!(

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::{Dirs, Sidecar, config, sidecar_bin, tcp_sidecar, unix_sidecar, write_hello_crate};
+use devshell_vm_backend_beta::Backend as _;
 use devshell_vm_backend_beta::{BetaError, BetaSession};
 use devshell_vm_exec::{OutputMode, StreamKind, Termination, ToolRequest};
 use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestKind};
@@ -376,7 +377,7 @@ fn exit_codes_and_signals_are_kept_apart_and_timeouts_are_typed() {
     let err = timed
         .run_rust_tool(&mut vfs, "/", "sleep", &["30".into()])
         .expect_err("timeout");
-    assert!(matches!(err, BetaError::ExecTimeout { .. }), "{err:?}");
+    assert!(matches!(err, BetaError::Session(devshell_vm_backend_beta::SessionError::Timeout { .. })), "{err:?}");
     // A program the sidecar cannot start is an error, not an exit status.
     let err = session
         .run_tool(&mut vfs, "/", &capture("definitely-not-a-program-xyz", &[]))

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use devshell_vm_backend_beta::Backend as _;
 use devshell_vm_backend_beta::{BetaError, BetaSession};
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};

@@ -20,10 +20,10 @@
 //!   `$SHELL --login -c '…'`, so spaces, quotes, `$`, `=` and newlines reach the tool
 //!   unchanged; the `command --` guard keeps a program or argument with `=` from being
 //!   taken for one of Lima's leading environment assignments.
-//! * **Mode S** (`sync`): [`devshell_vm_sync::run_synced`] into the workspace parent —
+//! * **Mode S** (`sync`): [`devshell_vm_session::run_cycle`] into the workspace parent —
 //!   push what changed, run in the guest image of the cwd, pull (also after a failure) —
 //!   with the same project-root rule as the host backend
-//!   ([`devshell_vm_sync::project_root`]) and `CARGO_TARGET_DIR` pointed at the
+//!   ([`devshell_vm_session::project_root`]) and `CARGO_TARGET_DIR` pointed at the
 //!   project's own `target/` in the guest.
 //! * **Mode P** (`guest`): no sync; [`GuestFsOps`](devshell_vm_guest_fs::GuestFsOps) on
 //!   the guest tree.

@@ -66,7 +66,9 @@ pub use root::{
     HostFs, MANIFEST, ManifestInfo, ManifestSource, WorkspaceTable, cargo_project_root,
     host_project_root, join_slash, normalize, project_root, relative_to,
 };
-pub use table::{Located, Project, ProjectTable, SyncObserver, locate, make_private_dir};
+pub use table::{
+    Located, Project, ProjectTable, SyncObserver, locate, locate_guest_primary, make_private_dir,
+};
 
 /// Environment variable every backend points at the project's own `target/`.
 pub const CARGO_TARGET_DIR: &str = "CARGO_TARGET_DIR";

@@ -222,6 +222,29 @@ pub fn locate(vfs: &Vfs, vfs_cwd: &str) -> Result<(String, String), SessionError
     Ok((root, relative))
 }
 
+/// Mode P (the guest tree is the source of truth and the VFS may not hold it): the
+/// canonical cwd and its project root when the VFS knows the cwd as a directory, else
+/// the cwd itself as the root. Returns `(root, cwd)`.
+///
+/// # Errors
+/// [`SessionError::Cwd`] when the cwd is not a valid path.
+pub fn locate_guest_primary(vfs: &Vfs, vfs_cwd: &str) -> Result<(String, String), SessionError> {
+    let cwd = vfs.normalize(vfs_cwd).map_err(|e| SessionError::Cwd {
+        cwd: vfs_cwd.to_owned(),
+        source: VmSyncError::Vfs(e),
+    })?;
+    let root = match vfs.stat(&cwd) {
+        Ok(meta) if meta.kind == devshell_vm_vfs::NodeKind::Dir => {
+            project_root(vfs, &cwd).map_err(|source| SessionError::Cwd {
+                cwd: vfs_cwd.to_owned(),
+                source,
+            })?
+        }
+        _ => cwd.clone(),
+    };
+    Ok((root, cwd))
+}
+
 /// Creates `path` (and missing parents) and makes `path` itself `0700`.
 ///
 /// # Errors
