@@ -68,7 +68,12 @@ fn ctrl_c_cancels_the_remote_tool_and_the_session_still_pulls() {
     );
     interrupter.join().expect("interrupter");
     assert!(
-        matches!(result, Err(BetaError::Session(devshell_vm_backend_beta::SessionError::Cancelled { .. }))),
+        matches!(
+            result,
+            Err(BetaError::Session(
+                devshell_vm_backend_beta::SessionError::Cancelled { .. }
+            ))
+        ),
         "expected a cancelled run, got {result:?}"
     );
     assert_eq!(

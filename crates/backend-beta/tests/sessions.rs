@@ -377,7 +377,13 @@ fn exit_codes_and_signals_are_kept_apart_and_timeouts_are_typed() {
     let err = timed
         .run_rust_tool(&mut vfs, "/", "sleep", &["30".into()])
         .expect_err("timeout");
-    assert!(matches!(err, BetaError::Session(devshell_vm_backend_beta::SessionError::Timeout { .. })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            BetaError::Session(devshell_vm_backend_beta::SessionError::Timeout { .. })
+        ),
+        "{err:?}"
+    );
     // A program the sidecar cannot start is an error, not an exit status.
     let err = session
         .run_tool(&mut vfs, "/", &capture("definitely-not-a-program-xyz", &[]))

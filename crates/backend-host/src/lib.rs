@@ -252,7 +252,11 @@ impl HostSandboxSession {
 
     /// The project for `vfs_cwd` and the cwd below its root, creating the staging
     /// directory on first use.
-    fn locate(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<devshell_vm_session::Located, HostError> {
+    fn locate(
+        &mut self,
+        vfs: &Vfs,
+        vfs_cwd: &str,
+    ) -> Result<devshell_vm_session::Located, HostError> {
         let Self {
             staging,
             export_base,
@@ -382,9 +386,7 @@ fn run_in_leaf(
     };
     let program = devshell_vm_exec::resolve_program(&request.program, path_var, &host_cwd)
         .map_err(exec_error)?;
-    let request = devshell_vm_session::with_cargo_target_dir(
-        request,
-        leaf.join("target").to_string_lossy(),
-    );
+    let request =
+        devshell_vm_session::with_cargo_target_dir(request, leaf.join("target").to_string_lossy());
     devshell_vm_exec::run(&program, &request, &host_cwd, on_output, cancel).map_err(exec_error)
 }

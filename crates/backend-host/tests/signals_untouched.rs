@@ -29,7 +29,12 @@ fn run_rust_tool_leaves_signal_handlers_alone_unless_asked() {
     vfs.mkdir("/p").expect("mkdir");
     // `VmConfig::disabled()` has no PATH: the process PATH finds `sh`.
     let status = session
-        .run_rust_tool(&mut vfs, "/p", "sh", &["-c".to_owned(), "echo ok > f".to_owned()])
+        .run_rust_tool(
+            &mut vfs,
+            "/p",
+            "sh",
+            &["-c".to_owned(), "echo ok > f".to_owned()],
+        )
         .expect("run with the process PATH");
     assert!(status.success());
     assert!(

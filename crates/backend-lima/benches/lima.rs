@@ -19,6 +19,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Fixture, MOUNT};
+use devshell_vm_backend_lima::Backend as _;
 use devshell_vm_backend_lima::GammaSession;
 use devshell_vm_exec::{OutputMode, ToolRequest};
 use devshell_vm_guest_fs::GuestFsOps;

@@ -1,10 +1,9 @@
 //! [`LimaError`]: every failure of the Lima backend, each with what to do about it.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use devshell_vm_guest_fs::GuestFsError;
-use devshell_vm_sync::VmSyncError;
+use devshell_vm_session::SessionError;
 
 /// Errors of the Lima (γ) backend.
 ///
@@ -23,7 +22,7 @@ pub enum LimaError {
         searched: String,
     },
     /// `limactl` (or the sidecar) could not be started.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}")]
     Spawn {
         /// The program.
         program: PathBuf,
@@ -112,7 +111,7 @@ pub enum LimaError {
         stderr: String,
     },
     /// `limactl list --format json` printed something that is not Lima's JSON.
-    #[error("cannot parse `limactl list --format json` output {line:?}: {source}")]
+    #[error("cannot parse `limactl list --format json` output {line:?}")]
     ListParse {
         /// The offending line.
         line: String,
@@ -136,53 +135,8 @@ pub enum LimaError {
         /// Why.
         reason: String,
     },
-    /// The VFS cwd is not a usable directory.
-    #[error("VFS cwd {cwd:?}: {source}")]
-    Cwd {
-        /// The cwd as given.
-        cwd: String,
-        /// The underlying error.
-        #[source]
-        source: VmSyncError,
-    },
-    /// Pushing the VFS to the workspace failed (nothing ran).
-    #[error("sync of VFS {vfs_path:?} to the Lima workspace failed: {source}")]
-    Sync {
-        /// The VFS project root.
-        vfs_path: String,
-        /// The sync error.
-        #[source]
-        source: VmSyncError,
-    },
-    /// The tool ran but its results could not be pulled back into the VFS.
-    #[error("`{program}` ran ({termination}) but pulling {vfs_path:?} back failed: {source}")]
-    PullAfterRun {
-        /// The program.
-        program: String,
-        /// How it ended.
-        termination: String,
-        /// The VFS project root.
-        vfs_path: String,
-        /// The sync error.
-        #[source]
-        source: VmSyncError,
-    },
-    /// The tool ran past its timeout; its process group was killed.
-    #[error("`{program}` timed out after {timeout:?}; it was killed")]
-    Timeout {
-        /// The program.
-        program: String,
-        /// The limit.
-        timeout: Duration,
-    },
-    /// The tool was cancelled.
-    #[error("`{program}` was cancelled")]
-    Cancelled {
-        /// The program.
-        program: String,
-    },
     /// The workspace parent could not be created.
-    #[error("workspace parent {path}: {source}")]
+    #[error("workspace parent {path}")]
     WorkspaceParent {
         /// The directory.
         path: PathBuf,
@@ -201,8 +155,12 @@ pub enum LimaError {
     /// A guest file operation failed.
     #[error(transparent)]
     GuestFs(#[from] GuestFsError),
+    /// What every backend shares: the cwd, project directories, excludes, the sync
+    /// around a run, timeouts and cancellations.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// Local I/O failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -5,23 +5,21 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use devshell_vm_config::{VmConfig, WorkspaceMode};
 use devshell_vm_exec::{
-    CancelHandle, ExecOutcome, NoExitStatus, OutputMode, StdinMode, StreamKind, Termination,
-    ToolRequest,
+    CancelHandle, ExecOutcome, OutputMode, StdinMode, StreamKind, Termination, ToolRequest,
 };
 use devshell_vm_guest_fs::{
     GuestFsError, GuestFsOps, GuestMetadata, check_guest_path, logical_to_guest,
 };
 use devshell_vm_protocol::{ErrorReply, GuestFsOperation, OutputStream};
-use devshell_vm_sync::{
-    StagingDir, SyncProgress, SyncReport, SyncState, SyncedRunError, ToolOutcome, VmSyncError,
-    clean_stale_staging,
+use devshell_vm_session::{
+    Backend, ProjectTable, SessionError, SyncObserver, join_slash, run_cycle, with_cargo_target_dir,
 };
+use devshell_vm_sync::{StagingDir, SyncReport, ToolOutcome, VmSyncError, clean_stale_staging};
 use devshell_vm_vfs::Vfs;
 
 use crate::channel::{Channel, metadata_from};
@@ -29,15 +27,8 @@ use crate::guest_ops;
 use crate::limactl::{InstanceInfo, Limactl, is_env_name, shell_argv, status_text};
 use crate::{LimaError, workspace_parent_for_instance};
 
-/// A progress callback shared by every sync of a session (same type as the host
-/// backend's `SyncObserver`).
-pub type SyncObserver = Arc<dyn Fn(&SyncProgress) + Send + Sync>;
-
 /// Name of the sidecar binary looked up on `PATH` when `DEVSHELL_VM_SIDECAR_BIN` is unset.
 pub const SIDECAR_BIN_NAME: &str = "devshell-vm-sidecar";
-
-/// Environment variable the session points at the project's own `target/` in the guest.
-const CARGO_TARGET_DIR: &str = "CARGO_TARGET_DIR";
 
 /// Numbers the staging dirs of this process's sessions.
 static NEXT_STAGING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -50,11 +41,6 @@ const STAGING_PREFIX: &str = "s-";
 
 /// Exit status of the channel's start script when the guest architecture differs.
 const ARCH_MISMATCH: i32 = 86;
-
-struct Project {
-    vfs_root: String,
-    state: SyncState,
-}
 
 /// How the session reaches the guest for file operations and captured commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +77,9 @@ pub struct GammaSession {
     channel_state: ChannelState,
     running: bool,
     provisioned: bool,
-    projects: Vec<Project>,
+    forward_interrupts: bool,
+    projects: ProjectTable<()>,
     staging: Option<StagingDir>,
-    observer: Option<SyncObserver>,
     notices: Box<dyn Write + Send>,
 }
 
@@ -107,14 +93,7 @@ impl fmt::Debug for GammaSession {
             .field("mode", &self.mode)
             .field("channel", &self.channel_state)
             .field("running", &self.running)
-            .field(
-                "projects",
-                &self
-                    .projects
-                    .iter()
-                    .map(|p| p.vfs_root.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("projects", &self.projects)
             .finish_non_exhaustive()
     }
 }
@@ -131,11 +110,12 @@ impl GammaSession {
     /// [`Self::ensure_running`].
     pub fn new(config: &VmConfig) -> Result<Self, LimaError> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let search_path = config.tool_search_path();
         let limactl = match &config.limactl {
             Some(path) => path.clone(),
-            None => which::which_in("limactl", config.path.as_ref(), &cwd).map_err(|_| {
+            None => which::which_in("limactl", search_path.as_ref(), &cwd).map_err(|_| {
                 LimaError::LimactlNotFound {
-                    searched: config.path.as_ref().map_or_else(
+                    searched: search_path.as_ref().map_or_else(
                         || "<unset>".to_owned(),
                         |p| p.to_string_lossy().into_owned(),
                     ),
@@ -145,7 +125,7 @@ impl GammaSession {
         let sidecar_bin = config
             .sidecar_bin
             .clone()
-            .or_else(|| which::which_in(SIDECAR_BIN_NAME, config.path.as_ref(), &cwd).ok());
+            .or_else(|| which::which_in(SIDECAR_BIN_NAME, search_path.as_ref(), &cwd).ok());
         let mut session = Self {
             instance: config.lima_instance.clone(),
             limactl: Limactl::new(limactl, config.lima_home.clone()),
@@ -163,9 +143,9 @@ impl GammaSession {
             channel_state: ChannelState::NotOpened,
             running: false,
             provisioned: false,
-            projects: Vec::new(),
+            forward_interrupts: false,
+            projects: ProjectTable::new(),
             staging: None,
-            observer: None,
             notices: Box::new(std::io::stderr()),
         };
         if config.eager_start {
@@ -238,18 +218,21 @@ impl GammaSession {
         &self.channel_state
     }
 
-    /// The exec timeout applied to runs that do not set their own.
-    #[must_use]
-    pub fn exec_timeout(&self) -> Option<Duration> {
-        self.exec_timeout
+    /// Whether [`Backend::run_rust_tool`] forwards this process's
+    /// `SIGINT`/`SIGTERM`/`SIGHUP` to the `limactl` process group (installing
+    /// process-wide handlers for it). Off by default: a library call leaves the
+    /// application's signal handlers alone.
+    pub fn set_forward_interrupts(&mut self, forward: bool) {
+        self.forward_interrupts = forward;
     }
 
-    /// Installs a progress callback for every push and pull of this session.
-    pub fn set_sync_observer(&mut self, observer: SyncObserver) {
-        for project in &mut self.projects {
-            project.state.set_observer(forwarding(&observer));
-        }
-        self.observer = Some(observer);
+    /// Paths (globs relative to the project root) that pulls leave out of the VFS (Mode
+    /// S), e.g. `target/**`. Default: none.
+    ///
+    /// # Errors
+    /// [`SessionError::Exclude`] when a pattern is invalid; nothing changes then.
+    pub fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), LimaError> {
+        Ok(self.projects.set_excludes(globs)?)
     }
 
     fn notice(&mut self, line: &str) {
@@ -374,30 +357,6 @@ impl GammaSession {
         })
     }
 
-    /// Prepares the session: the instance runs, and (once, when
-    /// `DEVSHELL_VM_AUTO_BUILD_ESSENTIAL` is on) the guest has a C toolchain for cargo's
-    /// linker — if `gcc` is missing and the guest has `apt-get`, the session says so and
-    /// then runs `sudo -n apt-get install -y build-essential` with its output shown. In
-    /// Mode S the project of `vfs_cwd` is pushed too.
-    ///
-    /// # Errors
-    /// As [`Self::ensure_running`], [`LimaError::Sync`], [`LimaError::Cwd`].
-    pub fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), LimaError> {
-        self.ensure_running()?;
-        self.provision()?;
-        if self.syncs_vfs_with_host_workspace() {
-            let (index, _) = self.project_for(vfs, vfs_cwd)?;
-            let project = &mut self.projects[index];
-            let _report =
-                devshell_vm_sync::push_incremental(vfs, &project.vfs_root, &mut project.state)
-                    .map_err(|source| LimaError::Sync {
-                        vfs_path: project.vfs_root.clone(),
-                        source,
-                    })?;
-        }
-        Ok(())
-    }
-
     fn provision(&mut self) -> Result<(), LimaError> {
         if self.provisioned || !self.auto_build_essential {
             return Ok(());
@@ -492,122 +451,10 @@ impl GammaSession {
 
     // ------------------------------------------------------------------ tool runs
 
-    /// Runs `program args…` from the VFS cwd `vfs_cwd` in the guest with the caller's
-    /// stdio, forwarding Ctrl-C, and returns its exit status. Mode S: push, run, pull (also
-    /// when the tool failed). Mode P: run in the guest image of the cwd.
-    ///
-    /// # Errors
-    /// Infrastructure failures only (see [`LimaError`]); [`LimaError::Timeout`] when the
-    /// exec timeout killed the tool.
-    pub fn run_rust_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        program: &str,
-        args: &[String],
-    ) -> Result<ExitStatus, LimaError> {
-        let request =
-            ToolRequest::interactive(program, args.iter().cloned()).or_timeout(self.exec_timeout);
-        let outcome = self.run_tool(vfs, vfs_cwd, &request)?;
-        outcome
-            .exec
-            .exit_status_or_reason()
-            .map_err(|reason| match reason {
-                NoExitStatus::TimedOut => LimaError::Timeout {
-                    program: program.to_owned(),
-                    timeout: request.timeout.unwrap_or_default(),
-                },
-                NoExitStatus::Cancelled => LimaError::Cancelled {
-                    program: program.to_owned(),
-                },
-            })
-    }
-
-    /// Runs one tool described by `request` from `vfs_cwd` and returns the whole outcome.
-    ///
-    /// # Errors
-    /// Infrastructure failures only; the tool's failure or timeout is in the outcome.
-    pub fn run_tool(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        request: &ToolRequest,
-    ) -> Result<ToolOutcome, LimaError> {
-        self.run_tool_with(vfs, vfs_cwd, request, &mut |_, _| {}, None)
-    }
-
-    /// [`Self::run_tool`] with a callback for streamed output and an optional cancel handle.
-    ///
-    /// # Errors
-    /// As [`Self::run_tool`].
-    pub fn run_tool_with(
-        &mut self,
-        vfs: &mut Vfs,
-        vfs_cwd: &str,
-        request: &ToolRequest,
-        on_output: &mut dyn FnMut(StreamKind, &[u8]),
-        cancel: Option<&CancelHandle>,
-    ) -> Result<ToolOutcome, LimaError> {
-        let request = request.clone().or_timeout(self.exec_timeout);
-        self.ensure_running()?;
-        if !self.syncs_vfs_with_host_workspace() {
-            let guest_dir = self.guest_dir_mode_p(vfs, vfs_cwd)?;
-            let exec = self.exec_in_guest(&guest_dir, &request, on_output, cancel)?;
-            return Ok(ToolOutcome {
-                exec,
-                push: SyncReport::default(),
-                pull: None,
-            });
-        }
-        let (index, relative_cwd) = self.project_for(vfs, vfs_cwd)?;
-        let vfs_root = self.projects[index].vfs_root.clone();
-        let mut state = std::mem::replace(
-            &mut self.projects[index].state,
-            SyncState::new(&self.workspace_parent),
-        );
-        let result = devshell_vm_sync::run_synced(vfs, &vfs_root, &mut state, |leaf| {
-            let guest_leaf = self.guest_path_of_host(leaf)?;
-            let guest_dir = join_guest(&guest_leaf, &relative_cwd);
-            let mut request = request.clone();
-            if !request.env.iter().any(|(name, _)| name == CARGO_TARGET_DIR) {
-                request.env.insert(
-                    0,
-                    (
-                        CARGO_TARGET_DIR.to_owned(),
-                        join_guest(&guest_leaf, "target"),
-                    ),
-                );
-            }
-            self.exec_in_guest(&guest_dir, &request, on_output, cancel)
-        });
-        self.projects[index].state = state;
-        result.map_err(|err| match err {
-            SyncedRunError::Push(source) => LimaError::Sync {
-                vfs_path: vfs_root.clone(),
-                source,
-            },
-            SyncedRunError::Run { error, .. } => error,
-            SyncedRunError::Pull {
-                exec,
-                error: source,
-                ..
-            } => LimaError::PullAfterRun {
-                program: request.program.clone(),
-                termination: describe(exec.termination),
-                vfs_path: vfs_root.clone(),
-                source,
-            },
-        })
-    }
-
     /// Mode P: the guest directory of `vfs_cwd` (its project root's leaf under the mount,
     /// plus the cwd below it).
     fn guest_dir_mode_p(&self, vfs: &Vfs, vfs_cwd: &str) -> Result<String, LimaError> {
-        let cwd = vfs.normalize(vfs_cwd).map_err(|source| LimaError::Cwd {
-            cwd: vfs_cwd.to_owned(),
-            source: VmSyncError::Vfs(source),
-        })?;
-        let root = devshell_vm_sync::project_root(vfs, &cwd).unwrap_or_else(|_| cwd.clone());
+        let (root, cwd) = devshell_vm_session::locate_guest_primary(vfs, vfs_cwd)?;
         Ok(logical_to_guest(&self.mount, &root, &cwd)?)
     }
 
@@ -644,70 +491,27 @@ impl GammaSession {
             context: format!("{} is not valid UTF-8", host.display()),
             source: std::io::Error::other("non-UTF-8 path"),
         })?;
-        Ok(join_guest(&self.mount, rel))
+        Ok(join_slash(&self.mount, rel))
     }
 
-    fn project_for(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(usize, String), LimaError> {
-        let cwd = vfs.normalize(vfs_cwd).map_err(|source| LimaError::Cwd {
-            cwd: vfs_cwd.to_owned(),
-            source: VmSyncError::Vfs(source),
-        })?;
-        let root = devshell_vm_sync::project_root(vfs, &cwd).map_err(|source| LimaError::Cwd {
-            cwd: vfs_cwd.to_owned(),
-            source,
-        })?;
-        let relative = relative_to(&root, &cwd);
-        if let Some(index) = self.projects.iter().position(|p| p.vfs_root == root) {
-            return Ok((index, relative));
-        }
-        // One subdirectory per project root under the session's own staging dir: two
-        // roots with the same last segment (`/a/app`, `/b/app`) never share a leaf.
-        let sub = self
-            .staging_or_create()?
-            .join(self.projects.len().to_string());
-        std::fs::create_dir_all(&sub).map_err(|source| LimaError::WorkspaceParent {
-            path: sub.clone(),
-            source,
-        })?;
-        let mut state = SyncState::new(sub);
-        if let Some(observer) = &self.observer {
-            state.set_observer(forwarding(observer));
-        }
-        self.projects.push(Project {
-            vfs_root: root,
-            state,
-        });
-        Ok((self.projects.len() - 1, relative))
-    }
-
-    /// The session's staging directory inside the workspace parent (so the guest sees it
-    /// under the mount): `<parent>/.devshell-vm/s-<pid>-<nanos>-<n>` (held with an owner
-    /// lock file beside it, see [`StagingDir`]), created on first use, with a
-    /// `.gitignore` of `*` in `.devshell-vm/` (the parent is often the user's repository).
-    /// Mode S syncs only in there: a push mirrors the VFS into its own leaf and deletes
-    /// what the VFS does not have, which must never happen to the user's files (the
-    /// earlier project's `push_full` could wipe the repository). Staging dirs whose owner
-    /// is gone are removed when a new one is created.
-    fn staging_or_create(&mut self) -> Result<PathBuf, LimaError> {
-        if let Some(dir) = &self.staging {
-            return Ok(dir.path().to_path_buf());
-        }
-        let base = self.workspace_parent.join(STAGING_DIR_NAME);
-        let err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LimaError::WorkspaceParent { path, source }
-        };
-        std::fs::create_dir_all(&base).map_err(err(&base))?;
-        let ignore = base.join(".gitignore");
-        if !ignore.exists() {
-            std::fs::write(&ignore, "*\n").map_err(err(&ignore))?;
-        }
-        let _ = clean_stale_staging(&base, STAGING_PREFIX);
-        let dir = StagingDir::create(&base, STAGING_PREFIX)
-            .map_err(|e| workspace_parent_error(e, base.clone()))?;
-        let path = dir.path().to_path_buf();
-        self.staging = Some(dir);
-        Ok(path)
+    /// The project of `vfs_cwd` (created with its staging subdirectory on first use).
+    fn locate(
+        &mut self,
+        vfs: &Vfs,
+        vfs_cwd: &str,
+    ) -> Result<devshell_vm_session::Located, LimaError> {
+        let Self {
+            projects,
+            staging,
+            workspace_parent,
+            ..
+        } = self;
+        projects.project_for(
+            vfs,
+            vfs_cwd,
+            || staging_or_create(staging, workspace_parent),
+            || (),
+        )
     }
 
     /// The session's Mode S staging directory on the host, once created.
@@ -1112,7 +916,7 @@ impl GammaSession {
         }
         self.ensure_running().map_err(|e| e.to_string())?;
         let (guest_bin, copied) = if let Ok(rel) = sidecar.strip_prefix(&self.workspace_parent) {
-            (join_guest(&self.mount, &rel.to_string_lossy()), false)
+            (join_slash(&self.mount, &rel.to_string_lossy()), false)
         } else {
             // A name of its own per session: a running sidecar's file is never
             // overwritten (ETXTBSY) by another session's copy.
@@ -1120,7 +924,7 @@ impl GammaSession {
                 "/tmp/{SIDECAR_BIN_NAME}-{}-{}-{}",
                 std::process::id(),
                 NEXT_STAGING.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                sanitize(&self.instance)
+                devshell_vm_config::sanitize_instance_dir_name(&self.instance)
             );
             let out = self
                 .limactl
@@ -1331,6 +1135,88 @@ impl GuestFsOps for GammaSession {
     }
 }
 
+impl Backend for GammaSession {
+    type Error = LimaError;
+
+    /// Runs `request` (its timeout, or the session's) in the guest: in Mode S the
+    /// shared push–run–pull cycle around `limactl shell` in the project's staging leaf,
+    /// in Mode P in the guest image of the cwd.
+    fn run_tool_with(
+        &mut self,
+        vfs: &mut Vfs,
+        vfs_cwd: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+    ) -> Result<ToolOutcome, LimaError> {
+        let request = request.clone().or_timeout(self.exec_timeout);
+        self.ensure_running()?;
+        if !self.syncs_vfs_with_host_workspace() {
+            let guest_dir = self.guest_dir_mode_p(vfs, vfs_cwd)?;
+            let exec = self.exec_in_guest(&guest_dir, &request, on_output, cancel)?;
+            return Ok(ToolOutcome {
+                exec,
+                push: SyncReport::default(),
+                pull: None,
+            });
+        }
+        let at = self.locate(vfs, vfs_cwd)?;
+        // The runner needs the whole session (`exec_in_guest`): the table is set aside
+        // for the cycle and put back afterwards.
+        let mut projects = std::mem::take(&mut self.projects);
+        let result = run_cycle(projects.get_mut(at.index), vfs, &request.program, |leaf| {
+            let guest_leaf = self.guest_path_of_host(leaf)?;
+            let guest_dir = join_slash(&guest_leaf, &at.relative_cwd);
+            let request = with_cargo_target_dir(&request, join_slash(&guest_leaf, "target"));
+            self.exec_in_guest(&guest_dir, &request, on_output, cancel)
+        });
+        self.projects = projects;
+        result
+            .map(|cycle| cycle.outcome)
+            .map_err(devshell_vm_session::CycleError::into_error)
+    }
+
+    fn exec_timeout(&self) -> Option<Duration> {
+        self.exec_timeout
+    }
+
+    fn forwards_interrupts(&self) -> bool {
+        self.forward_interrupts
+    }
+
+    /// Prepares the session: the instance runs, and (once, when
+    /// `DEVSHELL_VM_AUTO_BUILD_ESSENTIAL` is on) the guest has a C toolchain for cargo's
+    /// linker — if `gcc` is missing and the guest has `apt-get`, the session says so and
+    /// then runs `sudo -n apt-get install -y build-essential` with its output shown. In
+    /// Mode S the project of `vfs_cwd` is pushed too.
+    fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), LimaError> {
+        self.ensure_running()?;
+        self.provision()?;
+        if self.syncs_vfs_with_host_workspace() {
+            let at = self.locate(vfs, vfs_cwd)?;
+            let project = self.projects.get_mut(at.index);
+            let vfs_root = project.vfs_root().to_owned();
+            devshell_vm_sync::push_incremental(vfs, &vfs_root, &mut project.state).map_err(
+                |source| SessionError::Push {
+                    vfs_path: vfs_root,
+                    source,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn set_sync_observer(&mut self, observer: SyncObserver) {
+        self.projects.set_observer(observer);
+    }
+
+    /// Every run already pulled its results: closes the guest channel and, with
+    /// `DEVSHELL_VM_STOP_ON_EXIT`, stops the Lima instance ([`GammaSession::shutdown`]).
+    fn shutdown(&mut self, _vfs: &mut Vfs, _vfs_cwd: &str) -> Result<(), LimaError> {
+        GammaSession::shutdown(self)
+    }
+}
+
 impl Drop for GammaSession {
     fn drop(&mut self) {
         if let Some(channel) = self.channel.take() {
@@ -1354,7 +1240,7 @@ impl GammaSession {
         let cwd = canonical(host_cwd);
         match cwd.strip_prefix(&parent) {
             Ok(rel) if !rel.as_os_str().is_empty() => {
-                join_guest(&self.mount, &rel.to_string_lossy())
+                join_slash(&self.mount, &rel.to_string_lossy())
             }
             _ => self.mount.clone(),
         }
@@ -1387,57 +1273,41 @@ impl GammaSession {
 
 // ---------------------------------------------------------------------- helpers
 
-fn forwarding(observer: &SyncObserver) -> Box<dyn FnMut(&SyncProgress) + Send> {
-    let observer = Arc::clone(observer);
-    Box::new(move |progress| observer(progress))
+/// The session's staging directory inside the workspace parent (so the guest sees it
+/// under the mount): `<parent>/.devshell-vm/s-<pid>-<nanos>-<n>` (held with an owner
+/// lock file beside it, see [`StagingDir`]), created on first use, with a
+/// `.gitignore` of `*` in `.devshell-vm/` (the parent is often the user's repository).
+/// Mode S syncs only in there: a push mirrors the VFS into its own leaf and deletes
+/// what the VFS does not have, which must never happen to the user's files (the
+/// earlier project's `push_full` could wipe the repository). Staging dirs whose owner
+/// is gone are removed when a new one is created.
+fn staging_or_create(
+    staging: &mut Option<StagingDir>,
+    workspace_parent: &Path,
+) -> Result<PathBuf, LimaError> {
+    if let Some(dir) = &*staging {
+        return Ok(dir.path().to_path_buf());
+    }
+    let base = workspace_parent.join(STAGING_DIR_NAME);
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LimaError::WorkspaceParent { path, source }
+    };
+    std::fs::create_dir_all(&base).map_err(err(&base))?;
+    let ignore = base.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "*\n").map_err(err(&ignore))?;
+    }
+    let _ = clean_stale_staging(&base, STAGING_PREFIX);
+    let dir = StagingDir::create(&base, STAGING_PREFIX)
+        .map_err(|e| workspace_parent_error(e, base.clone()))?;
+    let path = dir.path().to_path_buf();
+    *staging = Some(dir);
+    Ok(path)
 }
 
 fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// `base/rel` for guest paths (`rel` empty → `base`).
-fn join_guest(base: &str, rel: &str) -> String {
-    let rel = rel.trim_start_matches('/');
-    if rel.is_empty() {
-        base.to_owned()
-    } else if base.ends_with('/') {
-        format!("{base}{rel}")
-    } else {
-        format!("{base}/{rel}")
-    }
-}
-
-/// `cwd` relative to `root` (both canonical VFS paths, `cwd` under `root`).
-fn relative_to(root: &str, cwd: &str) -> String {
-    if root == "/" {
-        cwd.trim_start_matches('/').to_owned()
-    } else {
-        cwd.strip_prefix(root)
-            .map(|r| r.trim_start_matches('/').to_owned())
-            .unwrap_or_default()
-    }
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-fn describe(termination: Termination) -> String {
-    match termination {
-        Termination::Exited(code) => format!("exit code {code}"),
-        Termination::Signaled(signal) => format!("killed by signal {signal}"),
-        Termination::TimedOut => "timed out".to_owned(),
-        Termination::Cancelled => "cancelled".to_owned(),
-    }
 }
 
 /// A staging failure as [`LimaError::WorkspaceParent`] (`fallback` names the path for

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Fixture, MOUNT};
+use devshell_vm_backend_lima::Backend as _;
 use devshell_vm_backend_lima::{ChannelState, GammaSession};
 use devshell_vm_guest_fs::conformance::SymlinkFixture;
 use devshell_vm_guest_fs::{GuestFsOps, GuestKind};

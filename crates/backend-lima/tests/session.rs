@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Fixture, INSTANCE, MOUNT, Notices};
+use devshell_vm_backend_lima::Backend as _;
 use devshell_vm_backend_lima::{GammaSession, LimaError};
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
 use devshell_vm_vfs::Vfs;
@@ -457,7 +458,7 @@ fn timeouts_kill_the_run_and_are_reported() {
     assert_eq!(outcome.exec.termination, Termination::TimedOut);
     assert!(outcome.exec.duration < std::time::Duration::from_secs(5));
     match session.run_rust_tool(&mut vfs, "/p", "sleep", &["5".to_owned()]) {
-        Err(LimaError::Timeout { program, .. }) => assert_eq!(program, "sleep"),
+        Err(LimaError::Session(devshell_vm_backend_lima::SessionError::Timeout { program, .. })) => assert_eq!(program, "sleep"),
         other => panic!("expected Timeout, got {other:?}"),
     }
 }

@@ -53,16 +53,14 @@ fn registration() -> Result<&'static Registration, std::io::Error> {
             let number = *signal as i32;
             // Order matters: the conditional default is registered first so that, when
             // idle, the process terminates exactly as without us.
-            signal_hook::flag::register_conditional_default(
-                number,
-                Arc::clone(&registration.idle),
-            )
-            .and_then(|_| signal_hook::flag::register(number, Arc::clone(flag)))
-            .map_err(|err| format!("registering a handler for {signal}: {err}"))?;
+            signal_hook::flag::register_conditional_default(number, Arc::clone(&registration.idle))
+                .and_then(|_| signal_hook::flag::register(number, Arc::clone(flag)))
+                .map_err(|err| format!("registering a handler for {signal}: {err}"))?;
         }
         Ok(registration)
     });
-    made.as_ref().map_err(|reason| std::io::Error::other(reason.clone()))
+    made.as_ref()
+        .map_err(|reason| std::io::Error::other(reason.clone()))
 }
 
 /// Keeps interrupt forwarding active while alive.

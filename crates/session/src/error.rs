@@ -49,7 +49,9 @@ pub enum SessionError {
     },
     /// The tool ran, but its results could not be pulled back into the VFS (which is
     /// unchanged: pulls are all-or-nothing). How the tool ended is in the message.
-    #[error("`{program}` finished ({termination}) but pulling its results into VFS `{vfs_path}` failed")]
+    #[error(
+        "`{program}` finished ({termination}) but pulling its results into VFS `{vfs_path}` failed"
+    )]
     PullAfterRun {
         /// The program that ran.
         program: String,

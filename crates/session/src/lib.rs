@@ -64,7 +64,8 @@ pub use cycle::{CycleError, CycleOutcome, PullGate, run_cycle};
 pub use error::SessionError;
 pub use root::{
     HostFs, MANIFEST, ManifestInfo, ManifestSource, WorkspaceTable, cargo_project_root,
-    host_project_root, join_slash, normalize, project_root, relative_to,
+    find_cargo_root, host_project_root, join_slash, normalize, project_root, relative_to,
+    workspace_parent_for,
 };
 pub use table::{
     Located, Project, ProjectTable, SyncObserver, locate, locate_guest_primary, make_private_dir,
@@ -83,7 +84,9 @@ pub fn with_cargo_target_dir(
 ) -> devshell_vm_exec::ToolRequest {
     let mut request = request.clone();
     if !request.env.iter().any(|(name, _)| name == CARGO_TARGET_DIR) {
-        request.env.insert(0, (CARGO_TARGET_DIR.to_owned(), dir.into()));
+        request
+            .env
+            .insert(0, (CARGO_TARGET_DIR.to_owned(), dir.into()));
     }
     request
 }

@@ -153,6 +153,18 @@ impl ManifestSource for HostFs {
 /// # Errors
 /// A manifest read failure from `source`.
 pub fn cargo_project_root<S: ManifestSource>(source: &S, cwd: &str) -> Result<String, S::Error> {
+    Ok(find_cargo_root(source, cwd)?.unwrap_or_else(|| cwd.to_owned()))
+}
+
+/// [`cargo_project_root`], but `None` when no manifest exists in `cwd` or above it (the
+/// cwd is no cargo project).
+///
+/// # Errors
+/// A manifest read failure from `source`.
+pub fn find_cargo_root<S: ManifestSource>(
+    source: &S,
+    cwd: &str,
+) -> Result<Option<String>, S::Error> {
     // 1. The nearest manifest.
     let mut package = None;
     for dir in ancestors(cwd) {
@@ -162,14 +174,14 @@ pub fn cargo_project_root<S: ManifestSource>(source: &S, cwd: &str) -> Result<St
         }
     }
     let Some((package_dir, info)) = package else {
-        return Ok(cwd.to_owned());
+        return Ok(None);
     };
     // 2. and 3.: the package manifest is a root, or points to one.
     if info.workspace.is_some() {
-        return Ok(package_dir.to_owned());
+        return Ok(Some(package_dir.to_owned()));
     }
     if let Some(pointer) = &info.workspace_pointer {
-        return Ok(resolve_pointer(package_dir, pointer));
+        return Ok(Some(resolve_pointer(package_dir, pointer)));
     }
     // 4. The nearest ancestor root that does not exclude the package.
     let package_manifest = join(package_dir, MANIFEST);
@@ -180,14 +192,14 @@ pub fn cargo_project_root<S: ManifestSource>(source: &S, cwd: &str) -> Result<St
         let ancestor = ManifestInfo::parse(&text);
         if let Some(ws) = &ancestor.workspace {
             if !is_excluded(dir, ws, &package_manifest) {
-                return Ok(dir.to_owned());
+                return Ok(Some(dir.to_owned()));
             }
         } else if let Some(pointer) = &ancestor.workspace_pointer {
-            return Ok(resolve_pointer(dir, pointer));
+            return Ok(Some(resolve_pointer(dir, pointer)));
         }
     }
     // 5.
-    Ok(package_dir.to_owned())
+    Ok(Some(package_dir.to_owned()))
 }
 
 /// [`cargo_project_root`] on the VFS: `cwd` may be relative to the VFS cwd and must be
@@ -205,9 +217,10 @@ pub fn project_root(vfs: &Vfs, cwd: &str) -> Result<String, VmSyncError> {
     cargo_project_root(vfs, &cwd).map_err(VmSyncError::Vfs)
 }
 
-/// [`cargo_project_root`] on the host file system for directory `dir` (made absolute
-/// and lexically normalised; symlinks are not resolved). `None` when `dir` is not UTF-8
-/// or a manifest cannot be read.
+/// The cargo project root ([`find_cargo_root`]) of host directory `dir` (made absolute
+/// and lexically normalised; symlinks are not resolved). `None` when there is no
+/// manifest in `dir` or above it, when `dir` is not UTF-8, or when a manifest cannot be
+/// read.
 #[must_use]
 pub fn host_project_root(dir: &Path) -> Option<std::path::PathBuf> {
     let dir = if dir.is_absolute() {
@@ -216,9 +229,42 @@ pub fn host_project_root(dir: &Path) -> Option<std::path::PathBuf> {
         std::env::current_dir().ok()?.join(dir)
     };
     let text = normalize(dir.to_str()?);
-    cargo_project_root(&HostFs, &text)
+    find_cargo_root(&HostFs, &text)
         .ok()
+        .flatten()
         .map(std::path::PathBuf::from)
+}
+
+/// The host directory a Lima instance mounts at the guest workspace (and the one the
+/// facade reports as `DEVSHELL_WORKSPACE_ROOT`), the same with every set of cargo
+/// features:
+///
+/// 1. `DEVSHELL_VM_WORKSPACE_PARENT` ([`VmConfig::workspace_parent`]) when set;
+/// 2. with `DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT` on (the default), the cargo project
+///    root ([`host_project_root`]) of the process's current directory, when it is in a
+///    cargo project;
+/// 3. else `<export base>/vm-workspace/<instance with [^A-Za-z0-9_-] → _>`.
+///
+/// [`VmConfig::workspace_parent`]: devshell_vm_config::VmConfig::workspace_parent
+#[must_use]
+pub fn workspace_parent_for(
+    config: &devshell_vm_config::VmConfig,
+    instance: &str,
+) -> std::path::PathBuf {
+    if let Some(parent) = &config.workspace_parent {
+        return parent.clone();
+    }
+    if config.workspace_use_cargo_root
+        && let Some(root) = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| host_project_root(&cwd))
+    {
+        return root;
+    }
+    config
+        .export_base_dir()
+        .join("vm-workspace")
+        .join(devshell_vm_config::sanitize_instance_dir_name(instance))
 }
 
 /// cargo's `WorkspaceRootConfig::is_excluded`: excluded by a path prefix and not an
@@ -350,8 +396,16 @@ mod tests {
         let info = ManifestInfo::parse("[package]\nname = \"x\"\nworkspace = \"..\"\n");
         assert!(info.workspace.is_none());
         assert_eq!(info.workspace_pointer.as_deref(), Some(".."));
-        assert!(ManifestInfo::parse("# [workspace]\n[package]\n").workspace.is_none());
-        assert!(ManifestInfo::parse("[workspace.package]\nversion = \"1\"\n").workspace.is_some());
+        assert!(
+            ManifestInfo::parse("# [workspace]\n[package]\n")
+                .workspace
+                .is_none()
+        );
+        assert!(
+            ManifestInfo::parse("[workspace.package]\nversion = \"1\"\n")
+                .workspace
+                .is_some()
+        );
         assert_eq!(ManifestInfo::parse("not [valid"), ManifestInfo::default());
     }
 
@@ -366,7 +420,10 @@ mod tests {
             ("/outer/inner/m/Cargo.toml", "[package]\nname = \"m\"\n"),
             ("/outer/inner/m/src/main.rs", ""),
         ]);
-        assert_eq!(project_root(&vfs, "/outer/inner/m/src").expect("root"), "/outer/inner");
+        assert_eq!(
+            project_root(&vfs, "/outer/inner/m/src").expect("root"),
+            "/outer/inner"
+        );
     }
 
     #[test]
@@ -379,7 +436,10 @@ mod tests {
             ("/ws/crates/x/Cargo.toml", "[package]\nname = \"x\"\n"),
             ("/ws/crates/keep/Cargo.toml", "[package]\nname = \"keep\"\n"),
         ]);
-        assert_eq!(project_root(&vfs, "/ws/crates/x").expect("root"), "/ws/crates/x");
+        assert_eq!(
+            project_root(&vfs, "/ws/crates/x").expect("root"),
+            "/ws/crates/x"
+        );
         assert_eq!(project_root(&vfs, "/ws/crates/keep").expect("root"), "/ws");
     }
 
@@ -394,11 +454,15 @@ mod tests {
             ("/solo/Cargo.toml", "[package]\nname = \"solo\"\n"),
         ]);
         vfs.mkdir("/plain/dir").expect("mkdir");
-        vfs.mkdir("/q/Cargo.toml").expect("a directory named like a manifest");
+        vfs.mkdir("/q/Cargo.toml")
+            .expect("a directory named like a manifest");
         vfs.mkdir("/q/sub").expect("mkdir");
         assert_eq!(project_root(&vfs, "/a/deep/p").expect("root"), "/a");
         assert_eq!(project_root(&vfs, "/solo").expect("root"), "/solo");
-        assert_eq!(project_root(&vfs, "/plain/dir").expect("root"), "/plain/dir");
+        assert_eq!(
+            project_root(&vfs, "/plain/dir").expect("root"),
+            "/plain/dir"
+        );
         assert_eq!(project_root(&vfs, "/q/sub").expect("root"), "/q/sub");
         assert_eq!(project_root(&vfs, "/").expect("root"), "/");
     }
@@ -430,9 +494,6 @@ mod tests {
         assert_eq!(join_slash("/", "x"), "/x");
         assert_eq!(normalize("/../x"), "/x");
         assert_eq!(resolve_pointer("/a/b", "../Cargo.toml"), "/a");
-        assert_eq!(
-            ancestors("/a/b").collect::<Vec<_>>(),
-            ["/a/b", "/a", "/"]
-        );
+        assert_eq!(ancestors("/a/b").collect::<Vec<_>>(), ["/a/b", "/a", "/"]);
     }
 }

@@ -234,12 +234,11 @@ pub fn locate_guest_primary(vfs: &Vfs, vfs_cwd: &str) -> Result<(String, String)
         source: VmSyncError::Vfs(e),
     })?;
     let root = match vfs.stat(&cwd) {
-        Ok(meta) if meta.kind == devshell_vm_vfs::NodeKind::Dir => {
-            project_root(vfs, &cwd).map_err(|source| SessionError::Cwd {
+        Ok(meta) if meta.kind == devshell_vm_vfs::NodeKind::Dir => project_root(vfs, &cwd)
+            .map_err(|source| SessionError::Cwd {
                 cwd: vfs_cwd.to_owned(),
                 source,
-            })?
-        }
+            })?,
         _ => cwd.clone(),
     };
     Ok((root, cwd))

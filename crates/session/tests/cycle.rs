@@ -8,9 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use devshell_vm_exec::{ExecOutcome, Termination};
-use devshell_vm_session::{
-    CycleError, ProjectTable, PullGate, SessionError, run_cycle,
-};
+use devshell_vm_session::{CycleError, ProjectTable, PullGate, SessionError, run_cycle};
 use devshell_vm_sync::VmSyncError;
 use devshell_vm_vfs::Vfs;
 
@@ -26,8 +24,10 @@ fn exited(code: i32) -> ExecOutcome {
 fn sample() -> Vfs {
     let mut vfs = Vfs::new();
     vfs.mkdir("/w/app/src").unwrap();
-    vfs.write_file("/w/app/Cargo.toml", "[package]\nname = \"app\"\n").unwrap();
-    vfs.write_file("/w/app/src/main.rs", "fn main() {}\n").unwrap();
+    vfs.write_file("/w/app/Cargo.toml", "[package]\nname = \"app\"\n")
+        .unwrap();
+    vfs.write_file("/w/app/src/main.rs", "fn main() {}\n")
+        .unwrap();
     vfs
 }
 
@@ -42,7 +42,10 @@ fn pushes_runs_in_the_leaf_and_always_pulls() {
     assert_eq!(at.relative_cwd, "src");
     let project = table.get_mut(at.index);
     let cycle = run_cycle(project, &mut vfs, "tool", |leaf: &Path| {
-        assert_eq!(fs::read(leaf.join("src/main.rs")).unwrap(), b"fn main() {}\n");
+        assert_eq!(
+            fs::read(leaf.join("src/main.rs")).unwrap(),
+            b"fn main() {}\n"
+        );
         fs::write(leaf.join("out.txt"), "partial").unwrap();
         Ok::<_, std::io::Error>(exited(101))
     })
@@ -59,7 +62,10 @@ fn pushes_runs_in_the_leaf_and_always_pulls() {
     })
     .unwrap_err();
     assert!(matches!(&err, CycleError::Run(e) if e.to_string() == "transport broke"));
-    assert!(vfs.exists("/w/app/before-crash.txt"), "pulled after a runner error");
+    assert!(
+        vfs.exists("/w/app/before-crash.txt"),
+        "pulled after a runner error"
+    );
 
     project.state.set_max_file_size(16);
     let err = run_cycle(project, &mut vfs, "tool", |leaf: &Path| {
@@ -69,9 +75,14 @@ fn pushes_runs_in_the_leaf_and_always_pulls() {
     .unwrap_err();
     match err {
         CycleError::Session(SessionError::PullAfterRun {
-            source, termination, ..
+            source,
+            termination,
+            ..
         }) => {
-            assert!(matches!(source, VmSyncError::FileTooLarge { .. }), "{source}");
+            assert!(
+                matches!(source, VmSyncError::FileTooLarge { .. }),
+                "{source}"
+            );
             assert_eq!(termination, Termination::Exited(0));
         }
         other => panic!("expected a pull error, got {other:?}"),
@@ -88,9 +99,14 @@ fn a_failed_push_runs_nothing() {
         .project_for::<SessionError>(&vfs, "/w/app", || Ok(dir.path().to_path_buf()), || ())
         .unwrap();
     vfs.remove("/w/app").unwrap();
-    let err = run_cycle(table.get_mut(at.index), &mut vfs, "tool", |_: &Path| -> Result<ExecOutcome, std::io::Error> {
-        panic!("must not run after a failed push")
-    })
+    let err = run_cycle(
+        table.get_mut(at.index),
+        &mut vfs,
+        "tool",
+        |_: &Path| -> Result<ExecOutcome, std::io::Error> {
+            panic!("must not run after a failed push")
+        },
+    )
     .unwrap_err();
     assert!(
         matches!(err, CycleError::Session(SessionError::Push { .. })),
@@ -125,7 +141,12 @@ fn the_gate_decides_whether_to_pull_and_hears_every_step() {
     let mut vfs = sample();
     let mut table: ProjectTable<Claim> = ProjectTable::new();
     let at = table
-        .project_for::<SessionError>(&vfs, "/w/app", || Ok(dir.path().to_path_buf()), Claim::default)
+        .project_for::<SessionError>(
+            &vfs,
+            "/w/app",
+            || Ok(dir.path().to_path_buf()),
+            Claim::default,
+        )
         .unwrap();
     let project = table.get_mut(at.index);
     project.extra.unchanged = true;
@@ -135,9 +156,15 @@ fn the_gate_decides_whether_to_pull_and_hears_every_step() {
     })
     .unwrap();
     assert!(cycle.pull_skipped);
-    assert!(!vfs.exists("/w/app/unseen.txt"), "a gate that lies loses the write");
+    assert!(
+        !vfs.exists("/w/app/unseen.txt"),
+        "a gate that lies loses the write"
+    );
     project.extra.unchanged = false;
-    let cycle = run_cycle(project, &mut vfs, "tool", |_: &Path| Ok::<_, std::io::Error>(exited(0))).unwrap();
+    let cycle = run_cycle(project, &mut vfs, "tool", |_: &Path| {
+        Ok::<_, std::io::Error>(exited(0))
+    })
+    .unwrap();
     assert!(!cycle.pull_skipped);
     assert!(vfs.exists("/w/app/unseen.txt"));
     assert_eq!(project.extra.pushes, 2);
@@ -177,7 +204,10 @@ fn project_dirs_are_private_and_excludes_apply_to_new_projects() {
         Ok::<_, std::io::Error>(exited(0))
     })
     .unwrap();
-    assert!(!vfs.exists("/w/app/target/debug/app"), "excluded from the pull");
+    assert!(
+        !vfs.exists("/w/app/target/debug/app"),
+        "excluded from the pull"
+    );
     let err = table
         .project_for::<SessionError>(&vfs, "/missing", || Ok(dir.path().to_path_buf()), || ())
         .unwrap_err();

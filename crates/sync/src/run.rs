@@ -18,4 +18,3 @@ pub struct ToolOutcome {
     /// syncing back (Mode P).
     pub pull: Option<SyncReport>,
 }
-

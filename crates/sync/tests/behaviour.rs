@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-
 use devshell_vm_sync::{
     SyncProgress, SyncState, VmSyncError, pull_workspace_to_vfs, push_full, push_incremental,
 };
@@ -480,7 +479,6 @@ fn observer_sees_progress_of_a_large_push() {
     assert_eq!(seen.last().unwrap().files_done, 3000);
     assert!(seen.windows(2).all(|w| w[0].files_done <= w[1].files_done));
 }
-
 
 #[test]
 fn vfs_root_kind_is_respected() {

@@ -248,12 +248,16 @@ mod tests {
         vfs.write_file("/a/arr", *b"arr").expect("array");
         vfs.write_file("/a/slice", &b"slice"[..]).expect("slice");
         vfs.write_file("/a/str", "text").expect("str");
-        vfs.write_file("/a/string", String::from("owned")).expect("String");
+        vfs.write_file("/a/string", String::from("owned"))
+            .expect("String");
         vfs.write_file("/a/vec", vec![1_u8, 2]).expect("Vec");
         let shared: Content = Content::from(&b"shared"[..]);
         vfs.write_file("/a/arc", &shared).expect("&Arc");
         vfs.write_file("/a/arc2", Arc::clone(&shared)).expect("Arc");
-        assert!(Arc::ptr_eq(&vfs.read_file("/a/arc").expect("read"), &shared));
+        assert!(Arc::ptr_eq(
+            &vfs.read_file("/a/arc").expect("read"),
+            &shared
+        ));
         assert_eq!(vfs.read_file_vec("/a/str").expect("read"), b"text");
         assert_eq!(vfs.read_file_vec("/a/lit").expect("read"), b"bytes");
     }
