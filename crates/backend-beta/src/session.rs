@@ -145,22 +145,6 @@ impl BetaSession {
         }
     }
 
-    /// Whether [`Backend::run_rust_tool`] turns this process's `SIGINT`/`SIGTERM`/`SIGHUP`
-    /// into a cancel of the remote run (installing process-wide handlers for it). Off by
-    /// default: a library call leaves the application's signal handlers alone.
-    pub fn set_forward_interrupts(&mut self, forward: bool) {
-        self.forward_interrupts = forward;
-    }
-
-    /// Paths (globs relative to the project root) that pulls leave out of the VFS (Mode
-    /// S), e.g. `target/**`. Default: none.
-    ///
-    /// # Errors
-    /// [`SessionError::Exclude`] when a pattern is invalid; nothing changes then.
-    pub fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), BetaError> {
-        Ok(self.projects.set_excludes(globs)?)
-    }
-
     /// The guest mount (`DEVSHELL_VM_GUEST_WORKSPACE`, normalised), where the staging
     /// directory appears on the sidecar's side.
     #[must_use]
@@ -392,8 +376,16 @@ impl Backend for BetaSession {
         self.exec_timeout
     }
 
+    fn set_forward_interrupts(&mut self, forward: bool) {
+        self.forward_interrupts = forward;
+    }
+
     fn forwards_interrupts(&self) -> bool {
         self.forward_interrupts
+    }
+
+    fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), BetaError> {
+        Ok(self.projects.set_excludes(globs)?)
     }
 
     /// Connects, handshakes, starts the sidecar session and, in Mode S, pushes the

@@ -21,7 +21,7 @@
 //!   configuration has none), runs in its own process group with the caller's stdio (by
 //!   default) and is killed as a group at the configured exec timeout; the caller's
 //!   Ctrl-C is forwarded to it only when asked
-//!   ([`HostSandboxSession::set_forward_interrupts`]; the CLI asks);
+//!   ([`Backend::set_forward_interrupts`]; the CLI asks);
 //! * [`HostSandboxSession::shutdown`] (or drop) removes the staging directory.
 //!
 //! What this backend does **not** do: isolate. The tool runs as the caller, with the
@@ -211,22 +211,6 @@ impl HostSandboxSession {
         self.stats
     }
 
-    /// Whether [`Backend::run_rust_tool`] forwards `SIGINT`/`SIGTERM`/`SIGHUP` to the
-    /// tool's process group (installing process-wide handlers for it). Off by default:
-    /// a library call leaves the application's signal handlers alone.
-    pub fn set_forward_interrupts(&mut self, forward: bool) {
-        self.forward_interrupts = forward;
-    }
-
-    /// Paths (globs relative to the project root) that pulls leave out of the VFS, e.g.
-    /// `target/**` for embedders that do not want build output in memory. Default: none.
-    ///
-    /// # Errors
-    /// [`SessionError::Exclude`] when a pattern is invalid; nothing changes then.
-    pub fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), HostError> {
-        Ok(self.projects.set_excludes(globs)?)
-    }
-
     /// The session's staging directory, once created.
     #[must_use]
     pub fn staging_dir(&self) -> Option<&Path> {
@@ -334,8 +318,16 @@ impl Backend for HostSandboxSession {
         self.exec_timeout
     }
 
+    fn set_forward_interrupts(&mut self, forward: bool) {
+        self.forward_interrupts = forward;
+    }
+
     fn forwards_interrupts(&self) -> bool {
         self.forward_interrupts
+    }
+
+    fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), HostError> {
+        Ok(self.projects.set_excludes(globs)?)
     }
 
     /// Creates the staging directory (cleaning stale ones whose owner is gone first) and

@@ -218,23 +218,6 @@ impl GammaSession {
         &self.channel_state
     }
 
-    /// Whether [`Backend::run_rust_tool`] forwards this process's
-    /// `SIGINT`/`SIGTERM`/`SIGHUP` to the `limactl` process group (installing
-    /// process-wide handlers for it). Off by default: a library call leaves the
-    /// application's signal handlers alone.
-    pub fn set_forward_interrupts(&mut self, forward: bool) {
-        self.forward_interrupts = forward;
-    }
-
-    /// Paths (globs relative to the project root) that pulls leave out of the VFS (Mode
-    /// S), e.g. `target/**`. Default: none.
-    ///
-    /// # Errors
-    /// [`SessionError::Exclude`] when a pattern is invalid; nothing changes then.
-    pub fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), LimaError> {
-        Ok(self.projects.set_excludes(globs)?)
-    }
-
     fn notice(&mut self, line: &str) {
         let _ = writeln!(self.notices, "devshell-vm: {line}");
     }
@@ -1180,8 +1163,16 @@ impl Backend for GammaSession {
         self.exec_timeout
     }
 
+    fn set_forward_interrupts(&mut self, forward: bool) {
+        self.forward_interrupts = forward;
+    }
+
     fn forwards_interrupts(&self) -> bool {
         self.forward_interrupts
+    }
+
+    fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), LimaError> {
+        Ok(self.projects.set_excludes(globs)?)
     }
 
     /// Prepares the session: the instance runs, and (once, when

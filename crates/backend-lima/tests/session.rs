@@ -458,7 +458,10 @@ fn timeouts_kill_the_run_and_are_reported() {
     assert_eq!(outcome.exec.termination, Termination::TimedOut);
     assert!(outcome.exec.duration < std::time::Duration::from_secs(5));
     match session.run_rust_tool(&mut vfs, "/p", "sleep", &["5".to_owned()]) {
-        Err(LimaError::Session(devshell_vm_backend_lima::SessionError::Timeout { program, .. })) => assert_eq!(program, "sleep"),
+        Err(LimaError::Session(devshell_vm_backend_lima::SessionError::Timeout {
+            program,
+            ..
+        })) => assert_eq!(program, "sleep"),
         other => panic!("expected Timeout, got {other:?}"),
     }
 }

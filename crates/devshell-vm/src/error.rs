@@ -6,13 +6,15 @@ use std::time::Duration;
 use devshell_vm_backend_host::HostError;
 use devshell_vm_config::{Backend, ConfigError};
 use devshell_vm_guest_fs::GuestFsError;
+use devshell_vm_session::SessionError;
 use devshell_vm_sync::VmSyncError;
 
 /// Errors from VM session operations.
 ///
-/// Display gives the whole message (the inner error's text included) so that
-/// `eprintln!("{err}")` is enough; [`std::error::Error::source`] gives the wrapped
-/// error for callers that walk the chain or match on the cause.
+/// Each error in the chain carries its own words once: a variant that wraps a backend
+/// error is transparent (it prints the backend's message), and a variant with a cause
+/// does not repeat the cause's text. Print the whole chain — [`crate::error_chain`]
+/// does it — to show everything.
 ///
 /// A tool that runs and fails is **not** an error: it is the exit status (or outcome)
 /// of the run. Variants are added by the backends compiled in (features `lima`, `beta`).
@@ -20,26 +22,26 @@ use devshell_vm_sync::VmSyncError;
 #[non_exhaustive]
 pub enum VmError {
     /// The configuration (environment) is invalid.
-    #[error("invalid devshell-vm configuration: {0}")]
+    #[error("invalid devshell-vm configuration")]
     Config(#[source] ConfigError),
     /// The host backend failed (staging directory, program lookup, spawn, sync).
-    #[error("{0}")]
-    Host(#[source] HostError),
+    #[error(transparent)]
+    Host(HostError),
     /// Syncing the VFS with the backend's workspace failed.
-    #[error("{0}")]
-    Sync(#[source] VmSyncError),
+    #[error(transparent)]
+    Sync(VmSyncError),
     /// A guest file operation failed.
-    #[error("{0}")]
-    GuestFs(#[source] GuestFsError),
+    #[error(transparent)]
+    GuestFs(GuestFsError),
     /// The Lima (γ) backend failed (instance missing or stopped and not startable, mount
     /// missing, guest unreachable, workdir or program missing in the guest, sync).
     #[cfg(all(unix, feature = "lima"))]
-    #[error("{0}")]
-    Lima(#[source] Box<devshell_vm_backend_lima::LimaError>),
+    #[error(transparent)]
+    Lima(Box<devshell_vm_backend_lima::LimaError>),
     /// The β backend failed (connection, handshake, sync, the sidecar refused a request).
     #[cfg(feature = "beta")]
-    #[error("{0}")]
-    Beta(#[source] devshell_vm_backend_beta::BetaError),
+    #[error(transparent)]
+    Beta(devshell_vm_backend_beta::BetaError),
     /// The backend was not compiled in, or does not exist on this OS. The message says
     /// which cargo feature to enable.
     #[error("vm backend not implemented: {0}")]
@@ -69,7 +71,7 @@ pub enum VmError {
         program: String,
     },
     /// The workspace root directory for the Lima mount could not be created or resolved.
-    #[error("workspace root {path}: {source}")]
+    #[error("workspace root {path}")]
     WorkspaceRoot {
         /// The directory.
         path: PathBuf,
@@ -84,8 +86,7 @@ impl From<HostError> for VmError {
     /// (the same for every backend); everything else is [`VmError::Host`].
     fn from(err: HostError) -> Self {
         match err {
-            HostError::Timeout { program, timeout } => Self::Timeout { program, timeout },
-            HostError::Cancelled { program } => Self::Cancelled { program },
+            HostError::Session(session) => Self::from(session),
             other => Self::Host(other),
         }
     }
@@ -98,8 +99,10 @@ impl From<devshell_vm_backend_lima::LimaError> for VmError {
     fn from(err: devshell_vm_backend_lima::LimaError) -> Self {
         use devshell_vm_backend_lima::LimaError;
         match err {
-            LimaError::Timeout { program, timeout } => Self::Timeout { program, timeout },
-            LimaError::Cancelled { program } => Self::Cancelled { program },
+            LimaError::Session(SessionError::Timeout { program, timeout }) => {
+                Self::Timeout { program, timeout }
+            }
+            LimaError::Session(SessionError::Cancelled { program }) => Self::Cancelled { program },
             other => Self::Lima(Box::new(other)),
         }
     }
@@ -112,9 +115,24 @@ impl From<devshell_vm_backend_beta::BetaError> for VmError {
     fn from(err: devshell_vm_backend_beta::BetaError) -> Self {
         use devshell_vm_backend_beta::BetaError;
         match err {
-            BetaError::ExecTimeout { program, timeout } => Self::Timeout { program, timeout },
-            BetaError::Cancelled { program } => Self::Cancelled { program },
+            BetaError::Session(SessionError::Timeout { program, timeout }) => {
+                Self::Timeout { program, timeout }
+            }
+            BetaError::Session(SessionError::Cancelled { program }) => Self::Cancelled { program },
             other => Self::Beta(other),
+        }
+    }
+}
+
+impl From<SessionError> for VmError {
+    /// Timeouts and cancellations become [`VmError::Timeout`] / [`VmError::Cancelled`];
+    /// the other shared failures are reported as the host backend's (their words are the
+    /// same for every backend).
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Timeout { program, timeout } => Self::Timeout { program, timeout },
+            SessionError::Cancelled { program } => Self::Cancelled { program },
+            other => Self::Host(HostError::Session(other)),
         }
     }
 }

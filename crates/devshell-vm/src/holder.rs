@@ -8,10 +8,11 @@
 
 use std::process::ExitStatus;
 
-use devshell_vm_backend_host::{HostSandboxSession, SyncObserver};
+use devshell_vm_backend_host::HostSandboxSession;
 use devshell_vm_config::{Backend, VmConfig};
 use devshell_vm_exec::ToolRequest;
 use devshell_vm_guest_fs::GuestFsOps;
+use devshell_vm_session::SyncObserver;
 use devshell_vm_sync::ToolOutcome;
 use devshell_vm_vfs::Vfs;
 
@@ -135,6 +136,20 @@ impl SessionHolder {
     /// See [`VmExecutionSession::set_sync_observer`].
     pub fn set_sync_observer(&mut self, observer: SyncObserver) {
         dispatch!(self, s => VmExecutionSession::set_sync_observer(s, observer));
+    }
+
+    /// See [`VmExecutionSession::set_pull_excludes`].
+    ///
+    /// # Errors
+    /// An invalid pattern; nothing changes then.
+    pub fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), VmError> {
+        dispatch!(self, s => VmExecutionSession::set_pull_excludes(s, globs))
+    }
+
+    /// See [`VmExecutionSession::set_forward_interrupts`] (the CLI turns it on; a library
+    /// caller that leaves it off keeps its own signal handlers).
+    pub fn set_forward_interrupts(&mut self, forward: bool) {
+        dispatch!(self, s => VmExecutionSession::set_forward_interrupts(s, forward));
     }
 
     /// See [`VmExecutionSession::shutdown`].

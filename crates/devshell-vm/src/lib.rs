@@ -86,7 +86,7 @@ pub use workspace::{
     workspace_parent_for_config, workspace_parent_for_instance, workspace_root_env_for,
 };
 
-pub use devshell_vm_backend_host::{HostError, HostSandboxSession, SyncObserver};
+pub use devshell_vm_backend_host::{HostError, HostSandboxSession};
 /// The Lima (γ) session type ([`SessionHolder::Gamma`]), as the seed re-exported it.
 #[cfg(all(unix, feature = "lima"))]
 pub use devshell_vm_backend_lima::GammaSession;
@@ -110,11 +110,14 @@ pub use devshell_vm_guest_fs::{
     GuestFsError, GuestFsOps, MockGuestFsOps, guest_path_is_under_mount,
     guest_project_dir_on_guest, normalize_guest_path,
 };
-pub use devshell_vm_sync::{
-    SyncProgress, SyncReport, ToolOutcome, VmSyncError, project_root, pull_workspace_to_vfs,
-    push_full, push_incremental,
+pub use devshell_vm_session::{
+    Backend as SessionBackend, SessionError, SyncObserver, project_root,
 };
-pub use devshell_vm_vfs::Vfs;
+pub use devshell_vm_sync::{
+    SyncProgress, SyncReport, ToolOutcome, VmSyncError, pull_workspace_to_vfs, push_full,
+    push_incremental,
+};
+pub use devshell_vm_vfs::{IntoContent, Vfs};
 #[cfg(all(unix, feature = "lima"))]
 pub use lima_ops::LimaGuestFsOps;
 
@@ -124,10 +127,27 @@ pub use devshell_vm_config as config;
 pub use devshell_vm_exec as exec;
 /// Guest path rules and the [`GuestFsOps`] contract.
 pub use devshell_vm_guest_fs as guest_fs;
+/// What every backend shares: project roots, the Mode S cycle, the backend trait.
+pub use devshell_vm_session as session_layer;
 /// Push and pull between the VFS and a host directory.
 pub use devshell_vm_sync as sync;
 /// The in-memory workspace tree and its image format.
 pub use devshell_vm_vfs as vfs;
+
+/// The whole message of `err` and its causes, `": "`-joined: every error in this
+/// workspace prints its own words once and leaves the cause to
+/// [`std::error::Error::source`], so this is how a front end shows everything.
+#[must_use]
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
 
 /// Builds the configured [`SessionHolder`] from the process environment.
 ///
@@ -144,7 +164,7 @@ pub fn try_session_rc(
     let config = match VmConfig::from_env() {
         Ok(config) => config,
         Err(err) => {
-            let _ = writeln!(stderr, "devshell-vm: {}", VmError::from(err));
+            let _ = writeln!(stderr, "devshell-vm: {}", error_chain(&VmError::from(err)));
             return Err(VmSessionInitError);
         }
     };
@@ -162,7 +182,7 @@ pub fn try_session_rc_from_config(
     match SessionHolder::try_from_config(config) {
         Ok(session) => Ok(Rc::new(RefCell::new(session))),
         Err(err) => {
-            let _ = writeln!(stderr, "devshell-vm: {err}");
+            let _ = writeln!(stderr, "devshell-vm: {}", error_chain(&err));
             Err(VmSessionInitError)
         }
     }
@@ -178,7 +198,7 @@ pub fn try_session_rc_or_host(stderr: &mut dyn Write) -> Rc<RefCell<SessionHolde
             let _ = writeln!(
                 stderr,
                 "devshell-vm: {}; using the host backend with default settings (PATH and HOME kept)",
-                VmError::from(err)
+                error_chain(&VmError::from(err))
             );
             Rc::new(RefCell::new(SessionHolder::new_host_with(
                 &VmConfig::host_fallback_from_env(),
@@ -201,7 +221,8 @@ fn session_or_host(config: &VmConfig, stderr: &mut dyn Write) -> Rc<RefCell<Sess
     let session = SessionHolder::try_from_config(config).unwrap_or_else(|err| {
         let _ = writeln!(
             stderr,
-            "devshell-vm: {err} — using the host backend instead"
+            "devshell-vm: {} — using the host backend instead",
+            error_chain(&err)
         );
         SessionHolder::new_host_with(config)
     });
@@ -371,15 +392,21 @@ mod tests {
 
     #[test]
     fn errors_keep_their_source_chain() {
-        let missing = devshell_vm_backend_host::HostError::Timeout {
+        let timeout = devshell_vm_backend_host::HostError::Session(SessionError::Timeout {
             program: "cargo".to_owned(),
             timeout: std::time::Duration::from_secs(3),
-        };
-        assert!(matches!(VmError::from(missing), VmError::Timeout { .. }));
+        });
+        assert!(matches!(VmError::from(timeout), VmError::Timeout { .. }));
 
         let config_err = VmConfig::from_source(&[("DEVSHELL_VM", "maybe")]).expect_err("bad");
         let err = VmError::from(config_err);
         assert!(err.source().is_some());
-        assert!(err.to_string().contains("DEVSHELL_VM"), "{err}");
+        let text = error_chain(&err);
+        assert!(text.contains("DEVSHELL_VM"), "{text}");
+        assert_eq!(
+            text.matches("maybe").count(),
+            1,
+            "the bad value once: {text}"
+        );
     }
 }

@@ -1,16 +1,21 @@
-//! [`VmExecutionSession`]: the one interface every backend session offers, and its
-//! implementation for the backend types (backends never depend on this crate).
+//! [`VmExecutionSession`]: the one interface every session offers to callers of this
+//! crate (the seed's trait, grown), implemented once for every backend by a blanket
+//! impl over [`devshell_vm_session::Backend`].
 
 use std::process::ExitStatus;
 
-use devshell_vm_backend_host::{HostSandboxSession, SyncObserver};
 use devshell_vm_exec::ToolRequest;
+use devshell_vm_session::{Backend, SyncObserver};
 use devshell_vm_sync::ToolOutcome;
 use devshell_vm_vfs::Vfs;
 
 use crate::VmError;
 
 /// Abstraction for a devshell execution session (host staging dir, γ VM, or β sidecar).
+///
+/// Every backend session implements it through the blanket impl below; a caller's own
+/// session type (as the seed's callers wrote them) implements `run_rust_tool` and
+/// `run_tool` and gets the rest from the defaults.
 pub trait VmExecutionSession {
     /// Prepares the session for tools run from `vfs_cwd` (e.g. start the VM, create the
     /// staging directory, first push), so the first run pays only for its own changes.
@@ -23,9 +28,10 @@ pub trait VmExecutionSession {
         Ok(())
     }
 
-    /// Runs `program args…` (normally `cargo` or `rustup`) with cwd matching `vfs_cwd`,
-    /// the caller's stdio and Ctrl-C forwarded; afterwards `vfs` holds what the tool
-    /// changed (Mode S), also when it failed.
+    /// Runs `program args…` (normally `cargo` or `rustup`) with cwd matching `vfs_cwd`
+    /// and the caller's stdio; afterwards `vfs` holds what the tool changed (Mode S),
+    /// also when it failed. Ctrl-C is forwarded only after
+    /// [`Self::set_forward_interrupts`]`(true)`.
     ///
     /// # Errors
     /// Infrastructure failures (sync, spawn, missing program, transport), and
@@ -59,8 +65,31 @@ pub trait VmExecutionSession {
         let _ = observer;
     }
 
-    /// Tears the session down (final pull where the backend needs one, remove staging,
-    /// stop the VM when configured).
+    /// Paths (globs relative to the project root, e.g. `target/**`) that pulls leave out
+    /// of the VFS. The default accepts none (a session that does not sync has nothing
+    /// to leave out): it refuses any pattern rather than ignore it.
+    ///
+    /// # Errors
+    /// An invalid pattern; nothing changes then.
+    fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), VmError> {
+        if globs.is_empty() {
+            Ok(())
+        } else {
+            Err(VmError::BackendNotImplemented(
+                "this session does not sync, so it cannot exclude paths from pulls",
+            ))
+        }
+    }
+
+    /// Whether [`Self::run_rust_tool`] forwards `SIGINT`/`SIGTERM`/`SIGHUP` to the tool
+    /// (installing process-wide handlers for it). Off by default: a library call leaves
+    /// the application's signal handlers alone. The default ignores the setting.
+    fn set_forward_interrupts(&mut self, forward: bool) {
+        let _ = forward;
+    }
+
+    /// Tears the session down (remove staging, close connections, stop the VM when
+    /// configured).
     ///
     /// # Errors
     /// Backend-specific failures during shutdown.
@@ -70,10 +99,16 @@ pub trait VmExecutionSession {
     }
 }
 
-/// A boxed session is a session ([`crate::SessionHolder::Gamma`] boxes the Lima one).
-impl<T: VmExecutionSession + ?Sized> VmExecutionSession for Box<T> {
+/// Every backend session (host, β, Lima — and a boxed one) is a [`VmExecutionSession`]:
+/// one impl, forwarding to the [`Backend`] trait the backends implement, with each
+/// backend's error converted into [`VmError`].
+impl<B> VmExecutionSession for B
+where
+    B: Backend,
+    VmError: From<B::Error>,
+{
     fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
-        (**self).ensure_ready(vfs, vfs_cwd)
+        Ok(Backend::ensure_ready(self, vfs, vfs_cwd)?)
     }
 
     fn run_rust_tool(
@@ -83,7 +118,7 @@ impl<T: VmExecutionSession + ?Sized> VmExecutionSession for Box<T> {
         program: &str,
         args: &[String],
     ) -> Result<ExitStatus, VmError> {
-        (**self).run_rust_tool(vfs, vfs_cwd, program, args)
+        Ok(Backend::run_rust_tool(self, vfs, vfs_cwd, program, args)?)
     }
 
     fn run_tool(
@@ -92,78 +127,22 @@ impl<T: VmExecutionSession + ?Sized> VmExecutionSession for Box<T> {
         vfs_cwd: &str,
         request: &ToolRequest,
     ) -> Result<ToolOutcome, VmError> {
-        (**self).run_tool(vfs, vfs_cwd, request)
+        Ok(Backend::run_tool(self, vfs, vfs_cwd, request)?)
     }
 
     fn set_sync_observer(&mut self, observer: SyncObserver) {
-        (**self).set_sync_observer(observer);
+        Backend::set_sync_observer(self, observer);
+    }
+
+    fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), VmError> {
+        Ok(Backend::set_pull_excludes(self, globs)?)
+    }
+
+    fn set_forward_interrupts(&mut self, forward: bool) {
+        Backend::set_forward_interrupts(self, forward);
     }
 
     fn shutdown(&mut self, vfs: &mut Vfs, vfs_cwd: &str) -> Result<(), VmError> {
-        (**self).shutdown(vfs, vfs_cwd)
+        Ok(Backend::shutdown(self, vfs, vfs_cwd)?)
     }
 }
-
-/// Implements [`VmExecutionSession`] for a backend session type whose inherent methods
-/// carry the same names (each backend's error converts into [`VmError`]). Only
-/// `shutdown` differs between backends, so it is given as an expression over the
-/// session and the trait's arguments.
-macro_rules! delegate_session {
-    ($(#[$attr:meta])* $ty:ty, shutdown($session:ident, $vfs:ident, $cwd:ident) => $shutdown:expr) => {
-        $(#[$attr])*
-        impl VmExecutionSession for $ty {
-            fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), VmError> {
-                Ok(<$ty>::ensure_ready(self, vfs, vfs_cwd)?)
-            }
-
-            fn run_rust_tool(
-                &mut self,
-                vfs: &mut Vfs,
-                vfs_cwd: &str,
-                program: &str,
-                args: &[String],
-            ) -> Result<ExitStatus, VmError> {
-                Ok(<$ty>::run_rust_tool(self, vfs, vfs_cwd, program, args)?)
-            }
-
-            fn run_tool(
-                &mut self,
-                vfs: &mut Vfs,
-                vfs_cwd: &str,
-                request: &ToolRequest,
-            ) -> Result<ToolOutcome, VmError> {
-                Ok(<$ty>::run_tool(self, vfs, vfs_cwd, request)?)
-            }
-
-            fn set_sync_observer(&mut self, observer: SyncObserver) {
-                <$ty>::set_sync_observer(self, observer);
-            }
-
-            fn shutdown(&mut self, $vfs: &mut Vfs, $cwd: &str) -> Result<(), VmError> {
-                let $session = self;
-                Ok($shutdown?)
-            }
-        }
-    };
-}
-
-// Every run already pulled its results, so nothing is left to bring back: shutdown
-// only removes the staging directory.
-delegate_session!(HostSandboxSession, shutdown(session, _vfs, _cwd) => session.shutdown());
-
-// Every run already pulled its results: shutdown ends the sidecar session, drops the
-// connection (stopping a sidecar the session spawned) and, in Mode S, removes the
-// staging directory the session created.
-delegate_session!(
-    #[cfg(feature = "beta")]
-    devshell_vm_backend_beta::BetaSession,
-    shutdown(session, vfs, cwd) => session.shutdown(vfs, cwd)
-);
-
-// Every run already pulled its results: shutdown closes the guest channel and, with
-// `DEVSHELL_VM_STOP_ON_EXIT`, stops the Lima instance.
-delegate_session!(
-    #[cfg(all(unix, feature = "lima"))]
-    devshell_vm_backend_lima::GammaSession,
-    shutdown(session, _vfs, _cwd) => session.shutdown()
-);

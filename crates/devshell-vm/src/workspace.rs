@@ -19,48 +19,18 @@ pub fn workspace_parent_for_instance(instance: &str) -> PathBuf {
     workspace_parent_for_config(&config, instance)
 }
 
-/// Host directory for the workspace of Lima instance `instance`:
+/// Host directory for the workspace of Lima instance `instance`: the one rule of
+/// [`devshell_vm_session::workspace_parent_for`], the same with and without the `lima`
+/// feature —
 ///
 /// 1. `DEVSHELL_VM_WORKSPACE_PARENT` when set;
-/// 2. with `DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT` on (the default), the cargo workspace
-///    root of the process's current directory;
+/// 2. with `DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT` on (the default), the cargo project
+///    root of the process's current directory (cargo's rule, manifests parsed as TOML:
+///    the nearest enclosing workspace that includes the package, else the package);
 /// 3. else `<export base>/vm-workspace/<instance with [^A-Za-z0-9_-] → _>`.
-///
-/// With the `lima` feature this is exactly what the Lima backend mounts
-/// (`devshell_vm_backend_lima::workspace_parent_for_instance`: step 2 asks
-/// `cargo metadata` once per process and directory). Without it, step 2 reads manifests
-/// on the file system — the outermost ancestor whose `Cargo.toml` declares a workspace,
-/// else the nearest `Cargo.toml` (the rule [`devshell_vm_sync::project_root`] applies to
-/// the VFS) — since no guest will mount the directory anyway.
 #[must_use]
 pub fn workspace_parent_for_config(config: &VmConfig, instance: &str) -> PathBuf {
-    if let Some(parent) = &config.workspace_parent {
-        return parent.clone();
-    }
-    resolve_parent(config, instance)
-}
-
-#[cfg(all(unix, feature = "lima"))]
-fn resolve_parent(config: &VmConfig, instance: &str) -> PathBuf {
-    devshell_vm_backend_lima::workspace_parent_for_instance(&VmConfig {
-        lima_instance: instance.to_owned(),
-        ..config.clone()
-    })
-}
-
-#[cfg(not(all(unix, feature = "lima")))]
-fn resolve_parent(config: &VmConfig, instance: &str) -> PathBuf {
-    if config.workspace_use_cargo_root
-        && let Some(root) = std::env::current_dir()
-            .ok()
-            .and_then(|cwd| host_cargo_root(&cwd))
-    {
-        return root;
-    }
-    config
-        .export_base_dir()
-        .join("vm-workspace")
-        .join(devshell_vm_config::sanitize_instance_dir_name(instance))
+    devshell_vm_session::workspace_parent_for(config, instance)
 }
 
 /// Host directory that Lima mounts at the guest workspace (e.g. `/workspace`), for the
@@ -100,26 +70,6 @@ pub fn workspace_root_env_for(config: &VmConfig) -> Result<(&'static str, PathBu
     std::fs::create_dir_all(&parent).map_err(err)?;
     let canonical = parent.canonicalize().map_err(err)?;
     Ok((ENV_DEVSHELL_WORKSPACE_ROOT, canonical))
-}
-
-/// Cargo's root lookup on the host file system, starting at `start`: the outermost
-/// ancestor whose `Cargo.toml` declares a workspace, else the nearest `Cargo.toml`.
-#[cfg(not(all(unix, feature = "lima")))]
-fn host_cargo_root(start: &std::path::Path) -> Option<PathBuf> {
-    let mut nearest = None;
-    let mut outermost_workspace = None;
-    for dir in start.ancestors() {
-        let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
-            continue;
-        };
-        if nearest.is_none() {
-            nearest = Some(dir.to_path_buf());
-        }
-        if devshell_vm_sync::project::manifest_declares_workspace(&text) {
-            outermost_workspace = Some(dir.to_path_buf());
-        }
-    }
-    outermost_workspace.or(nearest)
 }
 
 #[cfg(test)]

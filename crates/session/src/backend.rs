@@ -9,10 +9,12 @@ use devshell_vm_vfs::Vfs;
 
 use crate::{SessionError, SyncObserver};
 
-/// A session that runs tools against a VFS. One method is required,
+/// A session that runs tools against a VFS. One method runs tools,
 /// [`Backend::run_tool_with`]; `run_tool` and `run_rust_tool` are provided on top of it,
-/// so every backend maps outcomes to errors with the same words. The other methods have
-/// defaults for backends without the feature.
+/// so every backend maps outcomes to errors with the same words. The settings every
+/// backend must honour (progress observer, pull excludes, interrupt forwarding) are
+/// required too, so no backend can drop one silently; preparing and shutting down have
+/// defaults.
 pub trait Backend {
     /// The backend's error type. The shared failures ([`SessionError`]) convert into it.
     type Error: std::error::Error + From<SessionError>;
@@ -80,12 +82,22 @@ pub trait Backend {
         None
     }
 
-    /// `true` when [`Self::run_rust_tool`] forwards `SIGINT`/`SIGTERM`/`SIGHUP` to the
-    /// tool (installing process-wide handlers for it). Default `false`: a library call
-    /// must not take over the application's signals unless the caller asks.
-    fn forwards_interrupts(&self) -> bool {
-        false
-    }
+    /// Whether [`Self::run_rust_tool`] forwards this process's `SIGINT`/`SIGTERM`/
+    /// `SIGHUP` to the tool (a local process group, or a cancel of a remote run),
+    /// installing process-wide handlers for it. Every backend starts with `false`: a
+    /// library call must not take over the application's signals unless the caller asks
+    /// (the CLI asks).
+    fn set_forward_interrupts(&mut self, forward: bool);
+
+    /// The current [`Self::set_forward_interrupts`] setting.
+    fn forwards_interrupts(&self) -> bool;
+
+    /// Paths (globs relative to the project root, e.g. `target/**`) that pulls leave out
+    /// of the VFS, for every project of the session. Default: none.
+    ///
+    /// # Errors
+    /// [`SessionError::Exclude`] (converted) when a pattern is invalid; nothing changes.
+    fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), Self::Error>;
 
     /// Prepares the session for tools run from `vfs_cwd` (start the VM, create staging,
     /// the first push), so the first run pays only for its own changes. Optional.
@@ -97,10 +109,9 @@ pub trait Backend {
         Ok(())
     }
 
-    /// Installs a progress callback for every push and pull. The default ignores it.
-    fn set_sync_observer(&mut self, observer: SyncObserver) {
-        let _ = observer;
-    }
+    /// Installs a progress callback for every push and pull, also of projects synced
+    /// already.
+    fn set_sync_observer(&mut self, observer: SyncObserver);
 
     /// Tears the session down (remove staging, close connections, stop the VM when
     /// configured). Every run already pulled its results.
@@ -151,8 +162,16 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
         (**self).exec_timeout()
     }
 
+    fn set_forward_interrupts(&mut self, forward: bool) {
+        (**self).set_forward_interrupts(forward);
+    }
+
     fn forwards_interrupts(&self) -> bool {
         (**self).forwards_interrupts()
+    }
+
+    fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), Self::Error> {
+        (**self).set_pull_excludes(globs)
     }
 
     fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), Self::Error> {

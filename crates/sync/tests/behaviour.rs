@@ -7,7 +7,6 @@ mod support;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
