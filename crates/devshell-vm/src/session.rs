@@ -14,8 +14,8 @@ use crate::VmError;
 /// Abstraction for a devshell execution session (host staging dir, γ VM, or β sidecar).
 ///
 /// Every backend session implements it through the blanket impl below; a caller's own
-/// session type (as the seed's callers wrote them) implements `run_rust_tool` and
-/// `run_tool` and gets the rest from the defaults.
+/// session type (as the earlier library's callers wrote them) implements
+/// `run_rust_tool` and gets the rest from the defaults.
 pub trait VmExecutionSession {
     /// Prepares the session for tools run from `vfs_cwd` (e.g. start the VM, create the
     /// staging directory, first push), so the first run pays only for its own changes.
@@ -49,6 +49,11 @@ pub trait VmExecutionSession {
     /// stdio inherit/capture, a timeout (`None`: the configured one), and a typed outcome
     /// (exit code or signal, timed out, captured output, duration, push and pull reports).
     ///
+    /// Every backend session implements it. The default, for a caller's own session
+    /// type written against the earlier library's trait (which had only
+    /// `run_rust_tool`), refuses with [`VmError::BackendNotImplemented`] rather than run
+    /// the request some other way.
+    ///
     /// # Errors
     /// Infrastructure failures only; the tool's failure or timeout is in the outcome.
     fn run_tool(
@@ -56,7 +61,13 @@ pub trait VmExecutionSession {
         vfs: &mut Vfs,
         vfs_cwd: &str,
         request: &ToolRequest,
-    ) -> Result<ToolOutcome, VmError>;
+    ) -> Result<ToolOutcome, VmError> {
+        let _ = (vfs, vfs_cwd, request);
+        Err(VmError::BackendNotImplemented(
+            "this session implements only run_rust_tool (the earlier library's trait); \
+             implement VmExecutionSession::run_tool for options and typed outcomes",
+        ))
+    }
 
     /// Installs a progress callback for the session's pushes and pulls (front ends show
     /// a progress line for long syncs with it). The default ignores it (a session that
