@@ -43,7 +43,7 @@ pub(crate) fn load_dir(dir: &Path, excludes: &[String]) -> Result<(Vfs, SyncRepo
 pub(crate) fn load_image(path: &Path) -> Result<Vfs, CliError> {
     image::load(path).map_err(|err| CliError::Workspace {
         context: format!("loading image {}", path.display()),
-        message: err.to_string(),
+        message: devshell_vm::error_chain(&err),
     })
 }
 
@@ -51,6 +51,6 @@ pub(crate) fn load_image(path: &Path) -> Result<Vfs, CliError> {
 pub(crate) fn save_image(vfs: &Vfs, path: &Path) -> Result<(), CliError> {
     image::save(vfs, path).map_err(|err| CliError::Workspace {
         context: format!("saving image {}", path.display()),
-        message: err.to_string(),
+        message: devshell_vm::error_chain(&err),
     })
 }

@@ -148,11 +148,8 @@ fn main() -> ExitCode {
             eprintln!("devshell-vm: error: {err}");
             let mut source = std::error::Error::source(&err);
             while let Some(cause) = source {
-                let text = cause.to_string();
-                // Most errors in this workspace repeat their cause in their message.
-                if !err.to_string().contains(&text) {
-                    eprintln!("  caused by: {text}");
-                }
+                // Every error in this workspace prints its own words once.
+                eprintln!("  caused by: {cause}");
                 source = cause.source();
             }
             ExitCode::from(match err {
@@ -182,7 +179,10 @@ fn open_session(config: &VmConfig, explicit: bool) -> Result<SessionHolder, CliE
     match SessionHolder::try_from_config(config) {
         Ok(session) => Ok(session),
         Err(err) if !explicit => {
-            eprintln!("devshell-vm: {err} — using the host backend instead");
+            eprintln!(
+                "devshell-vm: {} — using the host backend instead",
+                devshell_vm::error_chain(&err)
+            );
             Ok(SessionHolder::new_host_with(config))
         }
         Err(err) => Err(err.into()),

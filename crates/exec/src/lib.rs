@@ -56,7 +56,7 @@ pub enum ExecError {
         searched: String,
     },
     /// The operating system refused to start the program.
-    #[error("could not start `{program}`: {source}")]
+    #[error("could not start `{program}`")]
     Spawn {
         /// The resolved program path.
         program: PathBuf,
@@ -65,7 +65,7 @@ pub enum ExecError {
         source: std::io::Error,
     },
     /// Waiting for or signalling the child failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

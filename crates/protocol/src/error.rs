@@ -61,7 +61,7 @@ pub enum ProtocolError {
         message: String,
     },
     /// Reading or writing the transport failed (the connection is unusable).
-    #[error("transport I/O failed while {context}: {source}")]
+    #[error("transport I/O failed while {context}")]
     Io {
         /// What was being done.
         context: &'static str,

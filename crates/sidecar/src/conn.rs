@@ -585,8 +585,9 @@ impl Conn<'_> {
             .or_else(|| self.shared.options.path_var.clone());
         let program = devshell_vm_exec::resolve_program(program_name, path_var.as_deref(), &cwd)
             .map_err(|err| {
-                log(conn_id, &format!("exec refused: {err}"));
-                Reply::error(ErrorCode::ExecSpawn, err.to_string())
+                let message = chain(&err);
+                log(conn_id, &format!("exec refused: {message}"));
+                Reply::error(ErrorCode::ExecSpawn, message)
             })?;
         let mut request = ToolRequest::new(program_name.clone(), args.iter().cloned())
             .stdout(OutputMode::Stream)
@@ -782,9 +783,9 @@ fn exec_reply(
             ),
         },
         Err(err @ (ExecError::ProgramNotFound { .. } | ExecError::Spawn { .. })) => {
-            Reply::error(ErrorCode::ExecSpawn, err.to_string())
+            Reply::error(ErrorCode::ExecSpawn, chain(&err))
         }
-        Err(err) => Reply::error(ErrorCode::ExecWait, err.to_string()),
+        Err(err) => Reply::error(ErrorCode::ExecWait, chain(&err)),
     }
 }
 
@@ -899,4 +900,17 @@ impl HangupWatcher {
         let _ = nix::unistd::write(&self.wake, b"x");
         self.thread.join().unwrap_or(false)
     }
+}
+
+/// An error and its causes, `": "`-joined (each error prints its own words once), for
+/// messages sent to the client and for the log.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }

@@ -12,7 +12,7 @@ use devshell_vm_vfs::VfsError;
 pub enum VmSyncError {
     /// Host I/O failed at `path` (nothing outside the staging leaf is ever touched, so
     /// `path` always lies inside it, or is the staging directory itself).
-    #[error("I/O error at {}: {source}", path.display())]
+    #[error("I/O error at {}", path.display())]
     Io {
         /// The host path.
         path: PathBuf,

@@ -80,7 +80,7 @@ pub enum VfsError {
         since: u64,
     },
     /// Host I/O failed (only `copy_tree_to_host` does host I/O).
-    #[error("I/O error at {}: {source}", path.display())]
+    #[error("I/O error at {}", path.display())]
     Io {
         /// The host path.
         path: PathBuf,

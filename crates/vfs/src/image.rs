@@ -57,7 +57,7 @@ const KIND_SYMLINK: u8 = 2;
 #[non_exhaustive]
 pub enum ImageError {
     /// Reading, writing, syncing or renaming a file failed.
-    #[error("workspace image I/O error at {}: {source}", path.display())]
+    #[error("workspace image I/O error at {}", path.display())]
     Io {
         /// The file or directory concerned.
         path: PathBuf,
@@ -71,7 +71,7 @@ pub enum ImageError {
         path: PathBuf,
     },
     /// A file's content is not a valid image; wraps the format error.
-    #[error("invalid workspace image {}: {source}", path.display())]
+    #[error("invalid workspace image {}", path.display())]
     Invalid {
         /// The image file.
         path: PathBuf,

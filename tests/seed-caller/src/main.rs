@@ -14,7 +14,6 @@ use devshell_vm::vfs::{Vfs, normalize_path};
 
 use std::io::Write;
 
-
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
