@@ -65,6 +65,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("missing_program_is_an_error", missing_program_is_an_error),
     ("output_capture_and_timeout", output_capture_and_timeout),
     ("modes_and_mtimes_round_trip", modes_and_mtimes_round_trip),
+    ("pull_excludes_are_honoured", pull_excludes_are_honoured),
 ];
 
 /// Runs every check of [`CHECKS`], each with a fresh session.
@@ -116,6 +117,38 @@ fn read(vfs: &Vfs, path: &str, backend: &str, step: &str) -> Vec<u8> {
     vfs.read_file(path)
         .unwrap_or_else(|err| panic!("[{backend}] {step}: {path} not in the VFS: {err}"))
         .to_vec()
+}
+
+/// Pull excludes set on the session keep matching paths out of the VFS (every backend
+/// honours them), and an invalid pattern is refused without changing anything.
+pub fn pull_excludes_are_honoured(factory: &mut Factory<'_>) {
+    let mut session = factory();
+    let backend = session.backend_name();
+    assert!(
+        session.set_pull_excludes(&["[unclosed"]).is_err(),
+        "[{backend}] an invalid exclude pattern must be refused"
+    );
+    session
+        .set_pull_excludes(&["target/**", "*.o"])
+        .unwrap_or_else(|err| panic!("[{backend}] set_pull_excludes: {err}"));
+    let mut vfs = fresh_vfs(&[("/p/keep.txt", "keep\n")]);
+    let _ = sh_ok(
+        &mut session,
+        &mut vfs,
+        "/p",
+        "mkdir -p target/debug && echo bin > target/debug/app && echo obj > x.o && echo src > new.rs",
+    );
+    let step = "after a tool wrote excluded and included files";
+    assert_eq!(
+        read(&vfs, "/p/new.rs", backend, step),
+        b"src\n",
+        "[{backend}] {step}"
+    );
+    assert!(
+        !vfs.exists("/p/target/debug/app") && !vfs.exists("/p/x.o"),
+        "[{backend}] {step}: an excluded path reached the VFS"
+    );
+    shutdown(&mut session, &mut vfs, "/p");
 }
 
 /// New files, overwrites, deletions and renames by the tool come back into the VFS.
@@ -414,7 +447,8 @@ macro_rules! vm_session_conformance_tests {
             subdirectory_sees_the_project,
             missing_program_is_an_error,
             output_capture_and_timeout,
-            modes_and_mtimes_round_trip
+            modes_and_mtimes_round_trip,
+            pull_excludes_are_honoured
         );
     };
     (@each $factory:expr; $($check:ident),+) => {
