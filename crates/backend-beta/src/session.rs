@@ -404,7 +404,7 @@ impl Backend for BetaSession {
         devshell_vm_sync::push_incremental(vfs, &vfs_root, &mut project.state).map_err(
             |source| SessionError::Push {
                 vfs_path: vfs_root.clone(),
-                source,
+                source: Box::new(source),
             },
         )?;
         project.extra = SyncedGeneration(Some(vfs.generation()));

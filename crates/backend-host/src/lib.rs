@@ -340,7 +340,7 @@ impl Backend for HostSandboxSession {
         devshell_vm_sync::push_incremental(vfs, &vfs_root, &mut project.state).map_err(
             |source| SessionError::Push {
                 vfs_path: vfs_root,
-                source,
+                source: Box::new(source),
             },
         )?;
         Ok(())

@@ -242,7 +242,7 @@ impl VmConfig {
     /// [`VmConfig::disabled`], still finds `cargo`). `None` only when neither exists.
     #[must_use]
     pub fn tool_search_path(&self) -> Option<OsString> {
-        self.path.clone().or_else(|| crate::source::process_path())
+        self.path.clone().or_else(crate::source::process_path)
     }
 
     /// Same as [`VmConfig::disabled`]; reads better in tests of the host backend.

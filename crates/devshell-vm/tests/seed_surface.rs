@@ -3,6 +3,13 @@
 //! session type written against the seed's trait — only `run_rust_tool` (plus the new
 //! `run_tool`) — still works through the defaults.
 
+#![allow(
+    clippy::type_complexity,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    reason = "signatures are pinned as the earlier library wrote them, one after the other"
+)]
+
 use std::process::ExitStatus;
 
 use devshell_vm::{
@@ -256,7 +263,7 @@ impl VmExecutionSession for Recorder {
         args: &[String],
     ) -> Result<ExitStatus, VmError> {
         self.runs += 1;
-        Ok(self.host.run_rust_tool(vfs, vfs_cwd, program, args)?)
+        self.host.run_rust_tool(vfs, vfs_cwd, program, args)
     }
 }
 

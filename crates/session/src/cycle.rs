@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use devshell_vm_exec::ExecOutcome;
-use devshell_vm_sync::{SyncReport, ToolOutcome, pull_workspace_to_vfs, push_incremental};
+use devshell_vm_sync::{
+    SyncReport, ToolOutcome, VmSyncError, pull_workspace_to_vfs, push_incremental,
+};
 use devshell_vm_vfs::Vfs;
 
 use crate::SessionError;
@@ -89,10 +91,10 @@ pub fn run_cycle<X: PullGate, E>(
     run: impl FnOnce(&Path) -> Result<ExecOutcome, E>,
 ) -> Result<CycleOutcome, CycleError<E>> {
     let vfs_root = project.vfs_root().to_owned();
-    let push_error = |source| {
+    let push_error = |source: VmSyncError| {
         CycleError::Session(SessionError::Push {
             vfs_path: vfs_root.clone(),
-            source,
+            source: Box::new(source),
         })
     };
     project.extra.before_push();
@@ -126,7 +128,7 @@ pub fn run_cycle<X: PullGate, E>(
             program: program.to_owned(),
             termination: exec.termination,
             vfs_path: vfs_root,
-            source,
+            source: Box::new(source),
         })),
         (Err(error), _) => Err(CycleError::Run(error)),
     }

@@ -20,7 +20,7 @@ pub enum SessionError {
         cwd: String,
         /// Why it is unusable.
         #[source]
-        source: VmSyncError,
+        source: Box<VmSyncError>,
     },
     /// A project's staging subdirectory could not be created.
     #[error("cannot create the project directory {path}")]
@@ -36,7 +36,7 @@ pub enum SessionError {
     Exclude {
         /// The rejection from the sync engine (names the pattern).
         #[source]
-        source: VmSyncError,
+        source: Box<VmSyncError>,
     },
     /// Pushing the project before a run failed; the tool did not run.
     #[error("sync of VFS `{vfs_path}` to the backend's workspace failed")]
@@ -45,7 +45,7 @@ pub enum SessionError {
         vfs_path: String,
         /// The sync failure.
         #[source]
-        source: VmSyncError,
+        source: Box<VmSyncError>,
     },
     /// The tool ran, but its results could not be pulled back into the VFS (which is
     /// unchanged: pulls are all-or-nothing). How the tool ended is in the message.
@@ -61,7 +61,7 @@ pub enum SessionError {
         vfs_path: String,
         /// The pull failure.
         #[source]
-        source: VmSyncError,
+        source: Box<VmSyncError>,
     },
     /// The tool ran past its timeout; it was killed. What it wrote before that was
     /// pulled into the VFS.

@@ -110,12 +110,16 @@ impl<X> ProjectTable<X> {
         // Validate on a throwaway state first so a bad pattern changes nothing.
         SyncState::new("/")
             .set_excludes(globs)
-            .map_err(|source| SessionError::Exclude { source })?;
+            .map_err(|source| SessionError::Exclude {
+                source: Box::new(source),
+            })?;
         for project in &mut self.projects {
             project
                 .state
                 .set_excludes(globs)
-                .map_err(|source| SessionError::Exclude { source })?;
+                .map_err(|source| SessionError::Exclude {
+                    source: Box::new(source),
+                })?;
         }
         self.excludes = globs.iter().map(|g| (*g).to_owned()).collect();
         Ok(())
@@ -159,7 +163,9 @@ impl<X> ProjectTable<X> {
             let globs: Vec<&str> = self.excludes.iter().map(String::as_str).collect();
             state
                 .set_excludes(&globs)
-                .map_err(|source| SessionError::Exclude { source })?;
+                .map_err(|source| SessionError::Exclude {
+                    source: Box::new(source),
+                })?;
         }
         if let Some(observer) = &self.observer {
             state.set_observer(forwarding(observer));
@@ -210,9 +216,9 @@ impl<X> ProjectTable<X> {
 /// # Errors
 /// [`SessionError::Cwd`] when the cwd is invalid, missing or not a directory.
 pub fn locate(vfs: &Vfs, vfs_cwd: &str) -> Result<(String, String), SessionError> {
-    let cwd_error = |source| SessionError::Cwd {
+    let cwd_error = |source: VmSyncError| SessionError::Cwd {
         cwd: vfs_cwd.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let cwd = vfs
         .normalize(vfs_cwd)
@@ -231,13 +237,13 @@ pub fn locate(vfs: &Vfs, vfs_cwd: &str) -> Result<(String, String), SessionError
 pub fn locate_guest_primary(vfs: &Vfs, vfs_cwd: &str) -> Result<(String, String), SessionError> {
     let cwd = vfs.normalize(vfs_cwd).map_err(|e| SessionError::Cwd {
         cwd: vfs_cwd.to_owned(),
-        source: VmSyncError::Vfs(e),
+        source: Box::new(VmSyncError::Vfs(e)),
     })?;
     let root = match vfs.stat(&cwd) {
         Ok(meta) if meta.kind == devshell_vm_vfs::NodeKind::Dir => project_root(vfs, &cwd)
             .map_err(|source| SessionError::Cwd {
                 cwd: vfs_cwd.to_owned(),
-                source,
+                source: Box::new(source),
             })?,
         _ => cwd.clone(),
     };

@@ -80,7 +80,7 @@ fn pushes_runs_in_the_leaf_and_always_pulls() {
             ..
         }) => {
             assert!(
-                matches!(source, VmSyncError::FileTooLarge { .. }),
+                matches!(*source, VmSyncError::FileTooLarge { .. }),
                 "{source}"
             );
             assert_eq!(termination, Termination::Exited(0));
