@@ -12,11 +12,11 @@
 //! * the Mode S cycle of [`devshell_vm_session::run_cycle`]: a full push the first time,
 //!   an incremental push before every later run, and a pull after every run — also when
 //!   the tool failed, timed out or was interrupted with Ctrl-C. Unchanged files keep their
-//!   mtimes both ways, so a second `cargo build` finds everything fresh. One refinement:
-//!   the staging tree is watched with inotify, and a run after which nothing on the host
-//!   changed (no write, no metadata change, no create/delete/rename, no lost events)
-//!   skips the pull, whose metadata scan of every entry is the main cost of a no-op run
-//!   on a large tree (see `docs/bench/host.md`). Any doubt means a full pull;
+//!   mtimes both ways, so a second `cargo build` finds everything fresh. The pull costs
+//!   what changed: the staging tree is watched with inotify, the pull after a run lists
+//!   only the directories that saw events (and walks new subtrees), and a run after
+//!   which nothing changed skips it (see the `watch` module and `docs/BENCHMARKS.md`).
+//!   Any doubt — lost events, the watch limit — means a full scan;
 //! * the tool is looked up on the configured `PATH` (the process's `PATH` when the
 //!   configuration has none), runs in its own process group with the caller's stdio (by
 //!   default) and is killed as a group at the configured exec timeout; the caller's
@@ -61,46 +61,41 @@ use std::time::Duration;
 use devshell_vm_config::VmConfig;
 use devshell_vm_exec::{CancelHandle, ExecOutcome, StreamKind, ToolRequest};
 use devshell_vm_session::{CycleOutcome, ProjectTable, PullGate, run_cycle};
-use devshell_vm_sync::{StagingDir, SyncReport, ToolOutcome};
+use devshell_vm_sync::{PullScope, StagingDir, SyncReport, ToolOutcome};
 use devshell_vm_vfs::Vfs;
 
-use watch::{Activity, TreeWatch};
+use watch::{Changes, TreeWatch};
 
 pub use devshell_vm_session::{Backend, SessionError, SyncObserver};
 pub use error::HostError;
 pub use staging::{STAGING_PREFIX, clean_stale as clean_stale_staging};
 
-/// The inotify watch of one project's staging tree, as the cycle's [`PullGate`]: a run
-/// after which nothing on the host changed skips the pull; any doubt pulls.
+/// The inotify watch of one project's staging tree, as the cycle's [`PullGate`]: the pull
+/// after a run looks only at the directories that saw events, a run after which nothing
+/// changed skips it, and any doubt scans everything.
 #[derive(Default)]
 struct HostWatch {
     /// Created after the first push; `None` before that or when inotify is unavailable.
     watch: Option<TreeWatch>,
-    /// Something may have changed on the host that no pull has seen yet.
-    dirty: bool,
-    /// Directories may have appeared that are not watched yet.
-    needs_rewatch: bool,
-    /// What the watch saw during the last run.
-    seen: Option<Activity>,
+    /// Changes no successful pull has covered yet (kept across a failed pull).
+    unseen: Changes,
+    /// The last pull was a full scan because of doubt: re-walk every watch after it.
+    rewalk: bool,
     /// The last run had no usable watch.
     unwatched: bool,
 }
 
 impl PullGate for HostWatch {
     fn before_push(&mut self) {
+        // Changes between runs (a process that outlived its run, the caller's own
+        // writes into staging) must not be lost by the push that follows.
         if let Some(watch) = &mut self.watch {
-            match watch.take_activity() {
-                Activity::None => {}
-                Activity::Files => self.dirty = true,
-                Activity::Structure => {
-                    self.dirty = true;
-                    self.needs_rewatch = true;
-                }
-            }
+            let changes = watch.take_changes();
+            self.unseen.merge(changes);
         }
     }
 
-    fn after_push(&mut self, leaf: &Path, report: &SyncReport) {
+    fn after_push(&mut self, leaf: &Path, _report: &SyncReport) {
         match &mut self.watch {
             None => {
                 self.watch = TreeWatch::new(leaf);
@@ -109,45 +104,48 @@ impl PullGate for HostWatch {
                 }
             }
             Some(watch) => {
-                // The push's own events are drained; new directories get watches.
-                let own = watch.take_activity();
-                if own == Activity::Structure || report.dirs_created > 0 || self.needs_rewatch {
+                // The push's own events: the manifest knows what it wrote. Directories
+                // it created get watches.
+                let own = watch.take_changes();
+                if own.doubt {
                     watch.rewatch();
+                } else if !own.new_dirs.is_empty() {
+                    watch.watch_new(&own.new_dirs);
                 }
             }
         }
-        self.needs_rewatch = false;
     }
 
-    fn pull_unneeded(&mut self) -> bool {
-        let activity = match &mut self.watch {
-            Some(watch) if watch.usable() => {
-                self.unwatched = false;
-                watch.take_activity()
-            }
-            _ => {
-                self.unwatched = true;
-                Activity::Structure
-            }
+    fn pull_scope(&mut self) -> PullScope {
+        let Some(watch) = self.watch.as_mut().filter(|w| w.usable()) else {
+            self.unwatched = true;
+            return PullScope::Full;
         };
-        let skip = !self.dirty && activity == Activity::None;
-        self.seen = (!skip).then_some(activity);
-        if !skip {
-            self.dirty = true;
+        self.unwatched = false;
+        let changes = watch.take_changes();
+        self.unseen.merge(changes);
+        if !self.unseen.new_dirs.is_empty() {
+            // Watched before the scan, so a write after the scan is an event next time.
+            watch.watch_new(&self.unseen.new_dirs);
         }
-        skip
+        if self.unseen.doubt || !watch.usable() {
+            self.rewalk = true;
+            return PullScope::Full;
+        }
+        let mut dirs = self.unseen.dirs.clone();
+        dirs.extend(self.unseen.new_dirs.iter().cloned());
+        PullScope::Dirs(dirs)
     }
 
     fn after_pull(&mut self, ok: bool) {
-        if let Some(activity) = self.seen.take()
-            && ok
+        if !ok {
+            return;
+        }
+        self.unseen = Changes::default();
+        if std::mem::take(&mut self.rewalk)
+            && let Some(watch) = &mut self.watch
         {
-            self.dirty = false;
-            if activity == Activity::Structure
-                && let Some(watch) = &mut self.watch
-            {
-                watch.rewatch();
-            }
+            watch.rewatch();
         }
     }
 }
@@ -171,6 +169,8 @@ pub struct SessionStats {
     pub runs: u64,
     /// Runs after which the pull was skipped because inotify saw no host change.
     pub pulls_skipped: u64,
+    /// Runs whose pull looked only at the directories inotify saw change.
+    pub pulls_scoped: u64,
     /// Runs without a usable inotify watch (inotify unavailable, e.g. the per-user
     /// instance or watch limit reached): they always pull.
     pub unwatched_runs: u64,
@@ -297,9 +297,11 @@ impl Backend for HostSandboxSession {
             Ok(CycleOutcome {
                 outcome,
                 pull_skipped,
+                pull_scoped,
             }) => {
                 self.stats.runs += 1;
                 self.stats.pulls_skipped += u64::from(pull_skipped);
+                self.stats.pulls_scoped += u64::from(pull_scoped && !pull_skipped);
                 Ok(outcome)
             }
             Err(err) => {

@@ -1,14 +1,30 @@
-//! Change detection for a staging leaf with inotify, so a run that changed nothing on the
-//! host skips the pull (the cost that dominates a no-op run on a large tree: the pull
-//! must `lstat` every entry to find out that nothing moved).
+//! Change tracking for a staging leaf with inotify, so a pull costs what changed: a run
+//! that changed nothing skips the pull, and a run that changed something pulls only the
+//! directories that saw events (`devshell_vm_sync::PullScope::Dirs`) instead of `lstat`ing
+//! every entry of the tree (a real `target/` holds tens of thousands).
 //!
 //! One inotify instance serves the whole process (see `Shared`); every directory of the
-//! leaf is watched for anything that changes content, metadata
-//! or structure (`IN_MODIFY`, `IN_ATTRIB`, `IN_CLOSE_WRITE`, create, delete, move, and
-//! the watched directory's own deletion or move). Reads are not watched, so `true`, or a
-//! tool that only reads, produces no event. Any event — or a queue overflow — means
-//! "pull". When a watch cannot be added (the per-user watch limit), the watcher declares
-//! itself unusable and every run pulls, exactly as without it.
+//! leaf is watched for anything that changes content, metadata or structure
+//! (`IN_MODIFY`, `IN_ATTRIB`, `IN_CLOSE_WRITE`, create, delete, move, and the watched
+//! directory's own deletion or move). Reads are not watched, so `true`, or a tool that
+//! only reads, produces no event. Each watch descriptor maps to its directory
+//! (leaf-relative); an event marks that directory (an event on a directory itself marks
+//! its parent, whose listing holds its metadata). A directory created or moved in is
+//! recorded as new: the pull scans it whole (the manifest does not know it) and
+//! [`TreeWatch::watch_new`] adds watches below it, before the pull, so a write after its
+//! scan is an event for the next one.
+//!
+//! Doubt means a full scan: a queue overflow (`IN_Q_OVERFLOW`), an unmount, a read error
+//! of the queue, or a watch that could not be added — `ENOSPC` is the per-user watch limit
+//! (`/proc/sys/user/max_inotify_watches`, `fs.inotify.max_user_watches`): the watcher then
+//! declares itself unusable and every pull scans in full, exactly as without it.
+//!
+//! Why not the `notify` crate: its events reach the caller through a background thread
+//! and a channel, with no way to know that every event caused before "now" has arrived;
+//! deciding "nothing changed, skip the pull" needs exactly that barrier. Reading the
+//! inotify descriptor here, after the tool has exited, is the barrier: the kernel queues
+//! an event within the system call that caused it. On macOS (`FSEvents`, which coalesces
+//! and delivers late) this backend does not watch at all and every pull is a full scan.
 //!
 //! Known blind spot, shared by every inotify user: a write to a staging file through a
 //! hard link that lives outside the staging directory. The staging directory is private
@@ -19,24 +35,40 @@
 //! afterwards, on a file that already existed, goes unseen. Linkers write their output
 //! into a freshly created file, which is seen.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-/// What the watched tree went through since the last [`TreeWatch::take_activity`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Activity {
+/// What the watched tree went through since the last [`TreeWatch::take_changes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Changes {
+    /// Events may have been lost: only a full scan is safe.
+    pub(crate) doubt: bool,
+    /// Leaf-relative directories in which entries changed (`""`: the leaf itself).
+    pub(crate) dirs: BTreeSet<String>,
+    /// Leaf-relative directories that appeared (created or moved in): not watched yet.
+    pub(crate) new_dirs: BTreeSet<String>,
+    /// Directories disappeared or moved: watch paths may be stale until re-walked.
+    pub(crate) structure: bool,
+}
+
+impl Changes {
     /// No change at all.
-    None,
-    /// Files changed (content, metadata, created, deleted) but no directory appeared,
-    /// disappeared or moved: the existing watches still cover the tree.
-    Files,
-    /// Directories appeared, disappeared or moved, or events were lost: the watches
-    /// must be renewed after the pull.
-    Structure,
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.doubt && self.dirs.is_empty() && self.new_dirs.is_empty() && !self.structure
+    }
+
+    /// Adds `other` to these changes.
+    pub(crate) fn merge(&mut self, other: Changes) {
+        self.doubt |= other.doubt;
+        self.structure |= other.structure;
+        self.dirs.extend(other.dirs);
+        self.new_dirs.extend(other.new_dirs);
+    }
 }
 
 const MASK: AddWatchFlags = AddWatchFlags::IN_MODIFY
@@ -57,10 +89,10 @@ const MASK: AddWatchFlags = AddWatchFlags::IN_MODIFY
 /// their tree by watch descriptor and kept until that tree asks.
 struct Shared {
     inotify: Inotify,
-    /// Which tree owns each watch.
-    owner_of: HashMap<WatchDescriptor, u64>,
-    /// Activity collected per tree since it last asked.
-    pending: HashMap<u64, Activity>,
+    /// Which tree owns each watch, and the watched directory (leaf-relative).
+    owner_of: HashMap<WatchDescriptor, (u64, String)>,
+    /// Changes collected per tree since it last asked.
+    pending: HashMap<u64, Changes>,
     next_id: u64,
 }
 
@@ -70,9 +102,22 @@ fn shared() -> MutexGuard<'static, Option<Shared>> {
     SHARED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// `a/b` → `a`, `a` → `""`, `""` → `""`.
+fn parent_rel(rel: &str) -> &str {
+    rel.rfind('/').map_or("", |i| &rel[..i])
+}
+
+fn join_rel(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
 impl Shared {
     /// Reads every queued event into `pending`. A lost-events marker (queue overflow)
-    /// or a read error marks every tree as changed.
+    /// or a read error puts every tree in doubt.
     fn drain(&mut self) {
         loop {
             match self.inotify.read_events() {
@@ -80,32 +125,78 @@ impl Shared {
                 Ok(events) => {
                     for event in events {
                         if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                            self.mark_all(Activity::Structure);
+                            self.doubt_all();
                             continue;
                         }
-                        let Some(&owner) = self.owner_of.get(&event.wd) else {
+                        let Some((owner, dir)) = self.owner_of.get(&event.wd).cloned() else {
                             continue;
                         };
                         if event.mask.contains(AddWatchFlags::IN_IGNORED) {
                             self.owner_of.remove(&event.wd);
                         }
-                        let slot = self.pending.entry(owner).or_insert(Activity::None);
-                        *slot = (*slot).max(classify(event.mask));
+                        let changes = self.pending.entry(owner).or_default();
+                        record(changes, event.mask, &dir, event.name.as_deref());
                     }
                 }
                 Err(Errno::EAGAIN) => return,
                 Err(Errno::EINTR) => {}
                 Err(_) => {
-                    self.mark_all(Activity::Structure);
+                    self.doubt_all();
                     return;
                 }
             }
         }
     }
 
-    fn mark_all(&mut self, activity: Activity) {
-        for slot in self.pending.values_mut() {
-            *slot = (*slot).max(activity);
+    fn doubt_all(&mut self) {
+        for changes in self.pending.values_mut() {
+            changes.doubt = true;
+        }
+    }
+}
+
+/// Adds one event on watched directory `dir` (entry `name`, if any) to `changes`.
+fn record(changes: &mut Changes, mask: AddWatchFlags, dir: &str, name: Option<&std::ffi::OsStr>) {
+    if mask.contains(AddWatchFlags::IN_UNMOUNT) {
+        changes.doubt = true;
+        return;
+    }
+    let self_event =
+        AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_IGNORED;
+    if mask.intersects(self_event) {
+        // The directory itself went away or moved: its parent's listing shows it.
+        changes.dirs.insert(parent_rel(dir).to_owned());
+        changes.structure = true;
+        return;
+    }
+    let Some(name) = name
+        .and_then(std::ffi::OsStr::to_str)
+        .filter(|n| !n.is_empty())
+    else {
+        // An event on the watched directory itself (its mode or mtime): the entry that
+        // carries its metadata is in the parent's listing. A name that is not UTF-8 is
+        // never synced; its directory is still looked at.
+        changes.dirs.insert(parent_rel(dir).to_owned());
+        changes.dirs.insert(dir.to_owned());
+        return;
+    };
+    // The entry changed in `dir`; creating, removing or renaming it also moves `dir`'s
+    // own mtime, which its parent's listing holds.
+    changes.dirs.insert(dir.to_owned());
+    if mask.intersects(
+        AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO,
+    ) {
+        changes.dirs.insert(parent_rel(dir).to_owned());
+    }
+    if mask.contains(AddWatchFlags::IN_ISDIR) {
+        if mask.intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO) {
+            changes.new_dirs.insert(join_rel(dir, name));
+        }
+        if mask.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM) {
+            changes.structure = true;
         }
     }
 }
@@ -133,10 +224,10 @@ impl TreeWatch {
                 next_id: 0,
             });
         }
-        let shared = guard.as_mut().expect("initialised just above");
+        let shared = guard.as_mut()?;
         let id = shared.next_id;
         shared.next_id += 1;
-        shared.pending.insert(id, Activity::None);
+        shared.pending.insert(id, Changes::default());
         Some(Self {
             id,
             root: root.to_path_buf(),
@@ -150,9 +241,20 @@ impl TreeWatch {
     }
 
     /// Adds a watch on every directory of the tree (re-adding an existing one is a cheap
-    /// no-op for the kernel). Symlinks are never followed. On failure the watcher becomes
-    /// unusable for good.
+    /// no-op for the kernel that also refreshes its recorded path). Symlinks are never
+    /// followed. On failure (the watch limit) the watcher becomes unusable for good.
     pub(crate) fn rewatch(&mut self) {
+        self.watch_from(&[String::new()]);
+    }
+
+    /// Adds watches on the directories in `new` and everything below them (leaf-
+    /// relative), e.g. the directories a run created or moved in.
+    pub(crate) fn watch_new(&mut self, new: &BTreeSet<String>) {
+        let starts: Vec<String> = new.iter().cloned().collect();
+        self.watch_from(&starts);
+    }
+
+    fn watch_from(&mut self, starts: &[String]) {
         if !self.usable {
             return;
         }
@@ -161,15 +263,21 @@ impl TreeWatch {
             self.usable = false;
             return;
         };
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
+        let mut stack: Vec<String> = starts.to_vec();
+        while let Some(rel) = stack.pop() {
+            let dir = if rel.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(&rel)
+            };
             match shared.inotify.add_watch(dir.as_path(), MASK) {
                 Ok(wd) => {
-                    shared.owner_of.insert(wd, self.id);
+                    shared.owner_of.insert(wd, (self.id, rel.clone()));
                 }
                 // Vanished or replaced by a non-directory since it was listed: a later
                 // event (or the pull) covers it.
-                Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
+                // ENOSPC: the watch limit; anything else: no longer trustworthy.
                 Err(_) => {
                     self.usable = false;
                     return;
@@ -179,25 +287,33 @@ impl TreeWatch {
                 continue;
             };
             for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
+                if entry.file_type().is_ok_and(|t| t.is_dir())
+                    && let Some(name) = entry.file_name().to_str()
+                {
+                    stack.push(join_rel(&rel, name));
                 }
             }
         }
     }
 
     /// Drains the event queue and says what happened to this tree since the previous call.
-    pub(crate) fn take_activity(&mut self) -> Activity {
+    pub(crate) fn take_changes(&mut self) -> Changes {
         let mut guard = shared();
         let Some(shared) = guard.as_mut() else {
             self.usable = false;
-            return Activity::Structure;
+            return Changes {
+                doubt: true,
+                ..Changes::default()
+            };
         };
         shared.drain();
         shared
             .pending
-            .insert(self.id, Activity::None)
-            .unwrap_or(Activity::Structure)
+            .insert(self.id, Changes::default())
+            .unwrap_or(Changes {
+                doubt: true,
+                ..Changes::default()
+            })
     }
 }
 
@@ -210,7 +326,7 @@ impl Drop for TreeWatch {
         let owned: Vec<WatchDescriptor> = shared
             .owner_of
             .iter()
-            .filter(|(_, owner)| **owner == self.id)
+            .filter(|(_, (owner, _))| *owner == self.id)
             .map(|(wd, _)| *wd)
             .collect();
         for wd in owned {
@@ -222,25 +338,6 @@ impl Drop for TreeWatch {
     }
 }
 
-fn classify(mask: AddWatchFlags) -> Activity {
-    let structural = AddWatchFlags::IN_Q_OVERFLOW
-        | AddWatchFlags::IN_DELETE_SELF
-        | AddWatchFlags::IN_MOVE_SELF
-        | AddWatchFlags::IN_IGNORED
-        | AddWatchFlags::IN_UNMOUNT;
-    let dir_change = AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_MOVED_FROM
-        | AddWatchFlags::IN_MOVED_TO;
-    if mask.intersects(structural)
-        || (mask.contains(AddWatchFlags::IN_ISDIR) && mask.intersects(dir_change))
-    {
-        Activity::Structure
-    } else {
-        Activity::Files
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,12 +346,16 @@ mod tests {
         let mut watch = TreeWatch::new(root).expect("inotify available on Linux");
         watch.rewatch();
         assert!(watch.usable());
-        assert_eq!(watch.take_activity(), Activity::None);
+        assert!(watch.take_changes().is_empty());
         watch
     }
 
+    fn dirs(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|d| (*d).to_owned()).collect()
+    }
+
     #[test]
-    fn reads_are_silent_writes_are_seen() {
+    fn reads_are_silent_writes_name_their_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
         std::fs::write(dir.path().join("a/b/f"), b"x").expect("write");
@@ -264,17 +365,47 @@ mod tests {
         let _ = std::fs::read_dir(dir.path().join("a"))
             .expect("list")
             .count();
-        assert_eq!(watch.take_activity(), Activity::None);
+        assert!(watch.take_changes().is_empty());
 
         std::fs::write(dir.path().join("a/b/f"), b"y").expect("rewrite");
-        assert_eq!(watch.take_activity(), Activity::Files);
-        assert_eq!(watch.take_activity(), Activity::None, "drained");
+        let changes = watch.take_changes();
+        assert_eq!(changes.dirs, dirs(&["a/b"]));
+        assert!(!changes.doubt && !changes.structure && changes.new_dirs.is_empty());
+        assert!(watch.take_changes().is_empty(), "drained");
 
         std::fs::create_dir(dir.path().join("a/b/new")).expect("mkdir");
-        assert_eq!(watch.take_activity(), Activity::Structure);
-        watch.rewatch();
+        let changes = watch.take_changes();
+        assert_eq!(
+            changes.dirs,
+            dirs(&["a", "a/b"]),
+            "a/b's own mtime is in a's listing"
+        );
+        assert_eq!(changes.new_dirs, dirs(&["a/b/new"]));
+        watch.watch_new(&changes.new_dirs);
         std::fs::write(dir.path().join("a/b/new/g"), b"z").expect("write in new dir");
-        assert_eq!(watch.take_activity(), Activity::Files);
+        assert_eq!(watch.take_changes().dirs, dirs(&["a/b", "a/b/new"]));
+    }
+
+    #[test]
+    fn moves_and_deletions_of_directories_name_both_parents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/m/deep")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("b")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("gone/x")).expect("mkdir");
+        let mut watch = watched(dir.path());
+        std::fs::rename(dir.path().join("a/m"), dir.path().join("b/m2")).expect("mv");
+        std::fs::remove_dir_all(dir.path().join("gone")).expect("rm");
+        let changes = watch.take_changes();
+        assert!(
+            changes.dirs.is_superset(&dirs(&["a", "b", ""])),
+            "{changes:?}"
+        );
+        assert_eq!(changes.new_dirs, dirs(&["b/m2"]));
+        assert!(changes.structure);
+        // Re-walking the moved subtree refreshes the paths of its existing watches.
+        watch.watch_new(&changes.new_dirs);
+        std::fs::write(dir.path().join("b/m2/deep/f"), b"x").expect("write");
+        assert_eq!(watch.take_changes().dirs, dirs(&["b/m2", "b/m2/deep"]));
     }
 
     #[test]
@@ -284,24 +415,31 @@ mod tests {
         let mut watch_one = watched(one.path());
         let mut watch_two = watched(two.path());
         std::fs::write(one.path().join("f"), b"x").expect("write");
-        assert_eq!(watch_two.take_activity(), Activity::None);
-        assert_eq!(watch_one.take_activity(), Activity::Files);
+        assert!(watch_two.take_changes().is_empty());
+        assert_eq!(watch_one.take_changes().dirs, dirs(&[""]));
         drop(watch_one);
         std::fs::write(two.path().join("g"), b"y").expect("write");
-        assert_eq!(watch_two.take_activity(), Activity::Files);
+        assert_eq!(watch_two.take_changes().dirs, dirs(&[""]));
+        std::fs::write(two.path().join("g"), b"z").expect("rewrite");
+        assert_eq!(watch_two.take_changes().dirs, dirs(&[""]));
     }
 
     #[test]
     fn metadata_only_changes_are_seen() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("f");
+        std::fs::create_dir(dir.path().join("d")).expect("mkdir");
+        let file = dir.path().join("d/f");
         std::fs::write(&file, b"x").expect("write");
         let mut watch = watched(dir.path());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        assert_eq!(watch.take_activity(), Activity::Files);
+        assert_eq!(watch.take_changes().dirs, dirs(&["d"]));
         filetime::set_file_mtime(&file, filetime::FileTime::from_unix_time(1_000_000, 0))
             .expect("utime");
-        assert_eq!(watch.take_activity(), Activity::Files);
+        assert_eq!(watch.take_changes().dirs, dirs(&["d"]));
+        // A directory's own mode: its parent's listing holds it.
+        std::fs::set_permissions(dir.path().join("d"), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod dir");
+        assert!(watch.take_changes().dirs.contains(""));
     }
 }

@@ -6,17 +6,18 @@ use std::time::Instant;
 
 use devshell_vm_exec::ExecOutcome;
 use devshell_vm_sync::{
-    SyncReport, ToolOutcome, VmSyncError, pull_workspace_to_vfs, push_incremental,
+    PullScope, SyncReport, ToolOutcome, VmSyncError, pull_workspace_to_vfs_scoped, push_incremental,
 };
 use devshell_vm_vfs::Vfs;
 
 use crate::SessionError;
 use crate::table::Project;
 
-/// Watches a project's staging directory for the cycle: a backend that can tell that
-/// nothing changed on its side since the push (the host backend's inotify watch) lets
-/// the cycle skip the pull. Every method has a default that never skips, so `()` is
-/// the gate of a backend without a watcher.
+/// Watches a project's staging directory for the cycle: a backend that can tell what
+/// changed on its side since the push (the host backend's inotify watch) limits the pull
+/// to those directories ([`PullScope::Dirs`]) or skips it (an empty set). Every method
+/// has a default that scans everything, so `()` is the gate of a backend without a
+/// watcher.
 pub trait PullGate {
     /// Before the push: note whatever changed since the last pull (it must not be lost
     /// by a skipped pull later).
@@ -27,10 +28,11 @@ pub trait PullGate {
         let _ = (leaf, report);
     }
 
-    /// After the run: `true` only when nothing in staging can have changed since the
-    /// push, so the pull would find nothing. Any doubt must answer `false`.
-    fn pull_unneeded(&mut self) -> bool {
-        false
+    /// After the run: which directories of staging may have changed since the push.
+    /// [`PullScope::Dirs`] with an empty set skips the pull; any doubt must answer
+    /// [`PullScope::Full`].
+    fn pull_scope(&mut self) -> PullScope {
+        PullScope::Full
     }
 
     /// After a pull (or a skipped one); `ok` tells whether it succeeded.
@@ -49,6 +51,8 @@ pub struct CycleOutcome {
     pub outcome: ToolOutcome,
     /// `true` when the gate proved the pull unnecessary (the pull report is empty).
     pub pull_skipped: bool,
+    /// `true` when the pull was limited to the directories the gate named.
+    pub pull_scoped: bool,
 }
 
 /// Why a cycle failed: the session layer's own failure (push, pull after the run), or
@@ -77,8 +81,9 @@ impl<E> CycleError<E> {
 
 /// Runs one tool against `project` in Mode S: [`push_incremental`] (full the first
 /// time), `run` with the project's staging directory, then — always, also after a
-/// non-zero exit, a timeout or a runner error — [`pull_workspace_to_vfs`], unless the
-/// gate proves it unnecessary. `program` names the tool in errors.
+/// non-zero exit, a timeout or a runner error — a pull
+/// ([`devshell_vm_sync::pull_workspace_to_vfs_scoped`]) of what the gate says may have
+/// changed (everything, by default). `program` names the tool in errors.
 ///
 /// # Errors
 /// [`CycleError::Session`] with [`SessionError::Push`] (nothing ran, VFS unchanged) or
@@ -105,14 +110,16 @@ pub fn run_cycle<X: PullGate, E>(
     let ran = run(&leaf);
 
     let started = Instant::now();
-    let pull_skipped = project.extra.pull_unneeded();
+    let scope = project.extra.pull_scope();
+    let pull_skipped = matches!(&scope, PullScope::Dirs(dirs) if dirs.is_empty());
+    let pull_scoped = matches!(scope, PullScope::Dirs(_));
     let pull = if pull_skipped {
         Ok(SyncReport {
             duration: started.elapsed(),
             ..SyncReport::default()
         })
     } else {
-        pull_workspace_to_vfs(&mut project.state, &vfs_root, vfs)
+        pull_workspace_to_vfs_scoped(&mut project.state, &vfs_root, vfs, &scope)
     };
     project.extra.after_pull(pull.is_ok());
     match (ran, pull) {
@@ -123,6 +130,7 @@ pub fn run_cycle<X: PullGate, E>(
                 pull: Some(pull),
             },
             pull_skipped,
+            pull_scoped,
         }),
         (Ok(exec), Err(source)) => Err(CycleError::Session(SessionError::PullAfterRun {
             program: program.to_owned(),

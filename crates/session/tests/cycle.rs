@@ -127,8 +127,12 @@ impl PullGate for Claim {
         assert!(leaf.is_dir());
         self.pushes += 1;
     }
-    fn pull_unneeded(&mut self) -> bool {
-        self.unchanged
+    fn pull_scope(&mut self) -> devshell_vm_sync::PullScope {
+        if self.unchanged {
+            devshell_vm_sync::PullScope::Dirs(std::collections::BTreeSet::new())
+        } else {
+            devshell_vm_sync::PullScope::Full
+        }
     }
     fn after_pull(&mut self, ok: bool) {
         self.pulls.push(ok);

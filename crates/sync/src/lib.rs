@@ -66,7 +66,7 @@ mod staging;
 mod state;
 
 pub use error::VmSyncError;
-pub use pull::pull_workspace_to_vfs;
+pub use pull::{PullScope, pull_workspace_to_vfs, pull_workspace_to_vfs_scoped};
 pub use push::{push_full, push_incremental};
 pub use report::{Skipped, SyncProgress, SyncReport, human_bytes};
 pub use run::ToolOutcome;

@@ -72,6 +72,9 @@ struct Record {
 enum DirSource {
     /// Already open (the leaf).
     Open(OwnedFd),
+    /// Already open, a directory below the leaf (a scoped pull's starting point; its own
+    /// metadata is its parent's business).
+    Opened(OwnedFd),
     /// Entry `name` of an open parent.
     At(Arc<OwnedFd>, CString),
 }
@@ -148,6 +151,35 @@ struct Scan<'a, 'm> {
     files_read: AtomicU64,
     bytes_read: AtomicU64,
     observer: Mutex<Option<Observer<'a>>>,
+    /// Scoped pull: recurse only into directories the manifest does not know.
+    scoped: bool,
+    /// A scoped pull met a directory replaced under the same name (new inode): its
+    /// recorded subtree cannot be trusted, the pull starts over as a full scan.
+    replaced: AtomicBool,
+    dirs_scanned: AtomicU64,
+}
+
+/// Which part of a staging leaf a pull looks at.
+///
+/// A caller that watches the leaf (the host backend's inotify watch, a sidecar's own
+/// watcher) knows which directories saw changes since the last pull and passes them as
+/// [`PullScope::Dirs`]: the pull then lists only those directories (and walks whatever
+/// subtrees are new under them), so its cost follows the change, not the tree. Any doubt
+/// — lost events, an unwatched directory — must be [`PullScope::Full`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PullScope {
+    /// Scan the whole leaf (the first pull, no watcher, lost events).
+    #[default]
+    Full,
+    /// Only these directories (leaf-relative, `/`-separated, `""` for the leaf itself)
+    /// saw entries created, changed, deleted or moved; an empty set means nothing
+    /// changed. Each is listed and compared with the manifest without descending into
+    /// its known subdirectories; directories the manifest does not know (new ones) are
+    /// scanned whole. A directory that no longer exists stands for its parent; one the
+    /// manifest does not know stands for its nearest known ancestor; a directory
+    /// replaced under the same name (new inode) turns the pull into a full scan; a leaf
+    /// without a manifest is always scanned in full.
+    Dirs(std::collections::BTreeSet<String>),
 }
 
 /// Mirrors the staging leaf of `vfs_path` into the VFS: new and changed files, symlinks
@@ -172,14 +204,31 @@ struct Scan<'a, 'm> {
 /// leaf was replaced by a symlink, [`VmSyncError::LeafNotADirectory`],
 /// [`VmSyncError::LeafCollision`], [`VmSyncError::NotADirectory`] when the VFS path is a
 /// file.
-#[expect(
-    clippy::too_many_lines,
-    reason = "the gather and apply phases read best in one place"
-)]
 pub fn pull_workspace_to_vfs(
     state: &mut SyncState,
     vfs_path: &str,
     vfs: &mut Vfs,
+) -> Result<SyncReport, VmSyncError> {
+    pull_workspace_to_vfs_scoped(state, vfs_path, vfs, &PullScope::Full)
+}
+
+/// [`pull_workspace_to_vfs`] limited to the directories a change watcher saw change
+/// ([`PullScope`]); with [`PullScope::Full`] it is exactly [`pull_workspace_to_vfs`].
+/// The result is the same VFS a full pull would give, provided the scope names every
+/// directory in which something was created, changed, deleted or moved since the last
+/// pull. [`SyncReport::full_scan`] says whether the whole leaf was scanned.
+///
+/// # Errors
+/// As [`pull_workspace_to_vfs`].
+#[expect(
+    clippy::too_many_lines,
+    reason = "the gather and apply phases read best in one place"
+)]
+pub fn pull_workspace_to_vfs_scoped(
+    state: &mut SyncState,
+    vfs_path: &str,
+    vfs: &mut Vfs,
+    scope: &PullScope,
 ) -> Result<SyncReport, VmSyncError> {
     let started = Instant::now();
     let observed_at = Ts::coarse_now();
@@ -215,7 +264,24 @@ pub fn pull_workspace_to_vfs(
     let Some(leaf_state) = leaves.get_mut(&leaf) else {
         return Err(VmSyncError::NotFound { vfs_path: norm });
     };
-    let scanners = if leaf_state.entry_count >= PARALLEL_MIN_ENTRIES {
+    let base_depth = norm.split('/').filter(|c| !c.is_empty()).count();
+    let scoped_jobs = match (scope, leaf_state.manifest.as_ref()) {
+        (PullScope::Dirs(dirs), Some(manifest)) => Some(scoped_jobs(
+            &leaf_fd, manifest, dirs, base_depth, &leaf_path,
+        )?),
+        _ => None,
+    };
+    let scoped = scoped_jobs.is_some();
+    let jobs = scoped_jobs.unwrap_or_else(|| {
+        vec![DirJob {
+            source: DirSource::Open(leaf_fd),
+            rel: String::new(),
+            known: leaf_state.manifest.as_ref(),
+            depth: base_depth,
+        }]
+    });
+    let scanners = if leaf_state.entry_count >= PARALLEL_MIN_ENTRIES && (!scoped || jobs.len() > 1)
+    {
         threads
     } else {
         1
@@ -227,12 +293,7 @@ pub fn pull_workspace_to_vfs(
         excludes,
         max_file_size,
         queue: Mutex::new(Queue {
-            jobs: vec![DirJob {
-                source: DirSource::Open(leaf_fd),
-                rel: String::new(),
-                known: leaf_state.manifest.as_ref(),
-                depth: norm.split('/').filter(|c| !c.is_empty()).count(),
-            }],
+            jobs,
             active: 0,
             idle: 0,
         }),
@@ -243,6 +304,9 @@ pub fn pull_workspace_to_vfs(
         files_read: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
         observer: Mutex::new(observer.as_deref_mut().map(|o| o as Observer<'_>)),
+        scoped,
+        replaced: AtomicBool::new(false),
+        dirs_scanned: AtomicU64::new(0),
     };
     if scanners > 1 {
         std::thread::scope(|threads| {
@@ -254,6 +318,12 @@ pub fn pull_workspace_to_vfs(
     } else {
         scan.work();
     }
+    if scan.replaced.load(Ordering::Relaxed) {
+        // Nothing was applied: start over, scanning everything.
+        let mut report = pull_workspace_to_vfs_scoped(state, vfs_path, vfs, &PullScope::Full)?;
+        report.duration = started.elapsed();
+        return Ok(report);
+    }
     if let Some(err) = scan
         .error
         .into_inner()
@@ -261,12 +331,17 @@ pub fn pull_workspace_to_vfs(
     {
         return Err(err);
     }
+    let dirs_scanned = scan.dirs_scanned.load(Ordering::Relaxed);
     let mut results = scan
         .results
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     results.sort_unstable_by(|a, b| path_order(&a.rel, &b.rel));
-    let mut report = SyncReport::default();
+    let mut report = SyncReport {
+        dirs_scanned,
+        full_scan: !scoped,
+        ..SyncReport::default()
+    };
     let mut ops = Vec::new();
     let mut records = Vec::new();
     for result in results {
@@ -301,7 +376,9 @@ pub fn pull_workspace_to_vfs(
                 None => manifest.remove(&record.rel),
             }
         }
-        if changed_manifest {
+        // The count only decides how many threads scan; a scoped pull does not walk
+        // the whole manifest to refresh it.
+        if changed_manifest && !scoped {
             leaf_state.entry_count = manifest.len();
         }
     }
@@ -324,6 +401,82 @@ pub fn pull_workspace_to_vfs(
 /// right before everything below it.
 fn path_order(a: &str, b: &str) -> CmpOrdering {
     a.split('/').cmp(b.split('/'))
+}
+
+/// The starting jobs of a scoped pull: every directory of `dirs`, mapped to its nearest
+/// ancestor the manifest knows as a directory (a new directory is found, and scanned
+/// whole, from there) and, when it no longer exists, to its parent.
+fn scoped_jobs<'m>(
+    leaf_fd: &OwnedFd,
+    manifest: &'m MEntry,
+    dirs: &std::collections::BTreeSet<String>,
+    base_depth: usize,
+    leaf_path: &Path,
+) -> Result<Vec<DirJob<'m>>, VmSyncError> {
+    let known_dir = |rel: &str| {
+        manifest
+            .get(rel)
+            .filter(|entry| entry.meta.kind == HostKind::Dir)
+    };
+    let mut wanted: Vec<String> = Vec::new();
+    for dir in dirs {
+        let mut rel = dir.trim_matches('/').to_owned();
+        while known_dir(&rel).is_none() && !rel.is_empty() {
+            let cut = parent_rel(&rel).len();
+            rel.truncate(cut);
+        }
+        wanted.push(rel);
+    }
+    let mut done = std::collections::BTreeSet::new();
+    let mut jobs = Vec::new();
+    while let Some(rel) = wanted.pop() {
+        if !done.insert(rel.clone()) {
+            continue;
+        }
+        let dup = leaf_fd
+            .try_clone()
+            .map_err(|err| VmSyncError::io(leaf_path, err))?;
+        if rel.is_empty() {
+            jobs.push(DirJob {
+                source: DirSource::Open(dup),
+                rel,
+                known: Some(manifest),
+                depth: base_depth,
+            });
+            continue;
+        }
+        let mut fd = dup;
+        let mut gone = false;
+        for name in rel.split('/') {
+            match hostio::open_dir_at(fd.as_fd(), name) {
+                Ok(next) => fd = next,
+                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {
+                    gone = true;
+                    break;
+                }
+                Err(errno) => return Err(VmSyncError::errno(leaf_path.join(&rel), errno)),
+            }
+        }
+        if gone {
+            // Deleted, moved or replaced by a non-directory: its parent saw that.
+            wanted.push(parent_rel(&rel).to_owned());
+            continue;
+        }
+        let depth = base_depth + rel.split('/').count();
+        let known = known_dir(&rel);
+        jobs.push(DirJob {
+            source: DirSource::Opened(fd),
+            rel,
+            known,
+            depth,
+        });
+    }
+    Ok(jobs)
+}
+
+/// `a/b` → `a`, `a` → `""`.
+fn parent_rel(rel: &str) -> &str {
+    rel.rfind('/').map_or("", |i| &rel[..i])
 }
 
 /// Opens the leaf for reading: it must be a real directory.
@@ -468,6 +621,7 @@ impl<'m> Scan<'_, 'm> {
                 }
                 fd
             }
+            DirSource::Opened(fd) => fd,
             DirSource::At(parent, name) => {
                 match hostio::open_dir_at(parent.as_fd(), name.as_c_str()) {
                     Ok(fd) => fd,
@@ -491,6 +645,7 @@ impl<'m> Scan<'_, 'm> {
             depth,
         } = job;
         let mut out = DirResult::default();
+        self.dirs_scanned.fetch_add(1, Ordering::Relaxed);
         let dir_fd = self.open_job_dir(source, &rel, known, &mut out)?;
         let dir_fd = Arc::new(dir_fd);
         let known_children = known.and_then(|k| k.children.as_ref());
@@ -562,6 +717,21 @@ impl<'m> Scan<'_, 'm> {
         Ok(out)
     }
 
+    /// In a scoped pull, a known directory replaced under the same name (new inode): its
+    /// recorded subtree says nothing about the new one, so the scan stops and the pull
+    /// starts over in full.
+    fn replaced_dir(&self, known: Option<&MEntry>, meta: &HostMeta) -> bool {
+        let replaced = self.scoped
+            && known.is_some_and(|k| {
+                k.meta.kind == HostKind::Dir && (k.meta.ino != meta.ino || k.meta.dev != meta.dev)
+            });
+        if replaced {
+            self.replaced.store(true, Ordering::Relaxed);
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        replaced
+    }
+
     fn scan_entry(
         &self,
         dir: &Arc<OwnedFd>,
@@ -602,6 +772,9 @@ impl<'m> Scan<'_, 'm> {
             }
             HostKind::Dir => {
                 let (mode, mtime) = (meta.mode, meta.mtime.to_system_time());
+                if self.replaced_dir(known, &meta) {
+                    return Ok(());
+                }
                 if known.is_none() || kind_changed {
                     if kind_changed {
                         out.ops.push(PullOp::Remove {
@@ -622,12 +795,15 @@ impl<'m> Scan<'_, 'm> {
                     });
                     out.record(rel, meta);
                 }
-                self.push_job(DirJob {
-                    source: DirSource::At(Arc::clone(dir), raw_name.to_owned()),
-                    rel: rel.to_owned(),
-                    known: known.filter(|k| k.meta.kind == HostKind::Dir),
-                    depth,
-                });
+                // A scoped pull descends only into what the manifest does not know.
+                if !self.scoped || known.is_none() || kind_changed {
+                    self.push_job(DirJob {
+                        source: DirSource::At(Arc::clone(dir), raw_name.to_owned()),
+                        rel: rel.to_owned(),
+                        known: known.filter(|k| k.meta.kind == HostKind::Dir),
+                        depth,
+                    });
+                }
             }
             HostKind::File if !unchanged => {
                 self.scan_file(dir.as_fd(), raw_name, rel, meta, kind_changed, out)?;

@@ -24,6 +24,12 @@ pub struct SyncReport {
     pub skipped: Vec<Skipped>,
     /// Wall-clock time of the call.
     pub duration: Duration,
+    /// Directories listed by a pull (a full scan lists every directory of the leaf; a
+    /// scoped pull only those that changed and new subtrees).
+    pub dirs_scanned: u64,
+    /// `true` when a pull scanned the whole leaf (no scope, no manifest yet, or a scope
+    /// that could not be trusted).
+    pub full_scan: bool,
 }
 
 /// One host entry a sync left out, and why.
@@ -121,6 +127,7 @@ mod tests {
                 reason: "x".into(),
             }],
             duration: Duration::from_micros(1500),
+            ..SyncReport::default()
         };
         assert_eq!(
             report.to_string(),

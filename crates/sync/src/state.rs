@@ -47,7 +47,6 @@ impl MEntry {
     }
 
     /// The entry at `rel` (`""` is this entry).
-    #[cfg(test)]
     pub(crate) fn get(&self, rel: &str) -> Option<&MEntry> {
         let mut node = self;
         for name in rel_components(rel) {
