@@ -7,8 +7,19 @@
 //! 2. A second `cargo build` of an unchanged hello crate through the session vs a direct
 //!    `cargo build` in a normal directory (both no-op builds). Target ratio ≤ 1.2.
 //!
+//! 3. A run that changes one file in T2 (`sh` appending a line), through the session and
+//!    as a bare spawn of the same `sh` in a normal directory, interleaved; the pull's own
+//!    time beside it (change-tracked: it lists only the changed directory). Targets:
+//!    ≤ 1 ms over the bare spawn, pull ≤ 0.5 ms.
+//! 4. The edit–check loop on a real application crate, `just` 1.59.0 from crates.io (its
+//!    ~100 dependencies, fetched by the bench with `cargo fetch`): after a first
+//!    `cargo check`, rounds of "append a line to `src/lib.rs`, `cargo check`" through the
+//!    session (change-tracked pull, then the same round with tracking off: the full scan
+//!    of the same `target/`) and directly in a normal directory, interleaved. Targets:
+//!    tracked pull ≤ 2 ms, session / direct ≤ 1.03.
+//!
 //! Pass `quick` after `--` for fewer samples (`cargo xtask bench host -- quick`), and
-//! `overhead` or `cargo` to run only one of the two parts.
+//! `overhead`, `cargo`, `change` or `loop` to run only that part (several may be given).
 
 use std::path::Path;
 use std::process::Command;
@@ -105,8 +116,13 @@ fn host_config(export_base: &Path) -> VmConfig {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "quick");
-    let only_overhead = args.iter().any(|a| a == "overhead");
-    let only_cargo = args.iter().any(|a| a == "cargo");
+    let parts = ["overhead", "cargo", "change", "loop"];
+    let picked: Vec<&str> = parts
+        .iter()
+        .copied()
+        .filter(|p| args.iter().any(|a| a == p))
+        .collect();
+    let run_part = |part: &str| picked.is_empty() || picked.contains(&part);
     let runs = if quick { 5 } else { 41 };
     println!("host bench ({runs} samples per case)");
 
@@ -124,12 +140,277 @@ fn main() {
             build: t3,
         },
     ];
-    if !only_cargo {
+    if run_part("overhead") {
         overhead(runs, &trees);
     }
-    if !only_overhead {
+    if run_part("cargo") {
         cargo_rebuild(runs.min(21));
     }
+    if run_part("change") {
+        one_change(runs);
+    }
+    if run_part("loop") {
+        edit_check_loop(if quick { 3 } else { 7 });
+    }
+}
+
+/// A run that appends one line to one file of T2, through the session and as a bare
+/// spawn of the same `sh` in a normal directory, interleaved.
+fn one_change(runs: usize) {
+    let config = host_config(Path::new("/var/tmp"));
+    for (medium, scratch) in scratch_dirs("devshell-host-bench-change-") {
+        let plain = scratch.path().join("plain");
+        std::fs::create_dir_all(plain.join("d0")).expect("mkdir");
+        std::fs::write(plain.join("d0/f0"), "x\n").expect("write");
+        let sh = devshell_vm_exec::resolve_program("sh", config.path.as_deref(), &plain)
+            .expect("sh on PATH");
+        let request = ToolRequest::new("sh", ["-c", "echo x >> d0/f0"]);
+        let bare_spawn = || {
+            let outcome =
+                devshell_vm_exec::run(&sh, &request, &plain, &mut |_, _| {}, None).expect("spawn");
+            assert_eq!(outcome.termination, Termination::Exited(0));
+        };
+        let mut vfs = Vfs::new();
+        t2(&mut vfs);
+        let mut session = HostSandboxSession::new(&host_config(&scratch.path().join("s")));
+        let _ = session
+            .run_tool(&mut vfs, "/t", &request)
+            .expect("first run");
+        let (mut bare, mut through, mut pull, mut scanned) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
+        for _ in 0..runs {
+            bare.extend(sample(1, || (), |()| bare_spawn()));
+            let started = Instant::now();
+            let outcome = session.run_tool(&mut vfs, "/t", &request).expect("run");
+            through.push(started.elapsed());
+            let report = outcome.pull.expect("pulled");
+            assert_eq!(report.files_written, 1, "{report:?}");
+            assert!(
+                !report.full_scan,
+                "change tracking must scope the pull: {report:?}"
+            );
+            scanned = scanned.max(report.dirs_scanned);
+            pull.push(report.duration);
+        }
+        bare.sort();
+        through.sort();
+        pull.sort();
+        let label = format!("host/{medium}/T2 one changed file");
+        let bare = report(&format!("{label}: bare spawn of the same sh"), &bare);
+        let through = report(&format!("{label}: session run"), &through);
+        let _ = report(
+            &format!("{label}: pull (tracked, ≤ {scanned} dirs listed)"),
+            &pull,
+        );
+        println!(
+            "{label}: overhead over bare spawn (difference of medians) {}",
+            fmt_duration(through.saturating_sub(bare))
+        );
+        session.shutdown().expect("shutdown");
+    }
+}
+
+/// The crate the edit–check loop builds: an application from crates.io with ~100
+/// dependencies.
+const LOOP_CRATE: &str = "just";
+const LOOP_VERSION: &str = "1.59.0";
+
+/// Fetches [`LOOP_CRATE`] with `cargo fetch` (through a throwaway manifest that depends
+/// on it) and returns its unpacked source directory in cargo's registry cache.
+fn fetch_loop_crate(scratch: &Path) -> std::path::PathBuf {
+    let probe = scratch.join("fetch-probe");
+    std::fs::create_dir_all(probe.join("src")).expect("mkdir");
+    std::fs::write(
+        probe.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"fetch-probe\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[dependencies]\n{LOOP_CRATE} = \"={LOOP_VERSION}\"\n"
+        ),
+    )
+    .expect("write");
+    std::fs::write(probe.join("src/main.rs"), "fn main() {}\n").expect("write");
+    let status = Command::new("cargo")
+        .arg("fetch")
+        .current_dir(&probe)
+        .status()
+        .expect("cargo fetch runs");
+    assert!(
+        status.success(),
+        "cargo fetch of {LOOP_CRATE} {LOOP_VERSION} failed (network?)"
+    );
+    let out = Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(&probe)
+        .output()
+        .expect("cargo metadata runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needle = format!("{LOOP_CRATE}-{LOOP_VERSION}/Cargo.toml");
+    let manifest = text
+        .split('"')
+        .find(|s| s.ends_with(&needle))
+        .unwrap_or_else(|| panic!("{needle} not in cargo metadata"));
+    Path::new(manifest)
+        .parent()
+        .expect("crate dir")
+        .to_path_buf()
+}
+
+/// Loads a directory tree into the VFS at `at` (files with their modes and mtimes).
+fn load_tree(vfs: &mut Vfs, from: &Path, at: &str) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let mut count = 0;
+    vfs.mkdir(at).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("list").flatten() {
+        let name = entry.file_name().into_string().expect("UTF-8 name");
+        let path = entry.path();
+        let target = format!("{at}/{name}");
+        let meta = std::fs::symlink_metadata(&path).expect("lstat");
+        if meta.is_dir() {
+            count += load_tree(vfs, &path, &target);
+        } else if meta.is_file() {
+            vfs.write_file_with(
+                &target,
+                std::fs::read(&path).expect("read"),
+                meta.permissions().mode() & 0o7777,
+                meta.modified().expect("mtime"),
+            )
+            .expect("write");
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Copies a directory tree (files and directories only).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("list").flatten() {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+/// The edit–check loop on a real crate: through the session (tracked and full-scan
+/// pulls) and directly, interleaved.
+#[allow(clippy::too_many_lines, reason = "one benchmark, read top to bottom")]
+fn edit_check_loop(rounds: usize) {
+    let disk = devshell_vm_test_support::bench::disk_scratch_parent();
+    let scratch = tempfile::Builder::new()
+        .prefix("devshell-host-bench-loop-")
+        .tempdir_in(&disk)
+        .expect("scratch dir");
+    let source = fetch_loop_crate(scratch.path());
+    let check = ["check", "--quiet", "--offline", "--locked"];
+
+    let direct_dir = scratch.path().join("direct");
+    copy_tree(&source, &direct_dir);
+    let direct_check = || {
+        let out = Command::new("cargo")
+            .args(check)
+            .current_dir(&direct_dir)
+            .env("CARGO_TARGET_DIR", direct_dir.join("target"))
+            .output()
+            .expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    let mut vfs = Vfs::new();
+    let files = load_tree(&mut vfs, &source, "/app");
+    let mut session = HostSandboxSession::new(&host_config(&scratch.path().join("s")));
+    let request = ToolRequest::new("cargo", check)
+        .stdout(OutputMode::Null)
+        .stderr(OutputMode::Capture);
+    println!(
+        "host/loop: {LOOP_CRATE} {LOOP_VERSION}: {files} source files; first cargo check (both sides)…"
+    );
+    let started = Instant::now();
+    direct_check();
+    println!(
+        "host/loop: first cargo check direct {}",
+        fmt_duration(started.elapsed())
+    );
+    let started = Instant::now();
+    let first = session
+        .run_tool(&mut vfs, "/app", &request)
+        .expect("first check");
+    assert_eq!(
+        first.exec.termination,
+        Termination::Exited(0),
+        "{}",
+        String::from_utf8_lossy(&first.exec.stderr)
+    );
+    let target_files = vfs.walk("/app/target").map_or(0, Iterator::count);
+    println!(
+        "host/loop: first cargo check through the session {} ({target_files} entries in target/)",
+        fmt_duration(started.elapsed())
+    );
+
+    let (mut direct, mut tracked, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tracked_pull, mut full_pull) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let line = format!("// edit {round}\n");
+        // Direct: the same one-line edit, then cargo check.
+        let lib = direct_dir.join("src/lib.rs");
+        let mut text = std::fs::read_to_string(&lib).expect("read lib.rs");
+        text.push_str(&line);
+        std::fs::write(&lib, &text).expect("write lib.rs");
+        direct.extend(sample(1, || (), |()| direct_check()));
+        // Session, tracked and full scan in turn.
+        for (tracking, times, pulls) in [
+            (true, &mut tracked, &mut tracked_pull),
+            (false, &mut full, &mut full_pull),
+        ] {
+            session.set_change_tracking(tracking);
+            let mut text = String::from_utf8(vfs.read_file_vec("/app/src/lib.rs").expect("read"))
+                .expect("UTF-8");
+            text.push_str(&line);
+            vfs.write_file("/app/src/lib.rs", text).expect("edit");
+            let started = Instant::now();
+            let outcome = session.run_tool(&mut vfs, "/app", &request).expect("check");
+            times.push(started.elapsed());
+            assert_eq!(outcome.exec.termination, Termination::Exited(0));
+            let report = outcome.pull.expect("pulled");
+            assert_eq!(report.full_scan, !tracking, "{report:?}");
+            pulls.push(report.duration);
+        }
+    }
+    for v in [
+        &mut direct,
+        &mut tracked,
+        &mut full,
+        &mut tracked_pull,
+        &mut full_pull,
+    ] {
+        v.sort();
+    }
+    let direct = report("host/loop: edit + cargo check, direct", &direct);
+    let tracked_t = report(
+        "host/loop: edit + cargo check, session (tracked pull)",
+        &tracked,
+    );
+    let _ = report(
+        "host/loop: edit + cargo check, session (full-scan pull)",
+        &full,
+    );
+    let _ = report("host/loop: pull after the check, tracked", &tracked_pull);
+    let _ = report(
+        "host/loop: pull after the check, full scan of the same tree",
+        &full_pull,
+    );
+    println!(
+        "host/loop: session (tracked) / direct {:.3}; overhead {}",
+        tracked_t.as_secs_f64() / direct.as_secs_f64(),
+        fmt_duration(tracked_t.saturating_sub(direct))
+    );
+    session.shutdown().expect("shutdown");
 }
 
 /// Session run of `true` vs a bare spawn of `true` through the same exec runner, samples

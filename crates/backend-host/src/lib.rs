@@ -83,6 +83,9 @@ struct HostWatch {
     rewalk: bool,
     /// The last run had no usable watch.
     unwatched: bool,
+    /// Change tracking switched off ([`HostSandboxSession::set_change_tracking`]): every
+    /// pull scans in full.
+    off: bool,
 }
 
 impl PullGate for HostWatch {
@@ -117,6 +120,14 @@ impl PullGate for HostWatch {
     }
 
     fn pull_scope(&mut self) -> PullScope {
+        if self.off {
+            // Keep the queue drained; the full scan covers everything.
+            if let Some(watch) = &mut self.watch {
+                let _ = watch.take_changes();
+            }
+            self.rewalk = true;
+            return PullScope::Full;
+        }
         let Some(watch) = self.watch.as_mut().filter(|w| w.usable()) else {
             self.unwatched = true;
             return PullScope::Full;
@@ -157,6 +168,7 @@ pub struct HostSandboxSession {
     path_var: Option<OsString>,
     exec_timeout: Option<Duration>,
     forward_interrupts: bool,
+    change_tracking: bool,
     staging: Option<StagingDir>,
     projects: ProjectTable<HostWatch>,
     stats: SessionStats,
@@ -199,6 +211,7 @@ impl HostSandboxSession {
             path_var: config.tool_search_path(),
             exec_timeout: config.exec_timeout,
             forward_interrupts: false,
+            change_tracking: true,
             staging: None,
             projects: ProjectTable::new(),
             stats: SessionStats::default(),
@@ -209,6 +222,16 @@ impl HostSandboxSession {
     #[must_use]
     pub fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// Whether pulls follow inotify's record of what changed (on by default). Off, every
+    /// pull scans the whole project tree — for benchmarks, and for file systems where
+    /// inotify does not see every write (a network mount shared with other writers).
+    pub fn set_change_tracking(&mut self, enabled: bool) {
+        self.change_tracking = enabled;
+        for project in self.projects.iter_mut() {
+            project.extra.off = !enabled;
+        }
     }
 
     /// The session's staging directory, once created.
@@ -260,7 +283,10 @@ impl HostSandboxSession {
                 *staging = Some(dir);
                 Ok::<_, HostError>(path)
             },
-            HostWatch::default,
+            || HostWatch {
+                off: !self.change_tracking,
+                ..HostWatch::default()
+            },
         )
     }
 }
