@@ -160,11 +160,11 @@ fn one_change(runs: usize) {
     let config = host_config(Path::new("/var/tmp"));
     for (medium, scratch) in scratch_dirs("devshell-host-bench-change-") {
         let plain = scratch.path().join("plain");
-        std::fs::create_dir_all(plain.join("d0")).expect("mkdir");
-        std::fs::write(plain.join("d0/f0"), "x\n").expect("write");
+        std::fs::create_dir_all(plain.join("d00/s0")).expect("mkdir");
+        std::fs::write(plain.join("d00/s0/f0.txt"), "x\n").expect("write");
         let sh = devshell_vm_exec::resolve_program("sh", config.path.as_deref(), &plain)
             .expect("sh on PATH");
-        let request = ToolRequest::new("sh", ["-c", "echo x >> d0/f0"]);
+        let request = ToolRequest::new("sh", ["-c", "echo x >> d00/s0/f0.txt"]);
         let bare_spawn = || {
             let outcome =
                 devshell_vm_exec::run(&sh, &request, &plain, &mut |_, _| {}, None).expect("spawn");
