@@ -447,10 +447,11 @@ fn resolve_sidecar(config: &VmConfig) -> Result<PathBuf, BetaError> {
         || SIDECAR_PROGRAM.to_owned(),
         |p| p.to_string_lossy().into_owned(),
     );
-    devshell_vm_exec::resolve_program(&program, config.path.as_deref(), &cwd).map_err(|_| {
+    let search_path = config.tool_search_path();
+    devshell_vm_exec::resolve_program(&program, search_path.as_deref(), &cwd).map_err(|_| {
         BetaError::SidecarNotFound {
             program: program.clone(),
-            searched: config.path.as_deref().map_or_else(
+            searched: search_path.as_deref().map_or_else(
                 || "<no PATH>".to_owned(),
                 |p: &OsStr| p.to_string_lossy().into_owned(),
             ),
