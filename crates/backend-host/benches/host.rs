@@ -355,6 +355,7 @@ fn edit_check_loop(rounds: usize) {
 
     let (mut direct, mut tracked, mut full) = (Vec::new(), Vec::new(), Vec::new());
     let (mut tracked_pull, mut full_pull) = (Vec::new(), Vec::new());
+    let mut pulled = Vec::new();
     for round in 0..rounds {
         let line = format!("// edit {round}\n");
         // Direct: the same one-line edit, then cargo check.
@@ -380,6 +381,9 @@ fn edit_check_loop(rounds: usize) {
             let report = outcome.pull.expect("pulled");
             assert_eq!(report.full_scan, !tracking, "{report:?}");
             pulls.push(report.duration);
+            if tracking {
+                pulled.push((report.dirs_scanned, report.files_read, report.bytes_read));
+            }
         }
     }
     for v in [
@@ -401,6 +405,12 @@ fn edit_check_loop(rounds: usize) {
         &full,
     );
     let _ = report("host/loop: pull after the check, tracked", &tracked_pull);
+    pulled.sort_unstable();
+    let (dirs, files, bytes) = pulled[pulled.len() / 2];
+    println!(
+        "host/loop: a tracked pull (median round) listed {dirs} dirs and read {files} files, {:.1} MiB the check wrote",
+        mib(bytes)
+    );
     let _ = report(
         "host/loop: pull after the check, full scan of the same tree",
         &full_pull,
