@@ -101,25 +101,6 @@ mod tests {
         );
     }
 
-    #[cfg(not(all(unix, feature = "lima")))]
-    #[test]
-    fn host_cargo_root_prefers_the_outermost_workspace() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ws = dir.path().join("ws");
-        std::fs::create_dir_all(ws.join("member/src")).expect("mkdir");
-        std::fs::write(
-            ws.join("Cargo.toml"),
-            "[workspace]\nmembers = [\"member\"]\n",
-        )
-        .expect("write");
-        std::fs::write(ws.join("member/Cargo.toml"), "[package]\nname = \"m\"\n").expect("write");
-        assert_eq!(host_cargo_root(&ws.join("member/src")), Some(ws.clone()));
-        let lone = dir.path().join("lone/src");
-        std::fs::create_dir_all(&lone).expect("mkdir");
-        std::fs::write(dir.path().join("lone/Cargo.toml"), "[package]\n").expect("write");
-        assert_eq!(host_cargo_root(&lone), Some(dir.path().join("lone")));
-    }
-
     #[test]
     fn workspace_root_env_creates_and_canonicalises() {
         let dir = tempfile::tempdir().expect("tempdir");
