@@ -23,7 +23,7 @@ use nix::errno::Errno;
 use nix::sys::stat::{FileStat, SFlag};
 
 use crate::CliError;
-use crate::progress::Progress;
+use crate::progress::{Progress, StepBar};
 use crate::rules::{DirRules, IgnoreRules, exclude_matcher};
 use crate::safefs::{self, Root, Stamp};
 
@@ -68,7 +68,7 @@ enum Found {
     Dir {
         mode: u32,
         mtime: std::time::SystemTime,
-        rules: DirRules,
+        rules: Box<DirRules>,
     },
     File {
         content: Vec<u8>,
@@ -106,18 +106,51 @@ pub(crate) fn load_dir(
     );
 
     let bar = progress.step("loading", &root_path.display().to_string());
+    let walked = walk(&root, &root_path, honour, excludes, &bar);
+    bar.finish();
+    let (found, skipped) = walked.map_err(fail)?;
+    let (vfs, stamps, files, bytes) =
+        build(found, &mut rules).map_err(|err| fail(err.to_string()))?;
+
+    let (all_files, all_bytes) = count_files(&root_path);
+    Ok(LoadedDir {
+        vfs,
+        root: root_path,
+        stamps,
+        rules,
+        files,
+        bytes,
+        left_out_files: all_files.saturating_sub(files + skipped.len() as u64),
+        left_out_bytes: all_bytes.saturating_sub(bytes),
+        skipped,
+        duration: started.elapsed(),
+    })
+}
+
+/// Entries found by [`walk`]: relative path, what it is, its host stamp.
+type FoundEntries = Vec<(String, Found, Stamp)>;
+
+/// Walks and reads the directory (in parallel); the entries sorted parents first, and
+/// the skipped ones. The error names the path that failed.
+fn walk(
+    root: &Root,
+    root_path: &Path,
+    honour: bool,
+    excludes: &[String],
+    bar: &StepBar,
+) -> Result<(FoundEntries, Vec<(PathBuf, String)>), String> {
     let found: Mutex<Vec<(String, Found, Stamp)>> = Mutex::new(Vec::new());
     let skipped: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
     let error: Mutex<Option<String>> = Mutex::new(None);
 
-    let mut builder = WalkBuilder::new(&root_path);
+    let mut builder = WalkBuilder::new(root_path);
     builder
         .standard_filters(honour)
         .hidden(false)
         .follow_links(false)
         .require_git(false)
         .threads(crate::walk_threads());
-    let filter_excludes = exclude_matcher(&root_path, excludes).map_err(fail)?;
+    let filter_excludes = exclude_matcher(root_path, excludes)?;
     builder.filter_entry(move |entry| {
         let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
         if honour && is_dir && entry.file_name() == ".git" {
@@ -127,12 +160,9 @@ pub(crate) fn load_dir(
     });
     let walker = builder.build_parallel();
     walker.run(|| {
-        let root = &root;
-        let root_path = &root_path;
         let found = &found;
         let skipped = &skipped;
         let error = &error;
-        let bar = &bar;
         Box::new(move |entry| {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -192,8 +222,7 @@ pub(crate) fn load_dir(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
     {
-        bar.finish();
-        return Err(fail(message));
+        return Err(message);
     }
     let mut found = found
         .into_inner()
@@ -201,6 +230,18 @@ pub(crate) fn load_dir(
     // Parents before children.
     found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
+    let skipped = skipped
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok((found, skipped))
+}
+
+/// The VFS from the walked entries (directory modes and mtimes set last: adding
+/// children moves them), the stamps, and the files and bytes loaded.
+fn build(
+    found: FoundEntries,
+    rules: &mut IgnoreRules,
+) -> Result<(Vfs, BTreeMap<String, Stamp>, u64, u64), devshell_vm::vfs::VfsError> {
     let mut vfs = Vfs::new();
     let mut stamps = BTreeMap::new();
     let mut dir_times = Vec::new();
@@ -213,14 +254,14 @@ pub(crate) fn load_dir(
                 mtime,
                 rules: dir_rules,
             } => {
-                rules.add_dir(rel.clone(), dir_rules);
-                let made = if rel.is_empty() {
+                rules.add_dir(rel.clone(), *dir_rules);
+                let created = if rel.is_empty() {
                     Ok(())
                 } else {
                     vfs.mkdir(&vfs_path)
                 };
                 dir_times.push((vfs_path, mode, mtime));
-                made
+                created
             }
             Found::File {
                 content,
@@ -236,33 +277,15 @@ pub(crate) fn load_dir(
                 vfs.symlink_with(&target, &vfs_path, mtime)
             }
         };
-        result.map_err(|err| fail(err.to_string()))?;
+        result?;
         stamps.insert(rel, stamp);
     }
     // Directory metadata last: adding children moved the mtimes.
     for (path, mode, mtime) in dir_times.iter().rev() {
-        vfs.set_mode(path, *mode)
-            .and_then(|()| vfs.set_mtime(path, *mtime))
-            .map_err(|err| fail(err.to_string()))?;
+        vfs.set_mode(path, *mode)?;
+        vfs.set_mtime(path, *mtime)?;
     }
-    bar.finish();
-
-    let (all_files, all_bytes) = count_files(&root_path);
-    let skipped = skipped
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Ok(LoadedDir {
-        vfs,
-        root: root_path,
-        stamps,
-        rules,
-        files,
-        bytes,
-        left_out_files: all_files.saturating_sub(files + skipped.len() as u64),
-        left_out_bytes: all_bytes.saturating_sub(bytes),
-        skipped,
-        duration: started.elapsed(),
-    })
+    Ok((vfs, stamps, files, bytes))
 }
 
 /// Reads one entry; `Ok(None)` for special files.
@@ -320,6 +343,7 @@ fn load_entry(root: &Root, root_path: &Path, rel: &str) -> Result<Option<(Found,
 }
 
 fn dir_found(stat: &FileStat, rules: DirRules) -> Found {
+    let rules = Box::new(rules);
     Found::Dir {
         mode: safefs::mode_of(stat),
         mtime: safefs::mtime_of(stat),

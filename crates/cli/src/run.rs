@@ -1,6 +1,7 @@
 //! `devshell-vm run`: one tool on a loaded workspace, then the summary, the image, the
 //! JSON report and the write-back.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -58,43 +59,7 @@ pub(crate) fn run(args: &RunArgs, ui: &Ui) -> Result<ExitCode, CliError> {
 /// The run itself; fills `report` as it goes. `Ok` is the exit code.
 fn run_steps(args: &RunArgs, ui: &Ui, report: &mut Report) -> Result<u8, CliError> {
     let config = load_config(args.backend, ui)?;
-    let mut loaded: Option<LoadedDir> = None;
-    let mut vfs = if let Some(dir) = &args.dir {
-        let mode = if args.no_ignore {
-            IgnoreMode::LoadAll
-        } else {
-            IgnoreMode::Honour
-        };
-        let mut dir_loaded = load::load_dir(dir, &args.exclude, mode, &ui.progress)?;
-        report.durations_ms.load = Some(record::ms(dir_loaded.duration));
-        print_loaded(ui, &dir_loaded);
-        report.load = Some(LoadStats {
-            files: dir_loaded.files,
-            bytes: dir_loaded.bytes,
-            left_out_files: dir_loaded.left_out_files,
-            left_out_bytes: dir_loaded.left_out_bytes,
-            skipped: dir_loaded
-                .skipped
-                .iter()
-                .map(|(path, reason)| PathReason {
-                    path: path.display().to_string(),
-                    reason: reason.clone(),
-                })
-                .collect(),
-        });
-        let vfs = std::mem::take(&mut dir_loaded.vfs);
-        loaded = Some(dir_loaded);
-        vfs
-    } else if let Some(image) = &args.image {
-        let started = Instant::now();
-        let bar = ui.progress.step("loading", &image.display().to_string());
-        let vfs = load::load_image(image);
-        bar.finish();
-        report.durations_ms.load = Some(record::ms(started.elapsed()));
-        vfs?
-    } else {
-        Vfs::new()
-    };
+    let (mut vfs, loaded) = load_input(args, ui, report)?;
 
     let mut session = open_session(&config, args.backend.is_some(), ui)?;
     report.backend = Some(session.backend_name());
@@ -168,37 +133,7 @@ fn run_steps(args: &RunArgs, ui: &Ui, report: &mut Report) -> Result<u8, CliErro
     if args.write_back
         && let Some(loaded) = &loaded
     {
-        if outcome.exec.termination == Termination::Exited(0) {
-            let started = Instant::now();
-            let mut print = |line: &str| ui.note(&format!("write-back: {line}"));
-            let done = writeback::write_back(loaded, &vfs, &changes, &mut print)?;
-            report.durations_ms.write_back = Some(record::ms(started.elapsed()));
-            if done.written.is_empty() && done.deleted.is_empty() {
-                ui.note(&format!(
-                    "write-back: nothing to write to {}",
-                    loaded.root.display()
-                ));
-            }
-            for skipped in &done.not_written {
-                if ui.verbose {
-                    ui.note(&format!(
-                        "write-back: not written {}: {}",
-                        skipped.path, skipped.reason
-                    ));
-                }
-            }
-            report.write_back = Some(WriteBack::Done(done));
-        } else {
-            let reason = format!(
-                "the tool did not succeed ({})",
-                report::termination(outcome.exec.termination)
-            );
-            ui.note(&format!(
-                "write-back: skipped, {reason}; {} left as it was",
-                loaded.root.display()
-            ));
-            report.write_back = Some(WriteBack::Skipped { reason });
-        }
+        write_back(ui, loaded, &vfs, &changes, outcome.exec.termination, report)?;
     }
     Ok(code)
 }
@@ -224,11 +159,12 @@ fn print_loaded(ui: &Ui, loaded: &LoadedDir) {
         report::duration(loaded.duration)
     );
     if loaded.left_out_files > 0 {
-        line.push_str(&format!(
+        let _ = write!(
+            line,
             "; left out {} files ({}) ignored or excluded",
             loaded.left_out_files,
             report::bytes(loaded.left_out_bytes)
-        ));
+        );
     }
     ui.note(&line);
     for (path, reason) in &loaded.skipped {
@@ -247,4 +183,90 @@ fn change_summary(changes: &ChangeSet) -> String {
             changes.deleted.len()
         )
     }
+}
+
+/// Loads `--dir`, `--image` or nothing.
+fn load_input(
+    args: &RunArgs,
+    ui: &Ui,
+    report: &mut Report,
+) -> Result<(Vfs, Option<LoadedDir>), CliError> {
+    if let Some(dir) = &args.dir {
+        let mode = if args.no_ignore {
+            IgnoreMode::LoadAll
+        } else {
+            IgnoreMode::Honour
+        };
+        let mut dir_loaded = load::load_dir(dir, &args.exclude, mode, &ui.progress)?;
+        report.durations_ms.load = Some(record::ms(dir_loaded.duration));
+        print_loaded(ui, &dir_loaded);
+        report.load = Some(LoadStats {
+            files: dir_loaded.files,
+            bytes: dir_loaded.bytes,
+            left_out_files: dir_loaded.left_out_files,
+            left_out_bytes: dir_loaded.left_out_bytes,
+            skipped: dir_loaded
+                .skipped
+                .iter()
+                .map(|(path, reason)| PathReason {
+                    path: path.display().to_string(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        });
+        let vfs = std::mem::take(&mut dir_loaded.vfs);
+        Ok((vfs, Some(dir_loaded)))
+    } else if let Some(image) = &args.image {
+        let started = Instant::now();
+        let bar = ui.progress.step("loading", &image.display().to_string());
+        let vfs = load::load_image(image);
+        bar.finish();
+        report.durations_ms.load = Some(record::ms(started.elapsed()));
+        Ok((vfs?, None))
+    } else {
+        Ok((Vfs::new(), None))
+    }
+}
+
+/// `--write-back` after the run (only after a successful one).
+fn write_back(
+    ui: &Ui,
+    loaded: &LoadedDir,
+    vfs: &Vfs,
+    changes: &ChangeSet,
+    termination: Termination,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    if termination != Termination::Exited(0) {
+        let reason = format!(
+            "the tool did not succeed ({})",
+            report::termination(termination)
+        );
+        ui.note(&format!(
+            "write-back: skipped, {reason}; {} left as it was",
+            loaded.root.display()
+        ));
+        report.write_back = Some(WriteBack::Skipped { reason });
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut print = |line: &str| ui.note(&format!("write-back: {line}"));
+    let done = writeback::write_back(loaded, vfs, changes, &mut print)?;
+    report.durations_ms.write_back = Some(record::ms(started.elapsed()));
+    if done.written.is_empty() && done.deleted.is_empty() {
+        ui.note(&format!(
+            "write-back: nothing to write to {}",
+            loaded.root.display()
+        ));
+    }
+    if ui.verbose {
+        for skipped in &done.not_written {
+            ui.note(&format!(
+                "write-back: not written {}: {}",
+                skipped.path, skipped.reason
+            ));
+        }
+    }
+    report.write_back = Some(WriteBack::Done(done));
+    Ok(())
 }

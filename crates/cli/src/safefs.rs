@@ -36,7 +36,7 @@ pub(crate) struct Stamp {
 impl Stamp {
     /// The stamp of `stat`.
     pub(crate) fn of(stat: &FileStat) -> Self {
-        let kind = u32::from(stat.st_mode) & SFlag::S_IFMT.bits();
+        let kind = st_mode(stat) & SFlag::S_IFMT.bits();
         let is_dir = kind == SFlag::S_IFDIR.bits();
         let ns = |sec: i64, nsec: i64| i128::from(sec) * 1_000_000_000 + i128::from(nsec);
         #[allow(clippy::useless_conversion, clippy::unnecessary_cast)] // widths differ by OS
@@ -142,7 +142,7 @@ impl Root {
             Mode::empty(),
         )?;
         let stat = fstat(fd.as_fd())?;
-        if u32::from(stat.st_mode) & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+        if st_mode(&stat) & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
             return Err(Errno::EINVAL);
         }
         let size = u64::try_from(stat.st_size).unwrap_or(0);
@@ -288,14 +288,20 @@ pub(crate) fn mtime_of(stat: &FileStat) -> SystemTime {
     }
 }
 
+/// `st_mode` as `u32` (it is `u16` on macOS).
+#[allow(clippy::useless_conversion)]
+fn st_mode(stat: &FileStat) -> u32 {
+    u32::from(stat.st_mode)
+}
+
 /// The permission bits of `stat`.
 pub(crate) fn mode_of(stat: &FileStat) -> u32 {
-    u32::from(stat.st_mode) & 0o7777
+    st_mode(stat) & 0o7777
 }
 
 /// `true` when `name` is the kind `stat` says.
 pub(crate) fn is_kind(stat: &FileStat, kind: SFlag) -> bool {
-    u32::from(stat.st_mode) & SFlag::S_IFMT.bits() == kind.bits()
+    st_mode(stat) & SFlag::S_IFMT.bits() == kind.bits()
 }
 
 #[cfg(test)]

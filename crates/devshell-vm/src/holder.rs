@@ -385,6 +385,10 @@ pub(crate) mod backends {
 
     /// [`new_gamma_session`] with the Lima error kept as it is.
     #[cfg(all(unix, feature = "lima"))]
+    #[expect(
+        clippy::result_large_err,
+        reason = "GammaSession::new's own error, passed through once per session"
+    )]
     pub(super) fn gamma_session_or_lima_error(
         config: &VmConfig,
     ) -> Result<devshell_vm_backend_lima::GammaSession, devshell_vm_backend_lima::LimaError> {
