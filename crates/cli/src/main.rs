@@ -72,8 +72,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff; `devshell-vm man | man -l -`).
-    Man,
+    /// Print a man page (roff; `devshell-vm man run | man -l -`): `devshell-vm(1)`, or
+    /// `devshell-vm-SUBCOMMAND(1)` for a subcommand.
+    Man {
+        /// The subcommand whose page to print (`run`, `demo`, ...).
+        subcommand: Option<String>,
+    },
 }
 
 /// Arguments of `devshell-vm demo`.
@@ -253,7 +257,7 @@ fn main() -> ExitCode {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => man(),
+        Command::Man { subcommand } => man(subcommand.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -278,10 +282,23 @@ pub(crate) fn exit_code_of(err: &CliError) -> u8 {
     }
 }
 
-/// Writes the man page to stdout.
-fn man() -> Result<ExitCode, CliError> {
+/// Writes the man page of the command, or of one subcommand, to stdout.
+fn man(subcommand: Option<&str>) -> Result<ExitCode, CliError> {
+    let mut command = Cli::command();
+    if let Some(name) = subcommand {
+        let Some(sub) = command.find_subcommand(name).cloned() else {
+            return Err(CliError::Workspace {
+                context: "writing the man page".to_owned(),
+                message: format!("no subcommand `{name}`"),
+            });
+        };
+        command = sub
+            .display_name(format!("devshell-vm-{name}"))
+            .bin_name(format!("devshell-vm {name}"))
+            .version(env!("CARGO_PKG_VERSION"));
+    }
     let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command())
+    clap_mangen::Man::new(command)
         .render(&mut page)
         .and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &page))
         .map_err(|err| CliError::Workspace {

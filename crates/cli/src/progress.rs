@@ -138,6 +138,7 @@ impl StepInner {
         bar.set_prefix(self.label.clone());
         bar.set_message(self.message());
         bar.enable_steady_tick(Duration::from_millis(100));
+        bar.tick();
         *self.bar.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar);
     }
 }
@@ -237,11 +238,8 @@ impl SyncShared {
         }
         self.last_call = Some(now);
         self.last_files = progress.files_done;
-        if !self.enabled {
-            return;
-        }
         let push = self.phase == Phase::Push;
-        if self.bar.is_none() && now.duration_since(self.started) >= self.delay {
+        if self.enabled && self.bar.is_none() && now.duration_since(self.started) >= self.delay {
             let bar = if push && self.push_total > 0 {
                 let bar = ProgressBar::with_draw_target(
                     Some(self.push_total),
@@ -265,6 +263,7 @@ impl SyncShared {
                 );
                 bar
             };
+            bar.tick();
             self.bar = Some(bar);
         }
         if let Some(bar) = &self.bar {
