@@ -93,7 +93,8 @@ pub(crate) fn load_dir(
         context: format!("loading directory {}", dir.display()),
         message,
     };
-    let root_path = std::fs::canonicalize(dir).map_err(|err| fail(err.to_string()))?;
+    let root_path =
+        std::fs::canonicalize(dir).map_err(|err| fail(devshell_vm::error_chain(&err)))?;
     if !root_path.is_dir() {
         return Err(fail("not a directory".to_owned()));
     }
@@ -110,7 +111,7 @@ pub(crate) fn load_dir(
     bar.finish();
     let (found, skipped) = walked.map_err(fail)?;
     let (vfs, stamps, files, bytes) =
-        build(found, &mut rules).map_err(|err| fail(err.to_string()))?;
+        build(found, &mut rules).map_err(|err| fail(devshell_vm::error_chain(&err)))?;
 
     let (all_files, all_bytes) = count_files(&root_path);
     Ok(LoadedDir {

@@ -204,7 +204,7 @@ fn plan(
         let rel = rel_of(vfs_path).to_owned();
         let fail = |err: devshell_vm::vfs::VfsError| CliError::WriteBack {
             path: loaded.root.join(&rel),
-            message: err.to_string(),
+            message: devshell_vm::error_chain(&err),
         };
         let node = after.node(vfs_path).map_err(fail)?;
         let meta = node.metadata();

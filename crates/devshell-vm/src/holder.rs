@@ -57,7 +57,12 @@ impl HostFallback {
             Self::LimaNotInstalled { .. } => "Lima not installed; using the host backend \
                 (set DEVSHELL_VM_BACKEND=host to silence)"
                 .to_owned(),
-            Self::Unavailable(err) => format!("{err} — using the host backend instead"),
+            Self::Unavailable(err) => {
+                format!(
+                    "{} — using the host backend instead",
+                    crate::error_chain(err)
+                )
+            }
         }
     }
 
