@@ -122,8 +122,9 @@ impl StepInner {
         if files == 0 {
             String::new()
         } else {
+            let noun = if files == 1 { "file" } else { "files" };
             format!(
-                "{files} files, {}",
+                "{files} {noun}, {}",
                 bytes(self.bytes.load(Ordering::Relaxed))
             )
         }
@@ -381,6 +382,24 @@ mod tests {
         assert_eq!(state.phase, Phase::Tool, "all files pushed");
         state.observe(&p(3), t0 + Duration::from_millis(20));
         assert_eq!(state.phase, Phase::Pull);
+    }
+
+    #[test]
+    fn a_bar_appears_only_after_the_delay() {
+        let t0 = Instant::now();
+        let mut state = shared(500);
+        state.enabled = true;
+        state.push_total = 0;
+        state.started = t0;
+        state.observe(&p(10), t0 + Duration::from_millis(100));
+        assert!(state.bar.is_none(), "a short sync draws nothing");
+        state.observe(&p(20), t0 + Duration::from_millis(250));
+        state.observe(&p(30), t0 + Duration::from_millis(400));
+        assert!(state.bar.is_none());
+        state.observe(&p(40), t0 + Duration::from_millis(550));
+        assert!(state.bar.is_some(), "past the delay the bar is up");
+        state.clear();
+        assert!(state.bar.is_none());
     }
 
     #[test]

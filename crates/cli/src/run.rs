@@ -45,9 +45,13 @@ pub(crate) fn run(args: &RunArgs, ui: &Ui) -> Result<ExitCode, CliError> {
                 report.write_back = Some(WriteBack::Refused {
                     conflicts: conflicts.clone(),
                 });
-            } else if args.write_back && report.write_back.is_none() {
+            } else if let CliError::WriteBack { .. } = err {
                 report.write_back = Some(WriteBack::Failed {
                     error: err.to_string(),
+                });
+            } else if args.write_back && report.write_back.is_none() {
+                report.write_back = Some(WriteBack::Skipped {
+                    reason: "the run did not complete".to_owned(),
                 });
             }
         }
