@@ -198,3 +198,42 @@ fn a_tool_that_cannot_start() {
     );
     assert_eq!(report["load"]["files"], 1);
 }
+
+#[test]
+fn the_readme_documents_every_field_of_a_real_report() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### JSON report")
+        .nth(1)
+        .expect("README has a `### JSON report` section");
+    let example = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a json block in the section");
+    let example: Value = serde_json::from_str(example).expect("the README example parses");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(dir.path(), &[("a.txt", "a")]);
+    let (_, real) = run_with_report(dir.path(), &[], &["rm", "a.txt"]);
+    let keys = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(&example),
+        keys(&real),
+        "README example vs a real report"
+    );
+    for object in ["durations_ms", "load", "push", "input"] {
+        assert_eq!(keys(&example[object]), keys(&real[object]), "{object}");
+    }
+    for key in keys(&real) {
+        assert!(
+            section.contains(&format!("| `{key}`")) || section.contains(&format!(", `{key}`")),
+            "the README's field table lacks `{key}`"
+        );
+    }
+}
