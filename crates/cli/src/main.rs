@@ -169,7 +169,7 @@ impl From<BackendArg> for Backend {
 pub(crate) enum CliError {
     /// Configuration or session failure.
     #[error(transparent)]
-    Vm(#[from] VmError),
+    Vm(Box<VmError>),
     /// Loading or saving the workspace failed.
     #[error("{context}: {message}")]
     Workspace {
@@ -274,10 +274,17 @@ fn main() -> ExitCode {
     }
 }
 
+impl From<VmError> for CliError {
+    fn from(err: VmError) -> Self {
+        // Boxed: `VmError` is large and every CLI function returns this type.
+        Self::Vm(Box::new(err))
+    }
+}
+
 /// The exit status for a failure of the command itself.
 pub(crate) fn exit_code_of(err: &CliError) -> u8 {
     match err {
-        CliError::Vm(VmError::Timeout { .. }) => EXIT_TIMEOUT,
+        CliError::Vm(err) if matches!(**err, VmError::Timeout { .. }) => EXIT_TIMEOUT,
         _ => EXIT_INFRA,
     }
 }

@@ -273,10 +273,7 @@ fn completions_load_in_bash_and_name_every_option() {
         }
     }
     // bash really loads the script and registers the completion.
-    let check = format!(
-        "source <({} completions bash) && complete -p devshell-vm",
-        BIN
-    );
+    let check = format!("source <({BIN} completions bash) && complete -p devshell-vm");
     let output = Command::new("bash")
         .args(["-c", &check])
         .output()

@@ -14,7 +14,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_devshell-vm");
 /// removed so a cargo run inside builds into the workspace's own `target/`.
 pub fn devshell(export_base: &Path) -> Command {
     let mut command = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the child gets a clean environment: every DEVSHELL_* name set here is removed"
+    )]
+    let names = std::env::vars_os();
+    for (name, _) in names {
         if name.to_string_lossy().starts_with("DEVSHELL_") {
             command.env_remove(&name);
         }
