@@ -416,3 +416,101 @@ pub(crate) fn save_image(vfs: &Vfs, path: &Path) -> Result<(), CliError> {
         message: devshell_vm::error_chain(&err),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// The write-back's rules give the walker's answer for every path of a tree that
+    /// exercises each rule: they must, or a write-back would write what a load leaves out.
+    #[test]
+    fn the_rules_agree_with_the_walker_on_every_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for (rel, text) in [
+            (
+                ".gitignore",
+                "target/\n*.log\n!keep.log\nlogs/\n!logs/x.txt\ncache/*\n!cache/k\n/only-root.txt\n",
+            ),
+            (".ignore", "!forced.log\n"),
+            ("src/main.rs", ""),
+            ("target/debug/app", ""),
+            ("a.log", ""),
+            ("keep.log", ""),
+            ("forced.log", ""),
+            ("logs/x.txt", ""),
+            ("cache/a", ""),
+            ("cache/k", ""),
+            ("only-root.txt", ""),
+            ("sub/only-root.txt", ""),
+            ("src/only-root.txt", ""),
+            ("sub/.gitignore", "*.txt\n!keep.txt\n"),
+            ("sub/keep.txt", ""),
+            ("sub/drop.txt", ""),
+            ("sub/deeper/drop.txt", ""),
+            ("sub/deeper/.ignore", "!drop.txt\n"),
+            ("sub/deeper/target/y", ""),
+            (".git/info/exclude", "secret\n"),
+            ("secret", ""),
+            ("x.tmp", ""),
+        ] {
+            write(root, rel, text);
+        }
+        let progress = Progress::for_stderr(true, Duration::ZERO);
+        let loaded =
+            load_dir(root, &["*.tmp".to_owned()], IgnoreMode::Honour, &progress).expect("load");
+        let walk = walkdir_all(&loaded.root);
+        assert!(walk.len() > 20, "{walk:?}");
+        for (rel, is_dir) in walk {
+            let was_loaded = loaded.stamps.contains_key(&rel);
+            assert_eq!(
+                was_loaded,
+                !loaded.rules.leaves_out(&rel, is_dir),
+                "{rel} (dir: {is_dir}): loaded {was_loaded}"
+            );
+        }
+        // Spot checks of the verdicts themselves.
+        for (rel, expected) in [
+            ("forced.log", true),
+            ("src/only-root.txt", true),
+            ("sub/only-root.txt", false),
+            ("only-root.txt", false),
+            ("sub/keep.txt", true),
+            ("sub/drop.txt", false),
+            ("sub/deeper/drop.txt", true),
+            ("x.tmp", false),
+        ] {
+            assert_eq!(loaded.stamps.contains_key(rel), expected, "{rel}");
+        }
+    }
+
+    /// Every path under `root` (relative) with whether it is a directory.
+    fn walkdir_all(root: &Path) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("ls") {
+                let entry = entry.expect("entry");
+                let path = entry.path();
+                let is_dir = entry.file_type().expect("type").is_dir();
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .to_str()
+                    .expect("utf-8")
+                    .to_owned();
+                out.push((rel, is_dir));
+                if is_dir {
+                    stack.push(path);
+                }
+            }
+        }
+        out
+    }
+}

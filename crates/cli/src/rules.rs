@@ -164,45 +164,30 @@ impl IgnoreRules {
     /// The ignore files' verdict on `rel` alone (its directory's rules and those above).
     fn ignored(&self, rel: &str, is_dir: bool) -> bool {
         let path = self.root.join(rel);
-        // Directories from the entry's parent up to --dir, then the ancestors above.
-        let mut chain: Vec<(&Path, &DirRules)> = Vec::new();
-        let mut holder: Vec<PathBuf> = Vec::new();
-        let mut dirs: Vec<&str> = Vec::new();
-        let mut current = rel.rsplit_once('/').map_or("", |(parent, _)| parent);
-        loop {
-            dirs.push(current);
-            if current.is_empty() {
-                break;
-            }
-            current = current.rsplit_once('/').map_or("", |(parent, _)| parent);
+        // The rules that apply, nearest first: the entry's directory up to --dir, then
+        // the ancestors of --dir.
+        let mut chain: Vec<&DirRules> = Vec::new();
+        let mut dir = rel;
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            chain.extend(self.dirs.get(parent));
+            dir = parent;
         }
-        for dir in &dirs {
-            holder.push(self.root.join(dir));
-        }
-        for (dir, host) in dirs.iter().zip(&holder) {
-            if let Some(rules) = self.dirs.get(*dir) {
-                chain.push((host.as_path(), rules));
-            }
-        }
-        for (host, rules) in &self.parents {
-            chain.push((host.as_path(), rules));
-        }
-        let first = |pick: fn(&DirRules) -> Option<&Gitignore>| -> Match<()> {
-            for (_, rules) in &chain {
-                if let Some(matcher) = pick(rules) {
-                    let matched = matcher.matched(&path, is_dir);
-                    if !matched.is_none() {
-                        return matched.map(|_| ());
-                    }
-                }
-            }
-            Match::None
+        chain.extend(self.dirs.get(""));
+        chain.extend(self.parents.iter().map(|(_, rules)| rules));
+        // Per kind of file the nearest match decides; the kinds in ripgrep's order.
+        let nearest = |pick: fn(&DirRules) -> Option<&Gitignore>| -> Match<()> {
+            chain
+                .iter()
+                .filter_map(|rules| pick(rules))
+                .map(|matcher| matcher.matched(&path, is_dir).map(|_| ()))
+                .find(|matched| !matched.is_none())
+                .unwrap_or(Match::None)
         };
-        let verdict = first(|r| r.ignore.as_ref())
-            .or(first(|r| r.gitignore.as_ref()))
-            .or(first(|r| r.exclude.as_ref()))
-            .or(self.global.matched(&path, is_dir).map(|_| ()));
-        verdict.is_ignore()
+        nearest(|r| r.ignore.as_ref())
+            .or(nearest(|r| r.gitignore.as_ref()))
+            .or(nearest(|r| r.exclude.as_ref()))
+            .or(self.global.matched(&path, is_dir).map(|_| ()))
+            .is_ignore()
     }
 }
 
