@@ -13,8 +13,14 @@
 //!
 //! Exit status: the tool's own exit code (128 + signal when it was killed by a signal);
 //! [`EXIT_TIMEOUT`] when the exec timeout killed it; [`EXIT_INFRA`] for infrastructure
-//! failures (bad configuration, sync or spawn errors, unreadable input), with a message
-//! on stderr; 2 for usage errors.
+//! failures (bad configuration, sync or spawn errors, unreadable input) and a refused
+//! or failed write-back, with a message on stderr; 2 for usage errors.
+//!
+//! Modules: [`load`] (the ignore-aware, symlink-safe loader), [`rules`] (the ignore
+//! rules a write-back asks about paths that do not exist yet), [`safefs`] (file
+//! operations confined to one directory), [`changes`] (what a tool changed),
+//! [`writeback`], [`record`] (the JSON report), [`progress`] (the bars), [`report`]
+//! (human-readable summaries).
 
 mod changes;
 mod demo;
