@@ -390,10 +390,6 @@ pub(crate) mod backends {
 
     /// [`new_gamma_session`] with the Lima error kept as it is.
     #[cfg(all(unix, feature = "lima"))]
-    #[expect(
-        clippy::result_large_err,
-        reason = "GammaSession::new's own error, passed through once per session"
-    )]
     pub(super) fn gamma_session_or_lima_error(
         config: &VmConfig,
     ) -> Result<devshell_vm_backend_lima::GammaSession, devshell_vm_backend_lima::LimaError> {
@@ -442,11 +438,13 @@ pub(crate) mod backends {
 mod tests {
     use devshell_vm_config::{Backend, VmConfig};
 
-    use super::{HostFallback, SessionHolder};
+    use super::SessionHolder;
 
     #[cfg(all(unix, feature = "lima"))]
     #[test]
     fn missing_limactl_is_a_short_notice_with_the_path_as_detail() {
+        use super::HostFallback;
+
         let empty = tempfile::tempdir().expect("tempdir");
         let config = VmConfig {
             enabled: true,
