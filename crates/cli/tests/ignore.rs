@@ -147,3 +147,48 @@ fn symlinks_are_loaded_as_links_and_never_followed() {
         "{stdout}"
     );
 }
+
+#[test]
+fn names_that_are_not_utf8_and_special_files_are_skipped_with_a_note() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(dir.path(), &[("ok.txt", "ok")]);
+    let bad = std::ffi::OsStr::from_bytes(b"bad-\xff-name");
+    std::fs::write(dir.path().join(bad), "x").expect("write");
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils)");
+    assert!(made.success());
+    let base = tempfile::tempdir().expect("tempdir");
+    let report = base.path().join("r.json");
+    let output = devshell(base.path())
+        .args(["run", "--report"])
+        .arg(&report)
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--", "sh", "-c", "ls"])
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", show(&output));
+    assert_eq!(text(&output.stdout), "ok.txt\n");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
+    assert!(
+        stderr.contains("pipe: not a file, directory or symlink"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(report["load"]["files"], 1);
+    assert_eq!(
+        report["load"]["skipped"].as_array().map(Vec::len),
+        Some(2),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["load"]["left_out_files"], 0,
+        "skipped is not left out: {report:#}"
+    );
+}
