@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use devshell_vm::{OutputMode, SessionHolder, Termination, ToolOutcome, ToolRequest, Vfs};
 
-use crate::{BackendArg, CliError, load_config, open_session, report};
+use crate::progress::SyncBars;
+use crate::{BackendArg, CliError, Ui, load_config, open_session, report};
 
 /// VFS path of the demo workspace.
 const ROOT: &str = "/demo";
@@ -41,10 +42,11 @@ const APP_MAIN_EDITED: &str = "fn main() {\n    println!(\"{} (edited in memory)
 
 /// Runs the demo; a failing step ends it after its report with a [`CliError::Demo`]
 /// (exit code 70, like every failure of the command itself).
-pub(crate) fn demo(backend: Option<BackendArg>) -> Result<ExitCode, CliError> {
-    let config = load_config(backend)?;
-    let mut session = open_session(&config, backend.is_some())?;
-    session.set_sync_observer(report::progress_observer());
+pub(crate) fn demo(backend: Option<BackendArg>, ui: &Ui) -> Result<ExitCode, CliError> {
+    let config = load_config(backend, ui)?;
+    let mut session = open_session(&config, backend.is_some(), ui)?;
+    let bars = ui.progress.sync();
+    session.set_sync_observer(bars.observer());
     println!(
         "devshell-vm demo — backend: {}, staging under {}",
         session.backend_name(),
@@ -55,7 +57,7 @@ pub(crate) fn demo(backend: Option<BackendArg>) -> Result<ExitCode, CliError> {
     let file_count = create_workspace(&mut vfs)?;
     println!("created {ROOT} in memory: {file_count} files (crates `greet` and `app`)\n");
 
-    let result = steps(&mut session, &mut vfs);
+    let result = steps(&mut session, &mut vfs, &bars);
     let shutdown = session.shutdown(&mut vfs, ROOT);
     result?;
     shutdown?;
@@ -65,10 +67,10 @@ pub(crate) fn demo(backend: Option<BackendArg>) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn steps(session: &mut SessionHolder, vfs: &mut Vfs) -> Result<(), CliError> {
+fn steps(session: &mut SessionHolder, vfs: &mut Vfs, bars: &SyncBars) -> Result<(), CliError> {
     let total = Instant::now();
 
-    let build = step(session, vfs, "/demo", "cargo build", &["build"])?;
+    let build = step(session, vfs, bars, "/demo", "cargo build", &["build"])?;
     let compiled = compiled_crates(&build);
     println!("    compiled: {}", compiled.join(", "));
     let binary = vfs
@@ -82,7 +84,7 @@ fn steps(session: &mut SessionHolder, vfs: &mut Vfs) -> Result<(), CliError> {
         report::bytes(binary.len() as u64)
     );
 
-    let test = step(session, vfs, "/demo", "cargo test", &["test"])?;
+    let test = step(session, vfs, bars, "/demo", "cargo test", &["test"])?;
     // The unit test's own line and the summary of the test binary that ran it (the
     // other binaries and doc tests report "0 passed").
     for line in String::from_utf8_lossy(&test.exec.stdout).lines() {
@@ -93,7 +95,14 @@ fn steps(session: &mut SessionHolder, vfs: &mut Vfs) -> Result<(), CliError> {
         }
     }
 
-    let run = step(session, vfs, "/demo/app", "cargo run", &["run", "--quiet"])?;
+    let run = step(
+        session,
+        vfs,
+        bars,
+        "/demo/app",
+        "cargo run",
+        &["run", "--quiet"],
+    )?;
     print_stdout(&run);
 
     vfs.write_file("/demo/app/src/main.rs", APP_MAIN_EDITED.as_bytes().to_vec())
@@ -103,7 +112,7 @@ fn steps(session: &mut SessionHolder, vfs: &mut Vfs) -> Result<(), CliError> {
         })?;
     println!("\n  edit  /demo/app/src/main.rs changed in memory");
 
-    let rebuild = step(session, vfs, "/demo", "cargo build", &["build"])?;
+    let rebuild = step(session, vfs, bars, "/demo", "cargo build", &["build"])?;
     let recompiled = compiled_crates(&rebuild);
     println!(
         "    recompiled: {} (greet stayed fresh: {})",
@@ -125,7 +134,14 @@ fn steps(session: &mut SessionHolder, vfs: &mut Vfs) -> Result<(), CliError> {
         });
     }
 
-    let rerun = step(session, vfs, "/demo/app", "cargo run", &["run", "--quiet"])?;
+    let rerun = step(
+        session,
+        vfs,
+        bars,
+        "/demo/app",
+        "cargo run",
+        &["run", "--quiet"],
+    )?;
     print_stdout(&rerun);
 
     println!("\n  total {}", report::duration(total.elapsed()));
@@ -159,6 +175,7 @@ fn create_workspace(vfs: &mut Vfs) -> Result<usize, CliError> {
 fn step(
     session: &mut SessionHolder,
     vfs: &mut Vfs,
+    bars: &SyncBars,
     cwd: &str,
     label: &str,
     args: &[&str],
@@ -170,7 +187,10 @@ fn step(
         .stdout(OutputMode::Capture)
         .stderr(OutputMode::Capture)
         .forward_interrupts(true);
-    let outcome = session.run_tool(vfs, cwd, &request)?;
+    bars.begin_run(0);
+    let outcome = session.run_tool(vfs, cwd, &request);
+    bars.end_run();
+    let outcome = outcome?;
     report::print_skipped(&outcome);
     println!(
         "  {label:<12} {:<4} {:>8}   {}; {}",

@@ -199,3 +199,116 @@ fn every_command_has_help() {
         .expect("usage error");
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[test]
+fn missing_lima_is_one_short_line_and_the_search_path_only_with_verbose() {
+    let base = tempfile::tempdir().expect("tempdir");
+    // A PATH that holds `true` and no `limactl`.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let real_true = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("a `true` binary in /usr/bin or /bin");
+    std::os::unix::fs::symlink(real_true, bin.path().join("true")).expect("symlink");
+    let search_path = bin.path().display().to_string();
+
+    let quiet_run = devshell(base.path())
+        .env("PATH", bin.path())
+        .args(["run", "--", "true"])
+        .output()
+        .expect("run");
+    assert!(quiet_run.status.success(), "{}", show(&quiet_run));
+    assert_eq!(
+        text(&quiet_run.stderr).lines().next(),
+        Some(
+            "devshell-vm: Lima not installed; using the host backend \
+             (set DEVSHELL_VM_BACKEND=host to silence)"
+        ),
+        "{}",
+        show(&quiet_run)
+    );
+    assert!(
+        !text(&quiet_run.stderr).contains(&search_path),
+        "{}",
+        show(&quiet_run)
+    );
+
+    let verbose = devshell(base.path())
+        .env("PATH", bin.path())
+        .args(["run", "--verbose", "--", "true"])
+        .output()
+        .expect("run");
+    assert!(verbose.status.success(), "{}", show(&verbose));
+    assert!(
+        text(&verbose.stderr).contains(&search_path),
+        "{}",
+        show(&verbose)
+    );
+
+    let silenced = devshell(base.path())
+        .env("PATH", bin.path())
+        .env("DEVSHELL_VM_BACKEND", "host")
+        .args(["run", "--", "true"])
+        .output()
+        .expect("run");
+    assert!(
+        !text(&silenced.stderr).contains("Lima"),
+        "{}",
+        show(&silenced)
+    );
+}
+
+#[test]
+fn completions_load_in_bash_and_name_every_option() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .expect("completions");
+        assert!(output.status.success(), "{shell}: {}", show(&output));
+        let script = text(&output.stdout);
+        // (fish spells options `-l write-back`, the others `--write-back`.)
+        for option in ["write-back", "no-ignore", "report", "quiet"] {
+            assert!(script.contains(option), "{shell} lacks {option}");
+        }
+    }
+    // bash really loads the script and registers the completion.
+    let check = format!("source <({BIN} completions bash) && complete -p devshell-vm");
+    let output = Command::new("bash")
+        .args(["-c", &check])
+        .output()
+        .expect("bash");
+    assert!(output.status.success(), "{}", show(&output));
+    assert!(
+        text(&output.stdout).contains("devshell-vm"),
+        "{}",
+        show(&output)
+    );
+}
+
+#[test]
+fn man_pages_for_the_command_and_each_subcommand() {
+    let page = Command::new(BIN).arg("man").output().expect("man");
+    assert!(page.status.success(), "{}", show(&page));
+    let roff = text(&page.stdout);
+    assert!(roff.contains(".TH devshell-vm 1"), "{roff}");
+    assert!(roff.contains("completions"), "{roff}");
+
+    let run = Command::new(BIN)
+        .args(["man", "run"])
+        .output()
+        .expect("man");
+    assert!(run.status.success(), "{}", show(&run));
+    let roff = text(&run.stdout);
+    assert!(roff.contains(".TH devshell-vm-run 1"), "{roff}");
+    for option in [r"\-\-write\-back", r"\-\-no\-ignore", r"\-\-report"] {
+        assert!(roff.contains(option), "{option} missing:\n{roff}");
+    }
+
+    let unknown = Command::new(BIN)
+        .args(["man", "nope"])
+        .output()
+        .expect("man");
+    assert_eq!(unknown.status.code(), Some(70), "{}", show(&unknown));
+    assert!(text(&unknown.stderr).contains("nope"));
+}

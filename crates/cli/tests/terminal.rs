@@ -135,3 +135,100 @@ fn ctrl_c_stops_the_tool_and_its_writes_are_saved() {
     let vfs = devshell_vm::vfs::image::load(&image).expect("the image was saved after Ctrl-C");
     assert_eq!(&*vfs.read_file("/s.txt").expect("pulled"), b"started\n");
 }
+
+/// Runs `line` in a pseudo-terminal and returns everything the terminal showed.
+fn terminal_output(line: &str, export_base: &Path) -> String {
+    let child = spawn(in_terminal(line, export_base));
+    let output = child.wait_with_output().expect("script finishes");
+    let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    shown
+}
+
+/// A directory with a few files, and the `run` arguments that load it, run a tool that
+/// writes one file (so the pull moves something) and save an image.
+fn progress_case(work: &Path) -> String {
+    let dir = work.join("src");
+    for index in 0..20 {
+        let path = dir.join(format!("d{}/f{index}.txt", index % 4));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, "content\n").expect("write");
+    }
+    format!(
+        "run --dir {} --save {} -- sh -c 'echo x > out.txt'",
+        shell_quote(dir.to_str().expect("utf-8")),
+        shell_quote(work.join("ws.img").to_str().expect("utf-8"))
+    )
+}
+
+#[test]
+fn progress_bars_appear_on_a_terminal_and_never_in_a_pipe() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let args = progress_case(work.path());
+    // Delay 0: every step gets its bar (the half-second threshold is a unit test).
+    let shown = terminal_output(
+        &format!("{} --progress-delay-ms 0 {args}", shell_quote(BIN)),
+        &work.path().join("exports"),
+    );
+    for bar in ["loading", "pushing", "pulling", "saving"] {
+        assert!(
+            shown.contains(bar),
+            "no {bar} bar on the terminal:\n{shown:?}"
+        );
+    }
+    assert!(
+        shown.contains("\x1b["),
+        "bars are drawn and cleared with escapes"
+    );
+    assert!(shown.contains("devshell-vm: loaded"), "{shown:?}");
+
+    // The same run with stderr in a pipe: the summary lines only, no bar, no escape.
+    let output = Command::new(BIN)
+        .args(["--progress-delay-ms", "0"])
+        .args(shell_words(&args))
+        .env("DEVSHELL_VM_BACKEND", "host")
+        .env("DEVSHELL_EXPORT_BASE", work.path().join("exports"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("devshell-vm: loaded"), "{stderr}");
+    for bar in ["loading", "pushing", "pulling", "saving", "\x1b["] {
+        assert!(!stderr.contains(bar), "{bar:?} in a pipe:\n{stderr}");
+    }
+
+    // --quiet on a terminal: nothing but the tool's own output (none here).
+    let shown = terminal_output(
+        &format!("{} --quiet --progress-delay-ms 0 {args}", shell_quote(BIN)),
+        &work.path().join("exports"),
+    );
+    assert!(shown.trim().is_empty(), "--quiet printed:\n{shown:?}");
+}
+
+/// Splits the single-quoted arguments built by [`progress_case`] back into words.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => quoted = !quoted,
+            '\\' if !quoted => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+            }
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            other => word.push(other),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}

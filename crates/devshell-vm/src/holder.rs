@@ -32,6 +32,53 @@ pub enum SessionHolder {
     Gamma(Box<devshell_vm_backend_lima::GammaSession>),
 }
 
+/// Why [`SessionHolder::from_config_or_host`] gave the host backend instead of the
+/// configured one. [`HostFallback::summary`] is one short line; [`HostFallback::detail`]
+/// the rest (for a verbose mode).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HostFallback {
+    /// The Lima backend was asked for (the default) and `limactl` is not on the search
+    /// path.
+    LimaNotInstalled {
+        /// The search path that was used (`PATH`).
+        searched: String,
+    },
+    /// The configured backend cannot be used for another reason.
+    Unavailable(VmError),
+}
+
+impl HostFallback {
+    /// One short line: `Lima not installed; using the host backend (set
+    /// DEVSHELL_VM_BACKEND=host to silence)`, or the error and `using the host backend`.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        match self {
+            Self::LimaNotInstalled { .. } => "Lima not installed; using the host backend \
+                (set DEVSHELL_VM_BACKEND=host to silence)"
+                .to_owned(),
+            Self::Unavailable(err) => {
+                format!(
+                    "{} — using the host backend instead",
+                    crate::error_chain(err)
+                )
+            }
+        }
+    }
+
+    /// What the summary leaves out (the search path for a missing `limactl`).
+    #[must_use]
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::LimaNotInstalled { searched } => Some(format!(
+                "limactl was searched for in PATH: {searched}; install Lima \
+                 (https://lima-vm.io) or set DEVSHELL_VM_LIMACTL to its path"
+            )),
+            Self::Unavailable(_) => None,
+        }
+    }
+}
+
 /// Runs `$body` with `$session` bound to the inner session of whichever variant
 /// `$holder` is. Each backend variant adds one `#[cfg]` arm here.
 macro_rules! dispatch {
@@ -67,6 +114,34 @@ impl SessionHolder {
             Backend::Host | Backend::Auto => Ok(Self::new_host_with(config)),
             Backend::Lima => backends::lima_session(config),
             Backend::Beta => backends::beta_session(config),
+        }
+    }
+
+    /// Like [`Self::try_from_config`], but a backend that cannot be used here gives the
+    /// host backend (same configuration) plus a [`HostFallback`] saying why, for the front
+    /// end to word: one short line, the details (such as the search path) on request.
+    #[must_use]
+    pub fn from_config_or_host(config: &VmConfig) -> (Self, Option<HostFallback>) {
+        #[cfg(all(unix, feature = "lima"))]
+        if !config.use_host_sandbox() && config.backend == Backend::Lima {
+            return match backends::gamma_session_or_lima_error(config) {
+                Ok(session) => (Self::Gamma(Box::new(session)), None),
+                Err(devshell_vm_backend_lima::LimaError::LimactlNotFound { searched }) => (
+                    Self::new_host_with(config),
+                    Some(HostFallback::LimaNotInstalled { searched }),
+                ),
+                Err(err) => (
+                    Self::new_host_with(config),
+                    Some(HostFallback::Unavailable(err.into())),
+                ),
+            };
+        }
+        match Self::try_from_config(config) {
+            Ok(session) => (session, None),
+            Err(err) => (
+                Self::new_host_with(config),
+                Some(HostFallback::Unavailable(err)),
+            ),
         }
     }
 
@@ -302,15 +377,8 @@ pub(crate) mod backends {
     pub(crate) fn new_gamma_session(
         config: &VmConfig,
     ) -> Result<devshell_vm_backend_lima::GammaSession, VmError> {
-        use devshell_vm_backend_lima::{GammaSession, LimaError};
-        let config = VmConfig {
-            workspace_parent: Some(crate::workspace_parent_for_config(
-                config,
-                &config.lima_instance,
-            )),
-            ..config.clone()
-        };
-        match GammaSession::new(&config) {
+        use devshell_vm_backend_lima::LimaError;
+        match gamma_session_or_lima_error(config) {
             Ok(session) => Ok(session),
             Err(err @ LimaError::LimactlNotFound { .. }) => Err(VmError::BackendUnavailable {
                 backend: devshell_vm_config::Backend::Lima,
@@ -318,6 +386,21 @@ pub(crate) mod backends {
             }),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// [`new_gamma_session`] with the Lima error kept as it is.
+    #[cfg(all(unix, feature = "lima"))]
+    pub(super) fn gamma_session_or_lima_error(
+        config: &VmConfig,
+    ) -> Result<devshell_vm_backend_lima::GammaSession, devshell_vm_backend_lima::LimaError> {
+        let config = VmConfig {
+            workspace_parent: Some(crate::workspace_parent_for_config(
+                config,
+                &config.lima_instance,
+            )),
+            ..config.clone()
+        };
+        devshell_vm_backend_lima::GammaSession::new(&config)
     }
 
     #[cfg(all(unix, not(feature = "lima")))]
@@ -348,5 +431,58 @@ pub(crate) mod backends {
     #[cfg(not(feature = "beta"))]
     pub(super) fn beta_session(_config: &VmConfig) -> Result<SessionHolder, VmError> {
         Err(VmError::BackendNotImplemented(BETA_NOT_COMPILED))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use devshell_vm_config::{Backend, VmConfig};
+
+    use super::SessionHolder;
+
+    #[cfg(all(unix, feature = "lima"))]
+    #[test]
+    fn missing_limactl_is_a_short_notice_with_the_path_as_detail() {
+        use super::HostFallback;
+
+        let empty = tempfile::tempdir().expect("tempdir");
+        let config = VmConfig {
+            enabled: true,
+            backend: Backend::Lima,
+            limactl: None,
+            path: Some(empty.path().as_os_str().to_owned()),
+            export_base: Some(empty.path().to_path_buf()),
+            ..VmConfig::host_only()
+        };
+        let (session, notice) = SessionHolder::from_config_or_host(&config);
+        assert!(session.is_host_only());
+        let notice = notice.expect("a notice");
+        assert!(
+            matches!(notice, HostFallback::LimaNotInstalled { .. }),
+            "{notice:?}"
+        );
+        assert_eq!(
+            notice.summary(),
+            "Lima not installed; using the host backend (set DEVSHELL_VM_BACKEND=host to silence)"
+        );
+        let detail = notice.detail().expect("detail");
+        assert!(
+            detail.contains(&empty.path().display().to_string()),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn a_usable_backend_gives_no_notice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = VmConfig {
+            enabled: true,
+            backend: Backend::Host,
+            export_base: Some(dir.path().to_path_buf()),
+            ..VmConfig::host_only()
+        };
+        let (session, notice) = SessionHolder::from_config_or_host(&config);
+        assert!(session.is_host_only());
+        assert!(notice.is_none(), "{notice:?}");
     }
 }

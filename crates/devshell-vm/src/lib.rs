@@ -79,7 +79,7 @@ use std::io::Write;
 use std::rc::Rc;
 
 pub use error::{VmError, VmSessionInitError};
-pub use holder::SessionHolder;
+pub use holder::{HostFallback, SessionHolder};
 pub use session::VmExecutionSession;
 pub use workspace::{
     ENV_DEVSHELL_WORKSPACE_ROOT, export_devshell_workspace_root_env, vm_workspace_host_root,
