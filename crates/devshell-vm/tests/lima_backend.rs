@@ -20,7 +20,7 @@ fn lima_config(
     guest_mode: bool,
 ) -> VmConfig {
     let standin =
-        devshell_vm_test_support::cargo_bin("devshell-vm-backend-lima", "limactl-standin");
+        devshell_vm_test_support::cargo_bin("devshell-vm-limactl-standin", "limactl-standin");
     std::fs::create_dir_all(lima_home.join("t")).unwrap();
     let state = format!(
         r#"{{"status":"Running","mounts":[{{"location":{:?},"mountPoint":"/workspace","writable":true}}],"home":{:?}}}"#,

@@ -51,7 +51,7 @@ mod lima {
 
     devshell_vm::vm_session_conformance_tests!({
         let standin =
-            devshell_vm_test_support::cargo_bin("devshell-vm-backend-lima", "limactl-standin");
+            devshell_vm_test_support::cargo_bin("devshell-vm-limactl-standin", "limactl-standin");
         let mut dirs = Vec::new();
         // The closure owns every instance's directories, so they outlive the check.
         move || {

@@ -27,7 +27,7 @@ pub fn standin() -> PathBuf {
             .any(|p| Path::new(p).is_file()),
         "these tests need `unshare` (util-linux) to run guest commands in a private mount namespace; install util-linux (.ci/run does)"
     );
-    devshell_vm_test_support::cargo_bin("devshell-vm-backend-lima", "limactl-standin")
+    devshell_vm_test_support::cargo_bin("devshell-vm-limactl-standin", "limactl-standin")
 }
 
 /// The sidecar binary, built on first use.
