@@ -38,10 +38,11 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::Read as _;
+use std::io::{IsTerminal, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +102,82 @@ struct Instance {
     /// When true, `shell` and `copy` fail like an unreachable sshd (exit 255).
     #[serde(default)]
     ssh_failure: bool,
+    /// Lima's `errors` of the instance (with status `Broken`: e.g. a missing host agent
+    /// PID file, `pkg/store/instance.go` L65-L68 of v2.2.0).
+    #[serde(default)]
+    errors: Vec<String>,
+    /// When set, `lima.yaml` fails to load: `list` reports status `Unknown`, no `config`,
+    /// this text in `errors` (`pkg/store/instance.go` L51-L58 of v2.2.0).
+    #[serde(default)]
+    yaml_error: Option<String>,
+    /// Boot delay: after `start`, ssh (and so the mount) answers only this many
+    /// milliseconds later; until then `shell`/`copy` exit 255 like ssh does while the
+    /// status already says `Running` (the host agent's PID file exists).
+    #[serde(default)]
+    ready_after_ms: Option<u64>,
+    /// When the instance was started (ms since the epoch), for `ready_after_ms`.
+    #[serde(default)]
+    started_at_ms: Option<u64>,
+}
+
+impl Instance {
+    /// Lima's status as `list` reports it.
+    fn reported_status(&self) -> &str {
+        if self.yaml_error.is_some() {
+            "Unknown"
+        } else {
+            &self.status
+        }
+    }
+
+    /// `true` while a `ready_after_ms` boot is still going on.
+    fn booting(&self) -> bool {
+        match (self.ready_after_ms, self.started_at_ms) {
+            (Some(delay), Some(at)) => now_ms() < at.saturating_add(delay),
+            _ => false,
+        }
+    }
+
+    /// All of Lima's errors for this instance.
+    fn all_errors(&self) -> Vec<String> {
+        self.yaml_error
+            .iter()
+            .cloned()
+            .chain(self.errors.iter().cloned())
+            .collect()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The Lima release the stand-in behaves like: `DEVSHELL_LIMA_STANDIN_VERSION`
+/// (`MAJOR.MINOR.PATCH`), default 2.2.0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Version(u32, u32, u32);
+
+impl Version {
+    fn current() -> Self {
+        std::env::var("DEVSHELL_LIMA_STANDIN_VERSION")
+            .ok()
+            .and_then(|v| Self::parse(&v))
+            .unwrap_or(Self(2, 2, 0))
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().trim_start_matches('v').split('.');
+        let mut next = || parts.next().and_then(|p| p.parse().ok());
+        Some(Self(next()?, next()?, next().unwrap_or(0)))
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
 }
 
 fn default_arch() -> String {
@@ -117,6 +194,16 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("__guest") {
         return guest_entry(&args[1..]);
+    }
+    // `limactl` refuses to run as root (`cmd/limactl/main.go` L35-L38 of v2.2.0: prints
+    // "limactl: must not run as the root user", exit 1; a cobra error with the same
+    // words since v0.23.0, L92). The stand-in has to run as root where user namespaces
+    // are missing, so it refuses only when asked to: `DEVSHELL_LIMA_STANDIN_ROOT=refuse`.
+    if nix::unistd::geteuid().is_root()
+        && std::env::var("DEVSHELL_LIMA_STANDIN_ROOT").as_deref() == Ok("refuse")
+    {
+        eprintln!("limactl: must not run as the root user");
+        return ExitCode::from(1);
     }
     let home = lima_home();
     log_invocation(&home, &args);
@@ -176,6 +263,17 @@ fn run(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
     let Some((command, rest)) = rest.split_first() else {
         return Err(fail("limactl-standin: a subcommand is required"));
     };
+    if command == "--version" || command == "-v" {
+        // cobra's version template with `Version: strings.TrimPrefix(version.Version, "v")`
+        // (`cmd/limactl/main.go` L105 of v2.2.0).
+        println!("limactl version {}", Version::current());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if command == "shell" {
+        // `shellCmd.Flags().SetInterspersed(false)` (`cmd/limactl/shell.go` L67 of
+        // v2.2.0): flags end at the instance name, everything after it is the command.
+        return shell(home, rest);
+    }
     let rest: Vec<String> = rest
         .iter()
         .filter(|a| !is_global_flag(a))
@@ -185,7 +283,6 @@ fn run(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
         "list" | "ls" => list(home, &rest),
         "start" => start(home, &rest),
         "stop" => stop(home, &rest),
-        "shell" => shell(home, &rest),
         "copy" | "cp" => copy(home, &rest),
         other => Err(fail(format!("unknown command {other:?} for \"limactl\""))),
     }
@@ -293,7 +390,7 @@ fn list(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
             let mut object = serde_json::json!({
                 "name": name,
                 "hostname": format!("lima-{name}"),
-                "status": inst.status,
+                "status": inst.reported_status(),
                 "dir": dir.to_string_lossy(),
                 "vmType": "qemu",
                 "arch": inst.arch,
@@ -308,12 +405,28 @@ fn list(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
                 object["sshLocalPort"] = serde_json::json!(60022);
                 object["sshAddress"] = serde_json::json!("127.0.0.1");
             }
+            // `Config *LimaYAML `json:"config,omitempty"`` and `Errors []error
+            // `json:"errors,omitempty"`` (`pkg/limatype/lima_instance.go` L44-L45 of
+            // v2.2.0): a YAML that fails to load leaves `config` out.
+            if let Some(map) = object.as_object_mut() {
+                if inst.yaml_error.is_some() {
+                    map.remove("config");
+                    map.remove("arch");
+                    map.remove("vmType");
+                }
+                let errors = inst.all_errors();
+                if !errors.is_empty() {
+                    map.insert("errors".to_owned(), serde_json::json!(errors));
+                }
+            }
             let _ = writeln!(out, "{object}");
         } else {
-            let _ = writeln!(out, "{name} {} {}", inst.status, dir.display());
+            let _ = writeln!(out, "{name} {} {}", inst.reported_status(), dir.display());
         }
     }
-    Ok(if unmatched {
+    // `unmatchedInstancesError` (exit 1) exists since v0.23.0 (`cmd/limactl/list.go`
+    // L164 of v0.23.0); before, an unmatched name only warned and exited 0.
+    Ok(if unmatched && Version::current() >= Version(0, 23, 0) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -361,7 +474,15 @@ fn start(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
         )));
     }
     "Running".clone_into(&mut inst.status);
+    inst.started_at_ms = Some(now_ms());
     save(home, &name, &inst)?;
+    // The host agent's PID file exists from here on: a concurrent `list` says
+    // `Running` while ssh and the mounts are not up yet (`pkg/store/instance.go` L62-L68
+    // of v2.2.0 decides the status from the PID files alone); `start` itself waits
+    // for READY.
+    if let Some(delay) = inst.ready_after_ms {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
     eprintln!(
         "time=\"standin\" level=info msg=\"READY. Run `limactl shell {name}` to open the shell.\""
     );
@@ -408,21 +529,96 @@ fn quote_env(arg: &str) -> String {
     format!("{name}={}", quote(value))
 }
 
+/// What `limactl shell` does with a stopped instance, by release (Lima's source):
+/// * before 1.1.0: error, exit 1 (`cmd/limactl/shell.go` L80-L82 of v1.0.7);
+/// * 1.1.0 – 1.2.x: always asks (`askWhetherToStart`, L85-L93 of v1.2.3); on a
+///   non-terminal the prompt fails (exit 1), answering no exits 0;
+/// * 2.0.0 – 2.0.2: asks unless `--start` was given (L97-L112 of v2.0.2);
+/// * 2.0.3: asks only when `tty` (the global `--tty`, default: stdout is a terminal,
+///   `cmd/limactl/main.go` L126) and `--start` was not given; otherwise `startNow` is
+///   `--start` (false): `return nil`, **exit 0 having run nothing** (L107-L121 of
+///   v2.0.3);
+/// * 2.1.0 on: the same, but not starting is an error, exit 1 (L137-L151 of v2.1.0).
+enum StoppedShell {
+    Fail,
+    ExitZero,
+    Start,
+}
+
+fn stopped_shell(
+    version: Version,
+    tty: bool,
+    start_flag: Option<bool>,
+) -> Result<StoppedShell, Failure> {
+    let ask = |always: bool| -> Result<bool, Failure> {
+        if !always && !tty {
+            return Ok(false);
+        }
+        if !std::io::stdin().is_terminal() {
+            // survey's prompt needs a terminal.
+            return Err(fail("prompt: stdin is not a terminal"));
+        }
+        eprint!("? Do you want to start the instance now? (Y/n) ");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        Ok(!line.trim().eq_ignore_ascii_case("n") && !line.trim().eq_ignore_ascii_case("no"))
+    };
+    let decision = if version < Version(1, 1, 0) {
+        return Ok(StoppedShell::Fail);
+    } else if version < Version(2, 0, 0) {
+        ask(true)?
+    } else if version < Version(2, 0, 3) {
+        match start_flag {
+            Some(flag) => flag,
+            None => ask(true)?,
+        }
+    } else {
+        match start_flag {
+            Some(flag) => flag,
+            None => ask(false)?,
+        }
+    };
+    Ok(if decision {
+        StoppedShell::Start
+    } else if version >= Version(2, 1, 0) {
+        StoppedShell::Fail
+    } else {
+        StoppedShell::ExitZero
+    })
+}
+
+fn parse_bool_flag(flag: &str, value: &str) -> Result<bool, Failure> {
+    match value {
+        "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
+        "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
+        other => Err(fail(format!(
+            "invalid argument {other:?} for {flag:?} flag"
+        ))),
+    }
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one function follows Lima's shellAction step by step"
+)]
 fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
     let mut workdir: Option<String> = None;
     let mut shell_flag: Option<String> = None;
+    let mut tty = std::io::stdout().is_terminal();
+    let mut start_flag: Option<bool> = None;
     let mut i = 0;
-    // Flags are not interspersed: they stop at the instance name.
+    // `SetInterspersed(false)`: flags (the shell's own and the global ones) stop at the
+    // first positional argument, the instance name; nothing after it is looked at.
     while i < args.len() {
         let a = args[i].as_str();
-        if a == "--workdir" || a == "--shell" {
+        if a == "--workdir" || a == "--shell" || a == "--log-level" {
             let value = args
                 .get(i + 1)
                 .cloned()
                 .ok_or_else(|| fail(format!("flag needs an argument: {a}")))?;
             if a == "--workdir" {
                 workdir = Some(value);
-            } else {
+            } else if a == "--shell" {
                 shell_flag = Some(value);
             }
             i += 2;
@@ -432,7 +628,23 @@ fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
         } else if let Some(v) = a.strip_prefix("--shell=") {
             shell_flag = Some(v.to_owned());
             i += 1;
-        } else if a == "--reconnect" || a == "--preserve-env" {
+        } else if a == "--tty" {
+            tty = true;
+            i += 1;
+        } else if let Some(v) = a.strip_prefix("--tty=") {
+            tty = parse_bool_flag("tty", v)?;
+            i += 1;
+        } else if a == "--start" {
+            start_flag = Some(true);
+            i += 1;
+        } else if let Some(v) = a.strip_prefix("--start=") {
+            start_flag = Some(parse_bool_flag("start", v)?);
+            i += 1;
+        } else if matches!(
+            a,
+            "--reconnect" | "--preserve-env" | "-y" | "--yes" | "--debug"
+        ) || a.starts_with("--log-level=")
+        {
             i += 1;
         } else if a.starts_with('-') && a != "--" {
             return Err(fail(format!("unknown flag: {a}")));
@@ -441,22 +653,42 @@ fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
         }
     }
     let mut positional: Vec<String> = args[i..].to_vec();
-    // "simulate the behavior of double dash"
+    if positional.first().map(String::as_str) == Some("--") {
+        positional.remove(0);
+    }
+    // "simulate the behavior of double dash" (`cmd/limactl/shell.go` L108-L114 of v2.2.0)
     if positional.len() >= 2 && positional[1] == "--" {
         positional.remove(1);
     }
     let Some((name, command)) = positional.split_first() else {
-        return Err(fail(
-            "\"limactl shell\" requires at least 1 arg(s), only received 0",
-        ));
+        return Err(fail("requires instance name as first argument"));
     };
-    let inst = require(home, name)?;
-    if inst.status != "Running" {
-        return Err(fail(format!(
-            "instance {name:?} is stopped, run `limactl start {name}` to start the instance"
-        )));
+    let mut inst = require(home, name)?;
+    let errors = inst.all_errors();
+    if !errors.is_empty() {
+        // `cmd/limactl/shell.go` L131-L133 of v2.2.0: logged, not fatal.
+        eprintln!(
+            "time=\"standin\" level=error msg=\"Instance `{name}` has configuration errors\" error={:?}",
+            errors.join("\n")
+        );
     }
-    if inst.ssh_failure {
+    if inst.status == "Stopped" && inst.yaml_error.is_none() {
+        match stopped_shell(Version::current(), tty, start_flag)? {
+            StoppedShell::Fail => {
+                return Err(fail(format!(
+                    "instance {name:?} is stopped, run `limactl start {name}` to start the instance"
+                )));
+            }
+            StoppedShell::ExitZero => return Ok(ExitCode::SUCCESS),
+            StoppedShell::Start => {
+                "Running".clone_into(&mut inst.status);
+                inst.started_at_ms = Some(now_ms());
+                save(home, name, &inst)?;
+            }
+        }
+    }
+    if inst.ssh_failure || inst.booting() || inst.yaml_error.is_some() || inst.status != "Running" {
+        // No sshd answering (yet): ssh's own exit status, 255.
         eprintln!("ssh: connect to host 127.0.0.1 port 60022: Connection refused");
         return Ok(ExitCode::from(255));
     }
@@ -492,16 +724,94 @@ fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
         code: 125,
         message: "limactl-standin: `unshare` (util-linux) is required to run guest commands in a private mount namespace; install util-linux".to_owned(),
     })?;
-    let err = Command::new(unshare)
+    let mut guest = Command::new(unshare);
+    if !nix::unistd::geteuid().is_root() {
+        // Real `limactl` refuses root; without root the stand-in gets its mount
+        // namespace inside a user namespace of its own.
+        guest.args(["--user", "--map-root-user"]);
+    }
+    guest
         .args(["--mount", "--propagation", "private", "--"])
         .arg(me)
         .arg("__guest")
         .arg(config)
         .arg(script)
-        .exec();
-    Err(Failure {
+        .arg(if tty { "tty" } else { "notty" });
+    relay(guest)
+}
+
+/// Runs the guest side the way sshd does and relays its stdio the way ssh does.
+///
+/// * The guest command runs in a process group of its own (sshd runs it in a session
+///   of its own), so killing `limactl`'s process group does not reach it: it sees its
+///   stdin close and keeps running — what happens to a guest command under a real
+///   `limactl shell` (ssh without a pty, `cmd/limactl/shell.go` L442-L445 of v2.2.0).
+/// * Its stdin, stdout and stderr are pipes relayed by this process (standing in for
+///   ssh and sshd): when this process dies the guest's stdin reaches end of file.
+/// * A guest command killed by a signal sends no exit status: ssh exits 255.
+fn relay(mut guest: Command) -> Result<ExitCode, Failure> {
+    use std::os::unix::process::ExitStatusExt;
+    guest
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = guest.spawn().map_err(|e| Failure {
         code: 125,
-        message: format!("limactl-standin: cannot run unshare: {err}"),
+        message: format!("limactl-standin: cannot run unshare: {e}"),
+    })?;
+    if let Some(mut to_guest) = child.stdin.take() {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_guest);
+            // ssh sends EOF on the channel when its stdin ends.
+        });
+    }
+    let copier = |from: Option<Box<dyn std::io::Read + Send>>, stdout: bool| {
+        std::thread::spawn(move || {
+            if let Some(mut from) = from {
+                let mut buf = [0_u8; 8192];
+                loop {
+                    match from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let written = if stdout {
+                                let mut out = std::io::stdout().lock();
+                                out.write_all(&buf[..n]).and_then(|()| out.flush())
+                            } else {
+                                std::io::stderr().lock().write_all(&buf[..n])
+                            };
+                            if written.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let out = copier(
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        true,
+    );
+    let err = copier(
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        false,
+    );
+    let status = child
+        .wait()
+        .map_err(|e| fail(format!("waiting for the guest: {e}")))?;
+    let _ = out.join();
+    let _ = err.join();
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        // No `exit-status` from sshd, only `exit-signal`: OpenSSH's client exits 255.
+        _ => ExitCode::from(255),
     })
 }
 
@@ -526,8 +836,8 @@ fn which_unshare() -> Option<PathBuf> {
 /// read-only tmpfs in the guest root, so a command that uses a host path instead of the
 /// guest path finds nothing there.
 fn guest_entry(args: &[String]) -> ExitCode {
-    let [config, script] = args else {
-        eprintln!("limactl-standin __guest: expected CONFIG SCRIPT");
+    let [config, script, tty] = args else {
+        eprintln!("limactl-standin __guest: expected CONFIG SCRIPT tty|notty");
         return ExitCode::from(125);
     };
     let inst: Instance = match std::fs::read_to_string(config)
@@ -548,9 +858,22 @@ fn guest_entry(args: &[String]) -> ExitCode {
         return ExitCode::from(125);
     }
     let user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
-    let err = Command::new(&inst.shell)
-        .arg("-c")
-        .arg(script)
+    let mut command = if tty == "tty" {
+        // `ssh -t` when limactl's stdout is a terminal (`cmd/limactl/shell.go` L442-L445
+        // of v2.2.0): sshd gives the command a pty, so stderr arrives merged into stdout
+        // with `\r\n` line ends. util-linux `script` allocates that pty here and runs
+        // `$SHELL -c script` in it.
+        let mut c = Command::new("script");
+        c.args(["-q", "-e", "-f", "-c"])
+            .arg(script)
+            .arg("/dev/null");
+        c
+    } else {
+        let mut c = Command::new(&inst.shell);
+        c.arg("-c").arg(script);
+        c
+    };
+    let err = command
         .env_clear()
         .env("HOME", &inst.home)
         .env("USER", &user)
@@ -705,7 +1028,7 @@ fn copy(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
                         "instance {name:?} is stopped, run `limactl start {name}` to start the instance"
                     )));
                 }
-                if inst.ssh_failure {
+                if inst.ssh_failure || inst.booting() || inst.yaml_error.is_some() {
                     return Err(Failure {
                         code: 255,
                         message: "ssh: connect to host 127.0.0.1 port 60022: Connection refused"
