@@ -100,6 +100,39 @@ pub enum LimaError {
         /// What the session was doing.
         context: String,
     },
+    /// `limactl list` reports the instance with Lima's `errors` (status `Broken`, or
+    /// `Unknown` when its `lima.yaml` does not load and `config` is left out).
+    #[error(
+        "Lima instance {instance:?} is {status}: {errors}; see `limactl list {instance}` and fix the instance (or `limactl delete {instance}` and create it again)"
+    )]
+    InstanceBroken {
+        /// Instance name.
+        instance: String,
+        /// The status `limactl list` reported.
+        status: String,
+        /// Lima's `errors`, joined with `; `.
+        errors: String,
+    },
+    /// `limactl` refuses to run as root (`limactl: must not run as the root user`).
+    #[error(
+        "`{program}` refuses to run as root (Lima's VMs belong to a normal user): run devshell-vm as the user who owns the Lima instance, not as root or through sudo"
+    )]
+    LimactlRefusesRoot {
+        /// The `limactl` binary.
+        program: std::path::PathBuf,
+    },
+    /// Mode S needs a writable mount; Lima mounts are read-only unless configured.
+    #[error(
+        "the mount of {workspace_parent} at {mount} in Lima instance {instance:?} is read-only (Lima's default, `writable: false`), and Mode S writes the workspace there: set `writable: true` on that entry of `mounts:` in the instance's lima.yaml (`limactl edit {instance}`), then restart the instance"
+    )]
+    MountReadOnly {
+        /// Instance name.
+        instance: String,
+        /// Host workspace parent.
+        workspace_parent: String,
+        /// Guest mount point.
+        mount: String,
+    },
     /// A `limactl` command failed.
     #[error("`{command}` failed ({status}): {stderr}")]
     Limactl {

@@ -23,9 +23,13 @@ pub struct InstanceInfo {
     /// Guest architecture (`x86_64`, `aarch64`).
     #[serde(default)]
     pub arch: String,
-    /// The instance configuration (only `mounts` is read).
+    /// The instance configuration (only `mounts` is read). Lima leaves it out when the
+    /// instance's `lima.yaml` does not load (`omitempty`).
     #[serde(default)]
     pub config: InstanceConfig,
+    /// Lima's `errors` for the instance (`Broken`, or a YAML that does not load).
+    #[serde(default)]
+    pub errors: Vec<String>,
 }
 
 /// The part of an instance's configuration the backend reads.

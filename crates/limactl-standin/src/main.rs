@@ -160,9 +160,12 @@ fn now_ms() -> u64 {
 struct Version(u32, u32, u32);
 
 impl Version {
+    /// `DEVSHELL_LIMA_STANDIN_VERSION`, else the file `$LIMA_HOME/standin-version` (so
+    /// parallel tests with their own `LIMA_HOME` can differ), else 2.2.0.
     fn current() -> Self {
         std::env::var("DEVSHELL_LIMA_STANDIN_VERSION")
             .ok()
+            .or_else(|| std::fs::read_to_string(lima_home().join("standin-version")).ok())
             .and_then(|v| Self::parse(&v))
             .unwrap_or(Self(2, 2, 0))
     }
@@ -198,10 +201,13 @@ fn main() -> ExitCode {
     // `limactl` refuses to run as root (`cmd/limactl/main.go` L35-L38 of v2.2.0: prints
     // "limactl: must not run as the root user", exit 1; a cobra error with the same
     // words since v0.23.0, L92). The stand-in has to run as root where user namespaces
-    // are missing, so it refuses only when asked to: `DEVSHELL_LIMA_STANDIN_ROOT=refuse`.
-    if nix::unistd::geteuid().is_root()
-        && std::env::var("DEVSHELL_LIMA_STANDIN_ROOT").as_deref() == Ok("refuse")
-    {
+    // are missing, so it refuses only when asked to: `DEVSHELL_LIMA_STANDIN_ROOT=refuse`
+    // (when run by root) or the file `$LIMA_HOME/standin-as-root` (always).
+    let refuse_root = std::env::var("DEVSHELL_LIMA_STANDIN_ROOT").as_deref() == Ok("refuse");
+    // `$LIMA_HOME/standin-as-root`: behave as a real limactl started by root, whoever runs
+    // the stand-in (so the backend's handling is tested without being root).
+    let as_root = lima_home().join("standin-as-root").exists();
+    if as_root || (nix::unistd::geteuid().is_root() && refuse_root) {
         eprintln!("limactl: must not run as the root user");
         return ExitCode::from(1);
     }

@@ -76,6 +76,7 @@ pub struct GammaSession {
     projects: ProjectTable<()>,
     staging: Option<StagingDir>,
     notices: Box<dyn Write + Send>,
+    diagnostics: Vec<String>,
 }
 
 impl fmt::Debug for GammaSession {
@@ -142,6 +143,7 @@ impl GammaSession {
             projects: ProjectTable::new(),
             staging: None,
             notices: Box::new(std::io::stderr()),
+            diagnostics: Vec::new(),
         };
         if config.eager_start {
             session.ensure_running()?;
@@ -205,6 +207,20 @@ impl GammaSession {
     #[must_use]
     pub fn limactl_spawns(&self) -> u64 {
         self.limactl.spawns
+    }
+
+    /// What the session found out about the guest and Lima, one line per fact (the
+    /// `limactl` release, the sidecar binary's format and target, stray login output,
+    /// why the channel is not used): for `devshell-vm doctor`-style reports.
+    #[must_use]
+    pub fn diagnostics(&self) -> String {
+        self.diagnostics.join("\n")
+    }
+
+    fn diagnose(&mut self, line: String) {
+        if !self.diagnostics.contains(&line) {
+            self.diagnostics.push(line);
+        }
     }
 
     /// The state of the long-lived channel.
