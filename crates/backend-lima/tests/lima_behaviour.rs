@@ -153,6 +153,7 @@ fn stop_from_outside(fixture: &Fixture) {
 /// run must not be reported as the tool's success.
 #[test]
 fn lima_2_0_3_never_reports_success_for_a_tool_that_never_ran() {
+    let mut version_reads = Vec::new();
     for version in ["1.0.7", "1.2.3", "2.0.2", "2.0.3", "2.1.0", "2.2.0"] {
         let fixture = Fixture::new("Running");
         mkdir_p(&fixture);
@@ -180,12 +181,17 @@ fn lima_2_0_3_never_reports_success_for_a_tool_that_never_ran() {
             }
             Err(e) => panic!("Lima {version}: the instance should have been started again: {e}"),
         }
-        let versions = fixture
-            .invocations()
-            .iter()
-            .filter(|argv| argv.first().map(String::as_str) == Some("--version"))
-            .count();
-        assert_eq!(versions, 1, "{version}: `limactl --version` once per session");
+        version_reads.push((
+            version,
+            fixture
+                .invocations()
+                .iter()
+                .filter(|argv| argv.first().map(String::as_str) == Some("--version"))
+                .count(),
+        ));
+    }
+    for (version, reads) in version_reads {
+        assert_eq!(reads, 1, "{version}: `limactl --version` once per session");
     }
 }
 
