@@ -21,6 +21,7 @@ use crate::{LimaError, workspace_parent_for_instance};
 mod exec;
 mod guest_fs;
 mod lifecycle;
+mod supervise;
 
 /// Name of the sidecar binary looked up on `PATH` when `DEVSHELL_VM_SIDECAR_BIN` is unset.
 pub const SIDECAR_BIN_NAME: &str = "devshell-vm-sidecar";
