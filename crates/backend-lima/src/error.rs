@@ -133,6 +133,21 @@ pub enum LimaError {
         /// Guest mount point.
         mount: String,
     },
+    /// The instance runs but ssh or the mount did not answer in time.
+    #[error(
+        "Lima instance {instance:?} runs but `test -d {mount}` did not succeed in the guest within {} s (last: {last}); check `limactl list` and the instance's ha.stderr.log",
+        waited.as_secs()
+    )]
+    NotReady {
+        /// Instance name.
+        instance: String,
+        /// Guest mount point.
+        mount: String,
+        /// How long the session waited.
+        waited: std::time::Duration,
+        /// The last probe's status and stderr.
+        last: String,
+    },
     /// A `limactl` command failed.
     #[error("`{command}` failed ({status}): {stderr}")]
     Limactl {

@@ -56,6 +56,8 @@ mod workspace;
 
 pub use devshell_vm_session::{Backend, SessionError, SyncObserver};
 pub use error::LimaError;
-pub use limactl::{InstanceConfig, InstanceInfo, MountInfo, is_env_name, parse_list, shell_argv};
+pub use limactl::{
+    InstanceConfig, InstanceInfo, LimaVersion, MountInfo, is_env_name, parse_list, shell_argv,
+};
 pub use session::{ChannelState, GammaSession, SIDECAR_BIN_NAME, STAGING_DIR_NAME};
 pub use workspace::workspace_parent_for_instance;

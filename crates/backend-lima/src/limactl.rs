@@ -79,6 +79,40 @@ pub fn parse_list(stdout: &str) -> Result<Vec<InstanceInfo>, LimaError> {
         .collect()
 }
 
+/// A Lima release (`MAJOR.MINOR.PATCH`), from `limactl --version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LimaVersion(pub u32, pub u32, pub u32);
+
+impl LimaVersion {
+    /// Parses `limactl version 2.0.3` (or `2.0.3`, `v2.0.3-beta.0`, …).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let word = text.split_whitespace().last()?;
+        let core = word.trim_start_matches('v');
+        let core = core.split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(str::parse::<u32>);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Some(Self(a, b, c)),
+            (Some(Ok(a)), Some(Ok(b)), None) => Some(Self(a, b, 0)),
+            _ => None,
+        }
+    }
+
+    /// `limactl shell` on a stopped instance may exit 0 having run nothing: 2.0.3 does so
+    /// without a terminal (`cmd/limactl/shell.go` L107-L121 of v2.0.3); 1.1.0 to 2.0.2
+    /// prompt, and a "no" at a terminal exits 0 (L85-L93 of v1.2.3, L97-L112 of v2.0.2).
+    #[must_use]
+    pub fn shell_may_exit_0_without_running(self) -> bool {
+        self >= Self(1, 1, 0) && self <= Self(2, 0, 3)
+    }
+}
+
+impl std::fmt::Display for LimaVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
 /// The `limactl` binary, its `LIMA_HOME`, and a spawn counter.
 #[derive(Debug)]
 pub(crate) struct Limactl {
@@ -156,7 +190,31 @@ impl Limactl {
         Ok(output)
     }
 
-    /// `limactl list --format json INSTANCE`: `None` when the instance does not exist.
+    /// `limactl --version` (`limactl version 2.0.3`): the release, `None` when the
+    /// output does not parse (then the session assumes the newest behaviour).
+    ///
+    /// # Errors
+    /// [`LimaError::LimactlRefusesRoot`]; spawn failures.
+    pub(crate) fn version(&mut self) -> Result<Option<LimaVersion>, LimaError> {
+        let out = self.output(&[OsString::from("--version")], None)?;
+        self.check_root(&out.stderr)?;
+        Ok(LimaVersion::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Lima's refusal to run as root (`cmd/limactl/main.go` L35-L38 of v2.2.0,
+    /// "limactl: must not run as the root user", exit 1).
+    pub(crate) fn check_root(&self, stderr: &[u8]) -> Result<(), LimaError> {
+        if String::from_utf8_lossy(stderr).contains("must not run as the root user") {
+            return Err(LimaError::LimactlRefusesRoot {
+                program: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `limactl list --format json INSTANCE`: `None` when the instance does not exist
+    /// (exit 1 and a "No instance matching" warning since v0.23.0, `cmd/limactl/list.go`
+    /// L164 of v0.23.0; exit 0 and the warning before).
     pub(crate) fn list(&mut self, instance: &str) -> Result<Option<InstanceInfo>, LimaError> {
         let args: Vec<OsString> = ["list", "--format", "json", instance]
             .into_iter()
@@ -165,6 +223,7 @@ impl Limactl {
         let out = self.output(&args, None)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
+        self.check_root(&out.stderr)?;
         let instances = parse_list(&stdout)?;
         if let Some(found) = instances.into_iter().find(|i| i.name == instance) {
             return Ok(Some(found));
@@ -315,6 +374,20 @@ mod tests {
                 "c=d"
             ]
         );
+    }
+
+    #[test]
+    fn versions_parse_and_order() {
+        assert_eq!(
+            LimaVersion::parse("limactl version 2.0.3\n"),
+            Some(LimaVersion(2, 0, 3))
+        );
+        assert_eq!(LimaVersion::parse("v1.1.0-rc.1"), Some(LimaVersion(1, 1, 0)));
+        assert_eq!(LimaVersion::parse("limactl version HEAD"), None);
+        assert!(LimaVersion(2, 0, 3).shell_may_exit_0_without_running());
+        assert!(LimaVersion(1, 1, 0).shell_may_exit_0_without_running());
+        assert!(!LimaVersion(1, 0, 7).shell_may_exit_0_without_running());
+        assert!(!LimaVersion(2, 1, 0).shell_may_exit_0_without_running());
     }
 
     #[test]

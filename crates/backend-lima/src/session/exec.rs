@@ -17,7 +17,7 @@ use devshell_vm_vfs::Vfs;
 
 use crate::LimaError;
 use crate::channel::{Channel, metadata_from};
-use crate::limactl::{is_env_name, shell_argv, status_text};
+use crate::limactl::{LimaVersion, is_env_name, shell_argv, status_text};
 
 use super::{
     ARCH_MISMATCH, ChannelState, GammaSession, NEXT_STAGING, SIDECAR_BIN_NAME, staging_or_create,
@@ -231,8 +231,40 @@ impl GammaSession {
                     instance: self.instance.clone(),
                 });
             }
+            // Lima 1.1.0 – 2.0.3 can exit 0 from `shell` on a stopped instance having run
+            // nothing (see `LimaVersion::shell_may_exit_0_without_running`): on those
+            // releases a 0 is only the tool's once the instance is known to run.
+            Termination::Exited(0)
+                if self
+                    .lima_version()?
+                    .is_some_and(LimaVersion::shell_may_exit_0_without_running)
+                    && self.instance_stopped()? =>
+            {
+                if may_restart {
+                    let line = format!(
+                        "Lima instance {:?} stopped during the session (limactl shell exited 0 without running `{}`); starting it again",
+                        self.instance, request.program
+                    );
+                    self.notice(&line);
+                    self.running = false;
+                    self.ensure_running()?;
+                    return self.exec_in_guest_inner(guest_dir, request, on_output, cancel, false);
+                }
+                return Err(LimaError::UnexpectedStatus {
+                    instance: self.instance.clone(),
+                    status: "Stopped".to_owned(),
+                });
+            }
             Termination::Exited(255) => {
                 self.check_ssh(&format!("running `{}`", request.program))?;
+                // ssh answers: the 255 is the command's. OpenSSH exits 255 when the
+                // remote command was killed by a signal (sshd sends no exit-status then),
+                // so say what it may mean instead of guessing.
+                let line = format!(
+                    "`{}` in Lima instance {:?} ended with status 255: either it exited 255 or it was killed by a signal (ssh reports no exit status for a signal death)",
+                    request.program, self.instance
+                );
+                self.notice(&line);
             }
             Termination::Exited(127)
                 if !self.program_exists(guest_dir, &request.env, &request.program)? =>

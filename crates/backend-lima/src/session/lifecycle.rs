@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use crate::LimaError;
-use crate::limactl::{InstanceInfo, shell_argv, status_text};
+use crate::limactl::{InstanceInfo, LimaVersion, shell_argv, status_text};
 
-use super::{ChannelState, GammaSession, canonical, workspace_parent_error};
+use super::{READY_POLL, READY_TIMEOUT, ChannelState, GammaSession, canonical, workspace_parent_error};
 
 impl GammaSession {
     // ------------------------------------------------------------------ lifecycle
@@ -30,6 +30,7 @@ impl GammaSession {
                 source,
             }
         })?;
+        self.lima_version()?;
         let info =
             self.limactl
                 .list(&self.instance)?
@@ -38,28 +39,114 @@ impl GammaSession {
                     workspace_parent: self.workspace_parent.display().to_string(),
                     mount: self.mount.clone(),
                 })?;
-        self.check_mount(&info)?;
-        match info.status.as_str() {
-            "Running" => {}
-            "Stopped" => self.start(&info)?,
-            other => {
+        // Status (and Lima's own errors) first: a Broken instance, or one whose
+        // lima.yaml does not load, has no `config` to look for the mount in
+        // (`pkg/store/instance.go` L51-L68, `pkg/limatype/lima_instance.go` L44-L45 of
+        // v2.2.0).
+        if !info.errors.is_empty() || !matches!(info.status.as_str(), "Running" | "Stopped") {
+            if info.errors.is_empty() {
                 return Err(LimaError::UnexpectedStatus {
                     instance: self.instance.clone(),
-                    status: other.to_owned(),
+                    status: info.status.clone(),
                 });
             }
+            return Err(LimaError::InstanceBroken {
+                instance: self.instance.clone(),
+                status: info.status.clone(),
+                errors: info.errors.join("; "),
+            });
         }
+        self.check_mount(&info)?;
+        if info.status == "Stopped" {
+            self.start(&info)?;
+        }
+        self.wait_until_usable()?;
         self.running = true;
         Ok(())
     }
 
+    /// The Lima release, read once per session with `limactl --version` (and noted in
+    /// [`Self::diagnostics`]).
+    pub(super) fn lima_version(&mut self) -> Result<Option<LimaVersion>, LimaError> {
+        if let Some(version) = self.lima_version {
+            return Ok(version);
+        }
+        let version = self.limactl.version()?;
+        self.lima_version = Some(version);
+        let line = match version {
+            Some(v) => format!("limactl {v} ({})", self.limactl.path.display()),
+            None => format!(
+                "limactl {}: `--version` did not parse; assuming the newest behaviour",
+                self.limactl.path.display()
+            ),
+        };
+        self.diagnose(line);
+        Ok(version)
+    }
+
+    /// Lima reports `Running` as soon as the host agent's PID file exists
+    /// (`pkg/store/instance.go` L62-L68 of v2.2.0), before ssh answers and the mounts
+    /// are up: waits (bounded, [`READY_TIMEOUT`]) until `test -d <mount>` succeeds in
+    /// the guest. ssh's 255 and a mount point not there yet are retried; anything else
+    /// is an error.
+    pub(super) fn wait_until_usable(&mut self) -> Result<(), LimaError> {
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        let mut told = false;
+        loop {
+            let argv = shell_argv(
+                "/",
+                &self.instance,
+                &[],
+                "test",
+                &["-d".to_owned(), self.mount.clone()],
+            );
+            let out = self.limactl.output(&argv, None)?;
+            self.limactl.check_root(&out.stderr)?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(LimaError::NotReady {
+                    instance: self.instance.clone(),
+                    mount: self.mount.clone(),
+                    waited: READY_TIMEOUT,
+                    last: format!(
+                        "{}: {}",
+                        status_text(out.status),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                });
+            }
+            if !told {
+                told = true;
+                let line = format!(
+                    "Lima instance {:?} is booting (ssh or the mount {} not ready yet); waiting up to {} s",
+                    self.instance,
+                    self.mount,
+                    READY_TIMEOUT.as_secs()
+                );
+                self.notice(&line);
+            }
+            std::thread::sleep(READY_POLL);
+        }
+    }
+
     pub(super) fn check_mount(&self, info: &InstanceInfo) -> Result<(), LimaError> {
         let want_host = canonical(&self.workspace_parent);
-        let ok = info.config.mounts.iter().any(|m| {
+        let found = info.config.mounts.iter().find(|m| {
             m.guest_point().trim_end_matches('/') == self.mount.trim_end_matches('/')
                 && canonical(&self.expand_home(&m.location)) == want_host
         });
-        if ok {
+        if let Some(mount) = found {
+            // Lima's default is `writable: false` (`pkg/limayaml/defaults.go` L803 of
+            // v2.2.0); Mode S writes the workspace through the mount.
+            if self.syncs_vfs_with_host_workspace() && mount.writable != Some(true) {
+                return Err(LimaError::MountReadOnly {
+                    instance: self.instance.clone(),
+                    workspace_parent: self.workspace_parent.display().to_string(),
+                    mount: self.mount.clone(),
+                });
+            }
             return Ok(());
         }
         let configured = if info.config.mounts.is_empty() {

@@ -15,7 +15,7 @@ use devshell_vm_sync::{StagingDir, SyncReport, ToolOutcome, VmSyncError, clean_s
 use devshell_vm_vfs::Vfs;
 
 use crate::channel::Channel;
-use crate::limactl::Limactl;
+use crate::limactl::{LimaVersion, Limactl};
 use crate::{LimaError, workspace_parent_for_instance};
 
 mod exec;
@@ -34,6 +34,12 @@ pub const STAGING_DIR_NAME: &str = ".devshell-vm";
 
 /// Prefix of each session's staging directory in [`STAGING_DIR_NAME`].
 const STAGING_PREFIX: &str = "s-";
+
+/// How long [`GammaSession::ensure_running`] waits for a booting instance's ssh and mount.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Pause between two readiness probes.
+const READY_POLL: Duration = Duration::from_millis(250);
 
 /// Exit status of the channel's start script when the guest architecture differs.
 const ARCH_MISMATCH: i32 = 86;
@@ -72,6 +78,9 @@ pub struct GammaSession {
     channel: Option<Channel>,
     channel_state: ChannelState,
     running: bool,
+    /// `limactl --version`, read once per session (`None` until read; `Some(None)` when
+    /// it did not parse).
+    lima_version: Option<Option<LimaVersion>>,
     provisioned: bool,
     forward_interrupts: bool,
     projects: ProjectTable<()>,
@@ -139,6 +148,7 @@ impl GammaSession {
             channel: None,
             channel_state: ChannelState::NotOpened,
             running: false,
+            lima_version: None,
             provisioned: false,
             forward_interrupts: false,
             projects: ProjectTable::new(),
