@@ -24,7 +24,12 @@ pub(crate) struct Channel {
     session_id: String,
     guest_fs_v2: bool,
     exec_stream: bool,
+    stray_lines: usize,
 }
+
+/// At most this many lines of stray output (a guest login profile writing to stdout)
+/// are skipped before the handshake reply; more is refused as a broken channel.
+const MAX_STRAY_LINES: usize = 200;
 
 /// How an `exec` over the channel ended.
 pub(crate) struct ChannelExec {
@@ -45,6 +50,7 @@ impl Channel {
             session_id: format!("lima-{}", std::process::id()),
             guest_fs_v2: false,
             exec_stream: false,
+            stray_lines: 0,
         };
         match channel.start(mount) {
             Ok(()) => Ok(channel),
@@ -56,13 +62,40 @@ impl Channel {
     }
 
     fn start(&mut self, mount: &str) -> Result<(), String> {
-        let reply = self.call(&Request::Handshake(Handshake {
+        let handshake = Request::Handshake(Handshake {
             version: PROTOCOL_VERSION,
             client: "devshell-vm-backend-lima".to_owned(),
             client_version: env!("CARGO_PKG_VERSION").to_owned(),
             capabilities: Some(vec![CAP_GUEST_FS_V2.to_owned(), CAP_EXEC_STREAM.to_owned()]),
             token: None,
-        }))?;
+        });
+        write_frame(&mut self.stdin, &handshake).map_err(|e| format!("sending handshake: {e}"))?;
+        // `limactl shell` runs `$SHELL --login`: whatever the guest's login profile
+        // prints to stdout arrives before the sidecar's first frame. The first frame is
+        // the one line that parses as a reply; the lines before it are counted and
+        // skipped (a bounded number), never taken for replies.
+        let reply = loop {
+            let line = match self.reader.read_line() {
+                Ok(Some(line)) => line,
+                Ok(None) if self.stray_lines > 0 => {
+                    return Err(format!(
+                        "the sidecar closed the channel after {} line(s) of other output (a login profile printing to stdout?)",
+                        self.stray_lines
+                    ));
+                }
+                Ok(None) => return Err("the sidecar closed the channel".to_owned()),
+                Err(e) => return Err(format!("reading the handshake reply: {e}")),
+            };
+            match parse_reply(&line) {
+                Ok(reply @ (Reply::HandshakeOk(_) | Reply::Error(_))) => break reply,
+                _ if self.stray_lines < MAX_STRAY_LINES => self.stray_lines += 1,
+                _ => {
+                    return Err(format!(
+                        "more than {MAX_STRAY_LINES} lines of output that are not the sidecar's before its handshake reply (last: {line:?}); silence the guest's login profile on stdout"
+                    ));
+                }
+            }
+        };
         let Reply::HandshakeOk(ok) = reply else {
             return Err(format!("handshake answered with {}", describe(&reply)));
         };
@@ -80,6 +113,11 @@ impl Channel {
             Reply::SessionOk(_) => Ok(()),
             other => Err(format!("session_start answered with {}", describe(&other))),
         }
+    }
+
+    /// Lines of stray output skipped before the handshake reply.
+    pub(crate) fn stray_lines(&self) -> usize {
+        self.stray_lines
     }
 
     /// `true` when the sidecar offers `stat`, `exists` and `rename`.

@@ -47,6 +47,7 @@
     reason = "errors are rare and carry the diagnostics a person needs; boxing them buys nothing"
 )]
 
+mod binary;
 mod channel;
 mod error;
 mod guest_ops;
@@ -54,6 +55,7 @@ mod limactl;
 mod session;
 mod workspace;
 
+pub use binary::{BinaryKind, classify as classify_binary, musl_target};
 pub use devshell_vm_session::{Backend, SessionError, SyncObserver};
 pub use error::LimaError;
 pub use limactl::{

@@ -382,7 +382,10 @@ mod tests {
             LimaVersion::parse("limactl version 2.0.3\n"),
             Some(LimaVersion(2, 0, 3))
         );
-        assert_eq!(LimaVersion::parse("v1.1.0-rc.1"), Some(LimaVersion(1, 1, 0)));
+        assert_eq!(
+            LimaVersion::parse("v1.1.0-rc.1"),
+            Some(LimaVersion(1, 1, 0))
+        );
         assert_eq!(LimaVersion::parse("limactl version HEAD"), None);
         assert!(LimaVersion(2, 0, 3).shell_may_exit_0_without_running());
         assert!(LimaVersion(1, 1, 0).shell_may_exit_0_without_running());

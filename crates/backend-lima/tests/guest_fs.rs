@@ -125,10 +125,14 @@ fn one_limactl_shell_carries_every_operation_when_the_sidecar_is_reachable() {
         std::fs::read(fixture.parent.path().join("d/f7")).expect("host file"),
         b"content 7"
     );
-    // One `list`, one `copy` (the sidecar lies outside the workspace), one `shell` for
-    // the channel — not one per operation.
-    assert_eq!(fixture.subcommands(), ["list", "copy", "shell"]);
-    assert_eq!(session.limactl_spawns(), 3);
+    // Once per session `--version`, `list` and the readiness probe (`shell … test -d
+    // <mount>`); then one `copy` (the sidecar lies outside the workspace) and one `shell`
+    // for the channel — not one per operation.
+    assert_eq!(
+        fixture.subcommands(),
+        ["--version", "list", "shell", "copy", "shell"]
+    );
+    assert_eq!(session.limactl_spawns(), 5);
 }
 
 #[test]
@@ -142,7 +146,10 @@ fn without_the_sidecar_each_operation_is_one_limactl_shell() {
         b"x"
     );
     assert!(session.exists(&format!("{MOUNT}/a")).expect("exists"));
-    assert_eq!(fixture.subcommands(), ["list", "shell", "shell", "shell"]);
+    assert_eq!(
+        fixture.subcommands(),
+        ["--version", "list", "shell", "shell", "shell", "shell"]
+    );
 }
 
 #[test]
@@ -206,7 +213,7 @@ fn captured_tool_runs_go_over_the_channel_too() {
     assert_eq!(session.channel_state(), &ChannelState::Open);
     assert_eq!(
         fixture.subcommands(),
-        ["list", "copy", "shell"],
+        ["--version", "list", "shell", "copy", "shell"],
         "no extra limactl spawn"
     );
 }
@@ -239,7 +246,15 @@ fn a_sidecar_that_does_not_answer_falls_back_to_one_shell_per_operation() {
     );
     assert_eq!(
         fixture.subcommands(),
-        ["list", "copy", "shell", "shell", "shell"]
+        [
+            "--version",
+            "list",
+            "shell",
+            "copy",
+            "shell",
+            "shell",
+            "shell"
+        ]
     );
 }
 
@@ -264,8 +279,11 @@ fn a_sidecar_under_the_workspace_parent_reaches_the_guest_through_the_mount() {
         b"via mount"
     );
     assert_eq!(session.channel_state(), &ChannelState::Open);
-    assert_eq!(fixture.subcommands(), ["list", "shell"]);
-    let shell = &fixture.invocations()[1];
+    assert_eq!(
+        fixture.subcommands(),
+        ["--version", "list", "shell", "shell"]
+    );
+    let shell = &fixture.invocations()[3];
     assert!(
         shell
             .iter()

@@ -41,7 +41,10 @@ fn mkdir_p(fixture: &Fixture) {
 /// Processes on this machine (the stand-in's guest shares the pid namespace) whose
 /// command line is exactly `argv`.
 fn processes_running(argv: &[&str]) -> Vec<u32> {
-    let want: Vec<u8> = argv.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -88,7 +91,10 @@ fn a_timed_out_run_leaves_nothing_in_the_guest() {
     let outcome = session.run_tool(&mut vfs, "/p", &request).expect("run");
     assert_eq!(outcome.exec.termination, Termination::TimedOut);
     let left = left_after(&["sleep", &secs]);
-    assert!(left.is_empty(), "`sleep {secs}` still runs in the guest: {left:?}");
+    assert!(
+        left.is_empty(),
+        "`sleep {secs}` still runs in the guest: {left:?}"
+    );
 }
 
 #[test]
@@ -116,7 +122,10 @@ fn a_cancelled_run_leaves_nothing_in_the_guest() {
     canceller.join().expect("canceller");
     assert_eq!(outcome.exec.termination, Termination::Cancelled);
     let left = left_after(&["sleep", &secs]);
-    assert!(left.is_empty(), "`sleep {secs}` still runs in the guest: {left:?}");
+    assert!(
+        left.is_empty(),
+        "`sleep {secs}` still runs in the guest: {left:?}"
+    );
 }
 
 #[test]
@@ -232,10 +241,7 @@ fn a_broken_instance_reports_limas_errors_not_a_missing_mount() {
     let (mut session, _) = open(&fixture, true);
     let err = session.ensure_running().expect_err("broken");
     let text = err.to_string();
-    assert!(
-        matches!(err, LimaError::InstanceBroken { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, LimaError::InstanceBroken { .. }), "{err:?}");
     assert!(text.contains("must be an absolute path"), "{text}");
     assert!(text.contains("Unknown"), "{text}");
 
@@ -329,7 +335,9 @@ fn terminal_runs_merge_stderr_and_keep_the_status() {
     let script = ["/usr/bin/script", "/bin/script"]
         .into_iter()
         .find(|p| Path::new(p).is_file())
-        .expect("these tests need util-linux `script` for a pty; install util-linux (.ci/run does)");
+        .expect(
+            "these tests need util-linux `script` for a pty; install util-linux (.ci/run does)",
+        );
     let me = std::env::current_exe().expect("test binary");
     let inner = format!(
         "{} --exact inner_terminal_run --include-ignored --nocapture --test-threads=1",
@@ -432,6 +440,9 @@ fn limactl_refusing_root_is_said_clearly() {
     std::fs::write(fixture.lima_home.path().join("standin-as-root"), "").expect("mode");
     let (mut session, _) = open(&fixture, true);
     let err = session.ensure_running().expect_err("refused");
-    assert!(matches!(err, LimaError::LimactlRefusesRoot { .. }), "{err:?}");
+    assert!(
+        matches!(err, LimaError::LimactlRefusesRoot { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("root"), "{err}");
 }

@@ -269,8 +269,9 @@ fn stopped_instance_is_started_on_demand_and_stopped_on_exit() {
     assert!(outcome.exec.success());
     assert_eq!(fixture.instance()["status"], "Running");
     let invocations = fixture.invocations();
-    assert_eq!(invocations[0][..2], ["list", "--format"]);
-    assert_eq!(invocations[1], ["start", "--tty=false", INSTANCE]);
+    assert_eq!(invocations[0], ["--version"]);
+    assert_eq!(invocations[1][..2], ["list", "--format"]);
+    assert_eq!(invocations[2], ["start", "--tty=false", INSTANCE]);
     assert!(
         notices.text().contains("starting Lima instance"),
         "{}",
@@ -292,7 +293,10 @@ fn eager_start_starts_at_construction() {
     config.eager_start = true;
     let _session = GammaSession::new(&config).expect("session");
     assert_eq!(fixture.instance()["status"], "Running");
-    assert_eq!(fixture.subcommands(), ["list", "start"]);
+    assert_eq!(
+        fixture.subcommands(),
+        ["--version", "list", "start", "shell"]
+    );
 }
 
 #[test]
@@ -330,7 +334,7 @@ fn missing_instance_missing_mount_and_failed_start_are_specific_errors() {
     }
     assert_eq!(
         fixture.subcommands(),
-        ["list"],
+        ["--version", "list"],
         "no start or shell after a mount mismatch"
     );
 
@@ -406,7 +410,10 @@ fn mode_s_builds_a_real_crate_at_the_guest_path() {
         .expect("failed build is Ok");
     assert!(!outcome.exec.success());
     // One list, then one `limactl shell` per run: no probes on the happy path.
-    assert_eq!(fixture.subcommands(), ["list", "shell", "shell", "shell"]);
+    assert_eq!(
+        fixture.subcommands(),
+        ["--version", "list", "shell", "shell", "shell", "shell"]
+    );
     session.shutdown().expect("shutdown");
     assert!(!staging.exists(), "shutdown removes the staging dir");
     let mut user_files = walk(fixture.parent.path());
@@ -470,10 +477,11 @@ fn timeouts_kill_the_run_and_are_reported() {
 fn build_essential_probe_honours_its_knob() {
     let fixture = Fixture::new("Running");
     let vfs = Vfs::new();
-    // Off (the fixture's default): ensure_ready only lists.
+    // Off (the fixture's default): ensure_ready only reads the version, lists and
+    // checks the mount answers.
     let (mut session, _) = open(&fixture, true);
     session.ensure_ready(&vfs, "/").expect("ready");
-    assert_eq!(fixture.subcommands(), ["list"]);
+    assert_eq!(fixture.subcommands(), ["--version", "list", "shell"]);
     // On: one probe in the guest; gcc is there, so nothing is installed and nothing said.
     let mut config = fixture.config(true);
     config.auto_build_essential = true;
@@ -484,7 +492,15 @@ fn build_essential_probe_honours_its_knob() {
     session.ensure_ready(&vfs, "/").expect("ready twice");
     assert_eq!(
         fixture.subcommands(),
-        ["list", "list", "shell"],
+        [
+            "--version",
+            "list",
+            "shell",
+            "--version",
+            "list",
+            "shell",
+            "shell"
+        ],
         "one probe per session"
     );
     assert!(
@@ -568,7 +584,10 @@ fn mode_s_captured_runs_use_the_channel_when_the_sidecar_is_reachable() {
         session.channel_state(),
         &devshell_vm_backend_lima::ChannelState::Open
     );
-    assert_eq!(fixture.subcommands(), ["list", "copy", "shell"]);
+    assert_eq!(
+        fixture.subcommands(),
+        ["--version", "list", "shell", "copy", "shell"]
+    );
 }
 
 /// The stand-in follows Lima's rule that leading `NAME=value` arguments are environment
@@ -705,10 +724,13 @@ fn build_essential_install_is_announced_and_runs_in_the_guest() {
         std::fs::read_to_string(&log).expect("apt-get ran in the guest"),
         "apt-get update\napt-get install -y build-essential\n"
     );
-    assert_eq!(fixture.subcommands(), ["list", "shell", "shell"]);
+    assert_eq!(
+        fixture.subcommands(),
+        ["--version", "list", "shell", "shell", "shell"]
+    );
     // Once per session.
     session.ensure_ready(&Vfs::new(), "/").expect("ready twice");
-    assert_eq!(fixture.subcommands().len(), 3);
+    assert_eq!(fixture.subcommands().len(), 5);
 }
 
 #[test]
@@ -787,7 +809,10 @@ fn shutdown_without_stop_on_exit_leaves_the_instance_running() {
     assert!(outcome.exec.success(), "{outcome:?}");
     session.shutdown().expect("shutdown");
     assert_eq!(fixture.instance()["status"], "Running");
-    assert_eq!(fixture.subcommands(), ["list", "start", "shell"]);
+    assert_eq!(
+        fixture.subcommands(),
+        ["--version", "list", "start", "shell", "shell"]
+    );
     assert!(!notices.text().contains("stopping"), "{}", notices.text());
 }
 

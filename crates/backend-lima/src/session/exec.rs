@@ -550,6 +550,32 @@ impl GammaSession {
             return Err(format!("sidecar {} does not exist", sidecar.display()));
         }
         self.ensure_running().map_err(|e| e.to_string())?;
+        // What the binary is, checked on the host before it goes anywhere near the guest.
+        let guest_arch = if self.guest_arch.is_empty() {
+            std::env::consts::ARCH.to_owned()
+        } else {
+            self.guest_arch.clone()
+        };
+        let kind = crate::binary::inspect(&sidecar)
+            .map_err(|e| format!("cannot read the sidecar {}: {e}", sidecar.display()))?;
+        self.diagnose(format!(
+            "sidecar {}: {}; guest: Linux {guest_arch}",
+            sidecar.display(),
+            kind.describe()
+        ));
+        let dynamic_glibc = match &kind {
+            crate::binary::BinaryKind::Elf { arch, interpreter } if *arch == guest_arch => {
+                interpreter.as_deref().is_some_and(|i| !i.contains("musl"))
+            }
+            other => {
+                return Err(format!(
+                    "the sidecar {} is {}, which the Linux {guest_arch} guest cannot run; {}",
+                    sidecar.display(),
+                    other.describe(),
+                    crate::binary::static_build_hint(&guest_arch)
+                ));
+            }
+        };
         let (guest_bin, copied) = if let Ok(rel) = sidecar.strip_prefix(&self.workspace_parent) {
             (join_slash(&self.mount, &rel.to_string_lossy()), false)
         } else {
@@ -584,7 +610,7 @@ impl GammaSession {
         };
         let script = format!(
             "case \"$(uname -s) $(uname -m)\" in \"Linux {arch}\") ;; *) echo \"guest $(uname -s) $(uname -m) cannot run the sidecar (Linux {arch})\" >&2; exit {ARCH_MISMATCH};; esac; {run}",
-            arch = std::env::consts::ARCH
+            arch = guest_arch
         );
         let argv = shell_argv(
             &self.mount,
@@ -602,6 +628,22 @@ impl GammaSession {
         let child = command
             .spawn()
             .map_err(|e| format!("spawning limactl shell: {e}"))?;
-        Channel::open(child, &self.mount)
+        let channel = Channel::open(child, &self.mount).map_err(|reason| {
+            if dynamic_glibc {
+                format!(
+                    "{reason} (the sidecar is linked against the host's glibc, which the guest may lack; {})",
+                    crate::binary::static_build_hint(&guest_arch)
+                )
+            } else {
+                reason
+            }
+        })?;
+        if channel.stray_lines() > 0 {
+            self.diagnose(format!(
+                "the guest login profile printed {} line(s) to stdout before the sidecar started (skipped; they also reach the stdout of tools run through `limactl shell`)",
+                channel.stray_lines()
+            ));
+        }
+        Ok(channel)
     }
 }

@@ -53,9 +53,12 @@ impl GammaSession {
         to: Option<&str>,
         input: Option<&[u8]>,
     ) -> Result<Vec<u8>, GuestFsError> {
+        // Framed: the script first prints a marker line, and only what follows it is the
+        // operation's output; whatever the guest's login profile printed before (`limactl
+        // shell` runs `$SHELL --login`) is skipped.
         let mut args = vec![
             "-c".to_owned(),
-            guest_ops::SCRIPT.to_owned(),
+            format!("printf '%s\\n' '{FRAME}'\n{}", guest_ops::SCRIPT),
             "devshell-vm-op".to_owned(),
             self.mount.clone(),
             op.to_owned(),
@@ -72,7 +75,20 @@ impl GammaSession {
                 message: e.to_string(),
             })?;
         match out.status.code() {
-            Some(0) => Ok(out.stdout),
+            Some(0) => {
+                let (payload, stray) = unframe(&out.stdout).ok_or_else(|| GuestFsError::Transport {
+                    message: format!(
+                        "`limactl shell` for {op} {path:?} exited 0 without the operation's output frame (the guest shell never ran it?): {:?}",
+                        String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(200)])
+                    ),
+                })?;
+                if stray > 0 {
+                    self.diagnose(format!(
+                        "the guest login profile printed {stray} byte(s) to stdout (skipped in guest file operations; they also reach the stdout of tools run through `limactl shell`)"
+                    ));
+                }
+                Ok(payload)
+            }
             Some(255) => Err(GuestFsError::Transport {
                 message: format!(
                     "cannot reach Lima instance {:?} over ssh (exit 255): {}",
@@ -174,5 +190,30 @@ impl GuestFsOps for GammaSession {
             return result.map(|_| ());
         }
         self.fs_shell("rename", &from, Some(&to), None).map(|_| ())
+    }
+}
+
+/// The marker line that starts a fallback operation's output.
+const FRAME: &str = "\u{1e}devshell-vm-guest-op\u{1e}";
+
+/// The output after the first marker line, and how many stray bytes came before it.
+fn unframe(stdout: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let marker = format!("{FRAME}\n");
+    let marker = marker.as_bytes();
+    let at = stdout.windows(marker.len()).position(|w| w == marker)?;
+    Some((stdout[at + marker.len()..].to_vec(), at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FRAME, unframe};
+
+    #[test]
+    fn unframe_skips_stray_output_and_needs_the_marker() {
+        let framed = format!("Welcome!\n{FRAME}\npayload\n{FRAME}\n");
+        let (payload, stray) = unframe(framed.as_bytes()).expect("framed");
+        assert_eq!(payload, format!("payload\n{FRAME}\n").as_bytes());
+        assert_eq!(stray, "Welcome!\n".len());
+        assert!(unframe(b"no marker").is_none());
     }
 }

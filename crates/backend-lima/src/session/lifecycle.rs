@@ -6,7 +6,9 @@ use std::process::Stdio;
 use crate::LimaError;
 use crate::limactl::{InstanceInfo, LimaVersion, shell_argv, status_text};
 
-use super::{READY_POLL, READY_TIMEOUT, ChannelState, GammaSession, canonical, workspace_parent_error};
+use super::{
+    ChannelState, GammaSession, READY_POLL, READY_TIMEOUT, canonical, workspace_parent_error,
+};
 
 impl GammaSession {
     // ------------------------------------------------------------------ lifecycle
@@ -57,6 +59,7 @@ impl GammaSession {
             });
         }
         self.check_mount(&info)?;
+        self.guest_arch.clone_from(&info.arch);
         if info.status == "Stopped" {
             self.start(&info)?;
         }

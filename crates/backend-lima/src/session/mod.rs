@@ -81,6 +81,8 @@ pub struct GammaSession {
     /// `limactl --version`, read once per session (`None` until read; `Some(None)` when
     /// it did not parse).
     lima_version: Option<Option<LimaVersion>>,
+    /// The guest architecture `limactl list` reported (empty until known).
+    guest_arch: String,
     provisioned: bool,
     forward_interrupts: bool,
     projects: ProjectTable<()>,
@@ -149,6 +151,7 @@ impl GammaSession {
             channel_state: ChannelState::NotOpened,
             running: false,
             lima_version: None,
+            guest_arch: String::new(),
             provisioned: false,
             forward_interrupts: false,
             projects: ProjectTable::new(),
