@@ -136,7 +136,7 @@ fn a_supervised_run_keeps_output_status_and_environment() {
     let mut vfs = vfs_with_dir("/p");
     let request = captured("sh", &["-c", "echo \"out $A\"; echo err >&2; pwd; exit 7"])
         .env("A", "x y")
-        .timeout(Some(Duration::from_secs(60)));
+        .timeout(Some(Duration::from_mins(1)));
     let outcome = session.run_tool(&mut vfs, "/p", &request).expect("run");
     assert_eq!(outcome.exec.termination, Termination::Exited(7));
     assert_eq!(

@@ -143,68 +143,12 @@ impl GammaSession {
         {
             return result;
         }
-        // Timed and cancellable runs go through the guest supervisor with a lifeline
-        // stdin, so a kill reaches the guest process (see `supervise`).
-        let supervised = (request.timeout.is_some() || cancel.is_some())
-            && request.stdin == StdinMode::Null
-            && !request.forward_interrupts;
-        let argv = if supervised {
-            let mut args = vec![
-                "-c".to_owned(),
-                super::supervise::SUPERVISOR.to_owned(),
-                super::supervise::SUPERVISOR_NAME.to_owned(),
-                request.program.clone(),
-            ];
-            args.extend(request.args.iter().cloned());
-            shell_argv(guest_dir, &self.instance, &request.env, "/bin/sh", &args)
-        } else {
-            shell_argv(
-                guest_dir,
-                &self.instance,
-                &request.env,
-                &request.program,
-                &request.args,
-            )
-        };
         // The host image of the workdir (under the mount), seen before and after the run:
         // a directory that existed before the run and is gone afterwards was removed by
         // the tool (Lima's `cd` had succeeded), so an exit 1 is then the tool's own.
         let host_image = self.host_path_of_guest(guest_dir);
         let existed_before = host_image.as_deref().is_some_and(Path::is_dir);
-        self.limactl.spawned();
-        let outcome = if supervised {
-            super::supervise::run(
-                &self.limactl.path,
-                self.lima_home.as_ref(),
-                &argv,
-                request,
-                on_output,
-                cancel,
-            )?
-        } else {
-            let mut outer_args = Vec::with_capacity(argv.len());
-            for a in argv {
-                outer_args.push(a.into_string().map_err(|a| LimaError::InvalidRequest {
-                    reason: format!("argument {} is not UTF-8", a.display()),
-                })?);
-            }
-            let mut outer = ToolRequest::new(self.limactl.path.to_string_lossy(), outer_args)
-                .stdin(request.stdin)
-                .stdout(request.stdout)
-                .stderr(request.stderr)
-                .timeout(request.timeout)
-                .forward_interrupts(request.forward_interrupts);
-            if let Some(home) = &self.lima_home {
-                outer = outer.env("LIMA_HOME", home.to_string_lossy());
-            }
-            let cwd = std::env::temp_dir();
-            devshell_vm_exec::run(&self.limactl.path, &outer, &cwd, on_output, cancel).map_err(
-                |e| LimaError::Io {
-                    context: format!("running {}", self.limactl.path.display()),
-                    source: std::io::Error::other(e.to_string()),
-                },
-            )?
-        };
+        let outcome = self.launch(guest_dir, request, on_output, cancel)?;
         let removed_by_tool = existed_before && !host_image.as_deref().is_some_and(Path::is_dir);
         match outcome.termination {
             Termination::Exited(1) if removed_by_tool => {}
@@ -276,6 +220,76 @@ impl GammaSession {
             }
             _ => {}
         }
+        Ok(outcome)
+    }
+
+    /// Spawns the run: through the guest supervisor with a lifeline stdin when it is
+    /// timed or cancellable (see `supervise`), else `limactl shell` with the caller's
+    /// stdio through `devshell_vm_exec::run`.
+    fn launch(
+        &mut self,
+        guest_dir: &str,
+        request: &ToolRequest,
+        on_output: &mut dyn FnMut(StreamKind, &[u8]),
+        cancel: Option<&CancelHandle>,
+    ) -> Result<ExecOutcome, LimaError> {
+        // Timed and cancellable runs go through the guest supervisor with a lifeline
+        // stdin, so a kill reaches the guest process (see `supervise`).
+        let supervised = (request.timeout.is_some() || cancel.is_some())
+            && request.stdin == StdinMode::Null
+            && !request.forward_interrupts;
+        let argv = if supervised {
+            let mut args = vec![
+                "-c".to_owned(),
+                super::supervise::SUPERVISOR.to_owned(),
+                super::supervise::SUPERVISOR_NAME.to_owned(),
+                request.program.clone(),
+            ];
+            args.extend(request.args.iter().cloned());
+            shell_argv(guest_dir, &self.instance, &request.env, "/bin/sh", &args)
+        } else {
+            shell_argv(
+                guest_dir,
+                &self.instance,
+                &request.env,
+                &request.program,
+                &request.args,
+            )
+        };
+        self.limactl.spawned();
+        let outcome = if supervised {
+            super::supervise::run(
+                &self.limactl.path,
+                self.lima_home.as_ref(),
+                &argv,
+                request,
+                on_output,
+                cancel,
+            )?
+        } else {
+            let mut outer_args = Vec::with_capacity(argv.len());
+            for a in argv {
+                outer_args.push(a.into_string().map_err(|a| LimaError::InvalidRequest {
+                    reason: format!("argument {} is not UTF-8", a.display()),
+                })?);
+            }
+            let mut outer = ToolRequest::new(self.limactl.path.to_string_lossy(), outer_args)
+                .stdin(request.stdin)
+                .stdout(request.stdout)
+                .stderr(request.stderr)
+                .timeout(request.timeout)
+                .forward_interrupts(request.forward_interrupts);
+            if let Some(home) = &self.lima_home {
+                outer = outer.env("LIMA_HOME", home.to_string_lossy());
+            }
+            let cwd = std::env::temp_dir();
+            devshell_vm_exec::run(&self.limactl.path, &outer, &cwd, on_output, cancel).map_err(
+                |e| LimaError::Io {
+                    context: format!("running {}", self.limactl.path.display()),
+                    source: std::io::Error::other(e.to_string()),
+                },
+            )?
+        };
         Ok(outcome)
     }
 
@@ -609,8 +623,7 @@ impl GammaSession {
             "exec \"$0\" --serve-stdio --root \"$1\""
         };
         let script = format!(
-            "case \"$(uname -s) $(uname -m)\" in \"Linux {arch}\") ;; *) echo \"guest $(uname -s) $(uname -m) cannot run the sidecar (Linux {arch})\" >&2; exit {ARCH_MISMATCH};; esac; {run}",
-            arch = guest_arch
+            "case \"$(uname -s) $(uname -m)\" in \"Linux {guest_arch}\") ;; *) echo \"guest $(uname -s) $(uname -m) cannot run the sidecar (Linux {guest_arch})\" >&2; exit {ARCH_MISMATCH};; esac; {run}"
         );
         let argv = shell_argv(
             &self.mount,

@@ -71,11 +71,12 @@ impl GammaSession {
     /// The Lima release, read once per session with `limactl --version` (and noted in
     /// [`Self::diagnostics`]).
     pub(super) fn lima_version(&mut self) -> Result<Option<LimaVersion>, LimaError> {
-        if let Some(version) = self.lima_version {
-            return Ok(version);
+        if self.lima_version_read {
+            return Ok(self.lima_version);
         }
         let version = self.limactl.version()?;
-        self.lima_version = Some(version);
+        self.lima_version = version;
+        self.lima_version_read = true;
         let line = match version {
             Some(v) => format!("limactl {v} ({})", self.limactl.path.display()),
             None => format!(

@@ -36,7 +36,7 @@ pub const STAGING_DIR_NAME: &str = ".devshell-vm";
 const STAGING_PREFIX: &str = "s-";
 
 /// How long [`GammaSession::ensure_running`] waits for a booting instance's ssh and mount.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_mins(2);
 
 /// Pause between two readiness probes.
 const READY_POLL: Duration = Duration::from_millis(250);
@@ -78,9 +78,10 @@ pub struct GammaSession {
     channel: Option<Channel>,
     channel_state: ChannelState,
     running: bool,
-    /// `limactl --version`, read once per session (`None` until read; `Some(None)` when
-    /// it did not parse).
-    lima_version: Option<Option<LimaVersion>>,
+    /// `limactl --version`, read once per session (`None` when it did not parse).
+    lima_version: Option<LimaVersion>,
+    /// Whether [`Self::lima_version`] was read.
+    lima_version_read: bool,
     /// The guest architecture `limactl list` reported (empty until known).
     guest_arch: String,
     provisioned: bool,
@@ -151,6 +152,7 @@ impl GammaSession {
             channel_state: ChannelState::NotOpened,
             running: false,
             lima_version: None,
+            lima_version_read: false,
             guest_arch: String::new(),
             provisioned: false,
             forward_interrupts: false,
