@@ -38,6 +38,10 @@ pub struct InstanceConfig {
     /// Configured mounts.
     #[serde(default)]
     pub mounts: Vec<MountInfo>,
+    /// `reverse-sshfs`, `9p` or `virtiofs` (`pkg/limatype/lima_yaml.go` L32, L94-L96 of
+    /// v2.2.0).
+    #[serde(rename = "mountType", default)]
+    pub mount_type: Option<String>,
 }
 
 /// One configured mount: host `location` at guest `mountPoint` (default: the location).
@@ -51,6 +55,18 @@ pub struct MountInfo {
     /// Whether the guest may write.
     #[serde(default)]
     pub writable: Option<bool>,
+    /// reverse-sshfs options (`cache`, default true: `pkg/limayaml/defaults.go` L785-L786
+    /// of v2.2.0).
+    #[serde(default)]
+    pub sshfs: Option<SshfsOptions>,
+}
+
+/// A mount's `sshfs:` options (only `cache` is read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SshfsOptions {
+    /// Whether sshfs caches attributes and directory entries.
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 impl MountInfo {

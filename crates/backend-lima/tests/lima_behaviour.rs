@@ -372,6 +372,37 @@ fn mode_s_refuses_a_read_only_mount_naming_the_setting() {
     assert!(text.contains("lima.yaml"), "{text}");
 }
 
+/// reverse-sshfs caches attributes and entries by default: Mode S says so (a push just
+/// before a run may look stale); `cache: false` or 9p/virtiofs say nothing.
+#[test]
+fn mode_s_warns_about_a_cached_reverse_sshfs_mount() {
+    for (cache, warned) in [(None, true), (Some(true), true), (Some(false), false)] {
+        let fixture = Fixture::new("Running");
+        let mut state = fixture.instance();
+        state["mount_type"] = json!("reverse-sshfs");
+        if let Some(cache) = cache {
+            state["mounts"][0]["sshfs"] = json!({ "cache": cache });
+        }
+        fixture.set_instance(state);
+        let (mut session, notices) = open(&fixture, false);
+        session.ensure_running().expect("runs");
+        assert_eq!(
+            notices.text().contains("sshfs: {cache: false}"),
+            warned,
+            "cache {cache:?}: {}",
+            notices.text()
+        );
+    }
+    let fixture = Fixture::new("Running");
+    let (mut session, notices) = open(&fixture, false);
+    session.ensure_running().expect("runs");
+    assert!(
+        !notices.text().contains("reverse-sshfs"),
+        "{}",
+        notices.text()
+    );
+}
+
 #[test]
 fn a_sidecar_the_guest_cannot_run_is_refused_before_copying() {
     let fixture = Fixture::new("Running");

@@ -58,6 +58,9 @@ struct Mount {
     mount_point: Option<String>,
     #[serde(default)]
     writable: bool,
+    /// reverse-sshfs options (`{"cache": bool}`), passed through to `list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sshfs: Option<serde_json::Value>,
 }
 
 impl Mount {
@@ -96,6 +99,12 @@ struct Instance {
     /// Extra variables of the guest environment (as if set by the guest's sshd / PAM).
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// `mountType` as `list` reports it: QEMU's default is `9p`
+    /// (`pkg/driver/qemu/qemu_driver.go` L244-L245 of v2.2.0), vz's `virtiofs`
+    /// (`pkg/driver/vz/vz_driver_darwin.go` L172-L173). The stand-in's mounts are bind
+    /// mounts, coherent like 9p with `cache: mmap`.
+    #[serde(default = "default_mount_type")]
+    mount_type: String,
     /// When set, `start` fails, appending this text to `ha.stderr.log`.
     #[serde(default)]
     start_failure: Option<String>,
@@ -185,6 +194,9 @@ impl std::fmt::Display for Version {
 
 fn default_arch() -> String {
     std::env::consts::ARCH.to_owned()
+}
+fn default_mount_type() -> String {
+    "9p".to_owned()
 }
 fn default_shell() -> String {
     "/bin/bash".to_owned()
@@ -386,11 +398,15 @@ fn list(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
                 .mounts
                 .iter()
                 .map(|m| {
-                    serde_json::json!({
+                    let mut mount = serde_json::json!({
                         "location": m.location,
                         "mountPoint": m.guest_point(),
                         "writable": m.writable,
-                    })
+                    });
+                    if let Some(sshfs) = &m.sshfs {
+                        mount["sshfs"] = sshfs.clone();
+                    }
+                    mount
                 })
                 .collect();
             let mut object = serde_json::json!({
@@ -403,7 +419,12 @@ fn list(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
                 "cpus": 4,
                 "memory": 4_294_967_296_u64,
                 "disk": 107_374_182_400_u64,
-                "config": { "arch": inst.arch, "vmType": "qemu", "mounts": mounts },
+                "config": {
+                    "arch": inst.arch,
+                    "vmType": "qemu",
+                    "mountType": inst.mount_type,
+                    "mounts": mounts,
+                },
                 "protected": false,
                 "limaVersion": "standin",
             });

@@ -135,7 +135,7 @@ impl GammaSession {
         }
     }
 
-    pub(super) fn check_mount(&self, info: &InstanceInfo) -> Result<(), LimaError> {
+    pub(super) fn check_mount(&mut self, info: &InstanceInfo) -> Result<(), LimaError> {
         let want_host = canonical(&self.workspace_parent);
         let found = info.config.mounts.iter().find(|m| {
             m.guest_point().trim_end_matches('/') == self.mount.trim_end_matches('/')
@@ -150,6 +150,19 @@ impl GammaSession {
                     workspace_parent: self.workspace_parent.display().to_string(),
                     mount: self.mount.clone(),
                 });
+            }
+            if self.syncs_vfs_with_host_workspace()
+                && info.config.mount_type.as_deref() == Some("reverse-sshfs")
+                && mount.sshfs.as_ref().and_then(|o| o.cache) != Some(false)
+            {
+                // sshfs caches attributes and directory entries: a file pushed on the
+                // host just before the run may look stale or missing in the guest.
+                let line = format!(
+                    "Lima instance {:?} mounts {} with reverse-sshfs and its cache on (Lima's default): a file pushed just before a run can look stale in the guest; set `sshfs: {{cache: false}}` on that mount in lima.yaml, or use mountType 9p or virtiofs",
+                    self.instance, self.mount
+                );
+                self.notice(&line);
+                self.diagnose(line);
             }
             return Ok(());
         }
