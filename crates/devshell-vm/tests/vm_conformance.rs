@@ -52,6 +52,12 @@ mod lima {
     devshell_vm::vm_session_conformance_tests!({
         let standin =
             devshell_vm_test_support::cargo_bin("devshell-vm-limactl-standin", "limactl-standin");
+        // With the sidecar channel, as a Lima user with the sidecar installed runs: a
+        // guest command killed by a signal is then reported as a signal. Through
+        // `limactl shell` alone it arrives as ssh's 255, as with real Lima (tested in
+        // crates/backend-lima/tests/lima_behaviour.rs).
+        let sidecar =
+            devshell_vm_test_support::cargo_bin("devshell-vm-sidecar", "devshell-vm-sidecar");
         let mut dirs = Vec::new();
         // The closure owns every instance's directories, so they outlive the check.
         move || {
@@ -79,6 +85,10 @@ mod lima {
                     parent.path().to_str().unwrap().to_owned(),
                 ),
                 ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+                (
+                    "DEVSHELL_VM_SIDECAR_BIN".to_owned(),
+                    sidecar.to_str().unwrap().to_owned(),
+                ),
             ]);
             dirs.push((home, parent));
             let session =

@@ -769,9 +769,9 @@ fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
 
 /// Runs the guest side the way sshd does and relays its stdio the way ssh does.
 ///
-/// * The guest command runs in a process group of its own (sshd runs it in a session
-///   of its own), so killing `limactl`'s process group does not reach it: it sees its
-///   stdin close and keeps running — what happens to a guest command under a real
+/// * The guest command runs in a session of its own (`setsid` in [`guest_entry`], as
+///   sshd does for a session's command), so killing `limactl`'s process group does not
+///   reach it: it sees its stdin close and keeps running — what happens to a guest command under a real
 ///   `limactl shell` (ssh without a pty, `cmd/limactl/shell.go` L442-L445 of v2.2.0).
 /// * Its stdin, stdout and stderr are pipes relayed by this process (standing in for
 ///   ssh and sshd): when this process dies the guest's stdin reaches end of file.
@@ -779,7 +779,6 @@ fn shell(home: &Path, args: &[String]) -> Result<ExitCode, Failure> {
 fn relay(mut guest: Command) -> Result<ExitCode, Failure> {
     use std::os::unix::process::ExitStatusExt;
     guest
-        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -877,6 +876,12 @@ fn guest_entry(args: &[String]) -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    // sshd runs a session's command as the leader of a new session; this process is a
+    // child of the stand-in (not a group leader), so `setsid` succeeds.
+    if let Err(e) = nix::unistd::setsid() {
+        eprintln!("limactl-standin __guest: setsid: {e}");
+        return ExitCode::from(125);
+    }
     let root = Path::new(config).with_file_name("rootfs");
     if let Err(e) = prepare_guest_root(&inst, &root) {
         eprintln!(
