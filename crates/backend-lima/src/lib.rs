@@ -36,10 +36,21 @@
 //!   operation is one `limactl shell` running a small POSIX script (the earlier
 //!   project's cost per Tab completion).
 //!
-//! Tests run against `limactl-standin` (this package's test-support binary, not
-//! shipped), which follows Lima's `shell` implementation and runs guest commands in a
+//! * **Lima as it really behaves** (each point cited to Lima's source in
+//!   `docs/arch/lima.md`): timed and cancellable runs are wrapped in a guest supervisor
+//!   with a lifeline stdin, so a kill stops the guest process too (a killed
+//!   `limactl shell` does not); `limactl --version` is read once per session and the
+//!   stopped-instance behaviour of each release handled (2.0.3 exits 0 having run
+//!   nothing); after `list`/`start` the session waits (bounded) until the mount answers;
+//!   broken instances report Lima's `errors`; a read-only mount is refused for Mode S;
+//!   the sidecar binary's format and target are checked on the host before copying
+//!   ([`GammaSession::diagnostics`]); login-profile output never corrupts guest file
+//!   reads or the channel handshake; `limactl` refusing root is said plainly.
+//!
+//! Tests run against `limactl-standin` (the dev-only crate `crates/limactl-standin`,
+//! not shipped), which follows Lima's source mode by mode and runs guest commands in a
 //! private mount namespace where only the guest mount path exists; what needs a real
-//! Lima is listed in `docs/ARCHITECTURE.md` (section `crates/backend-lima`).
+//! Lima is listed in `docs/arch/lima.md`.
 
 #![cfg(unix)]
 #![allow(
