@@ -32,6 +32,57 @@ fn main() {
     println!("lima bench (against limactl-standin, not a real Lima VM); runs={runs}");
     reads(runs);
     mode_s(runs);
+    lifecycle_and_supervision(runs);
+}
+
+/// What issue 18 added: opening a session (`--version`, `list`, the readiness probe)
+/// next to one bare `limactl shell true`, and a timed run (guest supervisor + lifeline
+/// stdin) next to the same run untimed (plain `limactl shell`).
+fn lifecycle_and_supervision(runs: usize) {
+    let samples = sample(
+        runs,
+        || {
+            let fixture = Fixture::new("Running");
+            let session = session(&fixture, true, false);
+            (fixture, session)
+        },
+        |(fixture, mut session)| {
+            session.ensure_running().expect("ready");
+            assert_eq!(session.limactl_spawns(), 3);
+            drop(session);
+            drop(fixture);
+        },
+    );
+    let _ = report(
+        "lima/session open (--version + list + readiness probe, 3 spawns)",
+        &samples,
+    );
+    let fixture = Fixture::new("Running");
+    std::fs::create_dir_all(fixture.parent.path().join("p")).expect("mkdir");
+    let mut session = session(&fixture, true, false);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+    for (label, timeout) in [
+        ("untimed (plain limactl shell)", None),
+        (
+            "timed (guest supervisor + lifeline)",
+            Some(std::time::Duration::from_mins(1)),
+        ),
+    ] {
+        let request = ToolRequest::new("true", Vec::<String>::new())
+            .stdout(OutputMode::Capture)
+            .stderr(OutputMode::Capture)
+            .timeout(timeout);
+        let samples = sample(
+            runs,
+            || (),
+            |()| {
+                let outcome = session.run_tool(&mut vfs, "/p", &request).expect("run");
+                assert!(outcome.exec.success());
+            },
+        );
+        let _ = report(&format!("lima/Mode P run of true, {label}"), &samples);
+    }
 }
 
 fn session(fixture: &Fixture, guest_mode: bool, channel: bool) -> GammaSession {
