@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// [`ProtocolError::Io`] leaves the reader in an unknown state (drop the connection).
 #[derive(Debug)]
 pub struct LineReader<R> {
-    inner: BufReader<R>,
+    pub(crate) inner: BufReader<R>,
     max_frame_bytes: usize,
     line: Vec<u8>,
 }

@@ -114,6 +114,22 @@ wire_code! {
         Internal => "internal",
         /// New: the sidecar serves its maximum number of connections; this one is closed.
         Busy => "busy",
+        /// `wire-sync`: a delta push whose base is not the sidecar's state (send a full push).
+        WireStale => "wire_stale",
+        /// `wire-sync`: a bulk frame with a bad marker, type or length (the connection is closed).
+        WireFrame => "wire_frame",
+        /// `wire-sync`: a blob whose bytes do not match its digest (the connection is closed).
+        WireDigest => "wire_digest",
+        /// `wire-sync`: the project's copy would exceed the sidecar's size bound.
+        WireQuota => "wire_quota",
+        /// `wire-sync`: writing or scanning the sidecar's staging failed (disk full...); the copy was reset.
+        WireIo => "wire_io",
+        /// `wire-sync`: another connection is using this client's copy of the project.
+        WireBusy => "wire_busy",
+        /// `wire-sync`: an entry or path the sidecar refuses (bad path, missing digest...).
+        WireInvalid => "wire_invalid",
+        /// `wire-sync`: a request that needs an earlier step (`wire_project`, a pending push...).
+        WireSequence => "wire_sequence",
     }
 }
 

@@ -60,6 +60,21 @@ pub enum ProtocolError {
         /// The decoder's description.
         message: String,
     },
+    /// `wire-sync`: a bulk frame with a bad marker, type or length (the byte stream
+    /// cannot be resynchronised: the connection must be dropped).
+    #[error("bad bulk frame: {message}")]
+    BulkFrame {
+        /// What was wrong.
+        message: String,
+    },
+    /// `wire-sync`: a blob's bytes do not hash to the digest announced for them.
+    #[error("blob content hashes to {actual}, not to the announced digest {expected}")]
+    BlobDigest {
+        /// The announced digest.
+        expected: String,
+        /// The digest of what arrived.
+        actual: String,
+    },
     /// Reading or writing the transport failed (the connection is unusable).
     #[error("transport I/O failed while {context}")]
     Io {
@@ -82,13 +97,19 @@ impl ProtocolError {
             Self::UnknownOp { .. } => ErrorCode::UnknownOp,
             Self::InvalidFields { .. } | Self::Base64 { .. } => ErrorCode::InvalidRequest,
             Self::Io { .. } => ErrorCode::Internal,
+            Self::BulkFrame { .. } => ErrorCode::WireFrame,
+            Self::BlobDigest { .. } => ErrorCode::WireDigest,
         }
     }
 
-    /// `true` when the connection can go on after this error (everything but [`ProtocolError::Io`]).
+    /// `true` when the connection can go on after this error (not after [`ProtocolError::Io`]
+    /// or a bad bulk frame or blob, which leave the byte stream in an unknown place).
     #[must_use]
     pub fn is_recoverable(&self) -> bool {
-        !matches!(self, Self::Io { .. })
+        !matches!(
+            self,
+            Self::Io { .. } | Self::BulkFrame { .. } | Self::BlobDigest { .. }
+        )
     }
 }
 

@@ -14,6 +14,11 @@
 //!   `guest_fs_error` (which of the two `rename` paths failed).
 //! - [`CAP_SYNC_VERIFY`]: `sync_ok` reports `mismatches` found while checking a
 //!   `sync_request` manifest against the staging directory.
+//! - [`CAP_WIRE_SYNC`]: Mode S without a shared file system: `wire_*` requests, BLAKE3
+//!   content addressing and length-prefixed binary bulk frames (see [`write_blob`],
+//!   [`LineReader::read_blob`] and `docs/arch/wire-sync.md`).
+//! - `health` / `health_ok`: a liveness check any peer may send, even before the
+//!   handshake (it reveals nothing and changes nothing).
 //!
 //! A peer that did not announce a capability never receives the frames or
 //! fields that belong to it. Unknown fields are ignored on input (no
@@ -43,10 +48,17 @@ mod codec;
 mod codes;
 mod error;
 mod message;
+mod wire;
 
 pub use codec::{DEFAULT_MAX_FRAME_BYTES, LineReader, write_frame, write_line};
 pub use codes::{ErrorCode, GuestFsErrorCode, negotiate_capabilities};
 pub use error::ProtocolError;
+pub use wire::{
+    BULK_MARKER, BlobRef, FRAME_DATA, FRAME_HEADER_LEN, FRAME_LAST, Health, HealthOk, MAX_CHUNK,
+    Manifest, WireBlobs, WireChanges, WireEntry, WireKind, WireNeed, WireProject, WireProjectOk,
+    WirePull, WirePullDone, WirePullOk, WirePush, WirePushOk, WireStart, WireStarted, WireWant,
+    check_relative_path, digest_hex, is_digest_hex, write_blob,
+};
 pub use message::{
     Direction, ErrorReply, Exec, ExecOutput, ExecResult, GuestFs, GuestFsErrorReply, GuestFsOk,
     GuestFsOperation, GuestKindWire, GuestStat, Handshake, HandshakeOk, ManifestAction,
@@ -64,6 +76,14 @@ pub const CAP_EXEC_STREAM: &str = "exec-stream";
 pub const CAP_GUEST_FS_V2: &str = "guest-fs-v2";
 /// Capability: `sync_ok` carries `mismatches` found while verifying a manifest.
 pub const CAP_SYNC_VERIFY: &str = "sync-verify";
+/// Capability: Mode S over the connection (`wire_*` requests and bulk frames; see
+/// `docs/arch/wire-sync.md`).
+pub const CAP_WIRE_SYNC: &str = "wire-sync";
 
 /// Every capability this crate knows, in the order a client usually requests them.
-pub const KNOWN_CAPABILITIES: &[&str] = &[CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY];
+pub const KNOWN_CAPABILITIES: &[&str] = &[
+    CAP_EXEC_STREAM,
+    CAP_GUEST_FS_V2,
+    CAP_SYNC_VERIFY,
+    CAP_WIRE_SYNC,
+];

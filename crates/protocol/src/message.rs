@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::PROTOCOL_VERSION;
 use crate::codes::{ErrorCode, GuestFsErrorCode};
 use crate::error::{ProtocolError, prefix};
+use crate::wire::{
+    Health, HealthOk, WireBlobs, WireChanges, WireNeed, WireProject, WireProjectOk, WirePull,
+    WirePullDone, WirePullOk, WirePush, WirePushOk, WireStart, WireStarted, WireWant,
+};
 
 // ---------------------------------------------------------------- requests
 
@@ -28,6 +32,22 @@ pub enum Request {
     GuestFs(GuestFs),
     /// `session_shutdown`: forget the session.
     SessionShutdown(SessionShutdown),
+    /// `wire-sync`: start a session whose staging the sidecar keeps.
+    WireStart(WireStart),
+    /// `wire-sync`: open the sidecar's copy of a project.
+    WireProject(WireProject),
+    /// `wire-sync`: push changes.
+    WirePush(WirePush),
+    /// `wire-sync`: blobs the sidecar asked for (bulk frames follow).
+    WireBlobs(WireBlobs),
+    /// `wire-sync`: pull the tool's changes.
+    WirePull(WirePull),
+    /// `wire-sync`: ask for pulled contents the client lacks.
+    WireWant(WireWant),
+    /// `wire-sync`: the pull is applied.
+    WirePullDone(WirePullDone),
+    /// Liveness check (answered before authentication).
+    Health(Health),
 }
 
 impl Request {
@@ -39,12 +59,28 @@ impl Request {
         "exec",
         "guest_fs",
         "session_shutdown",
+        "wire_start",
+        "wire_project",
+        "wire_push",
+        "wire_blobs",
+        "wire_pull",
+        "wire_want",
+        "wire_pull_done",
+        "health",
     ];
 
     /// The frame's `op`.
     #[must_use]
     pub fn op(&self) -> &'static str {
         match self {
+            Self::WireStart(_) => "wire_start",
+            Self::WireProject(_) => "wire_project",
+            Self::WirePush(_) => "wire_push",
+            Self::WireBlobs(_) => "wire_blobs",
+            Self::WirePull(_) => "wire_pull",
+            Self::WireWant(_) => "wire_want",
+            Self::WirePullDone(_) => "wire_pull_done",
+            Self::Health(_) => "health",
             Self::Handshake(_) => "handshake",
             Self::SessionStart(_) => "session_start",
             Self::SyncRequest(_) => "sync_request",
@@ -58,7 +94,14 @@ impl Request {
     #[must_use]
     pub fn session_id(&self) -> Option<&str> {
         match self {
-            Self::Handshake(_) => None,
+            Self::Handshake(_) | Self::Health(_) => None,
+            Self::WireStart(r) => Some(&r.session_id),
+            Self::WireProject(r) => Some(&r.session_id),
+            Self::WirePush(r) => Some(&r.session_id),
+            Self::WireBlobs(r) => Some(&r.session_id),
+            Self::WirePull(r) => Some(&r.session_id),
+            Self::WireWant(r) => Some(&r.session_id),
+            Self::WirePullDone(r) => Some(&r.session_id),
             Self::SessionStart(r) => Some(&r.session_id),
             Self::SyncRequest(r) => Some(&r.session_id),
             Self::Exec(r) => Some(&r.session_id),
@@ -357,6 +400,22 @@ pub enum Reply {
     ShutdownOk(ShutdownOk),
     /// Any request-level failure.
     Error(ErrorReply),
+    /// `wire-sync`: answer to `wire_start`.
+    WireStarted(WireStarted),
+    /// `wire-sync`: answer to `wire_project`.
+    WireProjectOk(WireProjectOk),
+    /// `wire-sync`: digests a push needs.
+    WireNeed(WireNeed),
+    /// `wire-sync`: blobs (bulk frames follow), answer to `wire_want`.
+    WireBlobs(WireBlobs),
+    /// `wire-sync`: the push is applied.
+    WirePushOk(WirePushOk),
+    /// `wire-sync`: the changes of a pull (bulk frames follow).
+    WireChanges(WireChanges),
+    /// `wire-sync`: the pull is committed.
+    WirePullOk(WirePullOk),
+    /// Answer to `health`.
+    HealthOk(HealthOk),
 }
 
 impl Reply {
@@ -371,6 +430,14 @@ impl Reply {
         "guest_fs_error",
         "shutdown_ok",
         "error",
+        "wire_started",
+        "wire_project_ok",
+        "wire_need",
+        "wire_blobs",
+        "wire_push_ok",
+        "wire_changes",
+        "wire_pull_ok",
+        "health_ok",
     ];
 
     /// The frame's `op`.
@@ -386,6 +453,14 @@ impl Reply {
             Self::GuestFsError(_) => "guest_fs_error",
             Self::ShutdownOk(_) => "shutdown_ok",
             Self::Error(_) => "error",
+            Self::WireStarted(_) => "wire_started",
+            Self::WireProjectOk(_) => "wire_project_ok",
+            Self::WireNeed(_) => "wire_need",
+            Self::WireBlobs(_) => "wire_blobs",
+            Self::WirePushOk(_) => "wire_push_ok",
+            Self::WireChanges(_) => "wire_changes",
+            Self::WirePullOk(_) => "wire_pull_ok",
+            Self::HealthOk(_) => "health_ok",
         }
     }
 

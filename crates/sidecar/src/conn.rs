@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use devshell_vm_exec::{CancelHandle, ExecError, OutputMode, StreamKind, Termination, ToolRequest};
 use devshell_vm_protocol::{
-    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, ErrorCode, Exec, ExecOutput, ExecResult,
+    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, CAP_WIRE_SYNC, ErrorCode, Exec, ExecOutput, ExecResult,
     Handshake, HandshakeOk, LineReader, ManifestAction, OutputStream, PROTOCOL_VERSION,
     ProtocolError, Reply, Request, SessionOk, SessionStart, ShutdownOk, SyncMismatch, SyncOk,
     SyncRequest, encode_base64, negotiate_capabilities, parse_request, write_frame,
@@ -23,8 +23,15 @@ use nix::sys::stat::SFlag;
 use crate::confine::{Staging, guest_components, kind_of, normalize_mount, open_dir_at};
 use crate::options::Options;
 
+mod wire_conn;
+
 /// Capabilities this sidecar offers.
-pub(crate) const OFFERED: &[&str] = &[CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY];
+pub(crate) const OFFERED: &[&str] = &[
+    CAP_EXEC_STREAM,
+    CAP_GUEST_FS_V2,
+    CAP_SYNC_VERIFY,
+    CAP_WIRE_SYNC,
+];
 
 /// Server name sent in `handshake_ok`.
 pub(crate) const SERVER_NAME: &str = "devshell-vm-sidecar";
@@ -48,6 +55,8 @@ const LOADER_VARIABLES: &[&str] = &[
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) options: Options,
+    /// `wire-sync` project copies.
+    pub(crate) wire: crate::wire::WireStores,
     shutting_down: AtomicBool,
     running: Mutex<HashMap<u64, CancelHandle>>,
     idle: Condvar,
@@ -68,7 +77,16 @@ impl Drop for ConnectionSlot<'_> {
 
 impl Shared {
     pub(crate) fn new(options: Options) -> Self {
+        let wire = crate::wire::WireStores::new(
+            options
+                .roots
+                .first()
+                .map_or(Path::new("/nonexistent"), PathBuf::as_path),
+            options.wire_max_bytes,
+            options.wire_idle,
+        );
         Self {
+            wire,
             options,
             shutting_down: AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
@@ -88,6 +106,16 @@ impl Shared {
             })
             .ok()
             .map(|_| ConnectionSlot(self))
+    }
+
+    /// `true` once SIGTERM/SIGINT started the shutdown.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub(crate) fn open_connection_count(&self) -> usize {
+        self.open_connections.load(Ordering::SeqCst)
     }
 
     /// A fresh connection id for logs.
@@ -181,9 +209,13 @@ pub(crate) struct Hangup {
 struct Session {
     id: String,
     staging: Staging,
+    /// `wire-sync` sessions: the client's store and the project copies checked out.
+    wire: Option<wire_conn::WireSession>,
 }
 
 struct Conn<'a> {
+    /// Set once the connection's wire copies were checked back in.
+    wire_done: bool,
     shared: &'a Shared,
     peer: Peer,
     authenticated: bool,
@@ -201,6 +233,7 @@ pub(crate) fn serve_connection<R: Read, W: Write + Send>(
     let id = peer.id;
     let mut reader = LineReader::with_max_frame_bytes(reader, shared.options.max_frame_bytes);
     let mut conn = Conn {
+        wire_done: false,
         shared,
         authenticated: !peer.requires_token,
         peer,
@@ -218,7 +251,7 @@ pub(crate) fn serve_connection<R: Read, W: Write + Send>(
             Err(err) => Err(err),
         };
         let outcome = match request {
-            Ok(request) => conn.dispatch(request, &mut writer),
+            Ok(request) => conn.dispatch(request, &mut reader, &mut writer),
             Err(err) if err.is_recoverable() => {
                 log(id, &format!("bad frame: {err}"));
                 write_frame(
@@ -245,11 +278,15 @@ enum ExecEnd {
 }
 
 impl Conn<'_> {
-    fn dispatch<W: Write + Send>(
+    fn dispatch<R: Read, W: Write + Send>(
         &mut self,
         request: Request,
+        reader: &mut LineReader<R>,
         writer: &mut W,
     ) -> Result<(), ProtocolError> {
+        if matches!(request, Request::Health(_)) {
+            return write_frame(writer, &self.health());
+        }
         if !self.authenticated && !matches!(request, Request::Handshake(_)) {
             return write_frame(
                 writer,
@@ -262,6 +299,16 @@ impl Conn<'_> {
         let reply = match request {
             Request::Handshake(hs) => self.handshake(&hs),
             Request::SessionStart(start) => self.session_start(&start),
+            Request::WireStart(start) if self.has(CAP_WIRE_SYNC) => self.wire_start(&start),
+            other if other.op().starts_with("wire_") && !self.has(CAP_WIRE_SYNC) => {
+                Reply::error(
+                    ErrorCode::UnknownOp,
+                    format!(
+                        "unknown op {:?} (the wire-sync capability was not negotiated)",
+                        other.op()
+                    ),
+                )
+            }
             other => {
                 let Some(session) = &self.session else {
                     return write_frame(
@@ -296,10 +343,21 @@ impl Conn<'_> {
                     ),
                     Request::SessionShutdown(_) => {
                         log(self.peer.id, &format!("session {:?} ended", session.id));
-                        self.session = None;
+                        self.end_session();
                         Reply::ShutdownOk(ShutdownOk {})
                     }
-                    Request::Handshake(_) | Request::SessionStart(_) => {
+                    wire @ (Request::WireProject(_)
+                    | Request::WirePush(_)
+                    | Request::WireBlobs(_)
+                    | Request::WirePull(_)
+                    | Request::WireWant(_)
+                    | Request::WirePullDone(_)) => {
+                        return self.wire_request(wire, reader, writer);
+                    }
+                    Request::Handshake(_)
+                    | Request::SessionStart(_)
+                    | Request::WireStart(_)
+                    | Request::Health(_) => {
                         unreachable!("handled above")
                     }
                 }
@@ -360,9 +418,9 @@ impl Conn<'_> {
     }
 
     fn session_start(&mut self, start: &SessionStart) -> Reply {
+        self.end_session();
         if start.staging_dir.is_empty() {
             // v1: an empty staging dir clears the session.
-            self.session = None;
             return Reply::SessionOk(SessionOk {
                 session_id: start.session_id.clone(),
             });
@@ -395,6 +453,7 @@ impl Conn<'_> {
         self.session = Some(Session {
             id: start.session_id.clone(),
             staging,
+            wire: None,
         });
         Reply::SessionOk(SessionOk {
             session_id: start.session_id.clone(),
@@ -429,6 +488,11 @@ impl Conn<'_> {
             return Err(format!("staging_dir {staging_dir:?} is not a directory"));
         }
         let roots = &self.shared.options.roots;
+        if real.starts_with(self.shared.wire.base()) {
+            return Err(format!(
+                "staging_dir {staging_dir:?} is inside the sidecar's wire-sync stores"
+            ));
+        }
         if roots.iter().any(|root| real.starts_with(root)) {
             Ok(())
         } else {

@@ -35,7 +35,11 @@ mod guest_fs;
 mod options;
 mod server;
 mod signals;
+mod wire;
 
 pub use error::SidecarError;
-pub use options::{Cli, DEFAULT_MAX_CONNECTIONS, Listen, Options, Token};
+pub use options::{
+    Cli, DEFAULT_MAX_CONNECTIONS, DEFAULT_WIRE_IDLE_SECS, DEFAULT_WIRE_MAX_BYTES, Listen, Options,
+    Token,
+};
 pub use server::serve;

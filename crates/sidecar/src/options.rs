@@ -46,7 +46,18 @@ pub struct Cli {
     /// TCP with a token: milliseconds a new connection has to send a valid handshake.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
+    /// wire-sync: most bytes of files one project copy may hold (pushes and pulls past it are refused).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_WIRE_MAX_BYTES)]
+    pub wire_max_bytes: u64,
+    /// wire-sync: seconds a client's project copy is kept without a session before it is removed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WIRE_IDLE_SECS)]
+    pub wire_idle_secs: u64,
 }
+
+/// Default for `--wire-max-bytes`: 16 GiB.
+pub const DEFAULT_WIRE_MAX_BYTES: u64 = 16 << 30;
+/// Default for `--wire-idle-secs`: one day.
+pub const DEFAULT_WIRE_IDLE_SECS: u64 = 24 * 60 * 60;
 
 /// Default for `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
@@ -71,6 +82,11 @@ impl Token {
     #[must_use]
     pub fn new(token: &str) -> Self {
         Self(token.trim().to_owned())
+    }
+
+    /// The secret itself (for deriving `wire-sync` store names; never logged).
+    pub(crate) fn secret(&self) -> &str {
+        &self.0
     }
 
     /// Constant-time comparison with what a client sent.
@@ -113,6 +129,10 @@ pub struct Options {
     pub default_timeout: Option<Duration>,
     /// `PATH` used to find `argv[0]` (unless the request's env sets `PATH`).
     pub path_var: Option<OsString>,
+    /// wire-sync: byte bound of one project copy.
+    pub wire_max_bytes: u64,
+    /// wire-sync: idle time after which a project copy is removed.
+    pub wire_idle: Duration,
 }
 
 impl Options {
@@ -179,6 +199,8 @@ impl Options {
             auth_timeout: Duration::from_millis(cli.auth_timeout_ms.max(1)),
             default_timeout,
             path_var,
+            wire_max_bytes: cli.wire_max_bytes,
+            wire_idle: Duration::from_secs(cli.wire_idle_secs.max(1)),
         })
     }
 }

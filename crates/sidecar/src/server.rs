@@ -36,6 +36,7 @@ pub fn serve(options: Options) -> Result<(), SidecarError> {
         source: errno.into(),
     })?;
     let shared = Arc::new(Shared::new(options));
+    crate::wire::WireStores::spawn_sweeper(Arc::clone(&shared));
     match shared.options.listen.clone() {
         Listen::Unix(path) => serve_unix(&shared, &path, signals),
         Listen::Tcp(address) => serve_tcp(&shared, &address, signals),

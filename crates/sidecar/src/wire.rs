@@ -1,0 +1,884 @@
+//! `wire-sync` on the sidecar: per-client stores of project copies that the client
+//! pushes to and pulls from over the connection (see `docs/arch/wire-sync.md`).
+//!
+//! Each project copy (a [`Replica`]) is an in-memory [`Vfs`] mirror of the client's
+//! project plus its staging tree on disk, kept in step by `devshell-vm-sync`
+//! (`push_incremental` writes what a push changed, `pull_workspace_to_vfs` finds what a
+//! tool changed with a metadata scan). So the on-disk side reuses the sync crate's
+//! descriptor-based, `O_NOFOLLOW` safety boundary, and the sidecar needs no store of its
+//! own beyond the mirror: a digest the mirror's [`Manifest`] lists is a blob it has.
+//!
+//! Stores live under `<first --root>/.devshell-vm-wire/<store>/<project>/<leaf>`, where
+//! `<store>` is derived from the token and the client id (two clients never share one)
+//! and `<project>` from the client's project path. A copy survives its connection:
+//! the next session of the same client checks it out again (`wire_project` reports its
+//! epoch, generation and tree digest, and the client sends only what differs). Copies
+//! idle longer than `--wire-idle-secs` are dropped and their directories removed.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use devshell_vm_protocol::{
+    BlobRef, ErrorCode, LineReader, Manifest, ProtocolError, Reply, WireBlobs, WireChanges,
+    WireEntry, WireKind, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush,
+    WirePushOk, WireWant, digest_hex, write_blob, write_frame,
+};
+use devshell_vm_sync::SyncState;
+use devshell_vm_vfs::{Content, NodeKind, Vfs, VfsError};
+
+use crate::conn::log;
+use crate::options::Token;
+
+/// Name of the directory under the first `--root` that holds every store.
+pub(crate) const WIRE_DIR: &str = ".devshell-vm-wire";
+
+/// Every client store of the sidecar, with the project copies not checked out by a
+/// connection.
+#[derive(Debug)]
+pub(crate) struct WireStores {
+    base: PathBuf,
+    max_bytes: u64,
+    idle: Duration,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Checked out by a connection.
+    InUse,
+    /// Waiting for its client's next session.
+    Idle(Box<Replica>, Instant),
+}
+
+impl WireStores {
+    /// Stores under `root/.devshell-vm-wire` (created 0700 on first use).
+    pub(crate) fn new(root: &Path, max_bytes: u64, idle: Duration) -> Self {
+        Self {
+            base: root.join(WIRE_DIR),
+            max_bytes,
+            idle,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The directory holding every store (session_start must not reach into it).
+    pub(crate) fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// The byte bound of one project copy.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The store name for a client: 32 hex digits of a BLAKE3 key derivation over the
+    /// token (empty without one) and the client id.
+    pub(crate) fn store_name(token: Option<&Token>, client_id: &str) -> String {
+        let mut material = Vec::new();
+        if let Some(token) = token {
+            material.extend_from_slice(token.secret().as_bytes());
+        }
+        material.push(0);
+        material.extend_from_slice(client_id.as_bytes());
+        let key = blake3::derive_key("devshell-vm-sidecar wire-sync store v1", &material);
+        key.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Creates (0700) and returns the store directory.
+    pub(crate) fn open_store(&self, store: &str) -> Result<PathBuf, String> {
+        let dir = self.base.join(store);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|err| format!("cannot create the store {}: {err}", dir.display()))?;
+        // Touch: the idle sweep at start-up goes by the directory's mtime.
+        let _ = filetime_now(&dir);
+        Ok(dir)
+    }
+
+    /// Checks out the copy of `project` in `store` (a fresh one if there is none).
+    pub(crate) fn check_out(
+        &self,
+        store: &str,
+        store_dir: &Path,
+        project: &str,
+    ) -> Result<Box<Replica>, (ErrorCode, String)> {
+        let id = project_id(project);
+        let key = format!("{store}/{id}");
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        match slots.insert(key.clone(), Slot::InUse) {
+            Some(Slot::Idle(replica, _)) => Ok(replica),
+            Some(Slot::InUse) => Err((
+                ErrorCode::WireBusy,
+                format!("project {project:?} is in use by another connection of this client"),
+            )),
+            None => match Replica::new(store_dir, &id, project) {
+                Ok(replica) => Ok(Box::new(replica)),
+                Err(message) => {
+                    slots.remove(&key);
+                    Err((ErrorCode::WireIo, message))
+                }
+            },
+        }
+    }
+
+    /// Returns a checked-out copy for the client's next session.
+    pub(crate) fn check_in(&self, store: &str, mut replica: Box<Replica>) {
+        replica.pending_push = None;
+        replica.pending_pull = false;
+        let key = format!("{store}/{}", replica.id);
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.insert(key, Slot::Idle(replica, Instant::now()));
+    }
+
+    /// Drops copies idle longer than the limit and removes their directories; at
+    /// start-up (`startup`), also store directories left by an earlier process whose
+    /// mtime is older than the limit.
+    pub(crate) fn sweep(&self, startup: bool) {
+        let expired: Vec<Box<Replica>> = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            let keys: Vec<String> = slots
+                .iter()
+                .filter_map(|(key, slot)| match slot {
+                    Slot::Idle(_, since) if since.elapsed() >= self.idle => Some(key.clone()),
+                    _ => None,
+                })
+                .collect();
+            keys.into_iter()
+                .filter_map(|key| match slots.remove(&key) {
+                    Some(Slot::Idle(replica, _)) => Some(replica),
+                    _ => None,
+                })
+                .collect()
+        };
+        for replica in expired {
+            eprintln!(
+                "devshell-vm-sidecar: wire-sync: removing idle copy {}",
+                replica.dir.display()
+            );
+            let _ = std::fs::remove_dir_all(&replica.dir);
+        }
+        if startup && let Ok(entries) = std::fs::read_dir(&self.base) {
+            for entry in entries.flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age >= self.idle);
+                if old {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+
+    /// Starts the idle sweeper thread.
+    pub(crate) fn spawn_sweeper(stores: std::sync::Arc<crate::conn::Shared>) {
+        let period = (stores.wire.idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let spawned = std::thread::Builder::new()
+            .name("wire-sweep".into())
+            .spawn(move || {
+                stores.wire.sweep(true);
+                loop {
+                    std::thread::sleep(period);
+                    stores.wire.sweep(false);
+                }
+            });
+        if let Err(err) = spawned {
+            eprintln!("devshell-vm-sidecar: cannot start the wire-sync sweeper: {err}");
+        }
+    }
+}
+
+fn filetime_now(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.set_modified(SystemTime::now())
+}
+
+/// `<leaf>-<12 hex digits of BLAKE3(project)>`, the leaf reduced to safe characters.
+fn project_id(project: &str) -> String {
+    let leaf: String = project
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("root")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(40)
+        .collect();
+    let leaf = if leaf.is_empty() || leaf.starts_with('.') {
+        format!("p{leaf}")
+    } else {
+        leaf
+    };
+    format!("{leaf}-{}", &digest_hex(project.as_bytes())[..12])
+}
+
+/// The directory name of a project's tree inside its copy.
+const TREE_LEAF: &str = "tree";
+
+/// A push waiting for its blobs.
+#[derive(Debug)]
+struct PendingPush {
+    push: WirePush,
+    deleted: Vec<String>,
+    entries: Vec<WireEntry>,
+    missing: Vec<String>,
+}
+
+/// One project's copy: mirror, manifest, staging tree and sync state.
+pub(crate) struct Replica {
+    project: String,
+    id: String,
+    /// `<store>/<id>`: the sync state's staging dir; the tree is `<dir>/tree`.
+    dir: PathBuf,
+    vfs: Vfs,
+    sync: SyncState,
+    manifest: Manifest,
+    epoch: Option<String>,
+    generation: Option<u64>,
+    pending_push: Option<PendingPush>,
+    pending_pull: bool,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("project", &self.project)
+            .field("dir", &self.dir)
+            .field("entries", &self.manifest.len())
+            .field("epoch", &self.epoch)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+const VFS_ROOT: &str = "/tree";
+
+impl Replica {
+    fn new(store_dir: &Path, id: &str, project: &str) -> Result<Self, String> {
+        let dir = store_dir.join(id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join(TREE_LEAF))
+            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        let mut vfs = Vfs::new();
+        vfs.mkdir(VFS_ROOT)
+            .map_err(|err| format!("cannot create the mirror root: {err}"))?;
+        Ok(Self {
+            project: project.to_owned(),
+            id: id.to_owned(),
+            sync: SyncState::new(&dir),
+            dir,
+            vfs,
+            manifest: Manifest::default(),
+            epoch: None,
+            generation: None,
+            pending_push: None,
+            pending_pull: false,
+        })
+    }
+
+    /// `true` while a push waits for its blobs.
+    pub(crate) fn has_pending_push(&self) -> bool {
+        self.pending_push.is_some()
+    }
+
+    /// The project as the client named it.
+    pub(crate) fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// `wire_project_ok` for this copy; `mount` is the session's guest mount.
+    pub(crate) fn describe(&self, mount: &str) -> WireProjectOk {
+        let base = if mount == "/" { "" } else { mount };
+        WireProjectOk {
+            project: self.project.clone(),
+            guest_dir: format!("{base}/{}/{TREE_LEAF}", self.id),
+            epoch: self.epoch.clone(),
+            generation: self.generation,
+            tree_digest: self.manifest.tree_digest(),
+            entries: self.manifest.len() as u64,
+        }
+    }
+
+    /// Forgets everything (after a failure that may have left disk and mirror apart):
+    /// the next push is a full one and every blob travels again.
+    fn reset(&mut self, conn: u64, why: &str) {
+        log(conn, &format!("wire-sync: resetting the copy of {:?}: {why}", self.project));
+        let _ = std::fs::remove_dir_all(self.dir.join(TREE_LEAF));
+        let _ = std::fs::create_dir_all(self.dir.join(TREE_LEAF));
+        let mut vfs = Vfs::new();
+        let _ = vfs.mkdir(VFS_ROOT);
+        self.vfs = vfs;
+        self.sync = SyncState::new(&self.dir);
+        self.manifest = Manifest::default();
+        self.epoch = None;
+        self.generation = None;
+        self.pending_push = None;
+        self.pending_pull = false;
+    }
+
+    /// Handles `wire_push`: either applies it at once (nothing missing) or answers
+    /// `wire_need` and keeps it pending.
+    pub(crate) fn push(&mut self, conn: u64, push: WirePush, max_bytes: u64) -> Reply {
+        self.pending_pull = false;
+        self.pending_push = None;
+        for entry in &push.entries {
+            if let Err(message) = entry.validate() {
+                return Reply::error(ErrorCode::WireInvalid, message);
+            }
+        }
+        for path in &push.deleted {
+            if let Err(message) = devshell_vm_protocol::check_relative_path(path) {
+                return Reply::error(ErrorCode::WireInvalid, message);
+            }
+        }
+        let (deleted, entries) = if push.full {
+            self.plan_full(&push.entries)
+        } else {
+            if push.base_epoch.is_none()
+                || push.base_epoch != self.epoch
+                || push.base_generation != self.generation
+            {
+                return Reply::error(
+                    ErrorCode::WireStale,
+                    format!(
+                        "delta push on {:?}/{:?} but this copy is at {:?}/{:?}: send a full push",
+                        push.base_epoch, push.base_generation, self.epoch, self.generation
+                    ),
+                );
+            }
+            (push.deleted.clone(), push.entries.clone())
+        };
+        // Bound: the copy's file bytes after the push.
+        let mut after = self.manifest.clone();
+        for path in &deleted {
+            after.remove_subtree(path);
+        }
+        for entry in &entries {
+            after.upsert(entry.clone());
+        }
+        let bytes = after.file_bytes();
+        if bytes > max_bytes {
+            return Reply::error(
+                ErrorCode::WireQuota,
+                format!(
+                    "the copy of {:?} would hold {bytes} bytes of files, over the sidecar's bound of {max_bytes} (--wire-max-bytes)",
+                    self.project
+                ),
+            );
+        }
+        let have: HashSet<&str> = self
+            .manifest
+            .iter()
+            .filter_map(|e| e.digest.as_deref())
+            .collect();
+        let mut missing: Vec<String> = Vec::new();
+        let mut asked: HashSet<&str> = HashSet::new();
+        for entry in &entries {
+            if let Some(digest) = entry.digest.as_deref()
+                && !have.contains(digest)
+                && asked.insert(digest)
+            {
+                missing.push(digest.to_owned());
+            }
+        }
+        let missing_count = missing.len();
+        let pending = PendingPush {
+            push,
+            deleted,
+            entries,
+            missing,
+        };
+        if missing_count == 0 {
+            return self.apply_push(conn, pending, &HashMap::new());
+        }
+        let digests = pending.missing.clone();
+        self.pending_push = Some(pending);
+        Reply::WireNeed(WireNeed { digests })
+    }
+
+    /// Deletions and changed entries that turn the copy into exactly `entries`.
+    fn plan_full(&self, entries: &[WireEntry]) -> (Vec<String>, Vec<WireEntry>) {
+        let wanted: HashMap<&str, &WireEntry> =
+            entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        let mut deleted: Vec<String> = Vec::new();
+        for entry in self.manifest.iter() {
+            let keep = wanted
+                .get(entry.path.as_str())
+                .is_some_and(|new| new.kind == entry.kind);
+            if keep {
+                continue;
+            }
+            // Only subtree roots: skip a path whose parent is already deleted.
+            let under_deleted = deleted
+                .last()
+                .is_some_and(|d| entry.path.starts_with(d.as_str()) && entry.path[d.len()..].starts_with('/'));
+            if !under_deleted {
+                deleted.push(entry.path.clone());
+            }
+        }
+        let changed = entries
+            .iter()
+            .filter(|e| self.manifest.get(&e.path) != Some(*e))
+            .cloned()
+            .collect();
+        (deleted, changed)
+    }
+
+    /// Handles `wire_blobs`: reads every announced blob (verifying each digest), then
+    /// applies the pending push. A bad frame or digest is fatal for the connection
+    /// (`Err`), after the error reply was written.
+    pub(crate) fn receive_blobs<R: Read, W: Write>(
+        &mut self,
+        conn: u64,
+        header: &WireBlobs,
+        reader: &mut LineReader<R>,
+        writer: &mut W,
+        max_bytes: u64,
+    ) -> Result<(), ProtocolError> {
+        let pending = self.pending_push.take();
+        let mut received: HashMap<String, Content> = HashMap::new();
+        let mut total: u64 = 0;
+        for blob in &header.blobs {
+            let data = match reader.read_blob(blob, max_bytes) {
+                Ok(data) => data,
+                Err(err) => {
+                    log(conn, &format!("wire-sync: closing: {err}"));
+                    write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
+                    return Err(err);
+                }
+            };
+            total = total.saturating_add(blob.size);
+            received.insert(blob.digest.clone(), Content::from(data));
+        }
+        let Some(pending) = pending else {
+            return write_frame(
+                writer,
+                &Reply::error(
+                    ErrorCode::WireSequence,
+                    "wire_blobs without a push waiting for blobs (the blobs were read and dropped)",
+                ),
+            );
+        };
+        if let Some(absent) = pending.missing.iter().find(|d| !received.contains_key(*d)) {
+            return write_frame(
+                writer,
+                &Reply::error(
+                    ErrorCode::WireInvalid,
+                    format!("wire_blobs lacks the needed blob {absent}; the push was dropped"),
+                ),
+            );
+        }
+        log(
+            conn,
+            &format!("wire-sync: received {} blobs, {total} bytes", header.blobs.len()),
+        );
+        let reply = self.apply_push(conn, pending, &received);
+        write_frame(writer, &reply)
+    }
+
+    /// Applies a push whose blobs are all here: first to a copy of the mirror (so a bad
+    /// entry changes nothing), then to disk through the sync crate.
+    fn apply_push(
+        &mut self,
+        conn: u64,
+        pending: PendingPush,
+        received: &HashMap<String, Content>,
+    ) -> Reply {
+        let started = Instant::now();
+        // Contents before any deletion: a rename deletes the source path.
+        let by_digest: HashMap<&str, &str> = self
+            .manifest
+            .iter()
+            .filter_map(|e| e.digest.as_deref().map(|d| (d, e.path.as_str())))
+            .collect();
+        let mut contents: HashMap<String, Content> = HashMap::new();
+        for entry in &pending.entries {
+            let Some(digest) = entry.digest.as_deref() else {
+                continue;
+            };
+            if contents.contains_key(digest) {
+                continue;
+            }
+            let content = if let Some(content) = received.get(digest) {
+                Content::clone(content)
+            } else {
+                let Some(path) = by_digest.get(digest) else {
+                    return Reply::error(
+                        ErrorCode::WireInvalid,
+                        format!("no content for digest {digest}"),
+                    );
+                };
+                match self.vfs.read_file(&mirror_path(path)) {
+                    Ok(content) if digest_hex(&content) == digest => content,
+                    // The mirror lost or changed what its manifest lists: start over.
+                    _ => {
+                        self.reset(conn, &format!("blob {digest} listed but lost"));
+                        return Reply::error(
+                            ErrorCode::WireStale,
+                            format!("the sidecar lost blob {digest} it had claimed; its copy was reset: send a full push"),
+                        );
+                    }
+                }
+            };
+            contents.insert(digest.to_owned(), content);
+        }
+        let mut next = self.vfs.clone();
+        let mut manifest = self.manifest.clone();
+        if let Err(message) = apply_entries(
+            &mut next,
+            &mut manifest,
+            &pending.deleted,
+            &pending.entries,
+            &contents,
+        ) {
+            return Reply::error(ErrorCode::WireInvalid, message);
+        }
+        self.vfs = next;
+        self.manifest = manifest;
+        if let Err(err) = devshell_vm_sync::push_incremental(&self.vfs, VFS_ROOT, &mut self.sync) {
+            let message = format!(
+                "writing the push into {} failed: {err}",
+                self.dir.join(TREE_LEAF).display()
+            );
+            self.reset(conn, &message);
+            return Reply::error(ErrorCode::WireIo, message);
+        }
+        self.epoch = Some(pending.push.epoch.clone());
+        self.generation = Some(pending.push.generation);
+        log(
+            conn,
+            &format!(
+                "wire-sync: push of {:?} applied ({} deleted, {} entries, {:?})",
+                self.project,
+                pending.deleted.len(),
+                pending.entries.len(),
+                started.elapsed()
+            ),
+        );
+        Reply::WirePushOk(WirePushOk {
+            generation: pending.push.generation,
+            tree_digest: self.manifest.tree_digest(),
+        })
+    }
+
+    /// Handles `wire_pull`: scans staging, updates mirror and manifest, and writes
+    /// `wire_changes` plus the bulk frames of every content the client cannot have.
+    pub(crate) fn pull<W: Write>(
+        &mut self,
+        conn: u64,
+        writer: &mut W,
+        max_bytes: u64,
+    ) -> Result<(), ProtocolError> {
+        self.pending_push = None;
+        let before = self.vfs.generation();
+        if let Err(err) =
+            devshell_vm_sync::pull_workspace_to_vfs(&mut self.sync, VFS_ROOT, &mut self.vfs)
+        {
+            let message = format!(
+                "scanning {} failed: {err}",
+                self.dir.join(TREE_LEAF).display()
+            );
+            self.reset(conn, &message);
+            return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
+        }
+        let changes = match self.vfs.changes_since(VFS_ROOT, before) {
+            Ok(changes) => changes,
+            Err(err) => {
+                let message = format!("reading the mirror's changes failed: {err}");
+                self.reset(conn, &message);
+                return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
+            }
+        };
+        let had: HashSet<String> = self
+            .manifest
+            .iter()
+            .filter_map(|e| e.digest.clone())
+            .collect();
+        let mut deleted = Vec::new();
+        for path in &changes.deleted {
+            if let Some(rel) = relative(path) {
+                self.manifest.remove_subtree(rel);
+                deleted.push(rel.to_owned());
+            }
+        }
+        let mut entries = Vec::new();
+        let mut blobs: Vec<(BlobRef, Content)> = Vec::new();
+        let mut sent: HashSet<String> = HashSet::new();
+        for path in &changes.upserted {
+            let Some(rel) = relative(path) else { continue };
+            let (entry, content) = match entry_from_vfs(&self.vfs, path, rel) {
+                Ok(found) => found,
+                Err(err) => {
+                    let message = format!("reading the mirror at {path} failed: {err}");
+                    self.reset(conn, &message);
+                    return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
+                }
+            };
+            if let (Some(digest), Some(content)) = (&entry.digest, content)
+                && !had.contains(digest)
+                && sent.insert(digest.clone())
+            {
+                blobs.push((
+                    BlobRef {
+                        digest: digest.clone(),
+                        size: entry.size,
+                    },
+                    content,
+                ));
+            }
+            self.manifest.upsert(entry.clone());
+            entries.push(entry);
+        }
+        let bytes = self.manifest.file_bytes();
+        if bytes > max_bytes {
+            let message = format!(
+                "the tool left {bytes} bytes of files in {:?}, over the sidecar's bound of {max_bytes} (--wire-max-bytes); its copy was reset",
+                self.project
+            );
+            self.reset(conn, &message);
+            return write_frame(writer, &Reply::error(ErrorCode::WireQuota, message));
+        }
+        self.pending_pull = !(entries.is_empty() && deleted.is_empty());
+        let wire_bytes: u64 = blobs.iter().map(|(b, _)| b.size).sum();
+        log(
+            conn,
+            &format!(
+                "wire-sync: pull of {:?}: {} deleted, {} entries, {} blobs ({wire_bytes} bytes)",
+                self.project,
+                deleted.len(),
+                entries.len(),
+                blobs.len()
+            ),
+        );
+        let header = Reply::WireChanges(WireChanges {
+            project: self.project.clone(),
+            deleted,
+            entries,
+            blobs: blobs.iter().map(|(b, _)| b.clone()).collect(),
+            tree_digest: self.manifest.tree_digest(),
+        });
+        write_with_blobs(writer, &header, blobs.iter().map(|(_, c)| &c[..]))
+    }
+
+    /// Handles `wire_want`: sends the asked contents from the mirror.
+    pub(crate) fn want<W: Write>(
+        &self,
+        want: &WireWant,
+        writer: &mut W,
+    ) -> Result<(), ProtocolError> {
+        let by_digest: HashMap<&str, &str> = self
+            .manifest
+            .iter()
+            .filter_map(|e| e.digest.as_deref().map(|d| (d, e.path.as_str())))
+            .collect();
+        let mut blobs: Vec<(BlobRef, Content)> = Vec::new();
+        for digest in &want.digests {
+            let content = by_digest
+                .get(digest.as_str())
+                .and_then(|path| self.vfs.read_file(&mirror_path(path)).ok())
+                .filter(|content| digest_hex(content) == *digest);
+            let Some(content) = content else {
+                return write_frame(
+                    writer,
+                    &Reply::error(
+                        ErrorCode::WireInvalid,
+                        format!("the copy of {:?} has no blob {digest}", self.project),
+                    ),
+                );
+            };
+            blobs.push((
+                BlobRef {
+                    digest: digest.clone(),
+                    size: content.len() as u64,
+                },
+                content,
+            ));
+        }
+        let header = Reply::WireBlobs(WireBlobs {
+            session_id: String::new(),
+            blobs: blobs.iter().map(|(b, _)| b.clone()).collect(),
+        });
+        write_with_blobs(writer, &header, blobs.iter().map(|(_, c)| &c[..]))
+    }
+
+    /// Handles `wire_pull_done`: commits the client's epoch and generation when its tree
+    /// digest matches.
+    pub(crate) fn pull_done(&mut self, conn: u64, done: &WirePullDone) -> Reply {
+        if !self.pending_pull {
+            return Reply::error(
+                ErrorCode::WireSequence,
+                "wire_pull_done without a pull waiting for it",
+            );
+        }
+        self.pending_pull = false;
+        let ours = self.manifest.tree_digest();
+        if done.tree_digest != ours {
+            log(
+                conn,
+                &format!(
+                    "wire-sync: client tree digest {} differs from ours {ours} after a pull",
+                    done.tree_digest
+                ),
+            );
+            self.epoch = None;
+            self.generation = None;
+            return Reply::error(
+                ErrorCode::WireStale,
+                format!(
+                    "tree digest {} differs from the sidecar's {ours}: send a full push next",
+                    done.tree_digest
+                ),
+            );
+        }
+        self.epoch = Some(done.epoch.clone());
+        self.generation = Some(done.generation);
+        Reply::WirePullOk(WirePullOk {
+            generation: done.generation,
+        })
+    }
+}
+
+/// Writes a JSON header and, right after it, the blobs as bulk frames; one flush.
+fn write_with_blobs<'a, W: Write>(
+    writer: &mut W,
+    header: &Reply,
+    blobs: impl Iterator<Item = &'a [u8]>,
+) -> Result<(), ProtocolError> {
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, writer);
+    let mut line = devshell_vm_protocol::encode_reply(header).into_bytes();
+    line.push(b'\n');
+    out.write_all(&line).map_err(|source| ProtocolError::Io {
+        context: "writing a frame",
+        source,
+    })?;
+    for blob in blobs {
+        write_blob(&mut out, blob)?;
+    }
+    out.flush().map_err(|source| ProtocolError::Io {
+        context: "writing a frame",
+        source,
+    })
+}
+
+/// The mirror path of a relative wire path.
+fn mirror_path(rel: &str) -> String {
+    format!("{VFS_ROOT}/{rel}")
+}
+
+/// The relative wire path of a mirror path (`None` for the root itself).
+fn relative(path: &str) -> Option<&str> {
+    path.strip_prefix(VFS_ROOT)?
+        .strip_prefix('/')
+        .filter(|rel| !rel.is_empty())
+}
+
+/// Nanoseconds since the epoch of `time`.
+pub(crate) fn time_to_ns(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |ns| -ns),
+    }
+}
+
+/// The time `ns` nanoseconds after (or before) the epoch.
+pub(crate) fn ns_to_time(ns: i64) -> SystemTime {
+    let magnitude = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// The wire entry (and file content) of the mirror node at `path`.
+fn entry_from_vfs(vfs: &Vfs, path: &str, rel: &str) -> Result<(WireEntry, Option<Content>), VfsError> {
+    let node = vfs.node(path)?;
+    let meta = node.metadata();
+    let mtime = time_to_ns(meta.mtime);
+    Ok(match meta.kind {
+        NodeKind::Dir => (WireEntry::dir(rel, meta.mode, mtime), None),
+        NodeKind::Symlink => (
+            WireEntry::symlink(rel, mtime, node.link_target().unwrap_or_default()),
+            None,
+        ),
+        NodeKind::File => {
+            let content = node.content().map(Content::clone).unwrap_or_else(|| Content::from(&[][..]));
+            (
+                WireEntry::file(rel, meta.mode, mtime, content.len() as u64, digest_hex(&content)),
+                Some(content),
+            )
+        }
+    })
+}
+
+/// Applies deletions, then entries (parents first), to `vfs` under the mirror root and to
+/// `manifest`. `contents` holds every file entry's content by digest.
+fn apply_entries(
+    vfs: &mut Vfs,
+    manifest: &mut Manifest,
+    deleted: &[String],
+    entries: &[WireEntry],
+    contents: &HashMap<String, Content>,
+) -> Result<(), String> {
+    for rel in deleted {
+        match vfs.remove(&mirror_path(rel)) {
+            Ok(()) | Err(VfsError::NotFound { .. }) => {}
+            Err(err) => return Err(format!("deleting {rel:?}: {err}")),
+        }
+        manifest.remove_subtree(rel);
+    }
+    for entry in entries {
+        let path = mirror_path(&entry.path);
+        let existing = vfs.stat(&path).ok().map(|m| m.kind);
+        let wanted = match entry.kind {
+            WireKind::Dir => NodeKind::Dir,
+            WireKind::File => NodeKind::File,
+            WireKind::Symlink => NodeKind::Symlink,
+        };
+        let fail = |err: VfsError| format!("applying {:?}: {err}", entry.path);
+        if existing.is_some_and(|kind| kind != wanted || kind == NodeKind::Symlink) {
+            vfs.remove(&path).map_err(fail)?;
+            manifest.remove_subtree(&entry.path);
+        }
+        let mtime = ns_to_time(entry.mtime_ns);
+        match entry.kind {
+            WireKind::Dir => {
+                if existing != Some(NodeKind::Dir) {
+                    vfs.mkdir(&path).map_err(fail)?;
+                }
+                vfs.set_mode(&path, entry.mode).map_err(fail)?;
+                vfs.set_mtime(&path, mtime).map_err(fail)?;
+            }
+            WireKind::File => {
+                let digest = entry.digest.as_deref().unwrap_or_default();
+                let content = contents
+                    .get(digest)
+                    .ok_or_else(|| format!("no content for {:?} ({digest})", entry.path))?;
+                if content.len() as u64 != entry.size {
+                    return Err(format!(
+                        "entry {:?} says {} bytes but its blob has {}",
+                        entry.path,
+                        entry.size,
+                        content.len()
+                    ));
+                }
+                vfs.write_file_with(&path, Content::clone(content), entry.mode, mtime)
+                    .map_err(fail)?;
+            }
+            WireKind::Symlink => {
+                vfs.symlink_with(entry.target.as_deref().unwrap_or_default(), &path, mtime)
+                    .map_err(fail)?;
+            }
+        }
+        manifest.upsert(entry.clone());
+    }
+    Ok(())
+}
