@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use devshell_vm_config::Transport;
 use devshell_vm_exec::CancelHandle;
 use devshell_vm_protocol::{
-    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, DEFAULT_MAX_FRAME_BYTES, ErrorReply, Exec,
+    BlobRef, CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, CAP_WIRE_SYNC,
+    DEFAULT_MAX_FRAME_BYTES, ErrorReply, Exec,
     ExecResult, Handshake, KNOWN_CAPABILITIES, LineReader, OutputStream, PROTOCOL_VERSION,
     ProtocolError, Reply, Request, SessionStart, encode_request, parse_reply,
 };
@@ -60,6 +61,8 @@ pub struct Capabilities {
     pub guest_fs_v2: bool,
     /// `sync-verify`: `sync_ok` reports manifest mismatches.
     pub sync_verify: bool,
+    /// `wire-sync`: Mode S over the connection, without a shared directory.
+    pub wire_sync: bool,
 }
 
 /// How an `exec` exchange ended.
@@ -85,6 +88,8 @@ pub(crate) struct Connection {
     io_timeout: Duration,
     /// Agreed capabilities.
     pub(crate) caps: Capabilities,
+    /// `true` when the session was started with `wire_start` (wire-sync).
+    pub(crate) wire: bool,
     /// Server name and version from `handshake_ok`.
     pub(crate) server: (String, String),
     /// The session id once `session_start` succeeded.
@@ -129,6 +134,7 @@ impl Connection {
             transport,
             io_timeout: endpoint.io_timeout,
             caps: Capabilities::default(),
+            wire: false,
             server: (String::new(), String::new()),
             session_id: None,
         };
@@ -175,6 +181,7 @@ impl Connection {
                     exec_stream: has(CAP_EXEC_STREAM),
                     guest_fs_v2: has(CAP_GUEST_FS_V2),
                     sync_verify: has(CAP_SYNC_VERIFY),
+                    wire_sync: has(CAP_WIRE_SYNC),
                 };
                 self.server = (ok.server, ok.server_version);
                 Ok(())
@@ -203,6 +210,61 @@ impl Connection {
             }),
             other => Err(self.unexpected("session_start", &other)),
         }
+    }
+
+    /// Bytes `(sent, received)` on this connection so far.
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (self.writer.count, self.lines.get_ref().count)
+    }
+
+    /// Sends `request` followed by `blobs` as bulk frames (`wire-sync`). The write
+    /// deadline restarts for every blob, so a large batch is bounded by progress, not by
+    /// one fixed time.
+    pub(crate) fn send_with_blobs(
+        &mut self,
+        request: &Request,
+        blobs: &[&[u8]],
+    ) -> Result<(), BetaError> {
+        self.send(request)?;
+        let during = request.op();
+        let mut batch = std::io::BufWriter::with_capacity(256 * 1024, &mut self.writer);
+        let mut failure = None;
+        for blob in blobs {
+            batch.get_mut().deadline = Some(Instant::now() + self.io_timeout);
+            if let Err(err) = devshell_vm_protocol::write_blob(&mut batch, blob) {
+                failure = Some(err);
+                break;
+            }
+        }
+        let flushed = match failure {
+            Some(err) => Err(err),
+            None => batch.flush().map_err(|source| ProtocolError::Io {
+                context: "writing a bulk frame",
+                source,
+            }),
+        };
+        drop(batch);
+        flushed.map_err(|err| self.stream_error(during, err, self.io_timeout))
+    }
+
+    /// Reads the next reply of a `wire-sync` exchange (within the I/O deadline).
+    pub(crate) fn read_wire_reply(&mut self, during: &str) -> Result<Reply, BetaError> {
+        let deadline = Some(Instant::now() + self.io_timeout);
+        self.read_reply(during, deadline, self.io_timeout)
+    }
+
+    /// Reads one announced blob (verifying length and digest); the deadline restarts
+    /// for every blob.
+    pub(crate) fn read_blob(
+        &mut self,
+        during: &str,
+        blob: &BlobRef,
+        max_size: u64,
+    ) -> Result<Vec<u8>, BetaError> {
+        self.lines.get_mut().deadline = Some(Instant::now() + self.io_timeout);
+        self.lines
+            .read_blob(blob, max_size)
+            .map_err(|err| self.stream_error(during, err, self.io_timeout))
     }
 
     /// A [`BetaError::Protocol`] for a reply that does not answer `during`.

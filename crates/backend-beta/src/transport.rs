@@ -114,6 +114,8 @@ pub(crate) struct TimedReader {
     pub(crate) deadline: Option<Instant>,
     /// Reads fail with [`CANCELLED_MESSAGE`] once this fires.
     pub(crate) cancel: Option<CancelHandle>,
+    /// Bytes read so far.
+    pub(crate) count: u64,
 }
 
 impl Read for TimedReader {
@@ -132,6 +134,10 @@ impl Read for TimedReader {
                     self.cancel.as_ref(),
                 )?,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    self.count += n as u64;
+                    return Ok(n);
+                }
                 other => return other,
             }
         }
@@ -144,6 +150,8 @@ pub(crate) struct TimedWriter {
     half: WriteHalf,
     /// Writes fail with `TimedOut` after this instant.
     pub(crate) deadline: Option<Instant>,
+    /// Bytes written so far.
+    pub(crate) count: u64,
 }
 
 impl Write for TimedWriter {
@@ -159,6 +167,10 @@ impl Write for TimedWriter {
                     wait_ready(self.half.as_fd(), PollFlags::POLLOUT, self.deadline, None)?;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    self.count += n as u64;
+                    return Ok(n);
+                }
                 other => return other,
             }
         }
@@ -264,10 +276,12 @@ impl Channel {
                 half: read,
                 deadline: None,
                 cancel: None,
+                count: 0,
             },
             writer: TimedWriter {
                 half: write,
                 deadline: None,
+                count: 0,
             },
             child,
         }

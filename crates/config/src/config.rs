@@ -8,7 +8,8 @@ use crate::source::ProcessEnv;
 use crate::types::{BACKEND_ACCEPTED, WORKSPACE_MODE_ACCEPTED};
 use crate::vars::{
     BOOL_ACCEPTED, ENV_DEVSHELL_EXPORT_BASE, ENV_DEVSHELL_VM, ENV_DEVSHELL_VM_AUTO_BUILD_ESSENTIAL,
-    ENV_DEVSHELL_VM_BACKEND, ENV_DEVSHELL_VM_BETA_SESSION_STAGING, ENV_DEVSHELL_VM_EAGER,
+    ENV_DEVSHELL_VM_BACKEND, ENV_DEVSHELL_VM_BETA_SESSION_STAGING, ENV_DEVSHELL_VM_BETA_SYNC,
+    ENV_DEVSHELL_VM_EAGER,
     ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, ENV_DEVSHELL_VM_GUEST_WORKSPACE,
     ENV_DEVSHELL_VM_INTERNAL_REPL, ENV_DEVSHELL_VM_LIMA_HINTS, ENV_DEVSHELL_VM_LIMA_INSTANCE,
     ENV_DEVSHELL_VM_LIMACTL, ENV_DEVSHELL_VM_SIDECAR_BIN, ENV_DEVSHELL_VM_SOCKET,
@@ -16,7 +17,7 @@ use crate::vars::{
     ENV_DEVSHELL_VM_WORKSPACE_PARENT, ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, VARIABLES,
     VarStatus,
 };
-use crate::{Backend, ConfigError, EnvSource, Transport, WorkspaceMode};
+use crate::{Backend, BetaSync, ConfigError, EnvSource, Transport, WorkspaceMode};
 
 /// `HOME`: read for the export-base fallback.
 pub const ENV_HOME: &str = "HOME";
@@ -82,6 +83,8 @@ pub struct VmConfig {
     pub socket: Option<Transport>,
     /// `DEVSHELL_VM_BETA_SESSION_STAGING`, verbatim.
     pub beta_session_staging: Option<String>,
+    /// `DEVSHELL_VM_BETA_SYNC`: how β Mode S moves files.
+    pub beta_sync: BetaSync,
     /// `DEVSHELL_VM_STOP_ON_EXIT` (default off).
     pub stop_on_exit: bool,
     /// `DEVSHELL_VM_LIMA_HINTS` (default on).
@@ -160,6 +163,10 @@ impl VmConfig {
             workspace_parent: abs_path(env, ENV_DEVSHELL_VM_WORKSPACE_PARENT)?,
             workspace_use_cargo_root: flag(env, ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, true)?,
             beta_session_staging: text(env, ENV_DEVSHELL_VM_BETA_SESSION_STAGING)?,
+            beta_sync: match text(env, ENV_DEVSHELL_VM_BETA_SYNC)? {
+                Some(v) => v.parse()?,
+                None => BetaSync::Auto,
+            },
             limactl: dev_path(env, ENV_DEVSHELL_VM_LIMACTL)?,
             stop_on_exit: flag(env, ENV_DEVSHELL_VM_STOP_ON_EXIT, false)?,
             lima_hints: flag(env, ENV_DEVSHELL_VM_LIMA_HINTS, true)?,
@@ -221,6 +228,7 @@ impl VmConfig {
             exec_timeout: None,
             socket: None,
             beta_session_staging: None,
+            beta_sync: BetaSync::Auto,
             stop_on_exit: false,
             lima_hints: true,
             auto_build_essential: true,

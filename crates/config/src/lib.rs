@@ -58,6 +58,7 @@
 //! | `DEVSHELL_VM_WORKSPACE_PARENT` | absolute host path | unset | Host workspace root shared with the guest. |
 //! | `DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT` | boolean | on | Without a parent: use the cwd's cargo workspace root, else the cache dir. |
 //! | `DEVSHELL_VM_BETA_SESSION_STAGING` | non-empty text | unset | Overrides β `session_start.staging_dir`. |
+//! | `DEVSHELL_VM_BETA_SYNC` | `auto`, `shared`, `wire` | `auto` | How β Mode S moves files: shared staging or `wire-sync` over the connection. |
 //! | `DEVSHELL_VM_LIMACTL` | path | `limactl` on `PATH` | The `limactl` binary. |
 //! | `DEVSHELL_VM_STOP_ON_EXIT` | boolean | off | Stop the Lima instance at session shutdown. |
 //! | `DEVSHELL_VM_LIMA_HINTS` | boolean | on | Lima diagnostic hints. |
@@ -99,5 +100,5 @@ pub use config::{
 };
 pub use error::ConfigError;
 pub use source::EnvSource;
-pub use types::{Backend, Transport, WorkspaceMode};
+pub use types::{Backend, BetaSync, Transport, WorkspaceMode};
 pub use vars::*;

@@ -38,6 +38,7 @@ fn non_utf8() -> OsString {
 #[derive(Debug, Clone, PartialEq)]
 enum F {
     Enabled(bool),
+    BetaSync(BetaSync),
     Backend(Backend),
     Mode(WorkspaceMode),
     Eager(bool),
@@ -65,6 +66,7 @@ fn field(cfg: &VmConfig, like: &F) -> F {
         F::Enabled(_) => F::Enabled(cfg.enabled),
         F::Backend(_) => F::Backend(cfg.backend),
         F::Mode(_) => F::Mode(cfg.workspace_mode),
+        F::BetaSync(_) => F::BetaSync(cfg.beta_sync),
         F::Eager(_) => F::Eager(cfg.eager_start),
         F::Instance(_) => F::Instance(leak(&cfg.lima_instance)),
         F::Limactl(_) => F::Limactl(cfg.limactl.clone()),
@@ -172,6 +174,11 @@ fn cases() -> Vec<Case> {
         bad(ENV_DEVSHELL_VM_WORKSPACE_MODE, "p"),
         bad(ENV_DEVSHELL_VM_WORKSPACE_MODE, "guests"),
         bad(ENV_DEVSHELL_VM_WORKSPACE_MODE, "mode-p"),
+        ok(ENV_DEVSHELL_VM_BETA_SYNC, "auto", F::BetaSync(BetaSync::Auto)),
+        ok(ENV_DEVSHELL_VM_BETA_SYNC, " WIRE ", F::BetaSync(BetaSync::Wire)),
+        ok(ENV_DEVSHELL_VM_BETA_SYNC, "shared", F::BetaSync(BetaSync::Shared)),
+        bad(ENV_DEVSHELL_VM_BETA_SYNC, "rsync"),
+        bad(ENV_DEVSHELL_VM_BETA_SYNC, "wire,shared"),
         ok(
             ENV_DEVSHELL_VM_LIMA_INSTANCE,
             "devshell-rust",

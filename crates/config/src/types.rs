@@ -137,6 +137,59 @@ impl FromStr for WorkspaceMode {
     }
 }
 
+/// How β Mode S moves files (`DEVSHELL_VM_BETA_SYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BetaSync {
+    /// Shared staging when the sidecar sees it, else `wire-sync` when offered.
+    #[default]
+    Auto,
+    /// Always the shared staging directory (the v1 way).
+    Shared,
+    /// Always `wire-sync` (an error when the sidecar does not offer it).
+    Wire,
+}
+
+/// What `DEVSHELL_VM_BETA_SYNC` accepts.
+pub(crate) const BETA_SYNC_ACCEPTED: &str = "auto, shared, wire (trimmed, any case)";
+
+impl BetaSync {
+    /// The lowercase name, as accepted by [`FromStr`].
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BetaSync::Auto => "auto",
+            BetaSync::Shared => "shared",
+            BetaSync::Wire => "wire",
+        }
+    }
+}
+
+impl fmt::Display for BetaSync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BetaSync {
+    type Err = ConfigError;
+
+    /// Parses `auto`, `shared` or `wire`, trimmed, any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        [BetaSync::Auto, BetaSync::Shared, BetaSync::Wire]
+            .into_iter()
+            .find(|m| t.eq_ignore_ascii_case(m.as_str()))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    crate::vars::ENV_DEVSHELL_VM_BETA_SYNC,
+                    s,
+                    "unknown beta sync mode",
+                    BETA_SYNC_ACCEPTED,
+                )
+            })
+    }
+}
+
 /// Where the β client finds the sidecar (`DEVSHELL_VM_SOCKET`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Transport {

@@ -27,6 +27,9 @@ pub const ENV_DEVSHELL_VM_WORKSPACE_PARENT: &str = "DEVSHELL_VM_WORKSPACE_PARENT
 pub const ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT: &str = "DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT";
 /// Overrides the `staging_dir` the β client sends in `session_start`.
 pub const ENV_DEVSHELL_VM_BETA_SESSION_STAGING: &str = "DEVSHELL_VM_BETA_SESSION_STAGING";
+/// How β Mode S moves files: `auto` (default), `shared` (a staging directory both sides
+/// see) or `wire` (over the connection, `wire-sync`).
+pub const ENV_DEVSHELL_VM_BETA_SYNC: &str = "DEVSHELL_VM_BETA_SYNC";
 /// Path of the `limactl` binary (default: looked up on `PATH`).
 pub const ENV_DEVSHELL_VM_LIMACTL: &str = "DEVSHELL_VM_LIMACTL";
 /// Boolean (default off): `limactl stop <instance>` when the session shuts down.
@@ -203,6 +206,12 @@ pub const VARIABLES: &[VarDoc] = &[
         "any non-empty UTF-8 text",
         "unset (the workspace parent)",
         "Overrides `staging_dir` in the β `session_start` request.",
+    ),
+    used(
+        ENV_DEVSHELL_VM_BETA_SYNC,
+        "`auto`, `shared`, `wire` (trimmed, any case)",
+        "`auto`",
+        "How β Mode S moves files. `shared`: through the staging directory both sides see. `wire`: over the connection (the sidecar's `wire-sync`; no shared file system). `auto`: shared when the sidecar sees this host's staging directory, else wire when the sidecar offers it.",
     ),
     used(
         ENV_DEVSHELL_VM_LIMACTL,

@@ -20,15 +20,16 @@ use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use devshell_vm_protocol::{
     BlobRef, ErrorCode, LineReader, Manifest, ProtocolError, Reply, WireBlobs, WireChanges,
-    WireEntry, WireKind, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush,
+    WireEntry, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush,
     WirePushOk, WireWant, digest_hex, write_blob, write_frame,
 };
 use devshell_vm_sync::SyncState;
-use devshell_vm_vfs::{Content, NodeKind, Vfs, VfsError};
+use devshell_vm_sync::wire::{apply_changes, entry_of};
+use devshell_vm_vfs::{Content, Vfs};
 
 use crate::conn::log;
 use crate::options::Token;
@@ -532,14 +533,15 @@ impl Replica {
         }
         let mut next = self.vfs.clone();
         let mut manifest = self.manifest.clone();
-        if let Err(message) = apply_entries(
+        if let Err(err) = apply_changes(
             &mut next,
+            VFS_ROOT,
             &mut manifest,
             &pending.deleted,
             &pending.entries,
             &contents,
         ) {
-            return Reply::error(ErrorCode::WireInvalid, message);
+            return Reply::error(ErrorCode::WireInvalid, err.to_string());
         }
         self.vfs = next;
         self.manifest = manifest;
@@ -614,7 +616,7 @@ impl Replica {
         let mut sent: HashSet<String> = HashSet::new();
         for path in &changes.upserted {
             let Some(rel) = relative(path) else { continue };
-            let (entry, content) = match entry_from_vfs(&self.vfs, path, rel) {
+            let (entry, content) = match entry_of(&self.vfs, path, rel) {
                 Ok(found) => found,
                 Err(err) => {
                     let message = format!("reading the mirror at {path} failed: {err}");
@@ -780,105 +782,3 @@ fn relative(path: &str) -> Option<&str> {
         .filter(|rel| !rel.is_empty())
 }
 
-/// Nanoseconds since the epoch of `time`.
-pub(crate) fn time_to_ns(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |ns| -ns),
-    }
-}
-
-/// The time `ns` nanoseconds after (or before) the epoch.
-pub(crate) fn ns_to_time(ns: i64) -> SystemTime {
-    let magnitude = Duration::from_nanos(ns.unsigned_abs());
-    if ns >= 0 {
-        UNIX_EPOCH + magnitude
-    } else {
-        UNIX_EPOCH - magnitude
-    }
-}
-
-/// The wire entry (and file content) of the mirror node at `path`.
-fn entry_from_vfs(vfs: &Vfs, path: &str, rel: &str) -> Result<(WireEntry, Option<Content>), VfsError> {
-    let node = vfs.node(path)?;
-    let meta = node.metadata();
-    let mtime = time_to_ns(meta.mtime);
-    Ok(match meta.kind {
-        NodeKind::Dir => (WireEntry::dir(rel, meta.mode, mtime), None),
-        NodeKind::Symlink => (
-            WireEntry::symlink(rel, mtime, node.link_target().unwrap_or_default()),
-            None,
-        ),
-        NodeKind::File => {
-            let content = node.content().map(Content::clone).unwrap_or_else(|| Content::from(&[][..]));
-            (
-                WireEntry::file(rel, meta.mode, mtime, content.len() as u64, digest_hex(&content)),
-                Some(content),
-            )
-        }
-    })
-}
-
-/// Applies deletions, then entries (parents first), to `vfs` under the mirror root and to
-/// `manifest`. `contents` holds every file entry's content by digest.
-fn apply_entries(
-    vfs: &mut Vfs,
-    manifest: &mut Manifest,
-    deleted: &[String],
-    entries: &[WireEntry],
-    contents: &HashMap<String, Content>,
-) -> Result<(), String> {
-    for rel in deleted {
-        match vfs.remove(&mirror_path(rel)) {
-            Ok(()) | Err(VfsError::NotFound { .. }) => {}
-            Err(err) => return Err(format!("deleting {rel:?}: {err}")),
-        }
-        manifest.remove_subtree(rel);
-    }
-    for entry in entries {
-        let path = mirror_path(&entry.path);
-        let existing = vfs.stat(&path).ok().map(|m| m.kind);
-        let wanted = match entry.kind {
-            WireKind::Dir => NodeKind::Dir,
-            WireKind::File => NodeKind::File,
-            WireKind::Symlink => NodeKind::Symlink,
-        };
-        let fail = |err: VfsError| format!("applying {:?}: {err}", entry.path);
-        if existing.is_some_and(|kind| kind != wanted || kind == NodeKind::Symlink) {
-            vfs.remove(&path).map_err(fail)?;
-            manifest.remove_subtree(&entry.path);
-        }
-        let mtime = ns_to_time(entry.mtime_ns);
-        match entry.kind {
-            WireKind::Dir => {
-                if existing != Some(NodeKind::Dir) {
-                    vfs.mkdir(&path).map_err(fail)?;
-                }
-                vfs.set_mode(&path, entry.mode).map_err(fail)?;
-                vfs.set_mtime(&path, mtime).map_err(fail)?;
-            }
-            WireKind::File => {
-                let digest = entry.digest.as_deref().unwrap_or_default();
-                let content = contents
-                    .get(digest)
-                    .ok_or_else(|| format!("no content for {:?} ({digest})", entry.path))?;
-                if content.len() as u64 != entry.size {
-                    return Err(format!(
-                        "entry {:?} says {} bytes but its blob has {}",
-                        entry.path,
-                        entry.size,
-                        content.len()
-                    ));
-                }
-                vfs.write_file_with(&path, Content::clone(content), entry.mode, mtime)
-                    .map_err(fail)?;
-            }
-            WireKind::Symlink => {
-                vfs.symlink_with(entry.target.as_deref().unwrap_or_default(), &path, mtime)
-                    .map_err(fail)?;
-            }
-        }
-        manifest.upsert(entry.clone());
-    }
-    Ok(())
-}

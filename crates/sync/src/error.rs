@@ -91,6 +91,15 @@ pub enum VmSyncError {
         /// The limit.
         limit: u64,
     },
+    /// A `wire-sync` change cannot be applied to the tree (a path whose parent is not a
+    /// directory, a file whose content is missing or of the wrong size...).
+    #[error("cannot apply the wire change at {path:?}: {reason}")]
+    WireApply {
+        /// The relative wire path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A host file changed while the pull was reading it (the VFS was left untouched).
     #[error("host file changed while it was being read: {}", path.display())]
     ChangedDuringRead {

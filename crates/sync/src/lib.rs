@@ -64,6 +64,7 @@ mod report;
 mod run;
 mod staging;
 mod state;
+pub mod wire;
 
 pub use error::VmSyncError;
 pub use pull::{PullScope, pull_workspace_to_vfs, pull_workspace_to_vfs_scoped};

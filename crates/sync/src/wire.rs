@@ -1,0 +1,233 @@
+//! `wire-sync` helpers shared by the client and the sidecar: the wire entry of a VFS
+//! node, and applying a set of wire changes to a VFS subtree.
+//!
+//! Both ends of a `wire-sync` connection keep a [`Vfs`] of the project (the client its
+//! workspace, the sidecar a mirror of it) and a [`Manifest`] of what the other end has;
+//! these functions are the one definition of how a [`WireEntry`] maps onto the tree.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use devshell_vm_protocol::{Manifest, WireEntry, digest_hex};
+//! use devshell_vm_sync::wire::{apply_changes, entry_of};
+//! use devshell_vm_vfs::{Content, Vfs};
+//!
+//! let mut vfs = Vfs::new();
+//! vfs.mkdir("/p")?;
+//! let data = Content::from(&b"hi"[..]);
+//! let entry = WireEntry::file("a/x", 0o755, 1_000_000_123, 2, digest_hex(&data));
+//! let contents = HashMap::from([(digest_hex(&data), data)]);
+//! let mut manifest = Manifest::default();
+//! apply_changes(&mut vfs, "/p", &mut manifest, &[], &[WireEntry::dir("a", 0o700, 5), entry.clone()], &contents)?;
+//! assert_eq!(entry_of(&vfs, "/p/a/x", "a/x")?.0, entry);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use devshell_vm_protocol::{Manifest, WireEntry, WireKind, digest_hex};
+use devshell_vm_vfs::{Content, NodeKind, Vfs, VfsError};
+
+use crate::VmSyncError;
+
+/// Nanoseconds since the Unix epoch (negative before it; saturating).
+#[must_use]
+pub fn time_to_ns(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |ns| -ns),
+    }
+}
+
+/// The time `ns` nanoseconds after (or before) the Unix epoch.
+#[must_use]
+pub fn ns_to_time(ns: i64) -> SystemTime {
+    let magnitude = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// `root/rel` as a VFS path.
+#[must_use]
+pub fn join(root: &str, rel: &str) -> String {
+    if root == "/" {
+        format!("/{rel}")
+    } else {
+        format!("{root}/{rel}")
+    }
+}
+
+/// `path` relative to `root` (`None` for the root itself or a path outside it).
+#[must_use]
+pub fn relative<'a>(root: &str, path: &'a str) -> Option<&'a str> {
+    let rest = if root == "/" {
+        path.strip_prefix('/')?
+    } else {
+        path.strip_prefix(root)?.strip_prefix('/')?
+    };
+    (!rest.is_empty()).then_some(rest)
+}
+
+/// The wire entry of the node at VFS path `path` (named `rel` on the wire) and, for a
+/// file, its content. Hashes the content (BLAKE3).
+///
+/// # Errors
+/// The VFS lookup's error.
+pub fn entry_of(vfs: &Vfs, path: &str, rel: &str) -> Result<(WireEntry, Option<Content>), VfsError> {
+    let node = vfs.node(path)?;
+    let meta = node.metadata();
+    let mtime = time_to_ns(meta.mtime);
+    Ok(match meta.kind {
+        NodeKind::Dir => (WireEntry::dir(rel, meta.mode, mtime), None),
+        NodeKind::Symlink => (
+            WireEntry::symlink(rel, mtime, node.link_target().unwrap_or_default()),
+            None,
+        ),
+        NodeKind::File => {
+            let content = node
+                .content()
+                .map_or_else(|| Content::from(&[][..]), Content::clone);
+            (
+                WireEntry::file(rel, meta.mode, mtime, content.len() as u64, digest_hex(&content)),
+                Some(content),
+            )
+        }
+    })
+}
+
+/// Applies `deleted` (subtree roots, missing ones ignored), then `entries` (parents
+/// before children) to the subtree at `root` and to `manifest`. `contents` holds every
+/// file entry's content by digest. Apply to a clone when the caller needs all or
+/// nothing: a failure leaves `vfs` part-way.
+///
+/// # Errors
+/// [`VmSyncError::WireApply`] naming the entry.
+pub fn apply_changes(
+    vfs: &mut Vfs,
+    root: &str,
+    manifest: &mut Manifest,
+    deleted: &[String],
+    entries: &[WireEntry],
+    contents: &HashMap<String, Content>,
+) -> Result<(), VmSyncError> {
+    for rel in deleted {
+        match vfs.remove(&join(root, rel)) {
+            Ok(()) | Err(VfsError::NotFound { .. }) => {}
+            Err(err) => {
+                return Err(VmSyncError::WireApply {
+                    path: rel.clone(),
+                    reason: err.to_string(),
+                });
+            }
+        }
+        manifest.remove_subtree(rel);
+    }
+    for entry in entries {
+        let fail = |err: VfsError| VmSyncError::WireApply {
+            path: entry.path.clone(),
+            reason: err.to_string(),
+        };
+        if let Err(reason) = entry.validate() {
+            return Err(VmSyncError::WireApply {
+                path: entry.path.clone(),
+                reason,
+            });
+        }
+        let path = join(root, &entry.path);
+        let existing = vfs.stat(&path).ok().map(|m| m.kind);
+        let wanted = match entry.kind {
+            WireKind::Dir => NodeKind::Dir,
+            WireKind::File => NodeKind::File,
+            WireKind::Symlink => NodeKind::Symlink,
+        };
+        if existing.is_some_and(|kind| kind != wanted || kind == NodeKind::Symlink) {
+            vfs.remove(&path).map_err(fail)?;
+            manifest.remove_subtree(&entry.path);
+        }
+        let mtime = ns_to_time(entry.mtime_ns);
+        match entry.kind {
+            WireKind::Dir => {
+                if existing != Some(NodeKind::Dir) {
+                    vfs.mkdir(&path).map_err(fail)?;
+                }
+                vfs.set_mode(&path, entry.mode).map_err(fail)?;
+                vfs.set_mtime(&path, mtime).map_err(fail)?;
+            }
+            WireKind::File => {
+                let digest = entry.digest.as_deref().unwrap_or_default();
+                let content = contents.get(digest).ok_or_else(|| VmSyncError::WireApply {
+                    path: entry.path.clone(),
+                    reason: format!("no content for digest {digest}"),
+                })?;
+                if content.len() as u64 != entry.size {
+                    return Err(VmSyncError::WireApply {
+                        path: entry.path.clone(),
+                        reason: format!(
+                            "the entry says {} bytes but its content has {}",
+                            entry.size,
+                            content.len()
+                        ),
+                    });
+                }
+                vfs.write_file_with(&path, Content::clone(content), entry.mode, mtime)
+                    .map_err(fail)?;
+            }
+            WireKind::Symlink => {
+                vfs.symlink_with(entry.target.as_deref().unwrap_or_default(), &path, mtime)
+                    .map_err(fail)?;
+            }
+        }
+        manifest.upsert(entry.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_to_the_nanosecond() {
+        for ns in [0, 1, -1, 1_700_000_000_123_456_789, -86_400_000_000_001] {
+            assert_eq!(time_to_ns(ns_to_time(ns)), ns);
+        }
+    }
+
+    #[test]
+    fn apply_replaces_kinds_and_deletes_subtrees() {
+        let mut vfs = Vfs::new();
+        vfs.mkdir("/p/d/e").unwrap();
+        vfs.write_file("/p/d/e/f", b"x".to_vec()).unwrap();
+        let mut manifest = Manifest::default();
+        let data = Content::from(&b"new"[..]);
+        let contents = HashMap::from([(digest_hex(&data), data.clone())]);
+        let entries = [
+            WireEntry::file("d", 0o600, 7, 3, digest_hex(&data)),
+            WireEntry::symlink("l", 9, "d"),
+        ];
+        apply_changes(&mut vfs, "/p", &mut manifest, &[], &entries, &contents).unwrap();
+        assert_eq!(&vfs.read_file("/p/d").unwrap()[..], b"new");
+        assert_eq!(vfs.read_link("/p/l").unwrap(), "d");
+        assert_eq!(manifest.len(), 2);
+        apply_changes(&mut vfs, "/p", &mut manifest, &["d".to_owned()], &[], &contents).unwrap();
+        assert!(!vfs.exists("/p/d"));
+        assert_eq!(manifest.len(), 1);
+        // Missing content is an error naming the path.
+        let bad = [WireEntry::file("z", 0o644, 0, 1, digest_hex(b"q"))];
+        let err = apply_changes(&mut vfs, "/p", &mut manifest, &[], &bad, &contents).unwrap_err();
+        assert!(err.to_string().contains("\"z\""), "{err}");
+    }
+
+    #[test]
+    fn relative_and_join_agree() {
+        assert_eq!(relative("/p", "/p/a/b"), Some("a/b"));
+        assert_eq!(relative("/p", "/p"), None);
+        assert_eq!(relative("/p", "/pq/a"), None);
+        assert_eq!(relative("/", "/a"), Some("a"));
+        assert_eq!(join("/", "a"), "/a");
+        assert_eq!(join("/p", "a"), "/p/a");
+    }
+}
