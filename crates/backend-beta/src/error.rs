@@ -163,6 +163,24 @@ pub enum BetaError {
         /// The frame's message.
         message: String,
     },
+    /// `wire-sync` could not synchronise the project (a digest or tree mismatch, an entry
+    /// that does not apply). The VFS was left as it was; the next run sends a full
+    /// manifest and only the contents the sidecar lacks.
+    #[error("wire sync of VFS path {vfs_path:?} failed: {reason} (the next run resynchronises)")]
+    Wire {
+        /// The project root in the VFS.
+        vfs_path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `DEVSHELL_VM_BETA_SYNC=wire` but the sidecar does not offer `wire-sync`.
+    #[error(
+        "DEVSHELL_VM_BETA_SYNC=wire, but the sidecar at {transport} does not offer the wire-sync capability"
+    )]
+    WireUnavailable {
+        /// The transport.
+        transport: String,
+    },
     /// A guest path could not be formed (Mode P cwd mapping).
     #[error(transparent)]
     GuestPath(#[from] GuestFsError),

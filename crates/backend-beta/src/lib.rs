@@ -85,6 +85,7 @@ mod link;
 mod manifest;
 mod session;
 mod transport;
+mod wire;
 
 pub use conn::Capabilities;
 pub use devshell_vm_session::{Backend, SessionError, SyncObserver};

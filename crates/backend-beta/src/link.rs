@@ -30,6 +30,10 @@ pub(crate) struct Link {
     pub(crate) conn: Option<Connection>,
     /// Connections opened so far (the session id's suffix).
     pub(crate) connects: u64,
+    /// `DEVSHELL_VM_BETA_SYNC`: shared staging, wire-sync, or pick.
+    pub(crate) sync: devshell_vm_config::BetaSync,
+    /// Stable client id sent in `wire_start`.
+    pub(crate) client_id: String,
 }
 
 impl Link {
@@ -75,7 +79,17 @@ impl Link {
                     "workspace_mode": self.mode.as_str(),
                 }),
             };
-            conn.start_session(start)?;
+            if self.mode == WorkspaceMode::Sync {
+                crate::wire::start_session(
+                    &mut conn,
+                    self.sync,
+                    start,
+                    &self.staging,
+                    &self.client_id,
+                )?;
+            } else {
+                conn.start_session(start)?;
+            }
             self.conn = Some(conn);
         }
         Ok(self
@@ -87,6 +101,21 @@ impl Link {
     /// Capabilities of the current connection (opening it if needed).
     pub(crate) fn capabilities(&mut self) -> Result<Capabilities, BetaError> {
         Ok(self.connection()?.caps)
+    }
+
+    /// `true` when the current connection (opened if needed) syncs over the wire.
+    pub(crate) fn uses_wire(&mut self) -> Result<bool, BetaError> {
+        Ok(self.connection()?.wire)
+    }
+
+    /// [`Self::settle`] for callers outside this module.
+    pub(crate) fn settle_pub<T>(&mut self, result: Result<T, BetaError>) -> Result<T, BetaError> {
+        self.settle(result)
+    }
+
+    /// Bytes `(sent, received)` on the current connection (zeros when none is open).
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        self.conn.as_ref().map_or((0, 0), Connection::bytes)
     }
 
     /// Drops the connection if `result` is a connection failure.

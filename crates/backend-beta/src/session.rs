@@ -50,6 +50,8 @@ pub struct BetaSession {
     exec_timeout: Option<Duration>,
     forward_interrupts: bool,
     projects: ProjectTable<SyncedGeneration>,
+    /// Mode S over the connection (`wire-sync`), when the link uses it.
+    wire: crate::wire::WireClient,
 }
 
 impl fmt::Debug for BetaSession {
@@ -128,10 +130,13 @@ impl BetaSession {
                 mode: config.workspace_mode_effective(),
                 conn: None,
                 connects: 0,
+                sync: config.beta_sync,
+                client_id: crate::wire::client_id(),
             }),
             exec_timeout: config.exec_timeout,
             forward_interrupts: false,
             projects: ProjectTable::new(),
+            wire: crate::wire::WireClient::default(),
         })
     }
 
@@ -248,6 +253,23 @@ impl BetaSession {
         })
     }
 
+    /// `true` when Mode S runs over the connection (`wire-sync`) rather than through a
+    /// shared staging directory (opens the connection if needed; see
+    /// `DEVSHELL_VM_BETA_SYNC`).
+    ///
+    /// # Errors
+    /// Connection, handshake and session start failures.
+    pub fn uses_wire_sync(&mut self) -> Result<bool, BetaError> {
+        self.link.uses_wire()
+    }
+
+    /// Bytes `(sent, received)` on the current connection so far (zeros when none is
+    /// open): what a push, an exec or a pull cost on the wire.
+    #[must_use]
+    pub fn connection_bytes(&self) -> (u64, u64) {
+        self.link.bytes()
+    }
+
     /// Mode S: the shared cycle with the remote exec in the middle.
     fn run_synced(
         &mut self,
@@ -257,6 +279,13 @@ impl BetaSession {
         on_output: &mut dyn FnMut(StreamKind, &[u8]),
         cancel: Option<&CancelHandle>,
     ) -> Result<ToolOutcome, BetaError> {
+        if self.link.uses_wire()? {
+            let Self { link, wire, .. } = self;
+            return wire.run(link, vfs, vfs_cwd, |link, guest_cwd, relative_cwd| {
+                let target_dir = target_dir_from(relative_cwd);
+                exec_on_guest(link, guest_cwd, request, Some(&target_dir), on_output, cancel)
+            });
+        }
         let at = self.locate(vfs, vfs_cwd)?;
         let staging = self.link.staging.clone();
         let Self { link, projects, .. } = self;
@@ -312,6 +341,7 @@ impl BetaSession {
     pub fn shutdown(&mut self, _vfs: &mut Vfs, _vfs_cwd: &str) -> Result<(), BetaError> {
         let remote = self.link.shutdown();
         self.projects.clear();
+        self.wire.clear();
         let local = self.remove_owned_staging();
         remote.and(local)
     }
@@ -394,6 +424,10 @@ impl Backend for BetaSession {
     fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), BetaError> {
         self.link.connection()?;
         if self.link.mode == WorkspaceMode::Guest {
+            return Ok(());
+        }
+        if self.link.uses_wire()? {
+            self.wire.push(&mut self.link, vfs, vfs_cwd)?;
             return Ok(());
         }
         let at = self.locate(vfs, vfs_cwd)?;
