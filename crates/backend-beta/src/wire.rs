@@ -34,6 +34,9 @@ use crate::BetaError;
 use crate::conn::Connection;
 use crate::link::Link;
 
+/// How long `wire_project` is retried while the sidecar reports the copy busy.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Name of the probe file that tells whether the sidecar sees our staging directory.
 const PROBE_NAME: &str = ".devshell-vm-share-probe";
 
@@ -332,12 +335,25 @@ fn open_project(link: &mut Link, project: &mut WireProjectState) -> Result<(), B
     if project.opened_on.is_some() {
         return Ok(());
     }
-    let reply = link.call(|session_id| {
-        Request::WireProject(WireProject {
-            session_id,
-            project: project.vfs_root.clone(),
-        })
-    })?;
+    // A connection that just broke may still hold the copy on the sidecar for a moment
+    // (until its thread sees the end of the stream): `wire_busy` is retried briefly.
+    let give_up = Instant::now() + BUSY_RETRY;
+    let reply = loop {
+        let reply = link.call(|session_id| {
+            Request::WireProject(WireProject {
+                session_id,
+                project: project.vfs_root.clone(),
+            })
+        })?;
+        match reply {
+            Reply::Error(err)
+                if err.code == ErrorCode::WireBusy && Instant::now() < give_up =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
     match reply {
         Reply::WireProjectOk(ok) => {
             project.opened_on = Some(link.connects);

@@ -604,26 +604,17 @@ impl Replica {
             .iter()
             .filter_map(|e| e.digest.clone())
             .collect();
-        let mut deleted = Vec::new();
-        for path in &changes.deleted {
-            if let Some(rel) = relative(path) {
-                self.manifest.remove_subtree(rel);
-                deleted.push(rel.to_owned());
+        let (deleted, upserted) = match self.absorb(&changes) {
+            Ok(found) => found,
+            Err(message) => {
+                self.reset(conn, &message);
+                return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
             }
-        }
+        };
         let mut entries = Vec::new();
         let mut blobs: Vec<(BlobRef, Content)> = Vec::new();
         let mut sent: HashSet<String> = HashSet::new();
-        for path in &changes.upserted {
-            let Some(rel) = relative(path) else { continue };
-            let (entry, content) = match entry_of(&self.vfs, path, rel) {
-                Ok(found) => found,
-                Err(err) => {
-                    let message = format!("reading the mirror at {path} failed: {err}");
-                    self.reset(conn, &message);
-                    return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
-                }
-            };
+        for (entry, content) in upserted {
             if let (Some(digest), Some(content)) = (&entry.digest, content)
                 && !had.contains(digest)
                 && sent.insert(digest.clone())
@@ -636,7 +627,6 @@ impl Replica {
                     content,
                 ));
             }
-            self.manifest.upsert(entry.clone());
             entries.push(entry);
         }
         let bytes = self.manifest.file_bytes();
@@ -668,6 +658,69 @@ impl Replica {
             tree_digest: self.manifest.tree_digest(),
         });
         write_with_blobs(writer, &header, blobs.iter().map(|(_, c)| &c[..]))
+    }
+
+    /// Applies mirror `changes` to the manifest; returns the deleted relative paths and
+    /// the upserted entries with their contents.
+    #[allow(clippy::type_complexity)]
+    fn absorb(
+        &mut self,
+        changes: &devshell_vm_vfs::Changes,
+    ) -> Result<(Vec<String>, Vec<(WireEntry, Option<Content>)>), String> {
+        let mut deleted = Vec::new();
+        for path in &changes.deleted {
+            if let Some(rel) = relative(path) {
+                self.manifest.remove_subtree(rel);
+                deleted.push(rel.to_owned());
+            }
+        }
+        let mut upserted = Vec::new();
+        for path in &changes.upserted {
+            let Some(rel) = relative(path) else { continue };
+            let (entry, content) = entry_of(&self.vfs, path, rel)
+                .map_err(|err| format!("reading the mirror at {path} failed: {err}"))?;
+            self.manifest.upsert(entry.clone());
+            upserted.push((entry, content));
+        }
+        Ok((deleted, upserted))
+    }
+
+    /// Compares the staging tree on disk with the mirror (a metadata scan) and takes in
+    /// whatever changed behind the sidecar's back — a file lost or altered on disk, or,
+    /// for a copy created by this process over a tree an earlier process left, the whole
+    /// tree. The tree digest then differs from the client's, so the client sends a full
+    /// manifest and every content the copy lost travels again.
+    pub(crate) fn verify(&mut self, conn: u64) {
+        let before = self.vfs.generation();
+        let scanned = devshell_vm_sync::pull_workspace_to_vfs(&mut self.sync, VFS_ROOT, &mut self.vfs)
+            .map_err(|err| err.to_string())
+            .and_then(|_| {
+                self.vfs
+                    .changes_since(VFS_ROOT, before)
+                    .map_err(|err| err.to_string())
+            });
+        let changes = match scanned {
+            Ok(changes) => changes,
+            Err(message) => {
+                self.reset(conn, &format!("verifying the staging tree failed: {message}"));
+                return;
+            }
+        };
+        if changes.is_empty() {
+            return;
+        }
+        match self.absorb(&changes) {
+            Ok((deleted, upserted)) => log(
+                conn,
+                &format!(
+                    "wire-sync: the staging tree of {:?} changed behind the sidecar's back ({} deleted, {} changed); the client will resynchronise",
+                    self.project,
+                    deleted.len(),
+                    upserted.len()
+                ),
+            ),
+            Err(message) => self.reset(conn, &message),
+        }
     }
 
     /// Handles `wire_want`: sends the asked contents from the mirror.

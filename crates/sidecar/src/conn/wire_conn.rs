@@ -154,7 +154,8 @@ impl Conn<'_> {
         if let Request::WireProject(open) = &request {
             if !wire.projects.contains_key(&open.project) {
                 match stores.check_out(&wire.store, &wire.store_dir, &open.project) {
-                    Ok(replica) => {
+                    Ok(mut replica) => {
+                        replica.verify(conn);
                         wire.projects.insert(open.project.clone(), replica);
                     }
                     Err((code, message)) => {

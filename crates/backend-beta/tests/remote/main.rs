@@ -1,0 +1,462 @@
+//! "Remote" made honest on one machine: the sidecar runs in its own mount namespace with
+//! a private tmpfs as `--root`, over loopback TCP with a token, so client and sidecar
+//! share no file: everything travels through `wire-sync`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use devshell_vm_backend_beta::{BetaError, BetaSession};
+use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
+use devshell_vm_protocol::{
+    BlobRef, Handshake, KNOWN_CAPABILITIES, Reply, Request, WireBlobs, WireEntry, WireProject,
+    WirePush, WireStart, digest_hex, encode_request, parse_reply, write_blob,
+};
+use devshell_vm_session::Backend as _;
+use devshell_vm_vfs::Vfs;
+
+use support::{Dir, Fault, Proxy, RemoteSidecar, TOKEN, session};
+
+fn sh(cmd: &str) -> ToolRequest {
+    ToolRequest::new("sh", ["-c".to_owned(), cmd.to_owned()])
+        .stdout(OutputMode::Capture)
+        .stderr(OutputMode::Capture)
+}
+
+fn run_ok(session: &mut BetaSession, vfs: &mut Vfs, cwd: &str, cmd: &str) -> String {
+    let outcome = session
+        .run_tool(vfs, cwd, &sh(cmd))
+        .unwrap_or_else(|err| panic!("`{cmd}` failed to run: {err}"));
+    let stdout = String::from_utf8_lossy(&outcome.exec.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&outcome.exec.stderr).into_owned();
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Exited(0),
+        "`{cmd}`: stdout {stdout}\nstderr {stderr}"
+    );
+    stdout + &stderr
+}
+
+/// A two-crate workspace: library `alpha`, binary `beta_app` using it.
+fn write_workspace(vfs: &mut Vfs, root: &str) {
+    vfs.mkdir(&format!("{root}/alpha/src")).unwrap();
+    vfs.mkdir(&format!("{root}/app/src")).unwrap();
+    vfs.write_file(
+        &format!("{root}/Cargo.toml"),
+        b"[workspace]\nmembers = [\"alpha\", \"app\"]\nresolver = \"2\"\n".to_vec(),
+    )
+    .unwrap();
+    vfs.write_file(
+        &format!("{root}/alpha/Cargo.toml"),
+        b"[package]\nname = \"alpha\"\nversion = \"0.1.0\"\nedition = \"2021\"\n".to_vec(),
+    )
+    .unwrap();
+    vfs.write_file(
+        &format!("{root}/alpha/src/lib.rs"),
+        b"pub fn answer() -> u32 { 42 }\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn answers() { assert_eq!(super::answer(), 42); }\n}\n".to_vec(),
+    )
+    .unwrap();
+    vfs.write_file(
+        &format!("{root}/app/Cargo.toml"),
+        b"[package]\nname = \"beta_app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nalpha = { path = \"../alpha\" }\n".to_vec(),
+    )
+    .unwrap();
+    vfs.write_file(
+        &format!("{root}/app/src/main.rs"),
+        b"fn main() { println!(\"answer {}\", alpha::answer()); }\n".to_vec(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn cargo_build_test_and_an_incremental_rebuild_over_the_wire() {
+    let sidecar = RemoteSidecar::start("1g", &[]);
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    assert!(session.uses_wire_sync().unwrap(), "nothing is shared: auto must pick wire");
+    let mut vfs = Vfs::new();
+    write_workspace(&mut vfs, "/ws");
+
+    let out = run_ok(&mut session, &mut vfs, "/ws", "cargo build --offline 2>&1");
+    assert!(out.contains("Compiling alpha") && out.contains("Compiling beta_app"), "{out}");
+    assert!(vfs.exists("/ws/target/debug/beta_app"), "build output pulled into the VFS");
+    let out = run_ok(&mut session, &mut vfs, "/ws", "cargo test --offline 2>&1");
+    assert!(out.contains("test tests::answers ... ok"), "{out}");
+
+    // Edit the binary only: only it recompiles.
+    vfs.write_file(
+        "/ws/app/src/main.rs",
+        b"fn main() { println!(\"answer is {}\", alpha::answer()); }\n".to_vec(),
+    )
+    .unwrap();
+    let out = run_ok(&mut session, &mut vfs, "/ws", "cargo build --offline 2>&1");
+    assert!(out.contains("Compiling beta_app"), "{out}");
+    assert!(!out.contains("Compiling alpha"), "alpha must not recompile:\n{out}");
+    let out = run_ok(&mut session, &mut vfs, "/ws", "./target/debug/beta_app");
+    assert_eq!(out, "answer is 42\n");
+    // The sidecar's files are invisible here: its root is a private tmpfs.
+    assert_eq!(std::fs::read_dir(sidecar.root()).unwrap().count(), 0);
+}
+
+fn ns(t: SystemTime) -> i128 {
+    i128::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap()
+}
+
+#[test]
+fn deletions_renames_symlinks_modes_and_mtimes_round_trip_exactly() {
+    let sidecar = RemoteSidecar::start("256m", &[]);
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    let mut vfs = Vfs::new();
+    let t = UNIX_EPOCH + Duration::new(1_650_000_000, 123_456_789);
+    vfs.mkdir("/p/orig/sub").unwrap();
+    vfs.mkdir("/p/dir").unwrap();
+    vfs.write_file_with("/p/orig/run.sh", b"#!/bin/sh\necho hi\n".to_vec(), 0o755, t)
+        .unwrap();
+    vfs.write_file_with("/p/orig/sub/data", b"data".to_vec(), 0o600, t + Duration::new(1, 1))
+        .unwrap();
+    vfs.symlink_with("sub/data", "/p/orig/link", t + Duration::new(2, 7)).unwrap();
+    vfs.set_mtime("/p/orig/sub", t + Duration::new(3, 3)).unwrap();
+    vfs.write_file("/p/dir/keep", b"k".to_vec()).unwrap();
+    vfs.write_file("/p/gone", b"g".to_vec()).unwrap();
+    run_ok(&mut session, &mut vfs, "/p", "true");
+
+    // Client-side changes travel: a deletion, a renamed directory.
+    vfs.remove("/p/gone").unwrap();
+    vfs.rename("/p/dir", "/p/moved").unwrap();
+    let listing = run_ok(&mut session, &mut vfs, "/p", "find . -path ./target -prune -o -print | sort");
+    assert!(!listing.contains("./gone"), "{listing}");
+    assert!(!listing.contains("./dir"), "{listing}");
+    assert!(listing.contains("./moved/keep"), "{listing}");
+
+    // `cp -a` on the sidecar copies exactly what was pushed; the pull brings the copy
+    // back: equal metadata proves both directions keep mode and mtime to the nanosecond.
+    run_ok(&mut session, &mut vfs, "/p", "cp -a orig copy");
+    for name in ["run.sh", "sub", "sub/data", "link"] {
+        let a = vfs.stat(&format!("/p/orig/{name}")).unwrap();
+        let b = vfs.stat(&format!("/p/copy/{name}")).unwrap();
+        assert_eq!((a.kind, a.mode, ns(a.mtime)), (b.kind, b.mode, ns(b.mtime)), "{name}");
+    }
+    assert_eq!(ns(vfs.stat("/p/copy/run.sh").unwrap().mtime), ns(t));
+    assert_eq!(vfs.stat("/p/copy/run.sh").unwrap().mode, 0o755);
+    assert_eq!(vfs.read_link("/p/copy/link").unwrap(), "sub/data");
+
+    // Tool-side changes travel back: delete, rename a directory, symlink, chmod, touch.
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "/p",
+        "rm orig/sub/data && mv moved renamed && ln -s ../run.sh copy/l2 && chmod 0755 copy/sub/data && touch -d '2001-02-03 04:05:06.987654321 UTC' renamed/keep",
+    );
+    assert!(!vfs.exists("/p/orig/sub/data"));
+    assert!(!vfs.exists("/p/moved"));
+    assert_eq!(&vfs.read_file("/p/renamed/keep").unwrap()[..], b"k");
+    assert_eq!(ns(vfs.stat("/p/renamed/keep").unwrap().mtime), 981_173_106_987_654_321);
+    assert_eq!(vfs.read_link("/p/copy/l2").unwrap(), "../run.sh");
+    assert_eq!(vfs.stat("/p/copy/sub/data").unwrap().mode, 0o755);
+    // And the script really is executable over there.
+    assert_eq!(run_ok(&mut session, &mut vfs, "/p", "./copy/run.sh"), "hi\n");
+}
+
+#[test]
+fn a_new_session_reuses_the_copy_and_a_small_edit_costs_little() {
+    let sidecar = RemoteSidecar::start("256m", &[]);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/t/files").unwrap();
+    let file_count = 200;
+    for i in 0..file_count {
+        let body: Vec<u8> = (0..4096u32).map(|j| ((i * 7 + j) % 251) as u8).collect();
+        vfs.write_file(&format!("/t/files/f{i:03}"), body).unwrap();
+    }
+    let content_bytes = file_count * 4096;
+    let mut first = session(sidecar.addr, &sidecar.token_file);
+    run_ok(&mut first, &mut vfs, "/t", "true");
+    let (sent, _) = first.connection_bytes();
+    assert!(sent > content_bytes as u64, "first push carries the contents: {sent}");
+    drop(first);
+
+    // A new session (a new process, say): full manifest, no contents.
+    let mut second = session(sidecar.addr, &sidecar.token_file);
+    run_ok(&mut second, &mut vfs, "/t", "true");
+    let (sent, _) = second.connection_bytes();
+    assert!(
+        sent < content_bytes as u64 / 8,
+        "a reconnect must not resend the tree: {sent} bytes sent for {content_bytes} of content"
+    );
+
+    // One changed 1 KiB file: a few KiB both ways, the exec included.
+    let mut small = vec![b'x'; 1024];
+    small[0] = b'y';
+    vfs.write_file("/t/files/f007", small).unwrap();
+    let before = second.connection_bytes();
+    run_ok(&mut second, &mut vfs, "/t", "true");
+    let after = second.connection_bytes();
+    let (up, down) = (after.0 - before.0, after.1 - before.1);
+    assert!(up <= 4096 && down <= 4096, "one 1 KiB edit cost {up} up, {down} down");
+    // A no-op run: O(1) bytes.
+    let before = second.connection_bytes();
+    run_ok(&mut second, &mut vfs, "/t", "true");
+    let after = second.connection_bytes();
+    assert!(after.0 - before.0 < 1024 && after.1 - before.1 < 1024, "{before:?} {after:?}");
+}
+
+/// Runs `cmd` through `proxy` with `fault` armed; the run must fail with a clear error
+/// and leave the VFS exactly as it was.
+fn faulted_run(session: &mut BetaSession, vfs: &mut Vfs, cmd: &str) -> BetaError {
+    let before = vfs.clone();
+    let err = match session.run_tool(vfs, "/f", &sh(cmd)) {
+        Ok(outcome) => panic!("the run should have failed; it ended {:?}", outcome.exec.termination),
+        Err(err) => err,
+    };
+    assert!(vfs.same_tree(&before), "the VFS changed after a failed run: {err}");
+    err
+}
+
+/// The request in flight when a connection failure happened.
+fn err_during(err: &BetaError) -> String {
+    match err {
+        BetaError::ConnectionLost { during, .. }
+        | BetaError::Timeout { during, .. }
+        | BetaError::Protocol { during, .. } => during.clone(),
+        other => panic!("not a connection failure: {other}"),
+    }
+}
+
+fn fault_vfs() -> Vfs {
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/f").unwrap();
+    vfs.write_file("/f/big", vec![7u8; 3 << 20]).unwrap();
+    vfs.write_file("/f/small", b"s".to_vec()).unwrap();
+    vfs
+}
+
+#[test]
+fn connection_cut_mid_push_and_mid_pull_leaves_the_vfs_unchanged() {
+    let sidecar = RemoteSidecar::start("256m", &[]);
+    let proxy = Proxy::start(sidecar.addr);
+    let mut session = session(proxy.addr, &sidecar.token_file);
+    let mut vfs = fault_vfs();
+    // Mid-push: cut after 1 MiB of the 3 MiB blob went up.
+    session.capabilities().unwrap();
+    proxy.arm(Dir::Up, 1 << 20, Fault::Cut);
+    let err = faulted_run(&mut session, &mut vfs, "true");
+    assert!(err.is_connection_failure(), "{err}");
+    assert!(proxy.fired.load(std::sync::atomic::Ordering::SeqCst), "the cut happened");
+    // Mid-pull: the tool writes 2 MiB; cut after 100 KiB came down.
+    run_ok(&mut session, &mut vfs, "/f", "true");
+    proxy.arm(Dir::Down, 100 << 10, Fault::Cut);
+    // The cut must land in the pull, not the exec: the exec reply is a few hundred bytes.
+    let err = faulted_run(&mut session, &mut vfs, "head -c 2097152 /dev/urandom > out.bin");
+    assert!(err.is_connection_failure(), "{err}");
+    assert_eq!(err_during(&err), "wire_pull", "the cut hit the pull: {err}");
+    assert!(!vfs.exists("/f/out.bin"));
+    // The next run resynchronises: the VFS is authoritative, so the output of the run
+    // whose pull broke is dropped on the sidecar as well.
+    run_ok(&mut session, &mut vfs, "/f", "! test -e out.bin && head -c 1000 /dev/zero > after.bin");
+    assert_eq!(vfs.read_file("/f/after.bin").unwrap().len(), 1000);
+    assert_eq!(vfs.read_file("/f/big").unwrap().len(), 3 << 20);
+}
+
+#[test]
+fn sidecar_killed_mid_push_and_mid_pull_leaves_the_vfs_unchanged() {
+    let mut sidecar = RemoteSidecar::start("256m", &[]);
+    let proxy = Proxy::start(sidecar.addr);
+    let mut session = session(proxy.addr, &sidecar.token_file);
+    let mut vfs = fault_vfs();
+    session.capabilities().unwrap();
+    proxy.arm(Dir::Up, 1 << 20, Fault::Kill(sidecar.pid()));
+    let err = faulted_run(&mut session, &mut vfs, "true");
+    assert!(err.is_connection_failure(), "{err}");
+    assert_eq!(err_during(&err), "wire_blobs", "the kill hit the push: {err}");
+    sidecar.restart();
+    // Everything was lost with the tmpfs: the next run pushes it all again and works.
+    run_ok(&mut session, &mut vfs, "/f", "test $(wc -c < big) = 3145728");
+    proxy.arm(Dir::Down, 100 << 10, Fault::Kill(sidecar.pid()));
+    let err = faulted_run(&mut session, &mut vfs, "head -c 2097152 /dev/urandom > out.bin");
+    assert!(err.is_connection_failure(), "{err}");
+    assert_eq!(err_during(&err), "wire_pull", "the kill hit the pull: {err}");
+    sidecar.restart();
+    run_ok(&mut session, &mut vfs, "/f", "echo ok > ok.txt");
+    assert_eq!(&vfs.read_file("/f/ok.txt").unwrap()[..], b"ok\n");
+    assert!(!vfs.exists("/f/out.bin"), "the killed run's output died with its sidecar");
+}
+
+#[test]
+fn a_corrupted_pull_blob_is_refused_and_the_next_run_works() {
+    let sidecar = RemoteSidecar::start("256m", &[]);
+    let proxy = Proxy::start(sidecar.addr);
+    let mut session = session(proxy.addr, &sidecar.token_file);
+    let mut vfs = fault_vfs();
+    run_ok(&mut session, &mut vfs, "/f", "true");
+    // Flip one byte well inside the pulled blob (after the exec reply and the header).
+    proxy.arm(Dir::Down, 64 << 10, Fault::Flip);
+    let err = faulted_run(&mut session, &mut vfs, "head -c 1048576 /dev/urandom > out.bin");
+    assert!(proxy.fired.load(std::sync::atomic::Ordering::SeqCst));
+    let text = err.to_string();
+    assert!(text.contains("digest"), "the error names the digest mismatch: {text}");
+    // The next run resynchronises: the VFS is authoritative, so the failed run's
+    // output is dropped on the sidecar too, and running the tool again brings it.
+    run_ok(&mut session, &mut vfs, "/f", "! test -e out.bin");
+    run_ok(&mut session, &mut vfs, "/f", "head -c 1048576 /dev/urandom > out.bin");
+    assert_eq!(vfs.read_file("/f/out.bin").unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn sidecar_out_of_disk_is_a_clear_error_and_the_next_run_works() {
+    let sidecar = RemoteSidecar::start("2m", &[]);
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    let mut vfs = fault_vfs(); // 3 MiB do not fit in 2 MiB
+    let err = faulted_run(&mut session, &mut vfs, "true");
+    let text = err.to_string();
+    assert!(text.contains("wire_io") && text.contains("No space left"), "{text}");
+    vfs.remove("/f/big").unwrap();
+    run_ok(&mut session, &mut vfs, "/f", "test -f small && ! test -e big");
+}
+
+#[test]
+fn the_quota_bounds_a_copy() {
+    let sidecar = RemoteSidecar::start("256m", &["--wire-max-bytes", "1048576"]);
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    let mut vfs = fault_vfs();
+    let err = faulted_run(&mut session, &mut vfs, "true");
+    assert!(err.to_string().contains("wire_quota"), "{err}");
+    vfs.remove("/f/big").unwrap();
+    run_ok(&mut session, &mut vfs, "/f", "true");
+}
+
+/// A raw client: handshake with `wire-sync`, `wire_start`, `wire_project`, then a push
+/// of one file whose blob arrives with a wrong digest or a wrong length.
+fn raw_push(addr: std::net::SocketAddr, announced: &BlobRef, sent: &[u8]) -> Vec<Reply> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut replies = Vec::new();
+    let mut call = |request: Request, writer: &mut TcpStream, reader: &mut BufReader<TcpStream>| {
+        writer.write_all(encode_request(&request).as_bytes()).unwrap();
+        writer.write_all(b"\n").unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        parse_reply(&line).unwrap()
+    };
+    let caps = KNOWN_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    let hs = call(
+        Request::Handshake(Handshake {
+            client: "raw".into(),
+            capabilities: Some(caps),
+            token: Some(TOKEN.into()),
+            ..Handshake::default()
+        }),
+        &mut writer,
+        &mut reader,
+    );
+    assert!(matches!(hs, Reply::HandshakeOk(_)), "{hs:?}");
+    let started = call(
+        Request::WireStart(WireStart {
+            session_id: "s".into(),
+            client_id: "raw-client".into(),
+            guest_workspace: "/workspace".into(),
+        }),
+        &mut writer,
+        &mut reader,
+    );
+    assert!(matches!(started, Reply::WireStarted(_)), "{started:?}");
+    let project = call(
+        Request::WireProject(WireProject {
+            session_id: "s".into(),
+            project: "/raw".into(),
+        }),
+        &mut writer,
+        &mut reader,
+    );
+    assert!(matches!(project, Reply::WireProjectOk(_)), "{project:?}");
+    let need = call(
+        Request::WirePush(WirePush {
+            session_id: "s".into(),
+            project: "/raw".into(),
+            full: true,
+            base_epoch: None,
+            base_generation: None,
+            epoch: "e".into(),
+            generation: 1,
+            deleted: Vec::new(),
+            entries: vec![WireEntry::file("x", 0o644, 0, announced.size, announced.digest.clone())],
+        }),
+        &mut writer,
+        &mut reader,
+    );
+    assert!(matches!(need, Reply::WireNeed(_)), "{need:?}");
+    let header = Request::WireBlobs(WireBlobs {
+        session_id: "s".into(),
+        blobs: vec![announced.clone()],
+    });
+    writer.write_all(encode_request(&header).as_bytes()).unwrap();
+    writer.write_all(b"\n").unwrap();
+    write_blob(&mut writer, sent).unwrap();
+    writer.flush().unwrap();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => replies.push(parse_reply(&line).unwrap()),
+        }
+    }
+    replies
+}
+
+#[test]
+fn a_wrong_digest_or_length_from_a_client_is_refused_and_closes_the_connection() {
+    let sidecar = RemoteSidecar::start("64m", &[]);
+    let good = b"0123456789";
+    let wrong_digest = BlobRef {
+        digest: digest_hex(b"something else"),
+        size: 10,
+    };
+    let replies = raw_push(sidecar.addr, &wrong_digest, good);
+    let [Reply::Error(err)] = &replies[..] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(err.code.as_str(), "wire_digest", "{err:?}");
+    let short = BlobRef {
+        digest: digest_hex(good),
+        size: 4,
+    };
+    let replies = raw_push(sidecar.addr, &short, good);
+    let [Reply::Error(err)] = &replies[..] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(err.code.as_str(), "wire_frame", "{err:?}");
+    // The sidecar goes on serving.
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    let mut vfs = fault_vfs();
+    vfs.remove("/f/big").unwrap();
+    run_ok(&mut session, &mut vfs, "/f", "cat small");
+}
+
+#[test]
+fn a_file_the_sidecar_lost_is_detected_and_sent_again() {
+    let sidecar = RemoteSidecar::start("64m", &[]);
+    let mut vfs = fault_vfs();
+    let mut first = session(sidecar.addr, &sidecar.token_file);
+    run_ok(&mut first, &mut vfs, "/f", "true");
+    drop(first);
+    // Behind the sidecar's back (inside its namespace): its copy of `small` is gone and
+    // `big` is altered, yet its mirror still lists both.
+    let script = format!(
+        "rm {root}/.devshell-vm-wire/*/*/tree/small && for f in {root}/.devshell-vm-wire/*/*/tree/big; do printf x >> \"$f\"; done",
+        root = sidecar.root().display()
+    );
+    let status = std::process::Command::new("nsenter")
+        .args(["--target", &sidecar.pid().to_string(), "--mount", "--", "sh", "-c", &script])
+        .output()
+        .expect("nsenter");
+    assert!(
+        status.status.success(),
+        "could not damage the sidecar's copy: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let mut second = session(sidecar.addr, &sidecar.token_file);
+    run_ok(&mut second, &mut vfs, "/f", "test \"$(cat small)\" = s && test $(wc -c < big) = 3145728");
+    assert!(sidecar.logs().contains("changed behind the sidecar's back"), "{}", sidecar.logs());
+    assert_eq!(vfs.read_file("/f/big").unwrap().len(), 3 << 20, "the VFS kept its content");
+}
