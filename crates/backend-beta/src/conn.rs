@@ -14,9 +14,9 @@ use devshell_vm_config::Transport;
 use devshell_vm_exec::CancelHandle;
 use devshell_vm_protocol::{
     BlobRef, CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, CAP_WIRE_SYNC,
-    DEFAULT_MAX_FRAME_BYTES, ErrorReply, Exec,
-    ExecResult, Handshake, KNOWN_CAPABILITIES, LineReader, OutputStream, PROTOCOL_VERSION,
-    ProtocolError, Reply, Request, SessionStart, encode_request, parse_reply,
+    DEFAULT_MAX_FRAME_BYTES, ErrorReply, Exec, ExecResult, Handshake, KNOWN_CAPABILITIES,
+    LineReader, OutputStream, PROTOCOL_VERSION, ProtocolError, Reply, Request, SessionStart,
+    encode_request, parse_reply,
 };
 
 use crate::BetaError;
@@ -38,6 +38,8 @@ pub(crate) struct Endpoint {
     pub(crate) connect_timeout: Duration,
     /// Deadline for every reply except `exec`.
     pub(crate) io_timeout: Duration,
+    /// Whether to ask for `wire-sync` (Mode S without `DEVSHELL_VM_BETA_SYNC=shared`).
+    pub(crate) want_wire: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -48,11 +50,16 @@ impl std::fmt::Debug for Endpoint {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
+            .field("want_wire", &self.want_wire)
             .finish()
     }
 }
 
 /// Capabilities both sides agreed on in the handshake.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one flag per negotiated capability, as the protocol lists them"
+)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// `exec-stream`: output comes back as `exec_output` frames.
@@ -138,7 +145,7 @@ impl Connection {
             server: (String::new(), String::new()),
             session_id: None,
         };
-        conn.handshake(endpoint.token.clone())?;
+        conn.handshake(endpoint.token.clone(), endpoint.want_wire)?;
         Ok(conn)
     }
 
@@ -157,12 +164,17 @@ impl Connection {
         self.child.as_ref().map(SidecarChild::id)
     }
 
-    fn handshake(&mut self, token: Option<String>) -> Result<(), BetaError> {
+    fn handshake(&mut self, token: Option<String>, want_wire: bool) -> Result<(), BetaError> {
+        let capabilities = KNOWN_CAPABILITIES
+            .iter()
+            .filter(|c| want_wire || **c != CAP_WIRE_SYNC)
+            .map(|c| (*c).to_owned())
+            .collect();
         let request = Request::Handshake(Handshake {
             version: PROTOCOL_VERSION,
             client: CLIENT_NAME.to_owned(),
             client_version: env!("CARGO_PKG_VERSION").to_owned(),
-            capabilities: Some(KNOWN_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+            capabilities: Some(capabilities),
             token,
         });
         match self.request(&request)? {

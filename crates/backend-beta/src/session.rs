@@ -121,6 +121,8 @@ impl BetaSession {
                     token,
                     connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                     io_timeout: DEFAULT_IO_TIMEOUT,
+                    want_wire: config.workspace_mode_effective() == WorkspaceMode::Sync
+                        && config.beta_sync != devshell_vm_config::BetaSync::Shared,
                 },
                 staging,
                 staging_wire,
@@ -283,7 +285,14 @@ impl BetaSession {
             let Self { link, wire, .. } = self;
             return wire.run(link, vfs, vfs_cwd, |link, guest_cwd, relative_cwd| {
                 let target_dir = target_dir_from(relative_cwd);
-                exec_on_guest(link, guest_cwd, request, Some(&target_dir), on_output, cancel)
+                exec_on_guest(
+                    link,
+                    guest_cwd,
+                    request,
+                    Some(&target_dir),
+                    on_output,
+                    cancel,
+                )
             });
         }
         let at = self.locate(vfs, vfs_cwd)?;

@@ -23,8 +23,8 @@ use devshell_vm_config::BetaSync;
 use devshell_vm_exec::ExecOutcome;
 use devshell_vm_protocol::{
     ErrorCode, GuestFs, GuestFsOperation, Manifest, Reply, Request, SessionStart, WireBlobs,
-    WireEntry, WireKind, WireProject, WireProjectOk, WirePull, WirePullDone, WirePush,
-    WireStart, WireWant, digest_hex,
+    WireEntry, WireKind, WireProject, WireProjectOk, WirePull, WirePullDone, WirePush, WireStart,
+    WireWant, digest_hex,
 };
 use devshell_vm_sync::wire::{apply_changes, entry_of, join, relative};
 use devshell_vm_sync::{DEFAULT_MAX_FILE_SIZE, SyncReport, ToolOutcome};
@@ -54,9 +54,8 @@ pub(crate) fn start_session(
     staging: &std::path::Path,
     client_id: &str,
 ) -> Result<(), BetaError> {
-    let wire_start = |conn: &mut Connection, start: &SessionStart| {
-        open_wire(conn, start, client_id)
-    };
+    let wire_start =
+        |conn: &mut Connection, start: &SessionStart| open_wire(conn, start, client_id);
     match sync {
         BetaSync::Shared => conn.start_session(start),
         BetaSync::Wire if conn.caps.wire_sync => wire_start(conn, &start),
@@ -75,7 +74,11 @@ pub(crate) fn start_session(
     }
 }
 
-fn open_wire(conn: &mut Connection, start: &SessionStart, client_id: &str) -> Result<(), BetaError> {
+fn open_wire(
+    conn: &mut Connection,
+    start: &SessionStart,
+    client_id: &str,
+) -> Result<(), BetaError> {
     let request = Request::WireStart(WireStart {
         session_id: start.session_id.clone(),
         client_id: client_id.to_owned(),
@@ -346,9 +349,7 @@ fn open_project(link: &mut Link, project: &mut WireProjectState) -> Result<(), B
             })
         })?;
         match reply {
-            Reply::Error(err)
-                if err.code == ErrorCode::WireBusy && Instant::now() < give_up =>
-            {
+            Reply::Error(err) if err.code == ErrorCode::WireBusy && Instant::now() < give_up => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             other => break other,
@@ -377,6 +378,10 @@ fn in_step(project: &WireProjectState) -> bool {
 }
 
 /// Pushes what changed (or the whole manifest) and updates `project` on success.
+#[expect(
+    clippy::too_many_lines,
+    reason = "delta and full manifests, the blob round and the digest check read best together"
+)]
 fn push_project(
     link: &mut Link,
     project: &mut WireProjectState,
@@ -458,8 +463,8 @@ fn push_project(
             let Some(rel) = relative(&root, &item.path) else {
                 continue;
             };
-            let (entry, content) = entry_of(vfs, &item.path, rel)
-                .map_err(|err| wire_error(&root, err.to_string()))?;
+            let (entry, content) =
+                entry_of(vfs, &item.path, rel).map_err(|err| wire_error(&root, err.to_string()))?;
             note(&entry, content, &mut counts);
             next.upsert(entry.clone());
             entries.push(entry);
@@ -490,7 +495,9 @@ fn push_project(
                 let Some(content) = contents.get(digest) else {
                     return Err(wire_error(
                         &root,
-                        format!("the sidecar asked for blob {digest}, which this push does not hold"),
+                        format!(
+                            "the sidecar asked for blob {digest}, which this push does not hold"
+                        ),
                     ));
                 };
                 blobs.push(devshell_vm_protocol::BlobRef {
@@ -503,7 +510,10 @@ fn push_project(
             let session_id = conn.session_id.clone().unwrap_or_default();
             let slices: Vec<&[u8]> = data.iter().map(|c| &c[..]).collect();
             let sent = conn
-                .send_with_blobs(&Request::WireBlobs(WireBlobs { session_id, blobs }), &slices)
+                .send_with_blobs(
+                    &Request::WireBlobs(WireBlobs { session_id, blobs }),
+                    &slices,
+                )
                 .and_then(|()| conn.read_wire_reply("wire_blobs"));
             link.settle_pub(sent)?
         }
@@ -536,6 +546,10 @@ fn push_project(
 }
 
 /// Pulls the tool's changes into `vfs`, all or nothing.
+#[expect(
+    clippy::too_many_lines,
+    reason = "receive, resolve, apply to a clone, commit: one exchange, read in order"
+)]
 fn pull_project(
     link: &mut Link,
     project: &mut WireProjectState,

@@ -174,9 +174,21 @@ fn cases() -> Vec<Case> {
         bad(ENV_DEVSHELL_VM_WORKSPACE_MODE, "p"),
         bad(ENV_DEVSHELL_VM_WORKSPACE_MODE, "guests"),
         bad(ENV_DEVSHELL_VM_WORKSPACE_MODE, "mode-p"),
-        ok(ENV_DEVSHELL_VM_BETA_SYNC, "auto", F::BetaSync(BetaSync::Auto)),
-        ok(ENV_DEVSHELL_VM_BETA_SYNC, " WIRE ", F::BetaSync(BetaSync::Wire)),
-        ok(ENV_DEVSHELL_VM_BETA_SYNC, "shared", F::BetaSync(BetaSync::Shared)),
+        ok(
+            ENV_DEVSHELL_VM_BETA_SYNC,
+            "auto",
+            F::BetaSync(BetaSync::Auto),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_BETA_SYNC,
+            " WIRE ",
+            F::BetaSync(BetaSync::Wire),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_BETA_SYNC,
+            "shared",
+            F::BetaSync(BetaSync::Shared),
+        ),
         bad(ENV_DEVSHELL_VM_BETA_SYNC, "rsync"),
         bad(ENV_DEVSHELL_VM_BETA_SYNC, "wire,shared"),
         ok(

@@ -53,18 +53,18 @@ mod wire;
 pub use codec::{DEFAULT_MAX_FRAME_BYTES, LineReader, write_frame, write_line};
 pub use codes::{ErrorCode, GuestFsErrorCode, negotiate_capabilities};
 pub use error::ProtocolError;
-pub use wire::{
-    BULK_MARKER, BlobRef, FRAME_DATA, FRAME_HEADER_LEN, FRAME_LAST, Health, HealthOk, MAX_CHUNK,
-    Manifest, WireBlobs, WireChanges, WireEntry, WireKind, WireNeed, WireProject, WireProjectOk,
-    WirePull, WirePullDone, WirePullOk, WirePush, WirePushOk, WireStart, WireStarted, WireWant,
-    check_relative_path, digest_hex, is_digest_hex, write_blob,
-};
 pub use message::{
     Direction, ErrorReply, Exec, ExecOutput, ExecResult, GuestFs, GuestFsErrorReply, GuestFsOk,
     GuestFsOperation, GuestKindWire, GuestStat, Handshake, HandshakeOk, ManifestAction,
     ManifestEntry, OutputStream, Reply, Request, SessionOk, SessionShutdown, SessionStart,
     ShutdownOk, SyncMismatch, SyncOk, SyncRequest, decode_base64, encode_base64, encode_reply,
     encode_request, parse_reply, parse_request,
+};
+pub use wire::{
+    BULK_MARKER, BlobRef, FRAME_DATA, FRAME_HEADER_LEN, FRAME_LAST, Health, HealthOk, MAX_CHUNK,
+    Manifest, WireBlobs, WireChanges, WireEntry, WireKind, WireNeed, WireProject, WireProjectOk,
+    WirePull, WirePullDone, WirePullOk, WirePush, WirePushOk, WireStart, WireStarted, WireWant,
+    check_relative_path, digest_hex, is_digest_hex, write_blob,
 };
 
 /// The protocol version this crate speaks (sent in `handshake` and `handshake_ok`).

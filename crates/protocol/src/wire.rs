@@ -79,7 +79,9 @@ pub fn write_blob<W: Write + ?Sized>(writer: &mut W, data: &[u8]) -> Result<(), 
         let last = take == rest.len();
         let (chunk, tail) = rest.split_at(take);
         let len = u32::try_from(chunk.len()).map_err(|_| {
-            io(io::Error::other("bulk chunk longer than u32 (cannot happen)"))
+            io(io::Error::other(
+                "bulk chunk longer than u32 (cannot happen)",
+            ))
         })?;
         let mut header = [0u8; FRAME_HEADER_LEN];
         header[0] = BULK_MARKER;
@@ -107,7 +109,10 @@ impl<R: Read> LineReader<R> {
     pub fn read_blob(&mut self, blob: &BlobRef, max_size: u64) -> Result<Vec<u8>, ProtocolError> {
         if !is_digest_hex(&blob.digest) {
             return Err(ProtocolError::BulkFrame {
-                message: format!("announced digest {:?} is not 64 lowercase hex digits", blob.digest),
+                message: format!(
+                    "announced digest {:?} is not 64 lowercase hex digits",
+                    blob.digest
+                ),
             });
         }
         if blob.size > max_size {
@@ -118,7 +123,9 @@ impl<R: Read> LineReader<R> {
                 ),
             });
         }
-        let capacity = usize::try_from(blob.size).unwrap_or(usize::MAX).min(64 << 20);
+        let capacity = usize::try_from(blob.size)
+            .unwrap_or(usize::MAX)
+            .min(64 << 20);
         let mut data = Vec::with_capacity(capacity);
         let mut hasher = blake3::Hasher::new();
         loop {
@@ -669,8 +676,15 @@ mod tests {
 
     #[test]
     fn blobs_round_trip_across_chunk_boundaries() {
-        for size in [0, 1, MAX_CHUNK - 1, MAX_CHUNK, MAX_CHUNK + 1, 2 * MAX_CHUNK + 7] {
-            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        for size in [
+            0,
+            1,
+            MAX_CHUNK - 1,
+            MAX_CHUNK,
+            MAX_CHUNK + 1,
+            2 * MAX_CHUNK + 7,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| u8::try_from(i % 251).unwrap()).collect();
             let mut wire = Vec::new();
             write_blob(&mut wire, &data).unwrap();
             wire.extend_from_slice(b"{\"op\":\"next\"}\n");
@@ -704,14 +718,18 @@ mod tests {
             digest: digest_hex(data),
             size: 4,
         };
-        let err = LineReader::new(&wire[..]).read_blob(&short, 100).unwrap_err();
+        let err = LineReader::new(&wire[..])
+            .read_blob(&short, 100)
+            .unwrap_err();
         assert!(err.to_string().contains("longer than"), "{err}");
         // Announced longer than sent.
         let long = BlobRef {
             digest: digest_hex(data),
             size: 11,
         };
-        let err = LineReader::new(&wire[..]).read_blob(&long, 100).unwrap_err();
+        let err = LineReader::new(&wire[..])
+            .read_blob(&long, 100)
+            .unwrap_err();
         assert!(err.to_string().contains("ended after 10"), "{err}");
         // A frame length over the cap is refused before reading it.
         let mut bad = vec![BULK_MARKER, FRAME_LAST];
@@ -720,7 +738,9 @@ mod tests {
             digest: digest_hex(b""),
             size: u64::MAX,
         };
-        let err = LineReader::new(&bad[..]).read_blob(&huge, u64::MAX).unwrap_err();
+        let err = LineReader::new(&bad[..])
+            .read_blob(&huge, u64::MAX)
+            .unwrap_err();
         assert!(err.to_string().contains("exceeds the limit"), "{err}");
         // A JSON line where a frame is expected.
         let err = LineReader::new(&b"{\"op\":\"x\"}\n"[..])
@@ -733,7 +753,9 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("over the limit"), "{err}");
         // Truncated stream.
-        let err = LineReader::new(&wire[..8]).read_blob(&blob_of(data), 100).unwrap_err();
+        let err = LineReader::new(&wire[..8])
+            .read_blob(&blob_of(data), 100)
+            .unwrap_err();
         assert!(matches!(err, ProtocolError::Io { .. }), "{err}");
     }
 

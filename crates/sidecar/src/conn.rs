@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use devshell_vm_exec::{CancelHandle, ExecError, OutputMode, StreamKind, Termination, ToolRequest};
 use devshell_vm_protocol::{
-    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, CAP_WIRE_SYNC, ErrorCode, Exec, ExecOutput, ExecResult,
-    Handshake, HandshakeOk, LineReader, ManifestAction, OutputStream, PROTOCOL_VERSION,
+    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, CAP_WIRE_SYNC, ErrorCode, Exec, ExecOutput,
+    ExecResult, Handshake, HandshakeOk, LineReader, ManifestAction, OutputStream, PROTOCOL_VERSION,
     ProtocolError, Reply, Request, SessionOk, SessionStart, ShutdownOk, SyncMismatch, SyncOk,
     SyncRequest, encode_base64, negotiate_capabilities, parse_request, write_frame,
 };
@@ -300,15 +300,13 @@ impl Conn<'_> {
             Request::Handshake(hs) => self.handshake(&hs),
             Request::SessionStart(start) => self.session_start(&start),
             Request::WireStart(start) if self.has(CAP_WIRE_SYNC) => self.wire_start(&start),
-            other if other.op().starts_with("wire_") && !self.has(CAP_WIRE_SYNC) => {
-                Reply::error(
-                    ErrorCode::UnknownOp,
-                    format!(
-                        "unknown op {:?} (the wire-sync capability was not negotiated)",
-                        other.op()
-                    ),
-                )
-            }
+            other if other.op().starts_with("wire_") && !self.has(CAP_WIRE_SYNC) => Reply::error(
+                ErrorCode::UnknownOp,
+                format!(
+                    "unknown op {:?} (the wire-sync capability was not negotiated)",
+                    other.op()
+                ),
+            ),
             other => {
                 let Some(session) = &self.session else {
                     return write_frame(

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use devshell_vm_protocol::{
     BlobRef, ErrorCode, LineReader, Manifest, ProtocolError, Reply, WireBlobs, WireChanges,
-    WireEntry, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush,
-    WirePushOk, WireWant, digest_hex, write_blob, write_frame,
+    WireEntry, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk, WireWant,
+    digest_hex, write_blob, write_frame,
 };
 use devshell_vm_sync::SyncState;
 use devshell_vm_sync::wire::{apply_changes, entry_of};
@@ -66,7 +66,7 @@ impl WireStores {
         }
     }
 
-    /// The directory holding every store (session_start must not reach into it).
+    /// The directory holding every store (`session_start` must not reach into it).
     pub(crate) fn base(&self) -> &Path {
         &self.base
     }
@@ -86,7 +86,7 @@ impl WireStores {
         material.push(0);
         material.extend_from_slice(client_id.as_bytes());
         let key = blake3::derive_key("devshell-vm-sidecar wire-sync store v1", &material);
-        key.iter().take(16).map(|b| format!("{b:02x}")).collect()
+        blake3::Hash::from(key).to_hex()[..32].to_owned()
     }
 
     /// Creates (0700) and returns the store directory.
@@ -181,7 +181,7 @@ impl WireStores {
 
     /// Starts the idle sweeper thread.
     pub(crate) fn spawn_sweeper(stores: std::sync::Arc<crate::conn::Shared>) {
-        let period = (stores.wire.idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let period = (stores.wire.idle / 4).clamp(Duration::from_secs(1), Duration::from_mins(1));
         let spawned = std::thread::Builder::new()
             .name("wire-sweep".into())
             .spawn(move || {
@@ -311,7 +311,10 @@ impl Replica {
     /// Forgets everything (after a failure that may have left disk and mirror apart):
     /// the next push is a full one and every blob travels again.
     fn reset(&mut self, conn: u64, why: &str) {
-        log(conn, &format!("wire-sync: resetting the copy of {:?}: {why}", self.project));
+        log(
+            conn,
+            &format!("wire-sync: resetting the copy of {:?}: {why}", self.project),
+        );
         let _ = std::fs::remove_dir_all(self.dir.join(TREE_LEAF));
         let _ = std::fs::create_dir_all(self.dir.join(TREE_LEAF));
         let mut vfs = Vfs::new();
@@ -398,7 +401,7 @@ impl Replica {
             missing,
         };
         if missing_count == 0 {
-            return self.apply_push(conn, pending, &HashMap::new());
+            return self.apply_push(conn, &pending, &HashMap::new());
         }
         let digests = pending.missing.clone();
         self.pending_push = Some(pending);
@@ -418,9 +421,9 @@ impl Replica {
                 continue;
             }
             // Only subtree roots: skip a path whose parent is already deleted.
-            let under_deleted = deleted
-                .last()
-                .is_some_and(|d| entry.path.starts_with(d.as_str()) && entry.path[d.len()..].starts_with('/'));
+            let under_deleted = deleted.last().is_some_and(|d| {
+                entry.path.starts_with(d.as_str()) && entry.path[d.len()..].starts_with('/')
+            });
             if !under_deleted {
                 deleted.push(entry.path.clone());
             }
@@ -479,9 +482,12 @@ impl Replica {
         }
         log(
             conn,
-            &format!("wire-sync: received {} blobs, {total} bytes", header.blobs.len()),
+            &format!(
+                "wire-sync: received {} blobs, {total} bytes",
+                header.blobs.len()
+            ),
         );
-        let reply = self.apply_push(conn, pending, &received);
+        let reply = self.apply_push(conn, &pending, &received);
         write_frame(writer, &reply)
     }
 
@@ -490,7 +496,7 @@ impl Replica {
     fn apply_push(
         &mut self,
         conn: u64,
-        pending: PendingPush,
+        pending: &PendingPush,
         received: &HashMap<String, Content>,
     ) -> Reply {
         let started = Instant::now();
@@ -524,7 +530,9 @@ impl Replica {
                         self.reset(conn, &format!("blob {digest} listed but lost"));
                         return Reply::error(
                             ErrorCode::WireStale,
-                            format!("the sidecar lost blob {digest} it had claimed; its copy was reset: send a full push"),
+                            format!(
+                                "the sidecar lost blob {digest} it had claimed; its copy was reset: send a full push"
+                            ),
                         );
                     }
                 }
@@ -692,17 +700,21 @@ impl Replica {
     /// manifest and every content the copy lost travels again.
     pub(crate) fn verify(&mut self, conn: u64) {
         let before = self.vfs.generation();
-        let scanned = devshell_vm_sync::pull_workspace_to_vfs(&mut self.sync, VFS_ROOT, &mut self.vfs)
-            .map_err(|err| err.to_string())
-            .and_then(|_| {
-                self.vfs
-                    .changes_since(VFS_ROOT, before)
-                    .map_err(|err| err.to_string())
-            });
+        let scanned =
+            devshell_vm_sync::pull_workspace_to_vfs(&mut self.sync, VFS_ROOT, &mut self.vfs)
+                .map_err(|err| err.to_string())
+                .and_then(|_| {
+                    self.vfs
+                        .changes_since(VFS_ROOT, before)
+                        .map_err(|err| err.to_string())
+                });
         let changes = match scanned {
             Ok(changes) => changes,
             Err(message) => {
-                self.reset(conn, &format!("verifying the staging tree failed: {message}"));
+                self.reset(
+                    conn,
+                    &format!("verifying the staging tree failed: {message}"),
+                );
                 return;
             }
         };
@@ -834,4 +846,3 @@ fn relative(path: &str) -> Option<&str> {
         .strip_prefix('/')
         .filter(|rel| !rel.is_empty())
 }
-

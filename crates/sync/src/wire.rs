@@ -76,7 +76,11 @@ pub fn relative<'a>(root: &str, path: &'a str) -> Option<&'a str> {
 ///
 /// # Errors
 /// The VFS lookup's error.
-pub fn entry_of(vfs: &Vfs, path: &str, rel: &str) -> Result<(WireEntry, Option<Content>), VfsError> {
+pub fn entry_of(
+    vfs: &Vfs,
+    path: &str,
+    rel: &str,
+) -> Result<(WireEntry, Option<Content>), VfsError> {
     let node = vfs.node(path)?;
     let meta = node.metadata();
     let mtime = time_to_ns(meta.mtime);
@@ -91,7 +95,13 @@ pub fn entry_of(vfs: &Vfs, path: &str, rel: &str) -> Result<(WireEntry, Option<C
                 .content()
                 .map_or_else(|| Content::from(&[][..]), Content::clone);
             (
-                WireEntry::file(rel, meta.mode, mtime, content.len() as u64, digest_hex(&content)),
+                WireEntry::file(
+                    rel,
+                    meta.mode,
+                    mtime,
+                    content.len() as u64,
+                    digest_hex(&content),
+                ),
                 Some(content),
             )
         }
@@ -105,13 +115,13 @@ pub fn entry_of(vfs: &Vfs, path: &str, rel: &str) -> Result<(WireEntry, Option<C
 ///
 /// # Errors
 /// [`VmSyncError::WireApply`] naming the entry.
-pub fn apply_changes(
+pub fn apply_changes<S: std::hash::BuildHasher>(
     vfs: &mut Vfs,
     root: &str,
     manifest: &mut Manifest,
     deleted: &[String],
     entries: &[WireEntry],
-    contents: &HashMap<String, Content>,
+    contents: &HashMap<String, Content, S>,
 ) -> Result<(), VmSyncError> {
     for rel in deleted {
         match vfs.remove(&join(root, rel)) {
@@ -212,7 +222,15 @@ mod tests {
         assert_eq!(&vfs.read_file("/p/d").unwrap()[..], b"new");
         assert_eq!(vfs.read_link("/p/l").unwrap(), "d");
         assert_eq!(manifest.len(), 2);
-        apply_changes(&mut vfs, "/p", &mut manifest, &["d".to_owned()], &[], &contents).unwrap();
+        apply_changes(
+            &mut vfs,
+            "/p",
+            &mut manifest,
+            &["d".to_owned()],
+            &[],
+            &contents,
+        )
+        .unwrap();
         assert!(!vfs.exists("/p/d"));
         assert_eq!(manifest.len(), 1);
         // Missing content is an error naming the path.

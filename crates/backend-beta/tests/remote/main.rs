@@ -2,6 +2,8 @@
 //! a private tmpfs as `--root`, over loopback TCP with a token, so client and sidecar
 //! share no file: everything travels through `wire-sync`.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -74,13 +76,22 @@ fn write_workspace(vfs: &mut Vfs, root: &str) {
 fn cargo_build_test_and_an_incremental_rebuild_over_the_wire() {
     let sidecar = RemoteSidecar::start("1g", &[]);
     let mut session = session(sidecar.addr, &sidecar.token_file);
-    assert!(session.uses_wire_sync().unwrap(), "nothing is shared: auto must pick wire");
+    assert!(
+        session.uses_wire_sync().unwrap(),
+        "nothing is shared: auto must pick wire"
+    );
     let mut vfs = Vfs::new();
     write_workspace(&mut vfs, "/ws");
 
     let out = run_ok(&mut session, &mut vfs, "/ws", "cargo build --offline 2>&1");
-    assert!(out.contains("Compiling alpha") && out.contains("Compiling beta_app"), "{out}");
-    assert!(vfs.exists("/ws/target/debug/beta_app"), "build output pulled into the VFS");
+    assert!(
+        out.contains("Compiling alpha") && out.contains("Compiling beta_app"),
+        "{out}"
+    );
+    assert!(
+        vfs.exists("/ws/target/debug/beta_app"),
+        "build output pulled into the VFS"
+    );
     let out = run_ok(&mut session, &mut vfs, "/ws", "cargo test --offline 2>&1");
     assert!(out.contains("test tests::answers ... ok"), "{out}");
 
@@ -92,7 +103,10 @@ fn cargo_build_test_and_an_incremental_rebuild_over_the_wire() {
     .unwrap();
     let out = run_ok(&mut session, &mut vfs, "/ws", "cargo build --offline 2>&1");
     assert!(out.contains("Compiling beta_app"), "{out}");
-    assert!(!out.contains("Compiling alpha"), "alpha must not recompile:\n{out}");
+    assert!(
+        !out.contains("Compiling alpha"),
+        "alpha must not recompile:\n{out}"
+    );
     let out = run_ok(&mut session, &mut vfs, "/ws", "./target/debug/beta_app");
     assert_eq!(out, "answer is 42\n");
     // The sidecar's files are invisible here: its root is a private tmpfs.
@@ -113,10 +127,17 @@ fn deletions_renames_symlinks_modes_and_mtimes_round_trip_exactly() {
     vfs.mkdir("/p/dir").unwrap();
     vfs.write_file_with("/p/orig/run.sh", b"#!/bin/sh\necho hi\n".to_vec(), 0o755, t)
         .unwrap();
-    vfs.write_file_with("/p/orig/sub/data", b"data".to_vec(), 0o600, t + Duration::new(1, 1))
+    vfs.write_file_with(
+        "/p/orig/sub/data",
+        b"data".to_vec(),
+        0o600,
+        t + Duration::new(1, 1),
+    )
+    .unwrap();
+    vfs.symlink_with("sub/data", "/p/orig/link", t + Duration::new(2, 7))
         .unwrap();
-    vfs.symlink_with("sub/data", "/p/orig/link", t + Duration::new(2, 7)).unwrap();
-    vfs.set_mtime("/p/orig/sub", t + Duration::new(3, 3)).unwrap();
+    vfs.set_mtime("/p/orig/sub", t + Duration::new(3, 3))
+        .unwrap();
     vfs.write_file("/p/dir/keep", b"k".to_vec()).unwrap();
     vfs.write_file("/p/gone", b"g".to_vec()).unwrap();
     run_ok(&mut session, &mut vfs, "/p", "true");
@@ -124,7 +145,12 @@ fn deletions_renames_symlinks_modes_and_mtimes_round_trip_exactly() {
     // Client-side changes travel: a deletion, a renamed directory.
     vfs.remove("/p/gone").unwrap();
     vfs.rename("/p/dir", "/p/moved").unwrap();
-    let listing = run_ok(&mut session, &mut vfs, "/p", "find . -path ./target -prune -o -print | sort");
+    let listing = run_ok(
+        &mut session,
+        &mut vfs,
+        "/p",
+        "find . -path ./target -prune -o -print | sort",
+    );
     assert!(!listing.contains("./gone"), "{listing}");
     assert!(!listing.contains("./dir"), "{listing}");
     assert!(listing.contains("./moved/keep"), "{listing}");
@@ -135,7 +161,11 @@ fn deletions_renames_symlinks_modes_and_mtimes_round_trip_exactly() {
     for name in ["run.sh", "sub", "sub/data", "link"] {
         let a = vfs.stat(&format!("/p/orig/{name}")).unwrap();
         let b = vfs.stat(&format!("/p/copy/{name}")).unwrap();
-        assert_eq!((a.kind, a.mode, ns(a.mtime)), (b.kind, b.mode, ns(b.mtime)), "{name}");
+        assert_eq!(
+            (a.kind, a.mode, ns(a.mtime)),
+            (b.kind, b.mode, ns(b.mtime)),
+            "{name}"
+        );
     }
     assert_eq!(ns(vfs.stat("/p/copy/run.sh").unwrap().mtime), ns(t));
     assert_eq!(vfs.stat("/p/copy/run.sh").unwrap().mode, 0o755);
@@ -151,11 +181,17 @@ fn deletions_renames_symlinks_modes_and_mtimes_round_trip_exactly() {
     assert!(!vfs.exists("/p/orig/sub/data"));
     assert!(!vfs.exists("/p/moved"));
     assert_eq!(&vfs.read_file("/p/renamed/keep").unwrap()[..], b"k");
-    assert_eq!(ns(vfs.stat("/p/renamed/keep").unwrap().mtime), 981_173_106_987_654_321);
+    assert_eq!(
+        ns(vfs.stat("/p/renamed/keep").unwrap().mtime),
+        981_173_106_987_654_321
+    );
     assert_eq!(vfs.read_link("/p/copy/l2").unwrap(), "../run.sh");
     assert_eq!(vfs.stat("/p/copy/sub/data").unwrap().mode, 0o755);
     // And the script really is executable over there.
-    assert_eq!(run_ok(&mut session, &mut vfs, "/p", "./copy/run.sh"), "hi\n");
+    assert_eq!(
+        run_ok(&mut session, &mut vfs, "/p", "./copy/run.sh"),
+        "hi\n"
+    );
 }
 
 #[test]
@@ -172,7 +208,10 @@ fn a_new_session_reuses_the_copy_and_a_small_edit_costs_little() {
     let mut first = session(sidecar.addr, &sidecar.token_file);
     run_ok(&mut first, &mut vfs, "/t", "true");
     let (sent, _) = first.connection_bytes();
-    assert!(sent > content_bytes as u64, "first push carries the contents: {sent}");
+    assert!(
+        sent > u64::from(content_bytes),
+        "first push carries the contents: {sent}"
+    );
     drop(first);
 
     // A new session (a new process, say): full manifest, no contents.
@@ -180,7 +219,7 @@ fn a_new_session_reuses_the_copy_and_a_small_edit_costs_little() {
     run_ok(&mut second, &mut vfs, "/t", "true");
     let (sent, _) = second.connection_bytes();
     assert!(
-        sent < content_bytes as u64 / 8,
+        sent < u64::from(content_bytes) / 8,
         "a reconnect must not resend the tree: {sent} bytes sent for {content_bytes} of content"
     );
 
@@ -192,12 +231,18 @@ fn a_new_session_reuses_the_copy_and_a_small_edit_costs_little() {
     run_ok(&mut second, &mut vfs, "/t", "true");
     let after = second.connection_bytes();
     let (up, down) = (after.0 - before.0, after.1 - before.1);
-    assert!(up <= 4096 && down <= 4096, "one 1 KiB edit cost {up} up, {down} down");
+    assert!(
+        up <= 4096 && down <= 4096,
+        "one 1 KiB edit cost {up} up, {down} down"
+    );
     // A no-op run: O(1) bytes.
     let before = second.connection_bytes();
     run_ok(&mut second, &mut vfs, "/t", "true");
     let after = second.connection_bytes();
-    assert!(after.0 - before.0 < 1024 && after.1 - before.1 < 1024, "{before:?} {after:?}");
+    assert!(
+        after.0 - before.0 < 1024 && after.1 - before.1 < 1024,
+        "{before:?} {after:?}"
+    );
 }
 
 /// Runs `cmd` through `proxy` with `fault` armed; the run must fail with a clear error
@@ -205,10 +250,16 @@ fn a_new_session_reuses_the_copy_and_a_small_edit_costs_little() {
 fn faulted_run(session: &mut BetaSession, vfs: &mut Vfs, cmd: &str) -> BetaError {
     let before = vfs.clone();
     let err = match session.run_tool(vfs, "/f", &sh(cmd)) {
-        Ok(outcome) => panic!("the run should have failed; it ended {:?}", outcome.exec.termination),
+        Ok(outcome) => panic!(
+            "the run should have failed; it ended {:?}",
+            outcome.exec.termination
+        ),
         Err(err) => err,
     };
-    assert!(vfs.same_tree(&before), "the VFS changed after a failed run: {err}");
+    assert!(
+        vfs.same_tree(&before),
+        "the VFS changed after a failed run: {err}"
+    );
     err
 }
 
@@ -241,18 +292,30 @@ fn connection_cut_mid_push_and_mid_pull_leaves_the_vfs_unchanged() {
     proxy.arm(Dir::Up, 1 << 20, Fault::Cut);
     let err = faulted_run(&mut session, &mut vfs, "true");
     assert!(err.is_connection_failure(), "{err}");
-    assert!(proxy.fired.load(std::sync::atomic::Ordering::SeqCst), "the cut happened");
+    assert!(
+        proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the cut happened"
+    );
     // Mid-pull: the tool writes 2 MiB; cut after 100 KiB came down.
     run_ok(&mut session, &mut vfs, "/f", "true");
     proxy.arm(Dir::Down, 100 << 10, Fault::Cut);
     // The cut must land in the pull, not the exec: the exec reply is a few hundred bytes.
-    let err = faulted_run(&mut session, &mut vfs, "head -c 2097152 /dev/urandom > out.bin");
+    let err = faulted_run(
+        &mut session,
+        &mut vfs,
+        "head -c 2097152 /dev/urandom > out.bin",
+    );
     assert!(err.is_connection_failure(), "{err}");
     assert_eq!(err_during(&err), "wire_pull", "the cut hit the pull: {err}");
     assert!(!vfs.exists("/f/out.bin"));
     // The next run resynchronises: the VFS is authoritative, so the output of the run
     // whose pull broke is dropped on the sidecar as well.
-    run_ok(&mut session, &mut vfs, "/f", "! test -e out.bin && head -c 1000 /dev/zero > after.bin");
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "/f",
+        "! test -e out.bin && head -c 1000 /dev/zero > after.bin",
+    );
     assert_eq!(vfs.read_file("/f/after.bin").unwrap().len(), 1000);
     assert_eq!(vfs.read_file("/f/big").unwrap().len(), 3 << 20);
 }
@@ -267,18 +330,38 @@ fn sidecar_killed_mid_push_and_mid_pull_leaves_the_vfs_unchanged() {
     proxy.arm(Dir::Up, 1 << 20, Fault::Kill(sidecar.pid()));
     let err = faulted_run(&mut session, &mut vfs, "true");
     assert!(err.is_connection_failure(), "{err}");
-    assert_eq!(err_during(&err), "wire_blobs", "the kill hit the push: {err}");
+    assert_eq!(
+        err_during(&err),
+        "wire_blobs",
+        "the kill hit the push: {err}"
+    );
     sidecar.restart();
     // Everything was lost with the tmpfs: the next run pushes it all again and works.
-    run_ok(&mut session, &mut vfs, "/f", "test $(wc -c < big) = 3145728");
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "/f",
+        "test $(wc -c < big) = 3145728",
+    );
     proxy.arm(Dir::Down, 100 << 10, Fault::Kill(sidecar.pid()));
-    let err = faulted_run(&mut session, &mut vfs, "head -c 2097152 /dev/urandom > out.bin");
+    let err = faulted_run(
+        &mut session,
+        &mut vfs,
+        "head -c 2097152 /dev/urandom > out.bin",
+    );
     assert!(err.is_connection_failure(), "{err}");
-    assert_eq!(err_during(&err), "wire_pull", "the kill hit the pull: {err}");
+    assert_eq!(
+        err_during(&err),
+        "wire_pull",
+        "the kill hit the pull: {err}"
+    );
     sidecar.restart();
     run_ok(&mut session, &mut vfs, "/f", "echo ok > ok.txt");
     assert_eq!(&vfs.read_file("/f/ok.txt").unwrap()[..], b"ok\n");
-    assert!(!vfs.exists("/f/out.bin"), "the killed run's output died with its sidecar");
+    assert!(
+        !vfs.exists("/f/out.bin"),
+        "the killed run's output died with its sidecar"
+    );
 }
 
 #[test]
@@ -290,14 +373,26 @@ fn a_corrupted_pull_blob_is_refused_and_the_next_run_works() {
     run_ok(&mut session, &mut vfs, "/f", "true");
     // Flip one byte well inside the pulled blob (after the exec reply and the header).
     proxy.arm(Dir::Down, 64 << 10, Fault::Flip);
-    let err = faulted_run(&mut session, &mut vfs, "head -c 1048576 /dev/urandom > out.bin");
+    let err = faulted_run(
+        &mut session,
+        &mut vfs,
+        "head -c 1048576 /dev/urandom > out.bin",
+    );
     assert!(proxy.fired.load(std::sync::atomic::Ordering::SeqCst));
     let text = err.to_string();
-    assert!(text.contains("digest"), "the error names the digest mismatch: {text}");
+    assert!(
+        text.contains("digest"),
+        "the error names the digest mismatch: {text}"
+    );
     // The next run resynchronises: the VFS is authoritative, so the failed run's
     // output is dropped on the sidecar too, and running the tool again brings it.
     run_ok(&mut session, &mut vfs, "/f", "! test -e out.bin");
-    run_ok(&mut session, &mut vfs, "/f", "head -c 1048576 /dev/urandom > out.bin");
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "/f",
+        "head -c 1048576 /dev/urandom > out.bin",
+    );
     assert_eq!(vfs.read_file("/f/out.bin").unwrap().len(), 1 << 20);
 }
 
@@ -308,9 +403,17 @@ fn sidecar_out_of_disk_is_a_clear_error_and_the_next_run_works() {
     let mut vfs = fault_vfs(); // 3 MiB do not fit in 2 MiB
     let err = faulted_run(&mut session, &mut vfs, "true");
     let text = err.to_string();
-    assert!(text.contains("wire_io") && text.contains("No space left"), "{text}");
+    assert!(
+        text.contains("wire_io") && text.contains("No space left"),
+        "{text}"
+    );
     vfs.remove("/f/big").unwrap();
-    run_ok(&mut session, &mut vfs, "/f", "test -f small && ! test -e big");
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "/f",
+        "test -f small && ! test -e big",
+    );
 }
 
 #[test]
@@ -328,12 +431,16 @@ fn the_quota_bounds_a_copy() {
 /// of one file whose blob arrives with a wrong digest or a wrong length.
 fn raw_push(addr: std::net::SocketAddr, announced: &BlobRef, sent: &[u8]) -> Vec<Reply> {
     let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let mut replies = Vec::new();
-    let mut call = |request: Request, writer: &mut TcpStream, reader: &mut BufReader<TcpStream>| {
-        writer.write_all(encode_request(&request).as_bytes()).unwrap();
+    let call = |request: Request, writer: &mut TcpStream, reader: &mut BufReader<TcpStream>| {
+        writer
+            .write_all(encode_request(&request).as_bytes())
+            .unwrap();
         writer.write_all(b"\n").unwrap();
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
@@ -380,7 +487,13 @@ fn raw_push(addr: std::net::SocketAddr, announced: &BlobRef, sent: &[u8]) -> Vec
             epoch: "e".into(),
             generation: 1,
             deleted: Vec::new(),
-            entries: vec![WireEntry::file("x", 0o644, 0, announced.size, announced.digest.clone())],
+            entries: vec![WireEntry::file(
+                "x",
+                0o644,
+                0,
+                announced.size,
+                announced.digest.clone(),
+            )],
         }),
         &mut writer,
         &mut reader,
@@ -390,7 +503,9 @@ fn raw_push(addr: std::net::SocketAddr, announced: &BlobRef, sent: &[u8]) -> Vec
         session_id: "s".into(),
         blobs: vec![announced.clone()],
     });
-    writer.write_all(encode_request(&header).as_bytes()).unwrap();
+    writer
+        .write_all(encode_request(&header).as_bytes())
+        .unwrap();
     writer.write_all(b"\n").unwrap();
     write_blob(&mut writer, sent).unwrap();
     writer.flush().unwrap();
@@ -447,7 +562,15 @@ fn a_file_the_sidecar_lost_is_detected_and_sent_again() {
         root = sidecar.root().display()
     );
     let status = std::process::Command::new("nsenter")
-        .args(["--target", &sidecar.pid().to_string(), "--mount", "--", "sh", "-c", &script])
+        .args([
+            "--target",
+            &sidecar.pid().to_string(),
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
         .output()
         .expect("nsenter");
     assert!(
@@ -456,7 +579,20 @@ fn a_file_the_sidecar_lost_is_detected_and_sent_again() {
         String::from_utf8_lossy(&status.stderr)
     );
     let mut second = session(sidecar.addr, &sidecar.token_file);
-    run_ok(&mut second, &mut vfs, "/f", "test \"$(cat small)\" = s && test $(wc -c < big) = 3145728");
-    assert!(sidecar.logs().contains("changed behind the sidecar's back"), "{}", sidecar.logs());
-    assert_eq!(vfs.read_file("/f/big").unwrap().len(), 3 << 20, "the VFS kept its content");
+    run_ok(
+        &mut second,
+        &mut vfs,
+        "/f",
+        "test \"$(cat small)\" = s && test $(wc -c < big) = 3145728",
+    );
+    assert!(
+        sidecar.logs().contains("changed behind the sidecar's back"),
+        "{}",
+        sidecar.logs()
+    );
+    assert_eq!(
+        vfs.read_file("/f/big").unwrap().len(),
+        3 << 20,
+        "the VFS kept its content"
+    );
 }

@@ -72,10 +72,20 @@ impl RemoteSidecar {
     }
 
     fn spawn(&mut self, listen: &str) {
-        let script = r#"mount -t tmpfs -o "size=$1,mode=0700" wire-test "$2" && shift 2 && exec "$@""#;
+        let script =
+            r#"mount -t tmpfs -o "size=$1,mode=0700" wire-test "$2" && shift 2 && exec "$@""#;
         let mut command = Command::new("unshare");
         command
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
             .arg(&self.tmpfs_size)
             .arg(self.root())
             .arg(sidecar_bin())
@@ -99,7 +109,11 @@ impl RemoteSidecar {
                 if let Some(rest) = line.split_once("listening on tcp:").map(|(_, r)| r)
                     && let Some(sender) = tx.take()
                 {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = sender.send(addr);
                 }
                 let mut logs = logs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -107,7 +121,7 @@ impl RemoteSidecar {
                 logs.push('\n');
             }
         });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let Ok(addr) = rx.recv_timeout(Duration::from_mins(1)) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!("remote sidecar did not start; logs:\n{}", self.logs());
@@ -254,12 +268,16 @@ impl Proxy {
             Dir::Down => self.down.load(Ordering::SeqCst),
         };
         self.fired.store(false, Ordering::SeqCst);
-        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = Some((dir, base + after, fault));
+        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((dir, base + after, fault));
     }
 
     /// Bytes carried so far `(up, down)`.
     pub fn bytes(&self) -> (u64, u64) {
-        (self.up.load(Ordering::SeqCst), self.down.load(Ordering::SeqCst))
+        (
+            self.up.load(Ordering::SeqCst),
+            self.down.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -284,7 +302,10 @@ fn pump(
             match *guard {
                 Some((d, at, fault)) if d == dir && before + n as u64 > at => {
                     *guard = None;
-                    Some((usize::try_from(at.saturating_sub(before)).unwrap_or(0), fault))
+                    Some((
+                        usize::try_from(at.saturating_sub(before)).unwrap_or(0),
+                        fault,
+                    ))
                 }
                 _ => None,
             }

@@ -84,7 +84,11 @@ impl Conn<'_> {
             Err(errno) => {
                 return Reply::error(
                     ErrorCode::WireIo,
-                    format!("opening the store {}: {}", store_dir.display(), errno.desc()),
+                    format!(
+                        "opening the store {}: {}",
+                        store_dir.display(),
+                        errno.desc()
+                    ),
                 );
             }
         };
@@ -166,32 +170,32 @@ impl Conn<'_> {
             let replica = &wire.projects[&open.project];
             log(
                 conn,
-                &format!("wire-sync: project {:?} opened: {replica:?}", replica.project()),
+                &format!(
+                    "wire-sync: project {:?} opened: {replica:?}",
+                    replica.project()
+                ),
             );
             return write_frame(writer, &Reply::WireProjectOk(replica.describe(&mount)));
         }
         if let Request::WireBlobs(header) = &request {
             // Blobs belong to the one project with a pending push; without one they are
             // read and refused.
-            let replica = wire.projects.values_mut().find(|r| r.has_pending_push());
-            return match replica {
-                Some(replica) => replica.receive_blobs(conn, header, reader, writer, max_bytes),
-                None => {
-                    for blob in &header.blobs {
-                        if let Err(err) = reader.read_blob(blob, max_bytes) {
-                            write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
-                            return Err(err);
-                        }
-                    }
-                    write_frame(
-                        writer,
-                        &Reply::error(
-                            ErrorCode::WireSequence,
-                            "wire_blobs without a push waiting for blobs",
-                        ),
-                    )
+            if let Some(replica) = wire.projects.values_mut().find(|r| r.has_pending_push()) {
+                return replica.receive_blobs(conn, header, reader, writer, max_bytes);
+            }
+            for blob in &header.blobs {
+                if let Err(err) = reader.read_blob(blob, max_bytes) {
+                    write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
+                    return Err(err);
                 }
-            };
+            }
+            return write_frame(
+                writer,
+                &Reply::error(
+                    ErrorCode::WireSequence,
+                    "wire_blobs without a push waiting for blobs",
+                ),
+            );
         }
         let project = project_name.unwrap_or_default();
         let Some(replica) = wire.projects.get_mut(&project) else {
