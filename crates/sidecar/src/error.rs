@@ -46,6 +46,14 @@ pub enum SidecarError {
         #[source]
         source: io::Error,
     },
+    /// `--check`: the sidecar at the address is not healthy (exit status 1).
+    #[error("health check of {address} failed: {reason}")]
+    Check {
+        /// The probed address.
+        address: String,
+        /// What failed.
+        reason: String,
+    },
     /// Another system call failed.
     #[error("{context}: {source}")]
     Io {

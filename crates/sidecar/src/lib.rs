@@ -28,6 +28,7 @@
 //!
 //! The binary is a thin wrapper over [`Cli`], [`Options::from_cli`] and [`serve`].
 
+mod check;
 mod confine;
 mod conn;
 mod error;
@@ -37,6 +38,7 @@ mod server;
 mod signals;
 mod wire;
 
+pub use check::check;
 pub use error::SidecarError;
 pub use options::{
     Cli, DEFAULT_MAX_CONNECTIONS, DEFAULT_WIRE_IDLE_SECS, DEFAULT_WIRE_MAX_BYTES, Listen, Options,

@@ -13,6 +13,18 @@ fn main() {
         return;
     }
     let cli = Cli::parse();
+    if let Some(address) = &cli.check {
+        match devshell_vm_sidecar::check(address, std::time::Duration::from_secs(5)) {
+            Ok(status) => {
+                println!("devshell-vm-sidecar: {address}: {status}");
+                return;
+            }
+            Err(err) => {
+                eprintln!("devshell-vm-sidecar: {err}");
+                std::process::exit(1);
+            }
+        }
+    }
     let result = Options::from_cli(cli).and_then(serve);
     if let Err(err) = result {
         eprintln!("devshell-vm-sidecar: {err}");

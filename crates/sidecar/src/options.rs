@@ -28,6 +28,10 @@ pub struct Cli {
     /// Serve one client on stdin/stdout; exits at end of input.
     #[arg(long, group = "transport")]
     pub serve_stdio: bool,
+    /// Probe a running sidecar (TCP `HOST:PORT` or a Unix socket path) with a `health`
+    /// request and exit 0 when it answers `ok` (for liveness and readiness probes).
+    #[arg(long, value_name = "ADDRESS", group = "transport")]
+    pub check: Option<String>,
     /// A directory `session_start` staging dirs must lie in (repeatable; default: the current directory).
     #[arg(long = "root", value_name = "DIR")]
     pub roots: Vec<PathBuf>,

@@ -13,3 +13,4 @@ mod conformance;
 mod exec;
 mod functional;
 mod security;
+mod wire;
