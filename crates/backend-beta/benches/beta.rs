@@ -9,6 +9,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod wire;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -232,7 +233,7 @@ fn bench_concurrent(setup: &Setup) {
 }
 
 /// Sections to run: every non-flag argument is a substring filter on the section names
-/// `exec`, `handshake`, `guest_fs`, `concurrent` (none: all), e.g.
+/// `exec`, `handshake`, `guest_fs`, `concurrent`, `wire` (none: all), e.g.
 /// `cargo xtask bench beta -- guest_fs`.
 fn wanted(section: &str) -> bool {
     let filters: Vec<String> = std::env::args()
@@ -262,5 +263,8 @@ fn main() {
     }
     if wanted("concurrent") {
         bench_concurrent(tmpfs);
+    }
+    if wanted("wire") {
+        wire::bench_wire(dirs[0].1.path());
     }
 }

@@ -48,6 +48,21 @@
 //! stderr; capture; stream callback; null). A sidecar without it writes the tool's output
 //! to its own stderr (v1 behaviour), and captured output stays empty.
 //!
+//! **Mode S without a shared directory (`wire-sync`).** When the sidecar offers the
+//! `wire-sync` capability and cannot see the staging directory (it refuses it, or a
+//! random probe written into it does not read back) — or when
+//! `DEVSHELL_VM_BETA_SYNC=wire` — the session starts with `wire_start` instead of
+//! `session_start` and the workspace travels over the connection: the push sends what
+//! the VFS journal reports since the generation the sidecar acknowledged (a full
+//! manifest when the sidecar's copy is not exactly that state), the sidecar answers which
+//! BLAKE3 digests it lacks, and only those contents travel, in binary bulk frames; after
+//! the tool, the pull brings back the changes with their contents and applies them to a
+//! clone of the VFS that replaces it only when everything arrived and applied. The
+//! sidecar keeps the copy for the client's next session. `DEVSHELL_VM_BETA_SYNC=shared`
+//! keeps the v1 behaviour. Specification: `docs/arch/wire-sync.md`.
+//! [`BetaSession::uses_wire_sync`] and [`BetaSession::connection_bytes`] expose the
+//! choice and its cost.
+//!
 //! **Staging directory.** `DEVSHELL_VM_BETA_SESSION_STAGING` when set (created if
 //! missing, never removed), else a private `0700` directory
 //! `devshell-vm-beta-<pid>-<n>` under

@@ -26,7 +26,19 @@
 //! - **Shutdown.** SIGTERM or SIGINT kills running execs (their clients get
 //!   `error`/`shutdown`), removes the socket and exits 0.
 //!
-//! The binary is a thin wrapper over [`Cli`], [`Options::from_cli`] and [`serve`].
+//! - **wire-sync.** With the `wire-sync` capability a client may start its session with
+//!   `wire_start` instead of a shared staging directory: the sidecar keeps, per client
+//!   (token + client id) and project, a copy under `<first --root>/.devshell-vm-wire`
+//!   (an in-memory mirror plus its staging tree, kept by `devshell-vm-sync`), receives
+//!   pushes as content-addressed bulk frames (only the BLAKE3 digests it lacks), and
+//!   sends the tool's changes back. A copy is bounded by `--wire-max-bytes`, outlives
+//!   its connection for the client's next session, and is removed after
+//!   `--wire-idle-secs` without one. See `docs/arch/wire-sync.md`.
+//! - **Health.** `health` is answered at any time, without a token; `--check ADDRESS`
+//!   sends it to a running sidecar and exits 0 on `ok` (container probes).
+//!
+//! The binary is a thin wrapper over [`Cli`], [`Options::from_cli`], [`serve`] and
+//! [`check`].
 
 mod check;
 mod confine;

@@ -1,0 +1,335 @@
+//! `wire-sync` benchmarks (`cargo xtask bench beta -- wire`), side by side in one run:
+//!
+//! - first push of T2 (10 000 × 1 KiB) and of a 200 MiB cargo-like tree: wire-sync over
+//!   loopback TCP (with a token) vs `rsync -a` to an rsync daemon on loopback vs the
+//!   local first push (`devshell_vm_sync::push_incremental` into a fresh staging dir);
+//! - a no-op round trip (push + `exec true` + pull) vs `exec true` alone through the same
+//!   sidecar (Mode P, no sync), with the bytes on the wire;
+//! - one changed 1 KiB file: time and bytes on the wire both ways.
+//!
+//! Both sides' trees live on tmpfs (the scratch dir); the sidecar is a release build.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devshell_vm_backend_beta::Backend as _;
+use devshell_vm_backend_beta::BetaSession;
+use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
+use devshell_vm_test_support::bench::{mb_per_s, report};
+use devshell_vm_vfs::Vfs;
+
+use crate::common::{SidecarProcess, config, sidecar_bin};
+
+const TOKEN: &str = "wire-bench-token";
+
+/// A token-protected TCP sidecar rooted in `parent`, and a token file for clients.
+pub(crate) struct WireSetup {
+    dir: tempfile::TempDir,
+    sidecar: SidecarProcess,
+    token_file: PathBuf,
+}
+
+impl WireSetup {
+    pub(crate) fn new(parent: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("wire-bench-")
+            .tempdir_in(parent)
+            .expect("scratch dir");
+        let root = dir.path().join("sidecar-root");
+        std::fs::create_dir(&root).unwrap();
+        let sidecar = SidecarProcess::builder(sidecar_bin())
+            .root(&root)
+            .token(TOKEN)
+            .start_tcp();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, TOKEN).unwrap();
+        Self {
+            dir,
+            sidecar,
+            token_file,
+        }
+    }
+
+    fn session(&self, mode: &str) -> BetaSession {
+        let addr = self.sidecar.tcp_addr().expect("tcp");
+        let export = self.dir.path().join("client-export");
+        std::fs::create_dir_all(&export).unwrap();
+        BetaSession::new(&config(&[
+            ("DEVSHELL_VM_SOCKET", &format!("tcp:{addr}")),
+            ("DEVSHELL_VM_TOKEN_FILE", self.token_file.to_str().unwrap()),
+            ("DEVSHELL_VM_WORKSPACE_MODE", mode),
+            ("DEVSHELL_VM_BETA_SYNC", "wire"),
+            ("DEVSHELL_EXPORT_BASE", export.to_str().unwrap()),
+        ]))
+        .expect("session")
+    }
+}
+
+/// An rsync daemon on a free loopback port with one writable module `bench`.
+struct RsyncDaemon {
+    child: Child,
+    port: u16,
+    dest: PathBuf,
+}
+
+impl RsyncDaemon {
+    fn start(dir: &Path) -> Self {
+        let rsync = Command::new("rsync").arg("--version").output();
+        assert!(
+            rsync.is_ok_and(|o| o.status.success()),
+            "the wire bench compares with rsync: install it (apt-get install -y rsync)"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dest = dir.join("rsync-dest");
+        std::fs::create_dir_all(&dest).unwrap();
+        let conf = dir.join("rsyncd.conf");
+        let mut file = std::fs::File::create(&conf).unwrap();
+        writeln!(
+            file,
+            "use chroot = false\nuid = 0\ngid = 0\npid file = {}\n[bench]\npath = {}\nread only = false\n",
+            dir.join("rsyncd.pid").display(),
+            dest.display()
+        )
+        .unwrap();
+        let child = Command::new("rsync")
+            .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--config={}", conf.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rsync --daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rsync daemon did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port, dest }
+    }
+
+    /// `rsync -a SRC/ rsync://127.0.0.1:PORT/bench/NAME/`.
+    fn push(&self, src: &Path, name: &str) -> Duration {
+        let started = Instant::now();
+        let status = Command::new("rsync")
+            .arg("-a")
+            .arg(format!("{}/", src.display()))
+            .arg(format!("rsync://127.0.0.1:{}/bench/{name}/", self.port))
+            .status()
+            .expect("run rsync");
+        let took = started.elapsed();
+        assert!(status.success(), "rsync failed");
+        took
+    }
+}
+
+impl Drop for RsyncDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dest);
+    }
+}
+
+/// T2: 10 000 files of 1 KiB in 100 directories.
+fn t2(vfs: &mut Vfs, root: &str) -> u64 {
+    for d in 0..100 {
+        vfs.mkdir(&format!("{root}/d{d:03}")).unwrap();
+        for f in 0..100 {
+            let body: Vec<u8> = (0..1024u32)
+                .map(|i| u8::try_from((i + d * 7 + f * 13) % 251).unwrap())
+                .collect();
+            vfs.write_file(&format!("{root}/d{d:03}/f{f:03}.rs"), body)
+                .unwrap();
+        }
+    }
+    10_000 * 1024
+}
+
+/// A cargo-like tree of about 200 MiB: 2 000 sources of 4–12 KiB, 47 artefacts of 4 MiB
+/// under `target/`.
+fn cargo_like(vfs: &mut Vfs, root: &str) -> u64 {
+    let mut total = 0u64;
+    for c in 0..40 {
+        vfs.mkdir(&format!("{root}/crates/c{c:02}/src")).unwrap();
+        for f in 0..50u32 {
+            let len = 4096 + (f % 3) * 4096;
+            let body: Vec<u8> = (0..len)
+                .map(|i| u8::try_from((i * 31 + f + c * 17) % 253).unwrap())
+                .collect();
+            total += u64::from(len);
+            vfs.write_file(&format!("{root}/crates/c{c:02}/src/m{f:02}.rs"), body)
+                .unwrap();
+        }
+    }
+    vfs.mkdir(&format!("{root}/target/debug/deps")).unwrap();
+    for a in 0..47u32 {
+        let mut body = vec![0u8; 4 << 20];
+        for (i, byte) in body.iter_mut().enumerate().step_by(4096) {
+            *byte = u8::try_from((i / 4096 + a as usize) % 255).unwrap();
+        }
+        total += body.len() as u64;
+        vfs.write_file(&format!("{root}/target/debug/deps/libc{a:02}.rlib"), body)
+            .unwrap();
+    }
+    total
+}
+
+fn exec_true_request() -> ToolRequest {
+    ToolRequest::new("true", Vec::<String>::new())
+        .stdout(OutputMode::Null)
+        .stderr(OutputMode::Null)
+}
+
+fn first_push_case(
+    name: &str,
+    setup: &WireSetup,
+    rsync: &RsyncDaemon,
+    build: fn(&mut Vfs, &str) -> u64,
+    runs: usize,
+) {
+    let mut vfs = Vfs::new();
+    let bytes = build(&mut vfs, "/src");
+    // The rsync source: the same tree on disk (tmpfs).
+    let on_disk = setup.dir.path().join(format!("{name}-src"));
+    vfs.copy_tree_to_host("/src", &on_disk).unwrap();
+    let source = on_disk.join("src");
+    let mut wire = Vec::new();
+    let mut rsync_times = Vec::new();
+    let mut local = Vec::new();
+    let mut wire_bytes = 0;
+    for run in 0..runs {
+        // Alternate the three so they see the same load. A new project path per run is
+        // a copy the sidecar has never seen: a true first push.
+        let mut copy = Vfs::new();
+        copy.mkdir(&format!("/{name}{run}")).unwrap();
+        for entry in vfs.walk("/src").unwrap().skip(1) {
+            let rel = entry.path.strip_prefix("/src").unwrap();
+            let target = format!("/{name}{run}{rel}");
+            match entry.node.kind() {
+                devshell_vm_vfs::NodeKind::Dir => copy.mkdir(&target).unwrap(),
+                devshell_vm_vfs::NodeKind::File => {
+                    let meta = entry.node.metadata();
+                    copy.write_file_with(
+                        &target,
+                        std::sync::Arc::clone(entry.node.content().unwrap()),
+                        meta.mode,
+                        meta.mtime,
+                    )
+                    .unwrap();
+                }
+                devshell_vm_vfs::NodeKind::Symlink => {}
+            }
+        }
+        let mut session = setup.session("sync");
+        session.capabilities().unwrap();
+        let before = session.connection_bytes();
+        let started = Instant::now();
+        session
+            .ensure_ready(&copy, &format!("/{name}{run}"))
+            .expect("wire first push");
+        wire.push(started.elapsed());
+        wire_bytes = session.connection_bytes().0 - before.0;
+        drop(session);
+
+        rsync_times.push(rsync.push(&source, &format!("{name}{run}")));
+
+        let staging = tempfile::Builder::new()
+            .prefix("local-push-")
+            .tempdir_in(setup.dir.path())
+            .unwrap();
+        let mut state = devshell_vm_sync::SyncState::new(staging.path());
+        let started = Instant::now();
+        devshell_vm_sync::push_incremental(&copy, &format!("/{name}{run}"), &mut state)
+            .expect("local push");
+        local.push(started.elapsed());
+    }
+    for samples in [&mut wire, &mut rsync_times, &mut local] {
+        samples.sort();
+    }
+    let w = report(&format!("beta/wire first push {name} over loopback TCP"), &wire);
+    let r = report(&format!("beta/rsync -a {name} to rsync://127.0.0.1"), &rsync_times);
+    let l = report(&format!("beta/local first push {name} (sync crate, tmpfs)"), &local);
+    println!(
+        "beta/{name}: {bytes} bytes of content, {wire_bytes} bytes sent by wire-sync; wire {:.0} MB/s, rsync {:.0} MB/s, local {:.0} MB/s; wire/rsync {:.2}, wire/local {:.2}",
+        mb_per_s(bytes, w),
+        mb_per_s(bytes, r),
+        mb_per_s(bytes, l),
+        w.as_secs_f64() / r.as_secs_f64(),
+        w.as_secs_f64() / l.as_secs_f64(),
+    );
+}
+
+fn round_trips(setup: &WireSetup) {
+    const RUNS: usize = 200;
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/rt").unwrap();
+    t2(&mut vfs, "/rt");
+    let mut synced = setup.session("sync");
+    let request = exec_true_request();
+    synced.run_tool(&mut vfs, "/rt", &request).unwrap();
+    let mut plain = setup.session("guest");
+    let mut empty = Vfs::new();
+    plain.run_tool(&mut empty, "/", &request).unwrap();
+    let (mut noop, mut bare) = (Vec::new(), Vec::new());
+    let mut noop_bytes = (0, 0);
+    for _ in 0..RUNS {
+        let before = synced.connection_bytes();
+        let started = Instant::now();
+        let outcome = synced.run_tool(&mut vfs, "/rt", &request).unwrap();
+        noop.push(started.elapsed());
+        assert_eq!(outcome.exec.termination, Termination::Exited(0));
+        let after = synced.connection_bytes();
+        noop_bytes = (after.0 - before.0, after.1 - before.1);
+        let started = Instant::now();
+        plain.run_tool(&mut empty, "/", &request).unwrap();
+        bare.push(started.elapsed());
+    }
+    noop.sort();
+    bare.sort();
+    let n = report("beta/wire no-op round trip (push + exec true + pull), T2 project", &noop);
+    let b = report("beta/exec true through the same sidecar (no sync)", &bare);
+    println!(
+        "beta/wire no-op: {} µs more than exec alone; {} bytes up, {} bytes down per round trip",
+        (n.as_secs_f64() - b.as_secs_f64()) * 1e6,
+        noop_bytes.0,
+        noop_bytes.1
+    );
+
+    // One changed 1 KiB file.
+    let mut edit = Vec::new();
+    let mut edit_bytes = (0, 0);
+    for i in 0..50u32 {
+        let body: Vec<u8> = (0..1024u32)
+            .map(|j| u8::try_from((i + j) % 251).unwrap())
+            .collect();
+        vfs.write_file("/rt/d000/f000.rs", body).unwrap();
+        let before = synced.connection_bytes();
+        let started = Instant::now();
+        synced.run_tool(&mut vfs, "/rt", &request).unwrap();
+        edit.push(started.elapsed());
+        let after = synced.connection_bytes();
+        edit_bytes = (after.0 - before.0, after.1 - before.1);
+    }
+    edit.sort();
+    report("beta/wire round trip with one changed 1 KiB file", &edit);
+    println!(
+        "beta/wire one changed 1 KiB file: {} bytes up, {} bytes down (exec request and reply included)",
+        edit_bytes.0, edit_bytes.1
+    );
+}
+
+/// The `wire` section.
+pub(crate) fn bench_wire(parent: &Path) {
+    let setup = WireSetup::new(parent);
+    let rsync = RsyncDaemon::start(setup.dir.path());
+    first_push_case("t2", &setup, &rsync, t2, 5);
+    first_push_case("cargo200", &setup, &rsync, cargo_like, 3);
+    round_trips(&setup);
+}
