@@ -35,7 +35,10 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 fn arg_after<'a>(args: &'a [String], flag: &str) -> &'a str {
-    let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} missing"));
+    let i = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} missing"));
     &args[i + 1]
 }
 
@@ -59,7 +62,10 @@ fn deployment_service_and_secret_hold_what_the_docs_promise() {
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_ne!(pod["securityContext"]["runAsUser"], 0);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     assert_eq!(pod["automountServiceAccountToken"], false);
     let containers = pod["containers"].as_sequence().unwrap();
     assert_eq!(containers.len(), 1);
@@ -101,9 +107,15 @@ fn deployment_service_and_secret_hold_what_the_docs_promise() {
     // Probes run the cheap health check against the served port.
     for probe in ["readinessProbe", "livenessProbe"] {
         let command = strings(&c[probe]["exec"]["command"]);
-        assert!(command[0].ends_with("devshell-vm-sidecar"), "{probe}: {command:?}");
+        assert!(
+            command[0].ends_with("devshell-vm-sidecar"),
+            "{probe}: {command:?}"
+        );
         assert_eq!(command[1], "--check");
-        assert!(command[2].ends_with(&format!(":{port}")), "{probe}: {command:?}");
+        assert!(
+            command[2].ends_with(&format!(":{port}")),
+            "{probe}: {command:?}"
+        );
     }
 
     // The token file comes from the Secret; --root is a writable volume.
@@ -129,7 +141,10 @@ fn deployment_service_and_secret_hold_what_the_docs_promise() {
     assert_eq!(item["path"], token_name);
     assert!(!secret["stringData"][item["key"].as_str().unwrap()].is_null());
     let root = arg_after(&args, "--root");
-    assert!(!volume_at(root)["emptyDir"].is_null(), "--root is a writable volume");
+    assert!(
+        !volume_at(root)["emptyDir"].is_null(),
+        "--root is a writable volume"
+    );
     assert!(pod["securityContext"]["fsGroup"].as_u64().is_some());
 }
 
@@ -137,20 +152,36 @@ fn deployment_service_and_secret_hold_what_the_docs_promise() {
 fn the_container_build_is_multi_stage_non_root_with_the_sidecar_as_entrypoint() {
     let path = devshell_vm_test_support::workspace_root().join("deploy/Dockerfile");
     let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
     let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
     assert!(froms.len() >= 2, "multi-stage");
     assert!(froms[0].contains(" AS build"), "{froms:?}");
-    assert!(froms.last().unwrap().starts_with("FROM rust:"), "the runtime image has the toolchain");
+    assert!(
+        froms.last().unwrap().starts_with("FROM rust:"),
+        "the runtime image has the toolchain"
+    );
     assert!(lines.iter().any(|l| l.starts_with("COPY --from=build")));
-    let user = lines.iter().rfind(|l| l.starts_with("USER ")).expect("USER");
+    let user = lines
+        .iter()
+        .rfind(|l| l.starts_with("USER "))
+        .expect("USER");
     assert!(!user.contains("root") && !user.ends_with(" 0"), "{user}");
-    let entry = lines.iter().find(|l| l.starts_with("ENTRYPOINT")).expect("ENTRYPOINT");
+    let entry = lines
+        .iter()
+        .find(|l| l.starts_with("ENTRYPOINT"))
+        .expect("ENTRYPOINT");
     assert!(entry.contains("devshell-vm-sidecar"), "{entry}");
     let cmd = lines.iter().find(|l| l.starts_with("CMD")).expect("CMD");
     let argv: Vec<String> = serde_yaml_ng::from_str(cmd.trim_start_matches("CMD").trim()).unwrap();
     let mut full = vec!["devshell-vm-sidecar".to_owned()];
     full.extend(argv);
     let cli = devshell_vm_sidecar::Cli::try_parse_from(&full).unwrap();
-    assert!(cli.token_file.is_some(), "the default command requires a token");
+    assert!(
+        cli.token_file.is_some(),
+        "the default command requires a token"
+    );
 }

@@ -448,6 +448,44 @@ impl Replica {
         max_bytes: u64,
     ) -> Result<(), ProtocolError> {
         let pending = self.pending_push.take();
+        // Bound what will be read before reading any of it: only blobs the pending push
+        // needs, each once, within the copy's byte bound. Frames cannot be skipped
+        // unread, so a refusal here closes the connection.
+        let announced: u64 = header
+            .blobs
+            .iter()
+            .map(|b| b.size)
+            .fold(0, u64::saturating_add);
+        let needed: HashSet<&str> = pending
+            .as_ref()
+            .map(|p| p.missing.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let unexpected = header
+            .blobs
+            .iter()
+            .find(|b| !needed.contains(b.digest.as_str()) || !seen.insert(b.digest.as_str()));
+        let refusal = if announced > max_bytes {
+            Some((
+                ErrorCode::WireQuota,
+                format!("wire_blobs announces {announced} bytes, over the bound of {max_bytes}"),
+            ))
+        } else if let Some(blob) = unexpected.filter(|_| pending.is_some()) {
+            Some((
+                ErrorCode::WireInvalid,
+                format!(
+                    "wire_blobs announces blob {} that the push did not need (or twice)",
+                    blob.digest
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            log(conn, &format!("wire-sync: closing: {message}"));
+            write_frame(writer, &Reply::error(code, message.clone()))?;
+            return Err(ProtocolError::BulkFrame { message });
+        }
         let mut received: HashMap<String, Content> = HashMap::new();
         let mut total: u64 = 0;
         for blob in &header.blobs {

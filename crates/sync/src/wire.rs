@@ -124,6 +124,12 @@ pub fn apply_changes<S: std::hash::BuildHasher>(
     contents: &HashMap<String, Content, S>,
 ) -> Result<(), VmSyncError> {
     for rel in deleted {
+        if let Err(reason) = devshell_vm_protocol::check_relative_path(rel) {
+            return Err(VmSyncError::WireApply {
+                path: rel.clone(),
+                reason,
+            });
+        }
         match vfs.remove(&join(root, rel)) {
             Ok(()) | Err(VfsError::NotFound { .. }) => {}
             Err(err) => {
@@ -233,6 +239,17 @@ mod tests {
         .unwrap();
         assert!(!vfs.exists("/p/d"));
         assert_eq!(manifest.len(), 1);
+        // A deletion that climbs out of the root is refused.
+        let err = apply_changes(
+            &mut vfs,
+            "/p",
+            &mut manifest,
+            &["../q".to_owned()],
+            &[],
+            &contents,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"../q\""), "{err}");
         // Missing content is an error naming the path.
         let bad = [WireEntry::file("z", 0o644, 0, 1, digest_hex(b"q"))];
         let err = apply_changes(&mut vfs, "/p", &mut manifest, &[], &bad, &contents).unwrap_err();

@@ -57,14 +57,21 @@ impl WireSetup {
         let addr = self.sidecar.tcp_addr().expect("tcp");
         let export = self.dir.path().join("client-export");
         std::fs::create_dir_all(&export).unwrap();
-        BetaSession::new(&config(&[
-            ("DEVSHELL_VM_SOCKET", &format!("tcp:{addr}")),
+        // Mode P (the baseline: exec without sync) needs a staging dir the sidecar accepts.
+        let plain = self.dir.path().join("sidecar-root/plain");
+        std::fs::create_dir_all(&plain).unwrap();
+        let socket = format!("tcp:{addr}");
+        let mut vars = vec![
+            ("DEVSHELL_VM_SOCKET", socket.as_str()),
             ("DEVSHELL_VM_TOKEN_FILE", self.token_file.to_str().unwrap()),
             ("DEVSHELL_VM_WORKSPACE_MODE", mode),
             ("DEVSHELL_VM_BETA_SYNC", "wire"),
             ("DEVSHELL_EXPORT_BASE", export.to_str().unwrap()),
-        ]))
-        .expect("session")
+        ];
+        if mode == "guest" {
+            vars.push(("DEVSHELL_VM_BETA_SESSION_STAGING", plain.to_str().unwrap()));
+        }
+        BetaSession::new(&config(&vars)).expect("session")
     }
 }
 
@@ -137,14 +144,26 @@ impl Drop for RsyncDaemon {
     }
 }
 
+/// A deterministic body of `len` bytes, distinct for every `seed` (no two files share a
+/// digest, so content addressing saves nothing on a first push — as for real sources).
+fn body(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
 /// T2: 10 000 files of 1 KiB in 100 directories.
 fn t2(vfs: &mut Vfs, root: &str) -> u64 {
-    for d in 0..100 {
+    for d in 0..100u64 {
         vfs.mkdir(&format!("{root}/d{d:03}")).unwrap();
-        for f in 0..100 {
-            let body: Vec<u8> = (0..1024u32)
-                .map(|i| u8::try_from((i + d * 7 + f * 13) % 251).unwrap())
-                .collect();
+        for f in 0..100u64 {
+            let body = body(d * 1000 + f, 1024);
             vfs.write_file(&format!("{root}/d{d:03}/f{f:03}.rs"), body)
                 .unwrap();
         }
@@ -156,24 +175,19 @@ fn t2(vfs: &mut Vfs, root: &str) -> u64 {
 /// under `target/`.
 fn cargo_like(vfs: &mut Vfs, root: &str) -> u64 {
     let mut total = 0u64;
-    for c in 0..40 {
+    for c in 0..40u64 {
         vfs.mkdir(&format!("{root}/crates/c{c:02}/src")).unwrap();
-        for f in 0..50u32 {
-            let len = 4096 + (f % 3) * 4096;
-            let body: Vec<u8> = (0..len)
-                .map(|i| u8::try_from((i * 31 + f + c * 17) % 253).unwrap())
-                .collect();
-            total += u64::from(len);
+        for f in 0..50u64 {
+            let len = 4096 + usize::try_from(f % 3).unwrap() * 4096;
+            let body = body(1_000_000 + c * 1000 + f, len);
+            total += len as u64;
             vfs.write_file(&format!("{root}/crates/c{c:02}/src/m{f:02}.rs"), body)
                 .unwrap();
         }
     }
     vfs.mkdir(&format!("{root}/target/debug/deps")).unwrap();
-    for a in 0..47u32 {
-        let mut body = vec![0u8; 4 << 20];
-        for (i, byte) in body.iter_mut().enumerate().step_by(4096) {
-            *byte = u8::try_from((i / 4096 + a as usize) % 255).unwrap();
-        }
+    for a in 0..47u64 {
+        let body = body(2_000_000 + a, 4 << 20);
         total += body.len() as u64;
         vfs.write_file(&format!("{root}/target/debug/deps/libc{a:02}.rlib"), body)
             .unwrap();
@@ -198,6 +212,7 @@ fn first_push_case(
     let bytes = build(&mut vfs, "/src");
     // The rsync source: the same tree on disk (tmpfs).
     let on_disk = setup.dir.path().join(format!("{name}-src"));
+    std::fs::create_dir_all(&on_disk).unwrap();
     vfs.copy_tree_to_host("/src", &on_disk).unwrap();
     let source = on_disk.join("src");
     let mut wire = Vec::new();
@@ -253,9 +268,18 @@ fn first_push_case(
     for samples in [&mut wire, &mut rsync_times, &mut local] {
         samples.sort();
     }
-    let w = report(&format!("beta/wire first push {name} over loopback TCP"), &wire);
-    let r = report(&format!("beta/rsync -a {name} to rsync://127.0.0.1"), &rsync_times);
-    let l = report(&format!("beta/local first push {name} (sync crate, tmpfs)"), &local);
+    let w = report(
+        &format!("beta/wire first push {name} over loopback TCP"),
+        &wire,
+    );
+    let r = report(
+        &format!("beta/rsync -a {name} to rsync://127.0.0.1"),
+        &rsync_times,
+    );
+    let l = report(
+        &format!("beta/local first push {name} (sync crate, tmpfs)"),
+        &local,
+    );
     println!(
         "beta/{name}: {bytes} bytes of content, {wire_bytes} bytes sent by wire-sync; wire {:.0} MB/s, rsync {:.0} MB/s, local {:.0} MB/s; wire/rsync {:.2}, wire/local {:.2}",
         mb_per_s(bytes, w),
@@ -273,10 +297,10 @@ fn round_trips(setup: &WireSetup) {
     t2(&mut vfs, "/rt");
     let mut synced = setup.session("sync");
     let request = exec_true_request();
-    synced.run_tool(&mut vfs, "/rt", &request).unwrap();
+    let _ = synced.run_tool(&mut vfs, "/rt", &request).unwrap();
     let mut plain = setup.session("guest");
     let mut empty = Vfs::new();
-    plain.run_tool(&mut empty, "/", &request).unwrap();
+    let _ = plain.run_tool(&mut empty, "/", &request).unwrap();
     let (mut noop, mut bare) = (Vec::new(), Vec::new());
     let mut noop_bytes = (0, 0);
     for _ in 0..RUNS {
@@ -288,12 +312,15 @@ fn round_trips(setup: &WireSetup) {
         let after = synced.connection_bytes();
         noop_bytes = (after.0 - before.0, after.1 - before.1);
         let started = Instant::now();
-        plain.run_tool(&mut empty, "/", &request).unwrap();
+        let _ = plain.run_tool(&mut empty, "/", &request).unwrap();
         bare.push(started.elapsed());
     }
     noop.sort();
     bare.sort();
-    let n = report("beta/wire no-op round trip (push + exec true + pull), T2 project", &noop);
+    let n = report(
+        "beta/wire no-op round trip (push + exec true + pull), T2 project",
+        &noop,
+    );
     let b = report("beta/exec true through the same sidecar (no sync)", &bare);
     println!(
         "beta/wire no-op: {} µs more than exec alone; {} bytes up, {} bytes down per round trip",
@@ -306,19 +333,17 @@ fn round_trips(setup: &WireSetup) {
     let mut edit = Vec::new();
     let mut edit_bytes = (0, 0);
     for i in 0..50u32 {
-        let body: Vec<u8> = (0..1024u32)
-            .map(|j| u8::try_from((i + j) % 251).unwrap())
-            .collect();
-        vfs.write_file("/rt/d000/f000.rs", body).unwrap();
+        vfs.write_file("/rt/d000/f000.rs", body(3_000_000 + u64::from(i), 1024))
+            .unwrap();
         let before = synced.connection_bytes();
         let started = Instant::now();
-        synced.run_tool(&mut vfs, "/rt", &request).unwrap();
+        let _ = synced.run_tool(&mut vfs, "/rt", &request).unwrap();
         edit.push(started.elapsed());
         let after = synced.connection_bytes();
         edit_bytes = (after.0 - before.0, after.1 - before.1);
     }
     edit.sort();
-    report("beta/wire round trip with one changed 1 KiB file", &edit);
+    let _ = report("beta/wire round trip with one changed 1 KiB file", &edit);
     println!(
         "beta/wire one changed 1 KiB file: {} bytes up, {} bytes down (exec request and reply included)",
         edit_bytes.0, edit_bytes.1

@@ -430,6 +430,16 @@ fn the_quota_bounds_a_copy() {
 /// A raw client: handshake with `wire-sync`, `wire_start`, `wire_project`, then a push
 /// of one file whose blob arrives with a wrong digest or a wrong length.
 fn raw_push(addr: std::net::SocketAddr, announced: &BlobRef, sent: &[u8]) -> Vec<Reply> {
+    raw_push_with(addr, announced, sent, None)
+}
+
+/// [`raw_push`], optionally announcing a second blob the push did not ask for.
+fn raw_push_with(
+    addr: std::net::SocketAddr,
+    announced: &BlobRef,
+    sent: &[u8],
+    extra: Option<&[u8]>,
+) -> Vec<Reply> {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -541,6 +551,20 @@ fn a_wrong_digest_or_length_from_a_client_is_refused_and_closes_the_connection()
         panic!("{replies:?}")
     };
     assert_eq!(err.code.as_str(), "wire_frame", "{err:?}");
+    // A blob the push did not ask for: refused before anything is read.
+    let replies = raw_push_with(
+        sidecar.addr,
+        &BlobRef {
+            digest: digest_hex(good),
+            size: 10,
+        },
+        good,
+        Some(b"not asked for"),
+    );
+    let [Reply::Error(err)] = &replies[..] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(err.code.as_str(), "wire_invalid", "{err:?}");
     // The sidecar goes on serving.
     let mut session = session(sidecar.addr, &sidecar.token_file);
     let mut vfs = fault_vfs();
