@@ -424,7 +424,9 @@ impl Backend for BetaSession {
     }
 
     fn set_pull_excludes(&mut self, globs: &[&str]) -> Result<(), BetaError> {
-        Ok(self.projects.set_excludes(globs)?)
+        self.projects.set_excludes(globs)?;
+        self.wire.set_excludes(globs);
+        Ok(())
     }
 
     /// Connects, handshakes, starts the sidecar session and, in Mode S, pushes the

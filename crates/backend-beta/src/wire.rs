@@ -190,6 +190,8 @@ impl WireProjectState {
 #[derive(Debug, Default)]
 pub(crate) struct WireClient {
     projects: Vec<WireProjectState>,
+    /// Pull excludes, sent with every `wire_project`.
+    excludes: Vec<String>,
 }
 
 /// The bytes of a push or pull, for reports.
@@ -230,6 +232,15 @@ fn remote(during: &str, err: devshell_vm_protocol::ErrorReply) -> BetaError {
 }
 
 impl WireClient {
+    /// Sets the pull excludes (sent when a project is next opened: every project is
+    /// re-opened so the sidecar applies them).
+    pub(crate) fn set_excludes(&mut self, globs: &[&str]) {
+        self.excludes = globs.iter().map(|g| (*g).to_owned()).collect();
+        for project in &mut self.projects {
+            project.opened_on = None;
+        }
+    }
+
     /// Forgets every project (session shutdown).
     pub(crate) fn clear(&mut self) {
         self.projects.clear();
@@ -263,7 +274,7 @@ impl WireClient {
         let (root, _) = devshell_vm_session::locate(vfs, vfs_cwd)?;
         let index = self.project_index(&root);
         let project = &mut self.projects[index];
-        let result = push_project(link, project, vfs);
+        let result = push_project(link, project, vfs, &self.excludes);
         if result.is_err() {
             project.forget();
         }
@@ -287,7 +298,7 @@ impl WireClient {
         let (root, relative_cwd) = devshell_vm_session::locate(vfs, vfs_cwd)?;
         let index = self.project_index(&root);
         let project = &mut self.projects[index];
-        let push = match push_project(link, project, vfs) {
+        let push = match push_project(link, project, vfs, &self.excludes) {
             Ok(report) => report,
             Err(err) => {
                 project.forget();
@@ -328,7 +339,11 @@ impl WireClient {
 }
 
 /// Opens the project on the current connection if it is not open there yet.
-fn open_project(link: &mut Link, project: &mut WireProjectState) -> Result<(), BetaError> {
+fn open_project(
+    link: &mut Link,
+    project: &mut WireProjectState,
+    excludes: &[String],
+) -> Result<(), BetaError> {
     let connects_before = link.connects;
     link.connection()?;
     if link.connects != connects_before || project.opened_on != Some(link.connects) {
@@ -346,6 +361,7 @@ fn open_project(link: &mut Link, project: &mut WireProjectState) -> Result<(), B
             Request::WireProject(WireProject {
                 session_id,
                 project: project.vfs_root.clone(),
+                excludes: excludes.to_vec(),
             })
         })?;
         match reply {
@@ -386,9 +402,10 @@ fn push_project(
     link: &mut Link,
     project: &mut WireProjectState,
     vfs: &Vfs,
+    excludes: &[String],
 ) -> Result<SyncReport, BetaError> {
     let started = Instant::now();
-    open_project(link, project)?;
+    open_project(link, project, excludes)?;
     let root = project.vfs_root.clone();
     let delta = if in_step(project) {
         match vfs.changes_since(&root, project.acked.unwrap_or_default()) {

@@ -503,6 +503,11 @@ pub struct WireProject {
     pub session_id: String,
     /// The project's root path in the client's VFS (identifies the project).
     pub project: String,
+    /// Paths the sidecar's pulls leave out (and its writes never touch), as globs
+    /// relative to the project root with the sync crate's rules (`target/`, `*.o`,
+    /// `/anchored`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
 }
 
 /// `wire_project_ok` (reply): the sidecar's state of the project.

@@ -290,6 +290,14 @@ impl Replica {
         self.pending_push.is_some()
     }
 
+    /// Sets the pull excludes the client asked for.
+    pub(crate) fn set_excludes(&mut self, globs: &[String]) -> Result<(), String> {
+        let globs: Vec<&str> = globs.iter().map(String::as_str).collect();
+        self.sync
+            .set_excludes(&globs)
+            .map_err(|err| err.to_string())
+    }
+
     /// The project as the client named it.
     pub(crate) fn project(&self) -> &str {
         &self.project
@@ -320,7 +328,10 @@ impl Replica {
         let mut vfs = Vfs::new();
         let _ = vfs.mkdir(VFS_ROOT);
         self.vfs = vfs;
+        let excludes: Vec<String> = self.sync.excludes().to_vec();
         self.sync = SyncState::new(&self.dir);
+        let globs: Vec<&str> = excludes.iter().map(String::as_str).collect();
+        let _ = self.sync.set_excludes(&globs);
         self.manifest = Manifest::default();
         self.epoch = None;
         self.generation = None;
@@ -593,8 +604,9 @@ impl Replica {
         self.manifest = manifest;
         if let Err(err) = devshell_vm_sync::push_incremental(&self.vfs, VFS_ROOT, &mut self.sync) {
             let message = format!(
-                "writing the push into {} failed: {err}",
-                self.dir.join(TREE_LEAF).display()
+                "writing the push into {} failed: {}",
+                self.dir.join(TREE_LEAF).display(),
+                chain(&err)
             );
             self.reset(conn, &message);
             return Reply::error(ErrorCode::WireIo, message);
@@ -631,8 +643,9 @@ impl Replica {
             devshell_vm_sync::pull_workspace_to_vfs(&mut self.sync, VFS_ROOT, &mut self.vfs)
         {
             let message = format!(
-                "scanning {} failed: {err}",
-                self.dir.join(TREE_LEAF).display()
+                "scanning {} failed: {}",
+                self.dir.join(TREE_LEAF).display(),
+                chain(&err)
             );
             self.reset(conn, &message);
             return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
@@ -760,6 +773,7 @@ impl Replica {
             return;
         }
         match self.absorb(&changes) {
+            Ok((deleted, upserted)) if deleted.is_empty() && upserted.is_empty() => {}
             Ok((deleted, upserted)) => log(
                 conn,
                 &format!(
@@ -849,6 +863,22 @@ impl Replica {
             generation: done.generation,
         })
     }
+}
+
+/// An error and its causes, each once, for a reply message that crosses the wire (the
+/// client sees no `source()` chain).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let part = next.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 /// Writes a JSON header and, right after it, the blobs as bulk frames; one flush.

@@ -482,6 +482,7 @@ fn raw_push_with(
         Request::WireProject(WireProject {
             session_id: "s".into(),
             project: "/raw".into(),
+            excludes: Vec::new(),
         }),
         &mut writer,
         &mut reader,
@@ -509,16 +510,27 @@ fn raw_push_with(
         &mut reader,
     );
     assert!(matches!(need, Reply::WireNeed(_)), "{need:?}");
+    let mut blobs = vec![announced.clone()];
+    if let Some(extra) = extra {
+        blobs.push(BlobRef {
+            digest: digest_hex(extra),
+            size: extra.len() as u64,
+        });
+    }
     let header = Request::WireBlobs(WireBlobs {
         session_id: "s".into(),
-        blobs: vec![announced.clone()],
+        blobs,
     });
     writer
         .write_all(encode_request(&header).as_bytes())
         .unwrap();
     writer.write_all(b"\n").unwrap();
     write_blob(&mut writer, sent).unwrap();
-    writer.flush().unwrap();
+    if let Some(extra) = extra {
+        // May fail: the sidecar closes as soon as it refused the header.
+        let _ = write_blob(&mut writer, extra);
+    }
+    let _ = writer.flush();
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
@@ -562,7 +574,7 @@ fn a_wrong_digest_or_length_from_a_client_is_refused_and_closes_the_connection()
         Some(b"not asked for"),
     );
     let [Reply::Error(err)] = &replies[..] else {
-        panic!("{replies:?}")
+        panic!("{replies:?}\n{}", sidecar.logs())
     };
     assert_eq!(err.code.as_str(), "wire_invalid", "{err:?}");
     // The sidecar goes on serving.
@@ -619,4 +631,23 @@ fn a_file_the_sidecar_lost_is_detected_and_sent_again() {
         3 << 20,
         "the VFS kept its content"
     );
+}
+
+#[test]
+fn pull_excludes_apply_over_the_wire() {
+    let sidecar = RemoteSidecar::start("64m", &[]);
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    session.set_pull_excludes(&["*.o", "/cache/"]).unwrap();
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/x").unwrap();
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "/x",
+        "mkdir -p cache sub && echo 1 > a.o && echo 2 > sub/b.o && echo 3 > keep.txt && echo 4 > cache/c",
+    );
+    assert!(vfs.exists("/x/keep.txt"));
+    for excluded in ["/x/a.o", "/x/sub/b.o", "/x/cache"] {
+        assert!(!vfs.exists(excluded), "{excluded} was pulled");
+    }
 }

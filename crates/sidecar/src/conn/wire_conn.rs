@@ -159,6 +159,13 @@ impl Conn<'_> {
             if !wire.projects.contains_key(&open.project) {
                 match stores.check_out(&wire.store, &wire.store_dir, &open.project) {
                     Ok(mut replica) => {
+                        if let Err(message) = replica.set_excludes(&open.excludes) {
+                            stores.check_in(&wire.store, replica);
+                            return write_frame(
+                                writer,
+                                &Reply::error(ErrorCode::WireInvalid, message),
+                            );
+                        }
                         replica.verify(conn);
                         wire.projects.insert(open.project.clone(), replica);
                     }
