@@ -85,9 +85,9 @@ fn deployment_service_and_secret_hold_what_the_docs_promise() {
 
     // The arguments are ones the sidecar accepts.
     let args = strings(&c["args"]);
-    let mut argv = vec!["devshell-vm-sidecar".to_owned()];
-    argv.extend(args.iter().cloned());
-    let cli = devshell_vm_sidecar::Cli::try_parse_from(&argv).unwrap();
+    let mut command_line = vec!["devshell-vm-sidecar".to_owned()];
+    command_line.extend(args.iter().cloned());
+    let cli = devshell_vm_sidecar::Cli::try_parse_from(&command_line).unwrap();
     let listen = cli.serve_tcp.expect("serves TCP");
     let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
     assert!(!cli.insecure_no_auth, "a token is required");

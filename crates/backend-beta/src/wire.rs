@@ -374,7 +374,7 @@ fn open_project(
     match reply {
         Reply::WireProjectOk(ok) => {
             project.opened_on = Some(link.connects);
-            project.remote = Some(ok);
+            project.remote = Some(*ok);
             Ok(())
         }
         Reply::Error(err) => Err(remote("wire_project", err)),

@@ -402,16 +402,16 @@ pub enum Reply {
     Error(ErrorReply),
     /// `wire-sync`: answer to `wire_start`.
     WireStarted(WireStarted),
-    /// `wire-sync`: answer to `wire_project`.
-    WireProjectOk(WireProjectOk),
+    /// `wire-sync`: answer to `wire_project` (boxed: the largest reply).
+    WireProjectOk(Box<WireProjectOk>),
     /// `wire-sync`: digests a push needs.
     WireNeed(WireNeed),
     /// `wire-sync`: blobs (bulk frames follow), answer to `wire_want`.
     WireBlobs(WireBlobs),
     /// `wire-sync`: the push is applied.
     WirePushOk(WirePushOk),
-    /// `wire-sync`: the changes of a pull (bulk frames follow).
-    WireChanges(WireChanges),
+    /// `wire-sync`: the changes of a pull, bulk frames follow (boxed: a large reply).
+    WireChanges(Box<WireChanges>),
     /// `wire-sync`: the pull is committed.
     WirePullOk(WirePullOk),
     /// Answer to `health`.

@@ -481,16 +481,16 @@ impl Replica {
                 ErrorCode::WireQuota,
                 format!("wire_blobs announces {announced} bytes, over the bound of {max_bytes}"),
             ))
-        } else if let Some(blob) = unexpected.filter(|_| pending.is_some()) {
-            Some((
-                ErrorCode::WireInvalid,
-                format!(
-                    "wire_blobs announces blob {} that the push did not need (or twice)",
-                    blob.digest
-                ),
-            ))
         } else {
-            None
+            unexpected.filter(|_| pending.is_some()).map(|blob| {
+                (
+                    ErrorCode::WireInvalid,
+                    format!(
+                        "wire_blobs announces blob {} that the push did not need (or twice)",
+                        blob.digest
+                    ),
+                )
+            })
         };
         if let Some((code, message)) = refusal {
             log(conn, &format!("wire-sync: closing: {message}"));
@@ -709,13 +709,13 @@ impl Replica {
                 blobs.len()
             ),
         );
-        let header = Reply::WireChanges(WireChanges {
+        let header = Reply::WireChanges(Box::new(WireChanges {
             project: self.project.clone(),
             deleted,
             entries,
             blobs: blobs.iter().map(|(b, _)| b.clone()).collect(),
             tree_digest: self.manifest.tree_digest(),
-        });
+        }));
         write_with_blobs(writer, &header, blobs.iter().map(|(_, c)| &c[..]))
     }
 

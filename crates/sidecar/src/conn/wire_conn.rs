@@ -156,33 +156,7 @@ impl Conn<'_> {
             _ => None,
         };
         if let Request::WireProject(open) = &request {
-            if !wire.projects.contains_key(&open.project) {
-                match stores.check_out(&wire.store, &wire.store_dir, &open.project) {
-                    Ok(mut replica) => {
-                        if let Err(message) = replica.set_excludes(&open.excludes) {
-                            stores.check_in(&wire.store, replica);
-                            return write_frame(
-                                writer,
-                                &Reply::error(ErrorCode::WireInvalid, message),
-                            );
-                        }
-                        replica.verify(conn);
-                        wire.projects.insert(open.project.clone(), replica);
-                    }
-                    Err((code, message)) => {
-                        return write_frame(writer, &Reply::error(code, message));
-                    }
-                }
-            }
-            let replica = &wire.projects[&open.project];
-            log(
-                conn,
-                &format!(
-                    "wire-sync: project {:?} opened: {replica:?}",
-                    replica.project()
-                ),
-            );
-            return write_frame(writer, &Reply::WireProjectOk(replica.describe(&mount)));
+            return open_project(stores, wire, &mount, open, conn, writer);
         }
         if let Request::WireBlobs(header) = &request {
             // Blobs belong to the one project with a pending push; without one they are
@@ -231,4 +205,47 @@ impl Conn<'_> {
             ),
         }
     }
+}
+
+/// `wire_project`: checks the copy out (once per session), applies the client's
+/// excludes, verifies it against its staging tree and describes it.
+fn open_project<W: Write>(
+    stores: &WireStores,
+    wire: &mut WireSession,
+    mount: &str,
+    open: &devshell_vm_protocol::WireProject,
+    conn: u64,
+    writer: &mut W,
+) -> Result<(), ProtocolError> {
+    if !wire.projects.contains_key(&open.project) {
+        match stores.check_out(&wire.store, &wire.store_dir, &open.project) {
+            Ok(mut replica) => {
+                if let Err(message) = replica.set_excludes(&open.excludes) {
+                    stores.check_in(&wire.store, replica);
+                    return write_frame(writer, &Reply::error(ErrorCode::WireInvalid, message));
+                }
+                replica.verify(conn);
+                wire.projects.insert(open.project.clone(), replica);
+            }
+            Err((code, message)) => {
+                return write_frame(writer, &Reply::error(code, message));
+            }
+        }
+    } else if let Some(replica) = wire.projects.get_mut(&open.project)
+        && let Err(message) = replica.set_excludes(&open.excludes)
+    {
+        return write_frame(writer, &Reply::error(ErrorCode::WireInvalid, message));
+    }
+    let replica = &wire.projects[&open.project];
+    log(
+        conn,
+        &format!(
+            "wire-sync: project {:?} opened: {replica:?}",
+            replica.project()
+        ),
+    );
+    write_frame(
+        writer,
+        &Reply::WireProjectOk(Box::new(replica.describe(mount))),
+    )
 }
