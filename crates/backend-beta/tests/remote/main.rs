@@ -651,3 +651,57 @@ fn pull_excludes_apply_over_the_wire() {
         assert!(!vfs.exists(excluded), "{excluded} was pulled");
     }
 }
+
+/// Lists the project copies in the sidecar's store (inside its mount namespace).
+fn copies(sidecar: &RemoteSidecar) -> String {
+    let script = format!(
+        "ls -d {}/.devshell-vm-wire/*/* 2>/dev/null || true",
+        sidecar.root().display()
+    );
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "--target",
+            &sidecar.pid().to_string(),
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("nsenter");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_idle_copy_is_removed_and_the_next_session_pushes_again() {
+    let sidecar = RemoteSidecar::start("64m", &["--wire-idle-secs", "1"]);
+    let mut vfs = fault_vfs();
+    vfs.remove("/f/big").unwrap();
+    let mut first = session(sidecar.addr, &sidecar.token_file);
+    run_ok(&mut first, &mut vfs, "/f", "true");
+    assert!(copies(&sidecar).contains("/f-"), "{}", copies(&sidecar));
+    // Checked out while the session lives; idle once it is gone.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !copies(&sidecar).trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle copy was not removed: {}",
+            copies(&sidecar)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        sidecar.logs().contains("removing idle copy"),
+        "{}",
+        sidecar.logs()
+    );
+    let mut second = session(sidecar.addr, &sidecar.token_file);
+    run_ok(&mut second, &mut vfs, "/f", "test \"$(cat small)\" = s");
+}
