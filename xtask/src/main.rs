@@ -1,12 +1,22 @@
 //! Project automation, one binary for every project script (matklad's cargo-xtask).
 //!
 //! * `cargo xtask ci` — formatting, clippy (all features and no default features),
-//!   per-feature checks of the facade, and every test. CI and people run exactly this.
+//!   rustdoc with `-D warnings`, every test, the facade's tests with no default features
+//!   and with each backend feature alone, the publishability check of every crate
+//!   (metadata and `cargo package --workspace`), and at the end a check that no process
+//!   or temporary file the run started outlived it. CI and people run exactly this.
 //! * `cargo xtask bench [SUITE…] [-- ARGS]` — the repository benchmarks
 //!   (`vfs`, `sync`, `host`, `beta`, `lima`); figures go to `docs/BENCHMARKS.md`.
+//!
+//! Workspace members are read from `cargo metadata`, never listed here, so a new crate
+//! is packaged and checked without touching this file.
 
+mod leftovers;
+mod metadata;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Benchmark suites: (suite name, package, bench target).
 const BENCH_SUITES: &[(&str, &str, &str)] = &[
@@ -16,6 +26,10 @@ const BENCH_SUITES: &[(&str, &str, &str)] = &[
     ("beta", "devshell-vm-backend-beta", "beta"),
     ("lima", "devshell-vm-backend-lima", "lima"),
 ];
+
+/// The environment variable every process a CI run starts inherits (value: the run's
+/// id), so the leftover check can find them even after they were re-parented.
+pub(crate) const RUN_MARKER: &str = "DEVSHELL_VM_CI_RUN";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,62 +55,189 @@ fn print_usage() {
     println!(
         "usage: cargo xtask <command>\n\n\
          commands:\n  \
-         ci                      fmt --check, clippy -D warnings (all / no default features), feature checks, all tests\n  \
+         ci                      fmt, clippy, rustdoc -D warnings, all tests, facade feature tests,\n                          \
+         cargo package --workspace, leftover-process and temp-file check\n  \
          bench [SUITE…] [-- ARGS] run benchmarks (suites: vfs sync host beta lima; default: all)"
     );
 }
 
-/// Runs one cargo step, echoing it first so a CI log shows what failed.
-fn cargo(step_args: &[&str]) -> Result<(), String> {
-    let shown = format!("cargo {}", step_args.join(" "));
-    println!("==> {shown}");
-    let started = Instant::now();
-    let status = Command::new("cargo")
-        .args(step_args)
-        .status()
-        .map_err(|err| format!("could not run `{shown}`: {err}"))?;
-    println!("    ({shown}: {:.1}s)", started.elapsed().as_secs_f64());
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{shown}` failed with {status}"))
+/// One CI run: its id (the marker value) and its private temporary directory.
+struct CiRun {
+    id: String,
+    tmp: PathBuf,
+}
+
+impl CiRun {
+    fn new() -> Result<Self, String> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let id = format!("{}-{nanos}", std::process::id());
+        // Short and under /tmp: Unix socket paths of the tests must stay below 108 bytes.
+        let tmp = PathBuf::from(format!("/tmp/devshell-vm-ci-{id}"));
+        std::fs::create_dir(&tmp)
+            .map_err(|err| format!("cannot create {}: {err}", tmp.display()))?;
+        Ok(Self { id, tmp })
+    }
+
+    /// Runs one cargo step with the run's marker and `TMPDIR`, echoing it first so a CI
+    /// log shows what failed.
+    fn cargo(&self, step_args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+        let shown_env: String = env.iter().map(|(k, v)| format!("{k}=\"{v}\" ")).collect();
+        let shown = format!("{shown_env}cargo {}", step_args.join(" "));
+        println!("==> {shown}");
+        let started = Instant::now();
+        let status = Command::new("cargo")
+            .args(step_args)
+            .envs(env.iter().copied())
+            .env(RUN_MARKER, &self.id)
+            .env("TMPDIR", &self.tmp)
+            .status()
+            .map_err(|err| format!("could not run `{shown}`: {err}"))?;
+        println!("    ({shown}: {:.1}s)", started.elapsed().as_secs_f64());
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("`{shown}` failed with {status}"))
+        }
+    }
+}
+
+/// What needs root today, said before anything runs (and in the README).
+fn announce_privileges() {
+    let root = nix::unistd::geteuid().is_root();
+    println!(
+        "xtask ci: running as {}.\n  \
+         Needs root (CAP_SYS_ADMIN, CAP_MKNOD): the Lima backend's tests, through the\n  \
+         `limactl-standin` (it builds the guest in a private mount namespace), and the\n  \
+         guest-fs special-file checks that plant a character device. Everything else runs\n  \
+         as any user.",
+        if root { "root" } else { "a non-root user" }
+    );
+    if !root {
+        println!(
+            "  Not root: those tests will FAIL (they never skip); every other step is\n  \
+             meaningful. Run as root for a full CI run."
+        );
     }
 }
 
 fn ci() -> Result<(), String> {
-    cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--all-features",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--no-default-features",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    // Each facade feature must build alone (backends are additive).
-    for features in ["lima", "beta"] {
-        cargo(&[
-            "check",
-            "--package",
-            "devshell-vm",
-            "--no-default-features",
-            "--features",
-            features,
-        ])?;
+    announce_privileges();
+    // Orphans of anything this run starts are re-parented to us, so the leftover check
+    // can see them even after their parent exited.
+    if let Err(errno) = nix::sys::prctl::set_child_subreaper(true) {
+        println!(
+            "xtask ci: cannot become a child subreaper ({errno}); leftover detection falls back to the {RUN_MARKER} marker only"
+        );
     }
-    cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])?;
-    println!("xtask ci: all steps passed");
-    Ok(())
+    let run = CiRun::new()?;
+    println!(
+        "xtask ci: run {} (TMPDIR={}, {RUN_MARKER} set for every step)",
+        run.id,
+        run.tmp.display()
+    );
+    let started = Instant::now();
+    let steps = steps(&run);
+    let leftovers = leftovers::check(&run.id, &run.tmp);
+    println!(
+        "xtask ci: {:.1} min in all",
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    match (steps, leftovers) {
+        (Ok(()), Ok(())) => {
+            println!("xtask ci: all steps passed");
+            Ok(())
+        }
+        (Err(step), Ok(())) => Err(step),
+        (Ok(()), Err(left)) => Err(left),
+        (Err(step), Err(left)) => Err(format!("{step}\nxtask: {left}")),
+    }
+}
+
+fn steps(run: &CiRun) -> Result<(), String> {
+    run.cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    let members = metadata::Workspace::load()?;
+    members.check_publishable()?;
+    run.cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    run.cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    // Rustdoc as users (default features) and docs.rs (all features) see it.
+    let deny = [("RUSTDOCFLAGS", "-D warnings")];
+    run.cargo(&["doc", "--workspace", "--no-deps"], &deny)?;
+    run.cargo(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &deny,
+    )?;
+    run.cargo(
+        &["test", "--workspace", "--all-features", "--no-fail-fast"],
+        &[],
+    )?;
+    // The facade's `cfg(not(feature = …))` paths: no backend feature, then each alone
+    // (backends are additive). Its own tests enable `conformance` through a self
+    // dev-dependency, nothing else.
+    run.cargo(
+        &["test", "--package", "devshell-vm", "--no-default-features"],
+        &[],
+    )?;
+    for feature in ["lima", "beta"] {
+        run.cargo(
+            &[
+                "test",
+                "--package",
+                "devshell-vm",
+                "--no-default-features",
+                "--features",
+                feature,
+            ],
+            &[],
+        )?;
+    }
+    package(run, &members)
+}
+
+/// `cargo package --workspace`: every publishable member, in dependency order, each
+/// verified by building it from its `.crate` file against the others' `.crate` files
+/// (cargo resolves the workspace's unpublished path dependencies from a local overlay of
+/// the packages it just made, so nothing needs to be on crates.io yet). A crate that
+/// stops being packageable — a file outside it, a dev-dependency on an unpublished
+/// crate with a version, a missing README — fails here.
+fn package(run: &CiRun, members: &metadata::Workspace) -> Result<(), String> {
+    println!(
+        "xtask ci: packaging {} publishable crates: {}",
+        members.publishable.len(),
+        members
+            .publishable
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    run.cargo(
+        &["package", "--workspace", "--locked", "--allow-dirty"],
+        &[],
+    )
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
@@ -126,7 +267,22 @@ fn bench(args: &[String]) -> Result<(), String> {
             step.push("--");
             step.extend(passthrough.iter().map(String::as_str));
         }
-        cargo(&step)?;
+        let shown = format!("cargo {}", step.join(" "));
+        println!("==> {shown}");
+        let status = Command::new("cargo")
+            .args(&step)
+            .status()
+            .map_err(|err| format!("could not run `{shown}`: {err}"))?;
+        if !status.success() {
+            return Err(format!("`{shown}` failed with {status}"));
+        }
     }
     Ok(())
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
 }

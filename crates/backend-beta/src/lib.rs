@@ -106,3 +106,9 @@ pub use conn::Capabilities;
 pub use devshell_vm_session::{Backend, SessionError, SyncObserver};
 pub use error::BetaError;
 pub use session::{BetaSession, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, EXEC_GRACE};
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -410,3 +410,9 @@ fn run_in_leaf(
         devshell_vm_session::with_cargo_target_dir(request, leaf.join("target").to_string_lossy());
     devshell_vm_exec::run(&program, &request, &host_cwd, on_output, cancel).map_err(exec_error)
 }
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

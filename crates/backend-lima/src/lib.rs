@@ -74,3 +74,9 @@ pub use limactl::{
 };
 pub use session::{ChannelState, GammaSession, SIDECAR_BIN_NAME, STAGING_DIR_NAME};
 pub use workspace::workspace_parent_for_instance;
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -102,3 +102,9 @@ pub use error::ConfigError;
 pub use source::EnvSource;
 pub use types::{Backend, BetaSync, Transport, WorkspaceMode};
 pub use vars::*;
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -30,6 +30,10 @@
 //!
 //! Or one `#[test]` per check with
 //! [`vm_session_conformance_tests!`](crate::vm_session_conformance_tests).
+//!
+//! The suite is behind the cargo feature `conformance` (off by default, so test code is
+//! not compiled into callers' builds); a crate adding a backend enables it in its
+//! `[dev-dependencies]`: `devshell-vm = { version = "0.1", features = ["conformance"] }`.
 
 #![allow(
     clippy::missing_panics_doc,
@@ -428,7 +432,7 @@ pub fn rust_tool_timeout_is_timeout_error(factory: &mut Factory<'_>) {
 }
 
 /// One `#[test]` per conformance check, for a factory expression of type
-/// `impl FnMut() -> SessionHolder`:
+/// `impl FnMut() -> SessionHolder` (feature `conformance`):
 ///
 /// ```
 /// // tests/host_conformance.rs

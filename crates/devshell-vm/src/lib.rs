@@ -66,6 +66,7 @@
 //! host backend with a one-line note, so a fresh machine without Lima still works.
 //! With `DEVSHELL_VM` unset the configured backend is `lima`.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
 mod holder;
@@ -410,3 +411,9 @@ mod tests {
         );
     }
 }
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -74,3 +74,9 @@ pub enum ExecError {
         source: std::io::Error,
     },
 }
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -15,11 +15,18 @@
 //!   `list_dir` is always sorted and shows dotfiles). The table is on the trait.
 //! - **A mock** ([`MockGuestFsOps`]) for callers' unit tests; it can also play an
 //!   unreachable backend ([`MockGuestFsOps::set_unreachable`]).
-//! - **The conformance suite** ([`conformance`], [`guest_fs_conformance_tests!`],
-//!   [`guest_fs_symlink_escape_tests!`]) that the mock, the Lima ops and the β client
-//!   all run, plus [`conformance::unreachable_backend_fails_loudly`] for an instance
-//!   whose backend is down (the failure kinds `Transport`/`GuestCommand`/`Internal`,
-//!   never `NotFound`).
+//! - **The conformance suite**, behind the cargo feature `conformance` (off by default,
+//!   so it is not compiled into users' builds; implementers of [`GuestFsOps`] enable it
+//!   in their `[dev-dependencies]`): the `conformance` module and the
+//!   `guest_fs_conformance_tests!` and `guest_fs_symlink_escape_tests!` macros that the
+//!   mock, the Lima ops, the sidecar and the β client all run, plus
+//!   `conformance::unreachable_backend_fails_loudly` for an instance whose backend is
+//!   down (the failure kinds `Transport`/`GuestCommand`/`Internal`, never `NotFound`).
+//!
+//! ```toml
+//! [dev-dependencies]
+//! devshell-vm-guest-fs = { version = "0.1", features = ["conformance"] }
+//! ```
 //!
 //! ```
 //! use devshell_vm_guest_fs::{logical_to_guest, GuestFsError, GuestFsOps, MockGuestFsOps};
@@ -43,6 +50,7 @@ mod mock;
 mod ops;
 mod path;
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use error::{GuestFsError, GuestFsErrorKind};
@@ -53,7 +61,8 @@ pub use path::{
     normalize_guest_path,
 };
 
-/// One `#[test]` per check of the main conformance suite, for an implementation.
+/// One `#[test]` per check of the main conformance suite, for an implementation
+/// (feature `conformance`).
 ///
 /// The argument is a factory expression: a closure returning a fresh
 /// `Box<dyn GuestFsOps>` whose mount (not `/`) is an existing empty directory. It is
@@ -72,6 +81,7 @@ pub use path::{
 /// });
 /// # fn main() {}
 /// ```
+#[cfg(feature = "conformance")]
 #[macro_export]
 macro_rules! guest_fs_conformance_tests {
     (mod $name:ident, $factory:expr $(,)?) => {
@@ -86,11 +96,13 @@ macro_rules! guest_fs_conformance_tests {
     };
 }
 
-/// One `#[test]` per symlink-escape check, for an implementation with real files.
+/// One `#[test]` per symlink-escape check, for an implementation with real files
+/// (feature `conformance`).
 ///
 /// The argument is a factory expression returning a fresh
 /// [`conformance::SymlinkFixture`]. Same `mod name, factory` form as
 /// [`guest_fs_conformance_tests!`].
+#[cfg(feature = "conformance")]
 #[macro_export]
 macro_rules! guest_fs_symlink_escape_tests {
     (mod $name:ident, $factory:expr $(,)?) => {
@@ -107,6 +119,7 @@ macro_rules! guest_fs_symlink_escape_tests {
 
 /// The single list of checks, expanded into tests or into `run_all` (internal).
 #[doc(hidden)]
+#[cfg(feature = "conformance")]
 #[macro_export]
 macro_rules! __guest_fs_for_each_check {
     (@@expand tests ($factory:expr) [$($main:ident),* $(,)?] [$($sym:ident),* $(,)?]) => {
@@ -179,3 +192,9 @@ macro_rules! __guest_fs_for_each_check {
         );
     };
 }
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -21,7 +21,7 @@ enum Probe<'a> {
 }
 
 /// In-memory guest tree implementing the full [`GuestFsOps`] contract (it passes
-/// [`crate::conformance`]), for callers' unit tests.
+/// the `conformance` suite), for callers' unit tests.
 ///
 /// Holds directories and regular files keyed by normalised guest path; it has no
 /// symlinks, so the symlink part of the conformance suite does not apply to it.

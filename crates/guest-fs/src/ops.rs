@@ -26,7 +26,7 @@ pub struct GuestMetadata {
 /// File operations on the guest tree, addressed by absolute guest paths under
 /// [`GuestFsOps::mount`].
 ///
-/// # The contract (held by every implementation, checked by [`crate::conformance`])
+/// # The contract (held by every implementation, checked by the `conformance` suite)
 ///
 /// **Paths.** Every path argument is first passed through [`check_guest_path`]: it must
 /// be non-empty, NUL-free, absolute, and normalise (lexically: `.` dropped, `..` pops)

@@ -6,7 +6,8 @@
 //! plus the negotiated extensions:
 //!
 //! - `handshake` may carry `capabilities` and `token`; `handshake_ok` answers
-//!   with the `capabilities` the sidecar will use ([`Capability`]).
+//!   with the `capabilities` the sidecar will use ([`negotiate_capabilities`],
+//!   [`KNOWN_CAPABILITIES`]).
 //! - [`CAP_EXEC_STREAM`]: `exec_output` frames ([`ExecOutput`]) carry the child's
 //!   stdout and stderr, in order, before `exec_result`.
 //! - [`CAP_GUEST_FS_V2`]: `guest_fs` operations `stat`, `exists` and `rename`
@@ -87,3 +88,9 @@ pub const KNOWN_CAPABILITIES: &[&str] = &[
     CAP_SYNC_VERIFY,
     CAP_WIRE_SYNC,
 ];
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

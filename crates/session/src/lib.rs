@@ -90,3 +90,9 @@ pub fn with_cargo_target_dir(
     }
     request
 }
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -57,3 +57,9 @@ pub use options::{
     Token,
 };
 pub use server::serve;
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

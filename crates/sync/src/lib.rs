@@ -73,3 +73,9 @@ pub use report::{Skipped, SyncProgress, SyncReport, human_bytes};
 pub use run::ToolOutcome;
 pub use staging::{StagingDir, clean_stale_staging};
 pub use state::{DEFAULT_MAX_FILE_SIZE, SyncState};
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

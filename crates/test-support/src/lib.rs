@@ -4,10 +4,13 @@
 //!   stand-in, the CLI) for tests of *other* packages, which Cargo's
 //!   `CARGO_BIN_EXE_*` does not cover. It builds the binary first, so a test never
 //!   runs a stale or missing one.
-//! * [`bench`] — the tiny measurement harness every `harness = false` benchmark
+//! * [`bench`](mod@bench) — the tiny measurement harness every `harness = false` benchmark
 //!   uses: medians over repeated runs, peak RSS, tmpfs and disk scratch dirs.
+//! * [`lifeline`] — [`lifeline::spawn_tied`] starts a daemon that ends with the test
+//!   process however it ends; every sidecar a test starts goes through it.
 
 pub mod bench;
+pub mod lifeline;
 pub mod sidecar;
 
 use std::collections::HashMap;

@@ -185,8 +185,9 @@ impl SidecarBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
+        // Tied to the test process: a sidecar never outlives the test binary, even when
+        // a handle is leaked or the binary is killed.
+        let mut child = crate::lifeline::spawn_tied(command)
             .unwrap_or_else(|err| panic!("cannot start {}: {err}", self.bin.display()));
         let stderr = child.stderr.take().expect("stderr is piped");
         let logs = Arc::new(Mutex::new(String::new()));

@@ -53,3 +53,9 @@ pub use vfs::{Changes, DEFAULT_HISTORY_LIMIT, Vfs};
 
 #[cfg(test)]
 mod tests;
+
+// The README's examples are compiled and run as doctests, so the crate's front page on
+// crates.io cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -4,7 +4,6 @@
 //! client runs the same suite through `BetaSession`.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use devshell_vm_guest_fs::conformance::SymlinkFixture;
 use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestKind, GuestMetadata};
@@ -16,36 +15,37 @@ use crate::common::{Client, builder};
 
 const MOUNT: &str = "/workspace";
 
-/// One sidecar for every check; each check gets its own staging dir and connection.
-struct Server {
-    root: PathBuf,
-    sidecar: SidecarProcess,
-}
-
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        // Leaked on purpose: lives for the whole test process.
-        let root = tempfile::Builder::new()
-            .prefix("sidecar-conformance-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let root = std::fs::canonicalize(root).unwrap();
-        let sidecar = builder(&root).start_unix();
-        Server { root, sidecar }
-    })
-}
-
+/// A sidecar of its own for each check (it starts in milliseconds), owned by the
+/// check's `GuestFsOps`, so the process and its directories end with the check: the
+/// connection closes first, then the sidecar is killed and reaped, then the root
+/// directory is removed (fields drop in declaration order). No `static`: a static is
+/// never dropped, and an earlier shared sidecar outlived every test run.
 struct RawOps {
     client: Client,
+    _sidecar: SidecarProcess,
+    _root: tempfile::TempDir,
 }
 
 impl RawOps {
-    fn new(staging: &std::path::Path) -> Self {
-        let mut client = Client::of(&server().sidecar);
-        client.ready(staging);
-        Self { client }
+    /// A fresh sidecar whose root holds one empty staging directory, and a client in a
+    /// session on it; returns the staging path for fixtures that plant files.
+    fn start() -> (Self, PathBuf) {
+        let root = tempfile::Builder::new()
+            .prefix("sidecar-conformance-")
+            .tempdir()
+            .unwrap();
+        let canonical = std::fs::canonicalize(root.path()).unwrap();
+        let staging = canonical.join("ops");
+        std::fs::create_dir(&staging).unwrap();
+        let sidecar = builder(&canonical).start_unix();
+        let mut client = Client::of(&sidecar);
+        client.ready(&staging);
+        let ops = Self {
+            client,
+            _sidecar: sidecar,
+            _root: root,
+        };
+        (ops, staging)
     }
 
     fn request(
@@ -134,24 +134,16 @@ impl GuestFsOps for RawOps {
     }
 }
 
-fn fresh_staging() -> PathBuf {
-    tempfile::Builder::new()
-        .prefix("ops-")
-        .tempdir_in(&server().root)
-        .unwrap()
-        .keep()
-}
-
 fn factory() -> Box<dyn GuestFsOps> {
-    Box::new(RawOps::new(&fresh_staging()))
+    Box::new(RawOps::start().0)
 }
 
 fn symlink_factory() -> SymlinkFixture {
-    let staging = fresh_staging();
+    let (ops, staging) = RawOps::start();
     let sentinel = tempfile::tempdir().unwrap();
-    let plant_root = staging.clone();
+    let plant_root = staging;
     SymlinkFixture {
-        ops: Box::new(RawOps::new(&staging)),
+        ops: Box::new(ops),
         plant_symlink: Box::new(move |link: &str, target: &str| {
             let at = plant_root.join(link);
             if let Some(parent) = at.parent() {
