@@ -234,10 +234,12 @@ fn package(run: &CiRun, members: &metadata::Workspace) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    run.cargo(
-        &["package", "--workspace", "--locked", "--allow-dirty"],
-        &[],
-    )
+    // `cargo package` does not skip `publish = false` members by itself.
+    let mut args = vec!["package", "--workspace", "--locked", "--allow-dirty"];
+    for name in &members.unpublished {
+        args.extend(["--exclude", name.as_str()]);
+    }
+    run.cargo(&args, &[])
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

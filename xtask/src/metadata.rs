@@ -17,7 +17,7 @@ pub(crate) struct Member {
 /// The members, split by whether they may be published.
 pub(crate) struct Workspace {
     pub(crate) publishable: Vec<Member>,
-    unpublished: Vec<String>,
+    pub(crate) unpublished: Vec<String>,
 }
 
 impl Workspace {
