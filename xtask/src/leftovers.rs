@@ -87,6 +87,7 @@ fn reap() {
 }
 
 /// The live processes of this run other than xtask itself.
+#[allow(clippy::similar_names, reason = "pid, ppid: the kernel's names")]
 fn scan(run_id: &str) -> Vec<Leftover> {
     reap();
     let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
@@ -149,6 +150,7 @@ fn scan(run_id: &str) -> Vec<Leftover> {
 
 /// State and parent pid from `/proc/PID/stat` (the command name may hold spaces and
 /// parentheses, so the fields are read after the last `)`).
+#[allow(clippy::similar_names, reason = "pid, ppid: the kernel's names")]
 fn stat(pid: i32) -> Option<(char, i32)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];

@@ -14,6 +14,7 @@
 mod leftovers;
 mod metadata;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -83,7 +84,10 @@ impl CiRun {
     /// Runs one cargo step with the run's marker and `TMPDIR`, echoing it first so a CI
     /// log shows what failed.
     fn cargo(&self, step_args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
-        let shown_env: String = env.iter().map(|(k, v)| format!("{k}=\"{v}\" ")).collect();
+        let shown_env = env.iter().fold(String::new(), |mut text, (k, v)| {
+            let _ = write!(text, "{k}=\"{v}\" ");
+            text
+        });
         let shown = format!("{shown_env}cargo {}", step_args.join(" "));
         println!("==> {shown}");
         let started = Instant::now();

@@ -148,8 +148,10 @@ mod tests {
     fn helper_spawns_tied_sleep() {
         let mut command = Command::new("sleep");
         command.arg("60").stdin(Stdio::null());
-        let child = spawn_tied(command).expect("spawn");
+        let mut child = spawn_tied(command).expect("spawn");
         println!("TIED-PID {}", child.id());
-        std::thread::sleep(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_mins(1));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
