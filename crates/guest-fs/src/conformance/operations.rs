@@ -1,6 +1,10 @@
 //! The main suite's checks of each operation: content, listings, errors, `mkdir`,
 //! `remove`, `stat`, `exists`, `rename`.
 
+#[allow(
+    clippy::wildcard_imports,
+    reason = "one module split in files: the checks use the parent's helpers as before"
+)]
 use super::*;
 
 // ---------------------------------------------------------------------------------
