@@ -112,10 +112,10 @@ fn announce_privileges() {
     let root = nix::unistd::geteuid().is_root();
     println!(
         "xtask ci: running as {}.\n  \
-         Needs root (CAP_SYS_ADMIN, CAP_MKNOD): the Lima backend's tests, through the\n  \
-         `limactl-standin` (it builds the guest in a private mount namespace), and the\n  \
-         guest-fs special-file checks that plant a character device. Everything else runs\n  \
-         as any user.",
+         Needs root: the Lima backend's tests and the facade's Lima tests, through\n  \
+         `limactl-standin` (it builds the guest in a private mount namespace: CAP_SYS_ADMIN;\n  \
+         it exits 125 without it), and the sidecar test a_peer_with_another_uid_is_refused\n  \
+         (its client switches to uid 65534). Everything else runs as any user.",
         if root { "root" } else { "a non-root user" }
     );
     if !root {
