@@ -5,6 +5,7 @@
 //!   and with each backend feature alone, the publishability check of every crate
 //!   (metadata and `cargo package --workspace`), and at the end a check that no process
 //!   or temporary file the run started outlived it. CI and people run exactly this.
+//! * `cargo xtask package` — only the publishability checks of `ci`.
 //! * `cargo xtask bench [SUITE…] [-- ARGS]` — the repository benchmarks
 //!   (`vfs`, `sync`, `host`, `beta`, `lima`); figures go to `docs/BENCHMARKS.md`.
 //!
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("package") => package_only(),
         Some("bench") => bench(&args[1..]),
         Some("-h" | "--help") | None => {
             print_usage();
@@ -58,6 +60,7 @@ fn print_usage() {
          commands:\n  \
          ci                      fmt, clippy, rustdoc -D warnings, all tests, facade feature tests,\n                          \
          cargo package --workspace, leftover-process and temp-file check\n  \
+         package                 only the publishability checks (metadata, cargo package --workspace)\n  \
          bench [SUITE…] [-- ARGS] run benchmarks (suites: vfs sync host beta lima; default: all)"
     );
 }
@@ -159,6 +162,17 @@ fn ci() -> Result<(), String> {
     }
 }
 
+/// `cargo xtask package`: the publishability steps of `ci` alone.
+fn package_only() -> Result<(), String> {
+    let run = CiRun::new()?;
+    let members = metadata::Workspace::load()?;
+    let result = members
+        .check_publishable()
+        .and_then(|()| package(&run, &members));
+    let _ = std::fs::remove_dir_all(&run.tmp);
+    result
+}
+
 fn steps(run: &CiRun) -> Result<(), String> {
     run.cargo(&["fmt", "--all", "--", "--check"], &[])?;
     let members = metadata::Workspace::load()?;
@@ -238,12 +252,91 @@ fn package(run: &CiRun, members: &metadata::Workspace) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // Its own target directory: cargo treats the packaged crates as registry crates,
+    // whose builds it never re-checks against their sources, so their fingerprints are
+    // cleared before each run (here they cannot slow down the workspace's own builds).
+    let verify_dir = members.target_directory.join("package-verify");
+    forget_earlier_packages(members, &verify_dir);
+    let verify_arg = verify_dir.to_string_lossy().into_owned();
     // `cargo package` does not skip `publish = false` members by itself.
-    let mut args = vec!["package", "--workspace", "--locked", "--allow-dirty"];
+    let mut args = vec![
+        "package",
+        "--workspace",
+        "--locked",
+        "--allow-dirty",
+        "--target-dir",
+        verify_arg.as_str(),
+    ];
     for name in &members.unpublished {
         args.extend(["--exclude", name.as_str()]);
     }
     run.cargo(&args, &[])
+}
+
+/// Removes what earlier runs left of this workspace's packages: cargo's unpacked copies
+/// and their build fingerprints.
+///
+/// The verification unpacks each `.crate` of the temporary registry into
+/// `$CARGO_HOME/registry/src/-<hash of the registry path>/<name>-<version>/` and reuses
+/// an existing directory without comparing contents, and it reuses a registry crate's
+/// build without looking at its sources; so a second run in the same clone would build a
+/// crate against a *stale* copy of its workspace dependency (seen here:
+/// `devshell-vm-session` verified against a `devshell-vm-sync` from before an API change).
+/// Local registries are the `-<hash>` directories; only our names and versions go.
+fn forget_earlier_packages(members: &metadata::Workspace, verify_dir: &Path) {
+    for profile in ["debug", "release"] {
+        let fingerprints = verify_dir.join(profile).join(".fingerprint");
+        let Ok(entries) = std::fs::read_dir(&fingerprints) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = members.publishable.iter().any(|m| {
+                name.strip_prefix(m.name.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|hash| hash.chars().all(|c| c.is_ascii_hexdigit()))
+            });
+            if ours {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let Some(home) = cargo_home() else {
+        println!("xtask ci: no CARGO_HOME or HOME; cannot clear stale unpacked packages");
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else {
+        return;
+    };
+    for registry in registries.filter_map(Result::ok) {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for member in &members.publishable {
+            let unpacked = registry
+                .path()
+                .join(format!("{}-{}", member.name, member.version()));
+            if unpacked.exists()
+                && let Err(err) = std::fs::remove_dir_all(&unpacked)
+            {
+                println!(
+                    "xtask ci: cannot remove the stale {}: {err}",
+                    unpacked.display()
+                );
+            }
+        }
+    }
+}
+
+/// Cargo's home, found as cargo finds it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "xtask drives cargo and locates cargo's home the way cargo does; it is no library"
+)]
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

@@ -16,6 +16,8 @@ pub(crate) struct Member {
 
 /// The members, split by whether they may be published.
 pub(crate) struct Workspace {
+    /// Cargo's target directory of the workspace.
+    pub(crate) target_directory: PathBuf,
     pub(crate) publishable: Vec<Member>,
     pub(crate) unpublished: Vec<String>,
 }
@@ -64,7 +66,13 @@ impl Workspace {
                 unpublished.push(name);
             }
         }
+        let target_directory = PathBuf::from(
+            json["target_directory"]
+                .as_str()
+                .ok_or("`cargo metadata` output has no `target_directory`")?,
+        );
         Ok(Self {
+            target_directory,
             publishable,
             unpublished,
         })
@@ -94,6 +102,11 @@ impl Workspace {
 }
 
 impl Member {
+    /// The package version.
+    pub(crate) fn version(&self) -> &str {
+        self.package["version"].as_str().unwrap_or_default()
+    }
+
     fn check(&self, unpublished: &[String], problems: &mut Vec<String>) {
         let p = &self.package;
         let name = &self.name;
