@@ -115,15 +115,14 @@ fn announce_privileges() {
     let root = nix::unistd::geteuid().is_root();
     println!(
         "xtask ci: running as {}.\n  \
-         Needs root: the Lima backend's tests and the facade's Lima tests, through\n  \
-         `limactl-standin` (it builds the guest in a private mount namespace: CAP_SYS_ADMIN;\n  \
-         it exits 125 without it), and the sidecar test a_peer_with_another_uid_is_refused\n  \
-         (its client switches to uid 65534). Everything else runs as any user.",
+         Needs root: the sidecar test a_peer_with_another_uid_is_refused (its client\n  \
+         switches to uid 65534). The Lima stand-in builds its guest in a user namespace\n  \
+         when not root. Everything else is meant to run as any user.",
         if root { "root" } else { "a non-root user" }
     );
     if !root {
         println!(
-            "  Not root: those tests will FAIL (they never skip); every other step is\n  \
+            "  Not root: that test will FAIL (they never skip); every other step is\n  \
              meaningful. Run as root for a full CI run."
         );
     }
