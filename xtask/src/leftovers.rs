@@ -174,3 +174,40 @@ fn command_line(pid: i32) -> String {
         text.join(" ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// The check finds a process of the run by its marker even after it was orphaned
+    /// (re-parented away from us), and does not find it under another run's id.
+    #[test]
+    fn an_orphan_with_the_marker_is_found() {
+        let run_id = format!("test-{}", std::process::id());
+        // `sh` starts a sleep in the background and exits: the sleep is an orphan.
+        let status = Command::new("sh")
+            .args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"])
+            .env(crate::RUN_MARKER, &run_id)
+            .stdout(Stdio::piped())
+            .output()
+            .expect("sh runs");
+        let pid: i32 = String::from_utf8_lossy(&status.stdout)
+            .trim()
+            .parse()
+            .expect("sh printed the sleep's pid");
+        let found = scan(&run_id);
+        let other = scan("another-run");
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        assert!(
+            found
+                .iter()
+                .any(|l| l.pid == pid && l.command.contains("sleep 30")),
+            "the orphaned sleep {pid} was not found"
+        );
+        assert!(
+            other.iter().all(|l| l.pid != pid),
+            "a process was attributed to another run"
+        );
+    }
+}
