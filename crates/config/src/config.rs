@@ -4,6 +4,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::isolation::{
+    COUNT_ACCEPTED, ISOLATION_ACCEPTED, NETWORK_ACCEPTED, SIZE_ACCEPTED, parse_count, parse_size,
+};
 use crate::source::ProcessEnv;
 use crate::types::{BACKEND_ACCEPTED, WORKSPACE_MODE_ACCEPTED};
 use crate::vars::{
@@ -16,7 +19,13 @@ use crate::vars::{
     ENV_DEVSHELL_VM_WORKSPACE_PARENT, ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, VARIABLES,
     VarStatus,
 };
-use crate::{Backend, ConfigError, EnvSource, Transport, WorkspaceMode};
+use crate::vars::{
+    ENV_DEVSHELL_VM_ISOLATION, ENV_DEVSHELL_VM_LIMIT_CPU_SECS, ENV_DEVSHELL_VM_LIMIT_MEMORY,
+    ENV_DEVSHELL_VM_LIMIT_PIDS, ENV_DEVSHELL_VM_LIMIT_WRITE, ENV_DEVSHELL_VM_NETWORK,
+};
+use crate::{
+    Backend, ConfigError, EnvSource, Isolation, Limits, NetworkPolicy, Transport, WorkspaceMode,
+};
 
 /// `HOME`: read for the export-base fallback.
 pub const ENV_HOME: &str = "HOME";
@@ -90,6 +99,12 @@ pub struct VmConfig {
     pub auto_build_essential: bool,
     /// `DEVSHELL_VM_INTERNAL_REPL` (default off).
     pub internal_repl: bool,
+    /// `DEVSHELL_VM_ISOLATION` (default [`Isolation::Auto`]).
+    pub isolation: Isolation,
+    /// `DEVSHELL_VM_NETWORK` (default [`NetworkPolicy::Fetch`]).
+    pub network: NetworkPolicy,
+    /// `DEVSHELL_VM_LIMIT_*` (defaults in [`Limits::default`]).
+    pub limits: Limits,
     /// `DEVSHELL_EXPORT_BASE`, absolute; see [`VmConfig::export_base_dir`].
     pub export_base: Option<PathBuf>,
     /// `DEVSHELL_VM_SIDECAR_BIN`: the sidecar the β client spawns for the stdio transport.
@@ -167,6 +182,15 @@ impl VmConfig {
             internal_repl: flag(env, ENV_DEVSHELL_VM_INTERNAL_REPL, false)?,
             sidecar_bin: dev_path(env, ENV_DEVSHELL_VM_SIDECAR_BIN)?,
             token_file: dev_path(env, ENV_DEVSHELL_VM_TOKEN_FILE)?,
+            isolation: match text(env, ENV_DEVSHELL_VM_ISOLATION)? {
+                Some(v) => v.parse()?,
+                None => Isolation::default(),
+            },
+            network: match text(env, ENV_DEVSHELL_VM_NETWORK)? {
+                Some(v) => v.parse()?,
+                None => NetworkPolicy::default(),
+            },
+            limits: limits_from_source(env)?,
             export_base: abs_path(env, ENV_DEVSHELL_EXPORT_BASE)?,
             home: any_path(env, ENV_HOME),
             xdg_cache_home: any_path(env, ENV_XDG_CACHE_HOME),
@@ -225,6 +249,9 @@ impl VmConfig {
             lima_hints: true,
             auto_build_essential: true,
             internal_repl: false,
+            isolation: Isolation::Auto,
+            network: NetworkPolicy::Fetch,
+            limits: Limits::default(),
             export_base: None,
             sidecar_bin: None,
             token_file: None,
@@ -482,6 +509,33 @@ fn text(env: &dyn EnvSource, name: &'static str) -> Result<Option<String>, Confi
     }
 }
 
+/// The `DEVSHELL_VM_LIMIT_*` variables over their defaults.
+fn limits_from_source(env: &dyn EnvSource) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    let size = |name: &'static str, default: Option<u64>| -> Result<Option<u64>, ConfigError> {
+        match text(env, name)? {
+            Some(v) => parse_size(name, &v),
+            None => Ok(default),
+        }
+    };
+    let count = |name: &'static str, default: Option<u64>| -> Result<Option<u64>, ConfigError> {
+        match text(env, name)? {
+            Some(v) => parse_count(name, &v),
+            None => Ok(default),
+        }
+    };
+    Ok(Limits {
+        memory: size(ENV_DEVSHELL_VM_LIMIT_MEMORY, defaults.memory)?,
+        pids: count(ENV_DEVSHELL_VM_LIMIT_PIDS, defaults.pids)?,
+        cpu_time: count(
+            ENV_DEVSHELL_VM_LIMIT_CPU_SECS,
+            defaults.cpu_time.map(|d| d.as_secs()),
+        )?
+        .map(Duration::from_secs),
+        write: size(ENV_DEVSHELL_VM_LIMIT_WRITE, defaults.write)?,
+    })
+}
+
 /// A `DEVSHELL_VM*` path taken verbatim (relative paths allowed, resolved by the
 /// user of the field); a NUL byte is an error.
 fn dev_path(env: &dyn EnvSource, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
@@ -564,6 +618,10 @@ fn accepted_for(name: &str) -> &'static str {
         ENV_DEVSHELL_VM_LIMA_INSTANCE => INSTANCE_ACCEPTED,
         ENV_DEVSHELL_VM_GUEST_WORKSPACE => GUEST_PATH_ACCEPTED,
         ENV_DEVSHELL_VM_BETA_SESSION_STAGING => TEXT_ACCEPTED,
+        ENV_DEVSHELL_VM_ISOLATION => ISOLATION_ACCEPTED,
+        ENV_DEVSHELL_VM_NETWORK => NETWORK_ACCEPTED,
+        ENV_DEVSHELL_VM_LIMIT_MEMORY | ENV_DEVSHELL_VM_LIMIT_WRITE => SIZE_ACCEPTED,
+        ENV_DEVSHELL_VM_LIMIT_PIDS | ENV_DEVSHELL_VM_LIMIT_CPU_SECS => COUNT_ACCEPTED,
         _ => BOOL_ACCEPTED,
     }
 }

@@ -84,6 +84,7 @@
 
 mod config;
 mod error;
+mod isolation;
 mod source;
 mod types;
 mod vars;
@@ -98,6 +99,10 @@ pub use config::{
     workspace_mode_from_source,
 };
 pub use error::ConfigError;
+pub use isolation::{
+    DEFAULT_LIMIT_CPU_SECS, DEFAULT_LIMIT_MEMORY, DEFAULT_LIMIT_PIDS, DEFAULT_LIMIT_WRITE,
+    Isolation, Limits, NetworkPolicy, parse_count, parse_size,
+};
 pub use source::EnvSource;
 pub use types::{Backend, Transport, WorkspaceMode};
 pub use vars::*;
