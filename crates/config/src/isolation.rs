@@ -7,10 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::ConfigError;
-use crate::vars::{
-    ENV_DEVSHELL_VM_ISOLATION, ENV_DEVSHELL_VM_LIMIT_CPU_SECS, ENV_DEVSHELL_VM_LIMIT_MEMORY,
-    ENV_DEVSHELL_VM_LIMIT_PIDS, ENV_DEVSHELL_VM_LIMIT_WRITE, ENV_DEVSHELL_VM_NETWORK,
-};
+use crate::vars::{ENV_DEVSHELL_VM_ISOLATION, ENV_DEVSHELL_VM_NETWORK};
 
 /// What `DEVSHELL_VM_ISOLATION` accepts.
 pub(crate) const ISOLATION_ACCEPTED: &str = "auto, namespaces, landlock, off (trimmed, any case)";

@@ -1050,7 +1050,7 @@ fn isolation_defaults_are_auto_fetch_and_limited() {
     assert_eq!(cfg.network, NetworkPolicy::Fetch);
     assert_eq!(cfg.limits.memory, Some(4 << 30));
     assert_eq!(cfg.limits.pids, Some(1024));
-    assert_eq!(cfg.limits.cpu_time, Some(Duration::from_secs(3600)));
+    assert_eq!(cfg.limits.cpu_time, Some(Duration::from_hours(1)));
     assert_eq!(cfg.limits.write, Some(8 << 30));
     assert_eq!(VmConfig::disabled().isolation, Isolation::Auto);
 }
