@@ -35,6 +35,12 @@ pub const ENV_XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 pub const ENV_LIMA_HOME: &str = "LIMA_HOME";
 /// `PATH`: for tool lookup (`limactl`, `cargo`).
 pub const ENV_PATH: &str = "PATH";
+/// `CARGO_HOME`: the caller's cargo home (default `$HOME/.cargo`), shared read-only with
+/// confined tools.
+pub const ENV_CARGO_HOME: &str = "CARGO_HOME";
+/// `RUSTUP_HOME`: the caller's rustup home (default `$HOME/.rustup`), shared read-only
+/// with confined tools.
+pub const ENV_RUSTUP_HOME: &str = "RUSTUP_HOME";
 /// `TMPDIR`: last export-base fallback (ignored when relative).
 pub const ENV_TMPDIR: &str = "TMPDIR";
 
@@ -122,6 +128,10 @@ pub struct VmConfig {
     pub path: Option<OsString>,
     /// `TMPDIR`, verbatim (last export-base fallback).
     pub tmpdir: Option<PathBuf>,
+    /// `CARGO_HOME`, verbatim; see [`VmConfig::cargo_home_dir`].
+    pub cargo_home: Option<PathBuf>,
+    /// `RUSTUP_HOME`, verbatim; see [`VmConfig::rustup_home_dir`].
+    pub rustup_home: Option<PathBuf>,
     /// Names of set variables that are accepted but have no effect (earlier
     /// project's todo-specific and Windows-only ones), so a front end can say so.
     pub ignored_variables: Vec<&'static str>,
@@ -197,6 +207,8 @@ impl VmConfig {
             lima_home: any_path(env, ENV_LIMA_HOME),
             path: raw(env, ENV_PATH),
             tmpdir: any_path(env, ENV_TMPDIR),
+            cargo_home: any_path(env, ENV_CARGO_HOME),
+            rustup_home: any_path(env, ENV_RUSTUP_HOME),
             ignored_variables: VARIABLES
                 .iter()
                 .filter(|v| v.status == VarStatus::Ignored && raw(env, v.name).is_some())
@@ -224,6 +236,8 @@ impl VmConfig {
             lima_home: any_path(env, ENV_LIMA_HOME),
             path: raw(env, ENV_PATH),
             tmpdir: any_path(env, ENV_TMPDIR),
+            cargo_home: any_path(env, ENV_CARGO_HOME),
+            rustup_home: any_path(env, ENV_RUSTUP_HOME),
             ..Self::disabled()
         }
     }
@@ -260,6 +274,8 @@ impl VmConfig {
             lima_home: None,
             path: None,
             tmpdir: None,
+            cargo_home: None,
+            rustup_home: None,
             ignored_variables: Vec::new(),
         }
     }
@@ -270,6 +286,31 @@ impl VmConfig {
     #[must_use]
     pub fn tool_search_path(&self) -> Option<OsString> {
         self.path.clone().or_else(crate::source::process_path)
+    }
+
+    /// The caller's cargo home: absolute `CARGO_HOME`, else `$HOME/.cargo` (absolute
+    /// `HOME`), else `None`.
+    #[must_use]
+    pub fn cargo_home_dir(&self) -> Option<PathBuf> {
+        self.tool_home(self.cargo_home.as_ref(), ".cargo")
+    }
+
+    /// The caller's rustup home: absolute `RUSTUP_HOME`, else `$HOME/.rustup` (absolute
+    /// `HOME`), else `None`.
+    #[must_use]
+    pub fn rustup_home_dir(&self) -> Option<PathBuf> {
+        self.tool_home(self.rustup_home.as_ref(), ".rustup")
+    }
+
+    fn tool_home(&self, explicit: Option<&PathBuf>, leaf: &str) -> Option<PathBuf> {
+        if let Some(dir) = explicit.filter(|p| p.is_absolute()) {
+            return Some(dir.clone());
+        }
+        self.home
+            .as_ref()
+            .filter(|h| h.is_absolute())
+            .map(|h| h.join(leaf))
+            .or_else(|| crate::source::process_home().map(|h| h.join(leaf)))
     }
 
     /// Same as [`VmConfig::disabled`]; reads better in tests of the host backend.
