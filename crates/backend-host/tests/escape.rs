@@ -47,7 +47,7 @@ fn sh(session: &mut HostSandboxSession, vfs: &mut Vfs, script: &str) -> ToolOutc
     let request = ToolRequest::new("sh", ["-c", script])
         .stdout(OutputMode::Capture)
         .stderr(OutputMode::Capture)
-        .timeout(Some(Duration::from_secs(60)));
+        .timeout(Some(Duration::from_mins(1)));
     session
         .run_tool(vfs, "/p", &request)
         .unwrap_or_else(|err| panic!("sh -c {script:?}: {err}"))
@@ -166,10 +166,11 @@ fn writes_stay_in_staging(base: &Path) {
         other_staging.join(&marker),
         base.join(&marker),
     ];
-    let script: String = targets
+    let script = targets
         .iter()
-        .map(|t| format!("echo x > {} ; ", t.display()))
-        .collect();
+        .map(|t| format!("echo x > {}", t.display()))
+        .collect::<Vec<_>>()
+        .join(" ; ");
     let outcome = sh(&mut session, &mut vfs, &script);
     for target in &targets {
         assert!(
@@ -526,7 +527,7 @@ fn cargo(session: &mut HostSandboxSession, vfs: &mut Vfs, args: &[&str]) -> Tool
     let request = ToolRequest::new("cargo", args.iter().copied())
         .stdout(OutputMode::Capture)
         .stderr(OutputMode::Capture)
-        .timeout(Some(Duration::from_secs(600)));
+        .timeout(Some(Duration::from_mins(10)));
     session
         .run_tool(vfs, "/c", &request)
         .unwrap_or_else(|err| panic!("cargo {args:?}: {err}"))

@@ -381,7 +381,7 @@ fn init_in_namespace(sock: RawFd, plan: &NsPlan, bufs: &mut Buffers) -> ! {
             c"/tmp".as_ptr(),
             c"/tmp/oldroot".as_ptr(),
         );
-        check(sock, STEP_PIVOT_BASE, c_int::from(r < 0) * -1);
+        check(sock, STEP_PIVOT_BASE, -c_int::from(r < 0));
         check(sock, STEP_PIVOT_BASE, libc::chdir(c"/".as_ptr()));
     }
     check(
@@ -404,7 +404,7 @@ fn init_in_namespace(sock: RawFd, plan: &NsPlan, bufs: &mut Buffers) -> ! {
     unsafe {
         check(sock, STEP_PIVOT_ROOT, libc::chdir(c"/newroot".as_ptr()));
         let r = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
-        check(sock, STEP_PIVOT_ROOT, c_int::from(r < 0) * -1);
+        check(sock, STEP_PIVOT_ROOT, -c_int::from(r < 0));
         check(
             sock,
             STEP_PIVOT_ROOT,
@@ -630,6 +630,8 @@ fn receive(sock: RawFd, buf: &mut [u8], fds: &mut [RawFd; MAX_FDS]) -> (usize, u
             let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    // Read unaligned below: the data of a control message is byte-aligned.
+                    #[allow(clippy::cast_ptr_alignment, reason = "read with read_unaligned")]
                     let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
                     let header = libc::CMSG_LEN(0) as usize;
                     let n_fds = ((*cmsg).cmsg_len as usize - header) / std::mem::size_of::<RawFd>();
@@ -837,9 +839,9 @@ fn tool_child(
         if libc::chdir(cwd) < 0 {
             fail(errno());
         }
-        let argv = pointers.as_ptr();
-        let envp = pointers.as_ptr().add(argc + 1);
-        libc::execve(program, argv, envp);
+        let arguments = pointers.as_ptr();
+        let environment = pointers.as_ptr().add(argc + 1);
+        libc::execve(program, arguments, environment);
         fail(errno())
     }
 }

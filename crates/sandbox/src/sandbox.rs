@@ -464,7 +464,7 @@ impl Sandbox {
                     .map_err(|reason| SandboxError::Unavailable {
                         mode: Isolation::Namespaces,
                         reason,
-                    })?
+                    })?;
             }
             Isolation::Landlock => {
                 sandbox
@@ -472,7 +472,7 @@ impl Sandbox {
                     .map_err(|reason| SandboxError::Unavailable {
                         mode: Isolation::Landlock,
                         reason,
-                    })?
+                    })?;
             }
             Isolation::Auto => {
                 if let Err(ns_reason) = sandbox.start_namespaces() {
@@ -941,7 +941,7 @@ impl Sandbox {
             let mut wake = if cancel.is_some() || forward.is_some() {
                 TICK
             } else {
-                Duration::from_secs(3600)
+                Duration::from_hours(1)
             };
             for limit in [deadline.filter(|_| forced.is_none()), drain_until]
                 .into_iter()
@@ -957,10 +957,10 @@ impl Sandbox {
                     };
                     match (mode, kind) {
                         (OutputMode::Capture, StreamKind::Stdout) => {
-                            stdout_buf.extend_from_slice(&chunk)
+                            stdout_buf.extend_from_slice(&chunk);
                         }
                         (OutputMode::Capture, StreamKind::Stderr) => {
-                            stderr_buf.extend_from_slice(&chunk)
+                            stderr_buf.extend_from_slice(&chunk);
                         }
                         (OutputMode::Stream, _) => on_output(kind, &chunk),
                         _ => {}
