@@ -24,9 +24,14 @@
 //!   ([`Backend::set_forward_interrupts`]; the CLI asks);
 //! * [`HostSandboxSession::shutdown`] (or drop) removes the staging directory.
 //!
-//! What this backend does **not** do: isolate. The tool runs as the caller, with the
-//! caller's environment, network and file system access; "sandbox" in the type name is
-//! the seed's name, kept for callers. The build output of `cargo` stays inside the
+//! Every tool runs **confined** through `devshell-vm-sandbox` (`DEVSHELL_VM_ISOLATION`,
+//! default `auto`): one sandbox per session in which only the session's staging tree is
+//! writable, the toolchain and system directories are read-only, `HOME` and `/tmp` are
+//! private, the network follows `DEVSHELL_VM_NETWORK` (default `fetch`) and nothing the
+//! tool started outlives the run ([`HostSandboxSession::last_run`],
+//! [`HostSandboxSession::take_isolation_note`]; `docs/arch/isolation.md` says what each
+//! mode does and does not isolate). With `DEVSHELL_VM_ISOLATION=off` the tool runs as
+//! the caller, as before. The build output of `cargo` stays inside the
 //! staging tree: every run sets `CARGO_TARGET_DIR` to the project's own `target/` (unless
 //! the request sets it), so a `CARGO_TARGET_DIR` in the caller's environment cannot send
 //! the build elsewhere and `target/` flows back into the VFS like any other output.
