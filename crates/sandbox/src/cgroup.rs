@@ -24,11 +24,14 @@ pub(crate) enum Hierarchy {
     V2 { parent: PathBuf },
 }
 
-/// The cgroups of one run.
+/// The cgroups of a sandbox's runs: created once, empty between runs (the init kills
+/// everything at the end of each), removed when dropped. A run joins them through the
+/// `cgroup.procs` descriptors; its limit hits are the counters' growth during the run.
 #[derive(Debug)]
 pub(crate) struct RunCgroups {
     dirs: Vec<PathBuf>,
     v2: bool,
+    procs: Vec<OwnedFd>,
 }
 
 /// This process's cgroup path for a v1 controller (or `""` for v2), from `/proc/self/cgroup`.
@@ -81,13 +84,7 @@ pub(crate) fn probe() -> Option<Hierarchy> {
 }
 
 fn works(hierarchy: &Hierarchy) -> bool {
-    match RunCgroups::create(hierarchy, &Limits::unlimited()) {
-        Ok((cgroups, _fds)) => {
-            cgroups.remove();
-            true
-        }
-        Err(_) => false,
-    }
+    RunCgroups::create(hierarchy, &Limits::unlimited()).is_ok()
 }
 
 fn write(path: &Path, value: &str) -> std::io::Result<()> {
@@ -105,12 +102,8 @@ fn open_procs(dir: &Path) -> std::io::Result<OwnedFd> {
 }
 
 impl RunCgroups {
-    /// Creates the run's cgroups with `limits`; returns them and the `cgroup.procs`
-    /// descriptors the tool writes `0` into.
-    pub(crate) fn create(
-        hierarchy: &Hierarchy,
-        limits: &Limits,
-    ) -> std::io::Result<(Self, Vec<OwnedFd>)> {
+    /// Creates the cgroups with `limits`.
+    pub(crate) fn create(hierarchy: &Hierarchy, limits: &Limits) -> std::io::Result<Self> {
         let name = format!(
             "devshell-vm-{}-{}",
             std::process::id(),
@@ -119,6 +112,7 @@ impl RunCgroups {
         let mut made = Self {
             dirs: Vec::new(),
             v2: matches!(hierarchy, Hierarchy::V2 { .. }),
+            procs: Vec::new(),
         };
         let result = (|| {
             let mut fds = Vec::new();
@@ -166,12 +160,17 @@ impl RunCgroups {
             Ok(fds)
         })();
         match result {
-            Ok(fds) => Ok((made, fds)),
-            Err(err) => {
-                made.remove();
-                Err(err)
+            Ok(fds) => {
+                made.procs = fds;
+                Ok(made)
             }
+            Err(err) => Err(err), // dropping `made` removes what was created
         }
+    }
+
+    /// The `cgroup.procs` descriptors a tool writes `0` into to join.
+    pub(crate) fn procs(&self) -> &[OwnedFd] {
+        &self.procs
     }
 
     /// Reads a `key value` counter from a cgroup file of any of the run's directories.
@@ -190,23 +189,22 @@ impl RunCgroups {
             .sum()
     }
 
-    /// Whether the memory limit killed a process of the run.
-    pub(crate) fn memory_hit(&self) -> bool {
-        if self.v2 {
-            self.counter("memory.events", "oom_kill") > 0
+    /// The (memory OOM kills, refused forks) counters so far.
+    pub(crate) fn counters(&self) -> (u64, u64) {
+        let oom = if self.v2 {
+            self.counter("memory.events", "oom_kill")
         } else {
-            self.counter("memory.oom_control", "oom_kill") > 0
-        }
+            self.counter("memory.oom_control", "oom_kill")
+        };
+        (oom, self.counter("pids.events", "max"))
     }
+}
 
-    /// Whether the pids limit refused a fork.
-    pub(crate) fn pids_hit(&self) -> bool {
-        self.counter("pids.events", "max") > 0
-    }
-
+impl Drop for RunCgroups {
     /// Removes the directories (they are empty once the init has killed everything; a
     /// cgroup stays busy for a moment while its last processes are torn down).
-    pub(crate) fn remove(self) {
+    fn drop(&mut self) {
+        self.procs.clear();
         for dir in self.dirs.iter().rev() {
             for _ in 0..200 {
                 match fs::remove_dir(dir) {

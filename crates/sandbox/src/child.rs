@@ -559,7 +559,7 @@ fn serve(sock: RawFd, reaper: Reaper, bufs: &mut Buffers) -> ! {
         let mut fds = [-1; MAX_FDS];
         let (len, nfds) = receive(sock, &mut bufs.message, &mut fds);
         if len == 0 {
-            kill_all(reaper);
+            kill_all(reaper, 0);
             exit(0);
         }
         if bufs.message[0] != MSG_RUN {
@@ -577,13 +577,13 @@ fn serve(sock: RawFd, reaper: Reaper, bufs: &mut Buffers) -> ! {
                 let mut reply = [0_u8; 5];
                 reply[0] = REPLY_EXEC_FAILED;
                 reply[1..5].copy_from_slice(&err.to_le_bytes());
-                kill_all(reaper);
+                kill_all(reaper, 0);
                 send_bytes(sock, &reply);
                 continue;
             }
         };
         let status = wait_run(sock, sigfd, reaper, &mut run, &mut bufs.scratch);
-        kill_all(reaper);
+        kill_all(reaper, 0);
         let mut reply = [0_u8; 6];
         reply[0] = REPLY_DONE;
         reply[1..5].copy_from_slice(&status.to_le_bytes());
@@ -858,6 +858,10 @@ fn wait_run(sock: RawFd, sigfd: RawFd, reaper: Reaper, run: &mut Run, scratch: &
             if pid == run.tool {
                 return status;
             }
+            if pid < 0 && errno() == libc::ECHILD {
+                // No child left at all: the tool is gone (reaped elsewhere).
+                return libc::SIGKILL;
+            }
             if pid <= 0 {
                 break;
             }
@@ -889,13 +893,15 @@ fn wait_run(sock: RawFd, sigfd: RawFd, reaper: Reaper, run: &mut Run, scratch: &
             // SAFETY: receiving at most 8 bytes into a local array.
             let n = unsafe { libc::recv(sock, message.as_mut_ptr().cast(), 8, 0) };
             if n <= 0 {
-                kill_all(reaper);
+                kill_all(reaper, run.tool);
                 exit(0);
             }
             match message[0] {
                 MSG_KILL => {
                     run.killed = true;
-                    kill_all(reaper);
+                    if let Some(status) = kill_all(reaper, run.tool) {
+                        return status;
+                    }
                 }
                 MSG_SIGNAL => {
                     let signal =
@@ -911,25 +917,37 @@ fn wait_run(sock: RawFd, sigfd: RawFd, reaper: Reaper, run: &mut Run, scratch: &
     }
 }
 
-/// Kills every process the runs left behind and reaps them.
-fn kill_all(reaper: Reaper) {
+/// Kills every process the runs left behind and reaps them; returns the wait status of
+/// `tool` if it was among them.
+fn kill_all(reaper: Reaper, tool: libc::pid_t) -> Option<i32> {
     match reaper {
         Reaper::PidNamespace => {
+            let mut tool_status = None;
             // SAFETY: as pid 1 of the namespace, kill(-1) reaches every other process in
             // it (and nothing outside); then reap until no child is left.
             unsafe {
                 libc::kill(-1, libc::SIGKILL);
-                let mut status = 0;
-                while libc::waitpid(-1, &raw mut status, 0) > 0 || errno() == libc::EINTR {}
+                loop {
+                    let mut status = 0;
+                    let pid = libc::waitpid(-1, &raw mut status, 0);
+                    if pid == tool && tool > 0 {
+                        tool_status = Some(status);
+                    }
+                    if pid < 0 && errno() != libc::EINTR {
+                        break;
+                    }
+                }
             }
+            tool_status
         }
-        Reaper::Subreaper => kill_children(),
+        Reaper::Subreaper => kill_children(tool),
     }
 }
 
 /// Subreaper clean-up: kill every child (orphans of the tool are re-parented to us),
 /// reap, and repeat until no child is left.
-fn kill_children() {
+fn kill_children(tool: libc::pid_t) -> Option<i32> {
+    let mut tool_status = None;
     let mut path = [0_u8; 64];
     let prefix = b"/proc/self/task/";
     path[..prefix.len()].copy_from_slice(prefix);
@@ -972,11 +990,14 @@ fn kill_children() {
             loop {
                 let r = libc::waitpid(-1, &raw mut status, libc::WNOHANG);
                 if r > 0 {
+                    if r == tool && tool > 0 {
+                        tool_status = Some(status);
+                    }
                     any = true;
                     continue;
                 }
                 if r < 0 && errno() == libc::ECHILD && !any {
-                    return;
+                    return tool_status;
                 }
                 break;
             }
@@ -988,10 +1009,13 @@ fn kill_children() {
                 libc::nanosleep(&raw const pause, std::ptr::null_mut());
             } else {
                 // Children exist but none listed and none reaped yet: wait for one.
-                libc::waitpid(-1, &raw mut status, 0);
+                if libc::waitpid(-1, &raw mut status, 0) == tool && tool > 0 {
+                    tool_status = Some(status);
+                }
             }
         }
     }
+    tool_status
 }
 
 fn write_decimal(out: &mut [u8], value: libc::pid_t) -> usize {

@@ -59,6 +59,7 @@ pub struct Sandbox {
     degraded: Option<String>,
     inner: Inner,
     cgroups: Option<Hierarchy>,
+    run_cgroups: Option<RunCgroups>,
     scratch: Option<PathBuf>,
     home: PathBuf,
     tmp: PathBuf,
@@ -451,6 +452,7 @@ impl Sandbox {
             degraded: None,
             inner: Inner::Off,
             cgroups,
+            run_cgroups: None,
             scratch: None,
             home: PathBuf::from(SANDBOX_HOME),
             tmp: PathBuf::from("/tmp"),
@@ -737,32 +739,24 @@ impl Sandbox {
             });
         }
         self.ensure_alive()?;
-        let run_cgroups = match &self.cgroups {
-            Some(h) => Some(
-                RunCgroups::create(h, &self.policy.limits).map_err(|source| SandboxError::Io {
-                    context: "creating the run's cgroups".into(),
+        if self.run_cgroups.is_none()
+            && let Some(hierarchy) = &self.cgroups
+        {
+            self.run_cgroups = Some(RunCgroups::create(hierarchy, &self.policy.limits).map_err(
+                |source| SandboxError::Io {
+                    context: "creating the sandbox's cgroups".into(),
                     source,
-                })?,
-            ),
-            None => None,
-        };
-        let (cgroups, cgroup_fds) = match run_cgroups {
-            Some((c, fds)) => (Some(c), fds),
-            None => (None, Vec::new()),
-        };
-        let result = self.run_in_init(program, request, cwd, cgroup_fds, on_output, cancel);
-        let limit_from_cgroup = cgroups.as_ref().and_then(|c| {
-            if c.memory_hit() {
-                Some(LimitHit::Memory)
-            } else if c.pids_hit() {
-                Some(LimitHit::Pids)
-            } else {
-                None
-            }
-        });
-        if let Some(c) = cgroups {
-            c.remove();
+                },
+            )?);
         }
+        let before = self.run_cgroups.as_ref().map(RunCgroups::counters);
+        let result = self.run_in_init(program, request, cwd, on_output, cancel);
+        let after = self.run_cgroups.as_ref().map(RunCgroups::counters);
+        let limit_from_cgroup = match (before, after) {
+            (Some((oom0, _)), Some((oom1, _))) if oom1 > oom0 => Some(LimitHit::Memory),
+            (Some((_, max0)), Some((_, max1))) if max1 > max0 => Some(LimitHit::Pids),
+            _ => None,
+        };
         let exec = result?;
         let limit = limit_from_cgroup.or(match exec.termination {
             Termination::Signaled(s) if s == libc::SIGXCPU => Some(LimitHit::CpuTime),
@@ -803,7 +797,6 @@ impl Sandbox {
         program: &Path,
         request: &ToolRequest,
         cwd: &Path,
-        cgroup_fds: Vec<OwnedFd>,
         on_output: &mut dyn FnMut(StreamKind, &[u8]),
         cancel: Option<&CancelHandle>,
     ) -> Result<ExecOutcome, SandboxError> {
@@ -869,7 +862,9 @@ impl Sandbox {
             });
         };
         let mut raw: Vec<RawFd> = vec![stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
-        raw.extend(cgroup_fds.iter().map(AsRawFd::as_raw_fd));
+        if let Some(cgroups) = &self.run_cgroups {
+            raw.extend(cgroups.procs().iter().map(AsRawFd::as_raw_fd));
+        }
         let started = Instant::now();
         let iov = [std::io::IoSlice::new(&message)];
         sendmsg::<()>(
@@ -880,7 +875,7 @@ impl Sandbox {
             None,
         )
         .map_err(|e| io("sending the run to the sandbox init")(e.into()))?;
-        drop((stdin, stdout, stderr, cgroup_fds));
+        drop((stdin, stdout, stderr));
         // A thread waits for the init's reply.
         let reply_sock = sock
             .try_clone()

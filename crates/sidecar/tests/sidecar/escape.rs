@@ -115,3 +115,41 @@ fn isolation_off_is_accepted_and_an_unknown_mode_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_timeout_kills_everything_the_confined_exec_started() {
+    let st = staging();
+    let sidecar = builder(st.root.path()).start_unix();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    let started = std::time::Instant::now();
+    let (_, reply) = client.exec(
+        &["sh", "-c", "setsid sleep 1515 & sleep 1515 & sleep 1515"],
+        &json!({"timeout_ms": 500}),
+    );
+    assert_eq!(reply["code"], "exec_timeout", "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    wait_until("no sleep 1515 left", Duration::from_secs(5), || {
+        processes_with("sleep 1515").is_empty()
+    });
+    assert!(run(&mut client, "echo again").contains("again"));
+}
+
+#[test]
+fn a_client_gone_mid_exec_leaves_no_confined_process_behind() {
+    let st = staging();
+    let sidecar = builder(st.root.path()).start_unix();
+    let mut client = Client::of(&sidecar);
+    client.ready(&st.dir);
+    client.send(
+        &json!({"op":"exec","session_id":"pid-1","guest_cwd":"/workspace",
+        "argv":["sh","-c","setsid sleep 1616 & echo go; sleep 1616"],"env":{}}),
+    );
+    wait_until("the exec started", Duration::from_secs(20), || {
+        processes_with("sleep 1616").len() >= 2
+    });
+    drop(client);
+    wait_until("no sleep 1616 left", Duration::from_secs(10), || {
+        processes_with("sleep 1616").is_empty()
+    });
+}
