@@ -570,31 +570,152 @@ fn main() {{
     assert_eq!(confined(&session), Effective::Namespaces);
 }
 
+/// A sparse cargo registry served on the host's loopback (no network needed): one crate,
+/// `dvreg 0.1.0`, packed with `tar` and checksummed with `sha256sum`.
+struct LocalRegistry {
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn http_reply(stream: &mut std::net::TcpStream, status: &str, body: &[u8]) {
+    use std::io::Write;
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+}
+
+impl LocalRegistry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("dvreg-0.1.0");
+        std::fs::create_dir_all(src.join("src")).expect("mkdir");
+        std::fs::write(
+            src.join("Cargo.toml"),
+            "[package]\nname = \"dvreg\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        )
+        .expect("write");
+        std::fs::write(src.join("src/lib.rs"), "pub fn answer() -> u32 { 42 }\n").expect("write");
+        let crate_file = dir.path().join("dvreg-0.1.0.crate");
+        let status = Command::new("tar")
+            .arg("czf")
+            .arg(&crate_file)
+            .arg("-C")
+            .arg(dir.path())
+            .arg("dvreg-0.1.0")
+            .status()
+            .expect("tar must be installed");
+        assert!(status.success());
+        let sum = Command::new("sha256sum")
+            .arg(&crate_file)
+            .output()
+            .expect("sha256sum (coreutils)");
+        let cksum = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .expect("a checksum")
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("registry listener");
+        let port = listener.local_addr().expect("addr").port();
+        let config = format!("{{\"dl\":\"http://127.0.0.1:{port}/dl\"}}");
+        let entry = format!(
+            "{{\"name\":\"dvreg\",\"vers\":\"0.1.0\",\"deps\":[],\"cksum\":\"{cksum}\",\"features\":{{}},\"yanked\":false}}\n"
+        );
+        let body = std::fs::read(&crate_file).expect("crate");
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader};
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).map_or(true, |n| n == 0) || header == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                match path.as_str() {
+                    "/index/config.json" => http_reply(&mut stream, "200 OK", config.as_bytes()),
+                    "/index/dv/re/dvreg" => http_reply(&mut stream, "200 OK", entry.as_bytes()),
+                    "/dl/dvreg/0.1.0/download" => http_reply(&mut stream, "200 OK", &body),
+                    _ => http_reply(&mut stream, "404 Not Found", b""),
+                }
+            }
+        });
+        Self { port, _dir: dir }
+    }
+}
+
 #[test]
 fn a_registry_dependency_builds_under_fetch_and_tests_run_confined() {
+    let registry = LocalRegistry::start();
     let base = scratch();
+    // A cargo home of its own (the toolchain's bin linked in), so the test registry's
+    // cache does not land in the caller's.
+    let real = VmConfig::from_env()
+        .expect("config")
+        .cargo_home_dir()
+        .expect("a cargo home");
+    let cargo_home = base.path().join("cargo-home");
+    std::fs::create_dir_all(cargo_home.join("registry")).expect("mkdir");
+    std::os::unix::fs::symlink(real.join("bin"), cargo_home.join("bin")).expect("link");
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        cargo_home.join("bin").display()
+    );
     let cfg = VmConfig {
         network: NetworkPolicy::Fetch,
+        cargo_home: Some(cargo_home.clone()),
+        path: Some(path.into()),
         ..config(base.path(), Limits::default())
     };
     let mut session = HostSandboxSession::new(&cfg);
     let mut vfs = Vfs::new();
-    cargo_project(&mut vfs, "fn main() {}\n", "itoa = \"1\"\n");
+    cargo_project(
+        &mut vfs,
+        "fn main() {}\n",
+        "dvreg = { version = \"0.1\", registry = \"dvlocal\" }\n",
+    );
     vfs.write_file(
         "/c/src/main.rs",
-        "fn main() { println!(\"{}\", itoa::Buffer::new().format(42)); }\n#[test]\nfn t() { assert_eq!(itoa::Buffer::new().format(7), \"7\"); }\n",
+        "fn main() { println!(\"answer {}\", dvreg::answer()); }\n#[test]\nfn t() { assert_eq!(dvreg::answer(), 42); }\n",
     )
     .expect("write");
-    let outcome = cargo(&mut session, &mut vfs, &["run"]);
+    let index = format!("sparse+http://127.0.0.1:{}/index/", registry.port);
+    let cargo_with_registry = |session: &mut HostSandboxSession, vfs: &mut Vfs, sub: &str| {
+        let request = ToolRequest::new("cargo", [sub])
+            .env("CARGO_REGISTRIES_DVLOCAL_INDEX", index.clone())
+            .stdout(OutputMode::Capture)
+            .stderr(OutputMode::Capture)
+            .timeout(Some(Duration::from_mins(10)));
+        session
+            .run_tool(vfs, "/c", &request)
+            .unwrap_or_else(|err| panic!("cargo {sub}: {err}"))
+    };
+    let outcome = cargo_with_registry(&mut session, &mut vfs, "run");
     assert!(outcome.exec.success(), "{}", text(&outcome));
-    assert!(String::from_utf8_lossy(&outcome.exec.stdout).contains("42"));
+    assert!(String::from_utf8_lossy(&outcome.exec.stdout).contains("answer 42"));
     assert!(
         vfs.exists("/c/Cargo.lock"),
         "the fetch phase's lockfile came back"
     );
-    let outcome = cargo(&mut session, &mut vfs, &["test"]);
+    let outcome = cargo_with_registry(&mut session, &mut vfs, "test");
     assert!(outcome.exec.success(), "{}", text(&outcome));
     assert_eq!(confined(&session), Effective::Namespaces);
+    assert!(
+        cargo_home.join("registry/cache").exists(),
+        "the fetch phase filled the registry cache"
+    );
 }
 
 #[test]
@@ -618,6 +739,7 @@ fn under_network_off_a_registry_dependency_is_a_clear_offline_failure() {
 
 #[test]
 fn a_failing_fetch_phase_is_an_error_naming_the_phase() {
+    let registry = LocalRegistry::start();
     let base = scratch();
     let cfg = VmConfig {
         network: NetworkPolicy::Fetch,
@@ -628,19 +750,29 @@ fn a_failing_fetch_phase_is_an_error_naming_the_phase() {
     cargo_project(
         &mut vfs,
         "fn main() {}\n",
-        "not-a-crate-devshell-xyz-404 = \"1\"\n",
+        "not-in-the-registry = { version = \"1\", registry = \"dvlocal\" }\n",
     );
     let request = ToolRequest::new("cargo", ["build"])
+        .env(
+            "CARGO_REGISTRIES_DVLOCAL_INDEX",
+            format!("sparse+http://127.0.0.1:{}/index/", registry.port),
+        )
         .stdout(OutputMode::Capture)
         .stderr(OutputMode::Capture);
     let err = session
         .run_tool(&mut vfs, "/c", &request)
         .expect_err("fetch must fail");
-    let chain = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    );
+    let chain = devshell_vm_test_support::chain(&err);
     assert!(chain.contains("fetch phase"), "{chain}");
+    assert!(chain.contains("not-in-the-registry"), "{chain}");
+    still_usable_cargo(&mut session, &mut vfs);
+}
+
+/// After a failed fetch the session still runs tools.
+fn still_usable_cargo(session: &mut HostSandboxSession, vfs: &mut Vfs) {
+    let request = ToolRequest::new("sh", ["-c", "echo ok"])
+        .stdout(OutputMode::Capture)
+        .stderr(OutputMode::Capture);
+    let outcome = session.run_tool(vfs, "/c", &request).expect("runs");
+    assert!(outcome.exec.success());
 }
