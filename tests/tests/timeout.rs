@@ -20,7 +20,7 @@ fn grandchild_alive() -> bool {
                     .and_then(|(_, rest)| rest.split_whitespace().next())
                     .is_some_and(|state| state != "Z" && state != "X")
             });
-            live && cmdline == b"sleep\06061\0"
+            live && cmdline == b"sleep\x006061\x00"
         })
 }
 

@@ -173,8 +173,10 @@ impl PullGate for HostWatch {
 /// Host staging session: one private directory per session, synced with the VFS around
 /// every tool run (see the crate docs).
 pub struct HostSandboxSession {
-    isolation: IsolationSettings,
-    confinement: Option<Confinement>,
+    isolation: Box<IsolationSettings>,
+    /// Boxed: a sandbox holds two policies and its state, and the facade keeps sessions
+    /// in one enum.
+    confinement: Option<Box<Confinement>>,
     last_run: Option<RunReport>,
     export_base: PathBuf,
     path_var: Option<OsString>,
@@ -238,13 +240,13 @@ impl HostSandboxSession {
     #[must_use]
     pub fn new(config: &VmConfig) -> Self {
         Self {
-            isolation: IsolationSettings {
+            isolation: Box::new(IsolationSettings {
                 isolation: config.isolation,
                 network: config.network,
                 limits: config.limits,
                 cargo_home: config.cargo_home_dir(),
                 rustup_home: config.rustup_home_dir(),
-            },
+            }),
             confinement: None,
             last_run: None,
             export_base: config.export_base_dir(),
@@ -271,7 +273,7 @@ impl HostSandboxSession {
     pub fn take_isolation_note(&mut self) -> Option<String> {
         self.confinement
             .as_mut()
-            .and_then(Confinement::take_degrade_note)
+            .and_then(|c| c.take_degrade_note())
     }
 
     /// Run and skipped-pull counters of this session.
@@ -368,7 +370,11 @@ impl Backend for HostSandboxSession {
             .unwrap_or_default();
         let mut confinement = match self.confinement.take() {
             Some(c) => c,
-            None => new_confinement(&self.isolation, &staging, &self.export_base),
+            None => Box::new(new_confinement(
+                &self.isolation,
+                &staging,
+                &self.export_base,
+            )),
         };
         let mut report = None;
         let project = self.projects.get_mut(at.index);
