@@ -626,11 +626,14 @@ fn isolated_cargo(runs: usize) {
         }
     }
     let mut medians = Vec::new();
-    for (i, (isolation, ..)) in sessions.iter().enumerate() {
+    for (i, (isolation, _, session, _)) in sessions.iter().enumerate() {
         times[i].sort();
+        let stats = session.stats();
         medians.push(report(
             &format!(
-                "host/isolated/cargo build (no-op) through the session, isolation {isolation}"
+                "host/isolated/cargo build (no-op) through the session, isolation {isolation} \
+                 (pulls skipped {} of {})",
+                stats.pulls_skipped, stats.runs
             ),
             &times[i],
         ));
