@@ -197,3 +197,65 @@ fn the_fetch_gate_sees_manifest_changes_only() {
         "a new lockfile changes what to fetch"
     );
 }
+
+/// Run by [`an_unavailable_mode_is_an_error_and_auto_degrades_with_a_note`] inside a user
+/// namespace whose `user.max_user_namespaces` is 0, so creating namespaces really fails.
+#[test]
+#[ignore = "started by an_unavailable_mode_is_an_error_and_auto_degrades_with_a_note"]
+fn inner_without_user_namespaces() {
+    let (dir, project) = project();
+    let err = Sandbox::start(policy(Isolation::Namespaces, dir.path(), &project))
+        .expect_err("namespaces cannot be created here");
+    match &err {
+        SandboxError::Unavailable { mode, reason } => {
+            assert_eq!(*mode, Isolation::Namespaces);
+            assert!(reason.contains("unshare"), "{reason}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(err.to_string().contains("`namespaces`"), "{err}");
+    let mut confinement = devshell_vm_sandbox::Confinement::new(
+        policy(Isolation::Auto, dir.path(), &project),
+        devshell_vm_sandbox::NetworkPolicy::Off,
+    );
+    let sandbox = confinement.tool_sandbox().expect("auto starts");
+    assert_eq!(sandbox.mechanisms().isolation, Effective::Landlock);
+    let note = confinement.take_degrade_note().expect("a degrade note");
+    assert!(
+        note.contains("namespaces unavailable") && note.contains("Landlock"),
+        "{note}"
+    );
+    assert_eq!(
+        confinement.take_degrade_note(),
+        None,
+        "reported once per session"
+    );
+    let (status, out) = sh(
+        confinement.tool_sandbox().expect("started"),
+        &project,
+        "echo in > inside; echo ok",
+    );
+    assert_eq!(status, Termination::Exited(0), "{out}");
+    assert!(project.join("inside").exists());
+}
+
+#[test]
+fn an_unavailable_mode_is_an_error_and_auto_degrades_with_a_note() {
+    let exe = std::env::current_exe().expect("test binary");
+    let output = std::process::Command::new("unshare")
+        .args(["-Ur", "sh", "-c"])
+        .arg("echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" --ignored --exact inner_without_user_namespaces --nocapture")
+        .arg(&exe)
+        .output()
+        .expect("unshare (util-linux) must be installed");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("1 passed"),
+        "the inner test did not run: {log}"
+    );
+}
