@@ -374,6 +374,7 @@ impl Backend for HostSandboxSession {
                 &self.isolation,
                 &staging,
                 &self.export_base,
+                path_var.as_deref(),
             )),
         };
         let mut report = None;
@@ -474,6 +475,7 @@ fn new_confinement(
     settings: &IsolationSettings,
     staging: &Path,
     export_base: &Path,
+    path_var: Option<&std::ffi::OsStr>,
 ) -> Confinement {
     let mut policy = Policy::new(
         settings.isolation,
@@ -485,6 +487,7 @@ fn new_confinement(
     policy.cargo_home.clone_from(&settings.cargo_home);
     policy.rustup_home.clone_from(&settings.rustup_home);
     policy.env = devshell_vm_config::inherited_environment();
+    policy.add_search_path(path_var);
     Confinement::new(policy, settings.network)
 }
 

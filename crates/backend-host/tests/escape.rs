@@ -187,6 +187,8 @@ fn host_processes_are_out_of_reach(base: &Path) {
     let mut sentinel = Command::new("sleep")
         .arg("3141")
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("sentinel");
     let pid = sentinel.id();
@@ -335,6 +337,8 @@ fn ptrace_is_refused(base: &Path) {
     let mut sentinel = Command::new("sleep")
         .arg("3142")
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("sentinel");
     let pid = sentinel.id();

@@ -107,6 +107,32 @@ impl Policy {
             scratch_dir: scratch_dir.to_path_buf(),
         }
     }
+
+    /// Makes the directories of a `PATH`-style list readable, so programs the caller
+    /// finds on its `PATH` run inside too. Skipped: relative and missing entries, those
+    /// under [`SYSTEM_READ_ONLY`] (already visible), `/`,
+    /// and the caller's `HOME` (from [`Policy::env`]) or any directory above it, which
+    /// would show the whole home.
+    pub fn add_search_path(&mut self, path_var: Option<&std::ffi::OsStr>) {
+        let home = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| PathBuf::from(v));
+        for dir in path_var.map(std::env::split_paths).into_iter().flatten() {
+            let covers_home = home.as_ref().is_some_and(|h| h.starts_with(&dir));
+            let already_visible = SYSTEM_READ_ONLY.iter().any(|s| dir.starts_with(s));
+            if dir.is_absolute()
+                && !already_visible
+                && dir != Path::new("/")
+                && !covers_home
+                && dir.is_dir()
+                && !self.readable.contains(&dir)
+            {
+                self.readable.push(dir);
+            }
+        }
+    }
 }
 
 /// The isolation that is in force.

@@ -239,14 +239,16 @@ fn ns_plan(policy: &Policy) -> Result<(Vec<Op>, Vec<String>), SandboxError> {
     for dir in SYSTEM_READ_ONLY.iter().chain(ETC_FILES) {
         p.bind(Path::new(dir), true)?;
     }
+    // The private /tmp and HOME first, so read-only or writable paths below /tmp (a
+    // PATH entry, a project in a temp dir) are bound on top of them, not hidden.
+    p.tmpfs(Path::new("/tmp"), &tmpfs_data("1777", policy))?;
+    p.tmpfs(Path::new(SANDBOX_HOME), &tmpfs_data("0700", policy))?;
     for path in &policy.readable {
         p.bind(path, true)?;
     }
     if let Some(rustup) = &policy.rustup_home {
         p.bind(rustup, true)?;
     }
-    p.tmpfs(Path::new("/tmp"), &tmpfs_data("1777", policy))?;
-    p.tmpfs(Path::new(SANDBOX_HOME), &tmpfs_data("0700", policy))?;
     if let Some(cargo_home) = &policy.cargo_home {
         for (entry, cache) in CARGO_HOME_SHARED {
             let real = cargo_home.join(entry);

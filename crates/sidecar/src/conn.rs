@@ -200,6 +200,7 @@ fn confinement_for(options: &Options, staging: &Path) -> devshell_vm_sandbox::Co
     policy.cargo_home.clone_from(&settings.cargo_home);
     policy.rustup_home.clone_from(&settings.rustup_home);
     policy.env = devshell_vm_config::inherited_environment();
+    policy.add_search_path(options.path_var.as_deref());
     devshell_vm_sandbox::Confinement::new(policy, settings.network)
 }
 
