@@ -6,32 +6,38 @@ use std::time::{Duration, Instant};
 use devshell_vm::{Termination, ToolRequest, Vfs, VmConfig, VmError};
 use devshell_vm_tests::{host_config, host_session};
 
-/// `true` while `/proc/<pid>` shows a live (non-zombie) process.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Field 3, after the parenthesised command name, is the state.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+/// `true` while a live (non-zombie) host process runs `sleep 6061`. The grandchild is
+/// found by its command line, not by the pid it wrote: with isolation on (the default)
+/// the tool has its own pid namespace and its pids mean nothing on the host.
+fn grandchild_alive() -> bool {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .any(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let live = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .is_some_and(|state| state != "Z" && state != "X")
+            });
+            live && cmdline == b"sleep\x006061\x00"
+        })
 }
 
-/// Waits (bounded, generous) for the process to disappear; the kill is synchronous but
+/// Waits (bounded, generous) for the grandchild to disappear; the kill is synchronous but
 /// reaping the orphan by init is not.
-fn gone_within(pid: u32, limit: Duration) -> bool {
+fn gone_within(limit: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if !alive(pid) {
+        if !grandchild_alive() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    !alive(pid)
+    !grandchild_alive()
 }
 
-const SCRIPT: &str = "sleep 600 & echo $! > grandchild.pid; echo started > started.txt; wait";
+const SCRIPT: &str = "sleep 6061 & echo $! > grandchild.pid; echo started > started.txt; wait";
 
 #[test]
 fn timeout_kills_grandchildren_and_still_pulls() {
@@ -67,9 +73,10 @@ fn timeout_kills_grandchildren_and_still_pulls() {
         .trim()
         .parse()
         .expect("pid file holds a pid");
+    assert!(pid > 0, "pid file holds a pid");
     assert!(
-        gone_within(pid, Duration::from_secs(10)),
-        "grandchild {pid} survived the timeout"
+        gone_within(Duration::from_secs(10)),
+        "grandchild (pid {pid} in the tool's view) survived the timeout"
     );
 
     // The options form: the outcome says "timed out" and carries the sync reports.
@@ -85,9 +92,10 @@ fn timeout_kills_grandchildren_and_still_pulls() {
         .trim()
         .parse()
         .expect("pid file holds a pid");
+    assert!(pid > 0, "pid file holds a pid");
     assert!(
-        gone_within(pid, Duration::from_secs(10)),
-        "grandchild {pid} survived the timeout"
+        gone_within(Duration::from_secs(10)),
+        "grandchild (pid {pid} in the tool's view) survived the timeout"
     );
     session.shutdown(&mut vfs, "/proj").expect("shutdown");
 }

@@ -338,6 +338,27 @@ fn cargo_home() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
 }
 
+/// Tools a bench suite compares against, checked before it builds: a missing one is a
+/// clear error naming the package to install, not a panic halfway through.
+fn bench_prerequisites(suite: &str) -> Result<(), String> {
+    let needs: &[(&str, &str)] = match suite {
+        // The isolated case runs `bwrap` with an equivalent policy side by side.
+        "host" => &[("bwrap", "bubblewrap")],
+        _ => &[],
+    };
+    for (tool, package) in needs {
+        let found = ["/usr/bin", "/bin", "/usr/local/bin"]
+            .iter()
+            .any(|dir| std::path::Path::new(dir).join(tool).is_file());
+        if !found {
+            return Err(format!(
+                "bench suite `{suite}` needs `{tool}`: install it first (apt-get install -y {package})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn bench(args: &[String]) -> Result<(), String> {
     let (names, passthrough) = match args.iter().position(|a| a == "--") {
         Some(split) => (&args[..split], &args[split + 1..]),
@@ -359,7 +380,8 @@ fn bench(args: &[String]) -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?
     };
-    for (_, package, target) in selected {
+    for (suite, package, target) in selected {
+        bench_prerequisites(suite)?;
         let mut step: Vec<&str> = vec!["bench", "--package", package, "--bench", target];
         if !passthrough.is_empty() {
             step.push("--");

@@ -17,9 +17,17 @@
 //!    session (change-tracked pull, then the same round with tracking off: the full scan
 //!    of the same `target/`) and directly in a normal directory, interleaved. Targets:
 //!    tracked pull ≤ 2 ms, session / direct ≤ 1.03.
+//! 5. Isolation: a confined run of `true` (namespaces, the session's init forks it) next
+//!    to a bare spawn of `true` and to `bwrap` with an equivalent policy (new user, mount,
+//!    pid, net, ipc, uts namespaces, read-only system dirs, the project read-write, a
+//!    private /tmp, /proc and /dev, die-with-parent, new session). Targets: ≤ 3 ms over
+//!    the bare spawn and no slower than bwrap. And the second `cargo build` of an
+//!    unchanged crate through the session with isolation on (namespaces) vs off. Target
+//!    ratio ≤ 1.1. Prerequisite: `bwrap` (Debian package `bubblewrap`).
 //!
 //! Pass `quick` after `--` for fewer samples (`cargo xtask bench host -- quick`), and
-//! `overhead`, `cargo`, `change` or `loop` to run only that part (several may be given).
+//! `overhead`, `cargo`, `change`, `loop` or `isolated` to run only that part (several may be
+//! given).
 
 use std::path::Path;
 use std::process::Command;
@@ -116,7 +124,7 @@ fn host_config(export_base: &Path) -> VmConfig {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "quick");
-    let parts = ["overhead", "cargo", "change", "loop"];
+    let parts = ["overhead", "cargo", "change", "loop", "isolated"];
     let picked: Vec<&str> = parts
         .iter()
         .copied()
@@ -140,6 +148,10 @@ fn main() {
             build: t3,
         },
     ];
+    if run_part("isolated") {
+        isolated(runs);
+        isolated_cargo(runs.min(21));
+    }
     if run_part("overhead") {
         overhead(runs, &trees);
     }
@@ -421,6 +433,230 @@ fn edit_check_loop(rounds: usize) {
         fmt_duration(tracked_t.saturating_sub(direct))
     );
     session.shutdown().expect("shutdown");
+}
+
+/// `bwrap` arguments for a policy equivalent to the sandbox's namespaces mode.
+fn bwrap_args(project: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
+    .map(String::from)
+    .to_vec();
+    for dir in devshell_vm_sandbox::SYSTEM_READ_ONLY {
+        let path = Path::new(dir);
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(path).expect("readlink");
+                args.extend([
+                    "--symlink".into(),
+                    target.display().to_string(),
+                    (*dir).into(),
+                ]);
+            }
+            Ok(_) => args.extend(["--ro-bind".into(), (*dir).into(), (*dir).into()]),
+            Err(_) => {}
+        }
+    }
+    for file in devshell_vm_sandbox::ETC_FILES {
+        if Path::new(file).exists() {
+            args.extend(["--ro-bind".into(), (*file).into(), (*file).into()]);
+        }
+    }
+    let project = project.display().to_string();
+    args.extend(
+        [
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/home/sandbox",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--bind",
+            &project,
+            &project,
+            "--chdir",
+            &project,
+            "/usr/bin/true",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// Confined `true` vs bare `true` vs `bwrap … true`, samples interleaved.
+fn isolated(runs: usize) {
+    use devshell_vm_sandbox::{Isolation, Limits, Net, Policy, Sandbox};
+    let bwrap = which_bwrap();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let project = scratch.path().join("project");
+    std::fs::create_dir_all(&project).expect("mkdir");
+    let policy = Policy::new(
+        Isolation::Namespaces,
+        Net::None,
+        Limits::default(),
+        &project,
+        scratch.path(),
+    );
+    let started = Instant::now();
+    let mut sandbox = Sandbox::start(policy).expect("namespaces sandbox");
+    println!(
+        "host/isolated/sandbox start (namespaces, once per session): {}",
+        fmt_duration(started.elapsed())
+    );
+    println!("host/isolated/mechanisms: {}", sandbox.mechanisms());
+    let request = ToolRequest::new("true", Vec::<String>::new())
+        .stdout(OutputMode::Null)
+        .stderr(OutputMode::Null);
+    let truth = Path::new("/usr/bin/true");
+    let bwrap_args = bwrap_args(&project);
+    // One warm-up run each (the sandbox's first run joins its cgroups: a one-time cost
+    // of the session, like the start above).
+    let started = Instant::now();
+    let outcome = sandbox
+        .run(truth, &request, &project, &mut |_, _| {}, None)
+        .expect("confined true");
+    assert!(outcome.exec.success());
+    println!(
+        "host/isolated/first confined run (joins the cgroups, once per session): {}",
+        fmt_duration(started.elapsed())
+    );
+    let _ = devshell_vm_exec::run(truth, &request, &project, &mut |_, _| {}, None);
+    let _ = Command::new(&bwrap).args(&bwrap_args).status();
+    let (mut bare, mut confined, mut wrapped) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        bare.extend(sample(
+            1,
+            || (),
+            |()| {
+                let outcome =
+                    devshell_vm_exec::run(truth, &request, &project, &mut |_, _| {}, None)
+                        .expect("bare true");
+                assert!(outcome.success());
+            },
+        ));
+        confined.extend(sample(
+            1,
+            || (),
+            |()| {
+                let outcome = sandbox
+                    .run(truth, &request, &project, &mut |_, _| {}, None)
+                    .expect("confined true");
+                assert!(outcome.exec.success());
+            },
+        ));
+        wrapped.extend(sample(
+            1,
+            || (),
+            |()| {
+                let status = Command::new(&bwrap)
+                    .args(&bwrap_args)
+                    .status()
+                    .expect("bwrap runs");
+                assert!(status.success(), "bwrap {bwrap_args:?}");
+            },
+        ));
+    }
+    for v in [&mut bare, &mut confined, &mut wrapped] {
+        v.sort();
+    }
+    let bare = report("host/isolated/true bare spawn (exec runner)", &bare);
+    let confined = report(
+        "host/isolated/true confined (sandbox init, namespaces)",
+        &confined,
+    );
+    let wrapped = report("host/isolated/true bwrap (equivalent policy)", &wrapped);
+    println!(
+        "host/isolated/overhead over bare spawn: confined {} (target <= 3 ms), bwrap {}",
+        fmt_duration(confined.saturating_sub(bare)),
+        fmt_duration(wrapped.saturating_sub(bare)),
+    );
+}
+
+fn which_bwrap() -> std::path::PathBuf {
+    for dir in ["/usr/bin", "/bin", "/usr/local/bin"] {
+        let candidate = Path::new(dir).join("bwrap");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("the isolated bench needs `bwrap` (apt-get install bubblewrap)");
+}
+
+/// Second `cargo build` of an unchanged crate through the session, isolation namespaces
+/// vs off, samples interleaved.
+fn isolated_cargo(runs: usize) {
+    use devshell_vm_config::Isolation;
+    let scratch = tempfile::tempdir_in("/var/tmp").expect("scratch");
+    let mut sessions = Vec::new();
+    for isolation in [Isolation::Off, Isolation::Namespaces] {
+        let config = VmConfig {
+            isolation,
+            ..host_config(&scratch.path().join(isolation.as_str()))
+        };
+        let mut session = HostSandboxSession::new(&config);
+        let mut vfs = Vfs::new();
+        vfs.mkdir("/hello/src").expect("mkdir");
+        vfs.write_file("/hello/Cargo.toml", HELLO_TOML.as_bytes().to_vec())
+            .expect("write");
+        vfs.write_file("/hello/src/main.rs", HELLO_MAIN.as_bytes().to_vec())
+            .expect("write");
+        sessions.push((
+            isolation,
+            session_build(&mut session, &mut vfs),
+            session,
+            vfs,
+        ));
+    }
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (i, (_, _, session, vfs)) in sessions.iter_mut().enumerate() {
+            times[i].extend(sample(
+                1,
+                || (),
+                |()| {
+                    let _ = session_build(session, vfs);
+                },
+            ));
+        }
+    }
+    let mut medians = Vec::new();
+    for (i, (isolation, _, session, _)) in sessions.iter().enumerate() {
+        times[i].sort();
+        let stats = session.stats();
+        medians.push(report(
+            &format!(
+                "host/isolated/cargo build (no-op) through the session, isolation {isolation} \
+                 (pulls skipped {} of {})",
+                stats.pulls_skipped, stats.runs
+            ),
+            &times[i],
+        ));
+    }
+    println!(
+        "host/isolated/cargo no-op rebuild ratio confined/direct: {:.2} (target <= 1.1)",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
+}
+
+fn session_build(session: &mut HostSandboxSession, vfs: &mut Vfs) -> Duration {
+    let request = ToolRequest::new("cargo", ["build", "--quiet"])
+        .stdout(OutputMode::Null)
+        .stderr(OutputMode::Capture);
+    let started = Instant::now();
+    let outcome = session.run_tool(vfs, "/hello", &request).expect("build");
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Exited(0),
+        "{}",
+        String::from_utf8_lossy(&outcome.exec.stderr)
+    );
+    started.elapsed()
 }
 
 /// Session run of `true` vs a bare spawn of `true` through the same exec runner, samples

@@ -45,4 +45,14 @@ pub enum HostError {
         #[source]
         source: ExecError,
     },
+    /// The tool could not be run confined (the sandbox could not start, the requested
+    /// isolation mode is unavailable, the fetch phase failed).
+    #[error("cannot run `{program}` confined")]
+    Sandbox {
+        /// The program as requested.
+        program: String,
+        /// What went wrong.
+        #[source]
+        source: devshell_vm_sandbox::SandboxError,
+    },
 }

@@ -24,9 +24,14 @@
 //!   ([`Backend::set_forward_interrupts`]; the CLI asks);
 //! * [`HostSandboxSession::shutdown`] (or drop) removes the staging directory.
 //!
-//! What this backend does **not** do: isolate. The tool runs as the caller, with the
-//! caller's environment, network and file system access; "sandbox" in the type name is
-//! the seed's name, kept for callers. The build output of `cargo` stays inside the
+//! Every tool runs **confined** through `devshell-vm-sandbox` (`DEVSHELL_VM_ISOLATION`,
+//! default `auto`): one sandbox per session in which only the session's staging tree is
+//! writable, the toolchain and system directories are read-only, `HOME` and `/tmp` are
+//! private, the network follows `DEVSHELL_VM_NETWORK` (default `fetch`) and nothing the
+//! tool started outlives the run ([`HostSandboxSession::last_run`],
+//! [`HostSandboxSession::take_isolation_note`]; `docs/arch/isolation.md` says what each
+//! mode does and does not isolate). With `DEVSHELL_VM_ISOLATION=off` the tool runs as
+//! the caller, as before. The build output of `cargo` stays inside the
 //! staging tree: every run sets `CARGO_TARGET_DIR` to the project's own `target/` (unless
 //! the request sets it), so a `CARGO_TARGET_DIR` in the caller's environment cannot send
 //! the build elsewhere and `target/` flows back into the VFS like any other output.
@@ -59,7 +64,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use devshell_vm_config::VmConfig;
-use devshell_vm_exec::{CancelHandle, ExecOutcome, StreamKind, ToolRequest};
+use devshell_vm_exec::{CancelHandle, StreamKind, ToolRequest};
+use devshell_vm_sandbox::{
+    Confinement, Isolation, LimitHit, Limits, Mechanisms, Net, NetworkPolicy, Policy,
+    SandboxOutcome,
+};
 use devshell_vm_session::{CycleOutcome, ProjectTable, PullGate, run_cycle};
 use devshell_vm_sync::{PullScope, StagingDir, SyncReport, ToolOutcome};
 use devshell_vm_vfs::Vfs;
@@ -164,6 +173,11 @@ impl PullGate for HostWatch {
 /// Host staging session: one private directory per session, synced with the VFS around
 /// every tool run (see the crate docs).
 pub struct HostSandboxSession {
+    isolation: Box<IsolationSettings>,
+    /// Boxed: a sandbox holds two policies and its state, and the facade keeps sessions
+    /// in one enum.
+    confinement: Option<Box<Confinement>>,
+    last_run: Option<RunReport>,
     export_base: PathBuf,
     path_var: Option<OsString>,
     exec_timeout: Option<Duration>,
@@ -172,6 +186,25 @@ pub struct HostSandboxSession {
     staging: Option<StagingDir>,
     projects: ProjectTable<HostWatch>,
     stats: SessionStats,
+}
+
+/// The confinement settings of a session, from [`VmConfig`].
+#[derive(Debug, Clone)]
+struct IsolationSettings {
+    isolation: Isolation,
+    network: NetworkPolicy,
+    limits: Limits,
+    cargo_home: Option<PathBuf>,
+    rustup_home: Option<PathBuf>,
+}
+
+/// How the last tool run was confined, and which limit (if any) stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    /// The limit that stopped the tool, when one did and this can be told.
+    pub limit: Option<LimitHit>,
+    /// The mechanisms in force.
+    pub mechanisms: Mechanisms,
 }
 
 /// Counters of a session, for diagnostics and benchmarks.
@@ -207,6 +240,15 @@ impl HostSandboxSession {
     #[must_use]
     pub fn new(config: &VmConfig) -> Self {
         Self {
+            isolation: Box::new(IsolationSettings {
+                isolation: config.isolation,
+                network: config.network,
+                limits: config.limits,
+                cargo_home: config.cargo_home_dir(),
+                rustup_home: config.rustup_home_dir(),
+            }),
+            confinement: None,
+            last_run: None,
             export_base: config.export_base_dir(),
             path_var: config.tool_search_path(),
             exec_timeout: config.exec_timeout,
@@ -216,6 +258,22 @@ impl HostSandboxSession {
             projects: ProjectTable::new(),
             stats: SessionStats::default(),
         }
+    }
+
+    /// How the last run was confined and which limit stopped it (`None` before the first
+    /// run reached the tool).
+    #[must_use]
+    pub fn last_run(&self) -> Option<RunReport> {
+        self.last_run
+    }
+
+    /// When `DEVSHELL_VM_ISOLATION=auto` had to settle for less than namespaces, why and
+    /// what is in force instead — returned once per session (the first call after the
+    /// sandbox started), so a front end can report it once, never silently.
+    pub fn take_isolation_note(&mut self) -> Option<String> {
+        self.confinement
+            .as_mut()
+            .and_then(|c| c.take_degrade_note())
     }
 
     /// Run and skipped-pull counters of this session.
@@ -247,6 +305,7 @@ impl HostSandboxSession {
     /// [`HostError::StagingRemove`] when the directory cannot be removed.
     pub fn shutdown(&mut self) -> Result<(), HostError> {
         self.projects.clear();
+        self.confinement = None;
         if let Some(dir) = self.staging.take() {
             let fallback = dir.path().to_path_buf();
             dir.remove().map_err(|err| {
@@ -305,17 +364,41 @@ impl Backend for HostSandboxSession {
         let at = self.locate(vfs, vfs_cwd)?;
         let request = request.clone().or_timeout(self.exec_timeout);
         let path_var = self.path_var.clone();
+        let staging = self
+            .staging_dir()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut confinement = match self.confinement.take() {
+            Some(c) => c,
+            None => Box::new(new_confinement(
+                &self.isolation,
+                &staging,
+                &self.export_base,
+                path_var.as_deref(),
+            )),
+        };
+        let mut report = None;
         let project = self.projects.get_mut(at.index);
         let cycle = run_cycle(project, vfs, &request.program, |leaf| {
-            run_in_leaf(
+            let outcome = run_in_leaf(
                 leaf,
                 &at.relative_cwd,
                 &request,
                 path_var.as_deref(),
+                &mut confinement,
                 on_output,
                 cancel,
-            )
+            )?;
+            report = Some(RunReport {
+                limit: outcome.limit,
+                mechanisms: outcome.mechanisms,
+            });
+            Ok::<_, HostError>(outcome.exec)
         });
+        self.confinement = Some(confinement);
+        if report.is_some() {
+            self.last_run = report;
+        }
         if project.extra.unwatched {
             self.stats.unwatched_runs += 1;
         }
@@ -385,16 +468,40 @@ impl Backend for HostSandboxSession {
     }
 }
 
-/// Resolves the program and runs it in `leaf/relative_cwd`, with `CARGO_TARGET_DIR`
-/// pointed at the project's own `target/`.
+/// The session's confinement for its staging directory: the staging tree writable (and
+/// nothing else of the export base), the caller's toolchain read-only, the caller's
+/// environment as the base of the tool's. Nothing starts until the first run.
+fn new_confinement(
+    settings: &IsolationSettings,
+    staging: &Path,
+    export_base: &Path,
+    path_var: Option<&std::ffi::OsStr>,
+) -> Confinement {
+    let mut policy = Policy::new(
+        settings.isolation,
+        Net::None,
+        settings.limits,
+        staging,
+        export_base,
+    );
+    policy.cargo_home.clone_from(&settings.cargo_home);
+    policy.rustup_home.clone_from(&settings.rustup_home);
+    policy.env = devshell_vm_config::inherited_environment();
+    policy.add_search_path(path_var);
+    Confinement::new(policy, settings.network)
+}
+
+/// Resolves the program and runs it confined in `leaf/relative_cwd`, with
+/// `CARGO_TARGET_DIR` pointed at the project's own `target/`.
 fn run_in_leaf(
     leaf: &Path,
     relative_cwd: &str,
     request: &ToolRequest,
     path_var: Option<&std::ffi::OsStr>,
+    confinement: &mut Confinement,
     on_output: &mut dyn FnMut(StreamKind, &[u8]),
     cancel: Option<&CancelHandle>,
-) -> Result<ExecOutcome, HostError> {
+) -> Result<SandboxOutcome, HostError> {
     let host_cwd = if relative_cwd.is_empty() {
         leaf.to_path_buf()
     } else {
@@ -408,7 +515,12 @@ fn run_in_leaf(
         .map_err(exec_error)?;
     let request =
         devshell_vm_session::with_cargo_target_dir(request, leaf.join("target").to_string_lossy());
-    devshell_vm_exec::run(&program, &request, &host_cwd, on_output, cancel).map_err(exec_error)
+    confinement
+        .run(&program, &request, &host_cwd, leaf, on_output, cancel)
+        .map_err(|source| HostError::Sandbox {
+            program: request.program.clone(),
+            source,
+        })
 }
 
 // The README's examples are compiled and run as doctests, so the crate's front page on

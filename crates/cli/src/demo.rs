@@ -190,6 +190,10 @@ fn step(
     bars.begin_run(0);
     let outcome = session.run_tool(vfs, cwd, &request);
     bars.end_run();
+    // A degrade of isolation `auto` is a warning: printed even with --quiet.
+    if let Some(note) = session.take_isolation_note() {
+        eprintln!("devshell-vm: note: {note}");
+    }
     let outcome = outcome?;
     report::print_skipped(&outcome);
     println!(

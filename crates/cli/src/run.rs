@@ -80,6 +80,9 @@ fn run_steps(args: &RunArgs, ui: &Ui, report: &mut Report) -> Result<u8, CliErro
     bars.begin_run(push_total(&vfs, &args.cwd));
     let outcome = session.run_tool(&mut vfs, &args.cwd, &request);
     bars.end_run();
+    if let Some(note) = session.take_isolation_note() {
+        eprintln!("devshell-vm: note: {note}");
+    }
     let shutdown = session.shutdown(&mut vfs, &args.cwd);
     let changes = changes::diff(&before, &vfs, since);
     drop(before);

@@ -11,8 +11,15 @@ use std::path::Path;
 use common::{devshell, shell_quote, show, text, write_crate, write_tree};
 
 fn write_back(dir: &Path, tool: &[&str]) -> std::process::Output {
+    write_back_with(dir, tool, "auto")
+}
+
+/// [`write_back`] with `DEVSHELL_VM_ISOLATION=isolation`: `off` when the tool stands in
+/// for a person changing the real directory during the run.
+fn write_back_with(dir: &Path, tool: &[&str], isolation: &str) -> std::process::Output {
     let base = tempfile::tempdir().expect("tempdir");
     devshell(base.path())
+        .env("DEVSHELL_VM_ISOLATION", isolation)
         .args(["run", "--write-back", "--dir"])
         .arg(dir)
         .arg("--")
@@ -87,8 +94,9 @@ fn an_edit_during_the_run_refuses_the_write_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_crate(dir.path(), "ugly", UGLY_MAIN);
     write_tree(dir.path(), &[("src/util.rs", UGLY_UTIL)]);
-    // The host backend runs the tool on this machine, so the tool itself can stand in
-    // for a person editing the real directory while the run is under way.
+    // With isolation off the host backend runs the tool as the caller, so the tool itself
+    // can stand in for a person editing the real directory while the run is under way
+    // (a confined tool cannot reach it: that is the point of isolation).
     let util = dir.path().join("src/util.rs");
     let edit = format!(
         "printf '// edited meanwhile\\n' >> {} && cargo fmt",
@@ -97,6 +105,7 @@ fn an_edit_during_the_run_refuses_the_write_back() {
     let base = tempfile::tempdir().expect("tempdir");
     let report = base.path().join("r.json");
     let output = devshell(base.path())
+        .env("DEVSHELL_VM_ISOLATION", "off")
         .args(["run", "--write-back", "--report"])
         .arg(&report)
         .arg("--dir")
@@ -165,14 +174,15 @@ fn a_directory_swapped_for_a_symlink_during_the_run_is_refused() {
     let outside = tempfile::tempdir().expect("tempdir");
     write_tree(dir.path(), &[("sub/f.txt", "old")]);
     // The "user" moves sub away and puts a link to another directory in its place
-    // while the tool edits sub/f.txt in the workspace.
+    // while the tool edits sub/f.txt in the workspace (the tool plays the user, so it
+    // runs unconfined).
     let sub = dir.path().join("sub");
     let swap = format!(
         "mv {sub} {sub}.moved && ln -s {out} {sub} && echo new > sub/f.txt && echo n > sub/g.txt",
         sub = shell_quote(&sub.display().to_string()),
         out = shell_quote(&outside.path().display().to_string())
     );
-    let output = write_back(dir.path(), &["sh", "-c", &swap]);
+    let output = write_back_with(dir.path(), &["sh", "-c", &swap], "off");
     assert_eq!(output.status.code(), Some(70), "{}", show(&output));
     assert!(
         text(&output.stderr).contains("refused"),

@@ -4,6 +4,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::isolation::{
+    COUNT_ACCEPTED, ISOLATION_ACCEPTED, NETWORK_ACCEPTED, SIZE_ACCEPTED, parse_count, parse_size,
+};
 use crate::source::ProcessEnv;
 use crate::types::{BACKEND_ACCEPTED, WORKSPACE_MODE_ACCEPTED};
 use crate::vars::{
@@ -16,7 +19,14 @@ use crate::vars::{
     ENV_DEVSHELL_VM_WORKSPACE_PARENT, ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, VARIABLES,
     VarStatus,
 };
-use crate::{Backend, BetaSync, ConfigError, EnvSource, Transport, WorkspaceMode};
+use crate::vars::{
+    ENV_DEVSHELL_VM_ISOLATION, ENV_DEVSHELL_VM_LIMIT_CPU_SECS, ENV_DEVSHELL_VM_LIMIT_MEMORY,
+    ENV_DEVSHELL_VM_LIMIT_PIDS, ENV_DEVSHELL_VM_LIMIT_WRITE, ENV_DEVSHELL_VM_NETWORK,
+};
+use crate::{
+    Backend, BetaSync, ConfigError, EnvSource, Isolation, Limits, NetworkPolicy, Transport,
+    WorkspaceMode,
+};
 
 /// `HOME`: read for the export-base fallback.
 pub const ENV_HOME: &str = "HOME";
@@ -26,6 +36,12 @@ pub const ENV_XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 pub const ENV_LIMA_HOME: &str = "LIMA_HOME";
 /// `PATH`: for tool lookup (`limactl`, `cargo`).
 pub const ENV_PATH: &str = "PATH";
+/// `CARGO_HOME`: the caller's cargo home (default `$HOME/.cargo`), shared read-only with
+/// confined tools.
+pub const ENV_CARGO_HOME: &str = "CARGO_HOME";
+/// `RUSTUP_HOME`: the caller's rustup home (default `$HOME/.rustup`), shared read-only
+/// with confined tools.
+pub const ENV_RUSTUP_HOME: &str = "RUSTUP_HOME";
 /// `TMPDIR`: last export-base fallback (ignored when relative).
 pub const ENV_TMPDIR: &str = "TMPDIR";
 
@@ -92,6 +108,12 @@ pub struct VmConfig {
     pub auto_build_essential: bool,
     /// `DEVSHELL_VM_INTERNAL_REPL` (default off).
     pub internal_repl: bool,
+    /// `DEVSHELL_VM_ISOLATION` (default [`Isolation::Auto`]).
+    pub isolation: Isolation,
+    /// `DEVSHELL_VM_NETWORK` (default [`NetworkPolicy::Fetch`]).
+    pub network: NetworkPolicy,
+    /// `DEVSHELL_VM_LIMIT_*` (defaults in [`Limits::default`]).
+    pub limits: Limits,
     /// `DEVSHELL_EXPORT_BASE`, absolute; see [`VmConfig::export_base_dir`].
     pub export_base: Option<PathBuf>,
     /// `DEVSHELL_VM_SIDECAR_BIN`: the sidecar the β client spawns for the stdio transport.
@@ -109,6 +131,10 @@ pub struct VmConfig {
     pub path: Option<OsString>,
     /// `TMPDIR`, verbatim (last export-base fallback).
     pub tmpdir: Option<PathBuf>,
+    /// `CARGO_HOME`, verbatim; see [`VmConfig::cargo_home_dir`].
+    pub cargo_home: Option<PathBuf>,
+    /// `RUSTUP_HOME`, verbatim; see [`VmConfig::rustup_home_dir`].
+    pub rustup_home: Option<PathBuf>,
     /// Names of set variables that are accepted but have no effect (earlier
     /// project's todo-specific and Windows-only ones), so a front end can say so.
     pub ignored_variables: Vec<&'static str>,
@@ -173,12 +199,23 @@ impl VmConfig {
             internal_repl: flag(env, ENV_DEVSHELL_VM_INTERNAL_REPL, false)?,
             sidecar_bin: dev_path(env, ENV_DEVSHELL_VM_SIDECAR_BIN)?,
             token_file: dev_path(env, ENV_DEVSHELL_VM_TOKEN_FILE)?,
+            isolation: match text(env, ENV_DEVSHELL_VM_ISOLATION)? {
+                Some(v) => v.parse()?,
+                None => Isolation::default(),
+            },
+            network: match text(env, ENV_DEVSHELL_VM_NETWORK)? {
+                Some(v) => v.parse()?,
+                None => NetworkPolicy::default(),
+            },
+            limits: limits_from_source(env)?,
             export_base: abs_path(env, ENV_DEVSHELL_EXPORT_BASE)?,
             home: any_path(env, ENV_HOME),
             xdg_cache_home: any_path(env, ENV_XDG_CACHE_HOME),
             lima_home: any_path(env, ENV_LIMA_HOME),
             path: raw(env, ENV_PATH),
             tmpdir: any_path(env, ENV_TMPDIR),
+            cargo_home: any_path(env, ENV_CARGO_HOME),
+            rustup_home: any_path(env, ENV_RUSTUP_HOME),
             ignored_variables: VARIABLES
                 .iter()
                 .filter(|v| v.status == VarStatus::Ignored && raw(env, v.name).is_some())
@@ -206,6 +243,8 @@ impl VmConfig {
             lima_home: any_path(env, ENV_LIMA_HOME),
             path: raw(env, ENV_PATH),
             tmpdir: any_path(env, ENV_TMPDIR),
+            cargo_home: any_path(env, ENV_CARGO_HOME),
+            rustup_home: any_path(env, ENV_RUSTUP_HOME),
             ..Self::disabled()
         }
     }
@@ -232,6 +271,9 @@ impl VmConfig {
             lima_hints: true,
             auto_build_essential: true,
             internal_repl: false,
+            isolation: Isolation::Auto,
+            network: NetworkPolicy::Fetch,
+            limits: Limits::default(),
             export_base: None,
             sidecar_bin: None,
             token_file: None,
@@ -240,6 +282,8 @@ impl VmConfig {
             lima_home: None,
             path: None,
             tmpdir: None,
+            cargo_home: None,
+            rustup_home: None,
             ignored_variables: Vec::new(),
         }
     }
@@ -250,6 +294,31 @@ impl VmConfig {
     #[must_use]
     pub fn tool_search_path(&self) -> Option<OsString> {
         self.path.clone().or_else(crate::source::process_path)
+    }
+
+    /// The caller's cargo home: absolute `CARGO_HOME`, else `$HOME/.cargo` (absolute
+    /// `HOME`), else `None`.
+    #[must_use]
+    pub fn cargo_home_dir(&self) -> Option<PathBuf> {
+        self.tool_home(self.cargo_home.as_ref(), ".cargo")
+    }
+
+    /// The caller's rustup home: absolute `RUSTUP_HOME`, else `$HOME/.rustup` (absolute
+    /// `HOME`), else `None`.
+    #[must_use]
+    pub fn rustup_home_dir(&self) -> Option<PathBuf> {
+        self.tool_home(self.rustup_home.as_ref(), ".rustup")
+    }
+
+    fn tool_home(&self, explicit: Option<&PathBuf>, leaf: &str) -> Option<PathBuf> {
+        if let Some(dir) = explicit.filter(|p| p.is_absolute()) {
+            return Some(dir.clone());
+        }
+        self.home
+            .as_ref()
+            .filter(|h| h.is_absolute())
+            .map(|h| h.join(leaf))
+            .or_else(|| crate::source::process_home().map(|h| h.join(leaf)))
     }
 
     /// Same as [`VmConfig::disabled`]; reads better in tests of the host backend.
@@ -489,6 +558,33 @@ fn text(env: &dyn EnvSource, name: &'static str) -> Result<Option<String>, Confi
     }
 }
 
+/// The `DEVSHELL_VM_LIMIT_*` variables over their defaults.
+fn limits_from_source(env: &dyn EnvSource) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    let size = |name: &'static str, default: Option<u64>| -> Result<Option<u64>, ConfigError> {
+        match text(env, name)? {
+            Some(v) => parse_size(name, &v),
+            None => Ok(default),
+        }
+    };
+    let count = |name: &'static str, default: Option<u64>| -> Result<Option<u64>, ConfigError> {
+        match text(env, name)? {
+            Some(v) => parse_count(name, &v),
+            None => Ok(default),
+        }
+    };
+    Ok(Limits {
+        memory: size(ENV_DEVSHELL_VM_LIMIT_MEMORY, defaults.memory)?,
+        pids: count(ENV_DEVSHELL_VM_LIMIT_PIDS, defaults.pids)?,
+        cpu_time: count(
+            ENV_DEVSHELL_VM_LIMIT_CPU_SECS,
+            defaults.cpu_time.map(|d| d.as_secs()),
+        )?
+        .map(Duration::from_secs),
+        write: size(ENV_DEVSHELL_VM_LIMIT_WRITE, defaults.write)?,
+    })
+}
+
 /// A `DEVSHELL_VM*` path taken verbatim (relative paths allowed, resolved by the
 /// user of the field); a NUL byte is an error.
 fn dev_path(env: &dyn EnvSource, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
@@ -571,6 +667,10 @@ fn accepted_for(name: &str) -> &'static str {
         ENV_DEVSHELL_VM_LIMA_INSTANCE => INSTANCE_ACCEPTED,
         ENV_DEVSHELL_VM_GUEST_WORKSPACE => GUEST_PATH_ACCEPTED,
         ENV_DEVSHELL_VM_BETA_SESSION_STAGING => TEXT_ACCEPTED,
+        ENV_DEVSHELL_VM_ISOLATION => ISOLATION_ACCEPTED,
+        ENV_DEVSHELL_VM_NETWORK => NETWORK_ACCEPTED,
+        ENV_DEVSHELL_VM_LIMIT_MEMORY | ENV_DEVSHELL_VM_LIMIT_WRITE => SIZE_ACCEPTED,
+        ENV_DEVSHELL_VM_LIMIT_PIDS | ENV_DEVSHELL_VM_LIMIT_CPU_SECS => COUNT_ACCEPTED,
         _ => BOOL_ACCEPTED,
     }
 }

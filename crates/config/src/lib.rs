@@ -85,6 +85,7 @@
 
 mod config;
 mod error;
+mod isolation;
 mod source;
 mod types;
 mod vars;
@@ -93,13 +94,17 @@ mod vars;
 mod tests;
 
 pub use config::{
-    DEFAULT_GUEST_WORKSPACE, DEFAULT_LIMA_INSTANCE, ENV_HOME, ENV_LIMA_HOME, ENV_PATH, ENV_TMPDIR,
-    ENV_XDG_CACHE_HOME, EXPORT_DIR_NAME, VmConfig, exec_timeout_ms_from_env,
-    exec_timeout_ms_from_source, parse_bool, sanitize_instance_dir_name, workspace_mode_from_env,
-    workspace_mode_from_source,
+    DEFAULT_GUEST_WORKSPACE, DEFAULT_LIMA_INSTANCE, ENV_CARGO_HOME, ENV_HOME, ENV_LIMA_HOME,
+    ENV_PATH, ENV_RUSTUP_HOME, ENV_TMPDIR, ENV_XDG_CACHE_HOME, EXPORT_DIR_NAME, VmConfig,
+    exec_timeout_ms_from_env, exec_timeout_ms_from_source, parse_bool, sanitize_instance_dir_name,
+    workspace_mode_from_env, workspace_mode_from_source,
 };
 pub use error::ConfigError;
-pub use source::EnvSource;
+pub use isolation::{
+    DEFAULT_LIMIT_CPU_SECS, DEFAULT_LIMIT_MEMORY, DEFAULT_LIMIT_PIDS, DEFAULT_LIMIT_WRITE,
+    Isolation, Limits, NetworkPolicy, parse_count, parse_size,
+};
+pub use source::{EnvSource, inherited_environment};
 pub use types::{Backend, BetaSync, Transport, WorkspaceMode};
 pub use vars::*;
 

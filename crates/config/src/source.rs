@@ -100,3 +100,24 @@ impl EnvSource for ProcessEnv {
 pub(crate) fn process_path() -> Option<OsString> {
     ProcessEnv.get_os("PATH")
 }
+
+/// The whole process environment, as a tool started by this process inherits it (the
+/// confined runs of the sandbox crate start from it). Read here, the one module allowed
+/// to read the environment.
+#[must_use]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the config crate's single read site"
+)]
+pub fn inherited_environment() -> Vec<(OsString, OsString)> {
+    std::env::vars_os().collect()
+}
+
+/// The process's `HOME` when absolute (fallback for the cargo and rustup homes of a
+/// configuration built without an environment).
+pub(crate) fn process_home() -> Option<std::path::PathBuf> {
+    ProcessEnv
+        .get_os("HOME")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+}

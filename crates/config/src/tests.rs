@@ -57,6 +57,9 @@ enum F {
     ExportBase(Option<PathBuf>),
     SidecarBin(Option<PathBuf>),
     TokenFile(Option<PathBuf>),
+    Isolation(Isolation),
+    Network(NetworkPolicy),
+    Limits(Limits),
 }
 
 /// Reads from `cfg` the field that `like` names.
@@ -83,6 +86,9 @@ fn field(cfg: &VmConfig, like: &F) -> F {
         F::ExportBase(_) => F::ExportBase(cfg.export_base.clone()),
         F::SidecarBin(_) => F::SidecarBin(cfg.sidecar_bin.clone()),
         F::TokenFile(_) => F::TokenFile(cfg.token_file.clone()),
+        F::Isolation(_) => F::Isolation(cfg.isolation),
+        F::Network(_) => F::Network(cfg.network),
+        F::Limits(_) => F::Limits(cfg.limits),
     }
 }
 
@@ -369,6 +375,7 @@ fn cases() -> Vec<Case> {
         ),
     ];
     c.extend(more);
+    c.extend(isolation_cases());
     // Non-UTF-8: an error for every text variable, kept verbatim for path variables.
     for v in VARIABLES.iter().filter(|v| v.status == VarStatus::Used) {
         let path_like = [
@@ -942,4 +949,127 @@ fn host_fallback_keeps_system_variables_and_ignores_bad_devshell_values() {
         VmConfig::host_fallback_from_source(&bad_base).export_base,
         None
     );
+}
+
+fn isolation_cases() -> Vec<Case> {
+    let lim = |f: fn(&mut Limits)| {
+        let mut l = Limits::default();
+        f(&mut l);
+        F::Limits(l)
+    };
+    vec![
+        ok(
+            ENV_DEVSHELL_VM_ISOLATION,
+            "auto",
+            F::Isolation(Isolation::Auto),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_ISOLATION,
+            " Namespaces ",
+            F::Isolation(Isolation::Namespaces),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_ISOLATION,
+            "LANDLOCK",
+            F::Isolation(Isolation::Landlock),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_ISOLATION,
+            "off",
+            F::Isolation(Isolation::Off),
+        ),
+        bad(ENV_DEVSHELL_VM_ISOLATION, "seccomp"),
+        bad(ENV_DEVSHELL_VM_ISOLATION, "none"),
+        ok(
+            ENV_DEVSHELL_VM_NETWORK,
+            "off",
+            F::Network(NetworkPolicy::Off),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_NETWORK,
+            "Fetch",
+            F::Network(NetworkPolicy::Fetch),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_NETWORK,
+            " on",
+            F::Network(NetworkPolicy::On),
+        ),
+        bad(ENV_DEVSHELL_VM_NETWORK, "host"),
+        bad(ENV_DEVSHELL_VM_NETWORK, "1"),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_MEMORY,
+            "512M",
+            lim(|l| l.memory = Some(512 << 20)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_MEMORY,
+            "2GiB",
+            lim(|l| l.memory = Some(2 << 30)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_MEMORY,
+            "1048576",
+            lim(|l| l.memory = Some(1 << 20)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_MEMORY,
+            "64k",
+            lim(|l| l.memory = Some(64 << 10)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_MEMORY,
+            "Unlimited",
+            lim(|l| l.memory = None),
+        ),
+        bad(ENV_DEVSHELL_VM_LIMIT_MEMORY, "0"),
+        bad(ENV_DEVSHELL_VM_LIMIT_MEMORY, "-1G"),
+        bad(ENV_DEVSHELL_VM_LIMIT_MEMORY, "G"),
+        bad(ENV_DEVSHELL_VM_LIMIT_MEMORY, "1.5G"),
+        bad(ENV_DEVSHELL_VM_LIMIT_MEMORY, "99999999999T"),
+        ok(ENV_DEVSHELL_VM_LIMIT_PIDS, "64", lim(|l| l.pids = Some(64))),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_PIDS,
+            "unlimited",
+            lim(|l| l.pids = None),
+        ),
+        bad(ENV_DEVSHELL_VM_LIMIT_PIDS, "0"),
+        bad(ENV_DEVSHELL_VM_LIMIT_PIDS, "1k"),
+        bad(ENV_DEVSHELL_VM_LIMIT_PIDS, "99999999999999999999999"),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_CPU_SECS,
+            "30",
+            lim(|l| l.cpu_time = Some(Duration::from_secs(30))),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_CPU_SECS,
+            "none",
+            lim(|l| l.cpu_time = None),
+        ),
+        bad(ENV_DEVSHELL_VM_LIMIT_CPU_SECS, "1h"),
+        bad(ENV_DEVSHELL_VM_LIMIT_CPU_SECS, "0"),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_WRITE,
+            "1T",
+            lim(|l| l.write = Some(1 << 40)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_LIMIT_WRITE,
+            "100MB",
+            lim(|l| l.write = Some(100 << 20)),
+        ),
+        bad(ENV_DEVSHELL_VM_LIMIT_WRITE, "lots"),
+    ]
+}
+
+#[test]
+fn isolation_defaults_are_auto_fetch_and_limited() {
+    let cfg = VmConfig::from_source(&[]).expect("empty env is valid");
+    assert_eq!(cfg.isolation, Isolation::Auto);
+    assert_eq!(cfg.network, NetworkPolicy::Fetch);
+    assert_eq!(cfg.limits.memory, Some(4 << 30));
+    assert_eq!(cfg.limits.pids, Some(1024));
+    assert_eq!(cfg.limits.cpu_time, Some(Duration::from_hours(1)));
+    assert_eq!(cfg.limits.write, Some(8 << 30));
+    assert_eq!(VmConfig::disabled().isolation, Isolation::Auto);
 }

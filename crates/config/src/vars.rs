@@ -44,6 +44,18 @@ pub const ENV_DEVSHELL_VM_INTERNAL_REPL: &str = "DEVSHELL_VM_INTERNAL_REPL";
 pub const ENV_DEVSHELL_VM_SIDECAR_BIN: &str = "DEVSHELL_VM_SIDECAR_BIN";
 /// Path of a file holding the token the β client sends over TCP.
 pub const ENV_DEVSHELL_VM_TOKEN_FILE: &str = "DEVSHELL_VM_TOKEN_FILE";
+/// How tools are confined: `auto`, `namespaces`, `landlock` or `off`. Default `auto`.
+pub const ENV_DEVSHELL_VM_ISOLATION: &str = "DEVSHELL_VM_ISOLATION";
+/// Network of a confined tool: `off`, `fetch` or `on`. Default `fetch`.
+pub const ENV_DEVSHELL_VM_NETWORK: &str = "DEVSHELL_VM_NETWORK";
+/// Memory limit of one confined run (`4G`, `512M`, `unlimited`). Default 4 GiB.
+pub const ENV_DEVSHELL_VM_LIMIT_MEMORY: &str = "DEVSHELL_VM_LIMIT_MEMORY";
+/// Process limit of one confined run. Default 1024.
+pub const ENV_DEVSHELL_VM_LIMIT_PIDS: &str = "DEVSHELL_VM_LIMIT_PIDS";
+/// CPU seconds per process of a confined run. Default 3600.
+pub const ENV_DEVSHELL_VM_LIMIT_CPU_SECS: &str = "DEVSHELL_VM_LIMIT_CPU_SECS";
+/// Largest file a confined run may write, and the size of its private `/tmp` and `HOME`. Default 8 GiB.
+pub const ENV_DEVSHELL_VM_LIMIT_WRITE: &str = "DEVSHELL_VM_LIMIT_WRITE";
 /// Absolute host path: parent of host-sandbox staging dirs and of `vm-workspace/`.
 pub const ENV_DEVSHELL_EXPORT_BASE: &str = "DEVSHELL_EXPORT_BASE";
 /// Alias of [`ENV_DEVSHELL_EXPORT_BASE`] under the earlier project's sandbox name.
@@ -254,6 +266,42 @@ pub const VARIABLES: &[VarDoc] = &[
         "path",
         "unset",
         "File holding the token the β client sends in `handshake` over TCP.",
+    ),
+    used(
+        ENV_DEVSHELL_VM_ISOLATION,
+        "`auto`, `namespaces`, `landlock`, `off` (trimmed, any case)",
+        "`auto`",
+        "How tools run confined (host backend and sidecar). `auto`: the strongest this kernel and user allow (namespaces, else Landlock, else none), a degrade reported once per session; `namespaces`/`landlock`: exactly that or an error naming the mode and the reason; `off`: the tool runs as the caller. See `docs/arch/isolation.md`.",
+    ),
+    used(
+        ENV_DEVSHELL_VM_NETWORK,
+        "`off`, `fetch`, `on` (trimmed, any case)",
+        "`fetch`",
+        "Network of a confined tool. `fetch`: before a cargo command a `cargo fetch` phase runs with network (no project code), then the tool runs with only a private loopback and `CARGO_NET_OFFLINE=true`; `off`: never any network; `on`: the host network for the tool itself, so build scripts, proc-macros and tests of the project can reach anything the host reaches.",
+    ),
+    used(
+        ENV_DEVSHELL_VM_LIMIT_MEMORY,
+        "positive byte count with optional `K`/`M`/`G`/`T` suffix (powers of 1024), or `unlimited`",
+        "`4G`",
+        "Memory of one confined run: a memory cgroup where writable (the run is killed, the outcome says `memory`), else `RLIMIT_DATA` per process.",
+    ),
+    used(
+        ENV_DEVSHELL_VM_LIMIT_PIDS,
+        "positive integer, or `unlimited`",
+        "`1024`",
+        "Processes and threads of one confined run: a pids cgroup where writable, else `RLIMIT_NPROC` (per user; per user namespace with namespaces).",
+    ),
+    used(
+        ENV_DEVSHELL_VM_LIMIT_CPU_SECS,
+        "positive integer (seconds), or `unlimited`",
+        "`3600`",
+        "CPU seconds of each process of a confined run (`RLIMIT_CPU`; the outcome says `cpu`).",
+    ),
+    used(
+        ENV_DEVSHELL_VM_LIMIT_WRITE,
+        "positive byte count with optional `K`/`M`/`G`/`T` suffix (powers of 1024), or `unlimited`",
+        "`8G`",
+        "Largest file a confined run may write (`RLIMIT_FSIZE`; the outcome says `write`), and the size of its private `/tmp` and `HOME`.",
     ),
     used(
         ENV_DEVSHELL_EXPORT_BASE,

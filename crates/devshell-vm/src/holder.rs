@@ -299,6 +299,17 @@ impl SessionHolder {
         }
     }
 
+    /// When `DEVSHELL_VM_ISOLATION=auto` settled for less than namespaces, why and what
+    /// confines tools instead — once per session (the host backend; a sidecar logs its
+    /// own). Front ends print it so a degrade is never silent.
+    pub fn take_isolation_note(&mut self) -> Option<String> {
+        match self {
+            Self::Host(session) => session.take_isolation_note(),
+            #[allow(unreachable_patterns, reason = "other variants exist with features")]
+            _ => None,
+        }
+    }
+
     /// `true` when using the host staging backend ([`HostSandboxSession`]) rather than γ/β.
     #[must_use]
     pub const fn is_host_only(&self) -> bool {

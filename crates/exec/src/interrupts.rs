@@ -63,12 +63,19 @@ fn registration() -> Result<&'static Registration, std::io::Error> {
         .map_err(|reason| std::io::Error::other(reason.clone()))
 }
 
-/// Keeps interrupt forwarding active while alive.
-pub(crate) struct ForwardGuard(());
+/// Keeps interrupt forwarding active while alive: `SIGINT`, `SIGTERM` and `SIGHUP` are
+/// recorded instead of ending the process, and [`take_pending_interrupts`] hands them out
+/// for forwarding (what [`crate::run`] does with `forward_interrupts`; the sandbox crate
+/// forwards them to its init). Public as `InterruptForwarding`.
+#[derive(Debug)]
+pub struct ForwardGuard(());
 
 impl ForwardGuard {
     /// Registers the handlers (once per process) and marks one more forwarding run.
-    pub(crate) fn install() -> Result<Self, std::io::Error> {
+    ///
+    /// # Errors
+    /// When the handlers cannot be registered.
+    pub fn install() -> Result<Self, std::io::Error> {
         let registration = registration()?;
         let mut active = ACTIVE
             .lock()
@@ -169,8 +176,10 @@ pub fn interrupt_handlers_installed() -> bool {
     REGISTRATION.get().is_some_and(Result::is_ok)
 }
 
-/// Signals received since the last call (each at most once).
-pub(crate) fn take_pending() -> Vec<Signal> {
+/// Signals received since the last call (each at most once), while an
+/// [`InterruptForwarding`](ForwardGuard) is alive.
+#[must_use]
+pub fn take_pending() -> Vec<Signal> {
     let Some(Ok(registration)) = REGISTRATION.get() else {
         return Vec::new();
     };

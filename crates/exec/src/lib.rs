@@ -36,7 +36,10 @@ mod interrupts;
 mod request;
 mod runner;
 
-pub use interrupts::{InterruptWatch, cancel_on_interrupt, interrupt_handlers_installed};
+pub use interrupts::{
+    ForwardGuard as InterruptForwarding, InterruptWatch, cancel_on_interrupt,
+    interrupt_handlers_installed, take_pending as take_pending_interrupts,
+};
 pub use request::{OutputMode, StdinMode, ToolRequest};
 pub use runner::{
     CancelHandle, ExecOutcome, NoExitStatus, StreamKind, Termination, resolve_program, run,

@@ -211,6 +211,70 @@ struct Session {
     staging: Staging,
     /// `wire-sync` sessions: the client's store and the project copies checked out.
     wire: Option<wire_conn::WireSession>,
+    /// The session's sandbox, started on its first `exec` (see [`confinement_for`]).
+    confinement: std::sync::Mutex<Option<devshell_vm_sandbox::Confinement>>,
+}
+
+/// The confinement of a session's tools: the staging dir read-write (nothing else of the
+/// roots), the toolchain read-only, the sidecar's options for mode, network and limits.
+fn confinement_for(options: &Options, staging: &Path) -> devshell_vm_sandbox::Confinement {
+    let settings = &options.isolation;
+    let scratch = staging.parent().unwrap_or(staging);
+    let mut policy = devshell_vm_sandbox::Policy::new(
+        settings.isolation,
+        devshell_vm_sandbox::Net::None,
+        settings.limits,
+        staging,
+        scratch,
+    );
+    policy.cargo_home.clone_from(&settings.cargo_home);
+    policy.rustup_home.clone_from(&settings.rustup_home);
+    policy.env = devshell_vm_config::inherited_environment();
+    policy.add_search_path(options.path_var.as_deref());
+    devshell_vm_sandbox::Confinement::new(policy, settings.network)
+}
+
+/// Runs a prepared tool through the session's confinement.
+fn run_confined(
+    session: &Session,
+    options: &Options,
+    prepared: &PreparedExec,
+    on_output: &mut dyn FnMut(StreamKind, &[u8]),
+    cancel: &CancelHandle,
+) -> Result<devshell_vm_exec::ExecOutcome, ExecError> {
+    let mut guard = session
+        .confinement
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let confinement =
+        guard.get_or_insert_with(|| confinement_for(options, session.staging.host_path()));
+    if let Some(note) = confinement.take_degrade_note() {
+        eprintln!("devshell-vm-sidecar: {note}");
+    }
+    // Unconfined, the child changes into the directory this process holds open (no
+    // path re-resolution); a confined tool does not share our descriptors.
+    let cwd = if options.isolation.isolation == devshell_vm_config::Isolation::Off {
+        &prepared.cwd
+    } else {
+        &prepared.real_cwd
+    };
+    confinement
+        .run(
+            &prepared.program,
+            &prepared.request,
+            cwd,
+            &prepared.real_cwd,
+            on_output,
+            Some(cancel),
+        )
+        .map(|outcome| outcome.exec)
+        .map_err(|err| match err {
+            devshell_vm_sandbox::SandboxError::Exec(inner) => inner,
+            other => ExecError::Io {
+                context: chain(&other),
+                source: std::io::Error::other("confined run failed"),
+            },
+        })
 }
 
 struct Conn<'a> {
@@ -452,6 +516,7 @@ impl Conn<'_> {
             id: start.session_id.clone(),
             staging,
             wire: None,
+            confinement: std::sync::Mutex::new(None),
         });
         Reply::SessionOk(SessionOk {
             session_id: start.session_id.clone(),
@@ -634,6 +699,7 @@ impl Conn<'_> {
         // The child changes into the directory we hold open: no path re-resolution.
         let proc_path = PathBuf::from(format!("/proc/self/fd/{}", cwd_fd.as_raw_fd()));
         let real = std::fs::read_link(&proc_path).ok();
+        let real_cwd = real.clone().unwrap_or_else(|| fallback.clone());
         let cwd = if real.is_some() { proc_path } else { fallback };
         let timeout = match exec.timeout_ms {
             Some(0) => None,
@@ -667,6 +733,7 @@ impl Conn<'_> {
             program,
             request,
             cwd,
+            real_cwd,
             cwd_fd,
             timeout,
             guest_cwd,
@@ -686,20 +753,29 @@ impl Conn<'_> {
             .as_ref()
             .and_then(|hangup| HangupWatcher::start(hangup, cancel.clone()));
         let started = Instant::now();
+        let session = self.session.as_ref().expect("checked by dispatch");
+        let options = &self.shared.options;
         let (outcome, client_gone) = if self.has(CAP_EXEC_STREAM) {
-            run_streaming(&prepared, &exec.session_id, cancel, writer)
+            run_streaming(
+                &prepared,
+                &exec.session_id,
+                cancel,
+                writer,
+                session,
+                options,
+            )
         } else {
-            let outcome = devshell_vm_exec::run(
-                &prepared.program,
-                &prepared.request,
-                &prepared.cwd,
+            let outcome = run_confined(
+                session,
+                options,
+                &prepared,
                 &mut |_, chunk: &[u8]| {
                     // v1: child output goes to the sidecar's stderr.
                     let mut err = std::io::stderr().lock();
                     let _ = err.write_all(chunk);
                     let _ = err.flush();
                 },
-                Some(cancel),
+                cancel,
             );
             (outcome, false)
         };
@@ -743,6 +819,8 @@ fn run_streaming<W: Write + Send>(
     session_id: &str,
     cancel: &CancelHandle,
     writer: &mut W,
+    session: &Session,
+    options: &Options,
 ) -> (Result<devshell_vm_exec::ExecOutcome, ExecError>, bool) {
     let deadline = prepared.timeout.map(|t| Instant::now() + t);
     let gone = AtomicBool::new(false);
@@ -790,13 +868,7 @@ fn run_streaming<W: Write + Send>(
                 }
             }
         };
-        let outcome = devshell_vm_exec::run(
-            &prepared.program,
-            &prepared.request,
-            &prepared.cwd,
-            &mut on_output,
-            Some(cancel),
-        );
+        let outcome = run_confined(session, options, prepared, &mut on_output, cancel);
         // Closing the queue lets the writer thread finish; the scope waits for it, so
         // every queued frame is out before the final reply.
         drop(frames);
@@ -811,6 +883,10 @@ struct PreparedExec {
     request: ToolRequest,
     /// `/proc/self/fd/N` of `cwd_fd` (or the checked real path without /proc).
     cwd: PathBuf,
+    /// The checked real path of the cwd: what a confined tool (which does not share this
+    /// process's descriptors) changes into; inside the sandbox only the staging dir is
+    /// writable and nothing outside it is visible, so no symlink can lead out.
+    real_cwd: PathBuf,
     cwd_fd: OwnedFd,
     timeout: Option<Duration>,
     guest_cwd: String,

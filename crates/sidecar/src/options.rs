@@ -56,6 +56,14 @@ pub struct Cli {
     /// wire-sync: seconds a client's project copy is kept without a session before it is removed.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WIRE_IDLE_SECS)]
     pub wire_idle_secs: u64,
+    /// How `exec` runs its tools: auto, namespaces, landlock or off (default:
+    /// `DEVSHELL_VM_ISOLATION`, else auto). A sidecar shared by several clients should
+    /// never run with off.
+    #[arg(long, value_name = "MODE")]
+    pub isolation: Option<String>,
+    /// Network of confined tools: off, fetch or on (default: `DEVSHELL_VM_NETWORK`, else fetch).
+    #[arg(long, value_name = "POLICY")]
+    pub network: Option<String>,
 }
 
 /// Default for `--wire-max-bytes`: 16 GiB.
@@ -137,6 +145,24 @@ pub struct Options {
     pub wire_max_bytes: u64,
     /// wire-sync: idle time after which a project copy is removed.
     pub wire_idle: Duration,
+    /// Confinement of every tool `exec` runs (`--isolation`, `--network`,
+    /// `DEVSHELL_VM_LIMIT_*`, the toolchain homes).
+    pub isolation: IsolationOptions,
+}
+
+/// How the sidecar confines the tools it runs.
+#[derive(Debug, Clone)]
+pub struct IsolationOptions {
+    /// Isolation mode.
+    pub isolation: devshell_vm_config::Isolation,
+    /// Network policy.
+    pub network: devshell_vm_config::NetworkPolicy,
+    /// Limits of each run.
+    pub limits: devshell_vm_config::Limits,
+    /// The toolchain's cargo home (shared read-only).
+    pub cargo_home: Option<PathBuf>,
+    /// The toolchain's rustup home (shared read-only).
+    pub rustup_home: Option<PathBuf>,
 }
 
 impl Options {
@@ -184,14 +210,30 @@ impl Options {
         let roots = resolve_roots(&cli.roots)?;
         let default_timeout =
             devshell_vm_config::exec_timeout_ms_from_env()?.map(Duration::from_millis);
-        let path_var = match devshell_vm_config::VmConfig::from_env() {
-            Ok(config) => config.path,
+        let (path_var, config) = match devshell_vm_config::VmConfig::from_env() {
+            Ok(config) => (config.path.clone(), config),
             Err(err) => {
                 eprintln!(
                     "devshell-vm-sidecar: warning: {err}; using PATH=/usr/local/bin:/usr/bin:/bin"
                 );
-                Some(OsString::from("/usr/local/bin:/usr/bin:/bin"))
+                (
+                    Some(OsString::from("/usr/local/bin:/usr/bin:/bin")),
+                    devshell_vm_config::VmConfig::host_fallback_from_env(),
+                )
             }
+        };
+        let isolation = IsolationOptions {
+            isolation: match cli.isolation.as_deref() {
+                Some(mode) => mode.parse()?,
+                None => config.isolation,
+            },
+            network: match cli.network.as_deref() {
+                Some(policy) => policy.parse()?,
+                None => config.network,
+            },
+            limits: config.limits,
+            cargo_home: config.cargo_home_dir(),
+            rustup_home: config.rustup_home_dir(),
         };
         Ok(Self {
             listen,
@@ -205,6 +247,7 @@ impl Options {
             path_var,
             wire_max_bytes: cli.wire_max_bytes,
             wire_idle: Duration::from_secs(cli.wire_idle_secs.max(1)),
+            isolation,
         })
     }
 }

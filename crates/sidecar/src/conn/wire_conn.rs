@@ -108,6 +108,7 @@ impl Conn<'_> {
                 store_dir,
                 projects: HashMap::new(),
             }),
+            confinement: std::sync::Mutex::new(None),
         });
         Reply::WireStarted(WireStarted {
             session_id: start.session_id.clone(),

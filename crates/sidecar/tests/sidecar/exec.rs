@@ -1,10 +1,21 @@
 //! exec deadlines, hang-ups, concurrency and shutdown, with real processes.
+//!
+//! These tests watch the tool's processes by pid from the outside, which only works when
+//! the tool shares our pid namespace: they run the sidecar with `--isolation off` and
+//! test the process-group discipline of `devshell-vm-exec`. The same guarantees under
+//! confinement (the default) — timeout, client gone, nothing outliving an exec — are in
+//! `escape.rs`, watched by command line instead of pid.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{Client, alive, assert_error, builder, staging, stream_text, wait_until};
+use crate::common::{Client, alive, assert_error, staging, stream_text, wait_until};
+
+/// A builder rooted at `root`, running tools unconfined (see the module docs).
+fn builder(root: &std::path::Path) -> devshell_vm_test_support::sidecar::SidecarBuilder {
+    crate::common::builder(root).arg("--isolation").arg("off")
+}
 
 /// Reads `exec_output` frames until the stdout text holds two pids; returns them.
 fn read_two_pids(client: &mut Client) -> (u32, u32) {

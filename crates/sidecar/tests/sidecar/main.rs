@@ -10,6 +10,7 @@
 mod abuse;
 mod common;
 mod conformance;
+mod escape;
 mod exec;
 mod functional;
 mod security;
