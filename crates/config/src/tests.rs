@@ -48,6 +48,7 @@ enum F {
     Parent(Option<PathBuf>),
     CargoRoot(bool),
     Timeout(Option<Duration>),
+    WorkspaceMax(Option<u64>),
     Socket(Option<Transport>),
     Staging(Option<&'static str>),
     StopOnExit(bool),
@@ -74,6 +75,7 @@ fn field(cfg: &VmConfig, like: &F) -> F {
         F::Parent(_) => F::Parent(cfg.workspace_parent.clone()),
         F::CargoRoot(_) => F::CargoRoot(cfg.workspace_use_cargo_root),
         F::Timeout(_) => F::Timeout(cfg.exec_timeout),
+        F::WorkspaceMax(_) => F::WorkspaceMax(cfg.workspace_max_bytes),
         F::Socket(_) => F::Socket(cfg.socket.clone()),
         F::Staging(_) => F::Staging(cfg.beta_session_staging.as_deref().map(leak)),
         F::StopOnExit(_) => F::StopOnExit(cfg.stop_on_exit),
@@ -229,6 +231,29 @@ fn cases() -> Vec<Case> {
             "18446744073709551615",
             F::Timeout(Some(Duration::from_millis(u64::MAX))),
         ),
+        ok(
+            ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+            "4096",
+            F::WorkspaceMax(Some(4096)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+            " 3G ",
+            F::WorkspaceMax(Some(3 << 30)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+            "512k",
+            F::WorkspaceMax(Some(512 << 10)),
+        ),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "0"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "0M"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "G"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "-1"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "1.5G"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "1T"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "99999999999999999999"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "17179869184G"),
         bad(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, "0"),
         bad(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, "000"),
         bad(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, "-5"),
@@ -941,5 +966,40 @@ fn host_fallback_keeps_system_variables_and_ignores_bad_devshell_values() {
     assert_eq!(
         VmConfig::host_fallback_from_source(&bad_base).export_base,
         None
+    );
+}
+
+/// Issue 15, finding 10: a long bad value is quoted cut, with its length; the field keeps
+/// it whole.
+#[test]
+fn long_values_are_cut_in_messages() {
+    let long = "7".repeat(100_000) + "z";
+    let env: BTreeMap<String, String> =
+        [(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS.to_owned(), long.clone())]
+            .into_iter()
+            .collect();
+    let err = VmConfig::from_source(&env).expect_err("not a number");
+    assert_eq!(err.value, long, "the field keeps the value whole");
+    let shown = err.to_string();
+    assert!(shown.len() < 600, "{} bytes: {shown}", shown.len());
+    assert!(shown.contains("100001 characters in all"), "{shown}");
+    assert!(
+        shown.starts_with(&format!("invalid {ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS}=\"777")),
+        "{shown}"
+    );
+    // Short values are quoted whole, as before.
+    let short = ConfigError::new(
+        ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS,
+        "soon",
+        "not a number",
+        "ms",
+    );
+    assert!(short.to_string().contains("=\"soon\":"), "{short}");
+    // Cutting counts characters, never splits one.
+    let wide = "é".repeat(MAX_QUOTED_CHARS + 5);
+    let cut = ConfigError::new(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, wide, "x", "y").to_string();
+    assert!(
+        cut.contains(&format!("{} characters in all", MAX_QUOTED_CHARS + 5)),
+        "{cut}"
     );
 }

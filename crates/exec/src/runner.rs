@@ -173,6 +173,7 @@ impl CancelHandle {
     /// [`run`] with this handle is running right now, from the calling thread: for a
     /// caller that must stop tools even when the thread running them is stuck (a
     /// server's shutdown deadline). Returns whether a group was signalled.
+    #[must_use = "tells whether a running tool was signalled"]
     pub fn kill_now(&self) -> bool {
         self.cancel();
         let group = self.0.group.load(Ordering::SeqCst);

@@ -12,5 +12,6 @@ mod common;
 mod conformance;
 mod exec;
 mod functional;
+mod hardening;
 mod security;
 mod wire;
