@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     /// The effective connection cap (`--max-connections` lowered to the fd budget).
     connection_cap: usize,
     unauthenticated: std::sync::atomic::AtomicUsize,
+    /// `exec` is answered with an error (the in-memory server for fuzzing).
+    pub(crate) exec_disabled: bool,
 }
 
 /// Counts a connection that has not authenticated yet; released on authentication or
@@ -131,6 +133,7 @@ impl Shared {
             options,
             connection_cap,
             unauthenticated: std::sync::atomic::AtomicUsize::new(0),
+            exec_disabled: false,
             shutting_down: AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
             idle: Condvar::new(),
@@ -643,6 +646,12 @@ impl Conn<'_> {
     }
 
     fn exec<W: Write + Send>(&mut self, exec: &Exec, writer: &mut W) -> Result<(), ProtocolError> {
+        if self.shared.exec_disabled {
+            return write_frame(
+                writer,
+                &Reply::error(ErrorCode::Exec, "exec is disabled on this server"),
+            );
+        }
         let prepared = match self.prepare_exec(exec) {
             Ok(prepared) => prepared,
             Err(reply) => return write_frame(writer, &reply),

@@ -71,7 +71,9 @@ pub use options::{
     Cli, DEFAULT_MAX_CONNECTIONS, DEFAULT_WIRE_IDLE_SECS, DEFAULT_WIRE_MAX_BYTES, Listen,
     MAX_TOKEN_FILE_BYTES, Options, Token,
 };
-pub use server::{FDS_PER_CONNECTION, RESERVED_FDS, SHUTDOWN_GRACE, serve};
+pub use server::{
+    FDS_PER_CONNECTION, RESERVED_FDS, SHUTDOWN_GRACE, serve, serve_bytes_without_exec,
+};
 
 // The README's examples are compiled and run as doctests, so the crate's front page on
 // crates.io cannot drift from the code.

@@ -90,6 +90,28 @@ pub fn serve(options: Options) -> Result<(), SidecarError> {
     }
 }
 
+/// Serves one in-memory connection: the client sends `input` and closes; returns every
+/// byte the server wrote. `exec` is answered with an error (no tool is ever run), so
+/// arbitrary input is safe to feed: this is the request handling end to end (framing,
+/// handshake and token, sessions, guest-fs, sync requests) for the fuzz target and
+/// tests. Logging goes to stderr as usual.
+#[doc(hidden)]
+#[must_use]
+pub fn serve_bytes_without_exec(options: Options, input: &[u8]) -> Vec<u8> {
+    let requires_token = options.token.is_some();
+    let mut shared = Shared::new(options, 1);
+    shared.exec_disabled = true;
+    let peer = Peer {
+        id: shared.next_connection_id(),
+        requires_token,
+        hangup: None,
+        on_authenticated: None,
+    };
+    let mut output = Vec::new();
+    serve_connection(&shared, peer, input, &mut output);
+    output
+}
+
 /// Raises the soft descriptor limit to the hard one and returns the connection cap the
 /// resulting budget allows (never more than `asked`, at least 1), logging both.
 fn connection_cap(asked: usize) -> usize {
