@@ -55,18 +55,16 @@ fn write_onto_special(mut fx: SpecialFileFixture, kind: SpecialKind) {
     );
     // An error is a refusal; success must mean the node was replaced.
     if result.is_ok() {
-        {
-            let read = fx.ops.read_file(&path);
-            assert!(
-                read.as_deref().is_ok_and(|data| data == payload),
-                "write_file({path}) onto a {kind:?} reported success, but the path does not hold the data as a regular file: read_file = {read:?}"
-            );
-            let stat = fx.ops.stat(&path);
-            assert!(
-                stat.as_ref().is_ok_and(|m| m.kind == GuestKind::File),
-                "write_file({path}) onto a {kind:?} reported success, stat = {stat:?}"
-            );
-        }
+        let read = fx.ops.read_file(&path);
+        assert!(
+            read.as_deref().is_ok_and(|data| data == payload),
+            "write_file({path}) onto a {kind:?} reported success, but the path does not hold the data as a regular file: read_file = {read:?}"
+        );
+        let stat = fx.ops.stat(&path);
+        assert!(
+            stat.as_ref().is_ok_and(|m| m.kind == GuestKind::File),
+            "write_file({path}) onto a {kind:?} reported success, stat = {stat:?}"
+        );
     }
     drop(fx.guard);
 }
