@@ -64,6 +64,7 @@ pub struct ProjectTable<X> {
     projects: Vec<Project<X>>,
     observer: Option<SyncObserver>,
     excludes: Vec<String>,
+    max_workspace_bytes: Option<u64>,
 }
 
 impl<X> Default for ProjectTable<X> {
@@ -72,6 +73,7 @@ impl<X> Default for ProjectTable<X> {
             projects: Vec::new(),
             observer: None,
             excludes: Vec::new(),
+            max_workspace_bytes: None,
         }
     }
 }
@@ -125,6 +127,18 @@ impl<X> ProjectTable<X> {
         Ok(())
     }
 
+    /// The workspace size budget of every pull, present projects and future ones
+    /// (`VmConfig::workspace_max_bytes`, from `DEVSHELL_VM_WORKSPACE_MAX_BYTES`; `None`
+    /// keeps the sync engine's default, `devshell_vm_sync::DEFAULT_MAX_WORKSPACE_BYTES`).
+    /// A pull that would pass it fails before reading past it, with the VFS unchanged.
+    pub fn set_max_workspace_bytes(&mut self, bytes: Option<u64>) {
+        self.max_workspace_bytes = bytes;
+        let bytes = bytes.unwrap_or(devshell_vm_sync::DEFAULT_MAX_WORKSPACE_BYTES);
+        for project in &mut self.projects {
+            project.state.set_max_workspace_bytes(bytes);
+        }
+    }
+
     /// The pull excludes in force.
     #[must_use]
     pub fn excludes(&self) -> &[String] {
@@ -169,6 +183,9 @@ impl<X> ProjectTable<X> {
         }
         if let Some(observer) = &self.observer {
             state.set_observer(forwarding(observer));
+        }
+        if let Some(bytes) = self.max_workspace_bytes {
+            state.set_max_workspace_bytes(bytes);
         }
         self.projects.push(Project {
             vfs_root: root,
