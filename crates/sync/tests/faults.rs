@@ -35,6 +35,18 @@ const CHILD_ENV: &str = "DEVSHELL_VM_SYNC_FAULT_CHILD";
 /// The directory the child works in.
 const DIR_ENV: &str = "DEVSHELL_VM_SYNC_FAULT_DIR";
 
+/// The error and every cause, as one line (each level prints its own words once).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn require_root(what: &str) {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -228,7 +240,7 @@ fn pull_after_a_push_that_hit_enospc_imports_nothing_half_written() {
     vfs.write_file("/proj/notes.txt", b"notes v2".to_vec())
         .unwrap();
     let err = push_incremental(&vfs, "/proj", &mut state).unwrap_err();
-    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(chain(&err).contains("No space left"), "{}", chain(&err));
     let before = vfs_snapshot(&vfs, "/");
 
     let pulled = pull_workspace_to_vfs(&mut state, "/proj", &mut vfs);
@@ -280,7 +292,7 @@ fn enospc_mid_full_push_touches_nothing_outside_the_leaf_and_is_repaired() {
     }
     let mut state = SyncState::new(&staging);
     let err = push_full(&vfs, "/proj", &mut state).unwrap_err();
-    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(chain(&err).contains("No space left"), "{}", chain(&err));
     assert_eq!(host_snapshot(&outside), outside_before);
     assert_eq!(
         std::fs::read(staging.join("sibling.txt")).unwrap(),
@@ -336,7 +348,7 @@ fn child_eacces_pull(dir: &Path) {
     let before = vfs_snapshot(&vfs, "/");
     let err = pull_workspace_to_vfs(&mut state, "/proj", &mut vfs).unwrap_err();
     assert!(
-        err.to_string().contains("Permission denied") && err.to_string().contains("proj/m"),
+        chain(&err).contains("Permission denied") && chain(&err).contains("proj/m"),
         "{err}"
     );
     assert_eq!(vfs_snapshot(&vfs, "/"), before, "all or nothing");
@@ -376,7 +388,7 @@ fn child_eacces_push(dir: &Path) {
     let m = staging.join("proj/m");
     std::fs::set_permissions(&m, std::fs::Permissions::from_mode(0o555)).unwrap();
     let err = push_incremental(&vfs, "/proj", &mut state).unwrap_err();
-    assert!(err.to_string().contains("Permission denied"), "{err}");
+    assert!(chain(&err).contains("Permission denied"), "{}", chain(&err));
     assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"keep");
     let before = vfs_snapshot(&vfs, "/");
     assert!(matches!(
