@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use devshell_vm_protocol::parse_reply;
-use devshell_vm_sidecar::{DEFAULT_MAX_CONNECTIONS, Listen, Options, serve_bytes_without_exec};
+use devshell_vm_sidecar::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_WIRE_IDLE_SECS, DEFAULT_WIRE_MAX_BYTES, Listen, Options,
+    serve_bytes_without_exec,
+};
 
 struct Scratch {
     root: PathBuf,
@@ -48,6 +51,8 @@ fn options(root: &Path) -> Options {
         auth_timeout: std::time::Duration::from_secs(1),
         default_timeout: None,
         path_var: None,
+        wire_max_bytes: DEFAULT_WIRE_MAX_BYTES,
+        wire_idle: std::time::Duration::from_secs(DEFAULT_WIRE_IDLE_SECS),
     }
 }
 
