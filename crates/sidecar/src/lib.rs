@@ -8,7 +8,7 @@
 //!   owned by the sidecar's uid or root that group and others cannot write to (a
 //!   missing one is created 0700); a path that is not a socket is never unlinked; each
 //!   peer's uid (`SO_PEERCRED`) must equal the sidecar's. TCP requires the token from
-//!   `--token-file` (a regular file of at most 4096 bytes, mode `0600` or stricter) in
+//!   `--token-file` (a regular file of at most 4096 bytes, mode `0640` or stricter) in
 //!   `handshake` before any other request, unless `--insecure-no-auth` was given for a
 //!   loopback address. The whole handshake has one deadline (`--auth-timeout-ms`), and
 //!   connections not yet authenticated have their own budget

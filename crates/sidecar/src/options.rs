@@ -35,7 +35,7 @@ pub struct Cli {
     /// A directory `session_start` staging dirs must lie in (repeatable; default: the current directory).
     #[arg(long = "root", value_name = "DIR")]
     pub roots: Vec<PathBuf>,
-    /// File holding the token TCP clients must send in `handshake` (a regular file of at most 4096 bytes, not readable by group or others).
+    /// File holding the token TCP clients must send in `handshake` (a regular file of at most 4096 bytes, not accessible by others, not group-writable).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Serve TCP without a token (only accepted on a loopback address).
@@ -230,8 +230,9 @@ impl Options {
 }
 
 /// Reads the token: a regular file (not a device, FIFO or directory: `/dev/zero` would
-/// never end), at most [`MAX_TOKEN_FILE_BYTES`], and private to its owner (as ssh wants
-/// of a key: a secret others can read is not one).
+/// never end), at most [`MAX_TOKEN_FILE_BYTES`], and not accessible by others nor
+/// writable by its group (as ssh wants of a key: a secret everyone can read is not one;
+/// group read is allowed for Secret volumes mounted with a group).
 fn read_token(path: &Path) -> Result<Token, SidecarError> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -251,9 +252,10 @@ fn read_token(path: &Path) -> Result<Token, SidecarError> {
             "not a regular file (a device, FIFO, socket or directory is never read)".into(),
         ));
     }
-    if meta.mode() & 0o077 != 0 {
+    // Group read stays allowed: a Kubernetes Secret mounted with `fsGroup` is 0440.
+    if meta.mode() & 0o027 != 0 {
         return Err(refuse(format!(
-            "has mode {:o}: a token file must not be accessible by group or others (chmod 600)",
+            "has mode {:o}: a token file must not be readable by others or writable by its group (chmod 600 or 640)",
             meta.mode() & 0o7777
         )));
     }

@@ -407,12 +407,17 @@ fn run_with_token_file(file: &Path) -> (Option<i32>, String) {
 #[test]
 fn token_file_must_be_small_regular_and_private() {
     let dir = tempfile::tempdir().unwrap();
-    let shared = dir.path().join("group-readable");
-    std::fs::write(&shared, "t0ken\n").unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let (code, err) = run_with_token_file(&shared);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("group or others"), "{err}");
+    for mode in [0o644, 0o604, 0o660] {
+        let shared = dir.path().join(format!("mode-{mode:o}"));
+        std::fs::write(&shared, "t0ken\n").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, err) = run_with_token_file(&shared);
+        assert_eq!(code, Some(1), "mode {mode:o}: {err}");
+        assert!(
+            err.contains("readable by others or writable by its group"),
+            "{err}"
+        );
+    }
 
     let big = dir.path().join("big");
     std::fs::write(&big, vec![b'x'; 10_000]).unwrap();
@@ -431,9 +436,11 @@ fn token_file_must_be_small_regular_and_private() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not a regular file"), "{err}");
 
-    // A private token file is still accepted.
+    // A private token file is still accepted, and so is a group-readable one (a
+    // Kubernetes Secret mounted with fsGroup is 0440).
     let st = staging();
     let good = token_file(dir.path(), "fine-token");
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o440)).unwrap();
     let (sidecar, _) = start_manual(tcp_command(st.root.path(), &good, &[]), true);
     let mut client = Client::tcp(sidecar.tcp_addr());
     assert_eq!(
