@@ -52,4 +52,6 @@ fn replay(target: &str, check: fn(&[u8])) {
 #[test]
 fn sidecar_conn_corpus_replays() {
     replay("sidecar_conn", sidecar_conn::check);
+    // Nothing may outlive the test in TMPDIR.
+    sidecar_conn::cleanup();
 }

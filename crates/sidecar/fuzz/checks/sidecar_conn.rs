@@ -17,6 +17,7 @@ use devshell_vm_sidecar::{
 };
 
 struct Scratch {
+    base: PathBuf,
     root: PathBuf,
     staging: PathBuf,
     sentinel: PathBuf,
@@ -32,6 +33,7 @@ fn scratch() -> &'static Scratch {
         let sentinel = base.join("sentinel.txt");
         std::fs::write(&sentinel, b"outside the root").expect("write the sentinel");
         Scratch {
+            base: base.clone(),
             root: std::fs::canonicalize(&root).expect("canonical root"),
             staging: std::fs::canonicalize(&staging).expect("canonical staging"),
             sentinel,
@@ -54,6 +56,13 @@ fn options(root: &Path) -> Options {
         wire_max_bytes: DEFAULT_WIRE_MAX_BYTES,
         wire_idle: std::time::Duration::from_secs(DEFAULT_WIRE_IDLE_SECS),
     }
+}
+
+/// Removes the scratch directory (the replay test calls it at the end; a fuzzing
+/// process keeps it for its whole life).
+#[allow(dead_code, reason = "the fuzz target never cleans up")]
+pub(crate) fn cleanup() {
+    let _ = std::fs::remove_dir_all(&scratch().base);
 }
 
 /// Runs the check on one input; panics on a violation.

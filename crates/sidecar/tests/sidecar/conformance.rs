@@ -157,10 +157,9 @@ fn symlink_factory() -> SymlinkFixture {
 }
 
 fn special_factory() -> SpecialFileFixture {
-    let staging = fresh_staging();
-    let root = staging.clone();
+    let (ops, root) = RawOps::start();
     SpecialFileFixture {
-        ops: Box::new(RawOps::new(&staging)),
+        ops: Box::new(ops),
         plant: Box::new(move |rel: &str, kind: SpecialKind| {
             devshell_vm_test_support::special::plant(&root.join(rel), kind == SpecialKind::Fifo)
         }),
