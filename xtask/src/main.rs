@@ -8,6 +8,9 @@
 //! * `cargo xtask package` — only the publishability checks of `ci`.
 //! * `cargo xtask bench [SUITE…] [-- ARGS]` — the repository benchmarks
 //!   (`vfs`, `sync`, `host`, `beta`, `lima`); figures go to `docs/BENCHMARKS.md`.
+//! * `cargo xtask fuzz <TARGET> [--secs N]` — one cargo-fuzz campaign (nightly and
+//!   `cargo-fuzz` needed) on the target's stored corpus, which it grows; see
+//!   `docs/FUZZING.md`. `cargo xtask fuzz --list` names the targets.
 //!
 //! Workspace members are read from `cargo metadata`, never listed here, so a new crate
 //! is packaged and checked without touching this file.
@@ -33,12 +36,23 @@ const BENCH_SUITES: &[(&str, &str, &str)] = &[
 /// id), so the leftover check can find them even after they were re-parented.
 pub(crate) const RUN_MARKER: &str = "DEVSHELL_VM_CI_RUN";
 
+/// Fuzz targets: (target name, crate directory holding `fuzz/`).
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("line_parser", "crates/protocol"),
+    ("requests", "crates/protocol"),
+    ("image_load", "crates/vfs"),
+    ("sidecar_conn", "crates/sidecar"),
+    ("guest_path", "crates/guest-fs"),
+    ("config_env", "crates/config"),
+];
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("package") => package_only(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("-h" | "--help") | None => {
             print_usage();
             return ExitCode::SUCCESS;
@@ -61,7 +75,8 @@ fn print_usage() {
          ci                      fmt, clippy, rustdoc -D warnings, all tests, facade feature tests,\n                          \
          cargo package --workspace, leftover-process and temp-file check\n  \
          package                 only the publishability checks (metadata, cargo package --workspace)\n  \
-         bench [SUITE…] [-- ARGS] run benchmarks (suites: vfs sync host beta lima; default: all)"
+         bench [SUITE…] [-- ARGS] run benchmarks (suites: vfs sync host beta lima; default: all)\n  \
+         fuzz TARGET [--secs N]  run one fuzz campaign (default 300 s; `fuzz --list` names the targets)"
     );
 }
 
@@ -405,4 +420,65 @@ pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or_else(|| Path::new("."))
+}
+
+/// `cargo xtask fuzz TARGET [--secs N]`: runs cargo-fuzz on the target's stored corpus
+/// (`<crate>/fuzz/corpus/<target>`, grown in place), with libFuzzer's own output, at a
+/// low priority (`nice`): the machine is shared.
+fn fuzz(args: &[String]) -> Result<(), String> {
+    let names: Vec<&str> = FUZZ_TARGETS.iter().map(|t| t.0).collect();
+    let Some(target) = args.first() else {
+        return Err(format!("fuzz needs a target: {}", names.join(", ")));
+    };
+    if target == "--list" {
+        for (name, dir) in FUZZ_TARGETS {
+            println!("{name}\t{dir}/fuzz");
+        }
+        return Ok(());
+    }
+    let Some((_, dir)) = FUZZ_TARGETS.iter().find(|t| t.0 == target) else {
+        return Err(format!(
+            "unknown fuzz target `{target}` (known: {})",
+            names.join(", ")
+        ));
+    };
+    let mut secs: u64 = 300;
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--secs" => {
+                secs = rest
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&v| v > 0)
+                    .ok_or("--secs needs a positive number of seconds")?;
+            }
+            other => return Err(format!("unknown fuzz option `{other}`")),
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("xtask has no parent directory")?;
+    let crate_dir = root.join(dir);
+    let corpus = format!("fuzz/corpus/{target}");
+    std::fs::create_dir_all(crate_dir.join(&corpus))
+        .map_err(|err| format!("creating {}/{corpus}: {err}", crate_dir.display()))?;
+    let max_time = format!("-max_total_time={secs}");
+    let shown = format!(
+        "(cd {dir} && nice cargo +nightly fuzz run {target} {corpus} -- {max_time} -close_fd_mask=2 -print_final_stats=1)"
+    );
+    println!("==> {shown}");
+    let status = Command::new("nice")
+        .args(["cargo", "+nightly", "fuzz", "run", target, &corpus, "--"])
+        .args([max_time.as_str(), "-close_fd_mask=2", "-print_final_stats=1"])
+        .current_dir(&crate_dir)
+        .status()
+        .map_err(|err| format!("could not run `{shown}` (is cargo-fuzz installed? `cargo install cargo-fuzz`): {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{shown}` failed with {status} (a crash input is under {dir}/fuzz/artifacts/{target}/)"
+        ))
+    }
 }

@@ -137,7 +137,7 @@ impl BetaSession {
             }),
             exec_timeout: config.exec_timeout,
             forward_interrupts: false,
-            projects: ProjectTable::new(),
+            projects: ProjectTable::with_max_workspace_bytes(config.workspace_max_bytes),
             wire: crate::wire::WireClient::default(),
         })
     }

@@ -1,4 +1,4 @@
-//! The guest-fs conformance suite (main checks and symlink escapes) against a Mode P
+//! The guest-fs conformance suite (main checks, symlink escapes and special files) against a Mode P
 //! `BetaSession` talking to a real `devshell-vm-sidecar` process, over a Unix socket
 //! and over stdio. Each check gets its own sidecar and an empty staging directory.
 
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use common::{Dirs, SidecarProcess, config, sidecar_bin, unix_sidecar};
 use devshell_vm_backend_beta::BetaSession;
-use devshell_vm_guest_fs::conformance::SymlinkFixture;
+use devshell_vm_guest_fs::conformance::{SpecialFileFixture, SpecialKind, SymlinkFixture};
 use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestMetadata};
 
 /// A Mode P session plus what must outlive it (its sidecar, its temp dirs).
@@ -53,6 +53,20 @@ impl Fixture {
 
     fn boxed(stdio: bool) -> Box<dyn GuestFsOps> {
         Box::new(Self::new(stdio).0)
+    }
+
+    fn special_fixture(stdio: bool) -> SpecialFileFixture {
+        let (fixture, staging) = Self::new(stdio);
+        SpecialFileFixture {
+            ops: Box::new(fixture),
+            plant: Box::new(move |rel: &str, kind: SpecialKind| {
+                devshell_vm_test_support::special::plant(
+                    &staging.join(rel),
+                    kind == SpecialKind::Fifo,
+                )
+            }),
+            guard: Box::new(()),
+        }
     }
 
     fn symlink_fixture(stdio: bool) -> SymlinkFixture {
@@ -104,6 +118,9 @@ impl GuestFsOps for Fixture {
 devshell_vm_guest_fs::guest_fs_conformance_tests!(mod over_unix_socket, || Fixture::boxed(false));
 devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(mod symlinks_over_unix_socket, || {
     Fixture::symlink_fixture(false)
+});
+devshell_vm_guest_fs::guest_fs_special_file_tests!(mod special_files_over_unix_socket, || {
+    Fixture::special_fixture(false)
 });
 
 /// The whole main suite once more over stdio (one test: each check spawns a sidecar).

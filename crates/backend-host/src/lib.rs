@@ -255,7 +255,7 @@ impl HostSandboxSession {
             forward_interrupts: false,
             change_tracking: true,
             staging: None,
-            projects: ProjectTable::new(),
+            projects: ProjectTable::with_max_workspace_bytes(config.workspace_max_bytes),
             stats: SessionStats::default(),
         }
     }

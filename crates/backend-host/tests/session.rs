@@ -324,3 +324,41 @@ fn infrastructure_failures_are_error_values_naming_the_path() {
     assert!(std::error::Error::source(&err).is_some());
     assert_eq!(&*vfs.read_file("/p/keep.txt").expect("untouched"), b"keep");
 }
+
+/// `DEVSHELL_VM_WORKSPACE_MAX_BYTES` reaches the session's pulls: a tool that writes past
+/// the budget gets an error naming it, and the VFS keeps what it held.
+#[test]
+fn the_workspace_budget_from_the_config_bounds_pulls() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("DEVSHELL_VM_WORKSPACE_MAX_BYTES", "4096"),
+        ("DEVSHELL_EXPORT_BASE", base.path().to_str().expect("UTF-8")),
+    ];
+    let config = VmConfig {
+        path: config(base.path()).path,
+        ..VmConfig::from_source(&env).expect("valid config")
+    };
+    assert_eq!(config.workspace_max_bytes, Some(4096));
+    let mut session = HostSandboxSession::new(&config);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").expect("mkdir");
+    vfs.write_file("/p/keep.txt", "keep").expect("write");
+    let err = session
+        .run_rust_tool(
+            &mut vfs,
+            "/p",
+            "sh",
+            &["-c".to_owned(), "head -c 20000 /dev/zero > big".to_owned()],
+        )
+        .expect_err("past the budget");
+    assert!(
+        matches!(
+            &err,
+            HostError::Session(SessionError::PullAfterRun { source, .. })
+                if matches!(**source, devshell_vm_sync::VmSyncError::WorkspaceTooLarge { limit: 4096, .. })
+        ),
+        "{err:?}"
+    );
+    assert!(!vfs.exists("/p/big"));
+    assert_eq!(&*vfs.read_file("/p/keep.txt").expect("kept"), b"keep");
+}

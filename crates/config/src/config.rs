@@ -15,9 +15,9 @@ use crate::vars::{
     ENV_DEVSHELL_VM_EAGER, ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, ENV_DEVSHELL_VM_GUEST_WORKSPACE,
     ENV_DEVSHELL_VM_INTERNAL_REPL, ENV_DEVSHELL_VM_LIMA_HINTS, ENV_DEVSHELL_VM_LIMA_INSTANCE,
     ENV_DEVSHELL_VM_LIMACTL, ENV_DEVSHELL_VM_SIDECAR_BIN, ENV_DEVSHELL_VM_SOCKET,
-    ENV_DEVSHELL_VM_STOP_ON_EXIT, ENV_DEVSHELL_VM_TOKEN_FILE, ENV_DEVSHELL_VM_WORKSPACE_MODE,
-    ENV_DEVSHELL_VM_WORKSPACE_PARENT, ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, VARIABLES,
-    VarStatus,
+    ENV_DEVSHELL_VM_STOP_ON_EXIT, ENV_DEVSHELL_VM_TOKEN_FILE, ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+    ENV_DEVSHELL_VM_WORKSPACE_MODE, ENV_DEVSHELL_VM_WORKSPACE_PARENT,
+    ENV_DEVSHELL_VM_WORKSPACE_USE_CARGO_ROOT, VARIABLES, VarStatus,
 };
 use crate::vars::{
     ENV_DEVSHELL_VM_ISOLATION, ENV_DEVSHELL_VM_LIMIT_CPU_SECS, ENV_DEVSHELL_VM_LIMIT_MEMORY,
@@ -55,6 +55,12 @@ pub const EXPORT_DIR_NAME: &str = "cargo-devshell-exports";
 const INSTANCE_ACCEPTED: &str =
     "1-76 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit";
 const TIMEOUT_ACCEPTED: &str = "a positive integer number of milliseconds";
+const BYTES_ACCEPTED: &str =
+    "a positive integer number of bytes, optionally followed by K, M or G (powers of 1024)";
+
+/// The workspace size budget when `DEVSHELL_VM_WORKSPACE_MAX_BYTES` is unset: 8 GiB (the
+/// same default as the sync engine's `SyncState`).
+pub const DEFAULT_WORKSPACE_MAX_BYTES: u64 = 8 << 30;
 const GUEST_PATH_ACCEPTED: &str =
     "an absolute guest path (starting with /, not / itself) without .. components";
 const HOST_ABS_ACCEPTED: &str = "an absolute host path";
@@ -94,6 +100,9 @@ pub struct VmConfig {
     pub workspace_use_cargo_root: bool,
     /// `DEVSHELL_VM_EXEC_TIMEOUT_MS`, a positive duration.
     pub exec_timeout: Option<Duration>,
+    /// `DEVSHELL_VM_WORKSPACE_MAX_BYTES`: workspace size budget for pulls (`None`: the
+    /// sync engine's default, [`DEFAULT_WORKSPACE_MAX_BYTES`]).
+    pub workspace_max_bytes: Option<u64>,
     /// `DEVSHELL_VM_SOCKET`.
     pub socket: Option<Transport>,
     /// `DEVSHELL_VM_BETA_SESSION_STAGING`, verbatim.
@@ -177,6 +186,7 @@ impl VmConfig {
             },
             workspace_mode: workspace_mode_from_source(env)?,
             exec_timeout: exec_timeout_ms_from_source(env)?.map(Duration::from_millis),
+            workspace_max_bytes: workspace_max_bytes_from_source(env)?,
             socket: match text(env, ENV_DEVSHELL_VM_SOCKET)? {
                 Some(v) => Some(v.parse()?),
                 None => None,
@@ -264,6 +274,7 @@ impl VmConfig {
             workspace_parent: None,
             workspace_use_cargo_root: true,
             exec_timeout: None,
+            workspace_max_bytes: None,
             socket: None,
             beta_session_staging: None,
             beta_sync: BetaSync::Auto,
@@ -485,6 +496,52 @@ pub fn exec_timeout_ms_from_source(env: &dyn EnvSource) -> Result<Option<u64>, C
     }
 }
 
+/// `DEVSHELL_VM_WORKSPACE_MAX_BYTES` from the process environment (`None` when unset).
+///
+/// # Errors
+/// A value that is not a positive byte count.
+pub fn workspace_max_bytes_from_env() -> Result<Option<u64>, ConfigError> {
+    workspace_max_bytes_from_source(&ProcessEnv)
+}
+
+/// [`workspace_max_bytes_from_env`] over any [`EnvSource`].
+///
+/// # Errors
+/// A value that is not a positive integer with an optional `K`, `M` or `G` suffix, or
+/// that overflows 64 bits.
+pub fn workspace_max_bytes_from_source(env: &dyn EnvSource) -> Result<Option<u64>, ConfigError> {
+    let Some(v) = text(env, ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES)? else {
+        return Ok(None);
+    };
+    let err = |problem: &str| {
+        ConfigError::new(
+            ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+            v.as_str(),
+            problem,
+            BYTES_ACCEPTED,
+        )
+    };
+    let t = v.trim();
+    let (digits, shift) = match t.as_bytes().last() {
+        Some(b'K' | b'k') => (&t[..t.len() - 1], 10),
+        Some(b'M' | b'm') => (&t[..t.len() - 1], 20),
+        Some(b'G' | b'g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err("not a positive byte count"));
+    }
+    let n: u64 = digits.parse().map_err(|_| err("too large"))?;
+    if n == 0 {
+        return Err(err(
+            "zero would refuse every file (unset the variable for the default)",
+        ));
+    }
+    n.checked_mul(1 << shift)
+        .map(Some)
+        .ok_or_else(|| err("too large"))
+}
+
 /// The one boolean parser: `1/true/yes/on` → `true`, `0/false/no/off` → `false`,
 /// trimmed, any case. Anything else is an error naming `variable`.
 ///
@@ -663,6 +720,7 @@ fn accepted_for(name: &str) -> &'static str {
         ENV_DEVSHELL_VM_BACKEND => BACKEND_ACCEPTED,
         ENV_DEVSHELL_VM_WORKSPACE_MODE => WORKSPACE_MODE_ACCEPTED,
         ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS => TIMEOUT_ACCEPTED,
+        ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES => BYTES_ACCEPTED,
         ENV_DEVSHELL_VM_SOCKET => crate::types::SOCKET_ACCEPTED,
         ENV_DEVSHELL_VM_LIMA_INSTANCE => INSTANCE_ACCEPTED,
         ENV_DEVSHELL_VM_GUEST_WORKSPACE => GUEST_PATH_ACCEPTED,

@@ -94,12 +94,13 @@ mod vars;
 mod tests;
 
 pub use config::{
-    DEFAULT_GUEST_WORKSPACE, DEFAULT_LIMA_INSTANCE, ENV_CARGO_HOME, ENV_HOME, ENV_LIMA_HOME,
-    ENV_PATH, ENV_RUSTUP_HOME, ENV_TMPDIR, ENV_XDG_CACHE_HOME, EXPORT_DIR_NAME, VmConfig,
-    exec_timeout_ms_from_env, exec_timeout_ms_from_source, parse_bool, sanitize_instance_dir_name,
+    DEFAULT_GUEST_WORKSPACE, DEFAULT_LIMA_INSTANCE, DEFAULT_WORKSPACE_MAX_BYTES, ENV_CARGO_HOME,
+    ENV_HOME, ENV_LIMA_HOME, ENV_PATH, ENV_RUSTUP_HOME, ENV_TMPDIR, ENV_XDG_CACHE_HOME,
+    EXPORT_DIR_NAME, VmConfig, exec_timeout_ms_from_env, exec_timeout_ms_from_source, parse_bool,
+    sanitize_instance_dir_name, workspace_max_bytes_from_env, workspace_max_bytes_from_source,
     workspace_mode_from_env, workspace_mode_from_source,
 };
-pub use error::ConfigError;
+pub use error::{ConfigError, MAX_QUOTED_CHARS};
 pub use isolation::{
     DEFAULT_LIMIT_CPU_SECS, DEFAULT_LIMIT_MEMORY, DEFAULT_LIMIT_PIDS, DEFAULT_LIMIT_WRITE,
     Isolation, Limits, NetworkPolicy, parse_count, parse_size,

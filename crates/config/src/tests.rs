@@ -48,6 +48,7 @@ enum F {
     Parent(Option<PathBuf>),
     CargoRoot(bool),
     Timeout(Option<Duration>),
+    WorkspaceMax(Option<u64>),
     Socket(Option<Transport>),
     Staging(Option<&'static str>),
     StopOnExit(bool),
@@ -77,6 +78,7 @@ fn field(cfg: &VmConfig, like: &F) -> F {
         F::Parent(_) => F::Parent(cfg.workspace_parent.clone()),
         F::CargoRoot(_) => F::CargoRoot(cfg.workspace_use_cargo_root),
         F::Timeout(_) => F::Timeout(cfg.exec_timeout),
+        F::WorkspaceMax(_) => F::WorkspaceMax(cfg.workspace_max_bytes),
         F::Socket(_) => F::Socket(cfg.socket.clone()),
         F::Staging(_) => F::Staging(cfg.beta_session_staging.as_deref().map(leak)),
         F::StopOnExit(_) => F::StopOnExit(cfg.stop_on_exit),
@@ -235,6 +237,29 @@ fn cases() -> Vec<Case> {
             "18446744073709551615",
             F::Timeout(Some(Duration::from_millis(u64::MAX))),
         ),
+        ok(
+            ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+            "4096",
+            F::WorkspaceMax(Some(4096)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+            " 3G ",
+            F::WorkspaceMax(Some(3 << 30)),
+        ),
+        ok(
+            ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+            "512k",
+            F::WorkspaceMax(Some(512 << 10)),
+        ),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "0"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "0M"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "G"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "-1"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "1.5G"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "1T"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "99999999999999999999"),
+        bad(ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES, "17179869184G"),
         bad(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, "0"),
         bad(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, "000"),
         bad(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, "-5"),
@@ -1072,4 +1097,39 @@ fn isolation_defaults_are_auto_fetch_and_limited() {
     assert_eq!(cfg.limits.cpu_time, Some(Duration::from_hours(1)));
     assert_eq!(cfg.limits.write, Some(8 << 30));
     assert_eq!(VmConfig::disabled().isolation, Isolation::Auto);
+}
+
+/// Issue 15, finding 10: a long bad value is quoted cut, with its length; the field keeps
+/// it whole.
+#[test]
+fn long_values_are_cut_in_messages() {
+    let long = "7".repeat(100_000) + "z";
+    let env: BTreeMap<String, String> =
+        [(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS.to_owned(), long.clone())]
+            .into_iter()
+            .collect();
+    let err = VmConfig::from_source(&env).expect_err("not a number");
+    assert_eq!(err.value, long, "the field keeps the value whole");
+    let shown = err.to_string();
+    assert!(shown.len() < 600, "{} bytes: {shown}", shown.len());
+    assert!(shown.contains("100001 characters in all"), "{shown}");
+    assert!(
+        shown.starts_with(&format!("invalid {ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS}=\"777")),
+        "{shown}"
+    );
+    // Short values are quoted whole, as before.
+    let short = ConfigError::new(
+        ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS,
+        "soon",
+        "not a number",
+        "ms",
+    );
+    assert!(short.to_string().contains("=\"soon\":"), "{short}");
+    // Cutting counts characters, never splits one.
+    let wide = "é".repeat(MAX_QUOTED_CHARS + 5);
+    let cut = ConfigError::new(ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS, wide, "x", "y").to_string();
+    assert!(
+        cut.contains(&format!("{} characters in all", MAX_QUOTED_CHARS + 5)),
+        "{cut}"
+    );
 }

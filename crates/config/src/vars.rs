@@ -17,6 +17,9 @@ pub const ENV_DEVSHELL_VM_LIMA_INSTANCE: &str = "DEVSHELL_VM_LIMA_INSTANCE";
 pub const ENV_DEVSHELL_VM_WORKSPACE_MODE: &str = "DEVSHELL_VM_WORKSPACE_MODE";
 /// Positive integer: default timeout in milliseconds for one tool run in the guest.
 pub const ENV_DEVSHELL_VM_EXEC_TIMEOUT_MS: &str = "DEVSHELL_VM_EXEC_TIMEOUT_MS";
+/// Positive byte count (`K`, `M`, `G` suffixes: powers of 1024): the most file content a
+/// pull may bring into the in-memory workspace.
+pub const ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES: &str = "DEVSHELL_VM_WORKSPACE_MAX_BYTES";
 /// β transport: an absolute Unix socket path, `tcp:HOST:PORT`, `tcp://HOST:PORT` or `stdio`.
 pub const ENV_DEVSHELL_VM_SOCKET: &str = "DEVSHELL_VM_SOCKET";
 /// Absolute guest path where the workspace is mounted (default `/workspace`).
@@ -188,6 +191,12 @@ pub const VARIABLES: &[VarDoc] = &[
         "positive integer (milliseconds)",
         "no timeout",
         "Timeout for one tool run; sent as β `exec.timeout_ms`, and the sidecar's default.",
+    ),
+    used(
+        ENV_DEVSHELL_VM_WORKSPACE_MAX_BYTES,
+        "positive integer of bytes, optionally with `K`, `M` or `G` (powers of 1024)",
+        "`8G`",
+        "Workspace size budget: a pull whose synced tree would hold more file content fails with an error naming the budget before reading anything past it; the in-memory workspace is left unchanged.",
     ),
     used(
         ENV_DEVSHELL_VM_SOCKET,

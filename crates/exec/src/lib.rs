@@ -10,7 +10,14 @@
 //!   kill still holds the output pipes (the earlier sidecar answered a 200 ms
 //!   timeout after 3 s because it waited for the pipes to close);
 //! * output is **inherited, captured, streamed** to a callback in arrival order,
-//!   or discarded, per stream;
+//!   or discarded, per stream; streamed output is **back-pressured**: the queue between
+//!   the pipe readers and the callback holds [`OUTPUT_QUEUE_EVENTS`] chunks of at most
+//!   [`OUTPUT_CHUNK_BYTES`], so a slow callback makes the tool block on its pipe instead
+//!   of growing memory (capture, by its nature, keeps everything);
+//! * the group is **not** a containment boundary: a descendant that calls `setsid(2)`
+//!   (or `setpgid`) leaves the group, so a timeout, a cancel or [`CancelHandle::kill_now`]
+//!   does not reach it. Containing such processes needs the isolation layer (a cgroup
+//!   or PID namespace), which this crate does not provide;
 //! * stdin is `/dev/null` unless the caller asks to inherit it (a child reading
 //!   the protocol pipe's stdin ate requests in the earlier sidecar);
 //! * exits, signals, timeouts and cancellations are kept apart in
@@ -42,7 +49,8 @@ pub use interrupts::{
 };
 pub use request::{OutputMode, StdinMode, ToolRequest};
 pub use runner::{
-    CancelHandle, ExecOutcome, NoExitStatus, StreamKind, Termination, resolve_program, run,
+    CancelHandle, ExecOutcome, NoExitStatus, OUTPUT_CHUNK_BYTES, OUTPUT_QUEUE_EVENTS, StreamKind,
+    Termination, resolve_program, run,
 };
 
 use std::path::PathBuf;

@@ -6,8 +6,8 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,17 @@ const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// After `SIGKILL` of the group, how long to wait for the tool to be reaped.
 const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// Size of one read from a tool's pipe (and so the largest output chunk).
+pub const OUTPUT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Events (output chunks, mostly) queued between the pipe readers and the caller of
+/// [`run`]. When the caller's `on_output` is slow, the queue fills, the reader threads
+/// stop reading and the tool blocks on its full pipe: output is back-pressured end to
+/// end, and the memory a run holds for output is bounded by about
+/// `(OUTPUT_QUEUE_EVENTS + 2) * OUTPUT_CHUNK_BYTES` (the queue plus one buffer per
+/// reader thread), whatever the tool prints.
+pub const OUTPUT_QUEUE_EVENTS: usize = 4;
 
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +142,14 @@ impl ExecOutcome {
 /// Cancels a running [`run`] from another thread: the process group is killed and
 /// the run returns [`Termination::Cancelled`]. Cloning shares the same flag.
 #[derive(Debug, Clone, Default)]
-pub struct CancelHandle(Arc<AtomicBool>);
+pub struct CancelHandle(Arc<CancelInner>);
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    /// Process group of the run using this handle while its tool runs (0: none).
+    group: AtomicI32,
+}
 
 impl CancelHandle {
     /// A handle that has not fired.
@@ -142,13 +160,51 @@ impl CancelHandle {
 
     /// Fires the handle (idempotent).
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.cancelled.store(true, Ordering::SeqCst);
     }
 
     /// Whether the handle has fired.
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Fires the handle and sends `SIGKILL` to the process group of the tool that a
+    /// [`run`] with this handle is running right now, from the calling thread: for a
+    /// caller that must stop tools even when the thread running them is stuck (a
+    /// server's shutdown deadline). Returns whether a group was signalled.
+    #[must_use = "tells whether a running tool was signalled"]
+    pub fn kill_now(&self) -> bool {
+        self.cancel();
+        let group = self.0.group.load(Ordering::SeqCst);
+        group > 0 && killpg(Pid::from_raw(group), Signal::SIGKILL).is_ok()
+    }
+
+    /// The process group of the tool a [`run`] with this handle is running, if any.
+    #[must_use]
+    pub fn process_group(&self) -> Option<i32> {
+        let group = self.0.group.load(Ordering::SeqCst);
+        (group > 0).then_some(group)
+    }
+}
+
+/// Records the running group in a cancel handle and clears it when the run returns.
+struct GroupRecord<'a>(Option<&'a CancelHandle>);
+
+impl<'a> GroupRecord<'a> {
+    fn set(cancel: Option<&'a CancelHandle>, group: Pid) -> Self {
+        if let Some(cancel) = cancel {
+            cancel.0.group.store(group.as_raw(), Ordering::SeqCst);
+        }
+        Self(cancel)
+    }
+}
+
+impl Drop for GroupRecord<'_> {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0 {
+            cancel.0.group.store(0, Ordering::SeqCst);
+        }
     }
 }
 
@@ -251,8 +307,10 @@ pub fn run(
 
     // Restores the terminal to this process group when dropped (after the wait below).
     let _terminal = TerminalHandover::take(request.stdin, group);
+    let _recorded = GroupRecord::set(cancel, group);
 
-    let (sender, events) = mpsc::channel();
+    // Bounded: a slow `on_output` back-pressures the readers and so the tool.
+    let (sender, events) = mpsc::sync_channel(OUTPUT_QUEUE_EVENTS);
     let open_streams = spawn_readers(&mut child, &sender);
     spawn_waiter(child, sender);
 
@@ -335,7 +393,7 @@ fn stdio_for(mode: OutputMode) -> Stdio {
 }
 
 /// Starts one reader thread per piped stream; returns how many are open.
-fn spawn_readers(child: &mut Child, sender: &Sender<Event>) -> usize {
+fn spawn_readers(child: &mut Child, sender: &SyncSender<Event>) -> usize {
     let mut open = 0;
     if let Some(stdout) = child.stdout.take() {
         open += 1;
@@ -348,13 +406,18 @@ fn spawn_readers(child: &mut Child, sender: &Sender<Event>) -> usize {
     open
 }
 
-fn spawn_reader<R: Read + Send + 'static>(mut pipe: R, kind: StreamKind, sender: Sender<Event>) {
+fn spawn_reader<R: Read + Send + 'static>(
+    mut pipe: R,
+    kind: StreamKind,
+    sender: SyncSender<Event>,
+) {
     thread::spawn(move || {
-        let mut buffer = vec![0_u8; 64 * 1024];
+        let mut buffer = vec![0_u8; OUTPUT_CHUNK_BYTES];
         loop {
             match pipe.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
+                    // Blocks while the queue is full: the tool then blocks on its pipe.
                     if sender
                         .send(Event::Output(kind, buffer[..n].to_vec()))
                         .is_err()
@@ -371,7 +434,7 @@ fn spawn_reader<R: Read + Send + 'static>(mut pipe: R, kind: StreamKind, sender:
     });
 }
 
-fn spawn_waiter(mut child: Child, sender: Sender<Event>) {
+fn spawn_waiter(mut child: Child, sender: SyncSender<Event>) {
     thread::spawn(move || {
         let _ = sender.send(Event::Exited(child.wait()));
     });
@@ -413,7 +476,15 @@ impl WaitState<'_> {
                 Ok(Event::Output(kind, chunk)) => self.deliver(kind, &chunk, on_output),
                 Ok(Event::Closed) => self.open_streams = self.open_streams.saturating_sub(1),
                 Ok(Event::Exited(status)) => {
-                    exited = Some(termination_of(status)?);
+                    let status = termination_of(status)?;
+                    // Killed through `CancelHandle::kill_now` before this loop noticed
+                    // the cancellation: report the cancellation, not the SIGKILL.
+                    let cancelled = self.cancel.is_some_and(CancelHandle::is_cancelled);
+                    exited = Some(if cancelled && status == Termination::Signaled(9) {
+                        Termination::Cancelled
+                    } else {
+                        status
+                    });
                     drain_until = Some(Instant::now() + DRAIN_GRACE);
                 }
                 Err(RecvTimeoutError::Timeout) => {}

@@ -309,3 +309,73 @@ fn a_request_keeps_its_own_timeout_over_the_session_default() {
     let still_none = ToolRequest::new("true", Vec::<String>::new()).or_timeout(None);
     assert_eq!(still_none.timeout, None);
 }
+
+/// Issue 15, finding 2: a slow consumer of streamed output must hold the tool on its
+/// pipe, not let the reader threads buffer everything it prints.
+#[test]
+fn slow_stream_consumer_blocks_the_tool_on_its_pipe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("finished");
+    // 64 MiB of output, then a marker file: the marker appears only once every byte
+    // has been taken from the pipe.
+    let script = format!(
+        "head -c 67108864 /dev/zero; echo done > '{}'",
+        marker.display()
+    );
+    let request = ToolRequest::new("sh", ["-c", script.as_str()]).stdout(OutputMode::Stream);
+    let mut calls = 0_u64;
+    let mut total = 0_u64;
+    let mut finished_while_stalled = None;
+    let outcome = run(
+        &sh(),
+        &request,
+        dir.path(),
+        &mut |_, chunk| {
+            calls += 1;
+            total += chunk.len() as u64;
+            if calls == 1 {
+                // Stall the consumer: with an unbounded queue the readers would drain
+                // the whole 64 MiB meanwhile and the tool would finish.
+                std::thread::sleep(Duration::from_secs(1));
+                finished_while_stalled = Some(marker.exists());
+            }
+        },
+        None,
+    )
+    .expect("spawn sh");
+    assert_eq!(outcome.termination, Termination::Exited(0));
+    assert_eq!(total, 64 << 20, "every byte is still delivered");
+    assert_eq!(
+        finished_while_stalled,
+        Some(false),
+        "the tool ran to the end while the consumer was stalled: output was buffered without bound"
+    );
+}
+
+#[test]
+fn kill_now_kills_the_running_group_from_another_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cancel = CancelHandle::new();
+    assert_eq!(cancel.process_group(), None);
+    let watcher = cancel.clone();
+    let killer = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while watcher.process_group().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "run never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(watcher.kill_now(), "a running group was signalled");
+    });
+    let request = ToolRequest::new("sh", ["-c", "sleep 1000"]);
+    let outcome = run(&sh(), &request, dir.path(), &mut |_, _| {}, Some(&cancel)).expect("spawn");
+    killer.join().expect("killer thread");
+    assert_eq!(outcome.termination, Termination::Cancelled);
+    assert_eq!(
+        cancel.process_group(),
+        None,
+        "cleared when the run returned"
+    );
+}

@@ -117,6 +117,33 @@ macro_rules! guest_fs_symlink_escape_tests {
     };
 }
 
+/// One `#[test]` per special-file check (`write_file` onto a FIFO or a device), for an
+/// implementation with real files.
+///
+/// The argument is a factory expression returning a fresh
+/// [`conformance::SpecialFileFixture`]. Same `mod name, factory` form as
+/// [`guest_fs_conformance_tests!`].
+#[macro_export]
+macro_rules! guest_fs_special_file_tests {
+    (mod $name:ident, $factory:expr $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::guest_fs_special_file_tests!($factory);
+        }
+    };
+    ($factory:expr $(,)?) => {
+        #[test]
+        fn write_file_onto_fifo_is_refused_or_replaced() {
+            $crate::conformance::write_file_onto_fifo_is_refused_or_replaced($factory);
+        }
+        #[test]
+        fn write_file_onto_char_device_is_refused_or_replaced() {
+            $crate::conformance::write_file_onto_char_device_is_refused_or_replaced($factory);
+        }
+    };
+}
+
 /// The single list of checks, expanded into tests or into `run_all` (internal).
 #[doc(hidden)]
 #[cfg(feature = "conformance")]

@@ -6,6 +6,7 @@ mod common;
 
 devshell_vm_guest_fs::guest_fs_conformance_tests!(common::fresh_host_ops);
 devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(|| common::symlink_fixture(true));
+devshell_vm_guest_fs::guest_fs_special_file_tests!(common::special_fixture);
 
 /// The default rename (`rename_by_copy`) cannot recreate a symlink: a tree holding one
 /// (or a link itself) is refused with `Internal` before anything is copied, and both

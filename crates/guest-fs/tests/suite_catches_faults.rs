@@ -377,3 +377,86 @@ fn unreachable_backend_faults_are_caught() {
         "a healthy mock must fail the unreachable check"
     );
 }
+
+/// Writes with plain `std::fs::write`, following whatever node is there (the earlier
+/// sidecar's `write_file`, which wrote into FIFOs and devices and reported success).
+struct WritesIntoAnything {
+    inner: common::HostDirOps,
+    root: std::path::PathBuf,
+}
+
+impl GuestFsOps for WritesIntoAnything {
+    fn mount(&self) -> &str {
+        self.inner.mount()
+    }
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, GuestFsError> {
+        self.inner.list_dir(path)
+    }
+    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, GuestFsError> {
+        self.inner.read_file(path)
+    }
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), GuestFsError> {
+        let rel = path
+            .strip_prefix(self.inner.mount())
+            .unwrap_or(path)
+            .trim_start_matches('/');
+        let host = self.root.join(rel);
+        // O_NONBLOCK so the open of a FIFO does not wait; then write whatever it is.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(0o4000)
+            .open(&host);
+        std::io::Write::write_all(
+            &mut file.map_err(|e| GuestFsError::Internal {
+                message: e.to_string(),
+            })?,
+            data,
+        )
+        .map_err(|e| GuestFsError::Internal {
+            message: e.to_string(),
+        })
+    }
+    fn mkdir(&mut self, path: &str) -> Result<(), GuestFsError> {
+        self.inner.mkdir(path)
+    }
+    fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
+        self.inner.remove(path)
+    }
+    fn stat(&mut self, path: &str) -> Result<GuestMetadata, GuestFsError> {
+        self.inner.stat(path)
+    }
+    fn exists(&mut self, path: &str) -> Result<bool, GuestFsError> {
+        self.inner.exists(path)
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// The special-file checks catch a `write_file` that writes into a FIFO or a device,
+/// and pass the reference implementation that refuses.
+#[test]
+fn writing_into_special_files_is_caught() {
+    conformance::run_special_file_all(common::special_fixture);
+    for check in [
+        conformance::write_file_onto_fifo_is_refused_or_replaced::<
+            fn() -> conformance::SpecialFileFixture,
+        >,
+        conformance::write_file_onto_char_device_is_refused_or_replaced,
+    ] {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            check(|| {
+                let mut fx = common::special_fixture();
+                let mount = std::path::PathBuf::from(fx.ops.mount());
+                let inner = common::HostDirOps::new(&mount, true);
+                fx.ops = Box::new(WritesIntoAnything { inner, root: mount });
+                fx
+            });
+        }));
+        assert!(
+            result.is_err(),
+            "the special-file check passed a write-through implementation"
+        );
+    }
+}

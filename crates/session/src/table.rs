@@ -64,6 +64,7 @@ pub struct ProjectTable<X> {
     projects: Vec<Project<X>>,
     observer: Option<SyncObserver>,
     excludes: Vec<String>,
+    max_workspace_bytes: Option<u64>,
 }
 
 impl<X> Default for ProjectTable<X> {
@@ -72,6 +73,7 @@ impl<X> Default for ProjectTable<X> {
             projects: Vec::new(),
             observer: None,
             excludes: Vec::new(),
+            max_workspace_bytes: None,
         }
     }
 }
@@ -90,6 +92,15 @@ impl<X> ProjectTable<X> {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty table whose pulls are bounded by `max_workspace_bytes`
+    /// ([`Self::set_max_workspace_bytes`]; `None`: the sync engine's default).
+    #[must_use]
+    pub fn with_max_workspace_bytes(max_workspace_bytes: Option<u64>) -> Self {
+        let mut table = Self::default();
+        table.set_max_workspace_bytes(max_workspace_bytes);
+        table
     }
 
     /// Installs a progress callback for every push and pull, also of projects synced
@@ -123,6 +134,18 @@ impl<X> ProjectTable<X> {
         }
         self.excludes = globs.iter().map(|g| (*g).to_owned()).collect();
         Ok(())
+    }
+
+    /// The workspace size budget of every pull, present projects and future ones
+    /// (`VmConfig::workspace_max_bytes`, from `DEVSHELL_VM_WORKSPACE_MAX_BYTES`; `None`
+    /// keeps the sync engine's default, `devshell_vm_sync::DEFAULT_MAX_WORKSPACE_BYTES`).
+    /// A pull that would pass it fails before reading past it, with the VFS unchanged.
+    pub fn set_max_workspace_bytes(&mut self, bytes: Option<u64>) {
+        self.max_workspace_bytes = bytes;
+        let bytes = bytes.unwrap_or(devshell_vm_sync::DEFAULT_MAX_WORKSPACE_BYTES);
+        for project in &mut self.projects {
+            project.state.set_max_workspace_bytes(bytes);
+        }
     }
 
     /// The pull excludes in force.
@@ -169,6 +192,9 @@ impl<X> ProjectTable<X> {
         }
         if let Some(observer) = &self.observer {
             state.set_observer(forwarding(observer));
+        }
+        if let Some(bytes) = self.max_workspace_bytes {
+            state.set_max_workspace_bytes(bytes);
         }
         self.projects.push(Project {
             vfs_root: root,

@@ -217,3 +217,43 @@ fn project_dirs_are_private_and_excludes_apply_to_new_projects() {
         .unwrap_err();
     assert!(matches!(err, SessionError::Cwd { .. }), "{err}");
 }
+
+/// The workspace size budget set on the table reaches every project, present and
+/// future: a tool that writes past it gets a failed pull and the VFS keeps its files.
+#[test]
+fn the_tables_workspace_budget_reaches_every_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vfs = sample();
+    let mut table: ProjectTable<()> = ProjectTable::new();
+    table.set_max_workspace_bytes(Some(4096));
+    let at = table
+        .project_for::<SessionError>(&vfs, "/w/app/src", || Ok(dir.path().to_path_buf()), || ())
+        .unwrap();
+    let project = table.get_mut(at.index);
+    assert_eq!(project.state.max_workspace_bytes(), 4096);
+    let err = run_cycle(project, &mut vfs, "tool", |leaf: &Path| {
+        fs::write(leaf.join("big.bin"), vec![0u8; 10_000]).unwrap();
+        Ok::<_, std::io::Error>(exited(0))
+    })
+    .unwrap_err();
+    let CycleError::Session(err) = err else {
+        panic!("the runner did not fail: {err:?}")
+    };
+    let shown =
+        std::error::Error::source(&err).map_or_else(|| err.to_string(), ToString::to_string);
+    assert!(
+        format!("{err} {shown}").contains("workspace size budget"),
+        "{err}: {shown}"
+    );
+    assert!(!vfs.exists("/w/app/big.bin"));
+    assert_eq!(
+        &vfs.read_file("/w/app/src/main.rs").unwrap()[..],
+        b"fn main() {}\n"
+    );
+    // Raising it later reaches the existing project.
+    table.set_max_workspace_bytes(None);
+    assert_eq!(
+        table.get_mut(at.index).state.max_workspace_bytes(),
+        devshell_vm_sync::DEFAULT_MAX_WORKSPACE_BYTES
+    );
+}

@@ -63,6 +63,49 @@ pub(crate) struct Shared {
     next_exec: AtomicU64,
     next_conn: AtomicU64,
     open_connections: std::sync::atomic::AtomicUsize,
+    /// The effective connection cap (`--max-connections` lowered to the fd budget).
+    connection_cap: usize,
+    unauthenticated: std::sync::atomic::AtomicUsize,
+    /// `exec` is answered with an error (the in-memory server for fuzzing).
+    pub(crate) exec_disabled: bool,
+}
+
+/// Counts a connection that has not authenticated yet; released on authentication or
+/// when the connection ends, whichever comes first.
+#[derive(Debug)]
+pub(crate) struct UnauthenticatedSlot {
+    shared: std::sync::Arc<Shared>,
+    held: AtomicBool,
+}
+
+impl UnauthenticatedSlot {
+    /// Takes a slot, or `None` when `max_unauthenticated` connections are waiting.
+    pub(crate) fn take(shared: &std::sync::Arc<Shared>) -> Option<Self> {
+        let limit = shared.options.max_unauthenticated;
+        shared
+            .unauthenticated
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Self {
+                shared: std::sync::Arc::clone(shared),
+                held: AtomicBool::new(true),
+            })
+    }
+
+    /// Gives the slot back (idempotent).
+    pub(crate) fn release(&self) {
+        if self.held.swap(false, Ordering::SeqCst) {
+            self.shared.unauthenticated.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for UnauthenticatedSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// Counts a connection as open while alive.
@@ -76,7 +119,7 @@ impl Drop for ConnectionSlot<'_> {
 }
 
 impl Shared {
-    pub(crate) fn new(options: Options) -> Self {
+    pub(crate) fn new(options: Options, connection_cap: usize) -> Self {
         let wire = crate::wire::WireStores::new(
             options
                 .roots
@@ -88,6 +131,9 @@ impl Shared {
         Self {
             wire,
             options,
+            connection_cap,
+            unauthenticated: std::sync::atomic::AtomicUsize::new(0),
+            exec_disabled: false,
             shutting_down: AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
             idle: Condvar::new(),
@@ -97,9 +143,14 @@ impl Shared {
         }
     }
 
-    /// Takes a connection slot, or `None` when `--max-connections` are open.
+    /// The effective connection cap.
+    pub(crate) fn connection_cap(&self) -> usize {
+        self.connection_cap
+    }
+
+    /// Takes a connection slot, or `None` when the connection cap is reached.
     pub(crate) fn try_connection_slot(&self) -> Option<ConnectionSlot<'_>> {
-        let limit = self.options.max_connections;
+        let limit = self.connection_cap;
         self.open_connections
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
                 (open < limit).then_some(open + 1)
@@ -130,6 +181,13 @@ impl Shared {
         for cancel in running.values() {
             cancel.cancel();
         }
+    }
+
+    /// Kills the process group of every exec still running, from this thread (for the
+    /// end of the shutdown grace period); returns how many groups were signalled.
+    pub(crate) fn kill_remaining(&self) -> usize {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.values().filter(|cancel| cancel.kill_now()).count()
     }
 
     /// Waits until no exec is running (or `limit` passed); returns whether all ended.
@@ -171,7 +229,7 @@ impl Shared {
 
 /// Writes one log line to stderr, tagged with the connection id.
 pub(crate) fn log(conn: u64, message: &str) {
-    eprintln!("devshell-vm-sidecar[conn {conn}]: {message}");
+    crate::log::line(&format!("devshell-vm-sidecar[conn {conn}]: {message}"));
 }
 
 /// A connection's transport facts.
@@ -653,6 +711,12 @@ impl Conn<'_> {
     }
 
     fn exec<W: Write + Send>(&mut self, exec: &Exec, writer: &mut W) -> Result<(), ProtocolError> {
+        if self.shared.exec_disabled {
+            return write_frame(
+                writer,
+                &Reply::error(ErrorCode::Exec, "exec is disabled on this server"),
+            );
+        }
         let prepared = match self.prepare_exec(exec) {
             Ok(prepared) => prepared,
             Err(reply) => return write_frame(writer, &reply),

@@ -234,6 +234,9 @@ fn read_file(
     Ok(encode_base64(&data))
 }
 
+/// Why `write_file` refuses an existing FIFO, socket or device.
+const NOT_REGULAR: &str = "not a regular file (FIFO, socket or device): refusing to write into it";
+
 fn write_file(op: &Op<'_>, components: &[String], data: &[u8]) -> Result<(), Failure> {
     let resolved = op
         .staging
@@ -251,7 +254,10 @@ fn write_file(op: &Op<'_>, components: &[String], data: &[u8]) -> Result<(), Fai
                 unlinkat(&resolved.dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
                     .map_err(|e| op.fail(e.into()))?;
             }
-            _ => {}
+            SFlag::S_IFREG => {}
+            // A FIFO, socket or device: writing "into" it would feed a reader or a
+            // device, not store a file (read_file refuses them the same way).
+            _ => return Err(op.code(GuestFsErrorCode::IoError, NOT_REGULAR)),
         }
     }
     let fd = openat(
@@ -269,6 +275,13 @@ fn write_file(op: &Op<'_>, components: &[String], data: &[u8]) -> Result<(), Fai
         Errno::EISDIR => op.code(GuestFsErrorCode::IsADirectory, "is a directory"),
         other => op.fail(other.into()),
     })?;
+    // The node may have been swapped for a special file since the check above; O_NONBLOCK
+    // kept the open from waiting on a FIFO, and nothing is written unless it is a
+    // regular file.
+    let stat = fstat(&fd).map_err(|e| op.fail(e.into()))?;
+    if kind_of(&stat) != SFlag::S_IFREG {
+        return Err(op.code(GuestFsErrorCode::IoError, NOT_REGULAR));
+    }
     let mut file = File::from(fd);
     file.write_all(data)
         .map_err(|e| op.code(GuestFsErrorCode::IoError, &e.to_string()))?;

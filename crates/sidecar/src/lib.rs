@@ -4,11 +4,22 @@
 //!
 //! Guarantees, in the order a request meets them:
 //!
-//! - **Transport.** A Unix socket is created 0600 in a 0700 directory owned by the
-//!   sidecar's uid (a missing one is created so); a path that is not a socket is never
-//!   unlinked; each peer's uid (`SO_PEERCRED`) must equal the sidecar's. TCP
-//!   requires the token from `--token-file` in `handshake` before any other
-//!   request, unless `--insecure-no-auth` was given for a loopback address.
+//! - **Transport.** A Unix socket is created 0600 (umask around `bind`) in a directory
+//!   owned by the sidecar's uid or root that group and others cannot write to (a
+//!   missing one is created 0700); a path that is not a socket is never unlinked; each
+//!   peer's uid (`SO_PEERCRED`) must equal the sidecar's. TCP requires the token from
+//!   `--token-file` (a regular file of at most 4096 bytes, mode `0640` or stricter) in
+//!   `handshake` before any other request, unless `--insecure-no-auth` was given for a
+//!   loopback address. The whole handshake has one deadline (`--auth-timeout-ms`), and
+//!   connections not yet authenticated have their own budget
+//!   (`--max-unauthenticated`, default a quarter of the cap), so slow or idle clients
+//!   cannot take every slot.
+//! - **Limits.** The soft descriptor limit is raised to the hard one at start and the
+//!   connection cap is lowered to what it allows ([`FDS_PER_CONNECTION`] each, logged);
+//!   a client beyond the cap gets `busy`. An `exec-stream` run holds at most about
+//!   2 MiB of its output in the sidecar (16 queued frames of 64 KiB of output each, plus
+//!   the exec crate's queue of 4 chunks); past that, the tool blocks on its pipe until
+//!   the client reads.
 //! - **Framing.** Lines are capped (`--max-frame-bytes`); an oversized line, a
 //!   non-UTF-8 line, bad JSON, an empty line or an unknown op is answered with an
 //!   `error` frame and the connection goes on. Every connection has its own
@@ -24,7 +35,10 @@
 //!   pipes; output streams back as `exec_output` frames with `exec-stream`, else
 //!   goes to the sidecar's stderr as in v1; a client hang-up kills the group.
 //! - **Shutdown.** SIGTERM or SIGINT kills running execs (their clients get
-//!   `error`/`shutdown`), removes the socket and exits 0.
+//!   `error`/`shutdown`), waits at most [`SHUTDOWN_GRACE`] for them to answer, kills
+//!   every process group still running, removes the socket and exits 0. Logging goes
+//!   through a bounded queue to a writer thread: a full or closed stderr drops log
+//!   lines (and counts them) but never blocks a connection or the shutdown.
 //!
 //! - **wire-sync.** With the `wire-sync` capability a client may start its session with
 //!   `wire_start` instead of a shared staging directory: the sidecar keeps, per client
@@ -45,6 +59,7 @@ mod confine;
 mod conn;
 mod error;
 mod guest_fs;
+mod log;
 mod options;
 mod server;
 mod signals;
@@ -53,10 +68,12 @@ mod wire;
 pub use check::check;
 pub use error::SidecarError;
 pub use options::{
-    Cli, DEFAULT_MAX_CONNECTIONS, DEFAULT_WIRE_IDLE_SECS, DEFAULT_WIRE_MAX_BYTES, Listen, Options,
-    Token,
+    Cli, DEFAULT_MAX_CONNECTIONS, DEFAULT_WIRE_IDLE_SECS, DEFAULT_WIRE_MAX_BYTES, IsolationOptions,
+    Listen, MAX_TOKEN_FILE_BYTES, Options, Token,
 };
-pub use server::serve;
+pub use server::{
+    FDS_PER_CONNECTION, RESERVED_FDS, SHUTDOWN_GRACE, serve, serve_bytes_without_exec,
+};
 
 // The README's examples are compiled and run as doctests, so the crate's front page on
 // crates.io cannot drift from the code.

@@ -19,7 +19,7 @@ use crate::error::SidecarError;
     group(ArgGroup::new("transport").required(true).multiple(false))
 )]
 pub struct Cli {
-    /// Serve on a Unix socket created 0600 at PATH (its directory must be ours and 0700; a missing one is created so).
+    /// Serve on a Unix socket created 0600 at PATH (its directory must belong to us or root and not be writable by others; a missing one is created 0700).
     #[arg(long, value_name = "PATH", group = "transport")]
     pub serve_socket: Option<PathBuf>,
     /// Serve on TCP (port 0 picks a free port; the bound address is logged to stderr).
@@ -35,7 +35,7 @@ pub struct Cli {
     /// A directory `session_start` staging dirs must lie in (repeatable; default: the current directory).
     #[arg(long = "root", value_name = "DIR")]
     pub roots: Vec<PathBuf>,
-    /// File holding the token TCP clients must send in `handshake`.
+    /// File holding the token TCP clients must send in `handshake` (a regular file of at most 4096 bytes, not accessible by others, not group-writable).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Serve TCP without a token (only accepted on a loopback address).
@@ -44,10 +44,13 @@ pub struct Cli {
     /// Maximum size of one request line in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
-    /// Connections served at once; more are answered `busy` and closed.
+    /// Connections served at once (at least 1; lowered to what the file descriptor limit allows); more are answered `busy` and closed.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// TCP with a token: milliseconds a new connection has to send a valid handshake.
+    /// TCP with a token: connections not yet authenticated held at once (default: a quarter of --max-connections, at least 1); more are answered `busy`.
+    #[arg(long, value_name = "N")]
+    pub max_unauthenticated: Option<usize>,
+    /// TCP with a token: milliseconds a new connection has for its whole handshake (not per read).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
     /// wire-sync: most bytes of files one project copy may hold (pushes and pulls past it are refused).
@@ -70,6 +73,8 @@ pub struct Cli {
 pub const DEFAULT_WIRE_MAX_BYTES: u64 = 16 << 30;
 /// Default for `--wire-idle-secs`: one day.
 pub const DEFAULT_WIRE_IDLE_SECS: u64 = 24 * 60 * 60;
+/// Largest token file read (a token is a short secret; anything longer is refused).
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 /// Default for `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
@@ -133,9 +138,12 @@ pub struct Options {
     pub insecure_no_auth: bool,
     /// Request line cap.
     pub max_frame_bytes: usize,
-    /// Concurrent connection cap (socket and TCP).
+    /// Concurrent connection cap (socket and TCP), as asked; the server lowers it to
+    /// what the file descriptor budget allows (see `serve`).
     pub max_connections: usize,
-    /// Time a token-protected connection has to authenticate.
+    /// Of those, connections that have not authenticated yet (TCP with a token).
+    pub max_unauthenticated: usize,
+    /// Time a token-protected connection has for its whole handshake.
     pub auth_timeout: Duration,
     /// `DEVSHELL_VM_EXEC_TIMEOUT_MS`: deadline for `exec` requests without `timeout_ms`.
     pub default_timeout: Option<Duration>,
@@ -165,6 +173,21 @@ pub struct IsolationOptions {
     pub rustup_home: Option<PathBuf>,
 }
 
+impl IsolationOptions {
+    /// No confinement, no network policy, default limits: for embedders and tests whose
+    /// sidecar never runs a tool (the fuzz harness), or that choose `--isolation off`.
+    #[must_use]
+    pub fn off() -> Self {
+        Self {
+            isolation: devshell_vm_config::Isolation::Off,
+            network: devshell_vm_config::NetworkPolicy::On,
+            limits: devshell_vm_config::Limits::default(),
+            cargo_home: None,
+            rustup_home: None,
+        }
+    }
+}
+
 impl Options {
     /// Validates `cli` against the file system and the environment (through
     /// `devshell-vm-config`).
@@ -183,6 +206,16 @@ impl Options {
                 ));
             }
         };
+        if cli.max_connections == 0 {
+            return Err(SidecarError::Usage(
+                "--max-connections 0 would refuse every client (at least 1)".into(),
+            ));
+        }
+        if cli.max_unauthenticated == Some(0) {
+            return Err(SidecarError::Usage(
+                "--max-unauthenticated 0 would refuse every TCP client (at least 1)".into(),
+            ));
+        }
         if cli.max_frame_bytes < 1024 {
             return Err(SidecarError::Usage(format!(
                 "--max-frame-bytes {} is too small (at least 1024)",
@@ -213,9 +246,7 @@ impl Options {
         let (path_var, config) = match devshell_vm_config::VmConfig::from_env() {
             Ok(config) => (config.path.clone(), config),
             Err(err) => {
-                eprintln!(
-                    "devshell-vm-sidecar: warning: {err}; using PATH=/usr/local/bin:/usr/bin:/bin"
-                );
+                crate::log::log_line!("warning: {err}; using PATH=/usr/local/bin:/usr/bin:/bin");
                 (
                     Some(OsString::from("/usr/local/bin:/usr/bin:/bin")),
                     devshell_vm_config::VmConfig::host_fallback_from_env(),
@@ -241,7 +272,11 @@ impl Options {
             token,
             insecure_no_auth: cli.insecure_no_auth,
             max_frame_bytes: cli.max_frame_bytes,
-            max_connections: cli.max_connections.max(1),
+            max_connections: cli.max_connections,
+            max_unauthenticated: cli
+                .max_unauthenticated
+                .unwrap_or(cli.max_connections / 4)
+                .clamp(1, cli.max_connections),
             auth_timeout: Duration::from_millis(cli.auth_timeout_ms.max(1)),
             default_timeout,
             path_var,
@@ -252,17 +287,56 @@ impl Options {
     }
 }
 
+/// Reads the token: a regular file (not a device, FIFO or directory: `/dev/zero` would
+/// never end), at most [`MAX_TOKEN_FILE_BYTES`], and not accessible by others nor
+/// writable by its group (as ssh wants of a key: a secret everyone can read is not one;
+/// group read is allowed for Secret volumes mounted with a group).
 fn read_token(path: &Path) -> Result<Token, SidecarError> {
-    let text = std::fs::read_to_string(path).map_err(|err| SidecarError::TokenFile {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refuse = |reason: String| SidecarError::TokenFile {
         path: path.to_owned(),
-        reason: err.to_string(),
-    })?;
+        reason,
+    };
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|err| refuse(err.to_string()))?;
+    let meta = file.metadata().map_err(|err| refuse(err.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(refuse(
+            "not a regular file (a device, FIFO, socket or directory is never read)".into(),
+        ));
+    }
+    // Group read stays allowed: a Kubernetes Secret mounted with `fsGroup` is 0440.
+    if meta.mode() & 0o027 != 0 {
+        return Err(refuse(format!(
+            "has mode {:o}: a token file must not be readable by others or writable by its group (chmod 600 or 640)",
+            meta.mode() & 0o7777
+        )));
+    }
+    if meta.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(refuse(format!(
+            "is {} bytes; a token file holds at most {MAX_TOKEN_FILE_BYTES}",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    // Bounded even if the file grows after the check.
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| refuse(err.to_string()))?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(refuse(format!(
+            "holds more than {MAX_TOKEN_FILE_BYTES} bytes"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| refuse("is not UTF-8 text".into()))?;
     let token = Token::new(&text);
     if token.0.is_empty() {
-        return Err(SidecarError::TokenFile {
-            path: path.to_owned(),
-            reason: "the file is empty".into(),
-        });
+        return Err(refuse("the file is empty".into()));
     }
     Ok(token)
 }

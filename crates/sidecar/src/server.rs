@@ -1,4 +1,5 @@
-//! Listeners, the accept loops, peer checks and shutdown on SIGTERM.
+//! Listeners, the accept loops, peer checks, the connection budget and shutdown on
+//! SIGTERM.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -7,23 +8,45 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use devshell_vm_protocol::{ErrorCode, Reply, write_frame};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::Mode;
 
-use crate::conn::{Hangup, Peer, Shared, log, serve_connection};
+use crate::conn::{Hangup, Peer, Shared, UnauthenticatedSlot, log, serve_connection};
 use crate::error::SidecarError;
+use crate::log::log_line;
 use crate::options::{Listen, Options};
 use crate::signals::Signals;
 use nix::poll::PollFlags;
 
-/// How long a SIGTERM shutdown waits for killed execs to answer their clients.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a SIGTERM shutdown lets killed execs answer their clients. At its end every
+/// tool still running is killed as a group (again) and the process exits 0, whatever
+/// the clients or the log reader do: a SIGTERM ends the sidecar within this grace
+/// period plus [`EXIT_FLUSH`].
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// At exit, how long the last log lines may take to reach stderr.
+const EXIT_FLUSH: Duration = Duration::from_millis(500);
+
+/// Descriptors one connection may hold at its peak: the socket and its two duplicates,
+/// the staging directory, an exec's cwd, its hang-up watcher (a duplicate and a pipe),
+/// the tool's pipes while it is spawned, and directories held during a guest-fs walk.
+pub const FDS_PER_CONNECTION: u64 = 16;
+
+/// Descriptors kept for the process itself (stdio, the listener, the signal pipe, the
+/// log, a spare to accept and answer `busy`).
+pub const RESERVED_FDS: u64 = 32;
 
 /// Runs the server until SIGTERM/SIGINT (socket and TCP) or end of input (stdio).
+///
+/// At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and the connection
+/// cap becomes the smaller of `--max-connections` and what the descriptor budget allows
+/// (`(soft limit - RESERVED_FDS) / FDS_PER_CONNECTION`), logged; a client beyond it is
+/// answered `busy`, never dropped for lack of a descriptor.
 ///
 /// SIGTERM and SIGINT are caught (see the `signals` module) and handled by a
 /// dedicated thread.
@@ -31,18 +54,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// # Errors
 /// [`SidecarError`] when the listener cannot be set up.
 pub fn serve(options: Options) -> Result<(), SidecarError> {
-    let signals = crate::signals::install().map_err(|errno| SidecarError::Io {
+    let signals = crate::signals::install().map_err(|source| SidecarError::Io {
         context: "installing the SIGTERM/SIGINT handler".into(),
-        source: errno.into(),
+        source,
     })?;
-    let shared = Arc::new(Shared::new(options));
+    let cap = connection_cap(options.max_connections);
+    let shared = Arc::new(Shared::new(options, cap));
     crate::wire::WireStores::spawn_sweeper(Arc::clone(&shared));
     match shared.options.listen.clone() {
         Listen::Unix(path) => serve_unix(&shared, &path, signals),
         Listen::Tcp(address) => serve_tcp(&shared, &address, signals),
         Listen::Stdio => {
             spawn_signal_thread(Arc::clone(&shared), signals, None);
-            eprintln!("devshell-vm-sidecar: serving stdio");
+            log_line!("serving stdio");
             let stdin = io::stdin();
             let stdout = io::stdout();
             // The client is gone when nobody reads our stdout any more (POLLERR on the
@@ -60,42 +84,93 @@ pub fn serve(options: Options) -> Result<(), SidecarError> {
             };
             // `Stdout` (not its lock): exec-stream frames are written from a helper thread.
             serve_connection(&shared, peer, stdin.lock(), stdout);
+            crate::log::flush(EXIT_FLUSH);
             Ok(())
         }
     }
 }
 
-/// Receives SIGTERM/SIGINT: kills running execs, lets them answer, removes the
-/// socket, exits 0.
-fn spawn_signal_thread(shared: Arc<Shared>, signals: Signals, socket: Option<SocketFile>) {
+/// Serves one in-memory connection: the client sends `input` and closes; returns every
+/// byte the server wrote. `exec` is answered with an error (no tool is ever run), so
+/// arbitrary input is safe to feed: this is the request handling end to end (framing,
+/// handshake and token, sessions, guest-fs, sync requests) for the fuzz target and
+/// tests. Logging goes to stderr as usual.
+#[doc(hidden)]
+#[must_use]
+pub fn serve_bytes_without_exec(options: Options, input: &[u8]) -> Vec<u8> {
+    let requires_token = options.token.is_some();
+    let mut shared = Shared::new(options, 1);
+    shared.exec_disabled = true;
+    let peer = Peer {
+        id: shared.next_connection_id(),
+        requires_token,
+        hangup: None,
+        on_authenticated: None,
+    };
+    let mut output = Vec::new();
+    serve_connection(&shared, peer, input, &mut output);
+    output
+}
+
+/// Raises the soft descriptor limit to the hard one and returns the connection cap the
+/// resulting budget allows (never more than `asked`, at least 1), logging both.
+fn connection_cap(asked: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(errno) => {
+                log_line!("cannot raise the descriptor limit from {soft} to {hard}: {errno}");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(errno) => {
+            log_line!("cannot read the descriptor limit ({errno}); assuming 1024");
+            1024
+        }
+    };
+    let budget = soft.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION;
+    let cap = usize::try_from(budget)
+        .unwrap_or(usize::MAX)
+        .clamp(1, asked);
+    if cap < asked {
+        log_line!(
+            "connection cap {cap} (asked {asked}): descriptor limit {soft} allows {budget} connections at {FDS_PER_CONNECTION} descriptors each"
+        );
+    } else {
+        log_line!("connection cap {cap} (descriptor limit {soft})");
+    }
+    cap
+}
+
+/// Receives SIGTERM/SIGINT: kills running execs, lets them answer for at most
+/// [`SHUTDOWN_GRACE`], kills what is left, removes the socket, exits 0.
+fn spawn_signal_thread(shared: Arc<Shared>, mut signals: Signals, socket: Option<SocketFile>) {
     let spawned = thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            loop {
-                match signals.wait() {
-                    Ok(signal) => {
-                        eprintln!("devshell-vm-sidecar: {signal}: shutting down");
-                        break;
-                    }
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(errno) => {
-                        eprintln!("devshell-vm-sidecar: waiting for signals failed: {errno}");
-                        return;
-                    }
-                }
-            }
+            let Some(signal) = signals.wait() else {
+                log_line!("waiting for signals failed: the signal iterator closed");
+                return;
+            };
+            log_line!("{signal}: shutting down");
             shared.begin_shutdown();
             if !shared.wait_idle(SHUTDOWN_GRACE) {
-                eprintln!("devshell-vm-sidecar: some execs did not end within {SHUTDOWN_GRACE:?}");
+                let killed = shared.kill_remaining();
+                log_line!(
+                    "execs did not end within {SHUTDOWN_GRACE:?}; {killed} process group(s) killed"
+                );
             }
             if let Some(socket) = socket {
                 socket.remove();
             }
-            eprintln!("devshell-vm-sidecar: stopped");
+            log_line!("stopped");
+            crate::log::flush(EXIT_FLUSH);
             std::process::exit(0);
         });
     if let Err(err) = spawned {
-        eprintln!("devshell-vm-sidecar: cannot start the signal thread: {err}");
+        log_line!("cannot start the signal thread: {err}");
     }
 }
 
@@ -125,8 +200,14 @@ fn socket_error(path: &Path, reason: impl Into<String>) -> SidecarError {
     }
 }
 
-/// Checks (or creates) the socket's directory — owned by us, mode 0700 — and clears a
-/// stale socket (never a path that is not a socket).
+/// Checks (or creates) the socket's directory and clears a stale socket (never a path
+/// that is not a socket).
+///
+/// The directory must belong to us or to root and must not be writable by group or
+/// others (who could otherwise replace the socket between our checks and a client's
+/// connect). A readable, traversable directory (`0755`, as service managers and
+/// container images create `/run/x`) is fine: the socket itself is created `0600`, and
+/// every peer's uid is checked anyway. A missing directory is created `0700`.
 fn prepare_socket_path(path: &Path) -> Result<(), SidecarError> {
     let euid = nix::unistd::geteuid().as_raw();
     let parent = match path.parent() {
@@ -150,21 +231,21 @@ fn prepare_socket_path(path: &Path) -> Result<(), SidecarError> {
             format!("{} is not a directory", parent.display()),
         ));
     }
-    if meta.uid() != euid {
+    if meta.uid() != euid && meta.uid() != 0 {
         return Err(socket_error(
             path,
             format!(
-                "directory {} is owned by uid {}, not by this sidecar (uid {euid})",
+                "directory {} is owned by uid {}, neither this sidecar (uid {euid}) nor root",
                 parent.display(),
                 meta.uid()
             ),
         ));
     }
-    if meta.mode() & 0o077 != 0 {
+    if meta.mode() & 0o022 != 0 {
         return Err(socket_error(
             path,
             format!(
-                "directory {} has mode {:o}; the socket directory must be 0700 (private to uid {euid})",
+                "directory {} has mode {:o}: others can write to it (and replace the socket); it must not be group- or world-writable",
                 parent.display(),
                 meta.mode() & 0o7777
             ),
@@ -219,7 +300,7 @@ fn serve_unix(shared: &Arc<Shared>, path: &Path, signals: Signals) -> Result<(),
             ino: meta.ino(),
         }),
     );
-    eprintln!("devshell-vm-sidecar: listening on unix:{}", path.display());
+    log_line!("listening on unix:{}", path.display());
     let euid = nix::unistd::geteuid().as_raw();
     for stream in listener.incoming() {
         let stream = match stream {
@@ -277,7 +358,7 @@ fn refuse_busy<S: io::Write>(mut stream: S, id: u64, limit: usize) {
 }
 
 fn accept_failed(err: &io::Error) {
-    eprintln!("devshell-vm-sidecar: accept failed: {err}");
+    log_line!("accept failed: {err}");
     // Out of descriptors and similar: back off instead of spinning.
     thread::sleep(Duration::from_millis(50));
 }
@@ -312,14 +393,68 @@ impl Stream for std::net::TcpStream {
     }
 }
 
+/// A reader that enforces a deadline for the whole handshake, not per read: a client
+/// that sends one byte before each per-read timeout would otherwise hold its slot
+/// forever. Lifted once the token was accepted.
+struct HandshakeDeadline<S: Stream> {
+    inner: S,
+    deadline: Option<Instant>,
+    lifted: Arc<AtomicBool>,
+}
+
+impl<S: Stream> io::Read for HandshakeDeadline<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            if self.lifted.load(Ordering::SeqCst) {
+                self.deadline = None;
+                self.inner.read_deadline(None)?;
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the handshake deadline passed without a valid token",
+                    ));
+                }
+                self.inner.read_deadline(Some(left))?;
+            }
+        }
+        self.inner.read(buf)
+    }
+}
+
 fn spawn_connection<S: Stream>(shared: &Arc<Shared>, id: u64, stream: S, requires_token: bool) {
     let shared = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name(format!("conn-{id}"))
         .spawn(move || {
             let Some(_slot) = shared.try_connection_slot() else {
-                refuse_busy(stream, id, shared.options.max_connections);
+                refuse_busy(stream, id, shared.connection_cap());
                 return;
+            };
+            // Connections that have not authenticated have their own, smaller budget,
+            // so they can never take every slot.
+            let unauthenticated = if requires_token {
+                let Some(slot) = UnauthenticatedSlot::take(&shared) else {
+                    log(
+                        id,
+                        &format!(
+                            "refused: {} connections are already waiting to authenticate",
+                            shared.options.max_unauthenticated
+                        ),
+                    );
+                    let _ = write_frame(
+                        &mut { stream },
+                        &Reply::error(
+                            ErrorCode::Busy,
+                            "too many connections are authenticating; try again later",
+                        ),
+                    );
+                    return;
+                };
+                Some(Arc::new(slot))
+            } else {
+                None
             };
             let (writer, hangup) = match (stream.split(), stream.as_fd().try_clone_to_owned()) {
                 (Ok(writer), Ok(fd)) => (
@@ -331,26 +466,24 @@ fn spawn_connection<S: Stream>(shared: &Arc<Shared>, id: u64, stream: S, require
                 ),
                 (Err(err), _) | (_, Err(err)) => {
                     log(id, &format!("cannot set up the connection: {err}"));
+                    refuse_busy(stream, id, shared.connection_cap());
                     return;
                 }
             };
-            // An unauthenticated peer must complete the handshake in time, so idle
-            // connections without the token cannot hold the connection slots.
-            let on_authenticated: Option<Box<dyn Fn() + Send>> = if requires_token {
-                match (
-                    stream.read_deadline(Some(shared.options.auth_timeout)),
-                    stream.split(),
-                ) {
-                    (Ok(()), Ok(control)) => Some(Box::new(move || {
-                        let _ = control.read_deadline(None);
-                    })),
-                    (Err(err), _) | (_, Err(err)) => {
-                        log(id, &format!("cannot set the handshake deadline: {err}"));
-                        return;
-                    }
-                }
-            } else {
-                None
+            // An unauthenticated peer must complete the whole handshake in time.
+            let lifted = Arc::new(AtomicBool::new(false));
+            let on_authenticated: Option<Box<dyn Fn() + Send>> =
+                unauthenticated.map(|slot| -> Box<dyn Fn() + Send> {
+                    let lifted = Arc::clone(&lifted);
+                    Box::new(move || {
+                        lifted.store(true, Ordering::SeqCst);
+                        slot.release();
+                    })
+                });
+            let reader = HandshakeDeadline {
+                inner: stream,
+                deadline: requires_token.then(|| Instant::now() + shared.options.auth_timeout),
+                lifted,
             };
             let peer = Peer {
                 id,
@@ -358,7 +491,7 @@ fn spawn_connection<S: Stream>(shared: &Arc<Shared>, id: u64, stream: S, require
                 hangup,
                 on_authenticated,
             };
-            serve_connection(&shared, peer, stream, io::BufWriter::new(writer));
+            serve_connection(&shared, peer, reader, io::BufWriter::new(writer));
         });
     if let Err(err) = spawned {
         log(
@@ -395,8 +528,8 @@ fn serve_tcp(shared: &Arc<Shared>, address: &str, signals: Signals) -> Result<()
         source,
     })?;
     spawn_signal_thread(Arc::clone(shared), signals, None);
-    eprintln!(
-        "devshell-vm-sidecar: listening on tcp:{local}{}",
+    log_line!(
+        "listening on tcp:{local}{}",
         if shared.options.token.is_some() {
             " (token required)"
         } else {

@@ -100,6 +100,32 @@ pub enum VmSyncError {
         /// Why.
         reason: String,
     },
+    /// The files of the synced tree add up to more than the workspace size budget
+    /// ([`SyncState::set_max_workspace_bytes`](crate::SyncState::set_max_workspace_bytes));
+    /// the pull stopped before reading past the budget and the VFS was left untouched.
+    #[error(
+        "the workspace at {} holds more than {limit} bytes of files (at least {at_least}), over the workspace size budget; raise DEVSHELL_VM_WORKSPACE_MAX_BYTES or remove files",
+        leaf.display()
+    )]
+    WorkspaceTooLarge {
+        /// The staging leaf that was being pulled.
+        leaf: PathBuf,
+        /// Bytes counted when the budget was passed.
+        at_least: u64,
+        /// The budget.
+        limit: u64,
+    },
+    /// The last push into this leaf failed half-way, so the host copy holds files that
+    /// push wrote only in part (or not yet); a pull would import them. Push again (which
+    /// repairs the leaf) before pulling. The VFS was left untouched.
+    #[error(
+        "staging leaf {} is incomplete after a failed push; push again before pulling",
+        leaf.display()
+    )]
+    IncompletePush {
+        /// The staging leaf.
+        leaf: PathBuf,
+    },
     /// A host file changed while the pull was reading it (the VFS was left untouched).
     #[error("host file changed while it was being read: {}", path.display())]
     ChangedDuringRead {

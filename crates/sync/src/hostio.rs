@@ -411,10 +411,12 @@ impl From<Errno> for ReadError {
 
 /// Reads regular file `name` of `parent` (never through a symlink, never blocking on a
 /// FIFO) into one exactly sized shared buffer, and returns its metadata as seen by the
-/// open descriptor.
+/// open descriptor. A file bigger than `max_len` by then counts as changed (nothing is
+/// allocated for it).
 pub(crate) fn read_file_at<P: ?Sized + NixPath>(
     parent: BorrowedFd<'_>,
     name: &P,
+    max_len: u64,
 ) -> Result<(HostMeta, Content), ReadError> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let fd = match openat(parent, name, flags, Mode::empty()) {
@@ -423,7 +425,7 @@ pub(crate) fn read_file_at<P: ?Sized + NixPath>(
         Err(err) => return Err(err.into()),
     };
     let meta = stat_fd(fd.as_fd())?;
-    if meta.kind != HostKind::File {
+    if meta.kind != HostKind::File || meta.size > max_len {
         return Err(ReadError::Changed);
     }
     let len = usize::try_from(meta.size)

@@ -192,6 +192,9 @@ pub(crate) struct LeafState {
     pub(crate) manifest: Option<MEntry>,
     /// Entries in the manifest (decides whether a pull scans with several threads).
     pub(crate) entry_count: usize,
+    /// The last push into this leaf failed: the host copy may hold half-written files,
+    /// so pulls are refused until a push succeeds.
+    pub(crate) push_incomplete: bool,
 }
 
 /// Compiled exclude patterns.
@@ -313,6 +316,7 @@ pub struct SyncState {
     pub(crate) leaves: BTreeMap<String, LeafState>,
     pub(crate) umask_bits: u32,
     pub(crate) max_file_size: u64,
+    pub(crate) max_workspace_bytes: u64,
     pub(crate) threads: usize,
 }
 
@@ -321,6 +325,10 @@ pub(crate) type ObserverBox = Box<dyn FnMut(&SyncProgress) + Send>;
 
 /// Default for [`SyncState::set_max_file_size`]: 4 GiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
+
+/// Default for [`SyncState::set_max_workspace_bytes`]: 8 GiB (the default of
+/// `DEVSHELL_VM_WORKSPACE_MAX_BYTES`).
+pub const DEFAULT_MAX_WORKSPACE_BYTES: u64 = 8 << 30;
 
 impl fmt::Debug for SyncState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -372,6 +380,7 @@ impl SyncState {
             leaves: BTreeMap::new(),
             umask_bits: crate::hostio::umask_bits(),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_workspace_bytes: DEFAULT_MAX_WORKSPACE_BYTES,
             threads: default_threads(),
         }
     }
@@ -400,6 +409,22 @@ impl SyncState {
     /// (the VFS holds contents in memory, and a sparse file can claim any size).
     pub fn set_max_file_size(&mut self, bytes: u64) {
         self.max_file_size = bytes;
+    }
+
+    /// Workspace size budget (default [`DEFAULT_MAX_WORKSPACE_BYTES`]; a session takes
+    /// it from `DEVSHELL_VM_WORKSPACE_MAX_BYTES`): the most file content the synced tree
+    /// may hold after a pull, counting every regular file in the leaf (unchanged ones
+    /// included, excluded paths not). A pull that would pass it fails with
+    /// [`VmSyncError::WorkspaceTooLarge`] before reading the file that passes it, so the
+    /// pull never allocates more than the budget, and the VFS is left unchanged.
+    pub fn set_max_workspace_bytes(&mut self, bytes: u64) {
+        self.max_workspace_bytes = bytes;
+    }
+
+    /// The workspace size budget in force.
+    #[must_use]
+    pub fn max_workspace_bytes(&self) -> u64 {
+        self.max_workspace_bytes
     }
 
     /// How many threads a full push (file writes) and a large pull (the metadata
@@ -527,6 +552,7 @@ impl SyncState {
             synced_generation: None,
             manifest: None,
             entry_count: 0,
+            push_incomplete: false,
         }))
     }
 }

@@ -8,10 +8,12 @@
 //!   uses: medians over repeated runs, peak RSS, tmpfs and disk scratch dirs.
 //! * [`lifeline`] — [`lifeline::spawn_tied`] starts a daemon that ends with the test
 //!   process however it ends; every sidecar a test starts goes through it.
+//! * [`special`] — FIFOs and devices for the guest-fs special-file checks.
 
 pub mod bench;
 pub mod lifeline;
 pub mod sidecar;
+pub mod special;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -176,6 +176,9 @@ impl SidecarBuilder {
         let token_file = self.token.as_ref().map(|token| {
             let file = dir.path().join("token");
             std::fs::write(&file, format!("{token}\n")).expect("write token file");
+            // The sidecar refuses a token file others can read.
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600 token file");
             file
         });
         let mut command = Command::new(&self.bin);

@@ -52,6 +52,12 @@ impl RemoteSidecar {
             .expect("tempdir");
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+        // The sidecar refuses a token file others can read.
+        std::fs::set_permissions(
+            &token_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod 600 token");
         std::fs::create_dir(dir.path().join("root")).expect("mkdir root");
         let mut sidecar = Self {
             child: None,

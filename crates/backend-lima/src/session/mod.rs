@@ -156,7 +156,7 @@ impl GammaSession {
             guest_arch: String::new(),
             provisioned: false,
             forward_interrupts: false,
-            projects: ProjectTable::new(),
+            projects: ProjectTable::with_max_workspace_bytes(config.workspace_max_bytes),
             staging: None,
             notices: Box::new(std::io::stderr()),
             diagnostics: Vec::new(),

@@ -26,6 +26,12 @@
 //! # fn main() {}
 //! ```
 //!
+//! **Special files** (a FIFO with a reader, a character device) also need real files:
+//! [`SpecialFileFixture`], [`run_special_file_all`] and
+//! [`guest_fs_special_file_tests!`](crate::guest_fs_special_file_tests) check that
+//! `write_file` onto one is refused or replaces it with a regular file, and never
+//! writes into it.
+//!
 //! **Symlink escapes** need real files, so they have their own entry points:
 //! [`SymlinkFixture`], [`run_symlink_escape_all`] and
 //! [`guest_fs_symlink_escape_tests!`](crate::guest_fs_symlink_escape_tests). The fixture
@@ -234,10 +240,12 @@ fn patterned(len: usize, seed: u64) -> Vec<u8> {
 // so every check is `conformance::<name>` (the macros rely on it).
 mod operations;
 mod paths;
+mod special;
 mod symlink;
 
 pub use operations::*;
 pub use paths::*;
+pub use special::*;
 pub use symlink::*;
 
 /// Calls every check of the main suite, in order, each with a fresh instance.

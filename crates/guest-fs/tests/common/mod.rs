@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use devshell_vm_guest_fs::conformance::SymlinkFixture;
+use devshell_vm_guest_fs::conformance::{SpecialFileFixture, SpecialKind, SymlinkFixture};
 use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestKind, GuestMetadata, check_guest_path};
 
 /// Host-directory implementation.
@@ -202,6 +202,10 @@ impl GuestFsOps for HostDirOps {
         let r = self.resolve(&p, true, true)?;
         match r.meta {
             Some(m) if m.is_dir() => Err(GuestFsError::IsADirectory { path: p }),
+            // A FIFO or device: writing would feed it, not store a file.
+            Some(m) if !m.is_file() && !m.file_type().is_symlink() => Err(GuestFsError::Internal {
+                message: format!("{p}: not a regular file (FIFO, socket or device)"),
+            }),
             _ => fs::write(&r.host, data).map_err(|e| internal("write", &r.host, &e)),
         }
     }
@@ -317,6 +321,18 @@ pub(crate) fn symlink_fixture(confine: bool) -> SymlinkFixture {
             std::os::unix::fs::symlink(target, link_root.join(link))
         }),
         sentinel,
+        guard: Box::new(tmp),
+    }
+}
+
+pub(crate) fn special_fixture() -> SpecialFileFixture {
+    let (tmp, mount, _sentinel) = temp_layout();
+    let root = mount.clone();
+    SpecialFileFixture {
+        ops: Box::new(HostDirOps::new(&mount, true)),
+        plant: Box::new(move |rel: &str, kind: SpecialKind| {
+            devshell_vm_test_support::special::plant(&root.join(rel), kind == SpecialKind::Fifo)
+        }),
         guard: Box::new(tmp),
     }
 }

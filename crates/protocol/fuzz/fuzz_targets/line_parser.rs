@@ -1,39 +1,7 @@
-//! Fuzz the line codec and the request/reply parsers: arbitrary bytes (with
-//! newlines, invalid UTF-8 and oversized lines) must never panic, every error
-//! must be recoverable, and every parsed message must re-encode and re-parse
-//! to itself.
+//! Fuzz the line codec and the request/reply parsers (see `checks/line_parser.rs`).
 #![no_main]
 
-use devshell_vm_protocol::{
-    LineReader, encode_reply, encode_request, parse_reply, parse_request,
-};
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/line_parser.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    // Small cap so the oversized path is exercised often.
-    let max = usize::from(data.first().copied().unwrap_or(0)) * 4;
-    let mut reader = LineReader::with_max_frame_bytes(data, max);
-    loop {
-        match reader.read_line() {
-            Ok(None) => break,
-            Ok(Some(line)) => {
-                assert!(line.len() <= max, "line over the cap returned");
-                assert!(!line.contains('\n'), "newline inside a line");
-                if let Ok(req) = parse_request(&line) {
-                    let again = parse_request(&encode_request(&req)).expect("re-parse request");
-                    assert_eq!(again, req);
-                }
-                if let Ok(rep) = parse_reply(&line) {
-                    let again = parse_reply(&encode_reply(&rep)).expect("re-parse reply");
-                    assert_eq!(again, rep);
-                }
-            }
-            Err(err) => assert!(err.is_recoverable(), "unrecoverable error on in-memory input: {err}"),
-        }
-    }
-    // The whole input as one line, uncapped.
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = parse_request(text);
-        let _ = parse_reply(text);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check(data));

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use devshell_vm_guest_fs::conformance::SymlinkFixture;
+use devshell_vm_guest_fs::conformance::{SpecialFileFixture, SpecialKind, SymlinkFixture};
 use devshell_vm_guest_fs::{GuestFsError, GuestFsOps, GuestKind, GuestMetadata};
 use devshell_vm_protocol::{decode_base64, encode_base64};
 use devshell_vm_test_support::sidecar::SidecarProcess;
@@ -156,5 +156,17 @@ fn symlink_factory() -> SymlinkFixture {
     }
 }
 
+fn special_factory() -> SpecialFileFixture {
+    let (ops, root) = RawOps::start();
+    SpecialFileFixture {
+        ops: Box::new(ops),
+        plant: Box::new(move |rel: &str, kind: SpecialKind| {
+            devshell_vm_test_support::special::plant(&root.join(rel), kind == SpecialKind::Fifo)
+        }),
+        guard: Box::new(()),
+    }
+}
+
 devshell_vm_guest_fs::guest_fs_conformance_tests!(mod main_suite, factory);
+devshell_vm_guest_fs::guest_fs_special_file_tests!(mod special_suite, special_factory);
 devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(mod symlink_suite, symlink_factory);

@@ -13,5 +13,6 @@ mod conformance;
 mod escape;
 mod exec;
 mod functional;
+mod hardening;
 mod security;
 mod wire;

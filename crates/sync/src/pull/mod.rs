@@ -143,6 +143,10 @@ struct Scan<'a, 'm> {
     leaf_path: &'a Path,
     excludes: &'a Excludes,
     max_file_size: u64,
+    /// The workspace size budget, and the bytes of regular files counted so far (each
+    /// file is counted before it is read, so reads never pass the budget).
+    max_workspace_bytes: u64,
+    workspace_bytes: AtomicU64,
     queue: Mutex<Queue<'m>>,
     wake: Condvar,
     failed: AtomicBool,
@@ -243,6 +247,9 @@ pub fn pull_workspace_to_vfs_scoped(
     let leaf = leaf_name(&norm).to_owned();
     let leaf_path = state.leaf_path(&leaf);
     let bound = state.bind(&norm)?;
+    if bound.push_incomplete {
+        return Err(VmSyncError::IncompletePush { leaf: leaf_path });
+    }
     // Unpushed VFS changes: the pull still applies host changes, but must not mark
     // the VFS generation as synced (those changes still need a push).
     let pending = match bound.synced_generation {
@@ -254,6 +261,7 @@ pub fn pull_workspace_to_vfs_scoped(
     let leaf_fd = open_leaf_for_pull(state.staging_dir(), &leaf, &leaf_path)?;
 
     let max_file_size = state.max_file_size;
+    let max_workspace_bytes = state.max_workspace_bytes;
     let threads = state.threads;
     let SyncState {
         excludes,
@@ -292,6 +300,8 @@ pub fn pull_workspace_to_vfs_scoped(
         leaf_path: &leaf_path,
         excludes,
         max_file_size,
+        max_workspace_bytes,
+        workspace_bytes: AtomicU64::new(0),
         queue: Mutex::new(Queue {
             jobs,
             active: 0,

@@ -250,6 +250,7 @@ impl<'m> Scan<'_, 'm> {
             );
             return Ok(());
         }
+        self.count_workspace_bytes(&meta)?;
         let unchanged = known.is_some_and(|k| k.meta == meta && !k.racy);
         let kind_changed = known.is_some_and(|k| k.meta.kind != meta.kind);
         match meta.kind {
@@ -354,7 +355,9 @@ impl<'m> Scan<'_, 'm> {
                 limit: self.max_file_size,
             });
         }
-        let (read_meta, content) = match hostio::read_file_at(dir, raw_name) {
+        // The open descriptor may show a bigger file than the `lstat` that was counted:
+        // then it changed during the pull, and nothing past the counted size is read.
+        let (read_meta, content) = match hostio::read_file_at(dir, raw_name, meta.size) {
             Ok(read) => read,
             Err(ReadError::Changed) => {
                 return Err(VmSyncError::ChangedDuringRead {
@@ -391,6 +394,27 @@ impl<'m> Scan<'_, 'm> {
             });
         }
         out.record(rel, read_meta);
+        Ok(())
+    }
+
+    /// Adds a regular file's size to the workspace total (other kinds count nothing);
+    /// fails once it passes the budget.
+    fn count_workspace_bytes(&self, meta: &HostMeta) -> Result<(), VmSyncError> {
+        if meta.kind != HostKind::File {
+            return Ok(());
+        }
+        let size = meta.size;
+        let total = self
+            .workspace_bytes
+            .fetch_add(size, Ordering::Relaxed)
+            .saturating_add(size);
+        if total > self.max_workspace_bytes {
+            return Err(VmSyncError::WorkspaceTooLarge {
+                leaf: self.leaf_path.to_owned(),
+                at_least: total,
+                limit: self.max_workspace_bytes,
+            });
+        }
         Ok(())
     }
 

@@ -119,11 +119,12 @@ pub fn push_incremental(
     match result {
         Ok(mut report) => {
             leaf.synced_generation = Some(changes.generation);
+            leaf.push_incomplete = false;
             report.duration = started.elapsed();
             Ok(report)
         }
         Err(err) => {
-            invalidate(leaf);
+            push_failed(leaf);
             Err(err)
         }
     }

@@ -101,11 +101,12 @@ pub fn push_full(
             leaf.entry_count = manifest.len();
             leaf.manifest = Some(manifest);
             leaf.synced_generation = Some(vfs.generation());
+            leaf.push_incomplete = false;
             report.duration = started.elapsed();
             Ok(report)
         }
         Err(err) => {
-            invalidate(leaf);
+            push_failed(leaf);
             Err(err)
         }
     }
@@ -116,6 +117,15 @@ pub fn push_full(
 pub(crate) fn invalidate(leaf: &mut LeafState) {
     leaf.manifest = None;
     leaf.synced_generation = None;
+}
+
+/// After a push that failed half-way: the host copy may hold truncated files, or old
+/// ones the push had not reached yet, which a pull would take for edits made by a tool.
+/// Pulls are refused ([`VmSyncError::IncompletePush`](crate::VmSyncError::IncompletePush))
+/// until a push succeeds; the next push is a full one and repairs the leaf.
+pub(crate) fn push_failed(leaf: &mut LeafState) {
+    invalidate(leaf);
+    leaf.push_incomplete = true;
 }
 
 // The full push (plan + parallel writers) and the incremental push live in their own

@@ -5,7 +5,7 @@
 use devshell_vm_vfs::image::{MAGIC, VERSION};
 
 /// `payload` behind a valid image header.
-pub fn with_valid_header(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn with_valid_header(payload: &[u8]) -> Vec<u8> {
     let mut image = Vec::with_capacity(32 + payload.len());
     image.extend_from_slice(&MAGIC);
     image.extend_from_slice(&VERSION.to_le_bytes());

@@ -1,0 +1,107 @@
+//! The connection check, shared by the `sidecar_conn` fuzz target and the stable corpus
+//! test: bytes fed to the sidecar's connection handler over an in-memory stream
+//! (`serve_bytes_without_exec`: every request type, but `exec` never runs a tool).
+//!
+//! Unless the first byte is odd, a handshake (every capability) and a `session_start`
+//! on a scratch staging dir come first, so the fuzzer reaches guest-fs, sync and exec
+//! requests in a session. The handler must never panic, every byte it writes must be
+//! well-formed reply lines, and nothing outside the staging root may change.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use devshell_vm_protocol::parse_reply;
+use devshell_vm_sidecar::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_WIRE_IDLE_SECS, DEFAULT_WIRE_MAX_BYTES, IsolationOptions,
+    Listen, Options, serve_bytes_without_exec,
+};
+
+struct Scratch {
+    base: PathBuf,
+    root: PathBuf,
+    staging: PathBuf,
+    sentinel: PathBuf,
+}
+
+fn scratch() -> &'static Scratch {
+    static SCRATCH: OnceLock<Scratch> = OnceLock::new();
+    SCRATCH.get_or_init(|| {
+        let base = std::env::temp_dir().join(format!("sidecar-conn-fuzz-{}", std::process::id()));
+        let root = base.join("root");
+        let staging = root.join("staging");
+        std::fs::create_dir_all(&staging).expect("create the fuzz staging dir");
+        let sentinel = base.join("sentinel.txt");
+        std::fs::write(&sentinel, b"outside the root").expect("write the sentinel");
+        Scratch {
+            base: base.clone(),
+            root: std::fs::canonicalize(&root).expect("canonical root"),
+            staging: std::fs::canonicalize(&staging).expect("canonical staging"),
+            sentinel,
+        }
+    })
+}
+
+fn options(root: &Path) -> Options {
+    Options {
+        listen: Listen::Stdio,
+        roots: vec![root.to_owned()],
+        token: None,
+        insecure_no_auth: false,
+        max_frame_bytes: 64 * 1024,
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+        max_unauthenticated: 1,
+        auth_timeout: std::time::Duration::from_secs(1),
+        default_timeout: None,
+        path_var: None,
+        wire_max_bytes: DEFAULT_WIRE_MAX_BYTES,
+        wire_idle: std::time::Duration::from_secs(DEFAULT_WIRE_IDLE_SECS),
+        // `exec` is disabled in this harness: nothing is ever confined.
+        isolation: IsolationOptions::off(),
+    }
+}
+
+/// Removes the scratch directory (the replay test calls it at the end; a fuzzing
+/// process keeps it for its whole life).
+#[allow(dead_code, reason = "the fuzz target never cleans up")]
+pub(crate) fn cleanup() {
+    let _ = std::fs::remove_dir_all(&scratch().base);
+}
+
+/// Runs the check on one input; panics on a violation.
+pub(crate) fn check(data: &[u8]) {
+    let scratch = scratch();
+    let mut input = Vec::with_capacity(data.len() + 512);
+    if data.first().is_none_or(|b| b % 2 == 0) {
+        input.extend_from_slice(
+            br#"{"op":"handshake","version":1,"client":"fuzz","client_version":"0","capabilities":["exec-stream","guest-fs-v2","sync-verify"]}"#,
+        );
+        input.push(b'\n');
+        input.extend_from_slice(
+            format!(
+                r#"{{"op":"session_start","session_id":"pid-1","staging_dir":"{}","guest_workspace":"/workspace","backend":"fuzz","backend_config":{{}}}}"#,
+                scratch.staging.display()
+            )
+            .as_bytes(),
+        );
+        input.push(b'\n');
+    }
+    input.extend_from_slice(data.get(1..).unwrap_or_default());
+    let output = serve_bytes_without_exec(options(&scratch.root), &input);
+    let text = std::str::from_utf8(&output).expect("the server writes UTF-8");
+    if !text.is_empty() {
+        assert!(
+            text.ends_with('\n'),
+            "a reply without its newline: {text:?}"
+        );
+    }
+    for line in text.lines() {
+        if let Err(err) = parse_reply(line) {
+            panic!("the server wrote a line that is not a reply ({err}): {line:?}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(&scratch.sentinel).expect("the sentinel is still there"),
+        b"outside the root",
+        "something outside the root changed"
+    );
+}
