@@ -64,7 +64,7 @@ fn registration() -> Result<&'static Registration, std::io::Error> {
 }
 
 /// Keeps interrupt forwarding active while alive: `SIGINT`, `SIGTERM` and `SIGHUP` are
-/// recorded instead of ending the process, and [`take_pending_interrupts`] hands them out
+/// recorded instead of ending the process, and [`crate::take_pending_interrupts`] hands them out
 /// for forwarding (what [`crate::run`] does with `forward_interrupts`; the sandbox crate
 /// forwards them to its init). Public as `InterruptForwarding`.
 #[derive(Debug)]

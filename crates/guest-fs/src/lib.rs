@@ -123,6 +123,7 @@ macro_rules! guest_fs_symlink_escape_tests {
 /// The argument is a factory expression returning a fresh
 /// [`conformance::SpecialFileFixture`]. Same `mod name, factory` form as
 /// [`guest_fs_conformance_tests!`].
+#[cfg(feature = "conformance")]
 #[macro_export]
 macro_rules! guest_fs_special_file_tests {
     (mod $name:ident, $factory:expr $(,)?) => {

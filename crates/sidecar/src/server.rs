@@ -26,7 +26,7 @@ use nix::poll::PollFlags;
 /// How long a SIGTERM shutdown lets killed execs answer their clients. At its end every
 /// tool still running is killed as a group (again) and the process exits 0, whatever
 /// the clients or the log reader do: a SIGTERM ends the sidecar within this grace
-/// period plus [`EXIT_FLUSH`].
+/// period plus `EXIT_FLUSH` (a short flush of the log).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// At exit, how long the last log lines may take to reach stderr.
