@@ -96,6 +96,13 @@ impl CiRun {
         let tmp = PathBuf::from(format!("/tmp/devshell-vm-ci-{id}"));
         std::fs::create_dir(&tmp)
             .map_err(|err| format!("cannot create {}: {err}", tmp.display()))?;
+        // Like /tmp itself (sticky, everyone may create): tests run some of their
+        // children as another user (`runuser -u nobody`), and those make temp dirs too.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+                .map_err(|err| format!("cannot set the mode of {}: {err}", tmp.display()))?;
+        }
         Ok(Self { id, tmp })
     }
 

@@ -14,10 +14,10 @@ use crate::writeback::{PathReason, WriteBackReport};
 /// Version of the report's layout.
 pub(crate) const SCHEMA: u32 = 1;
 
-/// Why `isolation` is `null` in this version.
-const ISOLATION_NOTE: &str = "not reported by this version: the isolation layer \
-    (namespaces, Landlock, limits) is not in place yet; the tool ran with the backend's \
-    own separation only";
+/// What `isolation` says, and when it is `null`.
+const ISOLATION_NOTE: &str = "the confinement the host backend applied to the run \
+    (DEVSHELL_VM_ISOLATION); null when no tool ran, or for the lima and beta backends, \
+    whose tools run in the VM or behind the sidecar";
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -31,7 +31,7 @@ pub(crate) struct Report {
     pub(crate) input: Input,
     /// `host`, `lima` or `beta`; `null` when no session was opened.
     pub(crate) backend: Option<&'static str>,
-    /// Isolation in force; `null` until the isolation work reports it.
+    /// Isolation in force for the run (host backend); `null` otherwise.
     pub(crate) isolation: Option<String>,
     pub(crate) isolation_note: &'static str,
     pub(crate) outcome: Outcome,
@@ -76,6 +76,9 @@ pub(crate) enum Outcome {
     TimedOut { timeout_ms: Option<u64> },
     /// It was cancelled.
     Cancelled,
+    /// A resource limit of the sandbox stopped it (`memory`, `pids`, `cpu time`, `file
+    /// size`); `termination` says how it ended.
+    Limit { limit: String, termination: String },
     /// It did not run, or its run could not be completed (see `error`).
     NotRun,
 }

@@ -90,6 +90,15 @@ fn run_steps(args: &RunArgs, ui: &Ui, report: &mut Report) -> Result<u8, CliErro
     let outcome = outcome?;
     let timeout = request.timeout.or(config.exec_timeout);
     report.outcome = Outcome::of(outcome.exec.termination, timeout);
+    if let Some((mechanisms, limit)) = session.last_run_confinement() {
+        report.isolation = Some(mechanisms);
+        if let Some(limit) = limit {
+            report.outcome = Outcome::Limit {
+                limit,
+                termination: outcome.exec.termination.to_string(),
+            };
+        }
+    }
     report.durations_ms.push = Some(record::ms(outcome.push.duration));
     report.durations_ms.run = Some(record::ms(outcome.exec.duration));
     report.durations_ms.pull = outcome.pull.as_ref().map(|p| record::ms(p.duration));

@@ -227,6 +227,25 @@ impl SessionHolder {
         dispatch!(self, s => VmExecutionSession::set_forward_interrupts(s, forward));
     }
 
+    /// How the last tool run of this session was confined — the mechanisms in force, and
+    /// the resource limit that stopped the tool when one did — for the host backend,
+    /// which confines its tools itself. `None` before the first run and for the Lima and
+    /// β backends (their tools run in the VM or behind the sidecar, which reports its own
+    /// confinement in its log).
+    #[must_use]
+    pub fn last_run_confinement(&self) -> Option<(String, Option<String>)> {
+        match self {
+            Self::Host(session) => session.last_run().map(|run| {
+                (
+                    run.mechanisms.to_string(),
+                    run.limit.map(|limit| limit.to_string()),
+                )
+            }),
+            #[allow(unreachable_patterns, reason = "other variants exist with features")]
+            _ => None,
+        }
+    }
+
     /// See [`VmExecutionSession::shutdown`].
     ///
     /// # Errors

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -836,7 +836,9 @@ impl Sandbox {
                 .as_fd_owned()
                 .map_err(io("duplicating stdin"))?,
         };
-        let (sender, events) = mpsc::channel();
+        // Bounded, as in `devshell_vm_exec::run`: a slow consumer blocks the readers, and
+        // the tool on its pipe, instead of growing this process.
+        let (sender, events) = mpsc::sync_channel(devshell_vm_exec::OUTPUT_QUEUE_EVENTS);
         let mut open_streams = 0;
         let mut out_fd = |mode: OutputMode, kind: StreamKind| -> Result<OwnedFd, SandboxError> {
             match mode {
@@ -1032,9 +1034,9 @@ enum Event {
     Reply(Reply),
 }
 
-fn spawn_reader(mut pipe: std::fs::File, kind: StreamKind, sender: Sender<Event>) {
+fn spawn_reader(mut pipe: std::fs::File, kind: StreamKind, sender: SyncSender<Event>) {
     thread::spawn(move || {
-        let mut buffer = vec![0_u8; 64 * 1024];
+        let mut buffer = vec![0_u8; devshell_vm_exec::OUTPUT_CHUNK_BYTES];
         loop {
             match pipe.read(&mut buffer) {
                 Ok(0) => break,

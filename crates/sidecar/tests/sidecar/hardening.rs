@@ -508,10 +508,12 @@ fn socket_directory_rule_accepts_service_manager_layouts() {
 #[test]
 fn sigterm_ends_the_sidecar_after_its_log_reader_went_away() {
     let st = staging();
-    let (mut sidecar, stderr) = start_manual(
-        socket_command(&st.root.path().join("run/s.sock"), st.root.path()),
-        false,
-    );
+    // The grandchild's pid is watched from here, so the tool must share our pid
+    // namespace: isolation off (confined, the sandbox's init dies with the sidecar and
+    // takes the namespace with it; the sandbox's own tests cover that).
+    let mut command = socket_command(&st.root.path().join("run/s.sock"), st.root.path());
+    command.args(["--isolation", "off"]);
+    let (mut sidecar, stderr) = start_manual(command, false);
     drop(stderr); // the log collector goes away
     let socket = PathBuf::from(sidecar.listening.strip_prefix("unix:").unwrap());
     let mut client = Client::unix(&socket);
