@@ -485,6 +485,8 @@ fn embedder_to_be_killed() {
 #[test]
 fn kill_9_of_the_embedding_process_leaves_nothing() {
     let exe = std::env::current_exe().expect("test binary");
+    // The killed embedder cannot remove its own temp dirs: they go in one of ours.
+    let embedder_tmp = scratch();
     let mut embedder = Command::new(exe)
         .args([
             "--ignored",
@@ -492,6 +494,7 @@ fn kill_9_of_the_embedding_process_leaves_nothing() {
             "embedder_to_be_killed",
             "--nocapture",
         ])
+        .env("TMPDIR", embedder_tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
