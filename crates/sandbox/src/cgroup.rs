@@ -101,11 +101,45 @@ fn open_procs(dir: &Path) -> std::io::Result<OwnedFd> {
         .into())
 }
 
+/// Removes `devshell-vm-<pid>-…` cgroups under `parent` whose creating process is gone
+/// (killed with -9, so its drop never ran). Only empty cgroups can be removed, so a
+/// cgroup still holding a process is left alone; failures are ignored.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("devshell-vm-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
 impl RunCgroups {
     /// Creates the cgroups with `limits`.
     pub(crate) fn create(hierarchy: &Hierarchy, limits: &Limits) -> std::io::Result<Self> {
+        match hierarchy {
+            Hierarchy::V1 { memory, pids } => {
+                remove_stale(memory);
+                remove_stale(pids);
+            }
+            Hierarchy::V2 { parent } => remove_stale(parent),
+        }
+        // Unique across processes and time: a process killed with -9 leaves its (empty)
+        // cgroups behind, and a later process may get the same pid.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let name = format!(
-            "devshell-vm-{}-{}",
+            "devshell-vm-{}-{nanos}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );

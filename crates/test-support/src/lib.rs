@@ -11,6 +11,7 @@
 //! * [`special`] — FIFOs and devices for the guest-fs special-file checks.
 
 pub mod bench;
+pub mod fuzz;
 pub mod lifeline;
 pub mod sidecar;
 pub mod special;
