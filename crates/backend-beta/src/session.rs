@@ -446,12 +446,7 @@ impl Backend for BetaSession {
         let project = self.projects.get_mut(at.index);
         let vfs_root = project.vfs_root().to_owned();
         let entries = manifest::entries(vfs, &vfs_root, &project.state, &staging, project.extra.0);
-        devshell_vm_sync::push_incremental(vfs, &vfs_root, &mut project.state).map_err(
-            |source| SessionError::Push {
-                vfs_path: vfs_root.clone(),
-                source: Box::new(source),
-            },
-        )?;
+        project.push(vfs)?;
         project.extra = SyncedGeneration(Some(vfs.generation()));
         sync_ack(
             &mut self.link,

@@ -447,13 +447,7 @@ impl Backend for HostSandboxSession {
     fn ensure_ready(&mut self, vfs: &Vfs, vfs_cwd: &str) -> Result<(), HostError> {
         let at = self.locate(vfs, vfs_cwd)?;
         let project = self.projects.get_mut(at.index);
-        let vfs_root = project.vfs_root().to_owned();
-        devshell_vm_sync::push_incremental(vfs, &vfs_root, &mut project.state).map_err(
-            |source| SessionError::Push {
-                vfs_path: vfs_root,
-                source: Box::new(source),
-            },
-        )?;
+        project.push(vfs)?;
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use devshell_vm_exec::ExecOutcome;
 use devshell_vm_sync::{
-    PullScope, SyncReport, ToolOutcome, VmSyncError, pull_workspace_to_vfs_scoped, push_incremental,
+    PullScope, SyncReport, ToolOutcome, VmSyncError, pull_workspace_to_vfs_scoped,
 };
 use devshell_vm_vfs::Vfs;
 
@@ -79,7 +79,7 @@ impl<E> CycleError<E> {
     }
 }
 
-/// Runs one tool against `project` in Mode S: [`push_incremental`] (full the first
+/// Runs one tool against `project` in Mode S: [`crate::Project::push`] (full the first
 /// time), `run` with the project's staging directory, then — always, also after a
 /// non-zero exit, a timeout or a runner error — a pull
 /// ([`devshell_vm_sync::pull_workspace_to_vfs_scoped`]) of what the gate says may have
@@ -103,7 +103,7 @@ pub fn run_cycle<X: PullGate, E>(
         })
     };
     project.extra.before_push();
-    let push = push_incremental(vfs, &vfs_root, &mut project.state).map_err(push_error)?;
+    let push = project.push(vfs).map_err(CycleError::Session)?;
     let leaf = project.state.leaf_dir(&vfs_root).map_err(push_error)?;
     project.extra.after_push(&leaf, &push);
 

@@ -31,6 +31,20 @@ impl<X> Project<X> {
         &self.vfs_root
     }
 
+    /// Pushes what changed in the VFS since the last sync into the project's staging
+    /// directory ([`devshell_vm_sync::push_incremental`]; full the first time).
+    ///
+    /// # Errors
+    /// [`SessionError::Push`] naming the project root.
+    pub fn push(&mut self, vfs: &Vfs) -> Result<devshell_vm_sync::SyncReport, SessionError> {
+        devshell_vm_sync::push_incremental(vfs, &self.vfs_root, &mut self.state).map_err(|source| {
+            SessionError::Push {
+                vfs_path: self.vfs_root.clone(),
+                source: Box::new(source),
+            }
+        })
+    }
+
     /// The project's staging directory on the host (the leaf of its VFS root).
     ///
     /// # Errors

@@ -9,7 +9,7 @@ use std::time::Duration;
 use devshell_vm_config::{VmConfig, WorkspaceMode};
 use devshell_vm_exec::{CancelHandle, StreamKind, ToolRequest};
 use devshell_vm_session::{
-    Backend, ProjectTable, SessionError, SyncObserver, join_slash, run_cycle, with_cargo_target_dir,
+    Backend, ProjectTable, SyncObserver, join_slash, run_cycle, with_cargo_target_dir,
 };
 use devshell_vm_sync::{StagingDir, SyncReport, ToolOutcome, VmSyncError, clean_stale_staging};
 use devshell_vm_vfs::Vfs;
@@ -318,13 +318,7 @@ impl Backend for GammaSession {
         if self.syncs_vfs_with_host_workspace() {
             let at = self.locate(vfs, vfs_cwd)?;
             let project = self.projects.get_mut(at.index);
-            let vfs_root = project.vfs_root().to_owned();
-            devshell_vm_sync::push_incremental(vfs, &vfs_root, &mut project.state).map_err(
-                |source| SessionError::Push {
-                    vfs_path: vfs_root,
-                    source: Box::new(source),
-                },
-            )?;
+            project.push(vfs)?;
         }
         Ok(())
     }
