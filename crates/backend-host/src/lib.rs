@@ -15,7 +15,7 @@
 //!   mtimes both ways, so a second `cargo build` finds everything fresh. The pull costs
 //!   what changed: the staging tree is watched with inotify, the pull after a run lists
 //!   only the directories that saw events (and walks new subtrees), and a run after
-//!   which nothing changed skips it (see the `watch` module and `docs/BENCHMARKS.md`).
+//!   which nothing changed skips it (see `devshell_vm_sync::watch` and `docs/BENCHMARKS.md`).
 //!   Any doubt — lost events, the watch limit — means a full scan;
 //! * the tool is looked up on the configured `PATH` (the process's `PATH` when the
 //!   configuration has none), runs in its own process group with the caller's stdio (by
@@ -56,7 +56,6 @@
 
 mod error;
 mod staging;
-mod watch;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -64,111 +63,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use devshell_vm_config::VmConfig;
-use devshell_vm_exec::{CancelHandle, StreamKind, ToolRequest};
+use devshell_vm_exec::{CancelHandle, ProgramCache, StreamKind, ToolRequest};
 use devshell_vm_sandbox::{
     Confinement, Isolation, LimitHit, Limits, Mechanisms, Net, NetworkPolicy, Policy,
     SandboxOutcome,
 };
-use devshell_vm_session::{CycleOutcome, ProjectTable, PullGate, run_cycle};
-use devshell_vm_sync::{PullScope, StagingDir, SyncReport, ToolOutcome};
+use devshell_vm_session::{CycleOutcome, ProjectTable, run_cycle};
+use devshell_vm_sync::watch::ChangeTracker;
+use devshell_vm_sync::{StagingDir, ToolOutcome};
 use devshell_vm_vfs::Vfs;
-
-use watch::{Changes, TreeWatch};
 
 pub use devshell_vm_session::{Backend, SessionError, SyncObserver};
 pub use error::HostError;
 pub use staging::{STAGING_PREFIX, clean_stale as clean_stale_staging};
-
-/// The inotify watch of one project's staging tree, as the cycle's [`PullGate`]: the pull
-/// after a run looks only at the directories that saw events, a run after which nothing
-/// changed skips it, and any doubt scans everything.
-#[derive(Default)]
-struct HostWatch {
-    /// Created after the first push; `None` before that or when inotify is unavailable.
-    watch: Option<TreeWatch>,
-    /// Changes no successful pull has covered yet (kept across a failed pull).
-    unseen: Changes,
-    /// The last pull was a full scan because of doubt: re-walk every watch after it.
-    rewalk: bool,
-    /// The last run had no usable watch.
-    unwatched: bool,
-    /// Change tracking switched off ([`HostSandboxSession::set_change_tracking`]): every
-    /// pull scans in full.
-    off: bool,
-}
-
-impl PullGate for HostWatch {
-    fn before_push(&mut self) {
-        // Changes between runs (a process that outlived its run, the caller's own
-        // writes into staging) must not be lost by the push that follows.
-        if let Some(watch) = &mut self.watch {
-            let changes = watch.take_changes();
-            self.unseen.merge(changes);
-        }
-    }
-
-    fn after_push(&mut self, leaf: &Path, _report: &SyncReport) {
-        match &mut self.watch {
-            None => {
-                self.watch = TreeWatch::new(leaf);
-                if let Some(watch) = &mut self.watch {
-                    watch.rewatch();
-                }
-            }
-            Some(watch) => {
-                // The push's own events: the manifest knows what it wrote. Directories
-                // it created get watches.
-                let own = watch.take_changes();
-                if own.doubt {
-                    watch.rewatch();
-                } else if !own.new_dirs.is_empty() {
-                    watch.watch_new(&own.new_dirs);
-                }
-            }
-        }
-    }
-
-    fn pull_scope(&mut self) -> PullScope {
-        if self.off {
-            // Keep the queue drained; the full scan covers everything.
-            if let Some(watch) = &mut self.watch {
-                let _ = watch.take_changes();
-            }
-            self.rewalk = true;
-            return PullScope::Full;
-        }
-        let Some(watch) = self.watch.as_mut().filter(|w| w.usable()) else {
-            self.unwatched = true;
-            return PullScope::Full;
-        };
-        self.unwatched = false;
-        let changes = watch.take_changes();
-        self.unseen.merge(changes);
-        if !self.unseen.new_dirs.is_empty() {
-            // Watched before the scan, so a write after the scan is an event next time.
-            watch.watch_new(&self.unseen.new_dirs);
-        }
-        if self.unseen.doubt || !watch.usable() {
-            self.rewalk = true;
-            return PullScope::Full;
-        }
-        let mut dirs = self.unseen.dirs.clone();
-        dirs.extend(self.unseen.new_dirs.iter().cloned());
-        PullScope::Dirs(dirs)
-    }
-
-    fn after_pull(&mut self, ok: bool) {
-        if !ok {
-            return;
-        }
-        self.unseen = Changes::default();
-        if std::mem::take(&mut self.rewalk)
-            && let Some(watch) = &mut self.watch
-        {
-            watch.rewatch();
-        }
-    }
-}
 
 /// Host staging session: one private directory per session, synced with the VFS around
 /// every tool run (see the crate docs).
@@ -180,11 +87,13 @@ pub struct HostSandboxSession {
     last_run: Option<RunReport>,
     export_base: PathBuf,
     path_var: Option<OsString>,
+    /// Programs found on `path_var`, remembered across runs (a shell's command hash).
+    programs: ProgramCache,
     exec_timeout: Option<Duration>,
     forward_interrupts: bool,
     change_tracking: bool,
     staging: Option<StagingDir>,
-    projects: ProjectTable<HostWatch>,
+    projects: ProjectTable<ChangeTracker>,
     stats: SessionStats,
 }
 
@@ -251,6 +160,7 @@ impl HostSandboxSession {
             last_run: None,
             export_base: config.export_base_dir(),
             path_var: config.tool_search_path(),
+            programs: ProgramCache::new(config.tool_search_path().as_deref()),
             exec_timeout: config.exec_timeout,
             forward_interrupts: false,
             change_tracking: true,
@@ -288,7 +198,7 @@ impl HostSandboxSession {
     pub fn set_change_tracking(&mut self, enabled: bool) {
         self.change_tracking = enabled;
         for project in self.projects.iter_mut() {
-            project.extra.off = !enabled;
+            project.extra.set_enabled(enabled);
         }
     }
 
@@ -342,9 +252,10 @@ impl HostSandboxSession {
                 *staging = Some(dir);
                 Ok::<_, HostError>(path)
             },
-            || HostWatch {
-                off: !self.change_tracking,
-                ..HostWatch::default()
+            || {
+                let mut tracker = ChangeTracker::new();
+                tracker.set_enabled(self.change_tracking);
+                tracker
             },
         )
     }
@@ -362,8 +273,7 @@ impl Backend for HostSandboxSession {
         cancel: Option<&CancelHandle>,
     ) -> Result<ToolOutcome, HostError> {
         let at = self.locate(vfs, vfs_cwd)?;
-        let request = request.clone().or_timeout(self.exec_timeout);
-        let path_var = self.path_var.clone();
+        let timeout = request.timeout.or(self.exec_timeout);
         let staging = self
             .staging_dir()
             .map(Path::to_path_buf)
@@ -374,17 +284,19 @@ impl Backend for HostSandboxSession {
                 &self.isolation,
                 &staging,
                 &self.export_base,
-                path_var.as_deref(),
+                self.path_var.as_deref(),
             )),
         };
         let mut report = None;
+        let programs = &mut self.programs;
         let project = self.projects.get_mut(at.index);
         let cycle = run_cycle(project, vfs, &request.program, |leaf| {
             let outcome = run_in_leaf(
                 leaf,
                 &at.relative_cwd,
-                &request,
-                path_var.as_deref(),
+                request,
+                timeout,
+                programs,
                 &mut confinement,
                 on_output,
                 cancel,
@@ -399,7 +311,7 @@ impl Backend for HostSandboxSession {
         if report.is_some() {
             self.last_run = report;
         }
-        if project.extra.unwatched {
+        if project.extra.unwatched() {
             self.stats.unwatched_runs += 1;
         }
         match cycle {
@@ -486,12 +398,18 @@ fn new_confinement(
 }
 
 /// Resolves the program and runs it confined in `leaf/relative_cwd`, with
-/// `CARGO_TARGET_DIR` pointed at the project's own `target/`.
+/// `CARGO_TARGET_DIR` pointed at the project's own `target/` and the session's timeout
+/// when the request has none.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the cycle's closure hands its parts over"
+)]
 fn run_in_leaf(
     leaf: &Path,
     relative_cwd: &str,
     request: &ToolRequest,
-    path_var: Option<&std::ffi::OsStr>,
+    timeout: Option<Duration>,
+    programs: &mut ProgramCache,
     confinement: &mut Confinement,
     on_output: &mut dyn FnMut(StreamKind, &[u8]),
     cancel: Option<&CancelHandle>,
@@ -501,14 +419,15 @@ fn run_in_leaf(
     } else {
         leaf.join(relative_cwd)
     };
-    let exec_error = |source| HostError::Exec {
-        program: request.program.clone(),
-        source,
-    };
-    let program = devshell_vm_exec::resolve_program(&request.program, path_var, &host_cwd)
-        .map_err(exec_error)?;
-    let request =
+    let program = programs
+        .resolve(&request.program, &host_cwd)
+        .map_err(|source| HostError::Exec {
+            program: request.program.clone(),
+            source,
+        })?;
+    let mut request =
         devshell_vm_session::with_cargo_target_dir(request, leaf.join("target").to_string_lossy());
+    request.timeout = timeout;
     confinement
         .run(&program, &request, &host_cwd, leaf, on_output, cancel)
         .map_err(|source| HostError::Sandbox {

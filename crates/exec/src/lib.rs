@@ -49,8 +49,8 @@ pub use interrupts::{
 };
 pub use request::{OutputMode, StdinMode, ToolRequest};
 pub use runner::{
-    CancelHandle, ExecOutcome, NoExitStatus, OUTPUT_CHUNK_BYTES, OUTPUT_QUEUE_EVENTS, StreamKind,
-    Termination, resolve_program, run,
+    CancelHandle, ExecOutcome, NoExitStatus, OUTPUT_CHUNK_BYTES, OUTPUT_QUEUE_EVENTS, ProgramCache,
+    StreamKind, Termination, resolve_program, run,
 };
 
 use std::path::PathBuf;

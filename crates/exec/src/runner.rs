@@ -240,6 +240,67 @@ pub fn resolve_program(
     which::which_in(program, path_var, cwd).map_err(|_| not_found())
 }
 
+/// A [`resolve_program`] that remembers what it found, like a shell's command hash: a
+/// bare name found once is reused while the file it found is still an executable file
+/// (one `statx`), instead of searching every `PATH` entry on every run. A program
+/// installed later *earlier* on the search path than the one remembered is seen by a new
+/// cache (a new session), as in `bash` after `hash -r`. Nothing is remembered when the
+/// search path has a relative entry (its meaning depends on the working directory) or
+/// for names containing `/` (resolved against `cwd` each time, one `statx` anyway).
+#[derive(Debug, Clone, Default)]
+pub struct ProgramCache {
+    path_var: Option<std::ffi::OsString>,
+    cacheable: bool,
+    found: std::collections::HashMap<String, PathBuf>,
+}
+
+impl ProgramCache {
+    /// Bounds the number of remembered names (a long-lived session running generated
+    /// program names must not grow without end).
+    const MAX_ENTRIES: usize = 256;
+
+    /// A cache searching `path_var` (a `PATH`-style list; `None`: an empty search path).
+    #[must_use]
+    pub fn new(path_var: Option<&OsStr>) -> Self {
+        let cacheable =
+            path_var.is_some_and(|p| std::env::split_paths(p).all(|dir| dir.is_absolute()));
+        Self {
+            path_var: path_var.map(OsStr::to_os_string),
+            cacheable,
+            found: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The search path this cache uses.
+    #[must_use]
+    pub fn path_var(&self) -> Option<&OsStr> {
+        self.path_var.as_deref()
+    }
+
+    /// [`resolve_program`] for `program` in `cwd`, answered from the cache when the
+    /// remembered file is still an executable file.
+    ///
+    /// # Errors
+    /// As [`resolve_program`].
+    pub fn resolve(&mut self, program: &str, cwd: &Path) -> Result<PathBuf, ExecError> {
+        if !self.cacheable || program.contains('/') {
+            return resolve_program(program, self.path_var.as_deref(), cwd);
+        }
+        if let Some(path) = self.found.get(program) {
+            if is_executable_file(path) {
+                return Ok(path.clone());
+            }
+            self.found.remove(program);
+        }
+        let path = resolve_program(program, self.path_var.as_deref(), cwd)?;
+        if self.found.len() >= Self::MAX_ENTRIES {
+            self.found.clear();
+        }
+        self.found.insert(program.to_owned(), path.clone());
+        Ok(path)
+    }
+}
+
 fn is_executable_file(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

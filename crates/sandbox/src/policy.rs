@@ -41,7 +41,8 @@ pub struct Policy {
     pub registry_writable: bool,
     /// The environment tools start from (the caller's, usually); `HOME`, `TMPDIR`,
     /// `CARGO_HOME` and `RUSTUP_HOME` are replaced, and `CARGO_NET_OFFLINE=true` is added
-    /// without network.
+    /// without network. Unconfined ([`Isolation::Off`]) tools
+    /// inherit this process's live environment instead, like a plain spawn.
     pub env: Vec<(OsString, OsString)>,
     /// Where the Landlock mode creates the session's private `HOME` and `TMPDIR` (host
     /// directories, removed when the sandbox ends). Namespaces use private tmpfs mounts.

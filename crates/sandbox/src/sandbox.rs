@@ -721,18 +721,12 @@ impl Sandbox {
         cancel: Option<&CancelHandle>,
     ) -> Result<SandboxOutcome, SandboxError> {
         if matches!(self.inner, Inner::Off) {
-            let mut plain = request.clone();
-            plain.env = self
-                .environment(request)
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string_lossy().into_owned(),
-                        v.to_string_lossy().into_owned(),
-                    )
-                })
-                .collect();
-            let exec = devshell_vm_exec::run(program, &plain, cwd, on_output, cancel)
+            // Unconfined: the tool inherits this process's live environment, plus the
+            // request's additions — what `environment` would build from the policy's
+            // snapshot of it, without copying (and lossily converting) every variable on
+            // every run.
+            let plain = request;
+            let exec = devshell_vm_exec::run(program, plain, cwd, on_output, cancel)
                 .map_err(SandboxError::Exec)?;
             return Ok(SandboxOutcome {
                 exec,

@@ -43,6 +43,26 @@ pub trait PullGate {
 
 impl PullGate for () {}
 
+/// The inotify change tracking of `devshell-vm-sync` as the cycle's gate.
+#[cfg(target_os = "linux")]
+impl PullGate for devshell_vm_sync::watch::ChangeTracker {
+    fn before_push(&mut self) {
+        devshell_vm_sync::watch::ChangeTracker::before_push(self);
+    }
+
+    fn after_push(&mut self, leaf: &Path, report: &SyncReport) {
+        devshell_vm_sync::watch::ChangeTracker::after_push(self, leaf, !report.is_noop());
+    }
+
+    fn pull_scope(&mut self) -> PullScope {
+        devshell_vm_sync::watch::ChangeTracker::pull_scope(self)
+    }
+
+    fn after_pull(&mut self, ok: bool) {
+        devshell_vm_sync::watch::ChangeTracker::after_pull(self, ok);
+    }
+}
+
 /// What one cycle did.
 #[derive(Debug)]
 #[must_use]

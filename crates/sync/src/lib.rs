@@ -44,6 +44,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`watch`] (Linux): inotify change tracking of a staging leaf, so the pull after a run
+//! looks only at the directories the run changed ([`pull_workspace_to_vfs_scoped`]).
+//!
 //! Staging directories themselves: [`StagingDir`] is a session's private directory under
 //! a shared base, held with an owner lock, and [`clean_stale_staging`] removes the ones
 //! whose owner is gone (crash, `kill -9`), also across pid namespaces.
@@ -64,6 +67,8 @@ mod report;
 mod run;
 mod staging;
 mod state;
+#[cfg(target_os = "linux")]
+pub mod watch;
 pub mod wire;
 
 pub use error::VmSyncError;

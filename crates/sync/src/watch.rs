@@ -1,7 +1,33 @@
-//! Change tracking for a staging leaf with inotify, so a pull costs what changed: a run
-//! that changed nothing skips the pull, and a run that changed something pulls only the
-//! directories that saw events (`devshell_vm_sync::PullScope::Dirs`) instead of `lstat`ing
-//! every entry of the tree (a real `target/` holds tens of thousands).
+//! Change tracking for a staging leaf with inotify (Linux), so a pull costs what changed:
+//! a run that changed nothing skips the pull, and a run that changed something pulls only
+//! the directories that saw events ([`PullScope::Dirs`](crate::PullScope::Dirs)) instead
+//! of `lstat`ing every entry of the tree (a real `target/` holds tens of thousands).
+//!
+//! [`ChangeTracker`] is what a runner of tools uses around each run (the host backend
+//! through the session layer's cycle, the sidecar around its wire-sync runs): tell it
+//! about the push, ask it for the pull's scope after the tool, tell it how the pull went.
+//! [`TreeWatch`] is the watch itself, for callers with a protocol of their own.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use devshell_vm_sync::watch::ChangeTracker;
+//! use devshell_vm_sync::{SyncState, pull_workspace_to_vfs_scoped, push_incremental};
+//! use devshell_vm_vfs::Vfs;
+//!
+//! let staging = tempfile::tempdir()?;
+//! let mut vfs = Vfs::new();
+//! vfs.mkdir("/proj")?;
+//! let mut state = SyncState::new(staging.path());
+//! let mut tracker = ChangeTracker::new();
+//! tracker.before_push();
+//! let pushed = push_incremental(&vfs, "/proj", &mut state)?;
+//! tracker.after_push(&staging.path().join("proj"), !pushed.is_noop());
+//! std::fs::write(staging.path().join("proj/out.txt"), "built")?; // the tool
+//! let scope = tracker.pull_scope(); // only the leaf's top directory changed
+//! let pulled = pull_workspace_to_vfs_scoped(&mut state, "/proj", &mut vfs, &scope);
+//! tracker.after_pull(pulled.is_ok());
+//! # Ok(()) }
+//! ```
 //!
 //! One inotify instance serves the whole process (see `Shared`); every directory of the
 //! leaf is watched for anything that changes content, metadata or structure
@@ -42,28 +68,30 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
+use crate::PullScope;
+
 /// What the watched tree went through since the last [`TreeWatch::take_changes`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Changes {
+pub struct Changes {
     /// Events may have been lost: only a full scan is safe.
-    pub(crate) doubt: bool,
+    pub doubt: bool,
     /// Leaf-relative directories in which entries changed (`""`: the leaf itself).
-    pub(crate) dirs: BTreeSet<String>,
+    pub dirs: BTreeSet<String>,
     /// Leaf-relative directories that appeared (created or moved in): not watched yet.
-    pub(crate) new_dirs: BTreeSet<String>,
+    pub new_dirs: BTreeSet<String>,
     /// Directories disappeared or moved: watch paths may be stale until re-walked.
-    pub(crate) structure: bool,
+    pub structure: bool,
 }
 
 impl Changes {
     /// No change at all.
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
         !self.doubt && self.dirs.is_empty() && self.new_dirs.is_empty() && !self.structure
     }
 
     /// Adds `other` to these changes.
-    pub(crate) fn merge(&mut self, other: Changes) {
+    pub fn merge(&mut self, other: Changes) {
         self.doubt |= other.doubt;
         self.structure |= other.structure;
         self.dirs.extend(other.dirs);
@@ -203,7 +231,7 @@ fn record(changes: &mut Changes, mask: AddWatchFlags, dir: &str, name: Option<&s
 
 /// inotify watches on every directory of one staging leaf (on the process-wide instance).
 #[derive(Debug)]
-pub(crate) struct TreeWatch {
+pub struct TreeWatch {
     id: u64,
     root: PathBuf,
     usable: bool,
@@ -213,7 +241,8 @@ impl TreeWatch {
     /// A watcher for the tree at `root` (no watches yet: call [`Self::rewatch`]).
     /// `None` when inotify is unavailable (for example the per-user instance limit is
     /// reached and this process has no instance yet).
-    pub(crate) fn new(root: &Path) -> Option<Self> {
+    #[must_use]
+    pub fn new(root: &Path) -> Option<Self> {
         let mut guard = shared();
         if guard.is_none() {
             let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
@@ -236,20 +265,21 @@ impl TreeWatch {
     }
 
     /// `true` while every directory of the tree is known to be watched.
-    pub(crate) fn usable(&self) -> bool {
+    #[must_use]
+    pub fn usable(&self) -> bool {
         self.usable
     }
 
     /// Adds a watch on every directory of the tree (re-adding an existing one is a cheap
     /// no-op for the kernel that also refreshes its recorded path). Symlinks are never
     /// followed. On failure (the watch limit) the watcher becomes unusable for good.
-    pub(crate) fn rewatch(&mut self) {
+    pub fn rewatch(&mut self) {
         self.watch_from(&[String::new()]);
     }
 
     /// Adds watches on the directories in `new` and everything below them (leaf-
     /// relative), e.g. the directories a run created or moved in.
-    pub(crate) fn watch_new(&mut self, new: &BTreeSet<String>) {
+    pub fn watch_new(&mut self, new: &BTreeSet<String>) {
         let starts: Vec<String> = new.iter().cloned().collect();
         self.watch_from(&starts);
     }
@@ -297,7 +327,7 @@ impl TreeWatch {
     }
 
     /// Drains the event queue and says what happened to this tree since the previous call.
-    pub(crate) fn take_changes(&mut self) -> Changes {
+    pub fn take_changes(&mut self) -> Changes {
         let mut guard = shared();
         let Some(shared) = guard.as_mut() else {
             self.usable = false;
@@ -335,6 +365,127 @@ impl Drop for TreeWatch {
             let _ = shared.inotify.rm_watch(wd);
         }
         shared.pending.remove(&self.id);
+    }
+}
+
+/// The change tracking around tool runs on one staging leaf: which directories a run
+/// changed, so the pull after it scans only those ([`PullScope::Dirs`]; an empty set
+/// skips it), with any doubt (lost events, the watch limit, no inotify) answering
+/// [`PullScope::Full`]. Changes no successful pull has covered are kept, so a failed pull
+/// loses nothing and a change between runs is not lost to a skipped pull.
+///
+/// Call order per run: [`Self::before_push`], the push, [`Self::after_push`], the tool,
+/// [`Self::pull_scope`], the pull, [`Self::after_pull`].
+#[derive(Debug, Default)]
+pub struct ChangeTracker {
+    /// Created after the first push; `None` before that or when inotify is unavailable.
+    watch: Option<TreeWatch>,
+    /// Changes no successful pull has covered yet (kept across a failed pull).
+    unseen: Changes,
+    /// The last pull was a full scan because of doubt: re-walk every watch after it.
+    rewalk: bool,
+    /// The last run had no usable watch.
+    unwatched: bool,
+    /// Tracking switched off: every pull scans in full.
+    off: bool,
+}
+
+impl ChangeTracker {
+    /// A tracker with no watch yet (it starts watching after the first push).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Switches tracking on (the default) or off (every pull scans in full: for
+    /// benchmarks, and for file systems where inotify does not see every write).
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.off = !enabled;
+    }
+
+    /// Whether the last [`Self::pull_scope`] had no usable watch (inotify unavailable or
+    /// its limits reached), so that pull was a full scan.
+    #[must_use]
+    pub fn unwatched(&self) -> bool {
+        self.unwatched
+    }
+
+    /// Before the push: changes between runs (a process that outlived its run, the
+    /// caller's own writes into staging) must not be lost by the push that follows.
+    pub fn before_push(&mut self) {
+        if let Some(watch) = &mut self.watch {
+            let changes = watch.take_changes();
+            self.unseen.merge(changes);
+        }
+    }
+
+    /// After a successful push into `leaf`; `wrote` tells whether the push changed
+    /// anything there (its own events are then dropped: the manifest knows what it wrote,
+    /// and directories it created get watches). The first call starts watching.
+    pub fn after_push(&mut self, leaf: &Path, wrote: bool) {
+        match &mut self.watch {
+            None => {
+                self.watch = TreeWatch::new(leaf);
+                if let Some(watch) = &mut self.watch {
+                    watch.rewatch();
+                }
+            }
+            // A push that wrote nothing caused no event: nothing to drop (an event that
+            // arrived meanwhile is someone else's and stays for the pull to see).
+            Some(_) if !wrote => {}
+            Some(watch) => {
+                let own = watch.take_changes();
+                if own.doubt {
+                    watch.rewatch();
+                } else if !own.new_dirs.is_empty() {
+                    watch.watch_new(&own.new_dirs);
+                }
+            }
+        }
+    }
+
+    /// After the tool: what the pull must look at.
+    pub fn pull_scope(&mut self) -> PullScope {
+        if self.off {
+            // Keep the queue drained; the full scan covers everything.
+            if let Some(watch) = &mut self.watch {
+                let _ = watch.take_changes();
+            }
+            self.rewalk = true;
+            return PullScope::Full;
+        }
+        let Some(watch) = self.watch.as_mut().filter(|w| w.usable()) else {
+            self.unwatched = true;
+            return PullScope::Full;
+        };
+        self.unwatched = false;
+        let changes = watch.take_changes();
+        self.unseen.merge(changes);
+        if !self.unseen.new_dirs.is_empty() {
+            // Watched before the scan, so a write after the scan is an event next time.
+            watch.watch_new(&self.unseen.new_dirs);
+        }
+        if self.unseen.doubt || !watch.usable() {
+            self.rewalk = true;
+            return PullScope::Full;
+        }
+        let mut dirs = self.unseen.dirs.clone();
+        dirs.extend(self.unseen.new_dirs.iter().cloned());
+        PullScope::Dirs(dirs)
+    }
+
+    /// After the pull (or a skipped one); `ok` tells whether it succeeded. A failed pull
+    /// keeps every change for the next one.
+    pub fn after_pull(&mut self, ok: bool) {
+        if !ok {
+            return;
+        }
+        self.unseen = Changes::default();
+        if std::mem::take(&mut self.rewalk)
+            && let Some(watch) = &mut self.watch
+        {
+            watch.rewatch();
+        }
     }
 }
 
