@@ -24,7 +24,9 @@
 //!   push what changed, run in the guest image of the cwd, pull (also after a failure) —
 //!   with the same project-root rule as the host backend
 //!   ([`devshell_vm_session::project_root`]) and `CARGO_TARGET_DIR` pointed at the
-//!   project's own `target/` in the guest.
+//!   project's own `target/` in the guest. On a Linux host the pull lists only the
+//!   directories the run changed (host-side inotify on the staging directory, see
+//!   `docs/arch/lima.md`); elsewhere it scans in full.
 //! * **Mode P** (`guest`): no sync; [`GuestFsOps`](devshell_vm_guest_fs::GuestFsOps) on
 //!   the guest tree.
 //! * **One channel per session.** Guest file operations (and short probes) go over a

@@ -871,3 +871,40 @@ fn mode_s_removes_staging_whose_owner_is_gone_and_keeps_a_held_one() {
         "staging dirs and lock files are all gone"
     );
 }
+
+#[test]
+fn mode_s_pulls_only_what_the_guest_changed() {
+    // The stand-in's guest writes into the host staging directory through the same
+    // kernel, as the host-side server of a real mount (9p, virtiofsd, sftp-server) does.
+    let fixture = Fixture::new("Running");
+    let (mut session, _) = open(&fixture, false);
+    let mut vfs = Vfs::new();
+    for d in 0..20 {
+        vfs.mkdir(&format!("/proj/d{d}")).expect("mkdir");
+        vfs.write_file(&format!("/proj/d{d}/f.txt"), "x")
+            .expect("write");
+    }
+    let first = session
+        .run_tool(&mut vfs, "/proj", &captured("true", &[]))
+        .expect("first run");
+    assert!(first.exec.success());
+    let write = captured("sh", &["-c", "echo built > d7/out.txt"]);
+    let outcome = session.run_tool(&mut vfs, "/proj", &write).expect("run");
+    assert!(outcome.exec.success(), "{outcome:?}");
+    let pull = outcome.pull.expect("pulled");
+    assert!(!pull.full_scan, "a tracked pull: {pull:?}");
+    assert!(
+        pull.dirs_scanned <= 2,
+        "only d7 (and the leaf, whose listing holds d7's mtime): {pull:?}"
+    );
+    assert_eq!(
+        &vfs.read_file("/proj/d7/out.txt").expect("pulled")[..],
+        b"built\n"
+    );
+    // Nothing changed: nothing listed.
+    let idle = session
+        .run_tool(&mut vfs, "/proj", &captured("true", &[]))
+        .expect("idle run");
+    assert_eq!(idle.pull.map_or(0, |p| p.dirs_scanned), 0);
+    session.shutdown().expect("shutdown");
+}

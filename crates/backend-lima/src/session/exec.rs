@@ -20,7 +20,8 @@ use crate::channel::{Channel, metadata_from};
 use crate::limactl::{LimaVersion, is_env_name, shell_argv, status_text};
 
 use super::{
-    ARCH_MISMATCH, ChannelState, GammaSession, NEXT_STAGING, SIDECAR_BIN_NAME, staging_or_create,
+    ARCH_MISMATCH, ChannelState, GammaSession, NEXT_STAGING, PullTracker, SIDECAR_BIN_NAME,
+    staging_or_create,
 };
 
 impl GammaSession {
@@ -85,7 +86,7 @@ impl GammaSession {
             vfs,
             vfs_cwd,
             || staging_or_create(staging, workspace_parent),
-            || (),
+            PullTracker::default,
         )
     }
 

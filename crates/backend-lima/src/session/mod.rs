@@ -55,6 +55,18 @@ pub enum ChannelState {
     Fallback(String),
 }
 
+/// What decides the scope of a Mode S pull. On a Linux host the staging directory is
+/// watched with inotify here on the host (`devshell_vm_sync::watch`): the guest's writes
+/// reach it through the host-side server of the mount (9p, virtiofsd, sftp-server for
+/// reverse-sshfs), which makes ordinary file system calls on the host, so they raise
+/// events like local writes and a pull lists only the directories a run changed. On
+/// other hosts (macOS: no inotify) every pull scans in full.
+#[cfg(target_os = "linux")]
+type PullTracker = devshell_vm_sync::watch::ChangeTracker;
+/// See the Linux definition: without inotify every pull scans in full.
+#[cfg(not(target_os = "linux"))]
+type PullTracker = ();
+
 /// A Lima (γ) session: tools run in the guest through `limactl shell`, with the VFS
 /// synced into the host workspace parent that the instance mounts (Mode S), or guest
 /// file operations straight on the guest tree (Mode P). See the crate docs.
@@ -86,7 +98,7 @@ pub struct GammaSession {
     guest_arch: String,
     provisioned: bool,
     forward_interrupts: bool,
-    projects: ProjectTable<()>,
+    projects: ProjectTable<PullTracker>,
     staging: Option<StagingDir>,
     notices: Box<dyn Write + Send>,
     diagnostics: Vec<String>,
