@@ -233,7 +233,9 @@ fn bench_concurrent(setup: &Setup) {
 }
 
 /// Sections to run: every non-flag argument is a substring filter on the section names
-/// `exec`, `handshake`, `guest_fs`, `concurrent`, `wire` (none: all), e.g.
+/// `exec`, `handshake`, `guest_fs`, `concurrent`, `wire-push-t2`, `wire-push-cargo200`,
+/// `wire-roundtrip`, `wire-rebuild` (none: all; `wire` selects every `wire-*`,
+/// `wire-push` both first pushes), e.g.
 /// `cargo xtask bench beta -- guest_fs`.
 fn wanted(section: &str) -> bool {
     let filters: Vec<String> = std::env::args()
@@ -264,7 +266,15 @@ fn main() {
     if wanted("concurrent") {
         bench_concurrent(tmpfs);
     }
-    if wanted("wire") {
-        wire::bench_wire(dirs[0].1.path());
+    if [
+        "wire-push-t2",
+        "wire-push-cargo200",
+        "wire-roundtrip",
+        "wire-rebuild",
+    ]
+    .iter()
+    .any(|section| wanted(section))
+    {
+        wire::bench_wire(dirs[0].1.path(), wanted);
     }
 }

@@ -272,10 +272,11 @@ impl Connection {
         during: &str,
         blob: &BlobRef,
         max_size: u64,
-    ) -> Result<Vec<u8>, BetaError> {
+    ) -> Result<std::sync::Arc<[u8]>, BetaError> {
         self.lines.get_mut().deadline = Some(Instant::now() + self.io_timeout);
         self.lines
-            .read_blob(blob, max_size)
+            .read_blob_shared_unverified(blob, max_size)
+            .and_then(|data| devshell_vm_protocol::verify_blob(blob, &data).map(|()| data))
             .map_err(|err| self.stream_error(during, err, self.io_timeout))
     }
 

@@ -393,6 +393,60 @@ fn in_step(project: &WireProjectState) -> bool {
         && remote.tree_digest == project.manifest.tree_digest()
 }
 
+/// The wire entries (and file contents) of `paths` under `root`, in order, the root
+/// itself left out. Hashing is the bulk of a full push's work on this side, so the paths
+/// are shared out over the available cores (interleaved, so a few large files do not all
+/// land on one thread).
+fn entries_of(
+    vfs: &Vfs,
+    root: &str,
+    paths: &[String],
+) -> Result<Vec<(WireEntry, Option<Content>)>, BetaError> {
+    type Found = Result<Vec<(usize, WireEntry, Option<Content>)>, String>;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 8)
+        .min(paths.len() / 256 + 1);
+    let work = |first: usize| -> Found {
+        let mut found = Vec::new();
+        for (index, path) in paths.iter().enumerate().skip(first).step_by(threads) {
+            let Some(rel) = relative(root, path) else {
+                continue;
+            };
+            let (entry, content) = entry_of(vfs, path, rel).map_err(|err| err.to_string())?;
+            found.push((index, entry, content));
+        }
+        Ok(found)
+    };
+    let parts: Vec<Found> = if threads == 1 {
+        vec![work(0)]
+    } else {
+        std::thread::scope(|scope| {
+            let others: Vec<_> = (1..threads)
+                .map(|first| scope.spawn(move || work(first)))
+                .collect();
+            let mut parts = vec![work(0)];
+            for handle in others {
+                parts.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err("a hashing thread panicked".to_owned())),
+                );
+            }
+            parts
+        })
+    };
+    let mut all = Vec::with_capacity(paths.len());
+    for part in parts {
+        all.extend(part.map_err(|reason| wire_error(root, reason))?);
+    }
+    all.sort_unstable_by_key(|(index, _, _)| *index);
+    Ok(all
+        .into_iter()
+        .map(|(_, entry, content)| (entry, content))
+        .collect())
+}
+
 /// Pushes what changed (or the whole manifest) and updates `project` on success.
 #[expect(
     clippy::too_many_lines,
@@ -473,15 +527,12 @@ fn push_project(
     } else {
         let mut next = Manifest::default();
         let mut entries = Vec::new();
-        let walk = vfs
+        let paths: Vec<String> = vfs
             .walk(&root)
-            .map_err(|err| wire_error(&root, err.to_string()))?;
-        for item in walk {
-            let Some(rel) = relative(&root, &item.path) else {
-                continue;
-            };
-            let (entry, content) =
-                entry_of(vfs, &item.path, rel).map_err(|err| wire_error(&root, err.to_string()))?;
+            .map_err(|err| wire_error(&root, err.to_string()))?
+            .map(|item| item.path)
+            .collect();
+        for (entry, content) in entries_of(vfs, &root, &paths)? {
             note(&entry, content, &mut counts);
             next.upsert(entry.clone());
             entries.push(entry);
@@ -589,7 +640,7 @@ fn pull_project(
         let mut blobs: HashMap<String, Content> = HashMap::new();
         for blob in &changes.blobs {
             let data = conn.read_blob("wire_pull", blob, DEFAULT_MAX_FILE_SIZE)?;
-            blobs.insert(blob.digest.clone(), Content::from(data));
+            blobs.insert(blob.digest.clone(), data);
         }
         Ok(Ok((changes, blobs)))
     })();
@@ -642,7 +693,7 @@ fn pull_project(
             let mut got = Vec::new();
             for blob in &header.blobs {
                 let data = conn.read_blob("wire_want", blob, DEFAULT_MAX_FILE_SIZE)?;
-                got.push((blob.digest.clone(), Content::from(data)));
+                got.push((blob.digest.clone(), data));
             }
             Ok(Ok(got))
         })();

@@ -65,7 +65,7 @@ pub use wire::{
     BULK_MARKER, BlobRef, FRAME_DATA, FRAME_HEADER_LEN, FRAME_LAST, Health, HealthOk, MAX_CHUNK,
     Manifest, WireBlobs, WireChanges, WireEntry, WireKind, WireNeed, WireProject, WireProjectOk,
     WirePull, WirePullDone, WirePullOk, WirePush, WirePushOk, WireStart, WireStarted, WireWant,
-    check_relative_path, digest_hex, is_digest_hex, write_blob,
+    check_relative_path, digest_hex, is_digest_hex, verify_blob, write_blob,
 };
 
 /// The protocol version this crate speaks (sent in `handshake` and `handshake_ok`).

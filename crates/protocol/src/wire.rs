@@ -30,7 +30,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,21 @@ pub fn write_blob<W: Write + ?Sized>(writer: &mut W, data: &[u8]) -> Result<(), 
     }
 }
 
+/// Checks that `data` hashes (BLAKE3) to `blob.digest`.
+///
+/// # Errors
+/// [`ProtocolError::BlobDigest`] with both digests.
+pub fn verify_blob(blob: &BlobRef, data: &[u8]) -> Result<(), ProtocolError> {
+    let actual = blake3::hash(data);
+    if actual.to_hex().as_str() != blob.digest {
+        return Err(ProtocolError::BlobDigest {
+            expected: blob.digest.clone(),
+            actual: actual.to_hex().to_string(),
+        });
+    }
+    Ok(())
+}
+
 impl<R: Read> LineReader<R> {
     /// Reads the bulk frames of one blob announced as `blob`, checks that their lengths
     /// add up to `blob.size` and that the bytes hash to `blob.digest`, and returns them.
@@ -107,27 +122,66 @@ impl<R: Read> LineReader<R> {
     /// be resynchronised: drop the connection), [`ProtocolError::BlobDigest`] when the
     /// bytes do not match the digest, [`ProtocolError::Io`] when the transport fails.
     pub fn read_blob(&mut self, blob: &BlobRef, max_size: u64) -> Result<Vec<u8>, ProtocolError> {
-        if !is_digest_hex(&blob.digest) {
-            return Err(ProtocolError::BulkFrame {
-                message: format!(
-                    "announced digest {:?} is not 64 lowercase hex digits",
-                    blob.digest
-                ),
-            });
-        }
-        if blob.size > max_size {
-            return Err(ProtocolError::BulkFrame {
-                message: format!(
-                    "blob {} announced with {} bytes, over the limit of {max_size}",
-                    blob.digest, blob.size
-                ),
-            });
-        }
+        let data = self.read_blob_unverified(blob, max_size)?;
+        verify_blob(blob, &data)?;
+        Ok(data)
+    }
+
+    /// [`LineReader::read_blob`] without the digest check: every framing and length rule
+    /// is enforced, but the caller must still call [`verify_blob`] on the bytes before
+    /// using them (the sidecar does so on another thread while it reads the next blob).
+    ///
+    /// # Errors
+    /// As [`LineReader::read_blob`], except [`ProtocolError::BlobDigest`].
+    pub fn read_blob_unverified(
+        &mut self,
+        blob: &BlobRef,
+        max_size: u64,
+    ) -> Result<Vec<u8>, ProtocolError> {
+        check_announced(blob, max_size)?;
         let capacity = usize::try_from(blob.size)
             .unwrap_or(usize::MAX)
-            .min(64 << 20);
+            .min(PREALLOCATE_MAX);
         let mut data = Vec::with_capacity(capacity);
-        let mut hasher = blake3::Hasher::new();
+        self.read_frames(blob, &mut data)?;
+        Ok(data)
+    }
+
+    /// [`LineReader::read_blob_unverified`] into shared memory: a blob of at most 64 MiB
+    /// is read straight into its final `Arc<[u8]>` (no copy from a growing buffer); a
+    /// larger one is read as a `Vec` and copied in. The caller must
+    /// still call [`verify_blob`].
+    ///
+    /// # Errors
+    /// As [`LineReader::read_blob_unverified`].
+    pub fn read_blob_shared_unverified(
+        &mut self,
+        blob: &BlobRef,
+        max_size: u64,
+    ) -> Result<std::sync::Arc<[u8]>, ProtocolError> {
+        check_announced(blob, max_size)?;
+        let size = usize::try_from(blob.size).unwrap_or(usize::MAX);
+        if size > PREALLOCATE_MAX {
+            return self.read_blob_unverified(blob, max_size).map(Into::into);
+        }
+        // Allocated once, in place (a trusted-length iterator), then filled by the reads.
+        let mut data: std::sync::Arc<[u8]> = std::iter::repeat_n(0u8, size).collect();
+        let Some(buf) = std::sync::Arc::get_mut(&mut data) else {
+            return Err(ProtocolError::BulkFrame {
+                message: "a fresh blob buffer was shared (cannot happen)".to_owned(),
+            });
+        };
+        let mut sink = Filled { buf, filled: 0 };
+        self.read_frames(blob, &mut sink)?;
+        Ok(data)
+    }
+
+    /// Reads the frames of one blob into `sink`, enforcing every framing rule.
+    fn read_frames(
+        &mut self,
+        blob: &BlobRef,
+        sink: &mut dyn FrameSink,
+    ) -> Result<(), ProtocolError> {
         loop {
             let mut header = [0u8; FRAME_HEADER_LEN];
             self.read_exact_raw(&mut header)?;
@@ -151,7 +205,7 @@ impl<R: Read> LineReader<R> {
                     message: format!("bulk frame of {len} bytes exceeds the limit of {MAX_CHUNK}"),
                 });
             }
-            let have = data.len() as u64;
+            let have = sink.filled() as u64;
             if have + len as u64 > blob.size {
                 return Err(ProtocolError::BulkFrame {
                     message: format!(
@@ -160,62 +214,112 @@ impl<R: Read> LineReader<R> {
                     ),
                 });
             }
-            let start = data.len();
-            data.resize(start + len, 0);
-            self.read_exact_raw(&mut data[start..])?;
-            hasher.update(&data[start..]);
+            self.read_exact_raw(sink.next(len))?;
             if kind == FRAME_LAST {
                 break;
             }
         }
-        if data.len() as u64 != blob.size {
+        if sink.filled() as u64 != blob.size {
             return Err(ProtocolError::BulkFrame {
                 message: format!(
                     "blob {} ended after {} of its announced {} bytes",
                     blob.digest,
-                    data.len(),
+                    sink.filled(),
                     blob.size
                 ),
             });
         }
-        let actual = hasher.finalize().to_hex().to_string();
-        if actual != blob.digest {
-            return Err(ProtocolError::BlobDigest {
-                expected: blob.digest.clone(),
-                actual,
-            });
-        }
-        Ok(data)
+        Ok(())
     }
 
     fn read_exact_raw(&mut self, buf: &mut [u8]) -> Result<(), ProtocolError> {
         let mut filled = 0;
         while filled < buf.len() {
-            let available = match self.inner.fill_buf() {
-                Ok(available) => available,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            // `BufReader::read` copies what it holds and, once empty, reads a large
+            // request straight into `buf` (no second copy through its buffer).
+            match self.inner.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    return Err(ProtocolError::Io {
+                        context: "reading a bulk frame",
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the peer closed the connection inside a bulk frame",
+                        ),
+                    });
+                }
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(ProtocolError::Io {
                         context: "reading a bulk frame",
                         source,
                     });
                 }
-            };
-            if available.is_empty() {
-                return Err(ProtocolError::Io {
-                    context: "reading a bulk frame",
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the peer closed the connection inside a bulk frame",
-                    ),
-                });
             }
-            let take = available.len().min(buf.len() - filled);
-            buf[filled..filled + take].copy_from_slice(&available[..take]);
-            self.inner.consume(take);
-            filled += take;
         }
         Ok(())
+    }
+}
+
+/// Largest blob buffer allocated from an announced size before its bytes arrive.
+const PREALLOCATE_MAX: usize = 64 << 20;
+
+/// Checks an announced blob's digest spelling and size before anything is read.
+fn check_announced(blob: &BlobRef, max_size: u64) -> Result<(), ProtocolError> {
+    if !is_digest_hex(&blob.digest) {
+        return Err(ProtocolError::BulkFrame {
+            message: format!(
+                "announced digest {:?} is not 64 lowercase hex digits",
+                blob.digest
+            ),
+        });
+    }
+    if blob.size > max_size {
+        return Err(ProtocolError::BulkFrame {
+            message: format!(
+                "blob {} announced with {} bytes, over the limit of {max_size}",
+                blob.digest, blob.size
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Where the payloads of one blob's frames go.
+trait FrameSink {
+    /// Bytes received so far.
+    fn filled(&self) -> usize;
+    /// The next `len` bytes to fill (the caller checked them against the blob's size).
+    fn next(&mut self, len: usize) -> &mut [u8];
+}
+
+impl FrameSink for Vec<u8> {
+    fn filled(&self) -> usize {
+        self.len()
+    }
+
+    fn next(&mut self, len: usize) -> &mut [u8] {
+        let start = self.len();
+        self.resize(start + len, 0);
+        &mut self[start..]
+    }
+}
+
+/// A buffer of exactly the blob's announced size.
+struct Filled<'a> {
+    buf: &'a mut [u8],
+    filled: usize,
+}
+
+impl FrameSink for Filled<'_> {
+    fn filled(&self) -> usize {
+        self.filled
+    }
+
+    fn next(&mut self, len: usize) -> &mut [u8] {
+        let start = self.filled;
+        self.filled += len;
+        &mut self.buf[start..start + len]
     }
 }
 
@@ -351,9 +455,33 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
 }
 
 /// A synced tree: relative path → entry, sorted by the path's bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The sum of file sizes is kept up to date on every change and the tree digest is
+/// computed once per state (cached until the next change), so asking for either on an
+/// unchanged manifest — every no-op round trip does — costs O(1), not O(entries).
+#[derive(Debug, Clone, Default)]
 pub struct Manifest {
     entries: BTreeMap<String, WireEntry>,
+    /// Sum of the sizes of the file entries.
+    file_bytes: u64,
+    /// The tree digest of `entries`, once computed (reset by every change).
+    digest: std::sync::OnceLock<String>,
+}
+
+impl PartialEq for Manifest {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Manifest {}
+
+fn file_size(entry: &WireEntry) -> u64 {
+    if entry.kind == WireKind::File {
+        entry.size
+    } else {
+        0
+    }
 }
 
 impl Manifest {
@@ -391,12 +519,20 @@ impl Manifest {
         {
             self.remove_subtree(&entry.path);
         }
-        self.entries.insert(entry.path.clone(), entry);
+        self.digest = std::sync::OnceLock::new();
+        self.file_bytes = self.file_bytes.saturating_add(file_size(&entry));
+        if let Some(old) = self.entries.insert(entry.path.clone(), entry) {
+            self.file_bytes = self.file_bytes.saturating_sub(file_size(&old));
+        }
     }
 
     /// Removes `path` and everything below it; returns how many entries went.
     pub fn remove_subtree(&mut self, path: &str) -> usize {
-        let mut gone = usize::from(self.entries.remove(path).is_some());
+        let mut gone = 0;
+        if let Some(old) = self.entries.remove(path) {
+            gone += 1;
+            self.file_bytes = self.file_bytes.saturating_sub(file_size(&old));
+        }
         let prefix = format!("{path}/");
         let below: Vec<String> = self
             .entries
@@ -405,20 +541,21 @@ impl Manifest {
             .map(|(p, _)| p.clone())
             .collect();
         for p in below {
-            self.entries.remove(&p);
+            if let Some(old) = self.entries.remove(&p) {
+                self.file_bytes = self.file_bytes.saturating_sub(file_size(&old));
+            }
             gone += 1;
+        }
+        if gone > 0 {
+            self.digest = std::sync::OnceLock::new();
         }
         gone
     }
 
-    /// Sum of file sizes.
+    /// Sum of file sizes (kept up to date by every change: O(1)).
     #[must_use]
     pub fn file_bytes(&self) -> u64 {
-        self.entries
-            .values()
-            .filter(|e| e.kind == WireKind::File)
-            .map(|e| e.size)
-            .sum()
+        self.file_bytes
     }
 
     /// The tree digest (64 hex digits): BLAKE3 over every entry in path order, each
@@ -426,8 +563,17 @@ impl Manifest {
     /// `mtime_ns` (`i64` LE), `size` (`u64` LE), then for a file the 32 raw digest bytes
     /// and for a symlink the target bytes followed by `0x00`. The empty tree hashes no
     /// bytes.
+    ///
+    /// Computed once per state of the manifest: asking again before the next change
+    /// returns the cached value.
     #[must_use]
     pub fn tree_digest(&self) -> String {
+        self.digest
+            .get_or_init(|| self.compute_tree_digest())
+            .clone()
+    }
+
+    fn compute_tree_digest(&self) -> String {
         let mut hasher = blake3::Hasher::new();
         for entry in self.entries.values() {
             hasher.update(entry.path.as_bytes());
@@ -677,6 +823,41 @@ mod tests {
             digest: digest_hex(data),
             size: data.len() as u64,
         }
+    }
+
+    /// The cached sum of sizes and tree digest always equal a fresh computation over the
+    /// entries, through upserts, kind changes and subtree removals.
+    #[test]
+    fn cached_file_bytes_and_digest_follow_every_change() {
+        let fresh = |m: &Manifest| {
+            let mut copy = Manifest::default();
+            for entry in m.iter() {
+                copy.entries.insert(entry.path.clone(), entry.clone());
+            }
+            let bytes: u64 = m.iter().map(file_size).sum();
+            (bytes, copy.compute_tree_digest())
+        };
+        let mut m = Manifest::default();
+        let check = |m: &Manifest| assert_eq!((m.file_bytes(), m.tree_digest()), fresh(m));
+        check(&m);
+        m.upsert(WireEntry::dir("d", 0o755, 1));
+        m.upsert(WireEntry::file("d/a", 0o644, 2, 10, digest_hex(b"a")));
+        m.upsert(WireEntry::file("d/b", 0o644, 3, 20, digest_hex(b"b")));
+        check(&m);
+        let before = m.tree_digest();
+        // Same path, new size: the old size leaves the sum.
+        m.upsert(WireEntry::file("d/a", 0o644, 4, 5, digest_hex(b"c")));
+        check(&m);
+        assert_ne!(m.tree_digest(), before);
+        // A file where a directory was removes the directory's files.
+        m.upsert(WireEntry::file("d", 0o600, 5, 7, digest_hex(b"d")));
+        check(&m);
+        assert_eq!(m.file_bytes(), 7);
+        m.upsert(WireEntry::symlink("l", 6, "d"));
+        assert_eq!(m.remove_subtree("d"), 1);
+        check(&m);
+        assert_eq!(m.remove_subtree("nothing"), 0);
+        check(&m);
     }
 
     #[test]

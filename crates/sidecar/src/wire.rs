@@ -371,15 +371,24 @@ impl Replica {
             }
             (push.deleted.clone(), push.entries.clone())
         };
-        // Bound: the copy's file bytes after the push.
-        let mut after = self.manifest.clone();
-        for path in &deleted {
-            after.remove_subtree(path);
-        }
-        for entry in &entries {
-            after.upsert(entry.clone());
-        }
-        let bytes = after.file_bytes();
+        // Bound: the copy's file bytes after the push. A full push lists the whole copy;
+        // a delta is played on a scratch copy of the manifest.
+        let bytes = if push.full {
+            push.entries
+                .iter()
+                .filter(|e| e.kind == devshell_vm_protocol::WireKind::File)
+                .map(|e| e.size)
+                .fold(0, u64::saturating_add)
+        } else {
+            let mut after = self.manifest.clone();
+            for path in &deleted {
+                after.remove_subtree(path);
+            }
+            for entry in &entries {
+                after.upsert(entry.clone());
+            }
+            after.file_bytes()
+        };
         if bytes > max_bytes {
             return Reply::error(
                 ErrorCode::WireQuota,
@@ -412,7 +421,7 @@ impl Replica {
             missing,
         };
         if missing_count == 0 {
-            return self.apply_push(conn, &pending, &HashMap::new());
+            return self.apply_push(conn, &pending, HashMap::new());
         }
         let digests = pending.missing.clone();
         self.pending_push = Some(pending);
@@ -497,20 +506,14 @@ impl Replica {
             write_frame(writer, &Reply::error(code, message.clone()))?;
             return Err(ProtocolError::BulkFrame { message });
         }
-        let mut received: HashMap<String, Content> = HashMap::new();
-        let mut total: u64 = 0;
-        for blob in &header.blobs {
-            let data = match reader.read_blob(blob, max_bytes) {
-                Ok(data) => data,
-                Err(err) => {
-                    log(conn, &format!("wire-sync: closing: {err}"));
-                    write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
-                    return Err(err);
-                }
-            };
-            total = total.saturating_add(blob.size);
-            received.insert(blob.digest.clone(), Content::from(data));
-        }
+        let (received, total) = match read_verified(reader, &header.blobs, max_bytes) {
+            Ok(found) => found,
+            Err(err) => {
+                log(conn, &format!("wire-sync: closing: {err}"));
+                write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
+                return Err(err);
+            }
+        };
         let Some(pending) = pending else {
             return write_frame(
                 writer,
@@ -536,7 +539,7 @@ impl Replica {
                 header.blobs.len()
             ),
         );
-        let reply = self.apply_push(conn, &pending, &received);
+        let reply = self.apply_push(conn, &pending, received);
         write_frame(writer, &reply)
     }
 
@@ -546,16 +549,14 @@ impl Replica {
         &mut self,
         conn: u64,
         pending: &PendingPush,
-        received: &HashMap<String, Content>,
+        received: HashMap<String, Content>,
     ) -> Reply {
         let started = Instant::now();
-        // Contents before any deletion: a rename deletes the source path.
-        let by_digest: HashMap<&str, &str> = self
-            .manifest
-            .iter()
-            .filter_map(|e| e.digest.as_deref().map(|d| (d, e.path.as_str())))
-            .collect();
-        let mut contents: HashMap<String, Content> = HashMap::new();
+        // Contents the push did not carry come from the mirror, looked up before any
+        // deletion (a rename deletes the source path). The index over the manifest is
+        // built only when some content is not among the received ones.
+        let mut contents = received;
+        let mut by_digest: Option<HashMap<String, String>> = None;
         for entry in &pending.entries {
             let Some(digest) = entry.digest.as_deref() else {
                 continue;
@@ -563,9 +564,13 @@ impl Replica {
             if contents.contains_key(digest) {
                 continue;
             }
-            let content = if let Some(content) = received.get(digest) {
-                Content::clone(content)
-            } else {
+            let content = {
+                let by_digest = by_digest.get_or_insert_with(|| {
+                    self.manifest
+                        .iter()
+                        .filter_map(|e| e.digest.clone().map(|d| (d, e.path.clone())))
+                        .collect()
+                });
                 let Some(path) = by_digest.get(digest) else {
                     return Reply::error(
                         ErrorCode::WireInvalid,
@@ -658,11 +663,16 @@ impl Replica {
                 return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
             }
         };
-        let had: HashSet<String> = self
-            .manifest
-            .iter()
-            .filter_map(|e| e.digest.clone())
-            .collect();
+        // The digests the copy held before the pull (the client holds them too). Only
+        // gathered when something changed: a no-op pull does no O(tree) work.
+        let had: HashSet<String> = if changes.is_empty() {
+            HashSet::new()
+        } else {
+            self.manifest
+                .iter()
+                .filter_map(|e| e.digest.clone())
+                .collect()
+        };
         let (deleted, upserted) = match self.absorb(&changes) {
             Ok(found) => found,
             Err(message) => {
@@ -879,6 +889,74 @@ fn chain(err: &dyn std::error::Error) -> String {
         cause = next.source();
     }
     text
+}
+
+/// Reads the bulk frames of `blobs` and verifies their digests on a second thread while
+/// the next ones are read (hashing is most of the receiving work; on a loopback or fast
+/// link it would otherwise stall the socket). Returns the contents by digest and their
+/// total size. The first framing error or digest mismatch is the error; frames after a
+/// mismatch are not read (the connection is closed anyway).
+fn read_verified<R: Read>(
+    reader: &mut LineReader<R>,
+    blobs: &[BlobRef],
+    max_bytes: u64,
+) -> Result<(HashMap<String, Content>, u64), ProtocolError> {
+    /// Blobs handed to the verifier at once (fewer wake-ups for many small files).
+    const BATCH_BYTES: u64 = 1 << 20;
+    const BATCH_BLOBS: usize = 256;
+    let mut received: HashMap<String, Content> = HashMap::with_capacity(blobs.len());
+    let mut total: u64 = 0;
+    let verified = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Content)>>(8);
+        let verifier = scope.spawn(move || -> Result<(), ProtocolError> {
+            for batch in rx {
+                for (index, data) in batch {
+                    devshell_vm_protocol::verify_blob(&blobs[index], &data)?;
+                }
+            }
+            Ok(())
+        });
+        let mut batch: Vec<(usize, Content)> = Vec::new();
+        let mut batch_bytes = 0u64;
+        let mut read_error = None;
+        for (index, blob) in blobs.iter().enumerate() {
+            let data = match reader.read_blob_shared_unverified(blob, max_bytes) {
+                Ok(data) => data,
+                Err(err) => {
+                    read_error = Some(err);
+                    break;
+                }
+            };
+            total = total.saturating_add(blob.size);
+            batch_bytes += blob.size;
+            batch.push((index, Content::clone(&data)));
+            received.insert(blob.digest.clone(), data);
+            if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_BLOBS)
+                && tx.send(std::mem::take(&mut batch)).is_err()
+            {
+                // The verifier stopped: it found a mismatch.
+                break;
+            }
+            if batch.is_empty() {
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        drop(tx);
+        let checked = verifier.join().unwrap_or_else(|_| {
+            Err(ProtocolError::BulkFrame {
+                message: "the digest verifier panicked".to_owned(),
+            })
+        });
+        match (checked, read_error) {
+            (Err(mismatch), _) => Err(mismatch),
+            (Ok(()), Some(err)) => Err(err),
+            (Ok(()), None) => Ok(()),
+        }
+    });
+    verified.map(|()| (received, total))
 }
 
 /// Writes a JSON header and, right after it, the blobs as bulk frames; one flush.

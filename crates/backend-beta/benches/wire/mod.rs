@@ -5,7 +5,12 @@
 //!   local first push (`devshell_vm_sync::push_incremental` into a fresh staging dir);
 //! - a no-op round trip (push + `exec true` + pull) vs `exec true` alone through the same
 //!   sidecar (Mode P, no sync), with the bytes on the wire;
-//! - one changed 1 KiB file: time and bytes on the wire both ways.
+//! - one changed 1 KiB file: time and bytes on the wire both ways;
+//! - a rebuild after a one-line edit of a real crate (the sources of `base64` 0.22 from
+//!   the local cargo registry): `cargo build` over wire-sync vs through shared staging.
+//!
+//! Sections (substring filters after `--`): `wire-push-t2`, `wire-push-cargo200`,
+//! `wire-roundtrip`, `wire-rebuild`; `wire-push` runs both pushes, `wire` everything.
 //!
 //! Both sides' trees live on tmpfs (the scratch dir); the sidecar is a release build.
 
@@ -54,6 +59,12 @@ impl WireSetup {
     }
 
     fn session(&self, mode: &str) -> BetaSession {
+        self.session_with(mode, "wire")
+    }
+
+    /// A session in workspace `mode` with `DEVSHELL_VM_BETA_SYNC=sync`; with `shared`,
+    /// staging is a directory under the sidecar's root (both see it).
+    fn session_with(&self, mode: &str, sync: &str) -> BetaSession {
         let addr = self.sidecar.tcp_addr().expect("tcp");
         let export = self.dir.path().join("client-export");
         std::fs::create_dir_all(&export).unwrap();
@@ -65,10 +76,14 @@ impl WireSetup {
             ("DEVSHELL_VM_SOCKET", socket.as_str()),
             ("DEVSHELL_VM_TOKEN_FILE", self.token_file.to_str().unwrap()),
             ("DEVSHELL_VM_WORKSPACE_MODE", mode),
-            ("DEVSHELL_VM_BETA_SYNC", "wire"),
+            ("DEVSHELL_VM_BETA_SYNC", sync),
             ("DEVSHELL_EXPORT_BASE", export.to_str().unwrap()),
         ];
-        if mode == "guest" {
+        let shared = self.dir.path().join("sidecar-root/shared");
+        if sync == "shared" {
+            std::fs::create_dir_all(&shared).unwrap();
+            vars.push(("DEVSHELL_VM_BETA_SESSION_STAGING", shared.to_str().unwrap()));
+        } else if mode == "guest" {
             vars.push(("DEVSHELL_VM_BETA_SESSION_STAGING", plain.to_str().unwrap()));
         }
         BetaSession::new(&config(&vars)).expect("session")
@@ -350,11 +365,135 @@ fn round_trips(setup: &WireSetup) {
     );
 }
 
-/// The `wire` section.
-pub(crate) fn bench_wire(parent: &Path) {
+/// The sources of a real crate: `base64` 0.22 from the local cargo registry (the
+/// workspace depends on it, so a built checkout has it), with a minimal manifest of our
+/// own (its published one names dev-dependencies and benches that are not here).
+fn real_crate(vfs: &mut Vfs, root: &str) -> String {
+    let home = std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"),
+        PathBuf::from,
+    );
+    let registry = home.join("registry/src");
+    let found = std::fs::read_dir(&registry)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|index| std::fs::read_dir(index.path()).into_iter().flatten().flatten())
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("base64-0.22."))
+        })
+        .max()
+        .unwrap_or_else(|| {
+            panic!(
+                "the rebuild bench compiles base64 0.22's sources from {}: run `cargo fetch` in the workspace first",
+                registry.display()
+            )
+        });
+    fn copy(vfs: &mut Vfs, from: &Path, to: &str) {
+        vfs.mkdir(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let name = entry.file_name().into_string().unwrap();
+            let target = format!("{to}/{name}");
+            if entry.file_type().unwrap().is_dir() {
+                copy(vfs, &entry.path(), &target);
+            } else {
+                vfs.write_file(&target, std::fs::read(entry.path()).unwrap())
+                    .unwrap();
+            }
+        }
+    }
+    vfs.mkdir(root).unwrap();
+    copy(vfs, &found.join("src"), &format!("{root}/src"));
+    vfs.write_file(
+        &format!("{root}/Cargo.toml"),
+        b"[package]\nname = \"base64\"\nversion = \"0.22.1\"\nedition = \"2018\"\n\n[features]\ndefault = [\"std\"]\nalloc = []\nstd = [\"alloc\"]\n".to_vec(),
+    )
+    .unwrap();
+    found.display().to_string()
+}
+
+/// `cargo build` after a one-line edit of a real crate: over wire-sync (TCP, nothing
+/// shared but loopback) vs through shared staging (the same sidecar, `session_start`
+/// on a directory both see). Runs alternate.
+fn rebuild(setup: &WireSetup) {
+    const RUNS: usize = 5;
+    let build = ToolRequest::new(
+        "cargo",
+        ["build", "--offline", "--quiet"].map(String::from).to_vec(),
+    )
+    .stdout(OutputMode::Null)
+    .stderr(OutputMode::Capture);
+    let mut remote_vfs = Vfs::new();
+    let source = real_crate(&mut remote_vfs, "/rebuild");
+    let mut shared_vfs = remote_vfs.clone();
+    let mut remote = setup.session_with("sync", "wire");
+    let mut shared = setup.session_with("sync", "shared");
+    assert!(remote.uses_wire_sync().unwrap(), "wire session expected");
+    assert!(!shared.uses_wire_sync().unwrap(), "shared session expected");
+    let run = |session: &mut BetaSession, vfs: &mut Vfs| {
+        let started = Instant::now();
+        let outcome = session
+            .run_tool(vfs, "/rebuild", &build)
+            .expect("cargo build");
+        let took = started.elapsed();
+        assert_eq!(
+            outcome.exec.termination,
+            Termination::Exited(0),
+            "cargo build failed: {}",
+            String::from_utf8_lossy(&outcome.exec.stderr)
+        );
+        took
+    };
+    // Cold builds (not measured).
+    let _ = run(&mut remote, &mut remote_vfs);
+    let _ = run(&mut shared, &mut shared_vfs);
+    let (mut over_wire, mut through_shared) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let line = format!("pub const BENCH_EDIT: u32 = {i};\n");
+        for vfs in [&mut remote_vfs, &mut shared_vfs] {
+            let mut lib = vfs.read_file("/rebuild/src/lib.rs").unwrap().to_vec();
+            lib.extend_from_slice(line.as_bytes());
+            vfs.write_file("/rebuild/src/lib.rs", lib).unwrap();
+        }
+        over_wire.push(run(&mut remote, &mut remote_vfs));
+        through_shared.push(run(&mut shared, &mut shared_vfs));
+    }
+    over_wire.sort();
+    through_shared.sort();
+    println!("beta/rebuild crate: {source}");
+    let w = report(
+        "beta/cargo build after a one-line edit, wire-sync over loopback TCP",
+        &over_wire,
+    );
+    let s = report(
+        "beta/cargo build after a one-line edit, shared staging",
+        &through_shared,
+    );
+    println!(
+        "beta/rebuild ratio remote/shared: {:.2} (target <= 1.1)",
+        w.as_secs_f64() / s.as_secs_f64()
+    );
+}
+
+/// The `wire` sections, each run when `wanted(name)` says so.
+pub(crate) fn bench_wire(parent: &Path, wanted: impl Fn(&str) -> bool) {
     let setup = WireSetup::new(parent);
-    let rsync = RsyncDaemon::start(setup.dir.path());
-    first_push_case("t2", &setup, &rsync, t2, 5);
-    first_push_case("cargo200", &setup, &rsync, cargo_like, 3);
-    round_trips(&setup);
+    if wanted("wire-push-t2") || wanted("wire-push-cargo200") {
+        let rsync = RsyncDaemon::start(setup.dir.path());
+        if wanted("wire-push-t2") {
+            first_push_case("t2", &setup, &rsync, t2, 5);
+        }
+        if wanted("wire-push-cargo200") {
+            first_push_case("cargo200", &setup, &rsync, cargo_like, 3);
+        }
+    }
+    if wanted("wire-roundtrip") {
+        round_trips(&setup);
+    }
+    if wanted("wire-rebuild") {
+        rebuild(&setup);
+    }
 }
