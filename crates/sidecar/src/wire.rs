@@ -3,8 +3,10 @@
 //!
 //! Each project copy (a [`Replica`]) is an in-memory [`Vfs`] mirror of the client's
 //! project plus its staging tree on disk, kept in step by `devshell-vm-sync`
-//! (`push_incremental` writes what a push changed, `pull_workspace_to_vfs` finds what a
-//! tool changed with a metadata scan). So the on-disk side reuses the sync crate's
+//! (`push_incremental` writes what a push changed, `pull_workspace_to_vfs_scoped` finds
+//! what a tool changed). On Linux an inotify [`ChangeTracker`] watches each copy's tree,
+//! so a pull lists only the directories that saw events — a run that changed nothing
+//! costs no scan at all — and any doubt (lost events, the watch limit) scans in full. So the on-disk side reuses the sync crate's
 //! descriptor-based, `O_NOFOLLOW` safety boundary, and the sidecar needs no store of its
 //! own beyond the mirror: a digest the mirror's [`Manifest`] lists is a blob it has.
 //!
@@ -27,7 +29,7 @@ use devshell_vm_protocol::{
     WireEntry, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk, WireWant,
     digest_hex, write_blob, write_frame,
 };
-use devshell_vm_sync::SyncState;
+use devshell_vm_sync::{PullScope, SyncState};
 use devshell_vm_sync::wire::{apply_changes, entry_of};
 use devshell_vm_vfs::{Content, Vfs};
 
@@ -222,6 +224,28 @@ fn project_id(project: &str) -> String {
 /// The directory name of a project's tree inside its copy.
 const TREE_LEAF: &str = "tree";
 
+/// The inotify change tracking of a copy's tree (Linux).
+#[cfg(target_os = "linux")]
+use devshell_vm_sync::watch::ChangeTracker;
+
+/// Elsewhere: no tracking, every pull scans in full.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug, Default)]
+struct ChangeTracker;
+
+#[cfg(not(target_os = "linux"))]
+impl ChangeTracker {
+    fn new() -> Self {
+        Self
+    }
+    fn before_push(&mut self) {}
+    fn after_push(&mut self, _leaf: &Path, _wrote: bool) {}
+    fn pull_scope(&mut self) -> PullScope {
+        PullScope::Full
+    }
+    fn after_pull(&mut self, _ok: bool) {}
+}
+
 /// A push waiting for its blobs.
 #[derive(Debug)]
 struct PendingPush {
@@ -239,6 +263,8 @@ pub(crate) struct Replica {
     dir: PathBuf,
     vfs: Vfs,
     sync: SyncState,
+    /// Which directories of the tree changed since the last pull or check.
+    tracker: ChangeTracker,
     manifest: Manifest,
     epoch: Option<String>,
     generation: Option<u64>,
@@ -275,6 +301,7 @@ impl Replica {
             project: project.to_owned(),
             id: id.to_owned(),
             sync: SyncState::new(&dir),
+            tracker: ChangeTracker::new(),
             dir,
             vfs,
             manifest: Manifest::default(),
@@ -330,6 +357,8 @@ impl Replica {
         self.vfs = vfs;
         let excludes: Vec<String> = self.sync.excludes().to_vec();
         self.sync = SyncState::new(&self.dir);
+        // A fresh tracker: the tree was recreated, the next pull scans it in full.
+        self.tracker = ChangeTracker::new();
         let globs: Vec<&str> = excludes.iter().map(String::as_str).collect();
         let _ = self.sync.set_excludes(&globs);
         self.manifest = Manifest::default();
@@ -607,7 +636,14 @@ impl Replica {
         }
         self.vfs = next;
         self.manifest = manifest;
-        if let Err(err) = devshell_vm_sync::push_incremental(&self.vfs, VFS_ROOT, &mut self.sync) {
+        self.tracker.before_push();
+        let pushed = devshell_vm_sync::push_incremental(&self.vfs, VFS_ROOT, &mut self.sync);
+        if let Ok(report) = &pushed {
+            // Its own writes are not the tool's: the tracker drops their events.
+            self.tracker
+                .after_push(&self.dir.join(TREE_LEAF), !report.is_noop());
+        }
+        if let Err(err) = pushed {
             let message = format!(
                 "writing the push into {} failed: {}",
                 self.dir.join(TREE_LEAF).display(),
@@ -644,9 +680,7 @@ impl Replica {
     ) -> Result<(), ProtocolError> {
         self.pending_push = None;
         let before = self.vfs.generation();
-        if let Err(err) =
-            devshell_vm_sync::pull_workspace_to_vfs(&mut self.sync, VFS_ROOT, &mut self.vfs)
-        {
+        if let Err(err) = self.scan() {
             let message = format!(
                 "scanning {} failed: {}",
                 self.dir.join(TREE_LEAF).display(),
@@ -729,6 +763,25 @@ impl Replica {
         write_with_blobs(writer, &header, blobs.iter().map(|(_, c)| &c[..]))
     }
 
+    /// Brings the mirror up to date with the tree on disk: only the directories the
+    /// tracker saw change (none: nothing to do), or everything when it has any doubt or
+    /// no watch yet (a new copy, a reset, a tree an earlier process left).
+    fn scan(&mut self) -> Result<(), devshell_vm_sync::VmSyncError> {
+        let scope = self.tracker.pull_scope();
+        if matches!(&scope, PullScope::Dirs(dirs) if dirs.is_empty()) {
+            self.tracker.after_pull(true);
+            return Ok(());
+        }
+        let pulled = devshell_vm_sync::pull_workspace_to_vfs_scoped(
+            &mut self.sync,
+            VFS_ROOT,
+            &mut self.vfs,
+            &scope,
+        );
+        self.tracker.after_pull(pulled.is_ok());
+        pulled.map(|_| ())
+    }
+
     /// Applies mirror `changes` to the manifest; returns the deleted relative paths and
     /// the upserted entries with their contents.
     #[allow(clippy::type_complexity)]
@@ -761,10 +814,10 @@ impl Replica {
     /// manifest and every content the copy lost travels again.
     pub(crate) fn verify(&mut self, conn: u64) {
         let before = self.vfs.generation();
-        let scanned =
-            devshell_vm_sync::pull_workspace_to_vfs(&mut self.sync, VFS_ROOT, &mut self.vfs)
-                .map_err(|err| err.to_string())
-                .and_then(|_| {
+        let scanned = self
+            .scan()
+            .map_err(|err| err.to_string())
+            .and_then(|()| {
                     self.vfs
                         .changes_since(VFS_ROOT, before)
                         .map_err(|err| err.to_string())
