@@ -697,7 +697,30 @@ pub fn decode_base64(field: &'static str, text: &str) -> Result<Vec<u8>, Protoco
 /// [`ProtocolError::UnknownOp`] or [`ProtocolError::InvalidFields`]; use
 /// [`ProtocolError::error_code`] for the `error` frame's code.
 pub fn parse_request(line: &str) -> Result<Request, ProtocolError> {
+    // The bulky `wire-sync` requests (thousands of entries) are parsed straight into
+    // their struct: the tagged enum would first buffer the whole object.
+    match leading_op(line) {
+        Some("wire_push") => {
+            if let Ok(push) = serde_json::from_str(line.trim()) {
+                return Ok(Request::WirePush(push));
+            }
+        }
+        Some("wire_blobs") => {
+            if let Ok(blobs) = serde_json::from_str(line.trim()) {
+                return Ok(Request::WireBlobs(blobs));
+            }
+        }
+        _ => {}
+    }
     parse_tagged(line, Request::OPS)
+}
+
+/// The `op` of a line that starts with it (as every line our encoder writes does), read
+/// without parsing the rest; `None` otherwise (the general parser then decides).
+fn leading_op(line: &str) -> Option<&str> {
+    let rest = line.trim_start().strip_prefix("{\"op\":\"")?;
+    let end = rest.find('"')?;
+    Some(&rest[..end])
 }
 
 /// Parses one reply line (surrounding whitespace is ignored).
@@ -705,6 +728,25 @@ pub fn parse_request(line: &str) -> Result<Request, ProtocolError> {
 /// # Errors
 /// As [`parse_request`], for reply ops.
 pub fn parse_reply(line: &str) -> Result<Reply, ProtocolError> {
+    // As in `parse_request`: the bulky `wire-sync` replies skip the tagged enum's buffer.
+    match leading_op(line) {
+        Some("wire_need") => {
+            if let Ok(need) = serde_json::from_str(line.trim()) {
+                return Ok(Reply::WireNeed(need));
+            }
+        }
+        Some("wire_changes") => {
+            if let Ok(changes) = serde_json::from_str(line.trim()) {
+                return Ok(Reply::WireChanges(Box::new(changes)));
+            }
+        }
+        Some("wire_blobs") => {
+            if let Ok(blobs) = serde_json::from_str(line.trim()) {
+                return Ok(Reply::WireBlobs(blobs));
+            }
+        }
+        _ => {}
+    }
     parse_tagged(line, Reply::OPS)
 }
 

@@ -860,6 +860,54 @@ mod tests {
         check(&m);
     }
 
+    /// The bulky wire messages take a direct parse; it must agree with the tagged enum,
+    /// whatever the key order, and bad lines still get the general parser's errors.
+    #[test]
+    fn bulky_wire_messages_parse_like_the_tagged_enum() {
+        use crate::{ProtocolError, Reply, Request, encode_reply, encode_request};
+        let push = Request::WirePush(WirePush {
+            session_id: "s".into(),
+            project: "/p".into(),
+            full: true,
+            base_epoch: None,
+            base_generation: None,
+            epoch: "e".into(),
+            generation: 3,
+            deleted: vec!["gone".into()],
+            entries: vec![
+                WireEntry::dir("d", 0o755, 1),
+                WireEntry::file("d/a", 0o644, 2, 1, digest_hex(b"a")),
+            ],
+        });
+        let line = encode_request(&push);
+        assert!(line.starts_with("{\"op\":\"wire_push\""), "{line}");
+        assert_eq!(crate::parse_request(&line).unwrap(), push);
+        // `op` not first: the general parser, same result.
+        let moved = format!("{{\"session_id\":\"s\",{}", &line[1..].replace("\"session_id\":\"s\",", ""));
+        assert_eq!(crate::parse_request(&moved).unwrap(), push);
+        // A missing field: the general parser's error, naming the op.
+        let bad = "{\"op\":\"wire_push\",\"project\":\"/p\"}";
+        assert!(matches!(
+            crate::parse_request(bad),
+            Err(ProtocolError::InvalidFields { op, .. }) if op == "wire_push"
+        ));
+        let need = Reply::WireNeed(WireNeed {
+            digests: vec![digest_hex(b"x")],
+        });
+        assert_eq!(crate::parse_reply(&encode_reply(&need)).unwrap(), need);
+        let blobs = WireBlobs {
+            session_id: "s".into(),
+            blobs: vec![BlobRef {
+                digest: digest_hex(b"x"),
+                size: 1,
+            }],
+        };
+        let request = Request::WireBlobs(blobs.clone());
+        assert_eq!(crate::parse_request(&encode_request(&request)).unwrap(), request);
+        let reply = Reply::WireBlobs(blobs);
+        assert_eq!(crate::parse_reply(&encode_reply(&reply)).unwrap(), reply);
+    }
+
     #[test]
     fn blobs_round_trip_across_chunk_boundaries() {
         for size in [

@@ -370,7 +370,7 @@ impl Replica {
 
     /// Handles `wire_push`: either applies it at once (nothing missing) or answers
     /// `wire_need` and keeps it pending.
-    pub(crate) fn push(&mut self, conn: u64, push: WirePush, max_bytes: u64) -> Reply {
+    pub(crate) fn push(&mut self, conn: u64, mut push: WirePush, max_bytes: u64) -> Reply {
         self.pending_pull = false;
         self.pending_push = None;
         for entry in &push.entries {
@@ -383,8 +383,17 @@ impl Replica {
                 return Reply::error(ErrorCode::WireInvalid, message);
             }
         }
+        // Bound: the copy's file bytes after the push. A full push lists the whole copy;
+        // a delta is played on a scratch copy of the manifest (below).
+        let full_bytes = push
+            .entries
+            .iter()
+            .filter(|e| e.kind == devshell_vm_protocol::WireKind::File)
+            .map(|e| e.size)
+            .fold(0, u64::saturating_add);
+        // The lists move out of the request (thousands of entries on a first push).
         let (deleted, entries) = if push.full {
-            self.plan_full(&push.entries)
+            self.plan_full(std::mem::take(&mut push.entries))
         } else {
             if push.base_epoch.is_none()
                 || push.base_epoch != self.epoch
@@ -398,16 +407,13 @@ impl Replica {
                     ),
                 );
             }
-            (push.deleted.clone(), push.entries.clone())
+            (
+                std::mem::take(&mut push.deleted),
+                std::mem::take(&mut push.entries),
+            )
         };
-        // Bound: the copy's file bytes after the push. A full push lists the whole copy;
-        // a delta is played on a scratch copy of the manifest.
         let bytes = if push.full {
-            push.entries
-                .iter()
-                .filter(|e| e.kind == devshell_vm_protocol::WireKind::File)
-                .map(|e| e.size)
-                .fold(0, u64::saturating_add)
+            full_bytes
         } else {
             let mut after = self.manifest.clone();
             for path in &deleted {
@@ -458,7 +464,11 @@ impl Replica {
     }
 
     /// Deletions and changed entries that turn the copy into exactly `entries`.
-    fn plan_full(&self, entries: &[WireEntry]) -> (Vec<String>, Vec<WireEntry>) {
+    fn plan_full(&self, entries: Vec<WireEntry>) -> (Vec<String>, Vec<WireEntry>) {
+        if self.manifest.is_empty() {
+            // A first push: nothing to delete, nothing to compare.
+            return (Vec::new(), entries);
+        }
         let wanted: HashMap<&str, &WireEntry> =
             entries.iter().map(|e| (e.path.as_str(), e)).collect();
         let mut deleted: Vec<String> = Vec::new();
@@ -477,10 +487,10 @@ impl Replica {
                 deleted.push(entry.path.clone());
             }
         }
+        drop(wanted);
         let changed = entries
-            .iter()
-            .filter(|e| self.manifest.get(&e.path) != Some(*e))
-            .cloned()
+            .into_iter()
+            .filter(|e| self.manifest.get(&e.path) != Some(e))
             .collect();
         (deleted, changed)
     }
