@@ -883,7 +883,10 @@ mod tests {
         assert!(line.starts_with("{\"op\":\"wire_push\""), "{line}");
         assert_eq!(crate::parse_request(&line).unwrap(), push);
         // `op` not first: the general parser, same result.
-        let moved = format!("{{\"session_id\":\"s\",{}", &line[1..].replace("\"session_id\":\"s\",", ""));
+        let moved = format!(
+            "{{\"session_id\":\"s\",{}",
+            &line[1..].replace("\"session_id\":\"s\",", "")
+        );
         assert_eq!(crate::parse_request(&moved).unwrap(), push);
         // A missing field: the general parser's error, naming the op.
         let bad = "{\"op\":\"wire_push\",\"project\":\"/p\"}";
@@ -903,7 +906,10 @@ mod tests {
             }],
         };
         let request = Request::WireBlobs(blobs.clone());
-        assert_eq!(crate::parse_request(&encode_request(&request)).unwrap(), request);
+        assert_eq!(
+            crate::parse_request(&encode_request(&request)).unwrap(),
+            request
+        );
         let reply = Reply::WireBlobs(blobs);
         assert_eq!(crate::parse_reply(&encode_reply(&reply)).unwrap(), reply);
     }

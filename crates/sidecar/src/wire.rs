@@ -29,8 +29,8 @@ use devshell_vm_protocol::{
     WireEntry, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk, WireWant,
     digest_hex, write_blob, write_frame,
 };
-use devshell_vm_sync::{PullScope, SyncState};
 use devshell_vm_sync::wire::{apply_changes, entry_of};
+use devshell_vm_sync::{PullScope, SyncState};
 use devshell_vm_vfs::{Content, Vfs};
 
 use crate::conn::log;
@@ -690,15 +690,18 @@ impl Replica {
     ) -> Result<(), ProtocolError> {
         self.pending_push = None;
         let before = self.vfs.generation();
-        if let Err(err) = self.scan() {
-            let message = format!(
-                "scanning {} failed: {}",
-                self.dir.join(TREE_LEAF).display(),
-                chain(&err)
-            );
-            self.reset(conn, &message);
-            return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
-        }
+        let scanned = match self.scan() {
+            Ok(scanned) => scanned,
+            Err(err) => {
+                let message = format!(
+                    "scanning {} failed: {}",
+                    self.dir.join(TREE_LEAF).display(),
+                    chain(&err)
+                );
+                self.reset(conn, &message);
+                return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
+            }
+        };
         let changes = match self.vfs.changes_since(VFS_ROOT, before) {
             Ok(changes) => changes,
             Err(err) => {
@@ -756,7 +759,7 @@ impl Replica {
         log(
             conn,
             &format!(
-                "wire-sync: pull of {:?}: {} deleted, {} entries, {} blobs ({wire_bytes} bytes)",
+                "wire-sync: pull of {:?} ({scanned}): {} deleted, {} entries, {} blobs ({wire_bytes} bytes)",
                 self.project,
                 deleted.len(),
                 entries.len(),
@@ -776,11 +779,12 @@ impl Replica {
     /// Brings the mirror up to date with the tree on disk: only the directories the
     /// tracker saw change (none: nothing to do), or everything when it has any doubt or
     /// no watch yet (a new copy, a reset, a tree an earlier process left).
-    fn scan(&mut self) -> Result<(), devshell_vm_sync::VmSyncError> {
+    /// Returns what was scanned, for the log: `no scan`, `N directories` or `full scan`.
+    fn scan(&mut self) -> Result<String, devshell_vm_sync::VmSyncError> {
         let scope = self.tracker.pull_scope();
         if matches!(&scope, PullScope::Dirs(dirs) if dirs.is_empty()) {
             self.tracker.after_pull(true);
-            return Ok(());
+            return Ok("no scan: nothing changed".to_owned());
         }
         let pulled = devshell_vm_sync::pull_workspace_to_vfs_scoped(
             &mut self.sync,
@@ -789,7 +793,13 @@ impl Replica {
             &scope,
         );
         self.tracker.after_pull(pulled.is_ok());
-        pulled.map(|_| ())
+        pulled.map(|report| {
+            if report.full_scan {
+                "full scan".to_owned()
+            } else {
+                format!("{} directories scanned", report.dirs_scanned)
+            }
+        })
     }
 
     /// Applies mirror `changes` to the manifest; returns the deleted relative paths and
@@ -824,14 +834,11 @@ impl Replica {
     /// manifest and every content the copy lost travels again.
     pub(crate) fn verify(&mut self, conn: u64) {
         let before = self.vfs.generation();
-        let scanned = self
-            .scan()
-            .map_err(|err| err.to_string())
-            .and_then(|()| {
-                    self.vfs
-                        .changes_since(VFS_ROOT, before)
-                        .map_err(|err| err.to_string())
-                });
+        let scanned = self.scan().map_err(|err| err.to_string()).and_then(|_| {
+            self.vfs
+                .changes_since(VFS_ROOT, before)
+                .map_err(|err| err.to_string())
+        });
         let changes = match scanned {
             Ok(changes) => changes,
             Err(message) => {

@@ -652,6 +652,70 @@ fn pull_excludes_apply_over_the_wire() {
     }
 }
 
+/// The scan of the sidecar's last wire pull, as its log reports it.
+fn last_pull_scan(sidecar: &RemoteSidecar) -> String {
+    let logs = sidecar.logs();
+    let line = logs
+        .lines()
+        .rev()
+        .find(|line| line.contains("wire-sync: pull of"))
+        .unwrap_or_else(|| panic!("no pull logged:\n{logs}"))
+        .to_owned();
+    let start = line.find(" (").map_or(0, |i| i + 2);
+    let end = line.find("): ").unwrap_or(line.len());
+    line[start..end].to_owned()
+}
+
+/// The sidecar's pull costs what the tool changed: after a run that changed nothing it
+/// scans nothing; after a run that wrote one file it lists only the directories that
+/// saw events (inotify); every change still arrives. Before the change tracker the
+/// sidecar scanned its whole copy on every pull.
+#[test]
+fn the_sidecar_pull_scans_only_what_the_tool_changed() {
+    let sidecar = RemoteSidecar::start("64m", &[]);
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    let mut vfs = Vfs::new();
+    for d in 0..20 {
+        vfs.mkdir(&format!("/w/d{d}")).unwrap();
+        for f in 0..5 {
+            vfs.write_file(&format!("/w/d{d}/f{f}"), vec![b'a'; 10])
+                .unwrap();
+        }
+    }
+    run_ok(&mut session, &mut vfs, "/w", "true");
+    run_ok(&mut session, &mut vfs, "/w", "true");
+    assert_eq!(last_pull_scan(&sidecar), "no scan: nothing changed");
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "/w",
+        "echo new > d7/out && rm d3/f1",
+    );
+    let scan = last_pull_scan(&sidecar);
+    let listed: u64 = scan
+        .strip_suffix(" directories scanned")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a scoped pull expected, got {scan:?}"));
+    // d7 and d3 (and at most the project root, whose listing holds their metadata), not
+    // the 21 directories of the copy.
+    assert!((2..=3).contains(&listed), "{scan}");
+    assert_eq!(&vfs.read_file("/w/d7/out").unwrap()[..], b"new\n");
+    assert!(!vfs.exists("/w/d3/f1"));
+    // A new directory with contents: scanned whole, everything arrives.
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "/w",
+        "mkdir -p n/m && echo deep > n/m/x",
+    );
+    assert_eq!(&vfs.read_file("/w/n/m/x").unwrap()[..], b"deep\n");
+    // A client edit is pushed; its own writes are not mistaken for the tool's.
+    vfs.write_file("/w/d0/f0", b"edited".to_vec()).unwrap();
+    run_ok(&mut session, &mut vfs, "/w", "cat d0/f0 > /dev/null");
+    assert_eq!(last_pull_scan(&sidecar), "no scan: nothing changed");
+    assert_eq!(&vfs.read_file("/w/d0/f0").unwrap()[..], b"edited");
+}
+
 /// Lists the project copies in the sidecar's store (inside its mount namespace).
 fn copies(sidecar: &RemoteSidecar) -> String {
     let script = format!(
