@@ -344,9 +344,9 @@ fn round_trips(setup: &WireSetup) {
     );
     let b = report("beta/exec true through the same sidecar (no sync)", &bare);
     println!(
-        "beta/wire no-op: {:+.0} µs over exec alone (difference of medians), median of the paired differences {:+.0} µs (target <= +1000 µs); {} bytes up, {} bytes down per round trip",
+        "beta/wire no-op: {:+.0} µs over exec alone (difference of medians), median of the paired differences {:+} µs (target <= +1000 µs); {} bytes up, {} bytes down per round trip",
         (n.as_secs_f64() - b.as_secs_f64()) * 1e6,
-        extra_ns[extra_ns.len() / 2] as f64 / 1e3,
+        extra_ns[extra_ns.len() / 2] / 1000,
         noop_bytes.0,
         noop_bytes.1
     );
@@ -372,48 +372,55 @@ fn round_trips(setup: &WireSetup) {
     );
 }
 
-/// The sources of a real crate: `base64` 0.22 from the local cargo registry (the
-/// workspace depends on it, so a built checkout has it), with a minimal manifest of our
-/// own (its published one names dev-dependencies and benches that are not here).
-fn real_crate(vfs: &mut Vfs, root: &str) -> String {
-    let home = std::env::var_os("CARGO_HOME").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"),
-        PathBuf::from,
-    );
-    let registry = home.join("registry/src");
-    let found = std::fs::read_dir(&registry)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|index| std::fs::read_dir(index.path()).into_iter().flatten().flatten())
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("base64-0.22."))
-        })
-        .max()
-        .unwrap_or_else(|| {
-            panic!(
-                "the rebuild bench compiles base64 0.22's sources from {}: run `cargo fetch` in the workspace first",
-                registry.display()
-            )
-        });
-    fn copy(vfs: &mut Vfs, from: &Path, to: &str) {
-        vfs.mkdir(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap().flatten() {
-            let name = entry.file_name().into_string().unwrap();
-            let target = format!("{to}/{name}");
-            if entry.file_type().unwrap().is_dir() {
-                copy(vfs, &entry.path(), &target);
-            } else {
-                vfs.write_file(&target, std::fs::read(entry.path()).unwrap())
-                    .unwrap();
-            }
+/// Copies the host directory `from` into the VFS at `to`.
+fn copy_into_vfs(vfs: &mut Vfs, from: &Path, to: &str) {
+    vfs.mkdir(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name().into_string().unwrap();
+        let target = format!("{to}/{name}");
+        if entry.file_type().unwrap().is_dir() {
+            copy_into_vfs(vfs, &entry.path(), &target);
+        } else {
+            vfs.write_file(&target, std::fs::read(entry.path()).unwrap())
+                .unwrap();
         }
     }
+}
+
+/// The sources of a real crate: `base64` 0.22, the version this workspace depends on,
+/// found through `cargo metadata` (cargo's own registry checkout), with a minimal
+/// manifest of our own (its published one names dev-dependencies and benches that are
+/// not there).
+fn real_crate(vfs: &mut Vfs, root: &str) -> String {
+    let output = Command::new("cargo")
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo metadata");
+    assert!(output.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let manifest = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["name"] == "base64"
+                && p["version"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("0.22."))
+        })
+        .and_then(|p| p["manifest_path"].as_str())
+        .expect("the workspace depends on base64 0.22 (cargo metadata lists it)")
+        .to_owned();
+    let found = Path::new(&manifest).parent().unwrap().to_path_buf();
+    assert!(
+        found.join("src/lib.rs").is_file(),
+        "base64's sources are not at {}: run `cargo fetch` first",
+        found.display()
+    );
     vfs.mkdir(root).unwrap();
-    copy(vfs, &found.join("src"), &format!("{root}/src"));
+    copy_into_vfs(vfs, &found.join("src"), &format!("{root}/src"));
     vfs.write_file(
         &format!("{root}/Cargo.toml"),
         b"[package]\nname = \"base64\"\nversion = \"0.22.1\"\nedition = \"2018\"\n\n[features]\ndefault = [\"std\"]\nalloc = []\nstd = [\"alloc\"]\n".to_vec(),
