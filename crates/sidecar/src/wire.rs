@@ -827,7 +827,8 @@ impl Replica {
         Ok((deleted, upserted))
     }
 
-    /// Compares the staging tree on disk with the mirror (a metadata scan) and takes in
+    /// Compares the staging tree on disk with the mirror (a metadata scan of what the
+    /// watch saw change while the copy was idle, or of everything) and takes in
     /// whatever changed behind the sidecar's back — a file lost or altered on disk, or,
     /// for a copy created by this process over a tree an earlier process left, the whole
     /// tree. The tree digest then differs from the client's, so the client sends a full
