@@ -1,6 +1,6 @@
 //! Change tracking for a staging leaf with inotify (Linux), so a pull costs what changed:
 //! a run that changed nothing skips the pull, and a run that changed something pulls only
-//! the directories that saw events ([`PullScope::Dirs`](crate::PullScope::Dirs)) instead
+//! the directories that saw events ([`PullScope::Dirs`]) instead
 //! of `lstat`ing every entry of the tree (a real `target/` holds tens of thousands).
 //!
 //! [`ChangeTracker`] is what a runner of tools uses around each run (the host backend
