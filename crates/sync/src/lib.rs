@@ -77,7 +77,9 @@ pub use push::{push_full, push_incremental};
 pub use report::{Skipped, SyncProgress, SyncReport, human_bytes};
 pub use run::ToolOutcome;
 pub use staging::{StagingDir, clean_stale_staging};
-pub use state::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_WORKSPACE_BYTES, SyncState};
+pub use state::{
+    DEFAULT_LAZY_MIN_SIZE, DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_WORKSPACE_BYTES, SyncState,
+};
 
 // The README's examples are compiled and run as doctests, so the crate's front page on
 // crates.io cannot drift from the code.

@@ -88,6 +88,17 @@ pub fn set_lazy_fd_limit(limit: usize) {
     LIMIT.store(limit.max(1), Ordering::Relaxed);
 }
 
+/// Lowers the process-wide cap to `limit` (at least 1) if it is higher: what a caller
+/// does when `open` reported `EMFILE`/`ENFILE`, so that later files are read eagerly
+/// instead of running the process out of descriptors again.
+pub fn lower_lazy_fd_limit(limit: usize) {
+    let limit = limit.max(1);
+    let current = lazy_fd_limit();
+    if limit < current {
+        let _ = LIMIT.compare_exchange(current, limit, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
 /// Descriptors currently held by unread lazy contents in this process.
 #[must_use]
 pub fn open_lazy_fds() -> usize {
@@ -239,6 +250,24 @@ impl LazyContent {
     #[must_use]
     pub fn recorded_vfs_path(&self) -> &str {
         &self.vfs_path
+    }
+
+    /// The bytes, reading them on first use (which closes the descriptor).
+    ///
+    /// # Errors
+    /// [`VfsError::ContentChanged`](crate::VfsError::ContentChanged) naming the VFS path
+    /// it was recorded at, or [`VfsError::Io`](crate::VfsError::Io) naming the host file.
+    pub fn content(&self) -> Result<&Content, crate::VfsError> {
+        self.load().map_err(|err| match err {
+            LoadError::Changed => crate::VfsError::ContentChanged {
+                path: self.vfs_path.clone(),
+                origin: self.origin.clone(),
+            },
+            LoadError::Io(source) => crate::VfsError::Io {
+                path: self.origin.clone(),
+                source,
+            },
+        })
     }
 
     /// The bytes, reading them on first use.
