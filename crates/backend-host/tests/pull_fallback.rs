@@ -61,7 +61,7 @@ fn vfs_tree(vfs: &Vfs, root: &str) -> BTreeMap<String, (bool, Vec<u8>, i64)> {
                 .as_nanos(),
         )
         .expect("fits");
-        let content = item.content().unwrap().map(|c| c.to_vec());
+        let content = item.content().expect("readable").map(|c| c.to_vec());
         let not_file = content.is_none();
         out.insert(rel.to_owned(), (not_file, content.unwrap_or_default(), ns));
     }

@@ -1,6 +1,8 @@
 //! Pulls that record large files without reading them (lazy content) give the same
 //! trees as pulls that read everything, on real files.
 
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a failure")]
+
 mod support;
 
 use std::fs;
@@ -207,7 +209,10 @@ fn an_in_place_rewrite_after_the_pull_is_caught_by_the_next_pull_or_the_read() {
     let report = pull_workspace_to_vfs(&mut state, "/p", &mut vfs).unwrap();
     assert_eq!(report.files_written, 1, "{report:?}");
     assert_eq!(&vfs.read_file("/p/fp").unwrap()[..], b"rewritten");
-    assert_eq!(&pinned.read_file("/p/fp").unwrap()[..], &[1u8; 100_000][..]);
+    assert_eq!(
+        &pinned.read_file("/p/fp").unwrap()[..],
+        &vec![1u8; 100_000][..]
+    );
 
     // Without a pin, a reader of the old node gets a typed error, not the new bytes.
     fs::write(leaf.join("fp2"), vec![3u8; 100_000]).unwrap();

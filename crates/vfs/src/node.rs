@@ -327,7 +327,7 @@ impl<'a> NodeRef<'a> {
     }
 
     /// File content with errors naming `path`.
-    fn file_content(&self, path: &str) -> Result<&'a Content, VfsError> {
+    fn file_content(self, path: &str) -> Result<&'a Content, VfsError> {
         match &self.node.data {
             NodeData::File(file) => file.get(path),
             _ => Err(VfsError::IsADirectory {

@@ -434,6 +434,10 @@ impl Vfs {
     /// A content that can no longer be read (its host file was already changed in
     /// place) stays unread and keeps answering [`VfsError::ContentChanged`]: its bytes
     /// are gone, and this call cannot bring them back.
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "called for its effect; the count is for tests and reports"
+    )]
     pub fn materialize_shared_lazy(&self) -> usize {
         let mut read = 0;
         for (weak, path) in &self.lazy {

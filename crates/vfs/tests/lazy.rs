@@ -1,5 +1,7 @@
 //! Lazy (read-on-demand) file contents, on real files.
 
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a failure")]
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::sync::Arc;
@@ -134,12 +136,12 @@ fn a_clone_pinned_before_an_in_place_rewrite_keeps_the_old_bytes() {
     rewrite_in_place(&host, &[9u8; 50]);
     assert_eq!(
         &snapshot.read_file("/lib.rmeta").unwrap()[..],
-        &[7u8; 100_000][..]
+        &vec![7u8; 100_000][..]
     );
     // The original shares the pinned bytes until a pull replaces its node.
     assert_eq!(
         &vfs.read_file("/lib.rmeta").unwrap()[..],
-        &[7u8; 100_000][..]
+        &vec![7u8; 100_000][..]
     );
 }
 

@@ -1,6 +1,8 @@
 //! The process-wide cap on descriptors held by unread lazy contents (its own test
 //! binary: the cap is process-wide).
 
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a failure")]
+
 use std::fs::File;
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -133,7 +133,7 @@ pub fn push_incremental(
 /// `true` when `node` holds a lazy content whose staging file is what the manifest
 /// records at `rel`, with the node's mode and mtime: the host has that version already.
 fn lazy_in_staging(
-    node: &devshell_vm_vfs::NodeRef<'_>,
+    node: devshell_vm_vfs::NodeRef<'_>,
     rel: &str,
     manifest: &MEntry,
     meta: &devshell_vm_vfs::Metadata,
@@ -265,7 +265,7 @@ fn incremental_inner(
                 manifest.upsert(rel, host, generation, observed_at);
                 dir_meta.insert(rel.to_owned(), (meta.mode, mtime));
             }
-            NodeKind::File if lazy_in_staging(&node, rel, manifest, &meta) => {
+            NodeKind::File if lazy_in_staging(node, rel, manifest, &meta) => {
                 // Pulled without reading, and the staging file the manifest records is
                 // that very version: nothing to read, nothing to write.
                 report.files_unchanged += 1;
