@@ -38,7 +38,10 @@
 //! Every unread [`LazyContent`] holds one descriptor. A process-wide cap
 //! ([`lazy_fd_limit`]: a quarter of the `RLIMIT_NOFILE` soft limit, between 16 and
 //! 4,096) bounds them: [`LazySlot::reserve`] fails once the cap is reached, and a caller
-//! then reads the file eagerly instead. A read closes the descriptor and frees its slot.
+//! then reads the file eagerly instead. A read closes the descriptor and frees its slot;
+//! dropping an unread content closes it on a background thread (the close of a deleted
+//! file frees its blocks, which would otherwise cost the caller milliseconds), and the
+//! slot is freed once it is closed.
 
 use std::fmt;
 use std::fs::File;
@@ -313,6 +316,51 @@ impl LazyContent {
             return Err(LoadError::Changed);
         }
         Ok(content)
+    }
+}
+
+impl Drop for LazyContent {
+    fn drop(&mut self) {
+        let open = self
+            .file
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(open) = open {
+            close_later(open);
+        }
+    }
+}
+
+/// Closes an unread content's descriptor on a background thread. The descriptor is
+/// often the last reference to an inode the tool already deleted (rustc removes the
+/// previous incremental session, which the next pull replaces in the VFS): its `close`
+/// then frees the file's blocks and page cache — about 0.1 ms per MiB on ext4 here,
+/// milliseconds for a `cargo check`'s caches — which must not land in the pull that
+/// dropped the node. The slot is released once the descriptor is really closed. If
+/// the thread cannot be started the descriptor is closed right here.
+fn close_later(open: (File, LazySlot)) {
+    static CLOSER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<(File, LazySlot)>>>> =
+        OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<(File, LazySlot)>();
+        std::thread::Builder::new()
+            .name("devshell-vm-lazy-close".to_owned())
+            .spawn(move || {
+                for open in receiver {
+                    drop(open);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(sender))
+    });
+    if let Some(sender) = closer {
+        let sent = sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(open);
+        // A send only fails when the thread is gone: close here then.
+        drop(sent);
     }
 }
 
