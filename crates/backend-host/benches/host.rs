@@ -27,7 +27,9 @@
 //!
 //! Pass `quick` after `--` for fewer samples (`cargo xtask bench host -- quick`), and
 //! `overhead`, `cargo`, `change`, `loop` or `isolated` to run only that part (several may be
-//! given); `rounds=N` sets the edit–check loop's rounds (default 11, `quick` 3).
+//! given); `rounds=N` sets the edit–check loop's rounds (default 21, `quick` 3: each
+//! round is three `cargo check`s, ~1.5 s each when quiet, and the check's own spread
+//! needs many rounds to settle a 3 % ratio).
 
 use std::path::Path;
 use std::process::Command;
@@ -165,7 +167,7 @@ fn main() {
         let rounds = args
             .iter()
             .find_map(|a| a.strip_prefix("rounds="))
-            .map_or(if quick { 3 } else { 11 }, |n| {
+            .map_or(if quick { 3 } else { 21 }, |n| {
                 n.parse().expect("rounds=N takes a number")
             });
         edit_check_loop(rounds);
