@@ -332,6 +332,9 @@ impl Drop for LazyContent {
     }
 }
 
+/// An unread content's descriptor and its slot.
+type Open = (File, LazySlot);
+
 /// Closes an unread content's descriptor on a background thread. The descriptor is
 /// often the last reference to an inode the tool already deleted (rustc removes the
 /// previous incremental session, which the next pull replaces in the VFS): its `close`
@@ -339,11 +342,10 @@ impl Drop for LazyContent {
 /// milliseconds for a `cargo check`'s caches — which must not land in the pull that
 /// dropped the node. The slot is released once the descriptor is really closed. If
 /// the thread cannot be started the descriptor is closed right here.
-fn close_later(open: (File, LazySlot)) {
-    static CLOSER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<(File, LazySlot)>>>> =
-        OnceLock::new();
+fn close_later(open: Open) {
+    static CLOSER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Open>>>> = OnceLock::new();
     let closer = CLOSER.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel::<(File, LazySlot)>();
+        let (sender, receiver) = std::sync::mpsc::channel::<Open>();
         std::thread::Builder::new()
             .name("devshell-vm-lazy-close".to_owned())
             .spawn(move || {
