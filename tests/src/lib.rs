@@ -114,7 +114,11 @@ pub fn snapshot_sources(vfs: &Vfs, root: &str) -> Vec<SnapshotEntry> {
         .map(|entry| {
             let meta = entry.node.metadata();
             let body = match meta.kind {
-                NodeKind::File => entry.node.content().map(|c| c.to_vec()).unwrap_or_default(),
+                NodeKind::File => entry
+                    .content()
+                    .expect("file content readable")
+                    .map(|c| c.to_vec())
+                    .unwrap_or_default(),
                 NodeKind::Symlink => entry
                     .node
                     .link_target()

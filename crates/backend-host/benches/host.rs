@@ -27,7 +27,9 @@
 //!
 //! Pass `quick` after `--` for fewer samples (`cargo xtask bench host -- quick`), and
 //! `overhead`, `cargo`, `change`, `loop` or `isolated` to run only that part (several may be
-//! given).
+//! given); `rounds=N` sets the edit–check loop's rounds (default 21, `quick` 3: each
+//! round is three `cargo check`s, ~1.5 s each when quiet, and the check's own spread
+//! needs many rounds to settle a 3 % ratio).
 
 use std::path::Path;
 use std::process::Command;
@@ -162,7 +164,13 @@ fn main() {
         one_change(runs);
     }
     if run_part("loop") {
-        edit_check_loop(if quick { 3 } else { 7 });
+        let rounds = args
+            .iter()
+            .find_map(|a| a.strip_prefix("rounds="))
+            .map_or(if quick { 3 } else { 21 }, |n| {
+                n.parse().expect("rounds=N takes a number")
+            });
+        edit_check_loop(rounds);
     }
 }
 
@@ -394,7 +402,13 @@ fn edit_check_loop(rounds: usize) {
             assert_eq!(report.full_scan, !tracking, "{report:?}");
             pulls.push(report.duration);
             if tracking {
-                pulled.push((report.dirs_scanned, report.files_read, report.bytes_read));
+                pulled.push((
+                    report.dirs_scanned,
+                    report.files_read,
+                    report.bytes_read,
+                    report.files_deferred,
+                    report.bytes_deferred,
+                ));
             }
         }
     }
@@ -418,10 +432,11 @@ fn edit_check_loop(rounds: usize) {
     );
     let _ = report("host/loop: pull after the check, tracked", &tracked_pull);
     pulled.sort_unstable();
-    let (dirs, files, bytes) = pulled[pulled.len() / 2];
+    let (dirs, files, bytes, deferred, deferred_bytes) = pulled[pulled.len() / 2];
     println!(
-        "host/loop: a tracked pull (median round) listed {dirs} dirs and read {files} files, {:.1} MiB the check wrote",
-        mib(bytes)
+        "host/loop: a tracked pull (median round) listed {dirs} dirs, read {files} files ({:.2} MiB) and deferred {deferred} files ({:.1} MiB, read on demand) of those the check wrote",
+        mib(bytes),
+        mib(deferred_bytes)
     );
     let _ = report(
         "host/loop: pull after the check, full scan of the same tree",

@@ -61,8 +61,9 @@ fn vfs_tree(vfs: &Vfs, root: &str) -> BTreeMap<String, (bool, Vec<u8>, i64)> {
                 .as_nanos(),
         )
         .expect("fits");
-        let content = item.node.content().map(|c| c.to_vec()).unwrap_or_default();
-        out.insert(rel.to_owned(), (item.node.content().is_none(), content, ns));
+        let content = item.content().expect("readable").map(|c| c.to_vec());
+        let not_file = content.is_none();
+        out.insert(rel.to_owned(), (not_file, content.unwrap_or_default(), ns));
     }
     out
 }

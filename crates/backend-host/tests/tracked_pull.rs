@@ -103,7 +103,11 @@ fn vfs_tree(vfs: &Vfs, root: &str) -> BTreeMap<String, Entry> {
             NodeKind::File => Entry::File {
                 mode: meta.mode,
                 mtime_ns,
-                content: item.node.content().expect("file content").to_vec(),
+                content: item
+                    .content()
+                    .expect("readable")
+                    .expect("file content")
+                    .to_vec(),
             },
             NodeKind::Symlink => Entry::Link {
                 target: item.node.link_target().expect("target").to_owned(),

@@ -100,8 +100,13 @@ pub(crate) fn diff(before: &Vfs, after: &Vfs, since: u64) -> ChangeSet {
                     || match a.kind {
                         NodeKind::Dir => false,
                         NodeKind::File => {
+                            // A content that cannot be read (a lazy one changed on the
+                            // host) is not known to be the same: reported as modified.
                             a.mode != b.mode
-                                || old.content().map(|c| &c[..]) != new.content().map(|c| &c[..])
+                                || match (old.content(), new.content()) {
+                                    (Ok(x), Ok(y)) => x.map(|c| &c[..]) != y.map(|c| &c[..]),
+                                    _ => true,
+                                }
                         }
                         NodeKind::Symlink => old.link_target() != new.link_target(),
                     };

@@ -215,6 +215,8 @@ fn plan(
             });
             return Ok(());
         }
+        // Read before `rel` moves into the op (a lazy content may fail to read).
+        let content = node.content().map_err(fail)?.cloned();
         creations.push(match meta.kind {
             NodeKind::Dir => Op::Mkdir {
                 rel,
@@ -222,7 +224,7 @@ fn plan(
             },
             NodeKind::File => Op::File {
                 rel,
-                content: node.content().cloned().unwrap_or_default(),
+                content: content.unwrap_or_default(),
                 mode: meta.mode,
                 mtime: meta.mtime,
             },

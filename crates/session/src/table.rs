@@ -34,9 +34,16 @@ impl<X> Project<X> {
     /// Pushes what changed in the VFS since the last sync into the project's staging
     /// directory ([`devshell_vm_sync::push_incremental`]; full the first time).
     ///
+    /// Every push comes before a tool may run in the staging directory, so it first
+    /// reads the file contents pulled without reading ([`devshell_vm_vfs::lazy`]) that
+    /// a clone of `vfs` also holds ([`Vfs::materialize_shared_lazy`]): the tool may
+    /// rewrite those files in place, and the clone keeps the bytes it was given. Costs
+    /// one lookup per lazy file, not a walk of the tree.
+    ///
     /// # Errors
     /// [`SessionError::Push`] naming the project root.
     pub fn push(&mut self, vfs: &Vfs) -> Result<devshell_vm_sync::SyncReport, SessionError> {
+        vfs.materialize_shared_lazy();
         devshell_vm_sync::push_incremental(vfs, &self.vfs_root, &mut self.state).map_err(|source| {
             SessionError::Push {
                 vfs_path: self.vfs_root.clone(),

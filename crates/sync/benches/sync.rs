@@ -453,6 +453,7 @@ fn bench_tree(
         .filter(|e| {
             e.node
                 .content()
+                .expect("bench trees hold no lazy content")
                 .is_some_and(|c| !c.is_empty() && c.len() <= 64 * 1024)
         })
         .map(|e| e.path)

@@ -388,6 +388,16 @@ pub(crate) fn read_link_at<P: ?Sized + NixPath>(
     nix::fcntl::readlinkat(parent, name)
 }
 
+/// Opens regular file `name` of `parent` read-only (never through a symlink: `ELOOP`;
+/// never blocking on a FIFO; close-on-exec) without reading it.
+pub(crate) fn open_file_at<P: ?Sized + NixPath>(
+    parent: BorrowedFd<'_>,
+    name: &P,
+) -> nix::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    openat(parent, name, flags, Mode::empty()).map(File::from)
+}
+
 /// Why [`read_file_at`] failed.
 #[derive(Debug)]
 pub(crate) enum ReadError {

@@ -12,7 +12,11 @@
 //! * [`push_incremental`] applies only what the VFS journal
 //!   ([`Vfs::changes_since`](devshell_vm_vfs::Vfs::changes_since)) reports;
 //! * [`pull_workspace_to_vfs`] scans the leaf with metadata only, reads just the
-//!   entries whose metadata moved, and applies all changes or none;
+//!   entries whose metadata moved, and applies all changes or none; large changed files
+//!   (at least [`SyncState::set_lazy_min_size`], default 64 KiB) are not even read: they
+//!   enter the VFS as [`LazyContent`](devshell_vm_vfs::LazyContent), an open descriptor
+//!   of the staging inode read when someone reads the file (`cargo check` writes tens of
+//!   MiB of incremental caches that nobody reads through the VFS);
 //!
 //! Modes and mtimes travel both ways, so an untouched file keeps its mtime across every
 //! round trip and an edited one carries its edit time: cargo rebuilds exactly what
@@ -77,7 +81,9 @@ pub use push::{push_full, push_incremental};
 pub use report::{Skipped, SyncProgress, SyncReport, human_bytes};
 pub use run::ToolOutcome;
 pub use staging::{StagingDir, clean_stale_staging};
-pub use state::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_WORKSPACE_BYTES, SyncState};
+pub use state::{
+    DEFAULT_LAZY_MIN_SIZE, DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_WORKSPACE_BYTES, SyncState,
+};
 
 // The README's examples are compiled and run as doctests, so the crate's front page on
 // crates.io cannot drift from the code.

@@ -20,6 +20,14 @@ pub struct SyncReport {
     pub files_read: u64,
     /// Bytes of host file content read.
     pub bytes_read: u64,
+    /// Host files a pull recorded without reading them (read on demand, see
+    /// [`SyncState::set_lazy_min_size`](crate::SyncState::set_lazy_min_size)).
+    pub files_deferred: u64,
+    /// Bytes of those files.
+    pub bytes_deferred: u64,
+    /// Files an incremental push found in staging already (pulled without reading and
+    /// not changed since): neither read nor written.
+    pub files_unchanged: u64,
     /// Entries left out, with the reason (non-UTF-8 names, special files, ...).
     pub skipped: Vec<Skipped>,
     /// Wall-clock time of the call.

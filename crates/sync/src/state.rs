@@ -317,6 +317,7 @@ pub struct SyncState {
     pub(crate) umask_bits: u32,
     pub(crate) max_file_size: u64,
     pub(crate) max_workspace_bytes: u64,
+    pub(crate) lazy_min_size: u64,
     pub(crate) threads: usize,
 }
 
@@ -325,6 +326,11 @@ pub(crate) type ObserverBox = Box<dyn FnMut(&SyncProgress) + Send>;
 
 /// Default for [`SyncState::set_max_file_size`]: 4 GiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
+
+/// Default for [`SyncState::set_lazy_min_size`]: 64 KiB. Below it the read costs about
+/// what the descriptor and the later `fstat`s would (tens of microseconds at ~3 GB/s),
+/// and small files (sources, fingerprints, dep-info) are read anyway by the next tool.
+pub const DEFAULT_LAZY_MIN_SIZE: u64 = 64 * 1024;
 
 /// Default for [`SyncState::set_max_workspace_bytes`]: 8 GiB (the default of
 /// `DEVSHELL_VM_WORKSPACE_MAX_BYTES`).
@@ -381,6 +387,7 @@ impl SyncState {
             umask_bits: crate::hostio::umask_bits(),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             max_workspace_bytes: DEFAULT_MAX_WORKSPACE_BYTES,
+            lazy_min_size: DEFAULT_LAZY_MIN_SIZE,
             threads: default_threads(),
         }
     }
@@ -425,6 +432,25 @@ impl SyncState {
     #[must_use]
     pub fn max_workspace_bytes(&self) -> u64 {
         self.max_workspace_bytes
+    }
+
+    /// Smallest new or changed host file a pull records without reading it (default
+    /// [`DEFAULT_LAZY_MIN_SIZE`]; `u64::MAX` reads every file during the pull). Such a
+    /// file enters the VFS as a [`LazyContent`](devshell_vm_vfs::LazyContent): an open
+    /// descriptor of the staging inode, read when someone first reads the file (see
+    /// [`devshell_vm_vfs::lazy`]). It still counts against the workspace budget. A file
+    /// whose mtime is not older than the pull's start (it may still change within the
+    /// same clock tick), and any file once the process-wide descriptor cap
+    /// ([`devshell_vm_vfs::lazy::lazy_fd_limit`]) is reached or `open` reports
+    /// `EMFILE`/`ENFILE`, is read during the pull as before.
+    pub fn set_lazy_min_size(&mut self, bytes: u64) {
+        self.lazy_min_size = bytes;
+    }
+
+    /// The lazy-content threshold in force (see [`Self::set_lazy_min_size`]).
+    #[must_use]
+    pub fn lazy_min_size(&self) -> u64 {
+        self.lazy_min_size
     }
 
     /// How many threads a full push (file writes) and a large pull (the metadata

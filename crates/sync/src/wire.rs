@@ -92,7 +92,7 @@ pub fn entry_of(
         ),
         NodeKind::File => {
             let content = node
-                .content()
+                .content()?
                 .map_or_else(|| Content::from(&[][..]), Content::clone);
             (
                 WireEntry::file(

@@ -122,7 +122,7 @@ impl World {
             "{step}: something was created outside staging"
         );
         for entry in vfs.walk("/").unwrap() {
-            if let Some(content) = entry.node.content() {
+            if let Some(content) = entry.content().unwrap() {
                 assert!(
                     !content.windows(SECRET.len()).any(|w| w == SECRET),
                     "{step}: sentinel content was read into the VFS at {}",

@@ -194,7 +194,7 @@ fn bench_changes(vfs: &mut Vfs) {
 /// Images of a ~200 MiB tree: 100k files x 2 KiB.
 fn bench_images(runs: usize) {
     let big = build(2048);
-    let image_bytes = image::to_bytes(&big);
+    let image_bytes = image::to_bytes(&big).unwrap();
     let size = image_bytes.len() as u64;
     println!(
         "vfs/image size: {:.1} MiB ({size} bytes)",
@@ -216,7 +216,7 @@ fn bench_images(runs: usize) {
     };
     throughput(
         "vfs/image to_bytes (memory)",
-        timed_both(runs, || image::to_bytes(&big)),
+        timed_both(runs, || image::to_bytes(&big).unwrap()),
     );
     throughput(
         "vfs/image from_bytes (memory)",

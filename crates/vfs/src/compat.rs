@@ -214,7 +214,7 @@ impl Vfs {
         Ok(match node.kind() {
             NodeKind::File => Node::File {
                 name,
-                content: node.content().map(|c| c.to_vec()).unwrap_or_default(),
+                content: self.read_file(path)?.to_vec(),
             },
             NodeKind::Symlink => Node::Symlink {
                 name,

@@ -79,7 +79,22 @@ pub enum VfsError {
         /// The generation that was asked for.
         since: u64,
     },
-    /// Host I/O failed (only `copy_tree_to_host` does host I/O).
+    /// A file pulled without reading it (see [`lazy`](crate::lazy)) was changed in
+    /// place on the host before its bytes were read: the version the pull saw is gone,
+    /// and the VFS never hands out other bytes in its place.
+    #[error(
+        "the content of {path} changed on the host since it was pulled (read on demand from {}); pull again",
+        origin.display()
+    )]
+    ContentChanged {
+        /// The VFS path (for a bare [`NodeRef`](crate::NodeRef), the path the file was
+        /// pulled at).
+        path: String,
+        /// The host file it was to be read from (it may no longer exist there).
+        origin: PathBuf,
+    },
+    /// Host I/O failed (`copy_tree_to_host`, or reading a lazy content, which names the
+    /// host file).
     #[error("I/O error at {}", path.display())]
     Io {
         /// The host path.

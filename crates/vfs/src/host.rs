@@ -26,12 +26,12 @@ pub(crate) fn copy_to_host(node: &Node, norm: &str, host_dir: &Path) -> Result<(
             unreachable!("the root is a directory");
         };
         for (name, child) in &children.0 {
-            copy_node(child, &host_dir.join(name))?;
+            copy_node(child, format!("/{name}"), &host_dir.join(name))?;
         }
         return Ok(());
     }
     let name = split_parent(norm).1;
-    copy_node(node, &host_dir.join(name))
+    copy_node(node, norm.to_owned(), &host_dir.join(name))
 }
 
 /// Removes whatever is at `dest` unless it is a directory and `keep_dir` is set.
@@ -50,15 +50,15 @@ fn clear_destination(dest: &Path, keep_dir: bool) -> Result<bool, VfsError> {
 
 /// Copies one node and its subtree (iteratively: deep trees cannot overflow the stack).
 /// Directory modes and mtimes are applied after their children are written.
-fn copy_node(node: &Node, dest: &Path) -> Result<(), VfsError> {
+fn copy_node(node: &Node, vfs_path: String, dest: &Path) -> Result<(), VfsError> {
     enum Step<'a> {
-        Enter(&'a Node, PathBuf),
+        Enter(&'a Node, String, PathBuf),
         Finish(&'a Node, PathBuf),
     }
-    let mut steps = vec![Step::Enter(node, dest.to_path_buf())];
+    let mut steps = vec![Step::Enter(node, vfs_path, dest.to_path_buf())];
     while let Some(step) = steps.pop() {
         match step {
-            Step::Enter(node, dest) => match &node.data {
+            Step::Enter(node, vfs_path, dest) => match &node.data {
                 NodeData::Dir(children) => {
                     if !clear_destination(&dest, true)? {
                         fs::create_dir(&dest).map_err(io_err(&dest))?;
@@ -70,12 +70,19 @@ fn copy_node(node: &Node, dest: &Path) -> Result<(), VfsError> {
                         .0
                         .iter()
                         .rev()
-                        .map(|(name, child)| Step::Enter(child, dest.join(name)))
+                        .map(|(name, child)| {
+                            Step::Enter(child, format!("{vfs_path}/{name}"), dest.join(name))
+                        })
                         .collect();
                     steps.push(Step::Finish(node, dest));
                     steps.extend(children_steps);
                 }
-                NodeData::File(content) => write_file(node, content, &dest)?,
+                NodeData::File(content) => {
+                    // A lazy content is read before anything at `dest` is replaced
+                    // (`dest` may be the very file it reads from).
+                    let bytes = content.get(&vfs_path)?;
+                    write_file(node, bytes, &dest)?;
+                }
                 NodeData::Symlink(target) => {
                     clear_destination(&dest, false)?;
                     std::os::unix::fs::symlink(target, &dest).map_err(io_err(&dest))?;

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::node::{Children, Node, NodeData};
+use crate::node::{Children, FileData, Node, NodeData};
 use crate::path::{MAX_DEPTH, check_name};
 use crate::{Content, Vfs};
 
@@ -78,6 +78,9 @@ pub enum ImageError {
         /// What is wrong with it.
         source: Box<ImageError>,
     },
+    /// A lazy file content could not be read for the image.
+    #[error(transparent)]
+    Content(#[from] crate::VfsError),
     /// The input does not start with [`MAGIC`].
     #[error("not a devshell-vm workspace image (bad magic)")]
     BadMagic,
@@ -127,19 +130,25 @@ fn corrupt(offset: usize, reason: impl Into<String>) -> ImageError {
 // ---------------------------------------------------------------------------------------
 // Writing
 
-/// Serialises `vfs` (tree, metadata, cwd) to image bytes.
+/// Serialises `vfs` (tree, metadata, cwd) to image bytes. Lazy file contents (see
+/// [`lazy`](crate::lazy)) are read first: an image holds every byte.
+///
+/// # Errors
+/// [`ImageError::Content`] when a lazy content cannot be read (changed on the host
+/// since the pull, or an I/O error).
 ///
 /// # Panics
 /// Only if a directory holds 2^32 entries or more, or a name, symlink target or the
 /// cwd is 4 GiB long or more (which the tree cannot hold in practice).
-#[must_use]
-pub fn to_bytes(vfs: &Vfs) -> Vec<u8> {
+pub fn to_bytes(vfs: &Vfs) -> Result<Vec<u8>, ImageError> {
+    vfs.materialize_all()?;
     let mut out = Vec::with_capacity(HEADER_LEN + payload_size(vfs));
     out.extend_from_slice(&[0; HEADER_LEN]);
-    write_payload(vfs, &mut out).expect("writing to a Vec cannot fail");
+    write_payload(vfs, &mut out)
+        .expect("writing to a Vec cannot fail, and every lazy content was read above");
     let header = header(out.len() - HEADER_LEN, crc32fast::hash(&out[HEADER_LEN..]));
     out[..HEADER_LEN].copy_from_slice(&header);
-    out
+    Ok(out)
 }
 
 /// The header for a payload of `payload_len` bytes with checksum `crc`.
@@ -164,7 +173,7 @@ fn payload_size(vfs: &Vfs) -> usize {
                 stack.extend(children.0.iter().map(|(n, c)| (n.as_str(), c)));
                 4
             }
-            NodeData::File(content) => 8 + content.len(),
+            NodeData::File(content) => 8 + usize::try_from(content.len()).unwrap_or(usize::MAX),
             NodeData::Symlink(target) => 4 + target.len(),
         };
     }
@@ -204,8 +213,12 @@ fn write_payload(vfs: &Vfs, out: &mut impl Write) -> io::Result<()> {
                 );
             }
             NodeData::File(content) => {
-                out.write_all(&(content.len() as u64).to_le_bytes())?;
-                out.write_all(content)?;
+                // `to_bytes`/`save` read every lazy content before writing.
+                let bytes = content.loaded().ok_or_else(|| {
+                    io::Error::other("a lazy file content was not read before the image write")
+                })?;
+                out.write_all(&(bytes.len() as u64).to_le_bytes())?;
+                out.write_all(bytes)?;
             }
             NodeData::Symlink(target) => put_bytes32(out, target.as_bytes())?,
         }
@@ -279,7 +292,9 @@ impl<W: Write> Write for CrcWriter<W> {
 ///
 /// # Errors
 /// [`ImageError::InvalidPath`] when `path` has no file name, [`ImageError::Io`] naming
-/// the file that failed. On error the destination is unchanged and the temp file removed.
+/// the file that failed, [`ImageError::Content`] when a lazy file content (see
+/// [`lazy`](crate::lazy)) cannot be read. On error the destination is unchanged and the
+/// temp file removed.
 ///
 /// # Panics
 /// As [`to_bytes`].
@@ -289,6 +304,8 @@ pub fn save(vfs: &Vfs, path: &Path) -> Result<(), ImageError> {
             path: path.to_path_buf(),
         });
     };
+    // Every byte goes into the image: read lazy contents before creating anything.
+    vfs.materialize_all()?;
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -851,7 +868,7 @@ fn read_tree(input: &mut impl Input) -> Result<Node, ImageError> {
                 });
                 continue;
             }
-            Body::File(content) => NodeData::File(content),
+            Body::File(content) => NodeData::File(FileData::Loaded(content)),
             Body::Symlink(target) => NodeData::Symlink(target),
         };
         top.children.insert(

@@ -20,8 +20,36 @@
 //! not bumped by changes to their children.
 //!
 //! # I/O
-//! The tree does no I/O except [`Vfs::copy_tree_to_host`] and the [`image`] module
-//! (versioned, checksummed, atomically saved workspace images).
+//! The tree does no I/O except [`Vfs::copy_tree_to_host`], the [`image`] module
+//! (versioned, checksummed, atomically saved workspace images) and reading [`lazy`]
+//! contents.
+//!
+//! # Lazy content
+//! A file can hold a [`LazyContent`] instead of bytes ([`Vfs::write_file_lazy`]): an
+//! open descriptor of a host file, read on the first read of the file and checked
+//! against the identity it had when recorded, so a sync pull need not read large build
+//! outputs nobody looks at. Every reader returns the same [`Content`]; a host file
+//! changed in place before the read gives [`VfsError::ContentChanged`], never other
+//! bytes. Clones share lazy contents; [`Vfs::materialize_shared_lazy`] reads those a
+//! clone holds before the host files may change. See the [`lazy`] module.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use devshell_vm_vfs::{LazyContent, LazySlot, Vfs};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let host = dir.path().join("big.rmeta");
+//! std::fs::write(&host, vec![7u8; 100_000])?;
+//! let slot = LazySlot::reserve().expect("below the descriptor cap");
+//! let lazy = LazyContent::new(std::fs::File::open(&host)?, slot, &host, "/p/big.rmeta")?;
+//! let mut vfs = Vfs::new();
+//! vfs.mkdir("/p")?;
+//! vfs.write_file_lazy("/p/big.rmeta", Arc::new(lazy), 0o644, std::time::SystemTime::now())?;
+//! assert_eq!(vfs.stat("/p/big.rmeta")?.size, 100_000); // nothing read yet
+//! drop(dir); // the host directory goes away; the descriptor keeps the file
+//! assert_eq!(vfs.read_file("/p/big.rmeta")?.len(), 100_000);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ```
 //! use devshell_vm_vfs::Vfs;
@@ -40,6 +68,7 @@ mod compat;
 mod error;
 mod host;
 pub mod image;
+pub mod lazy;
 mod node;
 mod path;
 mod vfs;
@@ -47,6 +76,7 @@ mod vfs;
 pub use compat::{IntoContent, Node, normalize_path, resolve_path_with_cwd};
 pub use error::VfsError;
 pub use image::ImageError;
+pub use lazy::{FileIdentity, LazyContent, LazySlot};
 pub use node::{Content, DirEntry, Metadata, NodeKind, NodeRef, Walk, WalkEntry};
 pub use path::MAX_DEPTH;
 pub use vfs::{Changes, DEFAULT_HISTORY_LIMIT, Vfs};

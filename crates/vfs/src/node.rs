@@ -5,6 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::VfsError;
+use crate::lazy::{LazyContent, LoadError};
+
 /// File content: shared, immutable bytes. Cloning is a reference-count bump.
 pub type Content = Arc<[u8]>;
 
@@ -63,8 +66,60 @@ pub(crate) struct Node {
 #[derive(Clone)]
 pub(crate) enum NodeData {
     Dir(Children),
-    File(Content),
+    File(FileData),
     Symlink(String),
+}
+
+/// A file's content: bytes in memory, or read on demand from a host file.
+#[derive(Clone)]
+pub(crate) enum FileData {
+    Loaded(Content),
+    Lazy(Arc<LazyContent>),
+}
+
+impl FileData {
+    /// The content's length (never reads).
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Self::Loaded(content) => content.len() as u64,
+            Self::Lazy(lazy) => lazy.len(),
+        }
+    }
+
+    /// The bytes (reading a lazy content on first use); errors name `path`.
+    pub(crate) fn get(&self, path: &str) -> Result<&Content, VfsError> {
+        match self {
+            Self::Loaded(content) => Ok(content),
+            Self::Lazy(lazy) => lazy.load().map_err(|err| match err {
+                LoadError::Changed => VfsError::ContentChanged {
+                    path: path.to_owned(),
+                    origin: lazy.origin().to_path_buf(),
+                },
+                LoadError::Io(source) => VfsError::Io {
+                    path: lazy.origin().to_path_buf(),
+                    source,
+                },
+            }),
+        }
+    }
+
+    /// The bytes when they are in memory (no read).
+    pub(crate) fn loaded(&self) -> Option<&Content> {
+        match self {
+            Self::Loaded(content) => Some(content),
+            Self::Lazy(lazy) => lazy.loaded(),
+        }
+    }
+
+    /// `true` when both hold the same bytes for certain without reading (the same
+    /// shared allocation or the same lazy content).
+    pub(crate) fn same_source(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Loaded(a), Self::Loaded(b)) => Arc::ptr_eq(a, b),
+            (Self::Lazy(a), Self::Lazy(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// Children of a directory, sorted by name. Cloned and dropped iteratively so that a
@@ -98,7 +153,7 @@ impl Clone for Children {
                     NodeData::File(content) => {
                         top.copied.insert(
                             name.clone(),
-                            node.with_same_meta(NodeData::File(Content::clone(content))),
+                            node.with_same_meta(NodeData::File(content.clone())),
                         );
                     }
                     NodeData::Symlink(target) => {
@@ -177,7 +232,7 @@ impl Node {
     pub(crate) fn metadata(&self) -> Metadata {
         let (kind, size, mode) = match &self.data {
             NodeData::Dir(_) => (NodeKind::Dir, 0, self.mode),
-            NodeData::File(content) => (NodeKind::File, content.len() as u64, self.mode),
+            NodeData::File(content) => (NodeKind::File, content.len(), self.mode),
             NodeData::Symlink(target) => (NodeKind::Symlink, target.len() as u64, SYMLINK_MODE),
         };
         Metadata {
@@ -253,11 +308,46 @@ impl<'a> NodeRef<'a> {
         self.node.kind()
     }
 
-    /// File content (`None` for directories and symlinks).
-    #[must_use]
-    pub fn content(&self) -> Option<&'a Content> {
+    /// File content (`None` for directories and symlinks). Content pulled lazily
+    /// (see [`lazy`](crate::lazy)) is read here on first use.
+    ///
+    /// # Errors
+    /// For lazy content only: [`VfsError::ContentChanged`] (naming the path the file
+    /// was recorded at: a bare node does not know its path; [`WalkEntry::content`]
+    /// names the walked path) when the host file was changed in place since, or
+    /// [`VfsError::Io`] naming the host file.
+    pub fn content(&self) -> Result<Option<&'a Content>, VfsError> {
         match &self.node.data {
-            NodeData::File(content) => Some(content),
+            NodeData::File(FileData::Lazy(lazy)) => {
+                self.file_content(lazy.recorded_vfs_path()).map(Some)
+            }
+            NodeData::File(file) => file.get("").map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// File content with errors naming `path`.
+    fn file_content(self, path: &str) -> Result<&'a Content, VfsError> {
+        match &self.node.data {
+            NodeData::File(file) => file.get(path),
+            _ => Err(VfsError::IsADirectory {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    /// `true` for a file whose content has not been read from its host file yet.
+    #[must_use]
+    pub fn is_lazy_unread(&self) -> bool {
+        matches!(&self.node.data, NodeData::File(FileData::Lazy(lazy)) if !lazy.is_loaded())
+    }
+
+    /// The lazy content of a file pulled without reading it (`None` for content held
+    /// in memory from the start, directories and symlinks).
+    #[must_use]
+    pub fn lazy(&self) -> Option<&'a Arc<LazyContent>> {
+        match &self.node.data {
+            NodeData::File(FileData::Lazy(lazy)) => Some(lazy),
             _ => None,
         }
     }
@@ -300,6 +390,19 @@ pub struct WalkEntry<'a> {
     pub path: String,
     /// The node.
     pub node: NodeRef<'a>,
+}
+
+impl<'a> WalkEntry<'a> {
+    /// [`NodeRef::content`] with errors naming this entry's path.
+    ///
+    /// # Errors
+    /// As [`NodeRef::content`].
+    pub fn content(&self) -> Result<Option<&'a Content>, VfsError> {
+        match self.node.kind() {
+            NodeKind::File => self.node.file_content(&self.path).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Borrowed pre-order iterator over a subtree (the start node first, children sorted by

@@ -332,7 +332,7 @@ fn deep_tree_is_bounded_and_drops() {
     // Everything that traverses the tree copes with the deepest one (2 MiB test stack).
     let copy = vfs.clone();
     assert!(copy.same_tree(&vfs));
-    let image = crate::image::to_bytes(&vfs);
+    let image = crate::image::to_bytes(&vfs).unwrap();
     assert!(crate::image::from_bytes(&image).unwrap().same_tree(&vfs));
     let changes = vfs.changes_since("/", start).unwrap();
     assert_eq!(changes.upserted.len(), crate::MAX_DEPTH + 1);
@@ -457,7 +457,7 @@ fn generations_from_another_tree_are_refused() {
     let synced = old.generation();
     // The tree is replaced (e.g. by a loaded image) and edited: the old generation must
     // not read as "nothing changed".
-    let mut replaced = crate::image::from_bytes(&crate::image::to_bytes(&old)).unwrap();
+    let mut replaced = crate::image::from_bytes(&crate::image::to_bytes(&old).unwrap()).unwrap();
     assert!(matches!(
         replaced.changes_since("/", synced),
         Err(VfsError::HistoryUnavailable { since }) if since == synced

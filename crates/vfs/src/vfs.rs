@@ -5,7 +5,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use crate::node::{Children, DIR_MODE, FILE_MODE, Node, NodeData, NodeRef, Walk, WalkEntry};
+use std::sync::{Arc, Weak};
+
+use crate::lazy::LazyContent;
+use crate::node::{
+    Children, DIR_MODE, FILE_MODE, FileData, Node, NodeData, NodeRef, Walk, WalkEntry,
+};
 use crate::path::{self, MAX_DEPTH, components, split_parent};
 use crate::{Content, DirEntry, IntoContent, Metadata, NodeKind, VfsError};
 
@@ -76,7 +81,15 @@ pub struct Vfs {
     /// `changes_since(g)` is answerable only for `g >= history_floor`.
     history_floor: u64,
     history_limit: usize,
+    /// Every lazy content put in this tree (or inherited by a clone) and not known to
+    /// be read or dropped: what [`Vfs::materialize_shared_lazy`] looks at. Pruned when
+    /// it doubles, so its length stays proportional to the live lazy nodes.
+    lazy: Vec<(Weak<LazyContent>, String)>,
+    lazy_prune_at: usize,
 }
+
+/// The lazy registry is pruned when it reaches this length (then twice what survived).
+const LAZY_PRUNE_MIN: usize = 64;
 
 impl Default for Vfs {
     fn default() -> Self {
@@ -169,6 +182,8 @@ impl Vfs {
             log: Vec::new(),
             history_floor: start,
             history_limit: DEFAULT_HISTORY_LIMIT,
+            lazy: Vec::new(),
+            lazy_prune_at: LAZY_PRUNE_MIN,
         }
     }
 
@@ -356,7 +371,12 @@ impl Vfs {
     /// for a path ending in `/`, `.` or `..`, which names a directory, not a file).
     pub fn write_file(&mut self, path: &str, content: impl IntoContent) -> Result<(), VfsError> {
         let norm = path::normalize_entry_with(&self.cwd, path)?;
-        self.put_file(&norm, content.into_content(), None, SystemTime::now())
+        self.put_file(
+            &norm,
+            FileData::Loaded(content.into_content()),
+            None,
+            SystemTime::now(),
+        )
     }
 
     /// Like [`Vfs::write_file`] with an explicit mode (`& 0o7777`) and mtime.
@@ -371,13 +391,109 @@ impl Vfs {
         mtime: SystemTime,
     ) -> Result<(), VfsError> {
         let norm = path::normalize_entry_with(&self.cwd, path)?;
-        self.put_file(&norm, content.into_content(), Some(mode), mtime)
+        self.put_file(
+            &norm,
+            FileData::Loaded(content.into_content()),
+            Some(mode),
+            mtime,
+        )
+    }
+
+    /// Like [`Vfs::write_file_with`] with content read on demand from a host file (see
+    /// [`lazy`](crate::lazy)): nothing is read now; [`Vfs::stat`] reports
+    /// [`LazyContent::len`], and the first read of the file reads the host file.
+    ///
+    /// # Errors
+    /// As [`Vfs::write_file`].
+    pub fn write_file_lazy(
+        &mut self,
+        path: &str,
+        content: Arc<LazyContent>,
+        mode: u32,
+        mtime: SystemTime,
+    ) -> Result<(), VfsError> {
+        let norm = path::normalize_entry_with(&self.cwd, path)?;
+        let weak = Arc::downgrade(&content);
+        self.put_file(&norm, FileData::Lazy(content), Some(mode), mtime)?;
+        if self.lazy.len() >= self.lazy_prune_at {
+            self.lazy
+                .retain(|(weak, _)| weak.upgrade().is_some_and(|lazy| !lazy.is_loaded()));
+            self.lazy_prune_at = (self.lazy.len() * 2).max(LAZY_PRUNE_MIN);
+        }
+        self.lazy.push((weak, norm));
+        Ok(())
+    }
+
+    /// Reads every lazy content put in this tree that someone else holds too (a clone of
+    /// this [`Vfs`] sharing the node, or a clone holding a node this tree replaced since),
+    /// so that a later in-place change of the host file cannot take its bytes from the
+    /// other holder. Contents only this tree holds stay unread: the next pull replaces
+    /// them if a tool changes their files. Costs one path lookup per lazy node registered
+    /// (plus the reads), not a walk of the tree. Returns how many were read.
+    ///
+    /// A content that can no longer be read (its host file was already changed in
+    /// place) stays unread and keeps answering [`VfsError::ContentChanged`]: its bytes
+    /// are gone, and this call cannot bring them back.
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "called for its effect; the count is for tests and reports"
+    )]
+    pub fn materialize_shared_lazy(&self) -> usize {
+        let mut read = 0;
+        for (weak, path) in &self.lazy {
+            let holders = weak.strong_count();
+            if holders == 0 {
+                continue;
+            }
+            // A tree holds one lazy content in one node at most, at the path it was
+            // put at unless it moved since (then it is counted as held elsewhere, which
+            // only reads it early).
+            let held_here = walk_ref(&self.root, path).is_ok_and(|node| {
+                matches!(&node.data, NodeData::File(FileData::Lazy(here))
+                    if std::ptr::eq(Arc::as_ptr(here), weak.as_ptr()))
+            });
+            if holders <= usize::from(held_here) {
+                continue;
+            }
+            if let Some(lazy) = weak.upgrade()
+                && !lazy.is_loaded()
+                && lazy.load().is_ok()
+            {
+                read += 1;
+            }
+        }
+        read
+    }
+
+    /// Reads every unread lazy content of the tree now (a walk of the whole tree).
+    ///
+    /// # Errors
+    /// The first failure: [`VfsError::ContentChanged`] or [`VfsError::Io`].
+    pub fn materialize_all(&self) -> Result<usize, VfsError> {
+        let mut read = 0;
+        for entry in self.walk("/")? {
+            if entry.node.is_lazy_unread() {
+                entry.content()?;
+                read += 1;
+            }
+        }
+        Ok(read)
+    }
+
+    /// Lazy contents registered and still unread (tests and diagnostics).
+    #[must_use]
+    pub fn unread_lazy_count(&self) -> usize {
+        self.lazy
+            .iter()
+            .filter_map(|(weak, _)| weak.upgrade())
+            .filter(|lazy| !lazy.is_loaded())
+            .count()
     }
 
     fn put_file(
         &mut self,
         norm: &str,
-        content: Content,
+        content: FileData,
         mode: Option<u32>,
         mtime: SystemTime,
     ) -> Result<(), VfsError> {
@@ -435,14 +551,17 @@ impl Vfs {
         Ok(())
     }
 
-    /// The content of a file (a reference-count bump, no copy).
+    /// The content of a file (a reference-count bump, no copy; a lazy content is read
+    /// from its host file the first time, see [`lazy`](crate::lazy)).
     ///
     /// # Errors
-    /// `NotFound`, `IsADirectory`, `IsASymlink`, `NotADirectory`, `InvalidName`.
+    /// `NotFound`, `IsADirectory`, `IsASymlink`, `NotADirectory`, `InvalidName`; for
+    /// lazy content `ContentChanged` (the host file was changed in place since the
+    /// pull) or `Io` naming the host file.
     pub fn read_file(&self, path: &str) -> Result<Content, VfsError> {
         let norm = self.normalize(path)?;
         match &walk_ref(&self.root, &norm)?.data {
-            NodeData::File(content) => Ok(Content::clone(content)),
+            NodeData::File(content) => content.get(&norm).map(Content::clone),
             NodeData::Dir(_) => Err(VfsError::IsADirectory { path: norm }),
             NodeData::Symlink(_) => Err(VfsError::IsASymlink { path: norm }),
         }
@@ -598,7 +717,7 @@ impl Vfs {
         }
         // Only an existing node may be named with a trailing `/` (as `touch dir/` does).
         path::normalize_entry_with(&self.cwd, path)?;
-        self.put_file(&norm, Content::from(&[][..]), None, now)
+        self.put_file(&norm, FileData::Loaded(Content::from(&[][..])), None, now)
     }
 
     /// Sets the permission bits (`mode & 0o7777`). Symlinks have no mode of their own
@@ -831,7 +950,9 @@ impl Vfs {
     }
 
     /// `true` when both trees hold the same nodes with the same kinds, metadata,
-    /// contents and link targets (generations and cwd are not compared).
+    /// contents and link targets (generations and cwd are not compared). Lazy contents
+    /// are read to compare them, unless both sides hold the same one; one that cannot
+    /// be read (`ContentChanged`) makes the trees not known to be the same: `false`.
     #[must_use]
     pub fn same_tree(&self, other: &Self) -> bool {
         let mut left = Walk {
@@ -852,10 +973,18 @@ impl Vfs {
                 (Some(a), Some(b)) => {
                     if a.path != b.path
                         || a.node.metadata() != b.node.metadata()
-                        || a.node.content().map(|c| &c[..]) != b.node.content().map(|c| &c[..])
                         || a.node.link_target() != b.node.link_target()
                     {
                         return false;
+                    }
+                    if let (NodeData::File(x), NodeData::File(y)) =
+                        (&a.node.node.data, &b.node.node.data)
+                        && !x.same_source(y)
+                    {
+                        match (x.get(&a.path), y.get(&b.path)) {
+                            (Ok(x), Ok(y)) if x[..] == y[..] => {}
+                            _ => return false,
+                        }
                     }
                 }
                 _ => return false,

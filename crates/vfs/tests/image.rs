@@ -65,7 +65,7 @@ fn payload_start(cwd: &str, count: u64) -> Vec<u8> {
 #[test]
 fn round_trip_sample_in_memory_and_on_disk() {
     let vfs = sample();
-    let loaded = image::from_bytes(&image::to_bytes(&vfs)).unwrap();
+    let loaded = image::from_bytes(&image::to_bytes(&vfs).unwrap()).unwrap();
     assert!(vfs.same_tree(&loaded));
     assert_eq!(loaded.cwd(), "/proj/src");
     assert_eq!(loaded.oldest_answerable_generation(), loaded.generation());
@@ -79,7 +79,7 @@ fn round_trip_sample_in_memory_and_on_disk() {
     image::save(&vfs, &path).unwrap();
     assert_eq!(
         fs::read(&path).unwrap(),
-        image::to_bytes(&vfs),
+        image::to_bytes(&vfs).unwrap(),
         "streamed save = to_bytes"
     );
     let from_file = image::load(&path).unwrap();
@@ -93,7 +93,7 @@ fn round_trip_sample_in_memory_and_on_disk() {
 
 #[test]
 fn every_truncation_and_bit_flip_is_an_error() {
-    let bytes = image::to_bytes(&sample());
+    let bytes = image::to_bytes(&sample()).unwrap();
     for len in 0..bytes.len() {
         assert!(
             image::from_bytes(&bytes[..len]).is_err(),
@@ -119,13 +119,13 @@ fn header_errors_are_specific() {
         image::from_bytes(b"DEVS\x01"),
         Err(ImageError::BadMagic)
     ));
-    let mut bytes = image::to_bytes(&sample());
+    let mut bytes = image::to_bytes(&sample()).unwrap();
     bytes[8] = 9;
     assert!(matches!(
         image::from_bytes(&bytes),
         Err(ImageError::UnsupportedVersion { version: 9 })
     ));
-    let mut bytes = image::to_bytes(&sample());
+    let mut bytes = image::to_bytes(&sample()).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     assert!(matches!(
@@ -257,7 +257,7 @@ fn depth_is_bounded() {
 fn failed_load_leaves_the_file_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ws.img");
-    let mut bytes = image::to_bytes(&sample());
+    let mut bytes = image::to_bytes(&sample()).unwrap();
     bytes[40] ^= 0xff;
     fs::write(&path, &bytes).unwrap();
     let before = fs::metadata(&path).unwrap().modified().unwrap();
@@ -314,17 +314,17 @@ proptest! {
 
     #[test]
     fn random_trees_round_trip(vfs in common::tree()) {
-        let bytes = image::to_bytes(&vfs);
+        let bytes = image::to_bytes(&vfs).unwrap();
         let loaded = image::from_bytes(&bytes).unwrap();
         prop_assert!(vfs.same_tree(&loaded));
         prop_assert_eq!(common::signature(&vfs, "/"), common::signature(&loaded, "/"));
         prop_assert_eq!(vfs.cwd(), loaded.cwd());
-        prop_assert_eq!(image::to_bytes(&loaded), bytes, "encoding is deterministic");
+        prop_assert_eq!(image::to_bytes(&loaded).unwrap(), bytes, "encoding is deterministic");
     }
 
     #[test]
     fn random_truncations_never_panic(vfs in common::tree(), cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>()) {
-        let bytes = image::to_bytes(&vfs);
+        let bytes = image::to_bytes(&vfs).unwrap();
         let len = cut.index(bytes.len());
         prop_assert!(image::from_bytes(&bytes[..len]).is_err());
         let mut flipped = bytes.clone();
@@ -342,7 +342,7 @@ fn save_load_through_files_for_random_trees() {
     runner
         .run(&common::tree(), |vfs| {
             image::save(&vfs, &path).unwrap();
-            prop_assert_eq!(fs::read(&path).unwrap(), image::to_bytes(&vfs));
+            prop_assert_eq!(fs::read(&path).unwrap(), image::to_bytes(&vfs).unwrap());
             prop_assert!(image::load(&path).unwrap().same_tree(&vfs));
             Ok(())
         })
@@ -359,7 +359,7 @@ fn load_bytes(dir: &std::path::Path, bytes: &[u8]) -> Result<Vfs, ImageError> {
 #[test]
 fn streamed_load_rejects_every_truncation_and_bit_flip() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = image::to_bytes(&sample());
+    let bytes = image::to_bytes(&sample()).unwrap();
     for len in 0..bytes.len() {
         let err = load_bytes(dir.path(), &bytes[..len]).unwrap_err();
         assert!(

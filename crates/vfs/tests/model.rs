@@ -426,7 +426,7 @@ fn replay(target: &mut Vfs, source: &Vfs, path: &str, since: u64) {
             NodeKind::File => target
                 .write_file_with(
                     upserted,
-                    node.content().unwrap().clone(),
+                    node.content().unwrap().unwrap().clone(),
                     meta.mode,
                     meta.mtime,
                 )

@@ -248,7 +248,7 @@ fn first_push_case(
                     let meta = entry.node.metadata();
                     copy.write_file_with(
                         &target,
-                        std::sync::Arc::clone(entry.node.content().unwrap()),
+                        std::sync::Arc::clone(entry.content().unwrap().unwrap()),
                         meta.mode,
                         meta.mtime,
                     )

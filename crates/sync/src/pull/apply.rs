@@ -90,8 +90,11 @@ pub(super) fn apply(
                     vfs.remove(&path)?;
                     report.deleted += 1;
                 }
-                report.bytes_written += content.len() as u64;
-                vfs.write_file_with(&path, content, mode, mtime)?;
+                report.bytes_written += content.len();
+                match content {
+                    Pulled::Read(content) => vfs.write_file_with(&path, content, mode, mtime)?,
+                    Pulled::Lazy(lazy) => vfs.write_file_lazy(&path, lazy, mode, mtime)?,
+                }
                 report.files_written += 1;
             }
             PullOp::Symlink { rel, target, mtime } => {

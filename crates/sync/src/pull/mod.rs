@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use devshell_vm_vfs::{Content, MAX_DEPTH, NodeKind, Vfs, VfsError};
+use devshell_vm_vfs::{Content, LazyContent, LazySlot, MAX_DEPTH, NodeKind, Vfs, VfsError};
 use nix::dir::Dir;
 use nix::errno::Errno;
 
@@ -49,7 +49,7 @@ enum PullOp {
     /// Create or replace a file.
     File {
         rel: String,
-        content: Content,
+        content: Pulled,
         mode: u32,
         mtime: SystemTime,
     },
@@ -59,6 +59,21 @@ enum PullOp {
         target: String,
         mtime: SystemTime,
     },
+}
+
+/// A pulled file's content: read during the pull, or recorded to be read on demand.
+enum Pulled {
+    Read(Content),
+    Lazy(Arc<LazyContent>),
+}
+
+impl Pulled {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Read(content) => content.len() as u64,
+            Self::Lazy(lazy) => lazy.len(),
+        }
+    }
 }
 
 /// A manifest change to make once the VFS has been updated.
@@ -96,6 +111,8 @@ struct DirResult {
     skipped: Vec<Skipped>,
     files_read: u64,
     bytes_read: u64,
+    files_deferred: u64,
+    bytes_deferred: u64,
 }
 
 impl DirResult {
@@ -143,6 +160,12 @@ struct Scan<'a, 'm> {
     leaf_path: &'a Path,
     excludes: &'a Excludes,
     max_file_size: u64,
+    /// Files at least this large whose mtime is older than `started` go lazy.
+    lazy_min_size: u64,
+    started: Ts,
+    /// Every content this pull deferred (read some of them to free descriptors when
+    /// the process runs out).
+    deferred: Mutex<Vec<Arc<LazyContent>>>,
     /// The workspace size budget, and the bytes of regular files counted so far (each
     /// file is counted before it is read, so reads never pass the budget).
     max_workspace_bytes: u64,
@@ -261,6 +284,7 @@ pub fn pull_workspace_to_vfs_scoped(
     let leaf_fd = open_leaf_for_pull(state.staging_dir(), &leaf, &leaf_path)?;
 
     let max_file_size = state.max_file_size;
+    let lazy_min_size = state.lazy_min_size;
     let max_workspace_bytes = state.max_workspace_bytes;
     let threads = state.threads;
     let SyncState {
@@ -300,6 +324,9 @@ pub fn pull_workspace_to_vfs_scoped(
         leaf_path: &leaf_path,
         excludes,
         max_file_size,
+        lazy_min_size,
+        started: observed_at,
+        deferred: Mutex::new(Vec::new()),
         max_workspace_bytes,
         workspace_bytes: AtomicU64::new(0),
         queue: Mutex::new(Queue {
@@ -360,6 +387,8 @@ pub fn pull_workspace_to_vfs_scoped(
         report.skipped.extend(result.skipped);
         report.files_read += result.files_read;
         report.bytes_read += result.bytes_read;
+        report.files_deferred += result.files_deferred;
+        report.bytes_deferred += result.bytes_deferred;
     }
 
     // Everything is in memory: apply.

@@ -355,6 +355,28 @@ impl<'m> Scan<'_, 'm> {
                 limit: self.max_file_size,
             });
         }
+        if meta.size >= self.lazy_min_size
+            && meta.mtime < self.started
+            && let Some(deferred) = self.defer_file(dir, raw_name, rel, meta)?
+        {
+            let (read_meta, lazy) = deferred;
+            out.files_deferred += 1;
+            out.bytes_deferred += lazy.len();
+            // Not compared with the VFS (that would read it): replaced in any case.
+            if kind_changed {
+                out.ops.push(PullOp::Remove {
+                    rel: rel.to_owned(),
+                });
+            }
+            out.ops.push(PullOp::File {
+                rel: rel.to_owned(),
+                content: Pulled::Lazy(lazy),
+                mode: read_meta.mode,
+                mtime: read_meta.mtime.to_system_time(),
+            });
+            out.record(rel, read_meta);
+            return Ok(());
+        }
         // The open descriptor may show a bigger file than the `lstat` that was counted:
         // then it changed during the pull, and nothing past the counted size is read.
         let (read_meta, content) = match hostio::read_file_at(dir, raw_name, meta.size) {
@@ -378,7 +400,11 @@ impl<'m> Scan<'_, 'm> {
                 vfs_meta.kind == NodeKind::File
                     && vfs_meta.mode == read_meta.mode
                     && vfs_meta.mtime == mtime
-                    && node.content().is_some_and(|c| c[..] == content[..])
+                    // A lazy node is not read just to compare: it is replaced.
+                    && !node.is_lazy_unread()
+                    && node
+                        .content()
+                        .is_ok_and(|c| c.is_some_and(|c| c[..] == content[..]))
             });
         if !same_in_vfs {
             if kind_changed {
@@ -388,13 +414,77 @@ impl<'m> Scan<'_, 'm> {
             }
             out.ops.push(PullOp::File {
                 rel: rel.to_owned(),
-                content,
+                content: Pulled::Read(content),
                 mode: read_meta.mode,
                 mtime,
             });
         }
         out.record(rel, read_meta);
         Ok(())
+    }
+
+    /// Opens a changed file to be read on demand: `None` (read it now instead) when the
+    /// descriptor cap is reached or the process or system is out of descriptors.
+    fn defer_file(
+        &self,
+        dir: BorrowedFd<'_>,
+        raw_name: &CStr,
+        rel: &str,
+        meta: HostMeta,
+    ) -> Result<Option<(HostMeta, Arc<LazyContent>)>, VmSyncError> {
+        let Some(slot) = LazySlot::reserve() else {
+            return Ok(None);
+        };
+        let file = match hostio::open_file_at(dir, raw_name) {
+            Ok(file) => file,
+            Err(Errno::EMFILE | Errno::ENFILE) => {
+                drop(slot);
+                self.free_descriptors();
+                return Ok(None);
+            }
+            Err(Errno::ELOOP) => {
+                return Err(VmSyncError::ChangedDuringRead {
+                    path: self.host_path(rel),
+                });
+            }
+            Err(errno) => return Err(VmSyncError::errno(self.host_path(rel), errno)),
+        };
+        // The manifest records what this `fstat` sees, before the content's identity
+        // is taken: a change in between makes the next pull look again.
+        let read_meta = hostio::stat_fd(file.as_fd())
+            .map_err(|errno| VmSyncError::errno(self.host_path(rel), errno))?;
+        // Counted at the `lstat` size: a bigger file now changed during the pull.
+        if read_meta.kind != HostKind::File || read_meta.size > meta.size {
+            return Err(VmSyncError::ChangedDuringRead {
+                path: self.host_path(rel),
+            });
+        }
+        let host_path = self.host_path(rel);
+        let lazy = LazyContent::new(file, slot, host_path.clone(), vfs_join(self.vfs_root, rel))
+            .map_err(|err| VmSyncError::io(host_path, err))?;
+        let lazy = Arc::new(lazy);
+        self.deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&lazy));
+        Ok(Some((read_meta, lazy)))
+    }
+
+    /// The process ran out of descriptors: lower the lazy cap below what is open now,
+    /// and read half of this pull's deferred contents (the newest; each read closes its
+    /// descriptor), so the eager reads that follow have descriptors to use.
+    fn free_descriptors(&self) {
+        devshell_vm_vfs::lazy::lower_lazy_fd_limit(devshell_vm_vfs::lazy::open_lazy_fds() / 2);
+        let deferred = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        let unread: Vec<&Arc<LazyContent>> = deferred
+            .iter()
+            .rev()
+            .filter(|lazy| !lazy.is_loaded())
+            .collect();
+        for lazy in unread.iter().take(unread.len().div_ceil(2)) {
+            // A failure leaves it unread; the pull goes on (its reader sees the error).
+            let _ = lazy.content();
+        }
     }
 
     /// Adds a regular file's size to the workspace total (other kinds count nothing);

@@ -188,7 +188,11 @@ fn plan_tasks<'v>(
                 stack.push(index);
             }
             NodeKind::File => {
-                let content = entry.node.content().expect("a file node has content");
+                // A lazy content is read here, before the host is touched (it may be
+                // read from the very staging file this push replaces).
+                let Some(content) = entry.content()? else {
+                    unreachable!("a file node has content");
+                };
                 tasks[parent].files.push(FileItem {
                     rel,
                     name_start,

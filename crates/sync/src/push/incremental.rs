@@ -130,6 +130,33 @@ pub fn push_incremental(
     }
 }
 
+/// `true` when `node` holds a lazy content whose staging file is what the manifest
+/// records at `rel`, with the node's mode and mtime: the host has that version already.
+fn lazy_in_staging(
+    node: devshell_vm_vfs::NodeRef<'_>,
+    rel: &str,
+    manifest: &MEntry,
+    meta: &devshell_vm_vfs::Metadata,
+) -> bool {
+    let Some(lazy) = node.lazy() else {
+        return false;
+    };
+    let Some(entry) = manifest.get(rel) else {
+        return false;
+    };
+    let identity = lazy.identity();
+    let recorded = &entry.meta;
+    let recorded_mtime_ns =
+        i128::from(recorded.mtime.sec) * 1_000_000_000 + i128::from(recorded.mtime.nsec);
+    recorded.kind == HostKind::File
+        && recorded.dev == identity.dev
+        && recorded.ino == identity.ino
+        && recorded.size == identity.size
+        && recorded_mtime_ns == identity.mtime_ns
+        && recorded.mode == meta.mode
+        && recorded.mtime == Ts::from_system_time(meta.mtime)
+}
+
 #[expect(
     clippy::too_many_lines,
     reason = "deletions, upserts and metadata fix-ups share one directory cache"
@@ -238,8 +265,15 @@ fn incremental_inner(
                 manifest.upsert(rel, host, generation, observed_at);
                 dir_meta.insert(rel.to_owned(), (meta.mode, mtime));
             }
+            NodeKind::File if lazy_in_staging(node, rel, manifest, &meta) => {
+                // Pulled without reading, and the staging file the manifest records is
+                // that very version: nothing to read, nothing to write.
+                report.files_unchanged += 1;
+            }
             NodeKind::File => {
-                let content = node.content().expect("a file node has content");
+                let Some(content) = node.content()? else {
+                    unreachable!("a file node has content");
+                };
                 let (file, removed) =
                     hostio::create_file_at(parent, name, meta.mode).map_err(host_err(rel))?;
                 let host = hostio::finish_file(file, content, meta.mode, mtime, umask_bits)

@@ -48,7 +48,7 @@ pub fn vfs_snapshot(vfs: &Vfs, vfs_path: &str) -> BTreeMap<String, Snap> {
             NodeKind::File => Snap::File {
                 mode: meta.mode,
                 mtime: meta.mtime,
-                content: entry.node.content().unwrap().to_vec(),
+                content: entry.content().unwrap().unwrap().to_vec(),
             },
             NodeKind::Symlink => Snap::Symlink {
                 target: entry.node.link_target().unwrap().to_owned(),

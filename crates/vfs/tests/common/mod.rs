@@ -119,7 +119,7 @@ pub fn signature(vfs: &Vfs, path: &str) -> Vec<Seen> {
                 entry.path[base.len()..].trim_start_matches('/').to_owned()
             },
             metadata: entry.node.metadata(),
-            content: entry.node.content().map(|c| c.to_vec()),
+            content: entry.node.content().unwrap().map(|c| c.to_vec()),
             target: entry.node.link_target().map(str::to_owned),
         })
         .collect()
