@@ -271,9 +271,14 @@ pub(crate) fn namespace_child(
     let mut keep = [sock];
     sanitize_fds(&mut keep);
     let sock = keep[0];
-    // SAFETY: setsid and unshare take no pointers.
+    // A process group of its own, so the terminal's job-control signals (Ctrl-C to the
+    // foreground group) do not reach the init; not a session of its own, which would
+    // put every tool in a scheduler autogroup other than the embedder's (see
+    // `tool_child`). The embedder's controlling terminal stays out of reach: the
+    // sandbox has no `/dev/tty`, and a tool handed the terminal starts a session.
+    // SAFETY: setpgid and unshare take no pointers.
     unsafe {
-        libc::setsid();
+        libc::setpgid(0, 0);
     }
     // SAFETY: as above.
     check(sock, STEP_UNSHARE, unsafe { libc::unshare(plan.flags) });
@@ -342,7 +347,7 @@ pub(crate) fn landlock_child(
     let sock = keep[0];
     // SAFETY: integer-only calls.
     unsafe {
-        libc::setsid();
+        libc::setpgid(0, 0); // not setsid: see `namespace_child`
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     drop_privileges();
@@ -824,11 +829,23 @@ fn tool_child(
         ] {
             libc::signal(signal, libc::SIG_DFL);
         }
-        libc::setsid();
         for (target, &fd) in fds.iter().take(3).enumerate() {
             if libc::dup2(fd, c_int::try_from(target).unwrap_or(0)) < 0 {
                 fail(errno());
             }
+        }
+        // Its own process group (signals and the clean-up address the group). A new
+        // session only when it was handed a terminal: then the terminal is not its
+        // controlling one (no `TIOCSTI`, no `/dev/tty`, no job-control stops). Otherwise
+        // it stays in the embedder's session and so in the embedder's scheduler
+        // autogroup: a new session is a new autogroup, and a tool in another autogroup
+        // than the process waiting for it waits for its own CPU turn after every wake-up
+        // — on a loaded machine that made a no-op `cargo build` 25-40 ms slower
+        // (`docs/arch/isolation.md`, "Scheduling").
+        if (0..3).any(|fd| libc::isatty(fd) == 1) {
+            libc::setsid();
+        } else {
+            libc::setpgid(0, 0);
         }
         let mut at = 0;
         while let (Some(resource), Some(soft), Some(hard)) = (

@@ -263,7 +263,7 @@ fn ns_plan(policy: &Policy) -> Result<(Vec<Op>, Vec<String>), SandboxError> {
     }
     // A minimal /dev.
     p.tmpfs(Path::new("/dev"), "mode=0755")?;
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+    for node in ["null", "zero", "full", "random", "urandom"] {
         let path = Path::new("/dev").join(node);
         p.bind_as(&path, &path, false)?;
     }
@@ -396,7 +396,7 @@ fn landlock_rules(
     {
         rules.push((path.to_path_buf(), all));
     }
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+    for node in ["null", "zero", "full", "random", "urandom"] {
         rules.push((Path::new("/dev").join(node), all));
     }
     let mut created = ruleset.create().map_err(|e| e.to_string())?;
