@@ -50,7 +50,7 @@ pub use interrupts::{
 pub use request::{OutputMode, StdinMode, ToolRequest};
 pub use runner::{
     CancelHandle, ExecOutcome, NoExitStatus, OUTPUT_CHUNK_BYTES, OUTPUT_QUEUE_EVENTS, ProgramCache,
-    StreamKind, Termination, resolve_program, run,
+    StreamEvent, StreamKind, Termination, resolve_program, run, spawn_output_reader,
 };
 
 use std::path::PathBuf;

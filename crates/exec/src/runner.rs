@@ -308,8 +308,7 @@ fn is_executable_file(path: &Path) -> bool {
 
 /// Events from the helper threads to the wait loop.
 enum Event {
-    Output(StreamKind, Vec<u8>),
-    Closed,
+    Stream(StreamEvent),
     Exited(std::io::Result<ExitStatus>),
 }
 
@@ -458,20 +457,42 @@ fn spawn_readers(child: &mut Child, sender: &SyncSender<Event>) -> usize {
     let mut open = 0;
     if let Some(stdout) = child.stdout.take() {
         open += 1;
-        spawn_reader::<ChildStdout>(stdout, StreamKind::Stdout, sender.clone());
+        spawn_output_reader::<ChildStdout, Event>(stdout, StreamKind::Stdout, sender.clone());
     }
     if let Some(stderr) = child.stderr.take() {
         open += 1;
-        spawn_reader::<ChildStderr>(stderr, StreamKind::Stderr, sender.clone());
+        spawn_output_reader::<ChildStderr, Event>(stderr, StreamKind::Stderr, sender.clone());
     }
     open
 }
 
-fn spawn_reader<R: Read + Send + 'static>(
-    mut pipe: R,
-    kind: StreamKind,
-    sender: SyncSender<Event>,
-) {
+/// What an output reader thread ([`spawn_output_reader`]) reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A chunk of at most [`OUTPUT_CHUNK_BYTES`] read from the stream.
+    Output(StreamKind, Vec<u8>),
+    /// The stream reached end-of-file (or a read error ended it).
+    Closed,
+}
+
+impl From<StreamEvent> for Event {
+    fn from(event: StreamEvent) -> Self {
+        Self::Stream(event)
+    }
+}
+
+/// Starts a thread that reads `pipe` (a tool's stdout or stderr) in chunks of
+/// [`OUTPUT_CHUNK_BYTES`] and sends each as [`StreamEvent::Output`] into `sender`, then
+/// [`StreamEvent::Closed`] at end-of-file. The queue is the caller's: a bounded one
+/// ([`OUTPUT_QUEUE_EVENTS`]) makes a slow consumer block the reader, and so the tool on
+/// its pipe, instead of growing this process. The thread stops reading when the
+/// receiver is gone. [`run`] uses it, and so does the sandbox crate for confined runs
+/// (its events carry more kinds, hence the `From` bound).
+pub fn spawn_output_reader<R, E>(mut pipe: R, kind: StreamKind, sender: SyncSender<E>)
+where
+    R: Read + Send + 'static,
+    E: From<StreamEvent> + Send + 'static,
+{
     thread::spawn(move || {
         let mut buffer = vec![0_u8; OUTPUT_CHUNK_BYTES];
         loop {
@@ -479,10 +500,8 @@ fn spawn_reader<R: Read + Send + 'static>(
                 Ok(0) => break,
                 Ok(n) => {
                     // Blocks while the queue is full: the tool then blocks on its pipe.
-                    if sender
-                        .send(Event::Output(kind, buffer[..n].to_vec()))
-                        .is_err()
-                    {
+                    let chunk = StreamEvent::Output(kind, buffer[..n].to_vec());
+                    if sender.send(chunk.into()).is_err() {
                         // The run returned (deadline or abandoned pipe); stop reading.
                         return;
                     }
@@ -491,7 +510,7 @@ fn spawn_reader<R: Read + Send + 'static>(
                 Err(_) => break,
             }
         }
-        let _ = sender.send(Event::Closed);
+        let _ = sender.send(StreamEvent::Closed.into());
     });
 }
 
@@ -534,8 +553,12 @@ impl WaitState<'_> {
             }
             let wake = self.next_wake(drain_until);
             match events.recv_timeout(wake) {
-                Ok(Event::Output(kind, chunk)) => self.deliver(kind, &chunk, on_output),
-                Ok(Event::Closed) => self.open_streams = self.open_streams.saturating_sub(1),
+                Ok(Event::Stream(StreamEvent::Output(kind, chunk))) => {
+                    self.deliver(kind, &chunk, on_output)
+                }
+                Ok(Event::Stream(StreamEvent::Closed)) => {
+                    self.open_streams = self.open_streams.saturating_sub(1)
+                }
                 Ok(Event::Exited(status)) => {
                     let status = termination_of(status)?;
                     // Killed through `CancelHandle::kill_now` before this loop noticed
@@ -628,8 +651,10 @@ impl WaitState<'_> {
         let give_up = Instant::now() + REAP_GRACE;
         loop {
             match events.recv_timeout(give_up.saturating_duration_since(Instant::now())) {
-                Ok(Event::Output(kind, chunk)) => self.deliver(kind, &chunk, on_output),
-                Ok(Event::Closed) => {}
+                Ok(Event::Stream(StreamEvent::Output(kind, chunk))) => {
+                    self.deliver(kind, &chunk, on_output)
+                }
+                Ok(Event::Stream(StreamEvent::Closed)) => {}
                 Ok(Event::Exited(_)) | Err(_) => return Ok(forced),
             }
         }

@@ -24,7 +24,9 @@ fn main() {
         ("direct (exec::run)", None),
         (
             "sandbox off",
-            Some(Sandbox::start(policy(Isolation::Off, Net::None, Limits::default())).expect("off")),
+            Some(
+                Sandbox::start(policy(Isolation::Off, Net::None, Limits::default())).expect("off"),
+            ),
         ),
         (
             "namespaces, no net",

@@ -2,18 +2,18 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr, OsString};
-use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use devshell_vm_exec::{
-    CancelHandle, ExecOutcome, OutputMode, StdinMode, StreamKind, Termination, ToolRequest,
+    CancelHandle, ExecOutcome, OutputMode, StdinMode, StreamEvent, StreamKind, Termination,
+    ToolRequest,
 };
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
@@ -846,7 +846,11 @@ impl Sandbox {
                     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                         .map_err(|e| io("creating a pipe")(e.into()))?;
                     open_streams += 1;
-                    spawn_reader(std::fs::File::from(read), kind, sender.clone());
+                    devshell_vm_exec::spawn_output_reader(
+                        std::fs::File::from(read),
+                        kind,
+                        sender.clone(),
+                    );
                     Ok(write)
                 }
             }
@@ -943,7 +947,7 @@ impl Sandbox {
                 wake = wake.min(limit.saturating_duration_since(now));
             }
             match events.recv_timeout(wake) {
-                Ok(Event::Output(kind, chunk)) => {
+                Ok(Event::Stream(StreamEvent::Output(kind, chunk))) => {
                     let mode = match kind {
                         StreamKind::Stdout => request.stdout,
                         StreamKind::Stderr => request.stderr,
@@ -959,7 +963,7 @@ impl Sandbox {
                         _ => {}
                     }
                 }
-                Ok(Event::Closed) => open_streams -= 1,
+                Ok(Event::Stream(StreamEvent::Closed)) => open_streams -= 1,
                 Ok(Event::Reply(Reply::Bytes(r))) => match r.first() {
                     Some(&child::REPLY_DONE) if r.len() >= 6 => {
                         let status = i32::from_le_bytes([r[1], r[2], r[3], r[4]]);
@@ -1023,31 +1027,14 @@ enum Reply {
 }
 
 enum Event {
-    Output(StreamKind, Vec<u8>),
-    Closed,
+    Stream(StreamEvent),
     Reply(Reply),
 }
 
-fn spawn_reader(mut pipe: std::fs::File, kind: StreamKind, sender: SyncSender<Event>) {
-    thread::spawn(move || {
-        let mut buffer = vec![0_u8; devshell_vm_exec::OUTPUT_CHUNK_BYTES];
-        loop {
-            match pipe.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if sender
-                        .send(Event::Output(kind, buffer[..n].to_vec()))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let _ = sender.send(Event::Closed);
-    });
+impl From<StreamEvent> for Event {
+    fn from(event: StreamEvent) -> Self {
+        Self::Stream(event)
+    }
 }
 
 fn termination_of(status: i32) -> Termination {
