@@ -329,6 +329,65 @@ fn endless_writer_is_held(base: &Path) {
     still_usable(&mut session, &mut vfs);
 }
 
+/// A tool writing without end across many small files (each far below the per-file
+/// cap) is stopped by the write limit on the run's total, and the outcome names it.
+fn endless_writer_across_files_is_held(base: &Path) {
+    // The limit counts writes to disk-backed files; on a tmpfs export base the staging
+    // tree's writes are bounded by the memory limit instead (docs/arch/isolation.md).
+    let fs = nix::sys::statfs::statfs(base).expect("statfs of the scratch dir");
+    assert_ne!(
+        fs.filesystem_type(),
+        nix::sys::statfs::TMPFS_MAGIC,
+        "this case needs a disk-backed TMPDIR ({} is tmpfs)",
+        base.display()
+    );
+    let limit = 4 << 20;
+    let limits = Limits {
+        write: Some(limit),
+        ..Limits::default()
+    };
+    let mut session = HostSandboxSession::new(&config(base, limits));
+    let mut vfs = Vfs::new();
+    project(&mut vfs);
+    let script = "i=0; while :; do head -c 65536 /dev/zero > f$i || exit 3; i=$((i+1)); done";
+    let request = ToolRequest::new("sh", ["-c", script])
+        .stdout(OutputMode::Capture)
+        .stderr(OutputMode::Capture)
+        .timeout(Some(Duration::from_mins(2)));
+    let outcome = session.run_tool(&mut vfs, "/p", &request).expect("ran");
+    assert_eq!(
+        outcome.exec.termination,
+        Termination::Signaled(nix::sys::signal::Signal::SIGKILL as i32),
+        "{}",
+        text(&outcome)
+    );
+    let report = session.last_run().expect("report");
+    assert_eq!(report.limit, Some(LimitHit::Written));
+    assert_eq!(
+        report.mechanisms.write,
+        devshell_vm_sandbox::Enforcement::Watched
+    );
+    let files = vfs.list_dir("/p").expect("listed");
+    let written: usize = files
+        .iter()
+        .filter(|entry| entry.name.starts_with('f'))
+        .map(|entry| {
+            let path = format!("/p/{}", entry.name);
+            vfs.read_file(&path).expect("pulled").len()
+        })
+        .sum();
+    assert!(
+        written > 1 << 20,
+        "only {written} bytes in {} files before the stop",
+        files.len()
+    );
+    println!(
+        "write limit {limit}: stopped after {written} bytes in {} files",
+        files.len()
+    );
+    still_usable(&mut session, &mut vfs);
+}
+
 fn libc_sigxfsz() -> i32 {
     nix::sys::signal::Signal::SIGXFSZ as i32
 }
@@ -380,6 +439,7 @@ fn shell_cases(base: &Path) {
     fork_bomb_is_held(base);
     memory_bomb_is_held(base);
     endless_writer_is_held(base);
+    endless_writer_across_files_is_held(base);
     ptrace_is_refused(base);
 }
 
@@ -421,6 +481,11 @@ fn a_memory_bomb_is_held_by_the_memory_limit() {
 #[test]
 fn an_endless_writer_is_stopped_by_the_write_limit() {
     endless_writer_is_held(scratch().path());
+}
+
+#[test]
+fn an_endless_writer_across_many_files_is_stopped_by_the_write_total() {
+    endless_writer_across_files_is_held(scratch().path());
 }
 
 #[test]

@@ -57,6 +57,7 @@ mod child;
 mod fetch;
 mod policy;
 mod sandbox;
+mod written;
 
 pub use fetch::{Confinement, FetchGate, needs_fetch};
 pub use policy::{

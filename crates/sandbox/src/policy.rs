@@ -164,6 +164,9 @@ pub enum Enforcement {
     Cgroup,
     /// A resource limit of each process.
     Rlimit,
+    /// The embedder sums the run's counters while it runs and stops it past the limit
+    /// (the write limit: bytes written to disk-backed files, `/proc/<pid>/io`).
+    Watched,
     /// Not limited (configured `unlimited`).
     Unlimited,
 }
@@ -192,7 +195,8 @@ pub struct Mechanisms {
     pub pids: Enforcement,
     /// CPU time limit.
     pub cpu: Enforcement,
-    /// File size limit.
+    /// Write limit: bytes written by the whole run ([`Enforcement::Watched`]); each file
+    /// is also capped at the same size by `RLIMIT_FSIZE`.
     pub write: Enforcement,
 }
 
@@ -217,6 +221,10 @@ pub enum LimitHit {
     CpuTime,
     /// The tool was killed for writing a file beyond the write limit (`SIGXFSZ`).
     FileSize,
+    /// The run wrote more bytes to disk-backed files (the project tree) than the write
+    /// limit, summed over all its files and processes; stopped by the watcher, or — when
+    /// it ended before the next check — reported after the run.
+    Written,
 }
 
 impl fmt::Display for LimitHit {
@@ -225,7 +233,8 @@ impl fmt::Display for LimitHit {
             Self::Memory => "memory",
             Self::Pids => "pids",
             Self::CpuTime => "cpu",
-            Self::FileSize => "write",
+            Self::FileSize => "write (file size)",
+            Self::Written => "write",
         })
     }
 }

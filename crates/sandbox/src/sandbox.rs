@@ -28,6 +28,7 @@ use crate::policy::{
     ETC_FILES, Effective, Enforcement, Isolation, LimitHit, Mechanisms, Net, NetEnforcement,
     Policy, SANDBOX_HOME, SYSTEM_READ_ONLY,
 };
+use crate::written::{WRITE_POLL, WriteWatch};
 
 static NEXT_SCRATCH: AtomicU64 = AtomicU64::new(0);
 
@@ -512,7 +513,10 @@ impl Sandbox {
         self.mechanisms.memory = via(limits.memory.is_some(), cg);
         self.mechanisms.pids = via(limits.pids.is_some(), cg);
         self.mechanisms.cpu = via(limits.cpu_time.is_some(), false);
-        self.mechanisms.write = via(limits.write.is_some(), false);
+        self.mechanisms.write = match via(limits.write.is_some(), false) {
+            Enforcement::Rlimit => Enforcement::Watched,
+            other => other,
+        };
         self.mechanisms.network = match (self.mechanisms.isolation, self.policy.network) {
             (Effective::Namespaces, Net::None) => NetEnforcement::Namespace,
             (Effective::Landlock, Net::None) => NetEnforcement::LandlockTcp,
@@ -746,19 +750,30 @@ impl Sandbox {
             )?);
         }
         let before = self.run_cgroups.as_ref().map(RunCgroups::counters);
-        let result = self.run_in_init(program, request, cwd, on_output, cancel);
+        let mut watch = match (&self.inner, self.policy.limits.write) {
+            (Inner::Init { child, .. }, Some(limit)) => {
+                Some(WriteWatch::start(child.as_raw(), limit))
+            }
+            _ => None,
+        };
+        let result = self.run_in_init(program, request, cwd, on_output, cancel, watch.as_mut());
         let after = self.run_cgroups.as_ref().map(RunCgroups::counters);
+        let over_write_limit = watch.is_some_and(|w| w.tripped || w.exceeded());
         let limit_from_cgroup = match (before, after) {
             (Some((oom0, _)), Some((oom1, _))) if oom1 > oom0 => Some(LimitHit::Memory),
             (Some((_, max0)), Some((_, max1))) if max1 > max0 => Some(LimitHit::Pids),
             _ => None,
         };
         let exec = result?;
-        let limit = limit_from_cgroup.or(match exec.termination {
-            Termination::Signaled(s) if s == libc::SIGXCPU => Some(LimitHit::CpuTime),
-            Termination::Signaled(s) if s == libc::SIGXFSZ => Some(LimitHit::FileSize),
-            _ => None,
-        });
+        // The limit that ended the tool first (a kernel signal of its own), else the
+        // write total (the watcher's kill, or passed between two checks).
+        let limit = limit_from_cgroup
+            .or(match exec.termination {
+                Termination::Signaled(s) if s == libc::SIGXCPU => Some(LimitHit::CpuTime),
+                Termination::Signaled(s) if s == libc::SIGXFSZ => Some(LimitHit::FileSize),
+                _ => None,
+            })
+            .or(over_write_limit.then_some(LimitHit::Written));
         Ok(SandboxOutcome {
             exec,
             limit,
@@ -795,6 +810,7 @@ impl Sandbox {
         cwd: &Path,
         on_output: &mut dyn FnMut(StreamKind, &[u8]),
         cancel: Option<&CancelHandle>,
+        mut watch: Option<&mut WriteWatch>,
     ) -> Result<ExecOutcome, SandboxError> {
         let io = |context: &str| {
             let context = context.to_owned();
@@ -900,6 +916,7 @@ impl Sandbox {
         let mut forced: Option<Termination> = None;
         let mut ended: Option<Termination> = None;
         let mut drain_until: Option<Instant> = None;
+        let mut next_write_check = started + WRITE_POLL;
         let send = |kind: u8, arg: i32| {
             let mut m = [0_u8; 5];
             m[0] = kind;
@@ -933,6 +950,17 @@ impl Sandbox {
                         send(child::MSG_SIGNAL, signal as i32);
                     }
                 }
+                if let Some(watch) = watch.as_deref_mut()
+                    && !watch.tripped
+                    && Instant::now() >= next_write_check
+                {
+                    next_write_check = Instant::now() + WRITE_POLL;
+                    if watch.exceeded() {
+                        // The tool's own end (SIGKILL) is reported; the limit names why.
+                        watch.tripped = true;
+                        send(child::MSG_KILL, 0);
+                    }
+                }
             }
             let now = Instant::now();
             let mut wake = if cancel.is_some() || forward.is_some() {
@@ -940,6 +968,9 @@ impl Sandbox {
             } else {
                 Duration::from_hours(1)
             };
+            if watch.as_ref().is_some_and(|w| !w.tripped) && ended.is_none() {
+                wake = wake.min(next_write_check.saturating_duration_since(now));
+            }
             for limit in [deadline.filter(|_| forced.is_none()), drain_until]
                 .into_iter()
                 .flatten()
