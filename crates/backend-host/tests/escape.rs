@@ -1,8 +1,11 @@
 //! The escape suite: real programs run through a host session with isolation on (the
 //! default, `auto`) try to get out, and every attempt must be held — and the session must
-//! stay usable afterwards. Run as root by `cargo test`; the cases that need no toolchain
-//! (which `nobody` cannot read under `/root`) also run as `nobody` through
-//! `runuser -u nobody` (`every_shell_case_is_held_as_nobody`).
+//! stay usable afterwards. Run as root by `cargo test`, and every case also as `nobody`:
+//! the shell cases through `runuser -u nobody` (`every_shell_case_is_held_as_nobody`),
+//! the cargo cases (build script cut off from the network, a registry dependency built
+//! under `fetch`, `cargo run` and `cargo test` confined) in a private mount namespace
+//! where `nobody` can reach the toolchain root installed under `/root`
+//! (`every_cargo_case_is_held_as_nobody`).
 
 mod common;
 
@@ -578,7 +581,7 @@ fn kill_9_of_the_embedding_process_leaves_nothing() {
     );
 }
 
-// --- cargo: build.rs, network, registry dependencies (root: the toolchain is under /root)
+// --- cargo: build.rs, network, registry dependencies (as root, and as nobody below)
 
 fn cargo_project(vfs: &mut Vfs, build_rs: &str, deps: &str) {
     vfs.mkdir("/c/src").expect("mkdir");
@@ -605,8 +608,7 @@ fn cargo(session: &mut HostSandboxSession, vfs: &mut Vfs, args: &[&str]) -> Tool
         .unwrap_or_else(|err| panic!("cargo {args:?}: {err}"))
 }
 
-#[test]
-fn build_rs_reaches_neither_host_loopback_nor_the_network_under_fetch() {
+fn build_rs_is_cut_off() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
@@ -728,8 +730,7 @@ impl LocalRegistry {
     }
 }
 
-#[test]
-fn a_registry_dependency_builds_under_fetch_and_tests_run_confined() {
+fn registry_dependency_builds() {
     let registry = LocalRegistry::start();
     let base = scratch();
     // A cargo home of its own (the toolchain's bin linked in), so the test registry's
@@ -790,8 +791,7 @@ fn a_registry_dependency_builds_under_fetch_and_tests_run_confined() {
     );
 }
 
-#[test]
-fn under_network_off_a_registry_dependency_is_a_clear_offline_failure() {
+fn offline_failure_is_clear() {
     let base = scratch();
     let cfg = VmConfig {
         network: NetworkPolicy::Off,
@@ -809,8 +809,7 @@ fn under_network_off_a_registry_dependency_is_a_clear_offline_failure() {
     assert!(text(&outcome).contains("offline"), "{}", text(&outcome));
 }
 
-#[test]
-fn a_failing_fetch_phase_is_an_error_naming_the_phase() {
+fn failing_fetch_names_the_phase() {
     let registry = LocalRegistry::start();
     let base = scratch();
     let cfg = VmConfig {
@@ -847,4 +846,114 @@ fn still_usable_cargo(session: &mut HostSandboxSession, vfs: &mut Vfs) {
         .stderr(OutputMode::Capture);
     let outcome = session.run_tool(vfs, "/c", &request).expect("runs");
     assert!(outcome.exec.success());
+}
+
+fn cargo_cases() {
+    build_rs_is_cut_off();
+    registry_dependency_builds();
+    offline_failure_is_clear();
+    failing_fetch_names_the_phase();
+}
+
+#[test]
+fn build_rs_reaches_neither_host_loopback_nor_the_network_under_fetch() {
+    build_rs_is_cut_off();
+}
+
+#[test]
+fn a_registry_dependency_builds_under_fetch_and_tests_run_confined() {
+    registry_dependency_builds();
+}
+
+#[test]
+fn under_network_off_a_registry_dependency_is_a_clear_offline_failure() {
+    offline_failure_is_clear();
+}
+
+#[test]
+fn a_failing_fetch_phase_is_an_error_naming_the_phase() {
+    failing_fetch_names_the_phase();
+}
+
+/// Run by [`every_cargo_case_is_held_as_nobody`] as `nobody` (not on its own).
+#[test]
+#[ignore = "runs as nobody, started by every_cargo_case_is_held_as_nobody"]
+fn nobody_cargo_suite() {
+    assert!(
+        !nix::unistd::geteuid().is_root(),
+        "started as root: this suite must run as nobody"
+    );
+    cargo_cases();
+}
+
+/// The cargo cases as `nobody`. The toolchain lives under `/root` (mode 0700 here, as on
+/// most machines where root installed rustup), which `nobody` cannot traverse; so this
+/// test, as root, starts the suite in a private mount namespace where `/root` is a
+/// traversable tmpfs with the real `.rustup` and `.cargo` bound read-only at their own
+/// paths (rustup's toolchain links are absolute), then drops to `nobody` with
+/// `runuser`. Nothing changes outside that namespace. `nobody` gets a cargo home of its
+/// own (the toolchain's `bin` linked in) for the fetch phase's registry cache.
+#[test]
+fn every_cargo_case_is_held_as_nobody() {
+    let config = VmConfig::from_env().expect("config");
+    let rustup = config.rustup_home_dir().expect("a rustup home");
+    let cargo_home = config.cargo_home_dir().expect("a cargo home");
+    let base = scratch();
+    let stash = base.path().join("stash");
+    let nobody_home = base.path().join("home");
+    let nobody_cargo = nobody_home.join("cargo");
+    std::fs::create_dir_all(&nobody_cargo).expect("mkdir");
+    std::os::unix::fs::symlink(cargo_home.join("bin"), nobody_cargo.join("bin")).expect("link");
+    let chown = Command::new("chown")
+        .args(["-R", "-h", "nobody"])
+        .arg(&nobody_home)
+        .status()
+        .expect("chown (coreutils)");
+    assert!(chown.success(), "chown -R nobody {}", nobody_home.display());
+    // Binds of the real homes first (the tmpfs on /root hides them), then the tmpfs.
+    let script = r#"set -e
+mkdir -p "$STASH/rustup" "$STASH/cargo"
+mount --bind "$RUSTUP" "$STASH/rustup"
+mount --bind "$CARGO" "$STASH/cargo"
+for dir in "$RUSTUP" "$CARGO"; do
+  case "$dir" in /root/*) ;; *) echo "toolchain not under /root: $dir" >&2; exit 2;; esac
+done
+mount -t tmpfs -o mode=0755,size=1m devshell-escape-root /root
+mkdir -p "$RUSTUP" "$CARGO"
+mount --bind -o ro "$STASH/rustup" "$RUSTUP"
+mount --bind -o ro "$STASH/cargo" "$CARGO"
+exec runuser -u nobody -- env HOME="$NOBODY_HOME" RUSTUP_HOME="$RUSTUP" \
+  CARGO_HOME="$NOBODY_CARGO" PATH="$CARGO/bin:/usr/local/bin:/usr/bin:/bin" \
+  "$EXE" --ignored --exact nobody_cargo_suite --nocapture --test-threads=1
+"#;
+    let exe = std::env::current_exe().expect("test binary");
+    let output = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("STASH", &stash)
+        .env("RUSTUP", &rustup)
+        .env("CARGO", &cargo_home)
+        .env("NOBODY_HOME", &nobody_home)
+        .env("NOBODY_CARGO", &nobody_cargo)
+        .env("EXE", &exe)
+        .output()
+        .expect("unshare (util-linux) must be installed");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "as nobody: {log}");
+    assert!(
+        log.contains("1 passed"),
+        "the nobody cargo suite did not run: {log}"
+    );
+    println!("{log}");
 }
