@@ -500,6 +500,10 @@ fn ptrace_of_a_host_process_is_refused() {
 #[test]
 #[ignore = "runs as nobody, started by every_shell_case_is_held_as_nobody"]
 fn nobody_suite() {
+    assert!(
+        !nix::unistd::geteuid().is_root(),
+        "started as root: this suite must run as nobody"
+    );
     let base = scratch();
     shell_cases(base.path());
 }
