@@ -37,7 +37,7 @@ pub(crate) const REPLY_EXEC_FAILED: u8 = b'E';
 pub(crate) const REPLY_DONE: u8 = b'D';
 
 /// Setup steps before the mount operations, as reported in `REPLY_SETUP_FAILED`.
-pub(crate) const STEP_NAMES: [&str; 12] = [
+pub(crate) const STEP_NAMES: [&str; 13] = [
     "unshare the user, mount, pid, ipc and uts namespaces",
     "deny setgroups in the new user namespace",
     "write the uid map",
@@ -50,6 +50,7 @@ pub(crate) const STEP_NAMES: [&str; 12] = [
     "remount the new root read-only",
     "bring up the loopback interface",
     "apply the Landlock ruleset",
+    "apply the seccomp filter (non-Unix sockets refused)",
 ];
 const STEP_UNSHARE: u32 = 0;
 const STEP_SETGROUPS: u32 = 1;
@@ -64,6 +65,7 @@ const STEP_RO_ROOT: u32 = 9;
 const STEP_LOOPBACK: u32 = 10;
 /// Step number of the Landlock restriction.
 pub(crate) const STEP_LANDLOCK: u32 = 11;
+const STEP_SECCOMP: u32 = 12;
 /// Mount operation `i` is reported as step `OPS_BASE + i`.
 pub(crate) const OPS_BASE: u32 = 100;
 
@@ -327,6 +329,7 @@ pub(crate) fn landlock_child(
     sock: RawFd,
     parent: libc::pid_t,
     rules: LandlockRules,
+    sockets: Option<&seccompiler::BpfProgram>,
     bufs: &mut Buffers,
 ) -> ! {
     set_parent_death_signal();
@@ -341,6 +344,13 @@ pub(crate) fn landlock_child(
             Ok(_) => report_setup_failure(sock, STEP_LANDLOCK, libc::ENOSYS),
             Err(_) => report_setup_failure(sock, STEP_LANDLOCK, errno()),
         }
+    }
+    // Landlock covers TCP only: without network, a seccomp filter (compiled before the
+    // fork; applying it only makes system calls) refuses every socket but Unix ones.
+    if let Some(filter) = sockets
+        && seccompiler::apply_filter(filter).is_err()
+    {
+        report_setup_failure(sock, STEP_SECCOMP, errno());
     }
     let mut keep = [sock];
     sanitize_fds(&mut keep);

@@ -69,7 +69,7 @@ pub use sandbox::{Sandbox, SandboxOutcome, resolve_program};
 use std::path::PathBuf;
 
 /// What Landlock-only confinement cannot do, for the degrade note and the docs.
-pub const LANDLOCK_GAPS: &str = "no private /proc (host processes are visible, though not signalable or traceable), no private /tmp (TMPDIR points to a private directory), UDP and Unix-socket connections are not restricted, and kill -9 of the embedding process can leave tool processes running";
+pub const LANDLOCK_GAPS: &str = "no private /proc (host processes are visible, though not signalable or traceable), no private /tmp (TMPDIR points to a private directory), connecting to a host Unix socket by its path is not restricted, and kill -9 of the embedding process can leave tool processes running (network is cut for TCP by Landlock and for every other socket family by seccomp)";
 
 /// Why a sandbox could not start or a run could not happen.
 #[derive(Debug, thiserror::Error)]

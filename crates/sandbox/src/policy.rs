@@ -176,8 +176,10 @@ pub enum Enforcement {
 pub enum NetEnforcement {
     /// A network namespace with only loopback.
     Namespace,
-    /// Landlock refuses TCP bind and connect (UDP and other sockets stay open).
-    LandlockTcp,
+    /// Landlock refuses TCP bind and connect, and a seccomp filter refuses to create any
+    /// socket but a Unix one (UDP, raw, netlink...). Unix sockets of the host that the
+    /// tool can reach by path stay connectable.
+    LandlockSeccomp,
     /// The host's network is reachable.
     Host,
 }

@@ -418,6 +418,34 @@ fn landlock_rules(
     Ok(created)
 }
 
+/// A seccomp filter that refuses `socket(2)` for every family but `AF_UNIX` (`EACCES`):
+/// the Landlock mode's network cut for UDP, raw and other sockets, which Landlock (TCP
+/// only) does not cover. Built here, applied after the fork.
+fn socket_filter() -> Result<seccompiler::BpfProgram, String> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    let fail = |e: &dyn std::fmt::Display| format!("building the seccomp socket filter: {e}");
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| fail(&e))?;
+    let not_unix = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Ne,
+        libc::AF_UNIX as u64,
+    )
+    .map_err(|e| fail(&e))?;
+    let rule = SeccompRule::new(vec![not_unix]).map_err(|e| fail(&e))?;
+    let filter = SeccompFilter::new(
+        [(libc::SYS_socket, vec![rule])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        arch,
+    )
+    .map_err(|e| fail(&e))?;
+    filter.try_into().map_err(|e| fail(&e))
+}
+
 /// Whether the kernel offers Landlock at all.
 fn landlock_available() -> Result<(), String> {
     use landlock::{ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
@@ -519,7 +547,7 @@ impl Sandbox {
         };
         self.mechanisms.network = match (self.mechanisms.isolation, self.policy.network) {
             (Effective::Namespaces, Net::None) => NetEnforcement::Namespace,
-            (Effective::Landlock, Net::None) => NetEnforcement::LandlockTcp,
+            (Effective::Landlock, Net::None) => NetEnforcement::LandlockSeccomp,
             _ => NetEnforcement::Host,
         };
     }
@@ -599,10 +627,15 @@ impl Sandbox {
             }
         }
         let rules = landlock_rules(&self.policy, &home, &tmp)?;
+        let sockets = if self.policy.network == Net::None {
+            Some(socket_filter()?)
+        } else {
+            None
+        };
         let mut buffers = Buffers::new();
         let mut rules = Some(rules);
         let (sock, child) = fork_child(|sock, parent| {
-            child::landlock_child(sock, parent, rules.take(), &mut buffers)
+            child::landlock_child(sock, parent, rules.take(), sockets.as_ref(), &mut buffers)
         })
         .map_err(|e| e.to_string())?;
         self.await_ready(sock, child, &[])?;

@@ -81,6 +81,67 @@ fn landlock_restricts_files_and_keeps_the_project_writable() {
     assert!(out.contains("Permission denied"), "{out}");
 }
 
+/// Without network the Landlock mode refuses TCP to the host's loopback and every
+/// non-Unix socket (UDP included: seccomp); Unix sockets still work. With network,
+/// sockets open.
+#[test]
+fn landlock_without_network_refuses_tcp_udp_and_raw_sockets_but_not_unix_ones() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let script = format!(
+        r#"use Socket;
+print socket(my $u, PF_INET, SOCK_DGRAM, 0) ? "udp=open\n" : "udp=refused\n";
+print socket(my $r, PF_INET6, SOCK_DGRAM, 0) ? "udp6=open\n" : "udp6=refused\n";
+my $t;
+print socket($t, PF_INET, SOCK_STREAM, 0)
+  && connect($t, pack_sockaddr_in({port}, inet_aton("127.0.0.1"))) ? "tcp=connected\n" : "tcp=refused\n";
+print socket(my $x, PF_UNIX, SOCK_STREAM, 0) ? "unix=open\n" : "unix=refused\n";
+"#
+    );
+    let (dir, project) = project();
+    let perl = |net: Net| {
+        let mut policy = policy(Isolation::Landlock, dir.path(), &project);
+        policy.network = net;
+        let mut sandbox = Sandbox::start(policy).expect("start");
+        let request = ToolRequest::new("perl", ["-e", script.as_str()])
+            .stdout(OutputMode::Capture)
+            .stderr(OutputMode::Capture);
+        let outcome = sandbox
+            .run(
+                Path::new("/usr/bin/perl"),
+                &request,
+                &project,
+                &mut |_, _| {},
+                None,
+            )
+            .expect("perl (installed by .ci/run) runs");
+        (
+            sandbox.mechanisms().network,
+            String::from_utf8_lossy(&outcome.exec.stdout).into_owned()
+                + &String::from_utf8_lossy(&outcome.exec.stderr),
+        )
+    };
+    let (mechanism, out) = perl(Net::None);
+    assert_eq!(
+        mechanism,
+        devshell_vm_sandbox::NetEnforcement::LandlockSeccomp
+    );
+    assert_eq!(
+        out, "udp=refused\nudp6=refused\ntcp=refused\nunix=open\n",
+        "without network"
+    );
+    match listener.accept() {
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the tool reached the host's loopback listener: {other:?}"),
+    }
+    let (_, out) = perl(Net::Host);
+    assert!(
+        out.starts_with("udp=open\nudp6=open\ntcp=connected\n"),
+        "with network: {out}"
+    );
+}
+
 #[test]
 fn off_runs_as_the_caller() {
     let (dir, project) = project();
