@@ -139,8 +139,9 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// CPU time of each process (`DEVSHELL_VM_LIMIT_CPU_SECS`).
     pub cpu_time: Option<Duration>,
-    /// Bytes one file may grow to, and the size of the private `/tmp` and `HOME`
-    /// (`DEVSHELL_VM_LIMIT_WRITE`).
+    /// Bytes one run may write into the workspace (all its processes and files
+    /// together), and also the largest single file and the size of the private `/tmp`
+    /// and `HOME` (`DEVSHELL_VM_LIMIT_WRITE`).
     pub write: Option<u64>,
 }
 

@@ -12,7 +12,8 @@
 //! * **Landlock** (where user namespaces are not allowed): a child subreaper restricts
 //!   itself with a Landlock ruleset (read-only system and toolchain paths, read-write
 //!   project tree and private `HOME`/`TMPDIR`, TCP refused without network, signals and
-//!   abstract sockets scoped) and waits for runs;
+//!   abstract sockets scoped), and without network a seccomp filter refusing every
+//!   non-Unix socket (UDP, raw), and waits for runs;
 //! * **off**: tools run as the caller, as `devshell_vm_exec::run` runs them.
 //!
 //! Each [`Sandbox::run`] sends the program, arguments, environment and limits over a
@@ -28,9 +29,18 @@
 //! fork and a few messages (see `docs/BENCHMARKS.md`).
 //!
 //! Limits: memory and pids in a per-run cgroup where this process can create one (v1 as
-//! root, or a delegated v2 hierarchy), else `RLIMIT_DATA`/`RLIMIT_NPROC`; CPU time and
-//! file size by rlimits. The [`SandboxOutcome`] says which limit stopped the tool when
-//! that can be told, and which [`Mechanisms`] were in force.
+//! root, or a delegated v2 hierarchy), else `RLIMIT_DATA`/`RLIMIT_NPROC`; CPU time by
+//! rlimit; bytes written by the whole run summed from the kernel's per-process write
+//! counters every 50 ms (and each file capped by `RLIMIT_FSIZE`). The
+//! [`SandboxOutcome`] says which limit stopped the tool when that can be told, and which
+//! [`Mechanisms`] were in force.
+//!
+//! The init and the tools stay in the embedder's session (own process groups, no
+//! `setsid`), so a tool shares the embedder's scheduler autogroup: in another one it
+//! would wait for its own CPU turn after every wake-up, which made a no-op `cargo build`
+//! tens of milliseconds slower on a loaded machine. The sandbox has no `/dev/tty`, and a
+//! tool handed a terminal does start a session, so the terminal is never its
+//! controlling one.
 //!
 //! ```no_run
 //! use devshell_vm_exec::{OutputMode, ToolRequest};
