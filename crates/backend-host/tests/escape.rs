@@ -444,6 +444,7 @@ fn shell_cases(base: &Path) {
     endless_writer_is_held(base);
     endless_writer_across_files_is_held(base);
     ptrace_is_refused(base);
+    kill_9_leaves_nothing(base);
 }
 
 #[test]
@@ -539,10 +540,15 @@ fn every_shell_case_is_held_as_nobody() {
 
 // --- kill -9 of the embedding process -----------------------------------------------
 
-/// Started by [`kill_9_of_the_embedding_process_leaves_nothing`] as a separate process.
+/// The sleep length that marks the killed embedder's tool processes: one as root, another
+/// as `nobody`, so the two runs of the case never count each other's processes.
+const KILL_MARKER_VAR: &str = "DEVSHELL_ESCAPE_KILL_MARKER";
+
+/// Started by [`kill_9_leaves_nothing`] as a separate process.
 #[test]
 #[ignore = "an embedding process, killed with -9 by kill_9_of_the_embedding_process_leaves_nothing"]
 fn embedder_to_be_killed() {
+    let marker = std::env::var(KILL_MARKER_VAR).expect("started with a marker");
     let base = scratch();
     let mut session = HostSandboxSession::new(&config(base.path(), Limits::default()));
     let mut vfs = Vfs::new();
@@ -550,15 +556,21 @@ fn embedder_to_be_killed() {
     let _ = sh(
         &mut session,
         &mut vfs,
-        "setsid sh -c 'sleep 1618 & sleep 1618' & sleep 1618",
+        &format!("setsid sh -c 'sleep {marker} & sleep {marker}' & sleep {marker}"),
     );
 }
 
-#[test]
-fn kill_9_of_the_embedding_process_leaves_nothing() {
+fn kill_9_leaves_nothing(base: &Path) {
+    let seconds = if nix::unistd::geteuid().is_root() {
+        "1618"
+    } else {
+        "1619"
+    };
+    let marker = format!("sleep {seconds}");
     let exe = std::env::current_exe().expect("test binary");
     // The killed embedder cannot remove its own temp dirs: they go in one of ours.
-    let embedder_tmp = scratch();
+    let embedder_tmp = base.join("embedder-tmp");
+    std::fs::create_dir(&embedder_tmp).expect("mkdir");
     let mut embedder = Command::new(exe)
         .args([
             "--ignored",
@@ -566,23 +578,29 @@ fn kill_9_of_the_embedding_process_leaves_nothing() {
             "embedder_to_be_killed",
             "--nocapture",
         ])
-        .env("TMPDIR", embedder_tmp.path())
+        .env("TMPDIR", &embedder_tmp)
+        .env(KILL_MARKER_VAR, seconds)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("embedder");
     let until = Instant::now() + Duration::from_secs(30);
-    while host_processes_with("sleep 1618").len() < 3 {
+    while host_processes_with(&marker).len() < 3 {
         assert!(Instant::now() < until, "the tool never started");
         std::thread::sleep(Duration::from_millis(20));
     }
     embedder.kill().expect("kill -9");
     embedder.wait().expect("reap");
-    let left = wait_until_gone("sleep 1618");
+    let left = wait_until_gone(&marker);
     assert!(
         left.is_empty(),
         "tool processes survived kill -9 of the embedder: {left:?}"
     );
+}
+
+#[test]
+fn kill_9_of_the_embedding_process_leaves_nothing() {
+    kill_9_leaves_nothing(scratch().path());
 }
 
 // --- cargo: build.rs, network, registry dependencies (as root, and as nobody below)
