@@ -57,7 +57,8 @@ pub const ENV_DEVSHELL_VM_LIMIT_MEMORY: &str = "DEVSHELL_VM_LIMIT_MEMORY";
 pub const ENV_DEVSHELL_VM_LIMIT_PIDS: &str = "DEVSHELL_VM_LIMIT_PIDS";
 /// CPU seconds per process of a confined run. Default 3600.
 pub const ENV_DEVSHELL_VM_LIMIT_CPU_SECS: &str = "DEVSHELL_VM_LIMIT_CPU_SECS";
-/// Largest file a confined run may write, and the size of its private `/tmp` and `HOME`. Default 8 GiB.
+/// Bytes one confined run may write into the workspace (all its processes and files), also
+/// the largest single file and the size of its private `/tmp` and `HOME`. Default 8 GiB.
 pub const ENV_DEVSHELL_VM_LIMIT_WRITE: &str = "DEVSHELL_VM_LIMIT_WRITE";
 /// Absolute host path: parent of host-sandbox staging dirs and of `vm-workspace/`.
 pub const ENV_DEVSHELL_EXPORT_BASE: &str = "DEVSHELL_EXPORT_BASE";
@@ -310,7 +311,7 @@ pub const VARIABLES: &[VarDoc] = &[
         ENV_DEVSHELL_VM_LIMIT_WRITE,
         "positive byte count with optional `K`/`M`/`G`/`T` suffix (powers of 1024), or `unlimited`",
         "`8G`",
-        "Largest file a confined run may write (`RLIMIT_FSIZE`; the outcome says `write`), and the size of its private `/tmp` and `HOME`.",
+        "Bytes one confined run may write into the workspace (disk-backed files, all its processes together: summed from `/proc/<pid>/io` every 50 ms, the run is killed past it and the outcome says `write`); also the largest single file (`RLIMIT_FSIZE`) and the size of its private `/tmp` and `HOME`.",
     ),
     used(
         ENV_DEVSHELL_EXPORT_BASE,
