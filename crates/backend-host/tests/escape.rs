@@ -542,13 +542,19 @@ fn every_shell_case_is_held_as_nobody() {
 
 /// The sleep length that marks the killed embedder's tool processes: one as root, another
 /// as `nobody`, so the two runs of the case never count each other's processes.
-const KILL_MARKER_VAR: &str = "DEVSHELL_ESCAPE_KILL_MARKER";
+fn kill_marker_seconds() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        "1618"
+    } else {
+        "1619"
+    }
+}
 
 /// Started by [`kill_9_leaves_nothing`] as a separate process.
 #[test]
 #[ignore = "an embedding process, killed with -9 by kill_9_of_the_embedding_process_leaves_nothing"]
 fn embedder_to_be_killed() {
-    let marker = std::env::var(KILL_MARKER_VAR).expect("started with a marker");
+    let marker = kill_marker_seconds();
     let base = scratch();
     let mut session = HostSandboxSession::new(&config(base.path(), Limits::default()));
     let mut vfs = Vfs::new();
@@ -561,11 +567,7 @@ fn embedder_to_be_killed() {
 }
 
 fn kill_9_leaves_nothing(base: &Path) {
-    let seconds = if nix::unistd::geteuid().is_root() {
-        "1618"
-    } else {
-        "1619"
-    };
+    let seconds = kill_marker_seconds();
     let marker = format!("sleep {seconds}");
     let exe = std::env::current_exe().expect("test binary");
     // The killed embedder cannot remove its own temp dirs: they go in one of ours.
@@ -579,7 +581,6 @@ fn kill_9_leaves_nothing(base: &Path) {
             "--nocapture",
         ])
         .env("TMPDIR", &embedder_tmp)
-        .env(KILL_MARKER_VAR, seconds)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -554,10 +554,10 @@ impl WaitState<'_> {
             let wake = self.next_wake(drain_until);
             match events.recv_timeout(wake) {
                 Ok(Event::Stream(StreamEvent::Output(kind, chunk))) => {
-                    self.deliver(kind, &chunk, on_output)
+                    self.deliver(kind, &chunk, on_output);
                 }
                 Ok(Event::Stream(StreamEvent::Closed)) => {
-                    self.open_streams = self.open_streams.saturating_sub(1)
+                    self.open_streams = self.open_streams.saturating_sub(1);
                 }
                 Ok(Event::Exited(status)) => {
                     let status = termination_of(status)?;
@@ -652,7 +652,7 @@ impl WaitState<'_> {
         loop {
             match events.recv_timeout(give_up.saturating_duration_since(Instant::now())) {
                 Ok(Event::Stream(StreamEvent::Output(kind, chunk))) => {
-                    self.deliver(kind, &chunk, on_output)
+                    self.deliver(kind, &chunk, on_output);
                 }
                 Ok(Event::Stream(StreamEvent::Closed)) => {}
                 Ok(Event::Exited(_)) | Err(_) => return Ok(forced),

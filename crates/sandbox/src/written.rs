@@ -19,7 +19,6 @@
 //! 1-byte file counts 4 KiB, and rewriting a page still waiting for writeback counts
 //! once.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// How often a run's written bytes are summed while a write limit is set.
@@ -75,7 +74,7 @@ fn children(pid: i32, out: &mut Vec<i32>) {
         return;
     };
     for task in tasks.flatten() {
-        let mut path = PathBuf::from(task.path());
+        let mut path = task.path();
         path.push("children");
         if let Ok(text) = std::fs::read_to_string(&path) {
             out.extend(
