@@ -10,7 +10,7 @@ pub use devshell_vm_config::{Isolation, Limits, NetworkPolicy};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Net {
     /// No network: a private loopback only (namespaces), or every TCP bind/connect
-    /// refused (Landlock).
+    /// refused (Landlock) and every non-Unix socket refused (seccomp).
     None,
     /// The host's network.
     Host,
