@@ -909,65 +909,32 @@ fn nobody_cargo_suite() {
     cargo_cases();
 }
 
-/// The cargo cases as `nobody`. The toolchain lives under `/root` (mode 0700 here, as on
-/// most machines where root installed rustup), which `nobody` cannot traverse; so this
-/// test, as root, starts the suite in a private mount namespace where `/root` is a
-/// traversable tmpfs with the real `.rustup` and `.cargo` bound read-only at their own
-/// paths (rustup's toolchain links are absolute), then drops to `nobody` with
-/// `runuser`. Nothing changes outside that namespace. `nobody` gets a cargo home of its
-/// own (the toolchain's `bin` linked in) for the fetch phase's registry cache.
+/// The cargo cases as `nobody`, with root's toolchain reachable through a private mount
+/// namespace (`devshell_vm_test_support::nobody`); `nobody` gets a cargo home of its own
+/// for the fetch phase's registry cache.
 #[test]
 fn every_cargo_case_is_held_as_nobody() {
     let config = VmConfig::from_env().expect("config");
-    let rustup = config.rustup_home_dir().expect("a rustup home");
+    let rustup_home = config.rustup_home_dir().expect("a rustup home");
     let cargo_home = config.cargo_home_dir().expect("a cargo home");
     let base = scratch();
-    let stash = base.path().join("stash");
-    let nobody_home = base.path().join("home");
-    let nobody_cargo = nobody_home.join("cargo");
-    std::fs::create_dir_all(&nobody_cargo).expect("mkdir");
-    std::os::unix::fs::symlink(cargo_home.join("bin"), nobody_cargo.join("bin")).expect("link");
-    let chown = Command::new("chown")
-        .args(["-R", "-h", "nobody"])
-        .arg(&nobody_home)
-        .status()
-        .expect("chown (coreutils)");
-    assert!(chown.success(), "chown -R nobody {}", nobody_home.display());
-    // Binds of the real homes first (the tmpfs on /root hides them), then the tmpfs.
-    let script = r#"set -e
-mkdir -p "$STASH/rustup" "$STASH/cargo"
-mount --bind "$RUSTUP" "$STASH/rustup"
-mount --bind "$CARGO" "$STASH/cargo"
-for dir in "$RUSTUP" "$CARGO"; do
-  case "$dir" in /root/*) ;; *) echo "toolchain not under /root: $dir" >&2; exit 2;; esac
-done
-mount -t tmpfs -o mode=0755,size=1m devshell-escape-root /root
-mkdir -p "$RUSTUP" "$CARGO"
-mount --bind -o ro "$STASH/rustup" "$RUSTUP"
-mount --bind -o ro "$STASH/cargo" "$CARGO"
-exec runuser -u nobody -- env HOME="$NOBODY_HOME" RUSTUP_HOME="$RUSTUP" \
-  CARGO_HOME="$NOBODY_CARGO" PATH="$CARGO/bin:/usr/local/bin:/usr/bin:/bin" \
-  "$EXE" --ignored --exact nobody_cargo_suite --nocapture --test-threads=1
-"#;
     let exe = std::env::current_exe().expect("test binary");
-    let output = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .env("STASH", &stash)
-        .env("RUSTUP", &rustup)
-        .env("CARGO", &cargo_home)
-        .env("NOBODY_HOME", &nobody_home)
-        .env("NOBODY_CARGO", &nobody_cargo)
-        .env("EXE", &exe)
-        .output()
-        .expect("unshare (util-linux) must be installed");
+    let output = devshell_vm_test_support::nobody::run_as_nobody_with_toolchain(
+        devshell_vm_test_support::nobody::NobodyRun {
+            rustup_home: &rustup_home,
+            cargo_home: &cargo_home,
+            scratch: base.path(),
+        },
+        &exe,
+        &[
+            "--ignored",
+            "--exact",
+            "nobody_cargo_suite",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+        &[],
+    );
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -78,6 +78,54 @@ fn demo_works_without_configuration() {
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }
 
+/// The demo (real `cargo build`, `test` and `run`, confined by default) also works for
+/// an unprivileged user: as `nobody`, with root's toolchain reachable through a private
+/// mount namespace (`devshell_vm_test_support::nobody`) and a clean environment.
+#[test]
+fn demo_works_as_nobody() {
+    let config = devshell_vm::config::VmConfig::from_env().expect("config");
+    let rustup_home = config.rustup_home_dir().expect("a rustup home");
+    let cargo_home = config.cargo_home_dir().expect("a cargo home");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let export_base = scratch.path().join("export");
+    std::fs::create_dir(&export_base).expect("mkdir");
+    std::fs::set_permissions(
+        &export_base,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let export = export_base.to_string_lossy().into_owned();
+    let output = devshell_vm_test_support::nobody::run_as_nobody_with_toolchain(
+        devshell_vm_test_support::nobody::NobodyRun {
+            rustup_home: &rustup_home,
+            cargo_home: &cargo_home,
+            scratch: scratch.path(),
+        },
+        Path::new(BIN),
+        &["demo"],
+        &[("DEVSHELL_EXPORT_BASE", export.as_str())],
+    );
+    assert!(output.status.success(), "{}", show(&output));
+    let stdout = text(&output.stdout);
+    for expected in [
+        "test tests::greets_by_name ... ok",
+        "output: Hello, in-memory workspace!",
+        "recompiled: app (greet stayed fresh: yes)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?}\n{}",
+            show(&output)
+        );
+    }
+    println!("{}", show(&output));
+}
+
 #[test]
 fn run_loads_a_directory_keeps_it_intact_and_saves_the_result() {
     let base = tempfile::tempdir().expect("tempdir");

@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod fuzz;
 pub mod lifeline;
+pub mod nobody;
 pub mod sidecar;
 pub mod special;
 
