@@ -526,16 +526,19 @@ fn every_shell_case_is_held_as_nobody() {
         .env("HOME", base.path())
         .output()
         .expect("runuser -u nobody (util-linux) must be installed");
+    assert_suite_passed(&output, "nobody_suite");
+}
+
+/// The ignored `suite` ran (as `nobody`) and passed; its log is printed.
+fn assert_suite_passed(output: &std::process::Output, suite: &str) {
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "as nobody: {log}");
-    assert!(
-        log.contains("1 passed"),
-        "the nobody suite did not run: {log}"
-    );
+    assert!(output.status.success(), "{suite} as nobody: {log}");
+    assert!(log.contains("1 passed"), "{suite} did not run: {log}");
+    println!("{log}");
 }
 
 // --- kill -9 of the embedding process -----------------------------------------------
@@ -935,15 +938,5 @@ fn every_cargo_case_is_held_as_nobody() {
         ],
         &[],
     );
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "as nobody: {log}");
-    assert!(
-        log.contains("1 passed"),
-        "the nobody cargo suite did not run: {log}"
-    );
-    println!("{log}");
+    assert_suite_passed(&output, "nobody_cargo_suite");
 }
