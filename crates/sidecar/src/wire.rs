@@ -253,6 +253,8 @@ struct PendingPush {
     deleted: Vec<String>,
     entries: Vec<WireEntry>,
     missing: Vec<String>,
+    /// When `wire_need` was answered (the phase timings in the log start here).
+    needed_at: Instant,
 }
 
 /// One project's copy: mirror, manifest, staging tree and sync state.
@@ -371,6 +373,7 @@ impl Replica {
     /// Handles `wire_push`: either applies it at once (nothing missing) or answers
     /// `wire_need` and keeps it pending.
     pub(crate) fn push(&mut self, conn: u64, mut push: WirePush, max_bytes: u64) -> Reply {
+        let started = Instant::now();
         self.pending_pull = false;
         self.pending_push = None;
         for entry in &push.entries {
@@ -454,7 +457,17 @@ impl Replica {
             deleted,
             entries,
             missing,
+            needed_at: Instant::now(),
         };
+        log(
+            conn,
+            &format!(
+                "wire-sync: push of {:?} checked: {} entries, {missing_count} blobs needed ({:?})",
+                self.project,
+                pending.entries.len(),
+                started.elapsed()
+            ),
+        );
         if missing_count == 0 {
             return self.apply_push(conn, &pending, HashMap::new());
         }
@@ -545,6 +558,7 @@ impl Replica {
             write_frame(writer, &Reply::error(code, message.clone()))?;
             return Err(ProtocolError::BulkFrame { message });
         }
+        let header_at = Instant::now();
         let (received, total) = match read_verified(reader, &header.blobs, max_bytes) {
             Ok(found) => found,
             Err(err) => {
@@ -574,8 +588,11 @@ impl Replica {
         log(
             conn,
             &format!(
-                "wire-sync: received {} blobs, {total} bytes",
-                header.blobs.len()
+                "wire-sync: push of {:?}: received {} blobs, {total} bytes (header {:?} after wire_need, frames read and verified in {:?})",
+                self.project,
+                header.blobs.len(),
+                header_at.duration_since(pending.needed_at),
+                header_at.elapsed()
             ),
         );
         let reply = self.apply_push(conn, &pending, received);
@@ -632,6 +649,7 @@ impl Replica {
             };
             contents.insert(digest.to_owned(), content);
         }
+        let mirror_started = Instant::now();
         let mut next = self.vfs.clone();
         let mut manifest = self.manifest.clone();
         if let Err(err) = apply_changes(
@@ -646,6 +664,8 @@ impl Replica {
         }
         self.vfs = next;
         self.manifest = manifest;
+        let mirror_time = mirror_started.elapsed();
+        let disk_started = Instant::now();
         self.tracker.before_push();
         let pushed = devshell_vm_sync::push_incremental(&self.vfs, VFS_ROOT, &mut self.sync);
         if let Ok(report) = &pushed {
@@ -662,21 +682,25 @@ impl Replica {
             self.reset(conn, &message);
             return Reply::error(ErrorCode::WireIo, message);
         }
+        let disk_time = disk_started.elapsed();
         self.epoch = Some(pending.push.epoch.clone());
         self.generation = Some(pending.push.generation);
+        let digest_started = Instant::now();
+        let tree_digest = self.manifest.tree_digest();
         log(
             conn,
             &format!(
-                "wire-sync: push of {:?} applied ({} deleted, {} entries, {:?})",
+                "wire-sync: push of {:?} applied ({} deleted, {} entries, {:?}: mirror {mirror_time:?}, disk {disk_time:?}, tree digest {:?})",
                 self.project,
                 pending.deleted.len(),
                 pending.entries.len(),
-                started.elapsed()
+                started.elapsed(),
+                digest_started.elapsed()
             ),
         );
         Reply::WirePushOk(WirePushOk {
             generation: pending.push.generation,
-            tree_digest: self.manifest.tree_digest(),
+            tree_digest,
         })
     }
 

@@ -303,6 +303,14 @@ fn first_push_case(
         w.as_secs_f64() / r.as_secs_f64(),
         w.as_secs_f64() / l.as_secs_f64(),
     );
+    // The sidecar's own phase timings of these pushes (its log): where the wire time goes.
+    let logs = setup.sidecar.logs();
+    for line in logs
+        .lines()
+        .filter(|line| line.contains("wire-sync: push of") && line.contains(&format!("\"/{name}")))
+    {
+        println!("beta/{name} sidecar profile: {line}");
+    }
 }
 
 fn round_trips(setup: &WireSetup) {
