@@ -8,7 +8,7 @@
 //! * `cargo xtask package` — only the publishability checks of `ci`.
 //! * `cargo xtask bench [SUITE…] [-- ARGS]` — the repository benchmarks
 //!   (`vfs`, `sync`, `host`, `beta`, `lima`); figures go to `docs/BENCHMARKS.md`.
-//! * `cargo xtask fuzz <TARGET> [--secs N]` — one cargo-fuzz campaign (nightly and
+//! * `cargo xtask fuzz <TARGET> [--secs N] [--runs N]` — one cargo-fuzz campaign (nightly and
 //!   `cargo-fuzz` needed) on the target's stored corpus, which it grows; see
 //!   `docs/FUZZING.md`. `cargo xtask fuzz --list` names the targets.
 //!
@@ -40,6 +40,7 @@ pub(crate) const RUN_MARKER: &str = "DEVSHELL_VM_CI_RUN";
 const FUZZ_TARGETS: &[(&str, &str)] = &[
     ("line_parser", "crates/protocol"),
     ("requests", "crates/protocol"),
+    ("wire_frames", "crates/protocol"),
     ("image_load", "crates/vfs"),
     ("sidecar_conn", "crates/sidecar"),
     ("guest_path", "crates/guest-fs"),
@@ -76,7 +77,7 @@ fn print_usage() {
          cargo package --workspace, leftover-process and temp-file check\n  \
          package                 only the publishability checks (metadata, cargo package --workspace)\n  \
          bench [SUITE…] [-- ARGS] run benchmarks (suites: vfs sync host beta lima; default: all)\n  \
-         fuzz TARGET [--secs N]  run one fuzz campaign (default 300 s; `fuzz --list` names the targets)"
+         fuzz TARGET [--secs N] [--runs N]  run one fuzz campaign (default 300 s; `fuzz --list` names the targets)"
     );
 }
 
@@ -429,7 +430,7 @@ pub(crate) fn workspace_root() -> &'static Path {
         .unwrap_or_else(|| Path::new("."))
 }
 
-/// `cargo xtask fuzz TARGET [--secs N]`: runs cargo-fuzz on the target's stored corpus
+/// `cargo xtask fuzz TARGET [--secs N] [--runs N]`: runs cargo-fuzz on the target's stored corpus
 /// (`<crate>/fuzz/corpus/<target>`, grown in place), with libFuzzer's own output, at a
 /// low priority (`nice`): the machine is shared.
 fn fuzz(args: &[String]) -> Result<(), String> {
@@ -450,6 +451,7 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         ));
     };
     let mut secs: u64 = 300;
+    let mut runs: Option<u64> = None;
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -459,6 +461,14 @@ fn fuzz(args: &[String]) -> Result<(), String> {
                     .and_then(|v| v.parse().ok())
                     .filter(|&v| v > 0)
                     .ok_or("--secs needs a positive number of seconds")?;
+            }
+            "--runs" => {
+                runs = Some(
+                    rest.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|&v| v > 0)
+                        .ok_or("--runs needs a positive number of executions")?,
+                );
             }
             other => return Err(format!("unknown fuzz option `{other}`")),
         }
@@ -470,14 +480,28 @@ fn fuzz(args: &[String]) -> Result<(), String> {
     let corpus = format!("fuzz/corpus/{target}");
     std::fs::create_dir_all(crate_dir.join(&corpus))
         .map_err(|err| format!("creating {}/{corpus}: {err}", crate_dir.display()))?;
-    let max_time = format!("-max_total_time={secs}");
+    // Seeds (hand-made inputs, never rewritten) are read too when a target has them.
+    let seeds = format!("fuzz/seeds/{target}");
+    let mut dirs = vec![corpus.clone()];
+    if crate_dir.join(&seeds).is_dir() {
+        dirs.push(seeds);
+    }
+    let mut limits = vec![format!("-max_total_time={secs}")];
+    if let Some(runs) = runs {
+        limits.push(format!("-runs={runs}"));
+    }
     let shown = format!(
-        "(cd {dir} && nice cargo +nightly fuzz run {target} {corpus} -- {max_time} -close_fd_mask=2 -print_final_stats=1)"
+        "(cd {dir} && nice -n 19 cargo +nightly fuzz run {target} {} -- {} -close_fd_mask=2 -print_final_stats=1)",
+        dirs.join(" "),
+        limits.join(" ")
     );
     println!("==> {shown}");
     let status = Command::new("nice")
-        .args(["cargo", "+nightly", "fuzz", "run", target, &corpus, "--"])
-        .args([max_time.as_str(), "-close_fd_mask=2", "-print_final_stats=1"])
+        .args(["-n", "19", "cargo", "+nightly", "fuzz", "run", target])
+        .args(&dirs)
+        .arg("--")
+        .args(&limits)
+        .args(["-close_fd_mask=2", "-print_final_stats=1"])
         .current_dir(&crate_dir)
         .status()
         .map_err(|err| format!("could not run `{shown}` (is cargo-fuzz installed? `cargo install cargo-fuzz`): {err}"))?;

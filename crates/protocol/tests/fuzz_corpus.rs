@@ -1,4 +1,4 @@
-//! Replays the stored corpus of the `line_parser`, `requests` fuzz target(s) on stable Rust, so CI
+//! Replays the stored corpus of the `line_parser`, `requests` and `wire_frames` fuzz targets on stable Rust, so CI
 //! (which runs no fuzzing) still checks every input a campaign kept, and every
 //! crash input saved under `fuzz/regressions/`. See docs/FUZZING.md.
 
@@ -6,6 +6,8 @@
 mod line_parser;
 #[path = "../fuzz/checks/requests.rs"]
 mod requests;
+#[path = "../fuzz/checks/wire_frames.rs"]
+mod wire_frames;
 
 fn replay(target: &str, check: fn(&[u8])) {
     devshell_vm_test_support::fuzz::replay_corpus(
@@ -23,4 +25,9 @@ fn line_parser_corpus_replays() {
 #[test]
 fn requests_corpus_replays() {
     replay("requests", requests::check);
+}
+
+#[test]
+fn wire_frames_corpus_replays() {
+    replay("wire_frames", wire_frames::check);
 }
