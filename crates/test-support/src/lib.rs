@@ -9,9 +9,12 @@
 //! * [`lifeline`] — [`lifeline::spawn_tied`] starts a daemon that ends with the test
 //!   process however it ends; every sidecar a test starts goes through it.
 //! * [`special`] — FIFOs and devices for the guest-fs special-file checks.
+//! * [`kill_loop`] — SIGKILL of a child running sync rounds, inside its push or its
+//!   pull, for the backends' fault tests.
 
 pub mod bench;
 pub mod fuzz;
+pub mod kill_loop;
 pub mod lifeline;
 pub mod nobody;
 pub mod sidecar;
