@@ -9,7 +9,10 @@
 //! before anything is sent; the script then resolves symlinks (`realpath -m`) and refuses
 //! any path whose resolution leaves the mount, so no operation reads, writes or removes
 //! outside it through a link. `stat`, `exists`, `remove` and `rename` act on a final
-//! symlink itself (only its parent is resolved).
+//! symlink itself (only its parent is resolved). `write_file` refuses an existing FIFO,
+//! socket or device (as the sidecar does) and writes through a temporary file renamed
+//! over the path, so it never writes into a special node, even one swapped in after the
+//! check.
 
 use devshell_vm_guest_fs::{GuestFsError, GuestKind, GuestMetadata};
 
@@ -75,9 +78,18 @@ write_file)
   walk "${p%/*}" 10 1
   rp "$p"; inside "$r" || fail 13 "escapes the mount through a symlink"
   if [ -d "$r" ]; then fail 12 "is a directory"; fi
+  if [ -e "$r" ] && [ ! -f "$r" ]; then
+    fail 30 "not a regular file (FIFO, socket or device): refusing to write into it"
+  fi
   par=${r%/*}; [ -n "$par" ] || par=/
   mkdir -p -- "$par" || fail 30 "mkdir failed"
-  cat > "$r" || fail 30 "write failed"
+  # Into a new file beside it, renamed over the path: a node swapped for a FIFO or a
+  # device after the check above is replaced, never written into.
+  tmp=$(mktemp -- "$par/.devshell-vm-write.XXXXXX") || fail 30 "cannot create a temporary file"
+  if [ -f "$r" ]; then chmod --reference="$r" -- "$tmp"
+  else chmod -- "$(printf '%o' $((0666 & ~$(umask))))" "$tmp"; fi || { rm -f -- "$tmp"; fail 30 "chmod failed"; }
+  cat > "$tmp" || { rm -f -- "$tmp"; fail 30 "write failed"; }
+  mv -f -T -- "$tmp" "$r" || { rm -f -- "$tmp"; fail 30 "rename failed"; }
   exit 0 ;;
 mkdir)
   walk "$p" 10 1

@@ -7,7 +7,7 @@ mod common;
 use common::{Fixture, MOUNT};
 use devshell_vm_backend_lima::Backend as _;
 use devshell_vm_backend_lima::{ChannelState, GammaSession};
-use devshell_vm_guest_fs::conformance::SymlinkFixture;
+use devshell_vm_guest_fs::conformance::{SpecialFileFixture, SpecialKind, SymlinkFixture};
 use devshell_vm_guest_fs::{GuestFsOps, GuestKind};
 
 /// A Mode P session on a fresh fixture, with or without the sidecar channel. The fixture
@@ -89,7 +89,23 @@ fn symlink_fixture(channel: bool) -> SymlinkFixture {
     }
 }
 
+/// Finding 5 of issue 15: `write_file` onto a FIFO or a device planted in the guest's
+/// workspace is refused (or the node replaced), over the channel and per operation.
+fn special_fixture(channel: bool) -> SpecialFileFixture {
+    let (session, fixture) = session(channel);
+    let parent = fixture.parent.path().to_path_buf();
+    SpecialFileFixture {
+        ops: Box::new(session),
+        plant: Box::new(move |rel: &str, kind: SpecialKind| {
+            devshell_vm_test_support::special::plant(&parent.join(rel), kind == SpecialKind::Fifo)
+        }),
+        guard: Box::new(fixture),
+    }
+}
+
 devshell_vm_guest_fs::guest_fs_conformance_tests!(mod per_op_shell, || held(false));
+devshell_vm_guest_fs::guest_fs_special_file_tests!(mod per_op_shell_special_files, || special_fixture(false));
+devshell_vm_guest_fs::guest_fs_special_file_tests!(mod sidecar_channel_special_files, || special_fixture(true));
 devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(mod per_op_shell_symlinks, || symlink_fixture(false));
 devshell_vm_guest_fs::guest_fs_conformance_tests!(mod sidecar_channel, || held(true));
 devshell_vm_guest_fs::guest_fs_symlink_escape_tests!(mod sidecar_channel_symlinks, || symlink_fixture(true));
