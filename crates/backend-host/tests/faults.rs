@@ -368,6 +368,7 @@ fn child_eio(dir: &Path) {
         matches!(&err, HostError::Session(SessionError::PullAfterRun { .. })),
         "expected a typed pull error, got {err:?}"
     );
+    println!("EIO mid-pull reported as: {text}");
     assert!(
         text.contains("Input/output error") && text.contains("eio.bin"),
         "the error names EIO and the file: {text}"
@@ -451,6 +452,7 @@ fn files_churning_in_staging_during_runs_never_tear_the_vfs() {
     };
     session.set_pull_excludes(&["churn/.tmp-*"]).unwrap();
     let (mut ok, mut failed) = (0_u32, 0_u32);
+    let mut versions = std::collections::BTreeSet::new();
     let start = Instant::now();
     while ok + failed < 150 && start.elapsed() < Duration::from_secs(60) {
         let before = vfs_snapshot(&vfs, "/");
@@ -466,6 +468,7 @@ fn files_churning_in_staging_during_runs_never_tear_the_vfs() {
                             "{path}: torn content ({} bytes)",
                             content.len()
                         );
+                        versions.insert(content[..content.len().min(12)].to_vec());
                     }
                 }
             }
@@ -489,8 +492,12 @@ fn files_churning_in_staging_during_runs_never_tear_the_vfs() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    println!("churn: {ok} runs pulled, {failed} failed with a typed error");
+    println!(
+        "churn: {ok} runs pulled, {failed} failed with a typed error, {} versions seen",
+        versions.len()
+    );
     assert!(ok > 0, "no run succeeded under churn ({failed} failed)");
+    assert!(versions.len() > 10, "the churn never reached the VFS: {versions:?}");
     // Quiet again: one run makes staging and the VFS equal.
     run_ok(&mut session, &mut vfs, "true");
     assert_staging_is_the_vfs(&session, &vfs, "marker", "after the churn");

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod faults;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
