@@ -13,7 +13,10 @@
 //! repairs staging (staging equals the VFS), nothing outside staging changed, and the
 //! failure was a typed error.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 mod common;
 #[path = "../../sync/tests/support/mod.rs"]
@@ -173,7 +176,10 @@ fn child_enospc_eacces(dir: &Path) {
     let (_sidecar, socket) = unix_sidecar(&fs);
     let mut session = BetaSession::new(&config(&[
         ("DEVSHELL_VM_SOCKET", &socket),
-        ("DEVSHELL_VM_BETA_SESSION_STAGING", staging.to_str().unwrap()),
+        (
+            "DEVSHELL_VM_BETA_SESSION_STAGING",
+            staging.to_str().unwrap(),
+        ),
     ]))
     .unwrap();
     let mut vfs = Vfs::new();
@@ -202,7 +208,11 @@ fn child_enospc_eacces(dir: &Path) {
     assert_eq!(vfs_snapshot(&vfs, "/"), before, "the VFS is unchanged");
     assert_eq!(host_snapshot(&fs.join("outside")), outside);
     vfs.remove("/proj/m/big.bin").unwrap();
-    run_ok(&mut session, &mut vfs, "test ! -e ran.txt && echo ok > ok.txt");
+    run_ok(
+        &mut session,
+        &mut vfs,
+        "test ! -e ran.txt && echo ok > ok.txt",
+    );
     assert_eq!(&vfs.read_file("/proj/z/file.txt").unwrap()[..], b"z2");
     assert_same(
         &host_snapshot(&leaf(&staging)),
@@ -272,7 +282,10 @@ fn child_client_loop(dir: &Path, socket: &str) {
     let staging = dir.join("staging");
     let mut session = BetaSession::new(&config(&[
         ("DEVSHELL_VM_SOCKET", socket),
-        ("DEVSHELL_VM_BETA_SESSION_STAGING", staging.to_str().unwrap()),
+        (
+            "DEVSHELL_VM_BETA_SESSION_STAGING",
+            staging.to_str().unwrap(),
+        ),
     ]))
     .unwrap();
     let mut round: u32 = std::str::from_utf8(&vfs.read_file("/proj/round").unwrap())
@@ -368,9 +381,15 @@ fn sigkill_of_the_client_with_shared_staging_leaves_the_last_good_vfs() {
             let vfs = devshell_vm_vfs::image::load(&image)
                 .unwrap_or_else(|e| panic!("iteration {iteration}: torn image: {e}"));
             let round = assert_image_is_one_round(&vfs, &format!("iteration {iteration}"));
-            assert!(round >= last_round, "iteration {iteration}: the VFS went back");
+            assert!(
+                round >= last_round,
+                "iteration {iteration}: the VFS went back"
+            );
             last_round = round;
-            assert_eq!(std::fs::read(dirs.root.join("not-staging.txt")).unwrap(), b"keep");
+            assert_eq!(
+                std::fs::read(dirs.root.join("not-staging.txt")).unwrap(),
+                b"keep"
+            );
         },
     );
     println!("client kills landed: {landed:?}; last saved round {last_round}");
@@ -383,7 +402,10 @@ fn sigkill_of_the_client_with_shared_staging_leaves_the_last_good_vfs() {
     let mut vfs = devshell_vm_vfs::image::load(&image).unwrap();
     let mut session = BetaSession::new(&config(&[
         ("DEVSHELL_VM_SOCKET", &socket),
-        ("DEVSHELL_VM_BETA_SESSION_STAGING", dir.join("staging").to_str().unwrap()),
+        (
+            "DEVSHELL_VM_BETA_SESSION_STAGING",
+            dir.join("staging").to_str().unwrap(),
+        ),
     ]))
     .unwrap();
     run_ok(&mut session, &mut vfs, "true");

@@ -97,8 +97,15 @@ fn vfs_tree(vfs: &Vfs, root: &str) -> BTreeMap<String, String> {
 fn assert_copy_is_the_vfs(session: &mut BetaSession, vfs: &mut Vfs, root: &str, what: &str) {
     let before = vfs.clone();
     let remote = sidecar_tree(session, vfs, root);
-    assert!(vfs.same_tree(&before), "{what}: the listing run changed the VFS");
-    assert_eq!(remote, vfs_tree(vfs, root), "{what}: the sidecar's copy differs");
+    assert!(
+        vfs.same_tree(&before),
+        "{what}: the listing run changed the VFS"
+    );
+    assert_eq!(
+        remote,
+        vfs_tree(vfs, root),
+        "{what}: the sidecar's copy differs"
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -114,14 +121,19 @@ fn eio_in_the_sidecars_copy_is_a_typed_error_and_the_next_run_repairs() {
     vfs.write_file("/e/b.txt", b"b".to_vec()).unwrap();
     run_ok(&mut session, &mut vfs, "/e", "true");
     let before = vfs.clone();
-    let guest_dir = run_ok(&mut session, &mut vfs, "/e", "pwd").trim().to_owned();
+    let guest_dir = run_ok(&mut session, &mut vfs, "/e", "pwd")
+        .trim()
+        .to_owned();
     let pid = sidecar.pid().to_string();
     let mem = format!("/proc/{pid}/mem");
     // While the tool runs (tools run confined), the file system under the sidecar's
     // copy starts failing: `nsenter` into the sidecar's mount namespace, bind-mount.
     let request = ToolRequest::new(
         "sh",
-        ["-c", "echo changed > b.txt && echo data > sub/eio.bin && echo ready && sleep 1"],
+        [
+            "-c",
+            "echo changed > b.txt && echo data > sub/eio.bin && echo ready && sleep 1",
+        ],
     )
     .stdout(OutputMode::Stream)
     .stderr(OutputMode::Capture);
@@ -138,7 +150,10 @@ fn eio_in_the_sidecars_copy_is_a_typed_error_and_the_next_run_repairs() {
                         .arg(format!("{guest_dir}/sub/eio.bin"))
                         .status()
                         .unwrap();
-                    assert!(status.success(), "nsenter + mount --bind failed: {status:?}");
+                    assert!(
+                        status.success(),
+                        "nsenter + mount --bind failed: {status:?}"
+                    );
                     mounted = true;
                 }
             },
@@ -157,7 +172,10 @@ fn eio_in_the_sidecars_copy_is_a_typed_error_and_the_next_run_repairs() {
         text.contains("Input/output error") && text.contains("eio.bin"),
         "the error names EIO and the file: {text}"
     );
-    assert!(vfs.same_tree(&before), "the VFS changed after a failed pull");
+    assert!(
+        vfs.same_tree(&before),
+        "the VFS changed after a failed pull"
+    );
     // The file system heals (the mount goes); the next run brings a consistent tree.
     let status = Command::new("nsenter")
         .args(["--target", &pid, "--mount", "--", "umount"])
@@ -166,7 +184,11 @@ fn eio_in_the_sidecars_copy_is_a_typed_error_and_the_next_run_repairs() {
         .unwrap();
     assert!(status.success(), "umount failed: {status:?}");
     assert_copy_is_the_vfs(&mut session, &mut vfs, "/e", "after the EIO");
-    assert_eq!(&vfs.read_file("/e/b.txt").unwrap()[..], b"b", "the VFS is authoritative");
+    assert_eq!(
+        &vfs.read_file("/e/b.txt").unwrap()[..],
+        b"b",
+        "the VFS is authoritative"
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -194,7 +216,16 @@ while :; do
   esac
 done"#;
     let mut churner = Command::new("nsenter")
-        .args(["--target", &sidecar.pid().to_string(), "--mount", "--", "sh", "-c", script, "sh"])
+        .args([
+            "--target",
+            &sidecar.pid().to_string(),
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
         .arg(&guest_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -204,7 +235,7 @@ done"#;
     let (mut ok, mut failed) = (0_u32, 0_u32);
     let mut versions = std::collections::BTreeSet::new();
     let start = Instant::now();
-    while ok + failed < 60 && start.elapsed() < Duration::from_secs(60) {
+    while ok + failed < 60 && start.elapsed() < Duration::from_mins(1) {
         let before = vfs.clone();
         match session.run_tool(&mut vfs, "/c", &sh("true")) {
             Ok(outcome) => {
@@ -227,7 +258,10 @@ done"#;
                     matches!(err, BetaError::Wire { .. } | BetaError::Remote { .. }),
                     "unexpected error under churn: {err:?}"
                 );
-                assert!(vfs.same_tree(&before), "a failed run changed the VFS: {err}");
+                assert!(
+                    vfs.same_tree(&before),
+                    "a failed run changed the VFS: {err}"
+                );
                 failed += 1;
             }
         }
@@ -243,7 +277,10 @@ done"#;
         versions.len()
     );
     assert!(ok > 0, "no run succeeded under churn ({failed} failed)");
-    assert!(versions.len() > 10, "the churn never reached the VFS: {versions:?}");
+    assert!(
+        versions.len() > 10,
+        "the churn never reached the VFS: {versions:?}"
+    );
     // Quiet again: one run brings the churner's last state, then the copy is the VFS.
     run_ok(&mut session, &mut vfs, "/c", "true");
     assert_copy_is_the_vfs(&mut session, &mut vfs, "/c", "after the churn");
@@ -340,7 +377,13 @@ fn client_loop(dir: &Path, addr: std::net::SocketAddr, token: &Path) {
 /// `tr 0-9 a-j` of `data`, as the tool writes it.
 fn shifted(data: &[u8]) -> Vec<u8> {
     data.iter()
-        .map(|&b| if b.is_ascii_digit() { b - b'0' + b'a' } else { b })
+        .map(|&b| {
+            if b.is_ascii_digit() {
+                b - b'0' + b'a'
+            } else {
+                b
+            }
+        })
         .collect()
 }
 
@@ -360,7 +403,11 @@ fn assert_image_is_one_round(vfs: &Vfs, what: &str) -> u32 {
     );
     for f in 0..FILES_PER_ROUND {
         let input = versioned(round * 1000 + f);
-        assert_eq!(&vfs.read_file(&format!("/k/in/f{f}")).unwrap()[..], &input[..], "{what}: in/f{f}");
+        assert_eq!(
+            &vfs.read_file(&format!("/k/in/f{f}")).unwrap()[..],
+            &input[..],
+            "{what}: in/f{f}"
+        );
         assert_eq!(
             &vfs.read_file(&format!("/k/out/f{f}")).unwrap()[..],
             &shifted(&input)[..],
@@ -382,7 +429,13 @@ fn sigkill_of_the_client_mid_push_and_mid_pull_leaves_the_last_good_vfs() {
         || {
             let mut command = Command::new(&exe);
             command
-                .args(["--ignored", "--exact", "faults::beta_fault_child", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "faults::beta_fault_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, "client-loop")
                 .env(DIR_ENV, dir.path())
                 .env(ADDR_ENV, sidecar.addr.to_string())
@@ -393,7 +446,10 @@ fn sigkill_of_the_client_mid_push_and_mid_pull_leaves_the_last_good_vfs() {
             let vfs = devshell_vm_vfs::image::load(&image)
                 .unwrap_or_else(|e| panic!("iteration {iteration}: torn image: {e}"));
             let round = assert_image_is_one_round(&vfs, &format!("iteration {iteration}"));
-            assert!(round >= last_round, "iteration {iteration}: the VFS went back");
+            assert!(
+                round >= last_round,
+                "iteration {iteration}: the VFS went back"
+            );
             last_round = round;
         },
     );

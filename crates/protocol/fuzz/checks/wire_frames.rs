@@ -54,9 +54,17 @@ fn read_checked(reader: &mut LineReader<&[u8]>, blob: &BlobRef, limit: u64) -> O
     let before = reader.get_ref().len() + reader.buffered();
     match reader.read_blob(blob, limit) {
         Ok(content) => {
-            assert_eq!(content.len() as u64, blob.size, "accepted blob of the wrong size");
+            assert_eq!(
+                content.len() as u64,
+                blob.size,
+                "accepted blob of the wrong size"
+            );
             assert!(blob.size <= limit, "accepted a blob over the limit");
-            assert_eq!(digest_hex(&content), blob.digest, "accepted blob with the wrong digest");
+            assert_eq!(
+                digest_hex(&content),
+                blob.digest,
+                "accepted blob with the wrong digest"
+            );
             Some(content)
         }
         Err(err) => {
@@ -89,7 +97,10 @@ fn fold_entries(manifest: &mut Manifest, entries: &[WireEntry]) {
         }
     }
     let digest = manifest.tree_digest();
-    assert!(devshell_vm_protocol::is_digest_hex(&digest), "tree digest {digest:?}");
+    assert!(
+        devshell_vm_protocol::is_digest_hex(&digest),
+        "tree digest {digest:?}"
+    );
 }
 
 /// A connection's byte stream: lines, and the frames of the blobs they announce.
@@ -174,7 +185,10 @@ fn announced(bytes: &[u8]) {
     }
     let mut reader = LineReader::new(frames);
     if let Some(got) = read_checked(&mut reader, &blob, LIMIT) {
-        assert_eq!(got, content, "accepted content differs from the frames' payloads");
+        assert_eq!(
+            got, content,
+            "accepted content differs from the frames' payloads"
+        );
     }
 }
 
@@ -188,15 +202,27 @@ fn round_trip(content: &[u8]) {
     }
     let mut wire = Vec::new();
     write_blob(&mut wire, content).expect("writing to a Vec");
-    assert_eq!(wire.len(), FRAME_HEADER_LEN + content.len(), "one LAST frame");
+    assert_eq!(
+        wire.len(),
+        FRAME_HEADER_LEN + content.len(),
+        "one LAST frame"
+    );
     assert_eq!(wire[..2], [BULK_MARKER, FRAME_LAST]);
     let frames_len = wire.len();
     wire.extend_from_slice(b"{\"op\":\"health\"}\n");
 
     let mut reader = LineReader::new(&wire[..]);
-    assert_eq!(reader.read_blob(&blob, LIMIT.max(blob.size)).expect("round trip"), content);
     assert_eq!(
-        reader.read_line().expect("the line after the blob").as_deref(),
+        reader
+            .read_blob(&blob, LIMIT.max(blob.size))
+            .expect("round trip"),
+        content
+    );
+    assert_eq!(
+        reader
+            .read_line()
+            .expect("the line after the blob")
+            .as_deref(),
         Some("{\"op\":\"health\"}"),
         "read_blob consumed more or less than its frames"
     );
@@ -212,7 +238,14 @@ fn round_trip(content: &[u8]) {
             "a frame with byte {at} flipped was accepted"
         );
     }
-    for cut in [0, 1, FRAME_HEADER_LEN - 1, FRAME_HEADER_LEN, pick, frames_len - 1] {
+    for cut in [
+        0,
+        1,
+        FRAME_HEADER_LEN - 1,
+        FRAME_HEADER_LEN,
+        pick,
+        frames_len - 1,
+    ] {
         if cut >= frames_len {
             continue;
         }
@@ -226,14 +259,22 @@ fn round_trip(content: &[u8]) {
     if !content.is_empty() {
         let half = content.len() / 2;
         let mut split = Vec::new();
-        for (kind, part) in [(FRAME_DATA, &content[..half]), (FRAME_LAST, &content[half..])] {
+        for (kind, part) in [
+            (FRAME_DATA, &content[..half]),
+            (FRAME_LAST, &content[half..]),
+        ] {
             split.push(BULK_MARKER);
             split.push(kind);
             split.extend_from_slice(&u32::try_from(part.len()).expect("short").to_be_bytes());
             split.extend_from_slice(part);
         }
         let mut reader = LineReader::new(&split[..]);
-        assert_eq!(reader.read_blob(&blob, LIMIT.max(blob.size)).expect("split"), content);
+        assert_eq!(
+            reader
+                .read_blob(&blob, LIMIT.max(blob.size))
+                .expect("split"),
+            content
+        );
     }
 }
 

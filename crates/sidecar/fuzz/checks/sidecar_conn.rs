@@ -85,9 +85,7 @@ pub(crate) fn check(data: &[u8]) {
             br#"{"op":"wire_start","session_id":"w-1","client_id":"fuzz","guest_workspace":"/workspace"}"#,
         );
         input.push(b'\n');
-        input.extend_from_slice(
-            br#"{"op":"wire_project","session_id":"w-1","project":"/p"}"#,
-        );
+        input.extend_from_slice(br#"{"op":"wire_project","session_id":"w-1","project":"/p"}"#);
         input.push(b'\n');
     } else if first % 2 == 0 {
         input.extend_from_slice(
@@ -122,7 +120,9 @@ fn check_output(output: &[u8]) {
         let line = match reader.read_line() {
             Ok(None) => break,
             Ok(Some(line)) => line,
-            Err(err) => panic!("the server wrote bytes that are not a reply line at offset {at} ({err})"),
+            Err(err) => {
+                panic!("the server wrote bytes that are not a reply line at offset {at} ({err})")
+            }
         };
         let end = output.len() - reader.get_ref().len() - reader.buffered();
         assert_eq!(
@@ -130,8 +130,9 @@ fn check_output(output: &[u8]) {
             b'\n',
             "a reply without its newline: {line:?}"
         );
-        let reply = parse_reply(&line)
-            .unwrap_or_else(|err| panic!("the server wrote a line that is not a reply ({err}): {line:?}"));
+        let reply = parse_reply(&line).unwrap_or_else(|err| {
+            panic!("the server wrote a line that is not a reply ({err}): {line:?}")
+        });
         let blobs = match reply {
             Reply::WireBlobs(header) => header.blobs,
             Reply::WireChanges(changes) => changes.blobs,
