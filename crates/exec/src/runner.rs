@@ -365,6 +365,8 @@ pub fn run(
         source: std::io::Error::other("pid out of range"),
     })?);
 
+    // Kills the group if this process dies during the run; stopped when the run ends.
+    let _reaper = GroupReaper::start(group);
     // Restores the terminal to this process group when dropped (after the wait below).
     let _terminal = TerminalHandover::take(request.stdin, group);
     let _recorded = GroupRecord::set(cancel, group);
@@ -392,6 +394,46 @@ pub fn run(
         stderr: state.stderr,
         duration: started.elapsed(),
     })
+}
+
+/// Kills the tool's process group if this process dies while the tool runs (a `kill -9`
+/// of the embedding application must not leave the tool running; with isolation the
+/// sandbox's init does this, without it this is the only guard). A tiny `sh` in its own
+/// group whose stdin is a pipe only this process holds (close-on-exec): when this process
+/// dies, however it dies, the pipe closes, `read` returns and the reaper kills the
+/// group. When the run ends the reaper is killed and reaped, and the group is left as it
+/// was. Like the timeout's kill, this does not reach a descendant that left the group
+/// (`setsid`). Without `/bin/sh` there is no reaper.
+struct GroupReaper {
+    child: Child,
+}
+
+impl GroupReaper {
+    fn start(group: Pid) -> Option<Self> {
+        Command::new("/bin/sh")
+            .args([
+                "-c",
+                "read -r _ || kill -9 \"-$1\" 2>/dev/null",
+                "devshell-vm-reaper",
+                &group.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .ok()
+            .map(|child| Self { child })
+    }
+}
+
+impl Drop for GroupReaper {
+    fn drop(&mut self) {
+        // Killed before its stdin closes (dropping the child closes it), so it never
+        // mistakes the end of the run for the death of this process.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Foreground handover of the controlling terminal. The tool runs in its own process

@@ -1,0 +1,62 @@
+//! Issue 15: without isolation, a `kill -9` of the process running a tool must not leave
+//! the tool's process group running. A child process (this test binary again) runs a
+//! tool that starts a background grandchild and sleeps; the test kills the child with
+//! SIGKILL and expects the whole group gone.
+
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use devshell_vm_exec::{ToolRequest, resolve_program, run};
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
+
+const DIR_ENV: &str = "DEVSHELL_VM_EXEC_PARENT_DEATH_DIR";
+
+/// Not a test on its own: the process the test kills.
+#[test]
+#[ignore = "run by the_tools_group_dies_with_the_process_running_it"]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the directory comes from the parent test, not from user configuration"
+)]
+fn parent_death_child() {
+    let dir = PathBuf::from(std::env::var_os(DIR_ENV).expect("started by the test"));
+    let program = resolve_program("sh", Some(std::ffi::OsStr::new("/usr/bin:/bin")), &dir).unwrap();
+    let request = ToolRequest::new(
+        "sh",
+        ["-c", "sleep 300 & echo $$ > group.tmp && mv group.tmp group; wait"],
+    );
+    let _ = run(&program, &request, &dir, &mut |_, _| {}, None);
+}
+
+#[test]
+fn the_tools_group_dies_with_the_process_running_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "parent_death_child", "--test-threads=1"])
+        .env(DIR_ENV, dir.path())
+        .spawn()
+        .unwrap();
+    let group_file = dir.path().join("group");
+    let start = Instant::now();
+    while !group_file.exists() {
+        assert!(start.elapsed() < Duration::from_mins(1), "the tool never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let group: i32 = std::fs::read_to_string(&group_file).unwrap().trim().parse().unwrap();
+    let group = Pid::from_raw(group);
+    assert!(killpg(group, None).is_ok(), "the tool's group runs");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let start = Instant::now();
+    while killpg(group, None).is_ok() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = killpg(group, nix::sys::signal::Signal::SIGKILL);
+            panic!("the tool's process group outlived the process that ran it by 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
