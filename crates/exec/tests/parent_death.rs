@@ -3,7 +3,10 @@
 //! tool that starts a background grandchild and sleeps; the test kills the child with
 //! SIGKILL and expects the whole group gone.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,7 +30,10 @@ fn parent_death_child() {
     let program = resolve_program("sh", Some(std::ffi::OsStr::new("/usr/bin:/bin")), &dir).unwrap();
     let request = ToolRequest::new(
         "sh",
-        ["-c", "sleep 300 & echo $$ > group.tmp && mv group.tmp group; wait"],
+        [
+            "-c",
+            "sleep 300 & echo $$ > group.tmp && mv group.tmp group; wait",
+        ],
     );
     let _ = run(&program, &request, &dir, &mut |_, _| {}, None);
 }
@@ -36,17 +42,29 @@ fn parent_death_child() {
 fn the_tools_group_dies_with_the_process_running_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "parent_death_child", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "parent_death_child",
+            "--test-threads=1",
+        ])
         .env(DIR_ENV, dir.path())
         .spawn()
         .unwrap();
     let group_file = dir.path().join("group");
     let start = Instant::now();
     while !group_file.exists() {
-        assert!(start.elapsed() < Duration::from_mins(1), "the tool never started");
+        assert!(
+            start.elapsed() < Duration::from_mins(1),
+            "the tool never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let group: i32 = std::fs::read_to_string(&group_file).unwrap().trim().parse().unwrap();
+    let group: i32 = std::fs::read_to_string(&group_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let group = Pid::from_raw(group);
     assert!(killpg(group, None).is_ok(), "the tool's group runs");
     child.kill().unwrap(); // SIGKILL
