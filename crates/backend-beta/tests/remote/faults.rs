@@ -75,7 +75,7 @@ fn sidecar_tree(session: &mut BetaSession, vfs: &mut Vfs, root: &str) -> BTreeMa
 fn vfs_tree(vfs: &Vfs, root: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for entry in vfs.walk(root).unwrap() {
-        if let Some(content) = entry.node.content() {
+        if let Some(content) = entry.content().unwrap() {
             let rel = entry.path[root.len() + 1..].to_owned();
             let sum = Command::new("sha256sum")
                 .stdin(Stdio::piped())
