@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,13 +59,14 @@ fn is_a_version_or_prefix(content: &[u8]) -> bool {
 }
 
 /// Every regular file under the project, as the tool sees it on the sidecar: relative
-/// path → BLAKE3 (`b3sum` is not in the guest; `sha256sum` is), compared with the VFS.
+/// path → SHA-256 (`b3sum` is not in the guest; `sha256sum` is), compared with the VFS;
+/// the churner's temporary files (excluded from pulls) are left out.
 fn sidecar_tree(session: &mut BetaSession, vfs: &mut Vfs, root: &str) -> BTreeMap<String, String> {
     let out = run_ok(
         session,
         vfs,
         root,
-        "find . -type f ! -name .listing -exec sha256sum {} + | sort -k2",
+        "find . -type f ! -path './churn/.t*' -exec sha256sum {} + | sort -k2",
     );
     out.lines()
         .filter_map(|line| line.split_once("  "))
@@ -229,6 +231,7 @@ done"#;
         .arg(&guest_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     session.set_pull_excludes(&["churn/.t*"]).unwrap();
@@ -266,8 +269,14 @@ done"#;
             }
         }
     }
-    let _ = churner.kill();
+    // The whole group: a `head | tr` still writing a file would change the copy after
+    // the quiet run below.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(i32::try_from(churner.id()).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let status = churner.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     assert!(
         status.code().is_none(),
         "the churner ended on its own ({status:?}): is nsenter available?"
