@@ -18,9 +18,9 @@
 //!   (or `setpgid`) leaves the group, so a timeout, a cancel or [`CancelHandle::kill_now`]
 //!   does not reach it. Containing such processes needs the isolation layer (a cgroup
 //!   or PID namespace), which this crate does not provide;
-//! * the group **dies with the process running it**: a reaper (`/bin/sh` reading a pipe
-//!   only this process holds) kills it with `SIGKILL` if this process dies during the
-//!   run, a `kill -9` included;
+//! * the group **dies with the process running it**: one reaper per process (`/bin/sh`
+//!   reading a socket only this process holds, told each run's group) kills it with
+//!   `SIGKILL` if this process dies during the run, a `kill -9` included;
 //! * stdin is `/dev/null` unless the caller asks to inherit it (a child reading
 //!   the protocol pipe's stdin ate requests in the earlier sidecar);
 //! * exits, signals, timeouts and cancellations are kept apart in

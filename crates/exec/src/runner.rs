@@ -398,41 +398,105 @@ pub fn run(
 
 /// Kills the tool's process group if this process dies while the tool runs (a `kill -9`
 /// of the embedding application must not leave the tool running; with isolation the
-/// sandbox's init does this, without it this is the only guard). A tiny `sh` in its own
-/// group whose stdin is a pipe only this process holds (close-on-exec): when this process
-/// dies, however it dies, the pipe closes, `read` returns and the reaper kills the
-/// group. When the run ends the reaper is killed and reaped, and the group is left as it
-/// was. Like the timeout's kill, this does not reach a descendant that left the group
-/// (`setsid`). Without `/bin/sh` there is no reaper.
+/// sandbox's init does this, without it this is the only guard).
+///
+/// One reaper serves the whole process: a tiny `/bin/sh` in its own process group,
+/// started on first use, whose stdin is one end of a socket pair only this process holds
+/// (close-on-exec). Each run registers its group (`add <pgid>`) and unregisters it when
+/// it ends (`del <pgid>`): two short writes, a few µs, instead of a process per run. When
+/// this process dies, however it dies, the socket closes, `read` returns end-of-file and
+/// the reaper kills every group still registered, then exits. Writes use `MSG_NOSIGNAL`,
+/// so a reaper that was killed never raises `SIGPIPE` in the embedding application; it is
+/// replaced on the next run. Like the timeout's kill, this does not reach a descendant
+/// that left the group (`setsid`). Without `/bin/sh` there is no reaper.
 struct GroupReaper {
-    child: Child,
+    group: i32,
 }
 
-impl GroupReaper {
-    fn start(group: Pid) -> Option<Self> {
-        Command::new("/bin/sh")
-            .args([
-                "-c",
-                "read -r _ || kill -9 \"-$1\" 2>/dev/null",
-                "devshell-vm-reaper",
-                &group.to_string(),
-            ])
-            .stdin(Stdio::piped())
+/// The process-wide reaper: the `sh` child and our end of its stdin.
+struct SharedReaper {
+    child: Child,
+    feed: std::os::unix::net::UnixStream,
+}
+
+static REAPER: std::sync::Mutex<Option<SharedReaper>> = std::sync::Mutex::new(None);
+
+/// The reaper's program: a set of groups kept in a string, builtins only.
+const REAPER_SCRIPT: &str = r#"g=' '
+while read -r op id; do
+  case $op in
+    add) g="$g$id " ;;
+    del) n=' '; for x in $g; do [ "$x" = "$id" ] || n="$n$x "; done; g=$n ;;
+  esac
+done
+for x in $g; do kill -9 "-$x" 2>/dev/null; done"#;
+
+impl SharedReaper {
+    fn spawn() -> Option<Self> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().ok()?;
+        let child = Command::new("/bin/sh")
+            .args(["-c", REAPER_SCRIPT, "devshell-vm-reaper"])
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .ok()
-            .map(|child| Self { child })
+            .ok()?;
+        Some(Self { child, feed: ours })
+    }
+
+    fn send(&self, line: &[u8]) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut rest = line;
+        while !rest.is_empty() {
+            match nix::sys::socket::send(
+                self.feed.as_raw_fd(),
+                rest,
+                nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Sends `line` to the process-wide reaper, starting (or replacing a dead) one.
+fn tell_reaper(line: &str) -> bool {
+    let mut guard = REAPER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..2 {
+        if guard.is_none() {
+            *guard = SharedReaper::spawn();
+        }
+        let Some(reaper) = guard.as_ref() else {
+            return false;
+        };
+        if reaper.send(line.as_bytes()) {
+            return true;
+        }
+        // Gone (killed by someone): reap it and start another.
+        if let Some(mut dead) = guard.take() {
+            let _ = dead.child.kill();
+            let _ = dead.child.wait();
+        }
+    }
+    false
+}
+
+impl GroupReaper {
+    fn start(group: Pid) -> Option<Self> {
+        let group = group.as_raw();
+        tell_reaper(&format!("add {group}\n")).then_some(Self { group })
     }
 }
 
 impl Drop for GroupReaper {
     fn drop(&mut self) {
-        // Killed before its stdin closes (dropping the child closes it), so it never
-        // mistakes the end of the run for the death of this process.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = tell_reaper(&format!("del {}\n", self.group));
     }
 }
 

@@ -78,3 +78,61 @@ fn the_tools_group_dies_with_the_process_running_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The pids of this process's reaper children (`sh -c … devshell-vm-reaper`).
+fn reapers() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Field 4 (after the parenthesised name) is the parent pid.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if parent.as_deref() == Some(me.as_str())
+            && String::from_utf8_lossy(&cmdline).contains("devshell-vm-reaper")
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn one_reaper_serves_every_run_and_a_killed_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = resolve_program(
+        "true",
+        Some(std::ffi::OsStr::new("/usr/bin:/bin")),
+        dir.path(),
+    )
+    .unwrap();
+    let request = ToolRequest::new("true", Vec::<String>::new());
+    for _ in 0..5 {
+        run(&program, &request, dir.path(), &mut |_, _| {}, None).unwrap();
+    }
+    let first = reapers();
+    assert_eq!(first.len(), 1, "one reaper for five runs: {first:?}");
+    nix::sys::signal::kill(Pid::from_raw(first[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{}/stat", first[0]))
+        .is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the reaper did not die"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The next run notices (its registration fails) and starts another.
+    run(&program, &request, dir.path(), &mut |_, _| {}, None).unwrap();
+    let second = reapers();
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second[0], first[0]);
+}
