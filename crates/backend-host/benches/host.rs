@@ -399,7 +399,12 @@ fn edit_check_loop(rounds: usize) {
             let started = Instant::now();
             let outcome = session.run_tool(&mut vfs, "/app", &request).expect("check");
             times.push(started.elapsed());
-            assert_eq!(outcome.exec.termination, Termination::Exited(0));
+            assert_eq!(
+                outcome.exec.termination,
+                Termination::Exited(0),
+                "{}",
+                String::from_utf8_lossy(&outcome.exec.stderr)
+            );
             let report = outcome.pull.expect("pulled");
             assert_eq!(report.full_scan, !tracking, "{report:?}");
             pulls.push(report.duration);
