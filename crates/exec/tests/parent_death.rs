@@ -70,13 +70,33 @@ fn the_tools_group_dies_with_the_process_running_it() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let start = Instant::now();
-    while killpg(group, None).is_ok() {
+    while group_has_live_members(group.as_raw()) {
         if start.elapsed() > Duration::from_secs(10) {
             let _ = killpg(group, nix::sys::signal::Signal::SIGKILL);
             panic!("the tool's process group outlived the process that ran it by 10 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether a process of group `group` is still running. Killed members may stay zombies
+/// for a while when they were re-parented to a child subreaper that does not reap them
+/// (`cargo xtask ci` is one), and `kill(-group, 0)` succeeds on zombies; so this reads
+/// `/proc/<pid>/stat`: field 3 is the state, field 5 the process group.
+fn group_has_live_members(group: i32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields
+            .first()
+            .is_some_and(|state| *state != "Z" && *state != "X")
+            && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(group)
+    })
 }
 
 /// The pids of this process's reaper children (`sh -c … devshell-vm-reaper`).
