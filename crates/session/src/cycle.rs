@@ -44,7 +44,6 @@ pub trait PullGate {
 impl PullGate for () {}
 
 /// The inotify change tracking of `devshell-vm-sync` as the cycle's gate.
-#[cfg(target_os = "linux")]
 impl PullGate for devshell_vm_sync::watch::ChangeTracker {
     fn before_push(&mut self) {
         devshell_vm_sync::watch::ChangeTracker::before_push(self);

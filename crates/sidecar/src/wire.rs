@@ -224,27 +224,9 @@ fn project_id(project: &str) -> String {
 /// The directory name of a project's tree inside its copy.
 const TREE_LEAF: &str = "tree";
 
-/// The inotify change tracking of a copy's tree (Linux).
-#[cfg(target_os = "linux")]
+/// The inotify change tracking of a copy's tree (a full scan every pull where there is
+/// no inotify).
 use devshell_vm_sync::watch::ChangeTracker;
-
-/// Elsewhere: no tracking, every pull scans in full.
-#[cfg(not(target_os = "linux"))]
-#[derive(Debug, Default)]
-struct ChangeTracker;
-
-#[cfg(not(target_os = "linux"))]
-impl ChangeTracker {
-    fn new() -> Self {
-        Self
-    }
-    fn before_push(&mut self) {}
-    fn after_push(&mut self, _leaf: &Path, _wrote: bool) {}
-    fn pull_scope(&mut self) -> PullScope {
-        PullScope::Full
-    }
-    fn after_pull(&mut self, _ok: bool) {}
-}
 
 /// A push waiting for its blobs.
 #[derive(Debug)]

@@ -73,6 +73,43 @@ mod staging;
 mod state;
 #[cfg(target_os = "linux")]
 pub mod watch;
+/// Without inotify (not Linux): the same [`ChangeTracker`](watch::ChangeTracker)
+/// interface, always answering a full scan, so callers need no platform switch.
+#[cfg(not(target_os = "linux"))]
+pub mod watch {
+    use std::path::Path;
+
+    use crate::PullScope;
+
+    /// No change tracking on this platform: every pull scans in full.
+    #[derive(Debug, Default)]
+    pub struct ChangeTracker;
+
+    impl ChangeTracker {
+        /// A tracker that never narrows a pull.
+        #[must_use]
+        pub fn new() -> Self {
+            Self
+        }
+        /// No effect.
+        pub fn set_enabled(&mut self, _enabled: bool) {}
+        /// Always `true`: nothing is watched.
+        #[must_use]
+        pub fn unwatched(&self) -> bool {
+            true
+        }
+        /// No effect.
+        pub fn before_push(&mut self) {}
+        /// No effect.
+        pub fn after_push(&mut self, _leaf: &Path, _wrote: bool) {}
+        /// Always [`PullScope::Full`].
+        pub fn pull_scope(&mut self) -> PullScope {
+            PullScope::Full
+        }
+        /// No effect.
+        pub fn after_pull(&mut self, _ok: bool) {}
+    }
+}
 pub mod wire;
 
 pub use error::VmSyncError;

@@ -61,11 +61,7 @@ pub enum ChannelState {
 /// reverse-sshfs), which makes ordinary file system calls on the host, so they raise
 /// events like local writes and a pull lists only the directories a run changed. On
 /// other hosts (macOS: no inotify) every pull scans in full.
-#[cfg(target_os = "linux")]
 type PullTracker = devshell_vm_sync::watch::ChangeTracker;
-/// See the Linux definition: without inotify every pull scans in full.
-#[cfg(not(target_os = "linux"))]
-type PullTracker = ();
 
 /// A Lima (γ) session: tools run in the guest through `limactl shell`, with the VFS
 /// synced into the host workspace parent that the instance mounts (Mode S), or guest
