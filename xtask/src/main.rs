@@ -430,9 +430,10 @@ pub(crate) fn workspace_root() -> &'static Path {
         .unwrap_or_else(|| Path::new("."))
 }
 
-/// `cargo xtask fuzz TARGET [--secs N] [--runs N]`: runs cargo-fuzz on the target's stored corpus
-/// (`<crate>/fuzz/corpus/<target>`, grown in place), with libFuzzer's own output, at a
-/// low priority (`nice`): the machine is shared.
+/// `cargo xtask fuzz TARGET [--secs N] [--runs N] [--nice N]`: runs cargo-fuzz on the target's
+/// stored corpus (`<crate>/fuzz/corpus/<target>`, grown in place), with libFuzzer's own output,
+/// at a low priority by default (`nice -n 19`: the machine is shared); `--nice 0` for a
+/// campaign on a quiet machine that should get a whole core.
 fn fuzz(args: &[String]) -> Result<(), String> {
     let names: Vec<&str> = FUZZ_TARGETS.iter().map(|t| t.0).collect();
     let Some(target) = args.first() else {
@@ -452,6 +453,7 @@ fn fuzz(args: &[String]) -> Result<(), String> {
     };
     let mut secs: u64 = 300;
     let mut runs: Option<u64> = None;
+    let mut niceness: i32 = 19;
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -469,6 +471,13 @@ fn fuzz(args: &[String]) -> Result<(), String> {
                         .filter(|&v| v > 0)
                         .ok_or("--runs needs a positive number of executions")?,
                 );
+            }
+            "--nice" => {
+                niceness = rest
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|v| (0..=19).contains(v))
+                    .ok_or("--nice needs a niceness from 0 to 19")?;
             }
             other => return Err(format!("unknown fuzz option `{other}`")),
         }
@@ -491,13 +500,13 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         limits.push(format!("-runs={runs}"));
     }
     let shown = format!(
-        "(cd {dir} && nice -n 19 cargo +nightly fuzz run {target} {} -- {} -close_fd_mask=2 -print_final_stats=1)",
+        "(cd {dir} && nice -n {niceness} cargo +nightly fuzz run {target} {} -- {} -close_fd_mask=2 -print_final_stats=1)",
         dirs.join(" "),
         limits.join(" ")
     );
     println!("==> {shown}");
     let status = Command::new("nice")
-        .args(["-n", "19", "cargo", "+nightly", "fuzz", "run", target])
+        .args(["-n", &niceness.to_string(), "cargo", "+nightly", "fuzz", "run", target])
         .args(&dirs)
         .arg("--")
         .args(&limits)
