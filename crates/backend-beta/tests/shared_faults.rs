@@ -22,7 +22,6 @@ mod common;
 #[path = "../../sync/tests/support/mod.rs"]
 mod support;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,7 +31,7 @@ use devshell_vm_backend_beta::{BetaError, BetaSession};
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
 use devshell_vm_session::SessionError;
 use devshell_vm_test_support::chain;
-use devshell_vm_test_support::kill_loop::{Landed, kill_in_phases};
+use devshell_vm_test_support::kill_loop::{Landed, child_rounds, kill_in_phases, versioned};
 use devshell_vm_vfs::Vfs;
 use support::{assert_same, host_snapshot, vfs_snapshot};
 
@@ -259,26 +258,9 @@ fn child_enospc_eacces(dir: &Path) {
 
 const FILES_PER_ROUND: u32 = 100;
 
-fn versioned(version: u32) -> Vec<u8> {
-    let len = 1000 + (version as usize * 7919) % 60_000;
-    let mut out = format!("v{version}:{len}:").into_bytes();
-    out.resize(len, b'0' + (version % 10) as u8);
-    out
-}
-
 /// Markers for [`kill_in_phases`]: `push`, `tool-start`/`tool-end`, `pulled`, `saved N`.
 fn child_client_loop(dir: &Path, socket: &str) {
-    let image = dir.join("vfs.img");
-    let mut vfs = if image.exists() {
-        devshell_vm_vfs::image::load(&image).expect("the saved image is never torn")
-    } else {
-        let mut vfs = Vfs::new();
-        vfs.mkdir("/proj/in").unwrap();
-        vfs.mkdir("/proj/out").unwrap();
-        vfs.write_file("/proj/marker", b"marker".to_vec()).unwrap();
-        vfs.write_file("/proj/round", b"0".to_vec()).unwrap();
-        vfs
-    };
+    const ROOT: &str = "/proj";
     let staging = dir.join("staging");
     let mut session = BetaSession::new(&config(&[
         ("DEVSHELL_VM_SOCKET", socket),
@@ -288,15 +270,6 @@ fn child_client_loop(dir: &Path, socket: &str) {
         ),
     ]))
     .unwrap();
-    let mut round: u32 = std::str::from_utf8(&vfs.read_file("/proj/round").unwrap())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let marker = |text: &str| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
-    };
     let request = ToolRequest::new(
         "sh",
         [
@@ -306,33 +279,18 @@ fn child_client_loop(dir: &Path, socket: &str) {
     )
     .stdout(OutputMode::Stream)
     .stderr(OutputMode::Capture);
-    loop {
-        round += 1;
-        for f in 0..FILES_PER_ROUND {
-            vfs.write_file(&format!("/proj/in/f{f}"), versioned(round * 1000 + f))
-                .unwrap();
-        }
-        vfs.write_file("/proj/round", round.to_string().into_bytes())
-            .unwrap();
-        marker("push");
-        let outcome = session
-            .run_tool_with(
-                &mut vfs,
-                "/proj",
-                &request,
-                &mut |_, bytes| {
-                    for line in String::from_utf8_lossy(bytes).lines() {
-                        marker(line);
-                    }
-                },
-                None,
-            )
-            .unwrap_or_else(|err| panic!("round {round}: {}", chain(&err)));
-        assert_eq!(outcome.exec.termination, Termination::Exited(0));
-        marker("pulled");
-        devshell_vm_vfs::image::save(&vfs, &image).unwrap();
-        marker(&format!("saved {round}"));
-    }
+    child_rounds(
+        &dir.join("vfs.img"),
+        ROOT,
+        &[("marker", b"marker")],
+        FILES_PER_ROUND,
+        |vfs, marker| {
+            session
+                .run_tool_with(vfs, ROOT, &request, &mut |_, bytes| marker(bytes), None)
+                .map(|outcome| outcome.exec)
+                .map_err(|err| chain(&err))
+        },
+    )
 }
 
 fn assert_image_is_one_round(vfs: &Vfs, what: &str) -> u32 {

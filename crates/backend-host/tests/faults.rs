@@ -42,7 +42,9 @@ use devshell_vm_backend_host::{HostError, HostSandboxSession, STAGING_PREFIX, Se
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
 use devshell_vm_sync::VmSyncError;
 use devshell_vm_test_support::chain;
-use devshell_vm_test_support::kill_loop::{Landed, kill_in_phases};
+use devshell_vm_test_support::kill_loop::{
+    Landed, child_rounds, is_a_version_or_prefix, kill_in_phases, versioned,
+};
 use devshell_vm_vfs::Vfs;
 use support::{assert_same, host_snapshot, vfs_snapshot};
 
@@ -421,26 +423,6 @@ fn child_eio(dir: &Path) {
 // ---------------------------------------------------------------------------------
 // Files changing and vanishing between the scan and the read.
 
-/// Content that names its own version and length, so a torn read is recognisable.
-fn versioned(version: u32) -> Vec<u8> {
-    let len = 1000 + (version as usize * 7919) % 60_000;
-    let mut out = format!("v{version}:{len}:").into_bytes();
-    out.resize(len, b'0' + (version % 10) as u8);
-    out
-}
-
-fn is_a_version_or_prefix(content: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(content);
-    let Some(version) = text
-        .strip_prefix('v')
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|v| v.parse::<u32>().ok())
-    else {
-        return content.is_empty();
-    };
-    versioned(version).starts_with(content)
-}
-
 #[test]
 fn files_churning_in_staging_during_runs_never_tear_the_vfs() {
     let base = tempfile::tempdir().unwrap();
@@ -558,27 +540,7 @@ const FILES_PER_ROUND: u32 = 120;
 /// `tool-start` / `tool-end` (streamed by the tool itself; the pull follows at once),
 /// `pulled` (the run returned), `saved N`.
 fn child_session_loop(dir: &Path) {
-    let image = dir.join("vfs.img");
-    let mut vfs = if image.exists() {
-        devshell_vm_vfs::image::load(&image).expect("the saved image is never torn")
-    } else {
-        let mut vfs = Vfs::new();
-        vfs.mkdir("/proj/in").unwrap();
-        vfs.mkdir("/proj/out").unwrap();
-        vfs.write_file("/proj/marker", b"marker".to_vec()).unwrap();
-        vfs.write_file("/proj/round", b"0".to_vec()).unwrap();
-        vfs
-    };
     let mut session = HostSandboxSession::new(&config(&dir.join("export")));
-    let mut round: u32 = std::str::from_utf8(&vfs.read_file("/proj/round").unwrap())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let marker = |text: &str| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
-    };
     let request = ToolRequest::new(
         "sh",
         [
@@ -588,38 +550,18 @@ fn child_session_loop(dir: &Path) {
     )
     .stdout(OutputMode::Stream)
     .stderr(OutputMode::Capture);
-    loop {
-        round += 1;
-        for f in 0..FILES_PER_ROUND {
-            vfs.write_file(&format!("/proj/in/f{f}"), versioned(round * 1000 + f))
-                .unwrap();
-        }
-        vfs.write_file("/proj/round", round.to_string().into_bytes())
-            .unwrap();
-        marker("push");
-        let outcome = session
-            .run_tool_with(
-                &mut vfs,
-                "/proj",
-                &request,
-                &mut |_, bytes| {
-                    for line in String::from_utf8_lossy(bytes).lines() {
-                        marker(line);
-                    }
-                },
-                None,
-            )
-            .unwrap_or_else(|err| panic!("round {round}: {}", chain(&err)));
-        assert_eq!(
-            outcome.exec.termination,
-            Termination::Exited(0),
-            "{}",
-            String::from_utf8_lossy(&outcome.exec.stderr)
-        );
-        marker("pulled");
-        devshell_vm_vfs::image::save(&vfs, &image).unwrap();
-        marker(&format!("saved {round}"));
-    }
+    child_rounds(
+        &dir.join("vfs.img"),
+        "/proj",
+        &[("marker", b"marker")],
+        FILES_PER_ROUND,
+        |vfs, marker| {
+            session
+                .run_tool_with(vfs, "/proj", &request, &mut |_, bytes| marker(bytes), None)
+                .map(|outcome| outcome.exec)
+                .map_err(|err| chain(&err))
+        },
+    )
 }
 
 /// The image is one whole round: its output is the copy the tool made of the same

@@ -5,6 +5,8 @@
 //! deletions of subtrees, symlinks, new nested directories — run as a real `sh` in the
 //! session; after every run the VFS must equal the staging tree on disk (kinds, modes,
 //! nanosecond mtimes, contents, link targets), which is what a full scan would import.
+//! Some files are large enough (≥ 64 KiB) to be pulled as lazy content, so later
+//! actions rewrite, truncate, rename and delete files the VFS holds by descriptor.
 //! The fallback paths (queue overflow, watch limit) are in `tests/pull_fallback.rs`.
 
 mod common;
@@ -145,12 +147,17 @@ fn action() -> impl Strategy<Value = String> {
             let p = path(d, n);
             format!("mkdir -p \"$(dirname {p})\" && printf '{text}' > {p}")
         }),
-        (d.clone(), n.clone()).prop_map(|(d, n)| {
-            format!(
-                "printf Z | dd of={} bs=1 seek=2 conv=notrunc 2>/dev/null",
-                path(d, n)
-            )
-        }),
+        (
+            d.clone(),
+            n.clone(),
+            prop::sample::select(vec![2_u32, 65_540])
+        )
+            .prop_map(|(d, n, at)| {
+                format!(
+                    "printf Z | dd of={} bs=1 seek={at} conv=notrunc 2>/dev/null",
+                    path(d, n)
+                )
+            }),
         (d.clone(), n.clone(), 0..6_u32)
             .prop_map(|(d, n, size)| format!("truncate -s {size} {}", path(d, n))),
         (
@@ -181,7 +188,18 @@ fn action() -> impl Strategy<Value = String> {
             dir(d),
             dir(d)
         )),
-        (d, n).prop_map(|(d, n)| format!("chmod 700 {} ; touch {}", dir(d), path(d, n))),
+        (d.clone(), n.clone()).prop_map(|(d, n)| format!(
+            "chmod 700 {} ; touch {}",
+            dir(d),
+            path(d, n)
+        )),
+        // Large enough to come back as lazy content (the sync crate's default threshold,
+        // 64 KiB): the VFS then holds a descriptor on the staging file, which later
+        // rounds rewrite in place, truncate, rename or delete.
+        (d, n, "[a-z]{1,6}", 65_536_u32..70_000).prop_map(|(d, n, text, size)| {
+            let p = path(d, n);
+            format!("mkdir -p \"$(dirname {p})\" && yes {text} | head -c {size} > {p}")
+        }),
     ]
 }
 
@@ -244,4 +262,37 @@ fn a_change_pulls_only_its_directories() {
     assert_eq!(pull.files_read, 1, "{pull:?}");
     assert_eq!(vfs_tree(&vfs, "/p"), host_tree(&leaf(&session)));
     assert!(session.stats().pulls_scoped >= 1);
+}
+
+/// A large output comes back as lazy content (nothing read), and later runs that
+/// rewrite it in place, grow it or rename it are pulled exactly: the VFS never serves
+/// bytes from a descriptor whose file changed behind it.
+#[test]
+fn large_outputs_are_deferred_and_later_changes_are_seen() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let (mut session, mut vfs) = start(base.path());
+    let outcome = sh_out(
+        &mut session,
+        &mut vfs,
+        "/p",
+        "yes big | head -c 70000 > a/big",
+    );
+    let pull = outcome.pull.expect("pulled");
+    assert_eq!(pull.files_deferred, 1, "{pull:?}");
+    assert!(pull.bytes_read < 1000, "the big file is not read: {pull:?}");
+    assert_eq!(vfs_tree(&vfs, "/p"), host_tree(&leaf(&session)));
+    for script in [
+        "printf Z | dd of=a/big bs=1 seek=65540 conv=notrunc 2>/dev/null",
+        "yes more | head -c 80000 >> a/big",
+        "mv a/big d/e/big",
+        "truncate -s 10 d/e/big",
+    ] {
+        let _ = sh_out(&mut session, &mut vfs, "/p", script);
+        assert_eq!(
+            vfs_tree(&vfs, "/p"),
+            host_tree(&leaf(&session)),
+            "after `{script}`"
+        );
+    }
+    session.shutdown().expect("shutdown");
 }

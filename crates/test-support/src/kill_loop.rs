@@ -129,3 +129,106 @@ pub fn kill_in_phases(
     }
     landed
 }
+
+/// Content of input file number `version` for the kill loops: 1,000 to 60,999 bytes,
+/// starting with `v{version}:{len}:` so a torn or mixed-up file is recognisable.
+#[must_use]
+pub fn versioned(version: u32) -> Vec<u8> {
+    let len = 1000 + (version as usize * 7919) % 60_000;
+    let mut out = format!("v{version}:{len}:").into_bytes();
+    out.resize(len, b'0' + u8::try_from(version % 10).unwrap_or(0));
+    out
+}
+
+/// Whether `content` is a [`versioned`] content or a prefix of one (what a torn read
+/// or write leaves); the empty content counts as a prefix.
+#[must_use]
+pub fn is_a_version_or_prefix(content: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(content);
+    let Some(version) = text
+        .strip_prefix('v')
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return content.is_empty();
+    };
+    versioned(version).starts_with(content)
+}
+
+/// The child side of [`kill_in_phases`]: loads the last saved VFS image at `image` (or
+/// builds the first one: `{root}/in`, `{root}/out`, `{root}/round` = `0` and the `seed`
+/// files, paths relative to `root`), then forever: rewrites `files` input files
+/// `{root}/in/f{n}` with [`versioned`]`(round * 1000 + n)` and `{root}/round`, prints
+/// `push`, calls `run_round` (which runs the tool through the backend under test and
+/// passes every chunk of the tool's streamed stdout to the marker callback it is given),
+/// checks that the tool exited with 0, prints `pulled`, saves the image and prints
+/// `saved N`.
+///
+/// # Panics
+/// When the image cannot be loaded or saved, or `run_round` fails or the tool did not
+/// exit with 0 (the error or the tool's stderr is shown): the parent sees the child end
+/// by itself and fails.
+#[cfg(feature = "child-rounds")]
+pub fn child_rounds<E: std::fmt::Display>(
+    image: &std::path::Path,
+    root: &str,
+    seed: &[(&str, &[u8])],
+    files: u32,
+    mut run_round: impl FnMut(
+        &mut devshell_vm_vfs::Vfs,
+        &mut dyn FnMut(&[u8]),
+    ) -> Result<devshell_vm_exec::ExecOutcome, E>,
+) -> ! {
+    use std::io::Write as _;
+    let mut vfs = if image.exists() {
+        devshell_vm_vfs::image::load(image).expect("the saved image is never torn")
+    } else {
+        let mut vfs = devshell_vm_vfs::Vfs::new();
+        vfs.mkdir(&format!("{root}/in")).expect("mkdir in");
+        vfs.mkdir(&format!("{root}/out")).expect("mkdir out");
+        vfs.write_file(&format!("{root}/round"), "0")
+            .expect("round");
+        for (name, content) in seed {
+            vfs.write_file(&format!("{root}/{name}"), *content)
+                .expect("seed file");
+        }
+        vfs
+    };
+    let round_file = format!("{root}/round");
+    let mut round: u32 = std::str::from_utf8(&vfs.read_file(&round_file).expect("round"))
+        .expect("round is text")
+        .parse()
+        .expect("round is a number");
+    let marker = |text: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    };
+    loop {
+        round += 1;
+        for f in 0..files {
+            vfs.write_file(&format!("{root}/in/f{f}"), versioned(round * 1000 + f))
+                .expect("write input");
+        }
+        vfs.write_file(&round_file, round.to_string())
+            .expect("write round");
+        marker("push");
+        let mut forward = |bytes: &[u8]| {
+            for line in String::from_utf8_lossy(bytes).lines() {
+                marker(line);
+            }
+        };
+        match run_round(&mut vfs, &mut forward) {
+            Ok(outcome) => assert!(
+                outcome.termination == devshell_vm_exec::Termination::Exited(0),
+                "round {round}: the tool ended with {}: {}",
+                outcome.termination,
+                String::from_utf8_lossy(&outcome.stderr)
+            ),
+            Err(err) => panic!("round {round}: {err}"),
+        }
+        marker("pulled");
+        devshell_vm_vfs::image::save(&vfs, image).expect("save the image");
+        marker(&format!("saved {round}"));
+    }
+}

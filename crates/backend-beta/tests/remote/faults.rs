@@ -24,7 +24,9 @@ use devshell_vm_backend_beta::{BetaError, BetaSession};
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
 use devshell_vm_session::Backend as _;
 use devshell_vm_test_support::chain;
-use devshell_vm_test_support::kill_loop::{Landed, kill_in_phases};
+use devshell_vm_test_support::kill_loop::{
+    Landed, child_rounds, is_a_version_or_prefix, kill_in_phases, versioned,
+};
 use devshell_vm_vfs::Vfs;
 
 use super::support::{RemoteSidecar, session};
@@ -37,26 +39,6 @@ const DIR_ENV: &str = "DEVSHELL_VM_BETA_FAULT_DIR";
 /// The sidecar's address and token file, for the child.
 const ADDR_ENV: &str = "DEVSHELL_VM_BETA_FAULT_ADDR";
 const TOKEN_ENV: &str = "DEVSHELL_VM_BETA_FAULT_TOKEN";
-
-/// Content that names its own version and length, so a torn read is recognisable.
-fn versioned(version: u32) -> Vec<u8> {
-    let len = 1000 + (version as usize * 7919) % 60_000;
-    let mut out = format!("v{version}:{len}:").into_bytes();
-    out.resize(len, b'0' + (version % 10) as u8);
-    out
-}
-
-fn is_a_version_or_prefix(content: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(content);
-    let Some(version) = text
-        .strip_prefix('v')
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|v| v.parse::<u32>().ok())
-    else {
-        return content.is_empty();
-    };
-    versioned(version).starts_with(content)
-}
 
 /// Every regular file under the project, as the tool sees it on the sidecar: relative
 /// path → SHA-256 (`b3sum` is not in the guest; `sha256sum` is), compared with the VFS;
@@ -320,26 +302,8 @@ fn beta_fault_child() {
 /// Markers on stdout for [`kill_in_phases`]: `push`, `tool-start`/`tool-end` (from the
 /// tool), `pulled`, `saved N`.
 fn client_loop(dir: &Path, addr: std::net::SocketAddr, token: &Path) {
-    let image = dir.join("vfs.img");
-    let mut vfs = if image.exists() {
-        devshell_vm_vfs::image::load(&image).expect("the saved image is never torn")
-    } else {
-        let mut vfs = Vfs::new();
-        vfs.mkdir("/k/in").unwrap();
-        vfs.mkdir("/k/out").unwrap();
-        vfs.write_file("/k/round", b"0".to_vec()).unwrap();
-        vfs
-    };
+    const ROOT: &str = "/k";
     let mut session = session(addr, token);
-    let mut round: u32 = std::str::from_utf8(&vfs.read_file("/k/round").unwrap())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let marker = |text: &str| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
-    };
     let request = ToolRequest::new(
         "sh",
         [
@@ -349,38 +313,18 @@ fn client_loop(dir: &Path, addr: std::net::SocketAddr, token: &Path) {
     )
     .stdout(OutputMode::Stream)
     .stderr(OutputMode::Capture);
-    loop {
-        round += 1;
-        for f in 0..FILES_PER_ROUND {
-            vfs.write_file(&format!("/k/in/f{f}"), versioned(round * 1000 + f))
-                .unwrap();
-        }
-        vfs.write_file("/k/round", round.to_string().into_bytes())
-            .unwrap();
-        marker("push");
-        let outcome = session
-            .run_tool_with(
-                &mut vfs,
-                "/k",
-                &request,
-                &mut |_, bytes| {
-                    for line in String::from_utf8_lossy(bytes).lines() {
-                        marker(line);
-                    }
-                },
-                None,
-            )
-            .unwrap_or_else(|err| panic!("round {round}: {}", chain(&err)));
-        assert_eq!(
-            outcome.exec.termination,
-            Termination::Exited(0),
-            "{}",
-            String::from_utf8_lossy(&outcome.exec.stderr)
-        );
-        marker("pulled");
-        devshell_vm_vfs::image::save(&vfs, &image).unwrap();
-        marker(&format!("saved {round}"));
-    }
+    child_rounds(
+        &dir.join("vfs.img"),
+        ROOT,
+        &[],
+        FILES_PER_ROUND,
+        |vfs, marker| {
+            session
+                .run_tool_with(vfs, ROOT, &request, &mut |_, bytes| marker(bytes), None)
+                .map(|outcome| outcome.exec)
+                .map_err(|err| chain(&err))
+        },
+    )
 }
 
 /// `tr 0-9 a-j` of `data`, as the tool writes it.

@@ -653,18 +653,28 @@ fn pull_excludes_apply_over_the_wire() {
     }
 }
 
-/// The scan of the sidecar's last wire pull, as its log reports it.
-fn last_pull_scan(sidecar: &RemoteSidecar) -> String {
-    let logs = sidecar.logs();
-    let line = logs
-        .lines()
-        .rev()
-        .find(|line| line.contains("wire-sync: pull of"))
-        .unwrap_or_else(|| panic!("no pull logged:\n{logs}"))
-        .to_owned();
-    let start = line.find(" (").map_or(0, |i| i + 2);
-    let end = line.find("): ").unwrap_or(line.len());
-    line[start..end].to_owned()
+/// The scan of the sidecar's `nth` wire pull (from 1), as its log reports it.
+fn pull_scan(sidecar: &RemoteSidecar, nth: usize) -> String {
+    // The log arrives through a pipe a reader thread drains, so the line of the pull
+    // that just answered may not be there yet: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs = sidecar.logs();
+        let pulls: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains("wire-sync: pull of"))
+            .collect();
+        if let Some(line) = pulls.get(nth - 1) {
+            let start = line.find(" (").map_or(0, |i| i + 2);
+            let end = line.find("): ").unwrap_or(line.len());
+            return line[start..end].to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pull {nth} not logged within 10 s:\n{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// The sidecar's pull costs what the tool changed: after a run that changed nothing it
@@ -685,14 +695,14 @@ fn the_sidecar_pull_scans_only_what_the_tool_changed() {
     }
     run_ok(&mut session, &mut vfs, "/w", "true");
     run_ok(&mut session, &mut vfs, "/w", "true");
-    assert_eq!(last_pull_scan(&sidecar), "no scan: nothing changed");
+    assert_eq!(pull_scan(&sidecar, 2), "no scan: nothing changed");
     run_ok(
         &mut session,
         &mut vfs,
         "/w",
         "echo new > d7/out && rm d3/f1",
     );
-    let scan = last_pull_scan(&sidecar);
+    let scan = pull_scan(&sidecar, 3);
     let listed: u64 = scan
         .strip_suffix(" directories scanned")
         .and_then(|n| n.parse().ok())
@@ -713,7 +723,7 @@ fn the_sidecar_pull_scans_only_what_the_tool_changed() {
     // A client edit is pushed; its own writes are not mistaken for the tool's.
     vfs.write_file("/w/d0/f0", b"edited".to_vec()).unwrap();
     run_ok(&mut session, &mut vfs, "/w", "cat d0/f0 > /dev/null");
-    assert_eq!(last_pull_scan(&sidecar), "no scan: nothing changed");
+    assert_eq!(pull_scan(&sidecar, 5), "no scan: nothing changed");
     assert_eq!(&vfs.read_file("/w/d0/f0").unwrap()[..], b"edited");
 }
 
