@@ -1,7 +1,8 @@
 //! VFS → host: [`push_full`] and [`push_incremental`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{CString, OsStr};
+use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,8 @@ use crate::VmSyncError;
 use crate::hostio::{self, HostKind, HostMeta, Ts};
 use crate::report::{SyncProgress, SyncReport};
 use crate::state::{
-    Excludes, LeafState, MEntry, SyncState, check_rel, join_rel, leaf_name, rel_of, split_rel,
-    vfs_join,
+    Excludes, LeafState, MEntry, SyncState, canonical_vfs_path, check_rel, join_rel, leaf_name,
+    rel_of, split_rel, vfs_join,
 };
 
 /// Below this many files and symlinks a full push runs on the calling thread alone.
@@ -132,6 +133,8 @@ pub(crate) fn push_failed(leaf: &mut LeafState) {
 // files; both use the helpers above.
 mod full;
 mod incremental;
+mod streamed;
 
 use full::full_push_inner;
 pub use incremental::push_incremental;
+pub use streamed::{STREAM_MAX_DIRS, StreamEntry, StreamedPush};
