@@ -14,9 +14,9 @@ use devshell_vm_config::Transport;
 use devshell_vm_exec::CancelHandle;
 use devshell_vm_protocol::{
     BlobRef, CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, CAP_WIRE_SYNC,
-    DEFAULT_MAX_FRAME_BYTES, ErrorReply, Exec, ExecResult, Handshake, KNOWN_CAPABILITIES,
-    LineReader, OutputStream, PROTOCOL_VERSION, ProtocolError, Reply, Request, SessionStart,
-    encode_request, parse_reply,
+    CAP_WIRE_SYNC_STREAM, DEFAULT_MAX_FRAME_BYTES, ErrorReply, Exec, ExecResult, Handshake,
+    KNOWN_CAPABILITIES, LineReader, OutputStream, PROTOCOL_VERSION, ProtocolError, Reply, Request,
+    SessionStart, encode_request, parse_reply,
 };
 
 use crate::BetaError;
@@ -70,6 +70,8 @@ pub struct Capabilities {
     pub sync_verify: bool,
     /// `wire-sync`: Mode S over the connection, without a shared directory.
     pub wire_sync: bool,
+    /// `wire-sync-stream`: a full push into an empty copy sends its blobs at once.
+    pub wire_sync_stream: bool,
 }
 
 /// How an `exec` exchange ended.
@@ -167,7 +169,7 @@ impl Connection {
     fn handshake(&mut self, token: Option<String>, want_wire: bool) -> Result<(), BetaError> {
         let capabilities = KNOWN_CAPABILITIES
             .iter()
-            .filter(|c| want_wire || **c != CAP_WIRE_SYNC)
+            .filter(|c| want_wire || (**c != CAP_WIRE_SYNC && **c != CAP_WIRE_SYNC_STREAM))
             .map(|c| (*c).to_owned())
             .collect();
         let request = Request::Handshake(Handshake {
@@ -194,6 +196,7 @@ impl Connection {
                     guest_fs_v2: has(CAP_GUEST_FS_V2),
                     sync_verify: has(CAP_SYNC_VERIFY),
                     wire_sync: has(CAP_WIRE_SYNC),
+                    wire_sync_stream: has(CAP_WIRE_SYNC) && has(CAP_WIRE_SYNC_STREAM),
                 };
                 self.server = (ok.server, ok.server_version);
                 Ok(())
@@ -255,6 +258,45 @@ impl Connection {
                 source,
             }),
         };
+        drop(batch);
+        flushed.map_err(|err| self.stream_error(during, err, self.io_timeout))
+    }
+
+    /// [`Self::send_with_blobs`] for a request already encoded as `line` (no newline).
+    pub(crate) fn send_line_with_blobs(
+        &mut self,
+        during: &str,
+        line: String,
+        blobs: &[&[u8]],
+    ) -> Result<(), BetaError> {
+        if line.len() > DEFAULT_MAX_FRAME_BYTES {
+            return Err(BetaError::FrameTooLarge {
+                during: during.to_owned(),
+                len: line.len(),
+                limit: DEFAULT_MAX_FRAME_BYTES,
+            });
+        }
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        self.writer.deadline = Some(Instant::now() + self.io_timeout);
+        let mut batch = std::io::BufWriter::with_capacity(256 * 1024, &mut self.writer);
+        let mut result = batch.write_all(&bytes).map_err(|source| ProtocolError::Io {
+            context: "writing a frame",
+            source,
+        });
+        for blob in blobs {
+            if result.is_err() {
+                break;
+            }
+            batch.get_mut().deadline = Some(Instant::now() + self.io_timeout);
+            result = devshell_vm_protocol::write_blob(&mut batch, blob);
+        }
+        let flushed = result.and_then(|()| {
+            batch.flush().map_err(|source| ProtocolError::Io {
+                context: "writing a bulk frame",
+                source,
+            })
+        });
         drop(batch);
         flushed.map_err(|err| self.stream_error(during, err, self.io_timeout))
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use devshell_vm_config::WorkspaceMode;
 use devshell_vm_exec::CancelHandle;
-use devshell_vm_protocol::{Exec, OutputStream, Reply, Request, SessionStart};
+use devshell_vm_protocol::{
+    Exec, OutputStream, Reply, Request, SessionStart, WireEntry, WirePush, encode_request,
+};
 
 use crate::BetaError;
 use crate::conn::{CLIENT_NAME, Capabilities, Connection, Endpoint, ExecEnd};
@@ -141,6 +143,51 @@ impl Link {
             conn.request(&build(session_id))
         });
         self.settle(result)
+    }
+
+    /// A streamed `wire_push` (`wire-sync-stream`): the line and its blobs at once, then
+    /// its one reply. Once the line is encoded its entries are handed to `meanwhile`,
+    /// which runs on another thread while the bytes go out (the caller builds its
+    /// manifest there). The sidecar closes the connection after refusing a streamed
+    /// push (the frames cannot be skipped), answering first: the answer is read even
+    /// when sending failed half-way, and after any `error` reply the connection is
+    /// dropped here too (the next call reconnects).
+    pub(crate) fn push_streamed<T: Send>(
+        &mut self,
+        push: WirePush,
+        blobs: &[&[u8]],
+        meanwhile: impl FnOnce(Vec<WireEntry>) -> T + Send,
+    ) -> Result<(Reply, T), BetaError> {
+        let conn = self.connection()?;
+        let session_id = conn.session_id.clone().unwrap_or_default();
+        let request = Request::WirePush(WirePush { session_id, ..push });
+        let line = encode_request(&request);
+        let Request::WirePush(push) = request else {
+            unreachable!("built as a wire_push just above")
+        };
+        let (result, made) = std::thread::scope(|scope| {
+            let making = scope.spawn(move || meanwhile(push.entries));
+            let result = match conn.send_line_with_blobs("wire_push", line, blobs) {
+                Ok(()) => conn.read_wire_reply("wire_push"),
+                Err(sending) => match conn.read_wire_reply("wire_push") {
+                    Ok(reply @ Reply::Error(_)) => Ok(reply),
+                    _ => Err(sending),
+                },
+            };
+            (result, making.join())
+        });
+        let Ok(made) = made else {
+            self.conn = None;
+            return Err(BetaError::Protocol {
+                transport: self.endpoint.transport.to_string(),
+                during: "wire_push".to_owned(),
+                message: "the manifest thread panicked".to_owned(),
+            });
+        };
+        if matches!(result, Ok(Reply::Error(_))) {
+            self.conn = None;
+        }
+        self.settle(result).map(|reply| (reply, made))
     }
 
     /// A protocol violation for `reply` (drops the connection).

@@ -16,7 +16,7 @@
 //! applied: a connection lost mid-pull leaves the VFS as it was. Any failure forgets
 //! `acked`, so the next run starts with a full manifest.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use devshell_vm_config::BetaSync;
@@ -522,6 +522,7 @@ fn push_project(
             generation: vfs.generation(),
             deleted,
             entries,
+            stream: false,
         };
         (push, next)
     } else {
@@ -532,9 +533,14 @@ fn push_project(
             .map_err(|err| wire_error(&root, err.to_string()))?
             .map(|item| item.path)
             .collect();
+        let stream = link.capabilities()?.wire_sync_stream
+            && project.remote.as_ref().is_some_and(|r| r.entries == 0);
         for (entry, content) in entries_of(vfs, &root, &paths)? {
             note(&entry, content, &mut counts);
-            next.upsert(entry.clone());
+            // A streamed push builds its manifest while the bytes go out (below).
+            if !stream {
+                next.upsert(entry.clone());
+            }
             entries.push(entry);
         }
         // The epoch changes with every full push: a delta never applies to a copy
@@ -550,11 +556,42 @@ fn push_project(
             generation: vfs.generation(),
             deleted: Vec::new(),
             entries,
+            // Into an empty copy every blob is needed: send them at once, without the
+            // wire_need round trip (the sidecar writes files as they arrive).
+            stream,
         };
         (push, next)
     };
     let generation = push.generation;
-    let reply = link.call(|session_id| Request::WirePush(WirePush { session_id, ..push }))?;
+    let mut next = next;
+    let reply = if push.stream {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut data: Vec<&[u8]> = Vec::new();
+        for entry in &push.entries {
+            if let Some(digest) = entry.digest.as_deref()
+                && seen.insert(digest)
+            {
+                let Some(content) = contents.get(digest) else {
+                    return Err(wire_error(
+                        &root,
+                        format!("no content for blob {digest} of this push"),
+                    ));
+                };
+                data.push(&content[..]);
+            }
+        }
+        let (reply, manifest) = link.push_streamed(push, &data, |entries| {
+            let mut manifest = Manifest::default();
+            for entry in entries {
+                manifest.upsert(entry);
+            }
+            manifest
+        })?;
+        next = manifest;
+        reply
+    } else {
+        link.call(|session_id| Request::WirePush(WirePush { session_id, ..push }))?
+    };
     let reply = match reply {
         Reply::WireNeed(need) => {
             let mut blobs: Vec<devshell_vm_protocol::BlobRef> = Vec::new();

@@ -18,6 +18,8 @@
 //! - [`CAP_WIRE_SYNC`]: Mode S without a shared file system: `wire_*` requests, BLAKE3
 //!   content addressing and length-prefixed binary bulk frames (see [`write_blob`],
 //!   [`LineReader::read_blob`] and `docs/arch/wire-sync.md`).
+//! - [`CAP_WIRE_SYNC_STREAM`]: a full `wire_push` with `stream: true` is followed at
+//!   once by the bulk frames of its blobs (no `wire_need` round trip).
 //! - `health` / `health_ok`: a liveness check any peer may send, even before the
 //!   handshake (it reveals nothing and changes nothing).
 //!
@@ -80,6 +82,10 @@ pub const CAP_SYNC_VERIFY: &str = "sync-verify";
 /// Capability: Mode S over the connection (`wire_*` requests and bulk frames; see
 /// `docs/arch/wire-sync.md`).
 pub const CAP_WIRE_SYNC: &str = "wire-sync";
+/// Capability (with [`CAP_WIRE_SYNC`]): a full `wire_push` may carry its blobs right
+/// after its line (`stream: true`), without waiting for `wire_need`
+/// (`docs/arch/wire-sync.md`, §5).
+pub const CAP_WIRE_SYNC_STREAM: &str = "wire-sync-stream";
 
 /// Every capability this crate knows, in the order a client usually requests them.
 pub const KNOWN_CAPABILITIES: &[&str] = &[
@@ -87,6 +93,7 @@ pub const KNOWN_CAPABILITIES: &[&str] = &[
     CAP_GUEST_FS_V2,
     CAP_SYNC_VERIFY,
     CAP_WIRE_SYNC,
+    CAP_WIRE_SYNC_STREAM,
 ];
 
 // The README's examples are compiled and run as doctests, so the crate's front page on

@@ -704,6 +704,11 @@ pub struct WirePush {
     /// Created or changed entries, parents before children.
     #[serde(default)]
     pub entries: Vec<WireEntry>,
+    /// Only with `full` and the `wire-sync-stream` capability: the line is followed at
+    /// once by the bulk frames of every distinct file digest of `entries`, in order of
+    /// first appearance (sizes as the entries say); no `wire_need` is answered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// `wire_need` (reply to `wire_push`): the digests the sidecar lacks; the client sends
@@ -878,8 +883,10 @@ mod tests {
                 WireEntry::dir("d", 0o755, 1),
                 WireEntry::file("d/a", 0o644, 2, 1, digest_hex(b"a")),
             ],
+            stream: false,
         });
         let line = encode_request(&push);
+        assert!(!line.contains("stream"), "absent unless set: {line}");
         assert!(line.starts_with("{\"op\":\"wire_push\""), "{line}");
         assert_eq!(crate::parse_request(&line).unwrap(), push);
         // `op` not first: the general parser, same result.

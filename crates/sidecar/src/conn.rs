@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use devshell_vm_exec::{CancelHandle, ExecError, OutputMode, StreamKind, Termination, ToolRequest};
 use devshell_vm_protocol::{
-    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, CAP_WIRE_SYNC, ErrorCode, Exec, ExecOutput,
-    ExecResult, Handshake, HandshakeOk, LineReader, ManifestAction, OutputStream, PROTOCOL_VERSION,
-    ProtocolError, Reply, Request, SessionOk, SessionStart, ShutdownOk, SyncMismatch, SyncOk,
-    SyncRequest, encode_base64, negotiate_capabilities, parse_request, write_frame,
+    CAP_EXEC_STREAM, CAP_GUEST_FS_V2, CAP_SYNC_VERIFY, CAP_WIRE_SYNC, CAP_WIRE_SYNC_STREAM,
+    ErrorCode, Exec, ExecOutput, ExecResult, Handshake, HandshakeOk, LineReader, ManifestAction,
+    OutputStream, PROTOCOL_VERSION, ProtocolError, Reply, Request, SessionOk, SessionStart,
+    ShutdownOk, SyncMismatch, SyncOk, SyncRequest, encode_base64, negotiate_capabilities,
+    parse_request, write_frame,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::SFlag;
@@ -31,6 +32,7 @@ pub(crate) const OFFERED: &[&str] = &[
     CAP_GUEST_FS_V2,
     CAP_SYNC_VERIFY,
     CAP_WIRE_SYNC,
+    CAP_WIRE_SYNC_STREAM,
 ];
 
 /// Server name sent in `handshake_ok`.

@@ -26,12 +26,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use devshell_vm_protocol::{
     BlobRef, ErrorCode, LineReader, Manifest, ProtocolError, Reply, WireBlobs, WireChanges,
-    WireEntry, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk, WireWant,
-    digest_hex, write_blob, write_frame,
+    WireEntry, WireKind, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk,
+    WireWant, digest_hex, write_blob, write_frame,
 };
-use devshell_vm_sync::wire::{apply_changes, entry_of};
-use devshell_vm_sync::{PullScope, SyncState};
-use devshell_vm_vfs::{Content, Vfs};
+use devshell_vm_sync::wire::{apply_changes, entry_of, ns_to_time};
+use devshell_vm_sync::{PullScope, StreamEntry, StreamedPush, SyncState};
+use devshell_vm_vfs::{Content, NodeKind, Vfs};
 
 use crate::conn::log;
 use crate::options::Token;
@@ -354,18 +354,38 @@ impl Replica {
 
     /// Handles `wire_push`: either applies it at once (nothing missing) or answers
     /// `wire_need` and keeps it pending.
-    pub(crate) fn push(&mut self, conn: u64, mut push: WirePush, max_bytes: u64) -> Reply {
+    pub(crate) fn push(&mut self, conn: u64, push: WirePush, max_bytes: u64) -> Reply {
+        let pending = match self.check_push(conn, push, max_bytes) {
+            Ok(pending) => pending,
+            Err(refusal) => return refusal,
+        };
+        if pending.missing.is_empty() {
+            return self.apply_push(conn, &pending, HashMap::new());
+        }
+        let digests = pending.missing.clone();
+        self.pending_push = Some(pending);
+        Reply::WireNeed(WireNeed { digests })
+    }
+
+    /// Validates a push and plans it: what to delete, which entries change, which
+    /// blobs are missing. `Err` is the refusal to answer.
+    fn check_push(
+        &mut self,
+        conn: u64,
+        mut push: WirePush,
+        max_bytes: u64,
+    ) -> Result<PendingPush, Reply> {
         let started = Instant::now();
         self.pending_pull = false;
         self.pending_push = None;
         for entry in &push.entries {
             if let Err(message) = entry.validate() {
-                return Reply::error(ErrorCode::WireInvalid, message);
+                return Err(Reply::error(ErrorCode::WireInvalid, message));
             }
         }
         for path in &push.deleted {
             if let Err(message) = devshell_vm_protocol::check_relative_path(path) {
-                return Reply::error(ErrorCode::WireInvalid, message);
+                return Err(Reply::error(ErrorCode::WireInvalid, message));
             }
         }
         // Bound: the copy's file bytes after the push. A full push lists the whole copy;
@@ -384,13 +404,13 @@ impl Replica {
                 || push.base_epoch != self.epoch
                 || push.base_generation != self.generation
             {
-                return Reply::error(
+                return Err(Reply::error(
                     ErrorCode::WireStale,
                     format!(
                         "delta push on {:?}/{:?} but this copy is at {:?}/{:?}: send a full push",
                         push.base_epoch, push.base_generation, self.epoch, self.generation
                     ),
-                );
+                ));
             }
             (
                 std::mem::take(&mut push.deleted),
@@ -410,13 +430,13 @@ impl Replica {
             after.file_bytes()
         };
         if bytes > max_bytes {
-            return Reply::error(
+            return Err(Reply::error(
                 ErrorCode::WireQuota,
                 format!(
                     "the copy of {:?} would hold {bytes} bytes of files, over the sidecar's bound of {max_bytes} (--wire-max-bytes)",
                     self.project
                 ),
-            );
+            ));
         }
         let have: HashSet<&str> = self
             .manifest
@@ -450,12 +470,235 @@ impl Replica {
                 started.elapsed()
             ),
         );
-        if missing_count == 0 {
-            return self.apply_push(conn, &pending, HashMap::new());
+        Ok(pending)
+    }
+
+    /// Handles a streamed `wire_push` (`stream: true`): the bulk frames of every
+    /// distinct file digest follow the line at once. Into an empty copy the files are
+    /// written while they arrive ([`devshell_vm_sync::StreamedPush`]); otherwise they
+    /// are read, then applied like any push. A refusal before the frames were read, a
+    /// bad frame or digest close the connection (`Err`) after the error reply; any
+    /// failure after writing began resets the copy.
+    pub(crate) fn push_streamed<R: Read, W: Write>(
+        &mut self,
+        conn: u64,
+        push: WirePush,
+        reader: &mut LineReader<R>,
+        writer: &mut W,
+        max_bytes: u64,
+    ) -> Result<(), ProtocolError> {
+        let mut blobs: Vec<BlobRef> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for entry in &push.entries {
+            if let Some(digest) = entry.digest.as_deref()
+                && seen.insert(digest)
+            {
+                blobs.push(BlobRef {
+                    digest: digest.to_owned(),
+                    size: entry.size,
+                });
+            }
         }
-        let digests = pending.missing.clone();
-        self.pending_push = Some(pending);
-        Reply::WireNeed(WireNeed { digests })
+        drop(seen);
+        let refusal = if push.full {
+            self.check_push(conn, push, max_bytes)
+                .map_err(|reply| match reply {
+                    Reply::Error(err) => (err.code, err.message),
+                    other => (ErrorCode::WireInvalid, format!("unexpected {}", other.op())),
+                })
+        } else {
+            Err((
+                ErrorCode::WireInvalid,
+                "a streamed wire_push must be full".to_owned(),
+            ))
+        };
+        let pending = match refusal {
+            Ok(pending) => pending,
+            Err((code, message)) => {
+                // Its frames follow and cannot be skipped without trusting the entries
+                // just refused: the connection ends here.
+                log(
+                    conn,
+                    &format!("wire-sync: closing: streamed push refused: {message}"),
+                );
+                write_frame(writer, &Reply::error(code, message.clone()))?;
+                return Err(ProtocolError::BulkFrame { message });
+            }
+        };
+        let fresh = self.manifest.is_empty() && pending.deleted.is_empty();
+        let reply = if fresh {
+            self.push_fresh(conn, &pending, &blobs, reader, writer, max_bytes)?
+        } else {
+            let received = self.read_stream(conn, &blobs, reader, writer, max_bytes, |_| {})?;
+            self.apply_push(conn, &pending, received)
+        };
+        write_frame(writer, &reply)
+    }
+
+    /// Reads and verifies the frames of `blobs`; `verified` sees each verified batch
+    /// (blob index, content) on the verifying thread. A bad frame or digest is answered
+    /// and ends the connection (`Err`).
+    fn read_stream<R: Read, W: Write>(
+        &mut self,
+        conn: u64,
+        blobs: &[BlobRef],
+        reader: &mut LineReader<R>,
+        writer: &mut W,
+        max_bytes: u64,
+        verified: impl FnMut(Vec<(usize, Content)>) + Send,
+    ) -> Result<HashMap<String, Content>, ProtocolError> {
+        let started = Instant::now();
+        match read_verified(reader, blobs, max_bytes, verified) {
+            Ok((received, total)) => {
+                log(
+                    conn,
+                    &format!(
+                        "wire-sync: push of {:?}: received {} streamed blobs, {total} bytes (frames read and verified in {:?})",
+                        self.project,
+                        blobs.len(),
+                        started.elapsed()
+                    ),
+                );
+                Ok(received)
+            }
+            Err(err) => {
+                self.reset(conn, &format!("streamed push failed: {err}"));
+                log(conn, &format!("wire-sync: closing: {err}"));
+                write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
+                Err(err)
+            }
+        }
+    }
+
+    /// A streamed push into an empty copy: directories first, then each file written
+    /// as soon as its blob is verified, the mirror built meanwhile.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "tree, writers, mirror builder and the commit share the push's locals"
+    )]
+    fn push_fresh<R: Read, W: Write>(
+        &mut self,
+        conn: u64,
+        pending: &PendingPush,
+        blobs: &[BlobRef],
+        reader: &mut LineReader<R>,
+        writer: &mut W,
+        max_bytes: u64,
+    ) -> Result<Reply, ProtocolError> {
+        let started = Instant::now();
+        let stream_entries: Vec<StreamEntry<'_>> = pending
+            .entries
+            .iter()
+            .map(|e| StreamEntry {
+                rel: &e.path,
+                kind: match e.kind {
+                    WireKind::Dir => NodeKind::Dir,
+                    WireKind::File => NodeKind::File,
+                    WireKind::Symlink => NodeKind::Symlink,
+                },
+                mode: e.mode,
+                mtime: ns_to_time(e.mtime_ns),
+                target: e.target.as_deref(),
+            })
+            .collect();
+        self.tracker.before_push();
+        let streamed = match StreamedPush::begin(&mut self.sync, VFS_ROOT, &stream_entries) {
+            Ok(streamed) => streamed,
+            Err(err) => {
+                let message = format!(
+                    "creating the tree of the push in {} failed: {}",
+                    self.dir.join(TREE_LEAF).display(),
+                    chain(&err)
+                );
+                // The frames that follow are read (and dropped) so the connection stays.
+                let _ = self.read_stream(conn, blobs, reader, writer, max_bytes, |_| {})?;
+                self.reset(conn, &message);
+                return Ok(Reply::error(ErrorCode::WireIo, message));
+            }
+        };
+        drop(stream_entries);
+        let Some(streamed) = streamed else {
+            let received = self.read_stream(conn, blobs, reader, writer, max_bytes, |_| {})?;
+            return Ok(self.apply_push(conn, pending, received));
+        };
+        let begun = started.elapsed();
+        // Which entries each blob fills.
+        let mut users: HashMap<&str, Vec<usize>> = HashMap::with_capacity(blobs.len());
+        for (index, entry) in pending.entries.iter().enumerate() {
+            if let Some(digest) = entry.digest.as_deref() {
+                users.entry(digest).or_default().push(index);
+            }
+        }
+        // The mirror is built on its own thread while the blobs arrive: structure,
+        // manifest and tree digest first (they need no content), then each file as its
+        // blob is verified.
+        let (to_mirror, mirror_rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Content)>>(16);
+        let base = self.vfs.clone();
+        let (received, mirror) = std::thread::scope(|scope| {
+            let builder = scope.spawn(move || build_mirror(base, &pending.entries, &mirror_rx));
+            let feed = |batch: Vec<(usize, Content)>| {
+                let mut out = Vec::with_capacity(batch.len());
+                for (blob, content) in batch {
+                    for &index in users.get(blobs[blob].digest.as_str()).into_iter().flatten() {
+                        out.push((index, Content::clone(&content)));
+                    }
+                }
+                // A stopped builder reports its error below.
+                let _ = to_mirror.send(out.clone());
+                // A failed writer reports its error at finish.
+                let _ = streamed.feed(out);
+            };
+            let received = self.read_stream(conn, blobs, reader, writer, max_bytes, feed);
+            drop(to_mirror);
+            let mirror = builder
+                .join()
+                .unwrap_or_else(|_| Err("the mirror builder panicked".to_owned()));
+            (received, mirror)
+        });
+        if let Err(err) = received {
+            drop(streamed);
+            // read_stream reset the copy; reset again now that the writers stopped.
+            self.reset(conn, "streamed push failed");
+            return Err(err);
+        }
+        let received_at = started.elapsed();
+        let (next, manifest, tree_digest) = match mirror {
+            Ok(built) => built,
+            Err(message) => {
+                drop(streamed);
+                self.reset(conn, &message);
+                return Ok(Reply::error(ErrorCode::WireInvalid, message));
+            }
+        };
+        let mirror_at = started.elapsed();
+        if let Err(err) = streamed.finish(&mut self.sync, &next) {
+            let message = format!(
+                "writing the push into {} failed: {}",
+                self.dir.join(TREE_LEAF).display(),
+                chain(&err)
+            );
+            self.reset(conn, &message);
+            return Ok(Reply::error(ErrorCode::WireIo, message));
+        }
+        self.tracker.after_push(&self.dir.join(TREE_LEAF), true);
+        self.vfs = next;
+        self.manifest = manifest;
+        self.epoch = Some(pending.push.epoch.clone());
+        self.generation = Some(pending.push.generation);
+        log(
+            conn,
+            &format!(
+                "wire-sync: push of {:?} applied, streamed ({} entries, {:?}: tree created {begun:?}, blobs read {received_at:?}, mirror {mirror_at:?}, after the line {:?})",
+                self.project,
+                pending.entries.len(),
+                started.elapsed(),
+                pending.needed_at.elapsed(),
+            ),
+        );
+        Ok(Reply::WirePushOk(WirePushOk {
+            generation: pending.push.generation,
+            tree_digest,
+        }))
     }
 
     /// Deletions and changed entries that turn the copy into exactly `entries`.
@@ -541,7 +784,7 @@ impl Replica {
             return Err(ProtocolError::BulkFrame { message });
         }
         let header_at = Instant::now();
-        let (received, total) = match read_verified(reader, &header.blobs, max_bytes) {
+        let (received, total) = match read_verified(reader, &header.blobs, max_bytes, |_| {}) {
             Ok(found) => found,
             Err(err) => {
                 log(conn, &format!("wire-sync: closing: {err}"));
@@ -952,6 +1195,70 @@ impl Replica {
     }
 }
 
+/// Builds the mirror of a streamed push into an empty copy (`base`) from `entries`
+/// (unique paths, parents first): directories and symlinks, the manifest and its tree
+/// digest at once, then each file as `contents` delivers `(entry index, content)`. The
+/// result equals [`apply_changes`] of the same entries. `Err` names the entry at fault.
+fn build_mirror(
+    mut vfs: Vfs,
+    entries: &[WireEntry],
+    contents: &std::sync::mpsc::Receiver<Vec<(usize, Content)>>,
+) -> Result<(Vfs, Manifest, String), String> {
+    let fail = |entry: &WireEntry, reason: String| {
+        format!("cannot apply the wire change at {:?}: {reason}", entry.path)
+    };
+    for entry in entries {
+        let path = mirror_path(&entry.path);
+        let mtime = ns_to_time(entry.mtime_ns);
+        let done = match entry.kind {
+            WireKind::Dir => vfs
+                .mkdir(&path)
+                .and_then(|()| vfs.set_mode(&path, entry.mode))
+                .and_then(|()| vfs.set_mtime(&path, mtime)),
+            WireKind::Symlink => {
+                vfs.symlink_with(entry.target.as_deref().unwrap_or_default(), &path, mtime)
+            }
+            WireKind::File => Ok(()),
+        };
+        done.map_err(|err| fail(entry, err.to_string()))?;
+    }
+    let mut manifest = Manifest::default();
+    for entry in entries {
+        manifest.upsert(entry.clone());
+    }
+    let tree_digest = manifest.tree_digest();
+    let mut files = entries.iter().filter(|e| e.kind == WireKind::File).count();
+    for batch in contents {
+        for (index, content) in batch {
+            let Some(entry) = entries.get(index).filter(|e| e.kind == WireKind::File) else {
+                continue;
+            };
+            if content.len() as u64 != entry.size {
+                return Err(fail(
+                    entry,
+                    format!(
+                        "the entry says {} bytes but its content has {}",
+                        entry.size,
+                        content.len()
+                    ),
+                ));
+            }
+            vfs.write_file_with(
+                &mirror_path(&entry.path),
+                content,
+                entry.mode,
+                ns_to_time(entry.mtime_ns),
+            )
+            .map_err(|err| fail(entry, err.to_string()))?;
+            files -= 1;
+        }
+    }
+    if files != 0 {
+        return Err(format!("{files} files of the push got no content"));
+    }
+    Ok((vfs, manifest, tree_digest))
+}
+
 /// An error and its causes, each once, for a reply message that crosses the wire (the
 /// client sees no `source()` chain).
 fn chain(err: &dyn std::error::Error) -> String {
@@ -977,6 +1284,7 @@ fn read_verified<R: Read>(
     reader: &mut LineReader<R>,
     blobs: &[BlobRef],
     max_bytes: u64,
+    mut on_verified: impl FnMut(Vec<(usize, Content)>) + Send,
 ) -> Result<(HashMap<String, Content>, u64), ProtocolError> {
     /// Blobs handed to the verifier at once (fewer wake-ups for many small files).
     const BATCH_BYTES: u64 = 1 << 20;
@@ -987,9 +1295,10 @@ fn read_verified<R: Read>(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Content)>>(8);
         let verifier = scope.spawn(move || -> Result<(), ProtocolError> {
             for batch in rx {
-                for (index, data) in batch {
-                    devshell_vm_protocol::verify_blob(&blobs[index], &data)?;
+                for (index, data) in &batch {
+                    devshell_vm_protocol::verify_blob(&blobs[*index], data)?;
                 }
+                on_verified(batch);
             }
             Ok(())
         });

@@ -331,9 +331,11 @@ fn sidecar_killed_mid_push_and_mid_pull_leaves_the_vfs_unchanged() {
     proxy.arm(Dir::Up, 1 << 20, Fault::Kill(sidecar.pid()));
     let err = faulted_run(&mut session, &mut vfs, "true");
     assert!(err.is_connection_failure(), "{err}");
+    // A first push into an empty copy streams its blobs right after the `wire_push`
+    // line (`wire-sync-stream`), so the kill lands in that exchange.
     assert_eq!(
         err_during(&err),
-        "wire_blobs",
+        "wire_push",
         "the kill hit the push: {err}"
     );
     sidecar.restart();
@@ -441,13 +443,86 @@ fn raw_push_with(
     sent: &[u8],
     extra: Option<&[u8]>,
 ) -> Vec<Reply> {
+    let (mut writer, mut reader) = raw_open(addr, "/raw");
+    let need = raw_call(
+        &Request::WirePush(WirePush {
+            session_id: "s".into(),
+            project: "/raw".into(),
+            full: true,
+            base_epoch: None,
+            base_generation: None,
+            epoch: "e".into(),
+            generation: 1,
+            deleted: Vec::new(),
+            entries: vec![WireEntry::file(
+                "x",
+                0o644,
+                0,
+                announced.size,
+                announced.digest.clone(),
+            )],
+            stream: false,
+        }),
+        &mut writer,
+        &mut reader,
+    );
+    assert!(matches!(need, Reply::WireNeed(_)), "{need:?}");
+    let mut blobs = vec![announced.clone()];
+    if let Some(extra) = extra {
+        blobs.push(BlobRef {
+            digest: digest_hex(extra),
+            size: extra.len() as u64,
+        });
+    }
+    let header = Request::WireBlobs(WireBlobs {
+        session_id: "s".into(),
+        blobs,
+    });
+    writer
+        .write_all(encode_request(&header).as_bytes())
+        .unwrap();
+    writer.write_all(b"\n").unwrap();
+    write_blob(&mut writer, sent).unwrap();
+    if let Some(extra) = extra {
+        // May fail: the sidecar closes as soon as it refused the header.
+        let _ = write_blob(&mut writer, extra);
+    }
+    let _ = writer.flush();
+    read_until_closed(&mut reader)
+}
+
+/// Every reply line until the sidecar closes the connection.
+fn read_until_closed(reader: &mut BufReader<TcpStream>) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => replies.push(parse_reply(&line).unwrap()),
+        }
+    }
+    replies
+}
+
+/// One request line and its reply line.
+fn raw_call(request: &Request, writer: &mut TcpStream, reader: &mut BufReader<TcpStream>) -> Reply {
+    writer
+        .write_all(encode_request(request).as_bytes())
+        .unwrap();
+    writer.write_all(b"\n").unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    parse_reply(&line).unwrap()
+}
+
+/// A raw connection with every capability, a `wire_start` and `project` opened.
+fn raw_open(addr: std::net::SocketAddr, project: &str) -> (TcpStream, BufReader<TcpStream>) {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    let mut replies = Vec::new();
     let call = |request: Request, writer: &mut TcpStream, reader: &mut BufReader<TcpStream>| {
         writer
             .write_all(encode_request(&request).as_bytes())
@@ -479,67 +554,152 @@ fn raw_push_with(
         &mut reader,
     );
     assert!(matches!(started, Reply::WireStarted(_)), "{started:?}");
-    let project = call(
-        Request::WireProject(WireProject {
-            session_id: "s".into(),
-            project: "/raw".into(),
-            excludes: Vec::new(),
-        }),
-        &mut writer,
-        &mut reader,
-    );
-    assert!(matches!(project, Reply::WireProjectOk(_)), "{project:?}");
-    let need = call(
-        Request::WirePush(WirePush {
-            session_id: "s".into(),
-            project: "/raw".into(),
-            full: true,
-            base_epoch: None,
-            base_generation: None,
-            epoch: "e".into(),
-            generation: 1,
-            deleted: Vec::new(),
-            entries: vec![WireEntry::file(
-                "x",
-                0o644,
-                0,
-                announced.size,
-                announced.digest.clone(),
-            )],
-        }),
-        &mut writer,
-        &mut reader,
-    );
-    assert!(matches!(need, Reply::WireNeed(_)), "{need:?}");
-    let mut blobs = vec![announced.clone()];
-    if let Some(extra) = extra {
-        blobs.push(BlobRef {
-            digest: digest_hex(extra),
-            size: extra.len() as u64,
-        });
-    }
-    let header = Request::WireBlobs(WireBlobs {
-        session_id: "s".into(),
-        blobs,
-    });
-    writer
-        .write_all(encode_request(&header).as_bytes())
-        .unwrap();
-    writer.write_all(b"\n").unwrap();
-    write_blob(&mut writer, sent).unwrap();
-    if let Some(extra) = extra {
-        // May fail: the sidecar closes as soon as it refused the header.
-        let _ = write_blob(&mut writer, extra);
-    }
-    let _ = writer.flush();
+    // The previous connection of this client may still hold the copy for a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => replies.push(parse_reply(&line).unwrap()),
+        let opened = call(
+            Request::WireProject(WireProject {
+                session_id: "s".into(),
+                project: project.into(),
+                excludes: Vec::new(),
+            }),
+            &mut writer,
+            &mut reader,
+        );
+        match opened {
+            Reply::WireProjectOk(_) => return (writer, reader),
+            Reply::Error(err)
+                if err.code.as_str() == "wire_busy" && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("{other:?}"),
         }
     }
+}
+
+/// A streamed full push (`wire-sync-stream`): the line, then `frames` at once.
+fn raw_streamed_push(
+    addr: std::net::SocketAddr,
+    full: bool,
+    entries: Vec<WireEntry>,
+    frames: &[&[u8]],
+) -> Vec<Reply> {
+    let (mut writer, mut reader) = raw_open(addr, "/streamed");
+    let push = Request::WirePush(WirePush {
+        session_id: "s".into(),
+        project: "/streamed".into(),
+        full,
+        base_epoch: None,
+        base_generation: None,
+        epoch: "e".into(),
+        generation: 1,
+        deleted: Vec::new(),
+        entries,
+        stream: true,
+    });
+    writer.write_all(encode_request(&push).as_bytes()).unwrap();
+    writer.write_all(b"\n").unwrap();
+    for frame in frames {
+        // May fail: the sidecar closes as soon as it refused the push.
+        let _ = write_blob(&mut writer, frame);
+    }
+    let _ = writer.flush();
+    // A streamed push that succeeded leaves the connection open: stop after one reply.
+    let mut line = String::new();
+    let mut replies = Vec::new();
+    if reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+        replies.push(parse_reply(&line).unwrap());
+    }
+    if matches!(replies.first(), Some(Reply::Error(_))) {
+        replies.extend(read_until_closed(&mut reader));
+    }
     replies
+}
+
+/// One bad streamed push: the code expected, `full`, the entries, the frames sent.
+type Case<'a> = (&'a str, bool, Vec<WireEntry>, Vec<&'a [u8]>);
+
+/// A streamed first push with a bad blob, a bad entry or a delta is refused with a
+/// clear code and the connection closed (its frames cannot be trusted); the copy is
+/// left empty, and the next streamed push into it works.
+#[test]
+fn a_bad_streamed_push_is_refused_closes_the_connection_and_leaves_the_copy_empty() {
+    let sidecar = RemoteSidecar::start("64m", &[]);
+    let good = b"0123456789";
+    let entry = |digest: String, size: u64| WireEntry::file("d/x", 0o644, 0, size, digest);
+    let dir = WireEntry::dir("d", 0o755, 0);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "wire_digest",
+            true,
+            vec![dir.clone(), entry(digest_hex(b"something else"), 10)],
+            vec![good],
+        ),
+        (
+            "wire_frame",
+            true,
+            vec![dir.clone(), entry(digest_hex(good), 4)],
+            vec![good],
+        ),
+        (
+            "wire_invalid",
+            false,
+            vec![dir.clone(), entry(digest_hex(good), 10)],
+            vec![good],
+        ),
+        (
+            "wire_invalid",
+            true,
+            vec![WireEntry::file("../x", 0o644, 0, 10, digest_hex(good))],
+            vec![good],
+        ),
+    ];
+    for (code, full, entries, frames) in cases {
+        let replies = raw_streamed_push(sidecar.addr, full, entries, &frames);
+        let [Reply::Error(err)] = &replies[..] else {
+            panic!("{code}: {replies:?}\n{}", sidecar.logs())
+        };
+        assert_eq!(err.code.as_str(), code, "{err:?}");
+        let left = copies_tree(&sidecar, "streamed");
+        assert!(left.trim().is_empty(), "{code}: the copy holds {left:?}");
+    }
+    let replies = raw_streamed_push(
+        sidecar.addr,
+        true,
+        vec![dir, entry(digest_hex(good), 10)],
+        &[good],
+    );
+    assert!(matches!(replies[..], [Reply::WirePushOk(_)]), "{replies:?}");
+    assert!(
+        sidecar
+            .logs()
+            .contains("wire-sync: push of \"/streamed\" applied, streamed"),
+        "{}",
+        sidecar.logs()
+    );
+    assert_eq!(copies_tree(&sidecar, "streamed").trim(), "d\nd/x");
+}
+
+/// The paths under a project copy's tree (inside the sidecar's namespace), sorted.
+fn copies_tree(sidecar: &RemoteSidecar, name: &str) -> String {
+    let script = format!(
+        "for t in {}/.devshell-vm-wire/*/{name}-*/tree; do cd \"$t\" && find . -mindepth 1 | sed 's|^./||' | sort; done",
+        sidecar.root().display()
+    );
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "--target",
+            &sidecar.pid().to_string(),
+            "--mount",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -190,6 +190,9 @@ impl Conn<'_> {
             );
         };
         match request {
+            Request::WirePush(push) if push.stream => {
+                replica.push_streamed(conn, push, reader, writer, max_bytes)
+            }
             Request::WirePush(push) => {
                 let reply = replica.push(conn, push, max_bytes);
                 write_frame(writer, &reply)

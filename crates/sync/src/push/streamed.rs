@@ -112,6 +112,10 @@ impl StreamedPush {
     /// [`VmSyncError::InvalidName`] for a bad path, [`VmSyncError::WireApply`] for an
     /// entry out of order, [`VmSyncError::LeafCollision`], [`VmSyncError::Io`] naming the
     /// host path.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "checks, the tree's directories and symlinks, and the writers' start read in order"
+    )]
     pub fn begin(
         state: &mut SyncState,
         vfs_path: &str,
@@ -237,6 +241,7 @@ impl StreamedPush {
     /// `entries` given to [`Self::begin`]); blocks while they are behind. Indices of
     /// excluded entries are ignored. Returns `false` once a writer failed (the error is
     /// [`Self::finish`]'s); feeding more is then pointless.
+    #[must_use = "false means a writer failed: stop feeding"]
     pub fn feed(&self, batch: Vec<(usize, Content)>) -> bool {
         if self.shared.failed.load(Ordering::Relaxed) {
             return false;
