@@ -26,7 +26,7 @@ use devshell_vm_protocol::{
     WireEntry, WireKind, WireProject, WireProjectOk, WirePull, WirePullDone, WirePush, WireStart,
     WireWant, digest_hex,
 };
-use devshell_vm_sync::wire::{apply_changes, entry_of, join, relative};
+use devshell_vm_sync::wire::{apply_changes, entry_of, entry_of_node, join, relative};
 use devshell_vm_sync::{DEFAULT_MAX_FILE_SIZE, SyncReport, ToolOutcome};
 use devshell_vm_vfs::{Content, Vfs, VfsError};
 
@@ -393,27 +393,27 @@ fn in_step(project: &WireProjectState) -> bool {
         && remote.tree_digest == project.manifest.tree_digest()
 }
 
-/// The wire entries (and file contents) of `paths` under `root`, in order, the root
-/// itself left out. Hashing is the bulk of a full push's work on this side, so the paths
-/// are shared out over the available cores (interleaved, so a few large files do not all
-/// land on one thread).
+/// The wire entries (and file contents) of the walked nodes under `root`, in order, the
+/// root itself left out. Hashing is the bulk of a full push's work on this side, so the
+/// nodes are shared out over the available cores (interleaved, so a few large files do
+/// not all land on one thread).
 fn entries_of(
-    vfs: &Vfs,
     root: &str,
-    paths: &[String],
+    walked: &[devshell_vm_vfs::WalkEntry<'_>],
 ) -> Result<Vec<(WireEntry, Option<Content>)>, BetaError> {
     type Found = Result<Vec<(usize, WireEntry, Option<Content>)>, String>;
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .clamp(1, 8)
-        .min(paths.len() / 256 + 1);
+        .min(walked.len() / 256 + 1);
     let work = |first: usize| -> Found {
-        let mut found = Vec::new();
-        for (index, path) in paths.iter().enumerate().skip(first).step_by(threads) {
-            let Some(rel) = relative(root, path) else {
+        let mut found = Vec::with_capacity(walked.len() / threads + 1);
+        for (index, item) in walked.iter().enumerate().skip(first).step_by(threads) {
+            let Some(rel) = relative(root, &item.path) else {
                 continue;
             };
-            let (entry, content) = entry_of(vfs, path, rel).map_err(|err| err.to_string())?;
+            let (entry, content) =
+                entry_of_node(item.node, rel).map_err(|err| err.to_string())?;
             found.push((index, entry, content));
         }
         Ok(found)
@@ -436,7 +436,7 @@ fn entries_of(
             parts
         })
     };
-    let mut all = Vec::with_capacity(paths.len());
+    let mut all = Vec::with_capacity(walked.len());
     for part in parts {
         all.extend(part.map_err(|reason| wire_error(root, reason))?);
     }
@@ -528,14 +528,13 @@ fn push_project(
     } else {
         let mut next = Manifest::default();
         let mut entries = Vec::new();
-        let paths: Vec<String> = vfs
+        let walked: Vec<devshell_vm_vfs::WalkEntry<'_>> = vfs
             .walk(&root)
             .map_err(|err| wire_error(&root, err.to_string()))?
-            .map(|item| item.path)
             .collect();
         let stream = link.capabilities()?.wire_sync_stream
             && project.remote.as_ref().is_some_and(|r| r.entries == 0);
-        for (entry, content) in entries_of(vfs, &root, &paths)? {
+        for (entry, content) in entries_of(&root, &walked)? {
             note(&entry, content, &mut counts);
             // A streamed push builds its manifest while the bytes go out (below).
             if !stream {

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devshell_vm_protocol::{Manifest, WireEntry, WireKind, digest_hex};
-use devshell_vm_vfs::{Content, NodeKind, Vfs, VfsError};
+use devshell_vm_vfs::{Content, NodeKind, NodeRef, Vfs, VfsError};
 
 use crate::VmSyncError;
 
@@ -81,7 +81,17 @@ pub fn entry_of(
     path: &str,
     rel: &str,
 ) -> Result<(WireEntry, Option<Content>), VfsError> {
-    let node = vfs.node(path)?;
+    entry_of_node(vfs.node(path)?, rel)
+}
+
+/// [`entry_of`] for a node already at hand (from [`Vfs::walk`]): no path lookup.
+///
+/// # Errors
+/// Reading a lazy content failed.
+pub fn entry_of_node(
+    node: NodeRef<'_>,
+    rel: &str,
+) -> Result<(WireEntry, Option<Content>), VfsError> {
     let meta = node.metadata();
     let mtime = time_to_ns(meta.mtime);
     Ok(match meta.kind {

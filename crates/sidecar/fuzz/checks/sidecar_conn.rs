@@ -78,7 +78,7 @@ pub(crate) fn check(data: &[u8]) {
     let first = data.first().copied().unwrap_or(0);
     if first % 4 == 2 {
         input.extend_from_slice(
-            br#"{"op":"handshake","version":1,"client":"fuzz","client_version":"0","capabilities":["exec-stream","guest-fs-v2","sync-verify","wire-sync"]}"#,
+            br#"{"op":"handshake","version":1,"client":"fuzz","client_version":"0","capabilities":["exec-stream","guest-fs-v2","sync-verify","wire-sync","wire-sync-stream"]}"#,
         );
         input.push(b'\n');
         input.extend_from_slice(
