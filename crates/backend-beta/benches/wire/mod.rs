@@ -501,10 +501,14 @@ fn rebuild(setup: &WireSetup) {
     );
 }
 
-/// The `wire` sections, each run when `wanted(name)` says so.
+/// The `wire` sections, each run when `wanted(name)` says so. Each section gets a fresh
+/// sidecar: the first pushes leave it holding eight copies (about 700 MB of mirrors),
+/// and an `exec` on a sidecar that large costs tens of milliseconds more (its sandbox
+/// helper is forked from it; see docs/BENCHMARKS.md), which would swamp the round
+/// trip's sub-millisecond difference.
 pub(crate) fn bench_wire(parent: &Path, wanted: impl Fn(&str) -> bool) {
-    let setup = WireSetup::new(parent);
     if wanted("wire-push-t2") || wanted("wire-push-cargo200") {
+        let setup = WireSetup::new(parent);
         let rsync = RsyncDaemon::start(setup.dir.path());
         if wanted("wire-push-t2") {
             first_push_case("t2", &setup, &rsync, t2, 5);
@@ -514,9 +518,9 @@ pub(crate) fn bench_wire(parent: &Path, wanted: impl Fn(&str) -> bool) {
         }
     }
     if wanted("wire-roundtrip") {
-        round_trips(&setup);
+        round_trips(&WireSetup::new(parent));
     }
     if wanted("wire-rebuild") {
-        rebuild(&setup);
+        rebuild(&WireSetup::new(parent));
     }
 }
