@@ -441,7 +441,7 @@ fn real_crate(vfs: &mut Vfs, root: &str) -> String {
 /// shared but loopback) vs through shared staging (the same sidecar, `session_start`
 /// on a directory both see). Runs alternate.
 fn rebuild(setup: &WireSetup) {
-    const RUNS: usize = 5;
+    const RUNS: usize = 9;
     let build = ToolRequest::new(
         "cargo",
         ["build", "--offline", "--quiet"].map(String::from).to_vec(),
@@ -499,6 +499,16 @@ fn rebuild(setup: &WireSetup) {
         "beta/rebuild ratio remote/shared: {:.2} (target <= 1.1)",
         w.as_secs_f64() / s.as_secs_f64()
     );
+    // What the last rebuild moved over the wire (the sidecar's log).
+    let logs = setup.sidecar.logs();
+    for line in logs
+        .lines()
+        .filter(|line| line.contains("wire-sync: p") && line.contains("\"/rebuild\""))
+        .rev()
+        .take(2)
+    {
+        println!("beta/rebuild sidecar profile: {line}");
+    }
 }
 
 /// The `wire` sections, each run when `wanted(name)` says so. Each section gets a fresh
