@@ -412,8 +412,7 @@ fn entries_of(
             let Some(rel) = relative(root, &item.path) else {
                 continue;
             };
-            let (entry, content) =
-                entry_of_node(item.node, rel).map_err(|err| err.to_string())?;
+            let (entry, content) = entry_of_node(item.node, rel).map_err(|err| err.to_string())?;
             found.push((index, entry, content));
         }
         Ok(found)

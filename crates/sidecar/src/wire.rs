@@ -352,6 +352,16 @@ impl Replica {
         self.pending_pull = false;
     }
 
+    /// The reply message for a failure writing the copy's tree: `{doing} <tree> failed:
+    /// <causes>`.
+    fn disk_failure(&self, doing: &str, err: &devshell_vm_sync::VmSyncError) -> String {
+        format!(
+            "{doing} {} failed: {}",
+            self.dir.join(TREE_LEAF).display(),
+            chain(err)
+        )
+    }
+
     /// Handles `wire_push`: either applies it at once (nothing missing) or answers
     /// `wire_need` and keeps it pending.
     pub(crate) fn push(&mut self, conn: u64, push: WirePush, max_bytes: u64) -> Reply {
@@ -572,10 +582,6 @@ impl Replica {
 
     /// A streamed push into an empty copy: directories first, then each file written
     /// as soon as its blob is verified, the mirror built meanwhile.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "tree, writers, mirror builder and the commit share the push's locals"
-    )]
     fn push_fresh<R: Read, W: Write>(
         &mut self,
         conn: u64,
@@ -605,11 +611,7 @@ impl Replica {
         let streamed = match StreamedPush::begin(&mut self.sync, VFS_ROOT, &stream_entries) {
             Ok(streamed) => streamed,
             Err(err) => {
-                let message = format!(
-                    "creating the tree of the push in {} failed: {}",
-                    self.dir.join(TREE_LEAF).display(),
-                    chain(&err)
-                );
+                let message = self.disk_failure("creating the tree of the push in", &err);
                 // The frames that follow are read (and dropped) so the connection stays.
                 let _ = self.read_stream(conn, blobs, reader, writer, max_bytes, |_| {})?;
                 self.reset(conn, &message);
@@ -672,11 +674,7 @@ impl Replica {
         };
         let mirror_at = started.elapsed();
         if let Err(err) = streamed.finish(&mut self.sync, &next) {
-            let message = format!(
-                "writing the push into {} failed: {}",
-                self.dir.join(TREE_LEAF).display(),
-                chain(&err)
-            );
+            let message = self.disk_failure("writing the push into", &err);
             self.reset(conn, &message);
             return Ok(Reply::error(ErrorCode::WireIo, message));
         }
@@ -899,11 +897,7 @@ impl Replica {
                 .after_push(&self.dir.join(TREE_LEAF), !report.is_noop());
         }
         if let Err(err) = pushed {
-            let message = format!(
-                "writing the push into {} failed: {}",
-                self.dir.join(TREE_LEAF).display(),
-                chain(&err)
-            );
+            let message = self.disk_failure("writing the push into", &err);
             self.reset(conn, &message);
             return Reply::error(ErrorCode::WireIo, message);
         }

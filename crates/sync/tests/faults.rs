@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use devshell_vm_sync::{
     SyncState, VmSyncError, pull_workspace_to_vfs, push_full, push_incremental,
 };
+use devshell_vm_test_support::kill_loop::{is_a_version_or_prefix, versioned};
 use devshell_vm_vfs::Vfs;
 use support::{assert_same, host_snapshot, vfs_snapshot};
 
@@ -408,26 +409,6 @@ fn child_eacces_push(dir: &Path) {
 // ---------------------------------------------------------------------------------
 // Files vanishing or changing between the scan and the read.
 
-/// Content that names its own version and length, so a torn read is recognisable.
-fn versioned(version: u32) -> Vec<u8> {
-    let len = 1000 + (version as usize * 7919) % 60_000;
-    let mut out = format!("v{version}:{len}:").into_bytes();
-    out.resize(len, b'0' + (version % 10) as u8);
-    out
-}
-
-fn is_prefix_of_a_version(content: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(content);
-    let Some(version) = text
-        .strip_prefix('v')
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|v| v.parse::<u32>().ok())
-    else {
-        return content.is_empty();
-    };
-    versioned(version).starts_with(content)
-}
-
 #[test]
 fn files_changing_and_vanishing_during_pulls_never_tear_the_vfs() {
     let staging = tempfile::tempdir().unwrap();
@@ -493,7 +474,7 @@ fn files_changing_and_vanishing_during_pulls_never_tear_the_vfs() {
                     let path = format!("/proj/{}", entry.name);
                     if let Ok(content) = vfs.read_file(&path) {
                         assert!(
-                            is_prefix_of_a_version(&content),
+                            is_a_version_or_prefix(&content),
                             "{path}: torn content ({} bytes)",
                             content.len()
                         );

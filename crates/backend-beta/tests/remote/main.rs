@@ -683,23 +683,13 @@ fn a_bad_streamed_push_is_refused_closes_the_connection_and_leaves_the_copy_empt
 
 /// The paths under a project copy's tree (inside the sidecar's namespace), sorted.
 fn copies_tree(sidecar: &RemoteSidecar, name: &str) -> String {
-    let script = format!(
-        "for t in {}/.devshell-vm-wire/*/{name}-*/tree; do cd \"$t\" && find . -mindepth 1 | sed 's|^./||' | sort; done",
-        sidecar.root().display()
-    );
-    let out = std::process::Command::new("nsenter")
-        .args([
-            "--target",
-            &sidecar.pid().to_string(),
-            "--mount",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    in_sidecar_namespace(
+        sidecar,
+        &format!(
+            "for t in {}/.devshell-vm-wire/*/{name}-*/tree; do cd \"$t\" && find . -mindepth 1 | sed 's|^./||' | sort; done",
+            sidecar.root().display()
+        ),
+    )
 }
 
 #[test]
@@ -889,10 +879,17 @@ fn the_sidecar_pull_scans_only_what_the_tool_changed() {
 
 /// Lists the project copies in the sidecar's store (inside its mount namespace).
 fn copies(sidecar: &RemoteSidecar) -> String {
-    let script = format!(
-        "ls -d {}/.devshell-vm-wire/*/* 2>/dev/null || true",
-        sidecar.root().display()
-    );
+    in_sidecar_namespace(
+        sidecar,
+        &format!(
+            "ls -d {}/.devshell-vm-wire/*/* 2>/dev/null || true",
+            sidecar.root().display()
+        ),
+    )
+}
+
+/// The output of `sh -c script` run in the sidecar's mount namespace (it must succeed).
+fn in_sidecar_namespace(sidecar: &RemoteSidecar, script: &str) -> String {
     let out = std::process::Command::new("nsenter")
         .args([
             "--target",
@@ -901,7 +898,7 @@ fn copies(sidecar: &RemoteSidecar) -> String {
             "--",
             "sh",
             "-c",
-            &script,
+            script,
         ])
         .output()
         .expect("nsenter");
