@@ -1201,6 +1201,14 @@ fn build_mirror(
     let fail = |entry: &WireEntry, reason: String| {
         format!("cannot apply the wire change at {:?}: {reason}", entry.path)
     };
+    // A path listed twice would leave disk and mirror to the writers' order.
+    let mut listed: HashSet<&str> = HashSet::with_capacity(entries.len());
+    for entry in entries {
+        if !listed.insert(&entry.path) {
+            return Err(fail(entry, "listed twice in one push".to_owned()));
+        }
+    }
+    drop(listed);
     for entry in entries {
         let path = mirror_path(&entry.path);
         let mtime = ns_to_time(entry.mtime_ns);

@@ -612,6 +612,12 @@ fn raw_streamed_push(
         replies.push(parse_reply(&line).unwrap());
     }
     if matches!(replies.first(), Some(Reply::Error(_))) {
+        // Refused before or while reading the frames: the sidecar closes at once. A
+        // failure after them (a path listed twice) leaves the connection open.
+        reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         replies.extend(read_until_closed(&mut reader));
     }
     replies
@@ -654,6 +660,16 @@ fn a_bad_streamed_push_is_refused_closes_the_connection_and_leaves_the_copy_empt
             vec![WireEntry::file("../x", 0o644, 0, 10, digest_hex(good))],
             vec![good],
         ),
+        (
+            "wire_invalid",
+            true,
+            vec![
+                dir.clone(),
+                entry(digest_hex(good), 10),
+                entry(digest_hex(good), 10),
+            ],
+            vec![good],
+        ),
     ];
     for (code, full, entries, frames) in cases {
         let replies = raw_streamed_push(sidecar.addr, full, entries, &frames);
@@ -671,14 +687,25 @@ fn a_bad_streamed_push_is_refused_closes_the_connection_and_leaves_the_copy_empt
         &[good],
     );
     assert!(matches!(replies[..], [Reply::WirePushOk(_)]), "{replies:?}");
-    assert!(
-        sidecar
-            .logs()
-            .contains("wire-sync: push of \"/streamed\" applied, streamed"),
-        "{}",
-        sidecar.logs()
+    wait_for_log(
+        &sidecar,
+        "wire-sync: push of \"/streamed\" applied, streamed",
     );
     assert_eq!(copies_tree(&sidecar, "streamed").trim(), "d\nd/x");
+}
+
+/// Waits (up to 10 s) until the sidecar's log holds `needle`: the log arrives through a
+/// pipe that a reader thread drains, so a line may trail the reply it precedes.
+fn wait_for_log(sidecar: &RemoteSidecar, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sidecar.logs().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log within 10 s:\n{}",
+            sidecar.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The paths under a project copy's tree (inside the sidecar's namespace), sorted.
@@ -772,11 +799,7 @@ fn a_file_the_sidecar_lost_is_detected_and_sent_again() {
         "/f",
         "test \"$(cat small)\" = s && test $(wc -c < big) = 3145728",
     );
-    assert!(
-        sidecar.logs().contains("changed behind the sidecar's back"),
-        "{}",
-        sidecar.logs()
-    );
+    wait_for_log(&sidecar, "changed behind the sidecar's back");
     assert_eq!(
         vfs.read_file("/f/big").unwrap().len(),
         3 << 20,
@@ -929,11 +952,7 @@ fn an_idle_copy_is_removed_and_the_next_session_pushes_again() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(
-        sidecar.logs().contains("removing idle copy"),
-        "{}",
-        sidecar.logs()
-    );
+    wait_for_log(&sidecar, "removing idle copy");
     let mut second = session(sidecar.addr, &sidecar.token_file);
     run_ok(&mut second, &mut vfs, "/f", "test \"$(cat small)\" = s");
 }
