@@ -640,6 +640,8 @@ fn push_project(
                 remote.epoch = Some(project.epoch.clone());
                 remote.generation = Some(generation);
                 remote.tree_digest = ok.tree_digest;
+                // A later full push on this connection streams only into an empty copy.
+                remote.entries = project.manifest.len() as u64;
             }
             Ok(counts.report(started))
         }
@@ -791,6 +793,7 @@ fn pull_project(
                 remote.epoch = Some(project.epoch.clone());
                 remote.generation = Some(generation);
                 remote.tree_digest = ours;
+                remote.entries = project.manifest.len() as u64;
             }
         }
         _ => project.forget(),
