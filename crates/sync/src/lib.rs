@@ -11,6 +11,8 @@
 //!   only, after checking the VFS path exists);
 //! * [`push_incremental`] applies only what the VFS journal
 //!   ([`Vfs::changes_since`](devshell_vm_vfs::Vfs::changes_since)) reports;
+//! * [`StreamedPush`] writes a new tree whose file contents arrive while it runs (a
+//!   remote sender's blobs), leaving the same tree and state as [`push_full`];
 //! * [`pull_workspace_to_vfs`] scans the leaf with metadata only, reads just the
 //!   entries whose metadata moved, and applies all changes or none; large changed files
 //!   (at least [`SyncState::set_lazy_min_size`], default 64 KiB) are not even read: they
