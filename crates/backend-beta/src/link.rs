@@ -169,10 +169,15 @@ impl Link {
             let making = scope.spawn(move || meanwhile(push.entries));
             let result = match conn.send_line_with_blobs("wire_push", line, blobs) {
                 Ok(()) => conn.read_wire_reply("wire_push"),
-                Err(sending) => match conn.read_wire_reply("wire_push") {
-                    Ok(reply @ Reply::Error(_)) => Ok(reply),
-                    _ => Err(sending),
-                },
+                // Cut off while sending: the sidecar may have answered before closing.
+                Err(sending @ BetaError::ConnectionLost { .. }) => {
+                    match conn.read_wire_reply("wire_push") {
+                        Ok(reply @ Reply::Error(_)) => Ok(reply),
+                        _ => Err(sending),
+                    }
+                }
+                // Nothing was sent (a line over the frame limit), or a timeout.
+                Err(other) => Err(other),
             };
             (result, making.join())
         });
