@@ -240,29 +240,11 @@ impl Connection {
         request: &Request,
         blobs: &[&[u8]],
     ) -> Result<(), BetaError> {
-        self.send(request)?;
-        let during = request.op();
-        let mut batch = std::io::BufWriter::with_capacity(256 * 1024, &mut self.writer);
-        let mut failure = None;
-        for blob in blobs {
-            batch.get_mut().deadline = Some(Instant::now() + self.io_timeout);
-            if let Err(err) = devshell_vm_protocol::write_blob(&mut batch, blob) {
-                failure = Some(err);
-                break;
-            }
-        }
-        let flushed = match failure {
-            Some(err) => Err(err),
-            None => batch.flush().map_err(|source| ProtocolError::Io {
-                context: "writing a bulk frame",
-                source,
-            }),
-        };
-        drop(batch);
-        flushed.map_err(|err| self.stream_error(during, err, self.io_timeout))
+        self.send_line_with_blobs(request.op(), encode_request(request), blobs)
     }
 
-    /// [`Self::send_with_blobs`] for a request already encoded as `line` (no newline).
+    /// [`Self::send_with_blobs`] for a request already encoded as `line` (no newline):
+    /// the line and the frames go out through one buffer.
     pub(crate) fn send_line_with_blobs(
         &mut self,
         during: &str,

@@ -16,7 +16,7 @@
 //! applied: a connection lost mid-pull leaves the VFS as it was. Any failure forgets
 //! `acked`, so the next run starts with a full manifest.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use devshell_vm_config::BetaSync;
@@ -471,6 +471,7 @@ fn push_project(
     };
     let mut contents: HashMap<String, Content> = HashMap::new();
     let mut counts = Counts::default();
+    let mut in_order: Vec<Content> = Vec::new();
     let mut note = |entry: &WireEntry, content: Option<Content>, counts: &mut Counts| {
         match entry.kind {
             WireKind::Dir => counts.dirs += 1,
@@ -479,8 +480,13 @@ fn push_project(
                 counts.bytes += entry.size;
             }
         }
-        if let (Some(digest), Some(content)) = (&entry.digest, content) {
-            contents.entry(digest.clone()).or_insert(content);
+        if let (Some(digest), Some(content)) = (&entry.digest, content)
+            && let std::collections::hash_map::Entry::Vacant(slot) = contents.entry(digest.clone())
+        {
+            // Each distinct content once, in order of first appearance: the blobs of a
+            // streamed push, in the order the sidecar expects them.
+            in_order.push(Content::clone(&content));
+            slot.insert(content);
         }
     };
     let (push, next) = if let Some(changes) = delta {
@@ -563,21 +569,7 @@ fn push_project(
     let generation = push.generation;
     let mut next = next;
     let reply = if push.stream {
-        let mut seen: HashSet<&str> = HashSet::new();
-        let mut data: Vec<&[u8]> = Vec::new();
-        for entry in &push.entries {
-            if let Some(digest) = entry.digest.as_deref()
-                && seen.insert(digest)
-            {
-                let Some(content) = contents.get(digest) else {
-                    return Err(wire_error(
-                        &root,
-                        format!("no content for blob {digest} of this push"),
-                    ));
-                };
-                data.push(&content[..]);
-            }
-        }
+        let data: Vec<&[u8]> = in_order.iter().map(|c| &c[..]).collect();
         let (reply, manifest) = link.push_streamed(push, &data, |entries| {
             let mut manifest = Manifest::default();
             for entry in entries {

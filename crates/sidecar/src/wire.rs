@@ -29,7 +29,7 @@ use devshell_vm_protocol::{
     WireEntry, WireKind, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk,
     WireWant, digest_hex, write_blob, write_frame,
 };
-use devshell_vm_sync::wire::{apply_changes, entry_of, ns_to_time};
+use devshell_vm_sync::wire::{apply_changes, apply_entry, entry_of, ns_to_time};
 use devshell_vm_sync::{PullScope, StreamEntry, StreamedPush, SyncState};
 use devshell_vm_vfs::{Content, NodeKind, Vfs};
 
@@ -1191,38 +1191,30 @@ impl Replica {
 
 /// Builds the mirror of a streamed push into an empty copy (`base`) from `entries`
 /// (unique paths, parents first): directories and symlinks, the manifest and its tree
-/// digest at once, then each file as `contents` delivers `(entry index, content)`. The
-/// result equals [`apply_changes`] of the same entries. `Err` names the entry at fault.
+/// digest at once, then each file as `contents` delivers `(entry index, content)`, each
+/// entry applied by the sync crate's [`apply_entry`] (what [`apply_changes`] applies).
+/// `Err` names the entry at fault.
 fn build_mirror(
     mut vfs: Vfs,
     entries: &[WireEntry],
     contents: &std::sync::mpsc::Receiver<Vec<(usize, Content)>>,
 ) -> Result<(Vfs, Manifest, String), String> {
-    let fail = |entry: &WireEntry, reason: String| {
-        format!("cannot apply the wire change at {:?}: {reason}", entry.path)
-    };
     // A path listed twice would leave disk and mirror to the writers' order.
     let mut listed: HashSet<&str> = HashSet::with_capacity(entries.len());
-    for entry in entries {
-        if !listed.insert(&entry.path) {
-            return Err(fail(entry, "listed twice in one push".to_owned()));
-        }
+    if let Some(twice) = entries.iter().find(|e| !listed.insert(&e.path)) {
+        return Err(format!(
+            "cannot apply the wire change at {:?}: listed twice in one push",
+            twice.path
+        ));
     }
     drop(listed);
-    for entry in entries {
-        let path = mirror_path(&entry.path);
-        let mtime = ns_to_time(entry.mtime_ns);
-        let done = match entry.kind {
-            WireKind::Dir => vfs
-                .mkdir(&path)
-                .and_then(|()| vfs.set_mode(&path, entry.mode))
-                .and_then(|()| vfs.set_mtime(&path, mtime)),
-            WireKind::Symlink => {
-                vfs.symlink_with(entry.target.as_deref().unwrap_or_default(), &path, mtime)
-            }
-            WireKind::File => Ok(()),
-        };
-        done.map_err(|err| fail(entry, err.to_string()))?;
+    // Into an empty mirror nothing is replaced, so nothing leaves this scratch manifest.
+    let mut unused = Manifest::default();
+    let mut apply = |entry: &WireEntry, content: Option<&Content>| {
+        apply_entry(&mut vfs, VFS_ROOT, &mut unused, entry, content).map_err(|e| e.to_string())
+    };
+    for entry in entries.iter().filter(|e| e.kind != WireKind::File) {
+        apply(entry, None)?;
     }
     let mut manifest = Manifest::default();
     for entry in entries {
@@ -1235,23 +1227,7 @@ fn build_mirror(
             let Some(entry) = entries.get(index).filter(|e| e.kind == WireKind::File) else {
                 continue;
             };
-            if content.len() as u64 != entry.size {
-                return Err(fail(
-                    entry,
-                    format!(
-                        "the entry says {} bytes but its content has {}",
-                        entry.size,
-                        content.len()
-                    ),
-                ));
-            }
-            vfs.write_file_with(
-                &mirror_path(&entry.path),
-                content,
-                entry.mode,
-                ns_to_time(entry.mtime_ns),
-            )
-            .map_err(|err| fail(entry, err.to_string()))?;
+            apply(entry, Some(&content))?;
             files -= 1;
         }
     }

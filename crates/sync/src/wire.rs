@@ -152,61 +152,86 @@ pub fn apply_changes<S: std::hash::BuildHasher>(
         manifest.remove_subtree(rel);
     }
     for entry in entries {
-        let fail = |err: VfsError| VmSyncError::WireApply {
-            path: entry.path.clone(),
-            reason: err.to_string(),
-        };
-        if let Err(reason) = entry.validate() {
-            return Err(VmSyncError::WireApply {
-                path: entry.path.clone(),
-                reason,
-            });
-        }
-        let path = join(root, &entry.path);
-        let existing = vfs.stat(&path).ok().map(|m| m.kind);
-        let wanted = match entry.kind {
-            WireKind::Dir => NodeKind::Dir,
-            WireKind::File => NodeKind::File,
-            WireKind::Symlink => NodeKind::Symlink,
-        };
-        if existing.is_some_and(|kind| kind != wanted || kind == NodeKind::Symlink) {
-            vfs.remove(&path).map_err(fail)?;
-            manifest.remove_subtree(&entry.path);
-        }
-        let mtime = ns_to_time(entry.mtime_ns);
-        match entry.kind {
-            WireKind::Dir => {
-                if existing != Some(NodeKind::Dir) {
-                    vfs.mkdir(&path).map_err(fail)?;
-                }
-                vfs.set_mode(&path, entry.mode).map_err(fail)?;
-                vfs.set_mtime(&path, mtime).map_err(fail)?;
-            }
-            WireKind::File => {
-                let digest = entry.digest.as_deref().unwrap_or_default();
-                let content = contents.get(digest).ok_or_else(|| VmSyncError::WireApply {
-                    path: entry.path.clone(),
-                    reason: format!("no content for digest {digest}"),
-                })?;
-                if content.len() as u64 != entry.size {
-                    return Err(VmSyncError::WireApply {
-                        path: entry.path.clone(),
-                        reason: format!(
-                            "the entry says {} bytes but its content has {}",
-                            entry.size,
-                            content.len()
-                        ),
-                    });
-                }
-                vfs.write_file_with(&path, Content::clone(content), entry.mode, mtime)
-                    .map_err(fail)?;
-            }
-            WireKind::Symlink => {
-                vfs.symlink_with(entry.target.as_deref().unwrap_or_default(), &path, mtime)
-                    .map_err(fail)?;
-            }
-        }
+        apply_entry(
+            vfs,
+            root,
+            manifest,
+            entry,
+            contents.get(entry.digest.as_deref().unwrap_or_default()),
+        )?;
         manifest.upsert(entry.clone());
+    }
+    Ok(())
+}
+
+/// Applies one wire entry to the subtree at `root` (replacing a node of another kind, and
+/// dropping its subtree from `manifest`), with `content` for a file. The entry is not
+/// added to `manifest`: [`apply_changes`] does that, and a caller building a manifest
+/// of its own (the sidecar's streamed push) does not need it.
+///
+/// # Errors
+/// [`VmSyncError::WireApply`] naming the entry: an invalid entry, a file without content
+/// or with content of another size, a VFS refusal.
+pub fn apply_entry(
+    vfs: &mut Vfs,
+    root: &str,
+    manifest: &mut Manifest,
+    entry: &WireEntry,
+    content: Option<&Content>,
+) -> Result<(), VmSyncError> {
+    let fail = |err: VfsError| VmSyncError::WireApply {
+        path: entry.path.clone(),
+        reason: err.to_string(),
+    };
+    if let Err(reason) = entry.validate() {
+        return Err(VmSyncError::WireApply {
+            path: entry.path.clone(),
+            reason,
+        });
+    }
+    let path = join(root, &entry.path);
+    let existing = vfs.stat(&path).ok().map(|m| m.kind);
+    let wanted = match entry.kind {
+        WireKind::Dir => NodeKind::Dir,
+        WireKind::File => NodeKind::File,
+        WireKind::Symlink => NodeKind::Symlink,
+    };
+    if existing.is_some_and(|kind| kind != wanted || kind == NodeKind::Symlink) {
+        vfs.remove(&path).map_err(fail)?;
+        manifest.remove_subtree(&entry.path);
+    }
+    let mtime = ns_to_time(entry.mtime_ns);
+    match entry.kind {
+        WireKind::Dir => {
+            if existing != Some(NodeKind::Dir) {
+                vfs.mkdir(&path).map_err(fail)?;
+            }
+            vfs.set_mode(&path, entry.mode).map_err(fail)?;
+            vfs.set_mtime(&path, mtime).map_err(fail)?;
+        }
+        WireKind::File => {
+            let digest = entry.digest.as_deref().unwrap_or_default();
+            let content = content.ok_or_else(|| VmSyncError::WireApply {
+                path: entry.path.clone(),
+                reason: format!("no content for digest {digest}"),
+            })?;
+            if content.len() as u64 != entry.size {
+                return Err(VmSyncError::WireApply {
+                    path: entry.path.clone(),
+                    reason: format!(
+                        "the entry says {} bytes but its content has {}",
+                        entry.size,
+                        content.len()
+                    ),
+                });
+            }
+            vfs.write_file_with(&path, Content::clone(content), entry.mode, mtime)
+                .map_err(fail)?;
+        }
+        WireKind::Symlink => {
+            vfs.symlink_with(entry.target.as_deref().unwrap_or_default(), &path, mtime)
+                .map_err(fail)?;
+        }
     }
     Ok(())
 }

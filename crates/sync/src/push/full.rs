@@ -107,8 +107,7 @@ struct Plan<'a, 'v> {
     pending: Vec<AtomicUsize>,
     queue: Mutex<Queue>,
     wake: Condvar,
-    failed: AtomicBool,
-    error: Mutex<Option<VmSyncError>>,
+    stop: WriterStop,
     files_done: AtomicU64,
     bytes_done: AtomicU64,
 }
@@ -279,8 +278,7 @@ pub(super) fn full_push_inner(
             waiting: 0,
         }),
         wake: Condvar::new(),
-        failed: AtomicBool::new(false),
-        error: Mutex::new(None),
+        stop: WriterStop::default(),
         files_done: AtomicU64::new(0),
         bytes_done: AtomicU64::new(0),
     };
@@ -304,10 +302,10 @@ pub(super) fn full_push_inner(
         }
         logs
     });
-    let Plan { tasks, error, .. } = plan;
-    if let Some(err) = error.into_inner().unwrap_or_else(PoisonError::into_inner) {
+    if let Some(err) = plan.stop.take_error() {
         return Err(err);
     }
+    let Plan { tasks, .. } = plan;
     // Merge: directories first, in pre-order (a parent is recorded before its
     // children), then files and symlinks.
     let mut manifest = MEntry::new(leaf_meta, generation, observed_at);
@@ -403,12 +401,7 @@ fn reconcile(
 impl Plan<'_, '_> {
     /// Records the first failure and stops every writer.
     fn fail(&self, err: VmSyncError) {
-        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(err);
-        }
-        drop(slot);
-        self.failed.store(true, Ordering::Relaxed);
+        self.stop.fail(err);
         let _guard = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         self.wake.notify_all();
     }
@@ -433,7 +426,7 @@ impl Plan<'_, '_> {
             let item = {
                 let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 loop {
-                    if self.failed.load(Ordering::Relaxed) {
+                    if self.stop.stopped() {
                         return log;
                     }
                     if let Some(item) = queue.items.pop() {

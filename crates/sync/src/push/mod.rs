@@ -31,6 +31,44 @@ const CHUNK_BYTES: u64 = 8 << 20;
 /// Files written between two progress reports of a full push.
 const PROGRESS_FILES: u64 = 1024;
 
+/// How a push's writer threads stop: the first error any of them met (kept), or a stop
+/// without one (an abandoned push).
+#[derive(Default)]
+struct WriterStop {
+    stopped: AtomicBool,
+    error: Mutex<Option<VmSyncError>>,
+}
+
+impl WriterStop {
+    /// Records `err` unless an earlier error is recorded, and stops the writers.
+    fn fail(&self, err: VmSyncError) {
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(err);
+        }
+        drop(slot);
+        self.stop();
+    }
+
+    /// Stops the writers without an error.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the writers must stop.
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// The first error recorded, if any.
+    fn take_error(&self) -> Option<VmSyncError> {
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
 /// Resolves `vfs_path` and checks it is an existing directory, before anything on the
 /// host is touched.
 fn checked_root(vfs: &Vfs, vfs_path: &str) -> Result<String, VmSyncError> {

@@ -70,8 +70,7 @@ struct Shared {
     file_of: Vec<Option<usize>>,
     files: Vec<StreamFile>,
     queue: Mutex<Receiver<Vec<(usize, Content)>>>,
-    failed: AtomicBool,
-    error: Mutex<Option<VmSyncError>>,
+    stop: WriterStop,
 }
 
 /// What one writer did: `(file, metadata after writing)`, bytes written.
@@ -148,20 +147,15 @@ impl StreamedPush {
         let mut file_of = vec![None; entries.len()];
         let mut files = Vec::new();
         let mut links = Vec::new();
-        let mut skipped: Vec<&str> = Vec::new();
+        // Excluded directories, and every directory under one: their entries are left out.
+        let mut skipped: HashSet<&str> = HashSet::new();
         for (index, entry) in entries.iter().enumerate() {
             check_rel(entry.rel)?;
             let (parent_rel, name) = split_rel(entry.rel);
-            if skipped
-                .iter()
-                .any(|s| parent_rel == *s || parent_rel.starts_with(&format!("{s}/")))
-            {
-                continue;
-            }
             let is_dir = entry.kind == NodeKind::Dir;
-            if excludes.matches(entry.rel, is_dir) {
+            if skipped.contains(parent_rel) || excludes.matches(entry.rel, is_dir) {
                 if is_dir {
-                    skipped.push(entry.rel);
+                    skipped.insert(entry.rel);
                 }
                 continue;
             }
@@ -217,8 +211,7 @@ impl StreamedPush {
             file_of,
             files,
             queue: Mutex::new(receiver),
-            failed: AtomicBool::new(false),
-            error: Mutex::new(None),
+            stop: WriterStop::default(),
         });
         let writers = (0..writers)
             .map(|_| {
@@ -243,7 +236,7 @@ impl StreamedPush {
     /// [`Self::finish`]'s); feeding more is then pointless.
     #[must_use = "false means a writer failed: stop feeding"]
     pub fn feed(&self, batch: Vec<(usize, Content)>) -> bool {
-        if self.shared.failed.load(Ordering::Relaxed) {
+        if self.shared.stop.stopped() {
             return false;
         }
         self.sender
@@ -265,12 +258,7 @@ impl StreamedPush {
         let generation = vfs.generation();
         let written = self.join();
         let shared = &self.shared;
-        if let Some(err) = shared
-            .error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        if let Some(err) = shared.stop.take_error() {
             return Err(err);
         }
         let mut report = SyncReport {
@@ -293,7 +281,9 @@ impl StreamedPush {
             });
         }
         let root = vfs.stat(&self.norm)?;
-        let mut dir_meta: Vec<Option<HostMeta>> = vec![None; shared.dirs.len()];
+        // Deepest first (reverse pre-order): a directory's mtime is set after its
+        // children's; the leaf (index 0) last, with the VFS root's mode and mtime.
+        let mut dir_meta = Vec::with_capacity(shared.dirs.len());
         for (index, dir) in shared.dirs.iter().enumerate().rev() {
             let (mode, mtime) = if index == 0 {
                 (root.mode, Ts::from_system_time(root.mtime))
@@ -302,15 +292,12 @@ impl StreamedPush {
             };
             let meta = hostio::finish_dir(dir.fd.as_fd(), mode, mtime)
                 .map_err(|errno| VmSyncError::errno(shared.leaf_path.join(&dir.rel), errno))?;
-            dir_meta[index] = Some(meta);
+            dir_meta.push(meta);
         }
-        let mut dir_meta = dir_meta.into_iter().flatten();
-        let leaf_meta = dir_meta.next().ok_or_else(|| {
-            VmSyncError::io(&shared.leaf_path, std::io::Error::other("no leaf metadata"))
-        })?;
-        let mut manifest = MEntry::new(leaf_meta, generation, observed_at);
-        for (dir, meta) in shared.dirs.iter().skip(1).zip(dir_meta) {
-            manifest.upsert(&dir.rel, meta, generation, observed_at);
+        dir_meta.reverse();
+        let mut manifest = MEntry::new(dir_meta[0], generation, observed_at);
+        for (dir, meta) in shared.dirs.iter().zip(&dir_meta).skip(1) {
+            manifest.upsert(&dir.rel, *meta, generation, observed_at);
         }
         for (file, meta) in shared.files.iter().zip(file_meta.into_iter().flatten()) {
             manifest.upsert(&file.rel, meta, generation, observed_at);
@@ -334,7 +321,7 @@ impl StreamedPush {
         for writer in self.writers.drain(..) {
             match writer.join() {
                 Ok(done) => written.push(done),
-                Err(_) => self.shared.fail(VmSyncError::io(
+                Err(_) => self.shared.stop.fail(VmSyncError::io(
                     &self.shared.leaf_path,
                     std::io::Error::other("a writer thread panicked"),
                 )),
@@ -348,21 +335,13 @@ impl Drop for StreamedPush {
     fn drop(&mut self) {
         if !self.writers.is_empty() {
             // Abandoned: stop the writers before the caller removes the tree.
-            self.shared.failed.store(true, Ordering::Relaxed);
+            self.shared.stop.stop();
             let _ = self.join();
         }
     }
 }
 
 impl Shared {
-    fn fail(&self, err: VmSyncError) {
-        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(err);
-        }
-        self.failed.store(true, Ordering::Relaxed);
-    }
-
     /// One writer: writes fed files until the queue closes or a writer fails.
     fn write_fed(&self) -> Written {
         let mut done = Vec::new();
@@ -376,7 +355,7 @@ impl Shared {
                 return (done, bytes);
             };
             for (index, content) in batch {
-                if self.failed.load(Ordering::Relaxed) {
+                if self.stop.stopped() {
                     return (done, bytes);
                 }
                 let Some(file) = self.file_of.get(index).copied().flatten() else {
@@ -388,7 +367,7 @@ impl Shared {
                         done.push((file, meta));
                     }
                     Err(err) => {
-                        self.fail(err);
+                        self.stop.fail(err);
                         return (done, bytes);
                     }
                 }
