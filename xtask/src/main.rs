@@ -81,10 +81,12 @@ fn print_usage() {
     );
 }
 
-/// One CI run: its id (the marker value) and its private temporary directory.
+/// One CI run: its id (the marker value), its private temporary directory, and the
+/// failure reports of its test steps (printed again at the end of the run).
 struct CiRun {
     id: String,
     tmp: PathBuf,
+    failures: std::sync::Mutex<Vec<String>>,
 }
 
 impl CiRun {
@@ -104,7 +106,11 @@ impl CiRun {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
                 .map_err(|err| format!("cannot set the mode of {}: {err}", tmp.display()))?;
         }
-        Ok(Self { id, tmp })
+        Ok(Self {
+            id,
+            tmp,
+            failures: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// Runs one cargo step with the run's marker and `TMPDIR`, echoing it first so a CI
@@ -117,13 +123,32 @@ impl CiRun {
         let shown = format!("{shown_env}cargo {}", step_args.join(" "));
         println!("==> {shown}");
         let started = Instant::now();
-        let status = Command::new("cargo")
+        let mut command = Command::new("cargo");
+        command
             .args(step_args)
             .envs(env.iter().copied())
             .env(RUN_MARKER, &self.id)
-            .env("TMPDIR", &self.tmp)
-            .status()
-            .map_err(|err| format!("could not run `{shown}`: {err}"))?;
+            .env("TMPDIR", &self.tmp);
+        let status = if step_args.first() == Some(&"test") {
+            // Echo the tests' output and keep what each failing test printed: a CI log
+            // is often read from its end only, where the recap goes.
+            command.stdout(std::process::Stdio::piped());
+            let mut child = command
+                .spawn()
+                .map_err(|err| format!("could not run `{shown}`: {err}"))?;
+            if let Some(stdout) = child.stdout.take() {
+                let reports =
+                    failure_reports(std::io::BufReader::new(stdout), &mut std::io::stdout());
+                self.failures
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(reports);
+            }
+            child.wait()
+        } else {
+            command.status()
+        }
+        .map_err(|err| format!("could not run `{shown}`: {err}"))?;
         println!("    ({shown}: {:.1}s)", started.elapsed().as_secs_f64());
         if status.success() {
             Ok(())
@@ -169,6 +194,7 @@ fn ci() -> Result<(), String> {
     let started = Instant::now();
     let steps = steps(&run);
     let leftovers = leftovers::check(&run.id, &run.tmp);
+    print_recap(&run);
     println!(
         "xtask ci: {:.1} min in all",
         started.elapsed().as_secs_f64() / 60.0
@@ -181,6 +207,57 @@ fn ci() -> Result<(), String> {
         (Err(step), Ok(())) => Err(step),
         (Ok(()), Err(left)) => Err(left),
         (Err(step), Err(left)) => Err(format!("{step}\nxtask: {left}")),
+    }
+}
+
+/// Most lines of one failing test binary's report kept for the recap.
+const RECAP_LINES: usize = 120;
+
+/// Copies `stdout` of a `cargo test` to ours line by line and returns the `failures:`
+/// section of every test binary that failed (its first [`RECAP_LINES`] lines).
+fn failure_reports(stdout: impl std::io::BufRead, echo: &mut impl std::io::Write) -> Vec<String> {
+    let mut reports = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for line in stdout.split(b'\n') {
+        let Ok(line) = line else { break };
+        let _ = echo.write_all(&line);
+        let _ = echo.write_all(b"\n");
+        let _ = echo.flush();
+        let text = String::from_utf8_lossy(&line).into_owned();
+        if current.is_none() && text == "failures:" {
+            current = Some(Vec::new());
+        }
+        let Some(report) = current.as_mut() else {
+            continue;
+        };
+        if text.starts_with("test result:") {
+            report.push(text);
+            reports.push(report.join("\n"));
+            current = None;
+        } else if report.len() < RECAP_LINES {
+            report.push(text);
+        } else if report.len() == RECAP_LINES {
+            report.push("    [… cut; the whole report is above]".to_owned());
+        }
+    }
+    if let Some(report) = current {
+        reports.push(report.join("\n"));
+    }
+    reports
+}
+
+/// The failure reports of the run's test steps, once more at its end.
+fn print_recap(run: &CiRun) {
+    let failures = run
+        .failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if failures.is_empty() {
+        return;
+    }
+    println!("==> recap: what the failing tests printed");
+    for report in failures.iter() {
+        println!("{report}\n");
     }
 }
 
@@ -520,5 +597,54 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         Err(format!(
             "`{shown}` failed with {status} (a crash input is under {dir}/fuzz/artifacts/{target}/)"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recap keeps each failing binary's `failures:` section through its result
+    /// line, and nothing of a passing binary.
+    #[test]
+    fn the_recap_keeps_each_failure_section() {
+        let output = "\
+running 2 tests
+test a ... ok
+test b ... FAILED
+
+failures:
+
+---- b stdout ----
+thread 'b' panicked at src/lib.rs:1:1:
+boom
+
+failures:
+    b
+
+test result: FAILED. 1 passed; 1 failed
+
+running 1 test
+test c ... ok
+
+test result: ok. 1 passed; 0 failed
+";
+        let mut echoed = Vec::new();
+        let reports = failure_reports(output.as_bytes(), &mut echoed);
+        assert_eq!(echoed, output.as_bytes(), "every line is passed on");
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(reports[0].starts_with("failures:\n\n---- b stdout ----"));
+        assert!(reports[0].contains("boom"));
+        assert!(reports[0].ends_with("test result: FAILED. 1 passed; 1 failed"));
+        let long = format!(
+            "failures:\n{}test result: FAILED. 0 passed; 1 failed\n",
+            "x\n".repeat(500)
+        );
+        let reports = failure_reports(long.as_bytes(), &mut Vec::new());
+        assert_eq!(
+            reports[0].lines().count(),
+            RECAP_LINES + 2,
+            "cut, noted, result kept"
+        );
     }
 }

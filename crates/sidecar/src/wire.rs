@@ -539,45 +539,52 @@ impl Replica {
         let reply = if fresh {
             self.push_fresh(conn, &pending, &blobs, reader, writer, max_bytes)?
         } else {
-            let received = self.read_stream(conn, &blobs, reader, writer, max_bytes, |_| {})?;
-            self.apply_push(conn, &pending, received)
+            match self.read_stream(conn, &blobs, reader, max_bytes, |_| {}) {
+                Ok(received) => self.apply_push(conn, &pending, received),
+                Err(err) => self.refuse_stream(conn, writer, err)?,
+            }
         };
         write_frame(writer, &reply)
     }
 
     /// Reads and verifies the frames of `blobs`; `verified` sees each verified batch
-    /// (blob index, content) on the verifying thread. A bad frame or digest is answered
-    /// and ends the connection (`Err`).
-    fn read_stream<R: Read, W: Write>(
-        &mut self,
+    /// (blob index, content) on the verifying thread. A bad frame or digest is an `Err`
+    /// the caller passes to [`Self::refuse_stream`] once its writers stopped.
+    fn read_stream<R: Read>(
+        &self,
         conn: u64,
         blobs: &[BlobRef],
         reader: &mut LineReader<R>,
-        writer: &mut W,
         max_bytes: u64,
         verified: impl FnMut(Vec<(usize, Content)>) + Send,
     ) -> Result<HashMap<String, Content>, ProtocolError> {
         let started = Instant::now();
-        match read_verified(reader, blobs, max_bytes, verified) {
-            Ok((received, total)) => {
-                log(
-                    conn,
-                    &format!(
-                        "wire-sync: push of {:?}: received {} streamed blobs, {total} bytes (frames read and verified in {:?})",
-                        self.project,
-                        blobs.len(),
-                        started.elapsed()
-                    ),
-                );
-                Ok(received)
-            }
-            Err(err) => {
-                self.reset(conn, &format!("streamed push failed: {err}"));
-                log(conn, &format!("wire-sync: closing: {err}"));
-                write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
-                Err(err)
-            }
-        }
+        let (received, total) = read_verified(reader, blobs, max_bytes, verified)?;
+        log(
+            conn,
+            &format!(
+                "wire-sync: push of {:?}: received {} streamed blobs, {total} bytes (frames read and verified in {:?})",
+                self.project,
+                blobs.len(),
+                started.elapsed()
+            ),
+        );
+        Ok(received)
+    }
+
+    /// Ends a streamed push whose frames failed: resets the copy, then answers (so a
+    /// client that reconnects at once finds the copy empty) and ends the connection.
+    /// The caller has stopped every thread that wrote into the copy.
+    fn refuse_stream<W: Write>(
+        &mut self,
+        conn: u64,
+        writer: &mut W,
+        err: ProtocolError,
+    ) -> Result<Reply, ProtocolError> {
+        self.reset(conn, &format!("streamed push failed: {err}"));
+        log(conn, &format!("wire-sync: closing: {err}"));
+        write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
+        Err(err)
     }
 
     /// A streamed push into an empty copy: directories first, then each file written
@@ -592,36 +599,27 @@ impl Replica {
         max_bytes: u64,
     ) -> Result<Reply, ProtocolError> {
         let started = Instant::now();
-        let stream_entries: Vec<StreamEntry<'_>> = pending
-            .entries
-            .iter()
-            .map(|e| StreamEntry {
-                rel: &e.path,
-                kind: match e.kind {
-                    WireKind::Dir => NodeKind::Dir,
-                    WireKind::File => NodeKind::File,
-                    WireKind::Symlink => NodeKind::Symlink,
-                },
-                mode: e.mode,
-                mtime: ns_to_time(e.mtime_ns),
-                target: e.target.as_deref(),
-            })
-            .collect();
+        let stream_entries: Vec<StreamEntry<'_>> =
+            pending.entries.iter().map(stream_entry).collect();
         self.tracker.before_push();
         let streamed = match StreamedPush::begin(&mut self.sync, VFS_ROOT, &stream_entries) {
             Ok(streamed) => streamed,
             Err(err) => {
                 let message = self.disk_failure("creating the tree of the push in", &err);
                 // The frames that follow are read (and dropped) so the connection stays.
-                let _ = self.read_stream(conn, blobs, reader, writer, max_bytes, |_| {})?;
+                if let Err(err) = self.read_stream(conn, blobs, reader, max_bytes, |_| {}) {
+                    return self.refuse_stream(conn, writer, err);
+                }
                 self.reset(conn, &message);
                 return Ok(Reply::error(ErrorCode::WireIo, message));
             }
         };
         drop(stream_entries);
         let Some(streamed) = streamed else {
-            let received = self.read_stream(conn, blobs, reader, writer, max_bytes, |_| {})?;
-            return Ok(self.apply_push(conn, pending, received));
+            return match self.read_stream(conn, blobs, reader, max_bytes, |_| {}) {
+                Ok(received) => Ok(self.apply_push(conn, pending, received)),
+                Err(err) => self.refuse_stream(conn, writer, err),
+            };
         };
         let begun = started.elapsed();
         // Which entries each blob fills.
@@ -650,7 +648,7 @@ impl Replica {
                 // A failed writer reports its error at finish.
                 let _ = streamed.feed(out);
             };
-            let received = self.read_stream(conn, blobs, reader, writer, max_bytes, feed);
+            let received = self.read_stream(conn, blobs, reader, max_bytes, feed);
             drop(to_mirror);
             let mirror = builder
                 .join()
@@ -658,10 +656,9 @@ impl Replica {
             (received, mirror)
         });
         if let Err(err) = received {
+            // Stop the writers first: the copy is reset, then the client answered.
             drop(streamed);
-            // read_stream reset the copy; reset again now that the writers stopped.
-            self.reset(conn, "streamed push failed");
-            return Err(err);
+            return self.refuse_stream(conn, writer, err);
         }
         let received_at = started.elapsed();
         let (next, manifest, tree_digest) = match mirror {
@@ -1355,4 +1352,19 @@ fn relative(path: &str) -> Option<&str> {
     path.strip_prefix(VFS_ROOT)?
         .strip_prefix('/')
         .filter(|rel| !rel.is_empty())
+}
+
+/// How the sync crate's streamed push sees one entry of a `wire_push`.
+fn stream_entry(e: &WireEntry) -> StreamEntry<'_> {
+    StreamEntry {
+        rel: &e.path,
+        kind: match e.kind {
+            WireKind::Dir => NodeKind::Dir,
+            WireKind::File => NodeKind::File,
+            WireKind::Symlink => NodeKind::Symlink,
+        },
+        mode: e.mode,
+        mtime: ns_to_time(e.mtime_ns),
+        target: e.target.as_deref(),
+    }
 }
