@@ -254,6 +254,9 @@ pub(crate) struct Replica {
     generation: Option<u64>,
     pending_push: Option<PendingPush>,
     pending_pull: bool,
+    /// A pull's scan failed: the tree on disk holds changes that mirror and manifest
+    /// do not (the tracker still has them). The next push takes them in first.
+    behind: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -293,6 +296,7 @@ impl Replica {
             generation: None,
             pending_push: None,
             pending_pull: false,
+            behind: false,
         })
     }
 
@@ -350,6 +354,7 @@ impl Replica {
         self.generation = None;
         self.pending_push = None;
         self.pending_pull = false;
+        self.behind = false;
     }
 
     /// The reply message for a failure writing the copy's tree: `{doing} <tree> failed:
@@ -388,6 +393,10 @@ impl Replica {
         let started = Instant::now();
         self.pending_pull = false;
         self.pending_push = None;
+        if std::mem::take(&mut self.behind) {
+            // Plans compare with the manifest: first make it describe the disk again.
+            self.verify(conn);
+        }
         for entry in &push.entries {
             if let Err(message) = entry.validate() {
                 return Err(Reply::error(ErrorCode::WireInvalid, message));
@@ -938,7 +947,17 @@ impl Replica {
                     self.dir.join(TREE_LEAF).display(),
                     chain(&err)
                 );
-                self.reset(conn, &message);
+                // Mirror and manifest are as before the scan (it is all or nothing) and
+                // the tracker keeps what it saw: the tree stays (a tool's file changing
+                // or unreadable for a moment must not cost the whole copy). The client
+                // cannot send a delta any more, and its full push catches up first.
+                log(
+                    conn,
+                    &format!("wire-sync: pull failed, copy kept: {message}"),
+                );
+                self.epoch = None;
+                self.generation = None;
+                self.behind = true;
                 return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
             }
         };

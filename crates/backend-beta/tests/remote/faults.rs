@@ -173,6 +173,14 @@ fn eio_in_the_sidecars_copy_is_a_typed_error_and_the_next_run_repairs() {
         b"b",
         "the VFS is authoritative"
     );
+    // Repaired in place: a failed scan does not cost the copy (the next push took in
+    // what the tool had changed, then put back what the VFS holds).
+    super::wait_for_log(&sidecar, "wire-sync: pull failed, copy kept");
+    let logs = sidecar.logs();
+    assert!(
+        !logs.contains("resetting the copy"),
+        "the copy was recreated after one failed scan:\n{logs}"
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -189,14 +197,18 @@ fn files_churning_in_the_sidecars_copy_never_tear_the_vfs() {
     let guest_dir = pwd.trim().to_owned();
     // A writer in the sidecar's namespace, rewriting, replacing and deleting files in
     // the copy in a loop (in place in 4 KiB steps, so a reader can see a part).
+    // Paths are absolute: should the sidecar ever recreate the copy, the writer goes on
+    // in the new tree (a relative path would write into the removed one, unseen).
     let script = r#"cd "$1/churn" || exit 1
+exec 2>/dev/null
+d="$1/churn"
 i=0
 while :; do
   i=$((i + 1)); f=f$((i % 12))
   case $((i % 3)) in
-    0) n=$((1000 + (i * 7919) % 60000)); { printf 'v%s:%s:' $i $n; head -c $((n - ${#i} - ${#n} - 3)) /dev/zero | tr '\0' "$((i % 10))"; } > "$f" ;;
-    1) rm -f "$f" ;;
-    2) n=$((1000 + (i * 7919) % 60000)); { printf 'v%s:%s:' $i $n; head -c $((n - ${#i} - ${#n} - 3)) /dev/zero | tr '\0' "$((i % 10))"; } > ".t$f" && mv -f ".t$f" "$f" ;;
+    0) n=$((1000 + (i * 7919) % 60000)); { printf 'v%s:%s:' $i $n; head -c $((n - ${#i} - ${#n} - 3)) /dev/zero | tr '\0' "$((i % 10))"; } > "$d/$f" ;;
+    1) rm -f "$d/$f" ;;
+    2) n=$((1000 + (i * 7919) % 60000)); { printf 'v%s:%s:' $i $n; head -c $((n - ${#i} - ${#n} - 3)) /dev/zero | tr '\0' "$((i % 10))"; } > "$d/.t$f" && mv -f "$d/.t$f" "$d/$f" ;;
   esac
 done"#;
     let mut churner = Command::new("nsenter")
