@@ -26,7 +26,9 @@ use devshell_vm_protocol::{
     WireEntry, WireKind, WireProject, WireProjectOk, WirePull, WirePullDone, WirePush, WireStart,
     WireWant, digest_hex,
 };
-use devshell_vm_sync::wire::{apply_changes, entry_of, entry_of_node, join, relative};
+use devshell_vm_sync::wire::{
+    apply_changes, entry_of, entry_of_node, entry_of_node_unhashed, join, relative,
+};
 use devshell_vm_sync::{DEFAULT_MAX_FILE_SIZE, SyncReport, ToolOutcome};
 use devshell_vm_vfs::{Content, Vfs, VfsError};
 
@@ -204,6 +206,16 @@ struct Counts {
 }
 
 impl Counts {
+    fn add(&mut self, entry: &WireEntry) {
+        match entry.kind {
+            WireKind::Dir => self.dirs += 1,
+            WireKind::File | WireKind::Symlink => {
+                self.files += 1;
+                self.bytes += entry.size;
+            }
+        }
+    }
+
     fn report(self, started: Instant) -> SyncReport {
         SyncReport {
             files_written: self.files,
@@ -473,13 +485,7 @@ fn push_project(
     let mut counts = Counts::default();
     let mut in_order: Vec<Content> = Vec::new();
     let mut note = |entry: &WireEntry, content: Option<Content>, counts: &mut Counts| {
-        match entry.kind {
-            WireKind::Dir => counts.dirs += 1,
-            WireKind::File | WireKind::Symlink => {
-                counts.files += 1;
-                counts.bytes += entry.size;
-            }
-        }
+        counts.add(entry);
         if let (Some(digest), Some(content)) = (&entry.digest, content)
             && let std::collections::hash_map::Entry::Vacant(slot) = contents.entry(digest.clone())
         {
@@ -539,13 +545,25 @@ fn push_project(
             .collect();
         let stream = link.capabilities()?.wire_sync_stream
             && project.remote.as_ref().is_some_and(|r| r.entries == 0);
-        for (entry, content) in entries_of(&root, &walked)? {
-            note(&entry, content, &mut counts);
-            // A streamed push builds its manifest while the bytes go out (below).
-            if !stream {
-                next.upsert(entry.clone());
+        if stream {
+            // No digests: the line leaves at once, and each content travels as its own
+            // blob while the manifest (with the digests) is built alongside (below).
+            for item in &walked {
+                let Some(rel) = relative(&root, &item.path) else {
+                    continue;
+                };
+                let (entry, content) = entry_of_node_unhashed(item.node, rel)
+                    .map_err(|err| wire_error(&root, err.to_string()))?;
+                counts.add(&entry);
+                in_order.extend(content);
+                entries.push(entry);
             }
-            entries.push(entry);
+        } else {
+            for (entry, content) in entries_of(&root, &walked)? {
+                note(&entry, content, &mut counts);
+                next.upsert(entry.clone());
+                entries.push(entry);
+            }
         }
         // The epoch changes with every full push: a delta never applies to a copy
         // that a different history produced.
@@ -570,9 +588,19 @@ fn push_project(
     let mut next = next;
     let reply = if push.stream {
         let data: Vec<&[u8]> = in_order.iter().map(|c| &c[..]).collect();
-        let (reply, manifest) = link.push_streamed(push, &data, |entries| {
+        let contents = &in_order;
+        let (reply, manifest) = link.push_streamed(push, &data, move |entries| {
+            // The files' contents are in entry order: hash each for its entry. The
+            // sidecar hashes what it received; the tree digests are compared below.
+            let mut files = contents.iter();
             let mut manifest = Manifest::default();
-            for entry in entries {
+            for mut entry in entries {
+                if entry.kind == WireKind::File
+                    && entry.digest.is_none()
+                    && let Some(content) = files.next()
+                {
+                    entry.digest = Some(devshell_vm_protocol::digest_hex(content));
+                }
                 manifest.upsert(entry);
             }
             manifest

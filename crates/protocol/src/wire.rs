@@ -264,9 +264,10 @@ impl<R: Read> LineReader<R> {
 /// Largest blob buffer allocated from an announced size before its bytes arrive.
 const PREALLOCATE_MAX: usize = 64 << 20;
 
-/// Checks an announced blob's digest spelling and size before anything is read.
+/// Checks an announced blob's digest spelling and size before anything is read. An
+/// empty digest is a blob of a streamed push without digests: its reader computes it.
 fn check_announced(blob: &BlobRef, max_size: u64) -> Result<(), ProtocolError> {
-    if !is_digest_hex(&blob.digest) {
+    if !blob.digest.is_empty() && !is_digest_hex(&blob.digest) {
         return Err(ProtocolError::BulkFrame {
             message: format!(
                 "announced digest {:?} is not 64 lowercase hex digits",
@@ -429,6 +430,21 @@ impl WireEntry {
             },
             WireKind::Dir => Ok(()),
         }
+    }
+}
+
+impl WireEntry {
+    /// As [`WireEntry::validate`], except that a file may come without its digest: in a
+    /// streamed push without digests (`wire-sync-stream`) the sidecar computes them from
+    /// the blobs.
+    ///
+    /// # Errors
+    /// A description of the first problem.
+    pub fn validate_streamed(&self) -> Result<(), String> {
+        if self.kind == WireKind::File && self.digest.is_none() {
+            return check_relative_path(&self.path);
+        }
+        self.validate()
     }
 }
 
@@ -705,8 +721,10 @@ pub struct WirePush {
     #[serde(default)]
     pub entries: Vec<WireEntry>,
     /// Only with `full` and the `wire-sync-stream` capability: the line is followed at
-    /// once by the bulk frames of every distinct file digest of `entries`, in order of
-    /// first appearance (sizes as the entries say); no `wire_need` is answered.
+    /// once by bulk frames (sizes as the entries say); no `wire_need` is answered. When
+    /// every file entry has its digest, one blob per distinct digest, in order of first
+    /// appearance; when no file entry has one, one blob per file entry, in order, and
+    /// the sidecar computes the digests (the client checks the tree digest it answers).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
 }

@@ -239,6 +239,82 @@ struct PendingPush {
     needed_at: Instant,
 }
 
+/// The blobs of a streamed push, in the order they arrive, and the entries each fills.
+struct StreamPlan {
+    blobs: Vec<BlobRef>,
+    /// For each blob, the indices of the entries it fills.
+    users: Vec<Vec<usize>>,
+    /// No file entry has a digest: one blob per file entry, digests computed here.
+    digestless: bool,
+    /// The first file whose digest is present where the first file's is not (or the
+    /// reverse): such a push is refused.
+    mixed: Option<String>,
+}
+
+impl StreamPlan {
+    fn of(entries: &[WireEntry]) -> Self {
+        let files = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.kind == WireKind::File);
+        let digestless = files
+            .clone()
+            .next()
+            .is_some_and(|(_, e)| e.digest.is_none());
+        let mixed = files
+            .clone()
+            .find(|(_, e)| e.digest.is_none() != digestless)
+            .map(|(_, e)| e.path.clone());
+        let mut blobs = Vec::new();
+        let mut users: Vec<Vec<usize>> = Vec::new();
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (index, entry) in files {
+            match entry.digest.as_deref() {
+                // Each distinct digest once, in order of first appearance.
+                Some(digest) if !digestless => {
+                    if let Some(&blob) = first.get(digest) {
+                        users[blob].push(index);
+                        continue;
+                    }
+                    first.insert(digest, blobs.len());
+                    blobs.push(BlobRef {
+                        digest: digest.to_owned(),
+                        size: entry.size,
+                    });
+                }
+                // One per file (an empty digest: computed from the bytes).
+                None if digestless => blobs.push(BlobRef {
+                    digest: String::new(),
+                    size: entry.size,
+                }),
+                // Mixed: refused before any frame is read.
+                _ => continue,
+            }
+            users.push(vec![index]);
+        }
+        Self {
+            blobs,
+            users,
+            digestless,
+            mixed,
+        }
+    }
+
+    /// Gives the file entries without a digest (in order: one per blob) the digests
+    /// the blobs were found to have.
+    fn fill_digests(&self, entries: &mut [WireEntry], digests: &[String]) {
+        if !self.digestless {
+            return;
+        }
+        let files = entries
+            .iter_mut()
+            .filter(|e| e.kind == WireKind::File && e.digest.is_none());
+        for (entry, digest) in files.zip(digests) {
+            entry.digest = Some(digest.clone());
+        }
+    }
+}
+
 /// One project's copy: mirror, manifest, staging tree and sync state.
 pub(crate) struct Replica {
     project: String,
@@ -397,8 +473,13 @@ impl Replica {
             // Plans compare with the manifest: first make it describe the disk again.
             self.verify(conn);
         }
+        let check = if push.stream {
+            WireEntry::validate_streamed
+        } else {
+            WireEntry::validate
+        };
         for entry in &push.entries {
-            if let Err(message) = entry.validate() {
+            if let Err(message) = check(entry) {
                 return Err(Reply::error(ErrorCode::WireInvalid, message));
             }
         }
@@ -457,21 +538,7 @@ impl Replica {
                 ),
             ));
         }
-        let have: HashSet<&str> = self
-            .manifest
-            .iter()
-            .filter_map(|e| e.digest.as_deref())
-            .collect();
-        let mut missing: Vec<String> = Vec::new();
-        let mut asked: HashSet<&str> = HashSet::new();
-        for entry in &entries {
-            if let Some(digest) = entry.digest.as_deref()
-                && !have.contains(digest)
-                && asked.insert(digest)
-            {
-                missing.push(digest.to_owned());
-            }
-        }
+        let missing = self.missing_blobs(&entries);
         let missing_count = missing.len();
         let pending = PendingPush {
             push,
@@ -492,8 +559,29 @@ impl Replica {
         Ok(pending)
     }
 
+    /// The distinct digests of `entries` that the copy does not hold.
+    fn missing_blobs(&self, entries: &[WireEntry]) -> Vec<String> {
+        let have: HashSet<&str> = self
+            .manifest
+            .iter()
+            .filter_map(|e| e.digest.as_deref())
+            .collect();
+        let mut missing: Vec<String> = Vec::new();
+        let mut asked: HashSet<&str> = HashSet::new();
+        for entry in entries {
+            if let Some(digest) = entry.digest.as_deref()
+                && !have.contains(digest)
+                && asked.insert(digest)
+            {
+                missing.push(digest.to_owned());
+            }
+        }
+        missing
+    }
+
     /// Handles a streamed `wire_push` (`stream: true`): the bulk frames of every
-    /// distinct file digest follow the line at once. Into an empty copy the files are
+    /// distinct file digest follow the line at once, or, when the entries carry no
+    /// digests, one per file (their digests are computed here). Into an empty copy the files are
     /// written while they arrive ([`devshell_vm_sync::StreamedPush`]); otherwise they
     /// are read, then applied like any push. A refusal before the frames were read, a
     /// bad frame or digest close the connection (`Err`) after the error reply; any
@@ -506,32 +594,27 @@ impl Replica {
         writer: &mut W,
         max_bytes: u64,
     ) -> Result<(), ProtocolError> {
-        let mut blobs: Vec<BlobRef> = Vec::new();
-        let mut seen: HashSet<&str> = HashSet::new();
-        for entry in &push.entries {
-            if let Some(digest) = entry.digest.as_deref()
-                && seen.insert(digest)
-            {
-                blobs.push(BlobRef {
-                    digest: digest.to_owned(),
-                    size: entry.size,
-                });
-            }
-        }
-        drop(seen);
-        let refusal = if push.full {
+        let plan = StreamPlan::of(&push.entries);
+        let refusal = if !push.full {
+            Err((
+                ErrorCode::WireInvalid,
+                "a streamed wire_push must be full".to_owned(),
+            ))
+        } else if let Some(path) = &plan.mixed {
+            Err((
+                ErrorCode::WireInvalid,
+                format!(
+                    "a streamed wire_push gives every file's digest or none: {path:?} differs from the first file"
+                ),
+            ))
+        } else {
             self.check_push(conn, push, max_bytes)
                 .map_err(|reply| match reply {
                     Reply::Error(err) => (err.code, err.message),
                     other => (ErrorCode::WireInvalid, format!("unexpected {}", other.op())),
                 })
-        } else {
-            Err((
-                ErrorCode::WireInvalid,
-                "a streamed wire_push must be full".to_owned(),
-            ))
         };
-        let pending = match refusal {
+        let mut pending = match refusal {
             Ok(pending) => pending,
             Err((code, message)) => {
                 // Its frames follow and cannot be skipped without trusting the entries
@@ -546,10 +629,13 @@ impl Replica {
         };
         let fresh = self.manifest.is_empty() && pending.deleted.is_empty();
         let reply = if fresh {
-            self.push_fresh(conn, &pending, &blobs, reader, writer, max_bytes)?
+            self.push_fresh(conn, &mut pending, &plan, reader, writer, max_bytes)?
         } else {
-            match self.read_stream(conn, &blobs, reader, max_bytes, |_| {}) {
-                Ok(received) => self.apply_push(conn, &pending, received),
+            match self.read_stream(conn, &plan.blobs, reader, max_bytes, |_| {}) {
+                Ok((received, digests)) => {
+                    plan.fill_digests(&mut pending.entries, &digests);
+                    self.apply_push(conn, &pending, received)
+                }
                 Err(err) => self.refuse_stream(conn, writer, err)?,
             }
         };
@@ -565,10 +651,10 @@ impl Replica {
         blobs: &[BlobRef],
         reader: &mut LineReader<R>,
         max_bytes: u64,
-        verified: impl FnMut(Vec<(usize, Content)>) + Send,
-    ) -> Result<HashMap<String, Content>, ProtocolError> {
+        verified: impl FnMut(Vec<Verified>) + Send,
+    ) -> Result<(HashMap<String, Content>, Vec<String>), ProtocolError> {
         let started = Instant::now();
-        let (received, total) = read_verified(reader, blobs, max_bytes, verified)?;
+        let (received, digests, total) = read_verified(reader, blobs, max_bytes, verified)?;
         log(
             conn,
             &format!(
@@ -578,7 +664,7 @@ impl Replica {
                 started.elapsed()
             ),
         );
-        Ok(received)
+        Ok((received, digests))
     }
 
     /// Ends a streamed push whose frames failed: resets the copy, then answers (so a
@@ -601,13 +687,14 @@ impl Replica {
     fn push_fresh<R: Read, W: Write>(
         &mut self,
         conn: u64,
-        pending: &PendingPush,
-        blobs: &[BlobRef],
+        pending: &mut PendingPush,
+        plan: &StreamPlan,
         reader: &mut LineReader<R>,
         writer: &mut W,
         max_bytes: u64,
     ) -> Result<Reply, ProtocolError> {
         let started = Instant::now();
+        let blobs = &plan.blobs;
         let stream_entries: Vec<StreamEntry<'_>> =
             pending.entries.iter().map(stream_entry).collect();
         self.tracker.before_push();
@@ -626,36 +713,37 @@ impl Replica {
         drop(stream_entries);
         let Some(streamed) = streamed else {
             return match self.read_stream(conn, blobs, reader, max_bytes, |_| {}) {
-                Ok(received) => Ok(self.apply_push(conn, pending, received)),
+                Ok((received, digests)) => {
+                    plan.fill_digests(&mut pending.entries, &digests);
+                    Ok(self.apply_push(conn, pending, received))
+                }
                 Err(err) => self.refuse_stream(conn, writer, err),
             };
         };
         let begun = started.elapsed();
-        // Which entries each blob fills.
-        let mut users: HashMap<&str, Vec<usize>> = HashMap::with_capacity(blobs.len());
-        for (index, entry) in pending.entries.iter().enumerate() {
-            if let Some(digest) = entry.digest.as_deref() {
-                users.entry(digest).or_default().push(index);
-            }
-        }
-        // The mirror is built on its own thread while the blobs arrive: structure,
-        // manifest and tree digest first (they need no content), then each file as its
+        // The mirror, its manifest and tree digest are built on their own thread while
+        // the blobs arrive: structure first (it needs no content), then each file as its
         // blob is verified.
-        let (to_mirror, mirror_rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Content)>>(16);
+        let (to_mirror, mirror_rx) = std::sync::mpsc::sync_channel::<Vec<Verified>>(16);
         let base = self.vfs.clone();
+        let entries = &pending.entries;
         let (received, mirror) = std::thread::scope(|scope| {
-            let builder = scope.spawn(move || build_mirror(base, &pending.entries, &mirror_rx));
-            let feed = |batch: Vec<(usize, Content)>| {
+            let builder = scope.spawn(move || build_mirror(base, entries, &mirror_rx));
+            let feed = |batch: Vec<Verified>| {
                 let mut out = Vec::with_capacity(batch.len());
-                for (blob, content) in batch {
-                    for &index in users.get(blobs[blob].digest.as_str()).into_iter().flatten() {
-                        out.push((index, Content::clone(&content)));
+                for (blob, content, digest) in batch {
+                    for &index in &plan.users[blob] {
+                        out.push((index, Content::clone(&content), digest.clone()));
                     }
                 }
+                let to_write = out
+                    .iter()
+                    .map(|(i, c, _)| (*i, Content::clone(c)))
+                    .collect();
                 // A stopped builder reports its error below.
-                let _ = to_mirror.send(out.clone());
+                let _ = to_mirror.send(out);
                 // A failed writer reports its error at finish.
-                let _ = streamed.feed(out);
+                let _ = streamed.feed(to_write);
             };
             let received = self.read_stream(conn, blobs, reader, max_bytes, feed);
             drop(to_mirror);
@@ -692,8 +780,13 @@ impl Replica {
         log(
             conn,
             &format!(
-                "wire-sync: push of {:?} applied, streamed ({} entries, {:?}: tree created {begun:?}, blobs read {received_at:?}, mirror {mirror_at:?}, after the line {:?})",
+                "wire-sync: push of {:?} applied, streamed{} ({} entries, {:?}: tree created {begun:?}, blobs read {received_at:?}, mirror {mirror_at:?}, after the line {:?})",
                 self.project,
+                if plan.digestless {
+                    ", digests computed here"
+                } else {
+                    ""
+                },
                 pending.entries.len(),
                 started.elapsed(),
                 pending.needed_at.elapsed(),
@@ -788,7 +881,7 @@ impl Replica {
             return Err(ProtocolError::BulkFrame { message });
         }
         let header_at = Instant::now();
-        let (received, total) = match read_verified(reader, &header.blobs, max_bytes, |_| {}) {
+        let (received, _, total) = match read_verified(reader, &header.blobs, max_bytes, |_| {}) {
             Ok(found) => found,
             Err(err) => {
                 log(conn, &format!("wire-sync: closing: {err}"));
@@ -1213,7 +1306,7 @@ impl Replica {
 fn build_mirror(
     mut vfs: Vfs,
     entries: &[WireEntry],
-    contents: &std::sync::mpsc::Receiver<Vec<(usize, Content)>>,
+    contents: &std::sync::mpsc::Receiver<Vec<Verified>>,
 ) -> Result<(Vfs, Manifest, String), String> {
     // A path listed twice would leave disk and mirror to the writers' order.
     let mut listed: HashSet<&str> = HashSet::with_capacity(entries.len());
@@ -1229,27 +1322,29 @@ fn build_mirror(
     let mut apply = |entry: &WireEntry, content: Option<&Content>| {
         apply_entry(&mut vfs, VFS_ROOT, &mut unused, entry, content).map_err(|e| e.to_string())
     };
+    let mut manifest = Manifest::default();
     for entry in entries.iter().filter(|e| e.kind != WireKind::File) {
         apply(entry, None)?;
-    }
-    let mut manifest = Manifest::default();
-    for entry in entries {
         manifest.upsert(entry.clone());
     }
-    let tree_digest = manifest.tree_digest();
     let mut files = entries.iter().filter(|e| e.kind == WireKind::File).count();
     for batch in contents {
-        for (index, content) in batch {
+        for (index, content, digest) in batch {
             let Some(entry) = entries.get(index).filter(|e| e.kind == WireKind::File) else {
                 continue;
             };
-            apply(entry, Some(&content))?;
+            // The digest the blob was verified against, or the one computed for it.
+            let mut entry = entry.clone();
+            entry.digest = Some(digest);
+            apply(&entry, Some(&content))?;
+            manifest.upsert(entry);
             files -= 1;
         }
     }
     if files != 0 {
         return Err(format!("{files} files of the push got no content"));
     }
+    let tree_digest = manifest.tree_digest();
     Ok((vfs, manifest, tree_digest))
 }
 
@@ -1269,33 +1364,58 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Reads the bulk frames of `blobs` and verifies their digests on a second thread while
-/// the next ones are read (hashing is most of the receiving work; on a loopback or fast
-/// link it would otherwise stall the socket). Returns the contents by digest and their
-/// total size. The first framing error or digest mismatch is the error; frames after a
+/// A verified blob: its index in the list read, its bytes, its digest (hex).
+type Verified = (usize, Content, String);
+
+/// What [`read_verified`] read: contents by digest, each blob's digest (in order), and
+/// the total size.
+type ReadBlobs = (HashMap<String, Content>, Vec<String>, u64);
+
+/// Reads the bulk frames of `blobs` and hashes them on a second thread while the next
+/// ones are read (hashing is most of the receiving work; on a loopback or fast link it
+/// would otherwise stall the socket). A blob with a digest must match it; a blob with
+/// an empty digest (only in a streamed push without digests, which announces none) gets
+/// the digest of its bytes. `on_verified` sees each batch of verified blobs on the
+/// hashing thread. Returns the contents by digest, each blob's digest and their total
+/// size. The first framing error or digest mismatch is the error; frames after a
 /// mismatch are not read (the connection is closed anyway).
 fn read_verified<R: Read>(
     reader: &mut LineReader<R>,
     blobs: &[BlobRef],
     max_bytes: u64,
-    mut on_verified: impl FnMut(Vec<(usize, Content)>) + Send,
-) -> Result<(HashMap<String, Content>, u64), ProtocolError> {
+    mut on_verified: impl FnMut(Vec<Verified>) + Send,
+) -> Result<ReadBlobs, ProtocolError> {
     /// Blobs handed to the verifier at once (fewer wake-ups for many small files).
     const BATCH_BYTES: u64 = 1 << 20;
     const BATCH_BLOBS: usize = 256;
-    let mut received: HashMap<String, Content> = HashMap::with_capacity(blobs.len());
     let mut total: u64 = 0;
-    let verified = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Content)>>(8);
-        let verifier = scope.spawn(move || -> Result<(), ProtocolError> {
-            for batch in rx {
-                for (index, data) in &batch {
-                    devshell_vm_protocol::verify_blob(&blobs[*index], data)?;
+        let verifier = scope.spawn(
+            move || -> Result<(HashMap<String, Content>, Vec<String>), ProtocolError> {
+                let mut received: HashMap<String, Content> = HashMap::with_capacity(blobs.len());
+                let mut digests: Vec<String> = Vec::with_capacity(blobs.len());
+                for batch in rx {
+                    let mut done = Vec::with_capacity(batch.len());
+                    for (index, data) in batch {
+                        let expected = &blobs[index].digest;
+                        let actual = blake3::hash(&data).to_hex();
+                        if !expected.is_empty() && actual.as_str() != expected {
+                            return Err(ProtocolError::BlobDigest {
+                                expected: expected.clone(),
+                                actual: actual.to_string(),
+                            });
+                        }
+                        let digest = actual.to_string();
+                        received.insert(digest.clone(), Content::clone(&data));
+                        digests.push(digest.clone());
+                        done.push((index, data, digest));
+                    }
+                    on_verified(done);
                 }
-                on_verified(batch);
-            }
-            Ok(())
-        });
+                Ok((received, digests))
+            },
+        );
         let mut batch: Vec<(usize, Content)> = Vec::new();
         let mut batch_bytes = 0u64;
         let mut read_error = None;
@@ -1309,8 +1429,7 @@ fn read_verified<R: Read>(
             };
             total = total.saturating_add(blob.size);
             batch_bytes += blob.size;
-            batch.push((index, Content::clone(&data)));
-            received.insert(blob.digest.clone(), data);
+            batch.push((index, data));
             if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_BLOBS)
                 && tx.send(std::mem::take(&mut batch)).is_err()
             {
@@ -1332,11 +1451,10 @@ fn read_verified<R: Read>(
         });
         match (checked, read_error) {
             (Err(mismatch), _) => Err(mismatch),
-            (Ok(()), Some(err)) => Err(err),
-            (Ok(()), None) => Ok(()),
+            (Ok(_), Some(err)) => Err(err),
+            (Ok((received, digests)), None) => Ok((received, digests, total)),
         }
-    });
-    verified.map(|()| (received, total))
+    })
 }
 
 /// Writes a JSON header and, right after it, the blobs as bulk frames; one flush.

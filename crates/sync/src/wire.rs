@@ -92,6 +92,22 @@ pub fn entry_of_node(
     node: NodeRef<'_>,
     rel: &str,
 ) -> Result<(WireEntry, Option<Content>), VfsError> {
+    let (mut entry, content) = entry_of_node_unhashed(node, rel)?;
+    if let Some(content) = &content {
+        entry.digest = Some(digest_hex(content));
+    }
+    Ok((entry, content))
+}
+
+/// As [`entry_of_node`], but a file's entry has no digest (for a streamed push
+/// without digests, where hashing is done while the bytes travel).
+///
+/// # Errors
+/// Reading a lazy content failed.
+pub fn entry_of_node_unhashed(
+    node: NodeRef<'_>,
+    rel: &str,
+) -> Result<(WireEntry, Option<Content>), VfsError> {
     let meta = node.metadata();
     let mtime = time_to_ns(meta.mtime);
     Ok(match meta.kind {
@@ -104,16 +120,10 @@ pub fn entry_of_node(
             let content = node
                 .content()?
                 .map_or_else(|| Content::from(&[][..]), Content::clone);
-            (
-                WireEntry::file(
-                    rel,
-                    meta.mode,
-                    mtime,
-                    content.len() as u64,
-                    digest_hex(&content),
-                ),
-                Some(content),
-            )
+            let mut entry =
+                WireEntry::file(rel, meta.mode, mtime, content.len() as u64, String::new());
+            entry.digest = None;
+            (entry, Some(content))
         }
     })
 }

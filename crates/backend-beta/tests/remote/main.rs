@@ -670,6 +670,24 @@ fn a_bad_streamed_push_is_refused_closes_the_connection_and_leaves_the_copy_empt
             ],
             vec![good],
         ),
+        // Without digests (the sidecar computes them): a frame of the wrong length,
+        // and a push mixing files with and without digests.
+        (
+            "wire_frame",
+            true,
+            vec![dir.clone(), undigested(entry(digest_hex(good), 4))],
+            vec![good],
+        ),
+        (
+            "wire_invalid",
+            true,
+            vec![
+                dir.clone(),
+                undigested(entry(digest_hex(good), 10)),
+                WireEntry::file("d/y", 0o644, 0, 10, digest_hex(good)),
+            ],
+            vec![good, good],
+        ),
     ];
     for (code, full, entries, frames) in cases {
         let replies = raw_streamed_push(sidecar.addr, full, entries, &frames);
@@ -692,6 +710,65 @@ fn a_bad_streamed_push_is_refused_closes_the_connection_and_leaves_the_copy_empt
         "wire-sync: push of \"/streamed\" applied, streamed",
     );
     assert_eq!(copies_tree(&sidecar, "streamed").trim(), "d\nd/x");
+}
+
+/// A file entry of a streamed push without its digest (the sidecar computes it).
+fn undigested(entry: WireEntry) -> WireEntry {
+    WireEntry {
+        digest: None,
+        ..entry
+    }
+}
+
+/// A streamed push without digests: one blob per file, in entry order (two files with
+/// the same content send it twice); the sidecar computes the digests, and the tree
+/// digest it answers is the one of the entries with their true digests.
+#[test]
+fn a_streamed_push_without_digests_is_hashed_by_the_sidecar() {
+    let sidecar = RemoteSidecar::start("64m", &[]);
+    let (a, b) = (&b"first file"[..], &b"second"[..]);
+    let with_digests = vec![
+        WireEntry::dir("d", 0o755, 5),
+        WireEntry::file("d/a", 0o644, 7, a.len() as u64, digest_hex(a)),
+        WireEntry::file("d/b", 0o600, 9, b.len() as u64, digest_hex(b)),
+        WireEntry::file("d/c", 0o755, 11, a.len() as u64, digest_hex(a)),
+        WireEntry::symlink("d/l", 13, "a"),
+    ];
+    let mut expected = devshell_vm_protocol::Manifest::default();
+    for entry in &with_digests {
+        expected.upsert(entry.clone());
+    }
+    let sent: Vec<WireEntry> = with_digests
+        .into_iter()
+        .map(|e| {
+            if e.kind == devshell_vm_protocol::WireKind::File {
+                undigested(e)
+            } else {
+                e
+            }
+        })
+        .collect();
+    let replies = raw_streamed_push(sidecar.addr, true, sent, &[a, b, a]);
+    let [Reply::WirePushOk(ok)] = &replies[..] else {
+        panic!("{replies:?}\n{}", sidecar.logs())
+    };
+    assert_eq!(ok.tree_digest, expected.tree_digest());
+    wait_for_log(&sidecar, "applied, streamed, digests computed here");
+    assert_eq!(
+        copies_tree(&sidecar, "streamed").trim(),
+        "d\nd/a\nd/b\nd/c\nd/l"
+    );
+    let modes = in_sidecar_namespace(
+        &sidecar,
+        &format!(
+            "cd {}/.devshell-vm-wire/*/streamed-*/tree/d && stat -c '%n %a %s' a b c && cat a b c",
+            sidecar.root().display()
+        ),
+    );
+    assert_eq!(
+        modes,
+        "a 644 10\nb 600 6\nc 755 10\nfirst filesecondfirst file"
+    );
 }
 
 /// Waits (up to 10 s) until the sidecar's log holds `needle`: the log arrives through a
