@@ -239,6 +239,16 @@ struct PendingPush {
     needed_at: Instant,
 }
 
+impl PendingPush {
+    /// The relative paths of the push's directories.
+    fn dirs(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == WireKind::Dir)
+            .map(|e| e.path.as_str())
+    }
+}
+
 /// The blobs of a streamed push, in the order they arrive, and the entries each fills.
 struct StreamPlan {
     blobs: Vec<BlobRef>,
@@ -631,7 +641,7 @@ impl Replica {
         let reply = if fresh {
             self.push_fresh(conn, &mut pending, &plan, reader, writer, max_bytes)?
         } else {
-            match self.read_stream(conn, &plan.blobs, reader, max_bytes, |_| {}) {
+            match self.read_stream(conn, &plan.blobs, reader, max_bytes, true, |_| {}) {
                 Ok((received, digests)) => {
                     plan.fill_digests(&mut pending.entries, &digests);
                     self.apply_push(conn, &pending, received)
@@ -651,10 +661,11 @@ impl Replica {
         blobs: &[BlobRef],
         reader: &mut LineReader<R>,
         max_bytes: u64,
+        keep: bool,
         verified: impl FnMut(Vec<Verified>) + Send,
     ) -> Result<(HashMap<String, Content>, Vec<String>), ProtocolError> {
         let started = Instant::now();
-        let (received, digests, total) = read_verified(reader, blobs, max_bytes, verified)?;
+        let (received, digests, total) = read_verified(reader, blobs, max_bytes, keep, verified)?;
         log(
             conn,
             &format!(
@@ -703,7 +714,7 @@ impl Replica {
             Err(err) => {
                 let message = self.disk_failure("creating the tree of the push in", &err);
                 // The frames that follow are read (and dropped) so the connection stays.
-                if let Err(err) = self.read_stream(conn, blobs, reader, max_bytes, |_| {}) {
+                if let Err(err) = self.read_stream(conn, blobs, reader, max_bytes, true, |_| {}) {
                     return self.refuse_stream(conn, writer, err);
                 }
                 self.reset(conn, &message);
@@ -712,7 +723,7 @@ impl Replica {
         };
         drop(stream_entries);
         let Some(streamed) = streamed else {
-            return match self.read_stream(conn, blobs, reader, max_bytes, |_| {}) {
+            return match self.read_stream(conn, blobs, reader, max_bytes, true, |_| {}) {
                 Ok((received, digests)) => {
                     plan.fill_digests(&mut pending.entries, &digests);
                     Ok(self.apply_push(conn, pending, received))
@@ -745,7 +756,7 @@ impl Replica {
                 // A failed writer reports its error at finish.
                 let _ = streamed.feed(to_write);
             };
-            let received = self.read_stream(conn, blobs, reader, max_bytes, feed);
+            let received = self.read_stream(conn, blobs, reader, max_bytes, false, feed);
             drop(to_mirror);
             let mirror = builder
                 .join()
@@ -772,7 +783,10 @@ impl Replica {
             self.reset(conn, &message);
             return Ok(Reply::error(ErrorCode::WireIo, message));
         }
-        self.tracker.after_push(&self.dir.join(TREE_LEAF), true);
+        let finished_at = started.elapsed();
+        // Watches go on the directories the push created (no listing of the tree).
+        self.tracker
+            .after_fresh_push(&self.dir.join(TREE_LEAF), pending.dirs());
         self.vfs = next;
         self.manifest = manifest;
         self.epoch = Some(pending.push.epoch.clone());
@@ -780,7 +794,7 @@ impl Replica {
         log(
             conn,
             &format!(
-                "wire-sync: push of {:?} applied, streamed{} ({} entries, {:?}: tree created {begun:?}, blobs read {received_at:?}, mirror {mirror_at:?}, after the line {:?})",
+                "wire-sync: push of {:?} applied, streamed{} ({} entries, {:?}: tree created {begun:?}, blobs read {received_at:?}, mirror {mirror_at:?}, files done {finished_at:?}, after the line {:?})",
                 self.project,
                 if plan.digestless {
                     ", digests computed here"
@@ -881,14 +895,15 @@ impl Replica {
             return Err(ProtocolError::BulkFrame { message });
         }
         let header_at = Instant::now();
-        let (received, _, total) = match read_verified(reader, &header.blobs, max_bytes, |_| {}) {
-            Ok(found) => found,
-            Err(err) => {
-                log(conn, &format!("wire-sync: closing: {err}"));
-                write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
-                return Err(err);
-            }
-        };
+        let (received, _, total) =
+            match read_verified(reader, &header.blobs, max_bytes, true, |_| {}) {
+                Ok(found) => found,
+                Err(err) => {
+                    log(conn, &format!("wire-sync: closing: {err}"));
+                    write_frame(writer, &Reply::error(err.error_code(), err.to_string()))?;
+                    return Err(err);
+                }
+            };
         let Some(pending) = pending else {
             return write_frame(
                 writer,
@@ -1376,13 +1391,15 @@ type ReadBlobs = (HashMap<String, Content>, Vec<String>, u64);
 /// would otherwise stall the socket). A blob with a digest must match it; a blob with
 /// an empty digest (only in a streamed push without digests, which announces none) gets
 /// the digest of its bytes. `on_verified` sees each batch of verified blobs on the
-/// hashing thread. Returns the contents by digest, each blob's digest and their total
-/// size. The first framing error or digest mismatch is the error; frames after a
+/// hashing thread. Returns the contents by digest (only with `keep`: a caller that
+/// takes them from `on_verified` does not need them twice), each blob's digest and
+/// their total size. The first framing error or digest mismatch is the error; frames after a
 /// mismatch are not read (the connection is closed anyway).
 fn read_verified<R: Read>(
     reader: &mut LineReader<R>,
     blobs: &[BlobRef],
     max_bytes: u64,
+    keep: bool,
     mut on_verified: impl FnMut(Vec<Verified>) + Send,
 ) -> Result<ReadBlobs, ProtocolError> {
     /// Blobs handed to the verifier at once (fewer wake-ups for many small files).
@@ -1407,7 +1424,9 @@ fn read_verified<R: Read>(
                             });
                         }
                         let digest = actual.to_string();
-                        received.insert(digest.clone(), Content::clone(&data));
+                        if keep {
+                            received.insert(digest.clone(), Content::clone(&data));
+                        }
                         digests.push(digest.clone());
                         done.push((index, data, digest));
                     }

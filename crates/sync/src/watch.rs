@@ -284,6 +284,38 @@ impl TreeWatch {
         self.watch_from(&starts);
     }
 
+    /// Adds a watch on each listed directory (leaf-relative, `""` the leaf itself)
+    /// without reading any directory: for a tree whose every directory the caller has
+    /// just created itself (a directory it did not list is not watched; one created
+    /// later in a watched directory is an event, as always).
+    pub fn watch_listed<'a>(&mut self, dirs: impl IntoIterator<Item = &'a str>) {
+        if !self.usable {
+            return;
+        }
+        let mut guard = shared();
+        let Some(shared) = guard.as_mut() else {
+            self.usable = false;
+            return;
+        };
+        for rel in dirs {
+            let dir = if rel.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(rel)
+            };
+            match shared.inotify.add_watch(dir.as_path(), MASK) {
+                Ok(wd) => {
+                    shared.owner_of.insert(wd, (self.id, rel.to_owned()));
+                }
+                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {}
+                Err(_) => {
+                    self.usable = false;
+                    return;
+                }
+            }
+        }
+    }
+
     fn watch_from(&mut self, starts: &[String]) {
         if !self.usable {
             return;
@@ -444,6 +476,20 @@ impl ChangeTracker {
         }
     }
 
+    /// [`Self::after_push`] for a push that built the tree at `leaf` from nothing and
+    /// created exactly the directories `dirs` (leaf-relative, the leaf itself left
+    /// out): the first watches go on those, without listing the tree again.
+    pub fn after_fresh_push<'a>(&mut self, leaf: &Path, dirs: impl IntoIterator<Item = &'a str>) {
+        if self.watch.is_some() {
+            self.after_push(leaf, true);
+            return;
+        }
+        self.watch = TreeWatch::new(leaf);
+        if let Some(watch) = &mut self.watch {
+            watch.watch_listed(std::iter::once("").chain(dirs));
+        }
+    }
+
     /// After the tool: what the pull must look at.
     pub fn pull_scope(&mut self) -> PullScope {
         if self.off {
@@ -592,5 +638,34 @@ mod tests {
         std::fs::set_permissions(dir.path().join("d"), std::fs::Permissions::from_mode(0o700))
             .expect("chmod dir");
         assert!(watch.take_changes().dirs.contains(""));
+    }
+
+    /// A tracker started by a fresh push watches exactly the directories it was given,
+    /// without listing the tree: a write in a listed directory is scoped to it, a
+    /// directory left out (the caller did not create it) is not watched.
+    #[test]
+    fn a_fresh_push_watches_the_listed_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["a/b", "c", "unlisted"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        let mut tracker = ChangeTracker::new();
+        tracker.before_push();
+        tracker.after_fresh_push(dir.path(), ["a", "a/b", "c"]);
+        std::fs::write(dir.path().join("a/b/f"), b"x").expect("write");
+        std::fs::write(dir.path().join("unlisted/g"), b"y").expect("write");
+        // Creating a file also moves its directory's mtime, which the parent lists.
+        assert_eq!(tracker.pull_scope(), PullScope::Dirs(dirs(&["a", "a/b"])));
+        tracker.after_pull(true);
+        std::fs::write(dir.path().join("top"), b"z").expect("write");
+        assert_eq!(tracker.pull_scope(), PullScope::Dirs(dirs(&[""])));
+        tracker.after_pull(true);
+        // Once watching, a later fresh push is an ordinary push: its own events are
+        // dropped and the directories it created are watched.
+        tracker.before_push();
+        std::fs::create_dir(dir.path().join("c/new")).expect("mkdir");
+        tracker.after_fresh_push(dir.path(), ["c/new"]);
+        std::fs::write(dir.path().join("c/new/h"), b"w").expect("write");
+        assert_eq!(tracker.pull_scope(), PullScope::Dirs(dirs(&["c", "c/new"])));
     }
 }
