@@ -304,6 +304,65 @@ impl Connection {
             .map_err(|err| self.stream_error(during, err, self.io_timeout))
     }
 
+    /// Reads the announced `blobs` in order and verifies them on a second thread while
+    /// the next ones arrive (hashing a large pull — cargo's rlibs — would otherwise
+    /// stall the socket). Returns the contents by digest.
+    pub(crate) fn read_blobs(
+        &mut self,
+        during: &str,
+        blobs: &[BlobRef],
+        max_size: u64,
+    ) -> Result<std::collections::HashMap<String, std::sync::Arc<[u8]>>, BetaError> {
+        type Read = (usize, std::sync::Arc<[u8]>);
+        if blobs.len() < 2 {
+            let mut found = std::collections::HashMap::new();
+            for blob in blobs {
+                found.insert(blob.digest.clone(), self.read_blob(during, blob, max_size)?);
+            }
+            return Ok(found);
+        }
+        let timeout = self.io_timeout;
+        let (read, checked) = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Read>(16);
+            let verifier = scope.spawn(move || {
+                let mut found = std::collections::HashMap::with_capacity(blobs.len());
+                for (index, data) in rx {
+                    let blob: &BlobRef = &blobs[index];
+                    devshell_vm_protocol::verify_blob(blob, &data)?;
+                    found.insert(blob.digest.clone(), data);
+                }
+                Ok::<_, ProtocolError>(found)
+            });
+            let mut read = Ok(());
+            for (index, blob) in blobs.iter().enumerate() {
+                self.lines.get_mut().deadline = Some(Instant::now() + timeout);
+                match self.lines.read_blob_shared_unverified(blob, max_size) {
+                    // A closed channel: the verifier stopped at a mismatch.
+                    Ok(data) => {
+                        if tx.send((index, data)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        read = Err(err);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let checked = verifier.join().unwrap_or_else(|_| {
+                Err(ProtocolError::BulkFrame {
+                    message: "the digest verifier panicked".to_owned(),
+                })
+            });
+            (read, checked)
+        });
+        match (checked, read) {
+            (Err(err), _) | (Ok(_), Err(err)) => Err(self.stream_error(during, err, timeout)),
+            (Ok(found), Ok(())) => Ok(found),
+        }
+    }
+
     /// A [`BetaError::Protocol`] for a reply that does not answer `during`.
     pub(crate) fn unexpected(&self, during: &str, reply: &Reply) -> BetaError {
         BetaError::Protocol {

@@ -694,11 +694,7 @@ fn pull_project(
         let Reply::WireChanges(changes) = reply else {
             return Ok(Err(reply));
         };
-        let mut blobs: HashMap<String, Content> = HashMap::new();
-        for blob in &changes.blobs {
-            let data = conn.read_blob("wire_pull", blob, DEFAULT_MAX_FILE_SIZE)?;
-            blobs.insert(blob.digest.clone(), data);
-        }
+        let blobs = conn.read_blobs("wire_pull", &changes.blobs, DEFAULT_MAX_FILE_SIZE)?;
         Ok(Ok((changes, blobs)))
     })();
     let (changes, mut blobs) = match link.settle_pub(received)? {

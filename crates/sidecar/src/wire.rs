@@ -1046,6 +1046,7 @@ impl Replica {
         max_bytes: u64,
     ) -> Result<(), ProtocolError> {
         self.pending_push = None;
+        let started = Instant::now();
         let before = self.vfs.generation();
         let scanned = match self.scan() {
             Ok(scanned) => scanned,
@@ -1069,6 +1070,7 @@ impl Replica {
                 return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
             }
         };
+        let scanned_at = started.elapsed();
         let changes = match self.vfs.changes_since(VFS_ROOT, before) {
             Ok(changes) => changes,
             Err(err) => {
@@ -1126,11 +1128,12 @@ impl Replica {
         log(
             conn,
             &format!(
-                "wire-sync: pull of {:?} ({scanned}): {} deleted, {} entries, {} blobs ({wire_bytes} bytes)",
+                "wire-sync: pull of {:?} ({scanned}): {} deleted, {} entries, {} blobs ({wire_bytes} bytes; scanned in {scanned_at:?}, hashed by {:?})",
                 self.project,
                 deleted.len(),
                 entries.len(),
-                blobs.len()
+                blobs.len(),
+                started.elapsed()
             ),
         );
         let header = Reply::WireChanges(Box::new(WireChanges {
@@ -1183,13 +1186,14 @@ impl Replica {
                 deleted.push(rel.to_owned());
             }
         }
-        let mut upserted = Vec::new();
-        for path in &changes.upserted {
-            let Some(rel) = relative(path) else { continue };
-            let (entry, content) = entry_of(&self.vfs, path, rel)
-                .map_err(|err| format!("reading the mirror at {path} failed: {err}"))?;
+        let paths: Vec<(&str, &str)> = changes
+            .upserted
+            .iter()
+            .filter_map(|path| relative(path).map(|rel| (path.as_str(), rel)))
+            .collect();
+        let upserted = entries_at(&self.vfs, &paths)?;
+        for (entry, _) in &upserted {
             self.manifest.upsert(entry.clone());
-            upserted.push((entry, content));
         }
         Ok((deleted, upserted))
     }
@@ -1361,6 +1365,59 @@ fn build_mirror(
     }
     let tree_digest = manifest.tree_digest();
     Ok((vfs, manifest, tree_digest))
+}
+
+/// The wire entries (and contents) of the mirror's `paths` (mirror path, relative
+/// path), in order. Hashing is most of a pull's work when a tool wrote large files
+/// (cargo's rlibs), so files are shared out over the cores, each taken by the next free
+/// thread.
+fn entries_at(
+    vfs: &Vfs,
+    paths: &[(&str, &str)],
+) -> Result<Vec<(WireEntry, Option<Content>)>, String> {
+    type Found = Result<Vec<(usize, WireEntry, Option<Content>)>, String>;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 4)
+        .min(paths.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || -> Found {
+        let mut found = Vec::new();
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(path, rel)) = paths.get(index) else {
+                return Ok(found);
+            };
+            let (entry, content) = entry_of(vfs, path, rel)
+                .map_err(|err| format!("reading the mirror at {path} failed: {err}"))?;
+            found.push((index, entry, content));
+        }
+    };
+    let parts: Vec<Found> = if threads <= 1 {
+        vec![work()]
+    } else {
+        std::thread::scope(|scope| {
+            let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut parts = vec![work()];
+            for handle in others {
+                parts.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err("a hashing thread panicked".to_owned())),
+                );
+            }
+            parts
+        })
+    };
+    let mut all = Vec::with_capacity(paths.len());
+    for part in parts {
+        all.extend(part?);
+    }
+    all.sort_unstable_by_key(|(index, _, _)| *index);
+    Ok(all
+        .into_iter()
+        .map(|(_, entry, content)| (entry, content))
+        .collect())
 }
 
 /// An error and its causes, each once, for a reply message that crosses the wire (the
