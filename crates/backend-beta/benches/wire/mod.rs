@@ -378,6 +378,16 @@ fn round_trips(setup: &WireSetup) {
         "beta/wire one changed 1 KiB file: {} bytes up, {} bytes down (exec request and reply included)",
         edit_bytes.0, edit_bytes.1
     );
+    // What the last of them cost the sidecar (its log).
+    let logs = setup.sidecar.logs();
+    for line in logs
+        .lines()
+        .filter(|line| line.contains("wire-sync: p") && line.contains("\"/rt\""))
+        .rev()
+        .take(2)
+    {
+        println!("beta/wire one changed file sidecar profile: {line}");
+    }
 }
 
 /// Copies the host directory `from` into the VFS at `to`.
