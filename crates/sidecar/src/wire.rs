@@ -569,6 +569,16 @@ impl Replica {
         Ok(pending)
     }
 
+    /// Drops the mirror's change log when the staging tree is in step with the mirror:
+    /// the sync state then asks only about later generations, and the clone a delta
+    /// push applies to copies no history (a mirror built by a first push of 10,000
+    /// files would carry 10,000 log entries into every clone).
+    fn trim_mirror_history(&mut self) {
+        if self.sync.synced_generation(VFS_ROOT) == Some(self.vfs.generation()) {
+            self.vfs.forget_history();
+        }
+    }
+
     /// The distinct digests of `entries` that the copy does not hold.
     fn missing_blobs(&self, entries: &[WireEntry]) -> Vec<String> {
         let have: HashSet<&str> = self
@@ -987,6 +997,7 @@ impl Replica {
             contents.insert(digest.to_owned(), content);
         }
         let mirror_started = Instant::now();
+        self.trim_mirror_history();
         let mut next = self.vfs.clone();
         let mut manifest = self.manifest.clone();
         if let Err(err) = apply_changes(

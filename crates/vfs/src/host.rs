@@ -25,7 +25,7 @@ pub(crate) fn copy_to_host(node: &Node, norm: &str, host_dir: &Path) -> Result<(
         let NodeData::Dir(children) = &node.data else {
             unreachable!("the root is a directory");
         };
-        for (name, child) in &children.0 {
+        for (name, child) in children.0.iter() {
             copy_node(child, format!("/{name}"), &host_dir.join(name))?;
         }
         return Ok(());

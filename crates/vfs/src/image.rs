@@ -756,7 +756,7 @@ struct Frame {
 impl Frame {
     fn into_node(self) -> Node {
         Node::with_data(
-            NodeData::Dir(Children(self.children)),
+            NodeData::Dir(Children(std::sync::Arc::new(self.children))),
             self.mode,
             self.mtime,
             0,

@@ -122,75 +122,38 @@ impl FileData {
     }
 }
 
-/// Children of a directory, sorted by name. Cloned and dropped iteratively so that a
-/// deep tree cannot overflow the stack.
-#[derive(Default)]
-pub(crate) struct Children(pub(crate) BTreeMap<String, Node>);
+/// Children of a directory, sorted by name. The map is shared between clones of a
+/// tree until one of them changes this directory (copy on write): cloning a tree costs
+/// O(1), and a change after a clone copies only the maps on its path (each holding its
+/// children's nodes, whose own maps stay shared). Dropped iteratively so that a deep
+/// tree cannot overflow the stack.
+#[derive(Default, Clone)]
+pub(crate) struct Children(pub(crate) Arc<BTreeMap<String, Node>>);
 
-impl Clone for Children {
-    fn clone(&self) -> Self {
-        /// A directory whose children are being copied.
-        struct Frame<'a> {
-            source: std::collections::btree_map::Iter<'a, String, Node>,
-            copied: BTreeMap<String, Node>,
-            /// The directory itself (`None` for the start).
-            dir: Option<(&'a String, &'a Node)>,
-        }
-        let mut stack = vec![Frame {
-            source: self.0.iter(),
-            copied: BTreeMap::new(),
-            dir: None,
-        }];
-        loop {
-            let top = stack.last_mut().expect("the start frame is popped last");
-            if let Some((name, node)) = top.source.next() {
-                match &node.data {
-                    NodeData::Dir(children) => stack.push(Frame {
-                        source: children.0.iter(),
-                        copied: BTreeMap::new(),
-                        dir: Some((name, node)),
-                    }),
-                    NodeData::File(content) => {
-                        top.copied.insert(
-                            name.clone(),
-                            node.with_same_meta(NodeData::File(content.clone())),
-                        );
-                    }
-                    NodeData::Symlink(target) => {
-                        top.copied.insert(
-                            name.clone(),
-                            node.with_same_meta(NodeData::Symlink(target.clone())),
-                        );
-                    }
-                }
-                continue;
-            }
-            let done = stack.pop().expect("checked non-empty");
-            let copied = Children(done.copied);
-            match (done.dir, stack.last_mut()) {
-                (Some((name, node)), Some(parent)) => {
-                    parent
-                        .copied
-                        .insert(name.clone(), node.with_same_meta(NodeData::Dir(copied)));
-                }
-                _ => return copied,
-            }
-        }
+impl Children {
+    /// The map, to change: copied first if another tree shares it.
+    pub(crate) fn map_mut(&mut self) -> &mut BTreeMap<String, Node> {
+        Arc::make_mut(&mut self.0)
     }
 }
 
 impl Drop for Children {
     fn drop(&mut self) {
-        if self.0.is_empty() {
+        // Only the last holder of a map takes it apart; a shared one is just released.
+        let Some(map) = Arc::get_mut(&mut self.0) else {
+            return;
+        };
+        if map.is_empty() {
             return;
         }
-        let mut pending = vec![std::mem::take(&mut self.0)];
+        let mut pending = vec![std::mem::take(map)];
         while let Some(map) = pending.pop() {
             for (_, mut node) in map {
                 if let NodeData::Dir(children) = &mut node.data
-                    && !children.0.is_empty()
+                    && let Some(inner) = Arc::get_mut(&mut children.0)
+                    && !inner.is_empty()
                 {
-                    pending.push(std::mem::take(&mut children.0));
+                    pending.push(std::mem::take(inner));
                 }
             }
         }
@@ -208,16 +171,6 @@ impl Node {
             mode: mode & 0o7777,
             mtime,
             generation,
-        }
-    }
-
-    /// A node with `data` and this node's metadata and generations.
-    fn with_same_meta(&self, data: NodeData) -> Self {
-        Self {
-            data,
-            mode: self.mode,
-            mtime: self.mtime,
-            generation: self.generation,
         }
     }
 
@@ -256,7 +209,7 @@ impl Node {
         while let Some(node) = stack.pop() {
             node.generation = generation;
             if let NodeData::Dir(children) = &mut node.data {
-                stack.extend(children.0.values_mut());
+                stack.extend(children.map_mut().values_mut());
             }
         }
     }

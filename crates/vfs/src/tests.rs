@@ -305,6 +305,27 @@ fn history_limit_reports_unavailable() {
 }
 
 #[test]
+fn forgotten_history_answers_only_from_now() {
+    let mut vfs = Vfs::new();
+    vfs.write_file("/old", b"x".to_vec()).unwrap();
+    let before = vfs.generation();
+    vfs.write_file("/older", b"y".to_vec()).unwrap();
+    vfs.forget_history();
+    assert_eq!(vfs.log_len(), 0);
+    let now = vfs.generation();
+    assert_eq!(vfs.oldest_answerable_generation(), now);
+    assert!(matches!(
+        vfs.changes_since("/", before),
+        Err(VfsError::HistoryUnavailable { .. })
+    ));
+    assert!(vfs.changes_since("/", now).unwrap().is_empty());
+    vfs.write_file("/new", b"z".to_vec()).unwrap();
+    assert_eq!(vfs.changes_since("/", now).unwrap().upserted, ["/new"]);
+    // The tree itself is untouched.
+    assert_eq!(&vfs.read_file("/old").unwrap()[..], b"x");
+}
+
+#[test]
 fn clone_is_independent() {
     let mut vfs = Vfs::new();
     vfs.write_file("/f", b"1".to_vec()).unwrap();
@@ -624,4 +645,45 @@ fn file_and_link_paths_that_end_in_a_directory_name_are_refused() {
         vfs.generation() > before,
         "touch of an existing dir/ still updates it"
     );
+}
+
+/// The address of the children map of directory `path` (to see what two trees share).
+fn dir_map(vfs: &Vfs, path: &str) -> *const std::collections::BTreeMap<String, crate::node::Node> {
+    let mut node = &vfs.root;
+    for name in path.split('/').filter(|n| !n.is_empty()) {
+        node = node.children().unwrap().0.get(name).unwrap();
+    }
+    std::sync::Arc::as_ptr(&node.children().unwrap().0)
+}
+
+#[test]
+fn a_clone_shares_directories_until_either_side_changes_them() {
+    let mut vfs = Vfs::new();
+    for d in 0..3 {
+        vfs.mkdir(&format!("/d{d}/sub")).unwrap();
+        for f in 0..3 {
+            vfs.write_file(&format!("/d{d}/sub/f{f}"), format!("{d}{f}").into_bytes())
+                .unwrap();
+        }
+    }
+    let mut copy = vfs.clone();
+    assert_eq!(dir_map(&vfs, "/"), dir_map(&copy, "/"));
+    copy.write_file("/d1/sub/f0", b"new".to_vec()).unwrap();
+    // Only the maps on the changed path were copied.
+    for path in ["/", "/d1", "/d1/sub"] {
+        assert_ne!(dir_map(&vfs, path), dir_map(&copy, path), "{path}");
+    }
+    for path in ["/d0", "/d0/sub", "/d2/sub"] {
+        assert_eq!(dir_map(&vfs, path), dir_map(&copy, path), "{path}");
+    }
+    assert_eq!(&vfs.read_file("/d1/sub/f0").unwrap()[..], b"10");
+    assert_eq!(&copy.read_file("/d1/sub/f0").unwrap()[..], b"new");
+    // A change to the original after the clone is not seen by the copy either.
+    vfs.remove("/d2").unwrap();
+    vfs.set_mode("/d0/sub/f1", 0o600).unwrap();
+    assert_eq!(&copy.read_file("/d2/sub/f2").unwrap()[..], b"22");
+    assert_eq!(copy.stat("/d0/sub/f1").unwrap().mode, 0o644);
+    // Dropping one tree leaves the other whole.
+    drop(vfs);
+    assert_eq!(copy.walk("/").unwrap().count(), 1 + 3 * (2 + 3));
 }

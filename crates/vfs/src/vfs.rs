@@ -70,7 +70,10 @@ struct LogEntry {
 
 /// The in-memory workspace tree.
 ///
-/// Cloning copies the tree structure but shares file contents ([`Content`] is an `Arc`).
+/// Cloning costs O(1) in the tree's size (plus its change log): directories are shared
+/// copy on write, so a change to either tree afterwards copies only the directory maps on
+/// its path; file contents are shared ([`Content`] is an `Arc`). The trees stay
+/// independent values.
 #[derive(Clone)]
 pub struct Vfs {
     pub(crate) root: Node,
@@ -131,7 +134,10 @@ fn walk_mut<'a>(root: &'a mut Node, norm: &str) -> Result<&'a mut Node, VfsError
         let NodeData::Dir(children) = &mut node.data else {
             return Err(not_a_dir(&norm[..prefix_len]));
         };
-        node = children.0.get_mut(name).ok_or_else(|| not_found(norm))?;
+        node = children
+            .map_mut()
+            .get_mut(name)
+            .ok_or_else(|| not_found(norm))?;
         prefix_len += 1 + name.len();
     }
     Ok(node)
@@ -167,6 +173,25 @@ fn walk_ref<'a>(root: &'a Node, norm: &str) -> Result<&'a Node, VfsError> {
         prefix_len += 1 + name.len();
     }
     Ok(node)
+}
+
+/// Whether a directory map on the way to `norm` (the root's included) is shared with
+/// another tree (a clone): then so is the node at `norm`.
+fn path_is_shared(root: &Node, norm: &str) -> bool {
+    let mut node = root;
+    for name in components(norm) {
+        let NodeData::Dir(children) = &node.data else {
+            return false;
+        };
+        if Arc::strong_count(&children.0) > 1 {
+            return true;
+        }
+        let Some(next) = children.0.get(name) else {
+            return false;
+        };
+        node = next;
+    }
+    false
 }
 
 impl Vfs {
@@ -247,6 +272,15 @@ impl Vfs {
     pub fn set_history_limit(&mut self, limit: usize) {
         self.history_limit = limit.max(1);
         self.trim_history();
+    }
+
+    /// Drops the whole change log: from now on `changes_since` answers only for the
+    /// current generation and later ones. For an owner that never asks about the past
+    /// (the sidecar's mirror, synchronised after every change): a clone of the tree
+    /// then copies no history.
+    pub fn forget_history(&mut self) {
+        self.log = Vec::new();
+        self.history_floor = self.generation;
     }
 
     /// Entries in the change log (tests check that failed operations log nothing).
@@ -351,7 +385,7 @@ impl Vfs {
                 created.push(norm[..prefix_len].to_owned());
             }
             node = children
-                .0
+                .map_mut()
                 .entry(name.to_owned())
                 .or_insert_with(|| Node::new_dir(DIR_MODE, now, generation));
         }
@@ -452,7 +486,10 @@ impl Vfs {
                 matches!(&node.data, NodeData::File(FileData::Lazy(here))
                     if std::ptr::eq(Arc::as_ptr(here), weak.as_ptr()))
             });
-            if holders <= usize::from(held_here) {
+            // A clone shares directory maps until either tree changes them: a node in a
+            // shared map is held by the other tree too, with no extra count on its
+            // content.
+            if holders <= usize::from(held_here) && !path_is_shared(&self.root, path) {
                 continue;
             }
             if let Some(lazy) = weak.upgrade()
@@ -509,7 +546,7 @@ impl Vfs {
             return Err(not_a_dir(parent));
         };
         let mut replaced_kind = false;
-        if let Some(existing) = children.0.get_mut(name) {
+        if let Some(existing) = children.map_mut().get_mut(name) {
             match &existing.data {
                 NodeData::Dir(_) => {
                     return Err(VfsError::IsADirectory {
@@ -533,7 +570,7 @@ impl Vfs {
                 }
             }
         } else {
-            children.0.insert(
+            children.map_mut().insert(
                 name.to_owned(),
                 Node::with_data(
                     NodeData::File(content),
@@ -618,7 +655,7 @@ impl Vfs {
         let NodeData::Dir(children) = &mut dir.data else {
             return Err(not_a_dir(parent));
         };
-        let removed = children.0.remove(name);
+        let removed = children.map_mut().remove(name);
         debug_assert!(removed.is_some(), "existence checked above");
         self.log(generation, Logged::Deleted, norm);
         self.commit(generation);
@@ -686,14 +723,14 @@ impl Vfs {
             unreachable!("the source exists, so its parent is a directory");
         };
         let mut moved = children
-            .0
+            .map_mut()
             .remove(from_name)
             .expect("the source exists (checked above)");
         moved.restamp_subtree(generation);
         let NodeData::Dir(children) = &mut walk_mut(&mut self.root, to_parent)?.data else {
             unreachable!("the destination parent is a directory (checked above)");
         };
-        children.0.insert(to_name.to_owned(), moved);
+        children.map_mut().insert(to_name.to_owned(), moved);
         self.log(generation, Logged::Deleted, from);
         if replaces {
             self.log(generation, Logged::Deleted, to.clone());
@@ -793,7 +830,7 @@ impl Vfs {
         let NodeData::Dir(children) = &mut walk_mut(&mut self.root, parent)?.data else {
             return Err(not_a_dir(parent));
         };
-        children.0.insert(
+        children.map_mut().insert(
             name.to_owned(),
             Node::with_data(
                 NodeData::Symlink(target.to_owned()),
