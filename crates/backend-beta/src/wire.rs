@@ -27,7 +27,8 @@ use devshell_vm_protocol::{
     WireWant, digest_hex,
 };
 use devshell_vm_sync::wire::{
-    apply_changes, entry_of, entry_of_node, entry_of_node_unhashed, join, relative,
+    apply_changes, entries_in_parallel, entry_of, entry_of_node, entry_of_node_unhashed, join,
+    relative,
 };
 use devshell_vm_sync::{DEFAULT_MAX_FILE_SIZE, SyncReport, ToolOutcome};
 use devshell_vm_vfs::{Content, Vfs, VfsError};
@@ -407,55 +408,21 @@ fn in_step(project: &WireProjectState) -> bool {
 
 /// The wire entries (and file contents) of the walked nodes under `root`, in order, the
 /// root itself left out. Hashing is the bulk of a full push's work on this side, so the
-/// nodes are shared out over the available cores (interleaved, so a few large files do
-/// not all land on one thread).
+/// nodes are shared out over the available cores.
 fn entries_of(
     root: &str,
     walked: &[devshell_vm_vfs::WalkEntry<'_>],
 ) -> Result<Vec<(WireEntry, Option<Content>)>, BetaError> {
-    type Found = Result<Vec<(usize, WireEntry, Option<Content>)>, String>;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .clamp(1, 8)
-        .min(walked.len() / 256 + 1);
-    let work = |first: usize| -> Found {
-        let mut found = Vec::with_capacity(walked.len() / threads + 1);
-        for (index, item) in walked.iter().enumerate().skip(first).step_by(threads) {
-            let Some(rel) = relative(root, &item.path) else {
-                continue;
-            };
-            let (entry, content) = entry_of_node(item.node, rel).map_err(|err| err.to_string())?;
-            found.push((index, entry, content));
-        }
-        Ok(found)
-    };
-    let parts: Vec<Found> = if threads == 1 {
-        vec![work(0)]
-    } else {
-        std::thread::scope(|scope| {
-            let others: Vec<_> = (1..threads)
-                .map(|first| scope.spawn(move || work(first)))
-                .collect();
-            let mut parts = vec![work(0)];
-            for handle in others {
-                parts.push(
-                    handle
-                        .join()
-                        .unwrap_or_else(|_| Err("a hashing thread panicked".to_owned())),
-                );
-            }
-            parts
-        })
-    };
-    let mut all = Vec::with_capacity(walked.len());
-    for part in parts {
-        all.extend(part.map_err(|reason| wire_error(root, reason))?);
-    }
-    all.sort_unstable_by_key(|(index, _, _)| *index);
-    Ok(all
-        .into_iter()
-        .map(|(_, entry, content)| (entry, content))
-        .collect())
+    entries_in_parallel(walked.len(), 256, |index| {
+        let item = &walked[index];
+        let Some(rel) = relative(root, &item.path) else {
+            return Ok(None);
+        };
+        entry_of_node(item.node, rel)
+            .map(Some)
+            .map_err(|err| err.to_string())
+    })
+    .map_err(|reason| wire_error(root, reason))
 }
 
 /// Pushes what changed (or the whole manifest) and updates `project` on success.

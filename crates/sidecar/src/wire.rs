@@ -29,7 +29,9 @@ use devshell_vm_protocol::{
     WireEntry, WireKind, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk,
     WireWant, digest_hex, write_blob, write_frame,
 };
-use devshell_vm_sync::wire::{apply_changes, apply_entry, entry_of, ns_to_time};
+use devshell_vm_sync::wire::{
+    apply_changes, apply_entry, entries_in_parallel, entry_of, ns_to_time,
+};
 use devshell_vm_sync::{PullScope, StreamEntry, StreamedPush, SyncState};
 use devshell_vm_vfs::{Content, NodeKind, Vfs};
 
@@ -1202,7 +1204,14 @@ impl Replica {
             .iter()
             .filter_map(|path| relative(path).map(|rel| (path.as_str(), rel)))
             .collect();
-        let upserted = entries_at(&self.vfs, &paths)?;
+        // Each file to the next free thread: a tool's outputs can be large (rlibs).
+        let vfs = &self.vfs;
+        let upserted = entries_in_parallel(paths.len(), 1, |index| {
+            let (path, rel) = paths[index];
+            entry_of(vfs, path, rel)
+                .map(Some)
+                .map_err(|err| format!("reading the mirror at {path} failed: {err}"))
+        })?;
         for (entry, _) in &upserted {
             self.manifest.upsert(entry.clone());
         }
@@ -1376,59 +1385,6 @@ fn build_mirror(
     }
     let tree_digest = manifest.tree_digest();
     Ok((vfs, manifest, tree_digest))
-}
-
-/// The wire entries (and contents) of the mirror's `paths` (mirror path, relative
-/// path), in order. Hashing is most of a pull's work when a tool wrote large files
-/// (cargo's rlibs), so files are shared out over the cores, each taken by the next free
-/// thread.
-fn entries_at(
-    vfs: &Vfs,
-    paths: &[(&str, &str)],
-) -> Result<Vec<(WireEntry, Option<Content>)>, String> {
-    type Found = Result<Vec<(usize, WireEntry, Option<Content>)>, String>;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .clamp(1, 4)
-        .min(paths.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || -> Found {
-        let mut found = Vec::new();
-        loop {
-            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(&(path, rel)) = paths.get(index) else {
-                return Ok(found);
-            };
-            let (entry, content) = entry_of(vfs, path, rel)
-                .map_err(|err| format!("reading the mirror at {path} failed: {err}"))?;
-            found.push((index, entry, content));
-        }
-    };
-    let parts: Vec<Found> = if threads <= 1 {
-        vec![work()]
-    } else {
-        std::thread::scope(|scope| {
-            let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-            let mut parts = vec![work()];
-            for handle in others {
-                parts.push(
-                    handle
-                        .join()
-                        .unwrap_or_else(|_| Err("a hashing thread panicked".to_owned())),
-                );
-            }
-            parts
-        })
-    };
-    let mut all = Vec::with_capacity(paths.len());
-    for part in parts {
-        all.extend(part?);
-    }
-    all.sort_unstable_by_key(|(index, _, _)| *index);
-    Ok(all
-        .into_iter()
-        .map(|(_, entry, content)| (entry, content))
-        .collect())
 }
 
 /// An error and its causes, each once, for a reply message that crosses the wire (the

@@ -274,14 +274,13 @@ impl TreeWatch {
     /// no-op for the kernel that also refreshes its recorded path). Symlinks are never
     /// followed. On failure (the watch limit) the watcher becomes unusable for good.
     pub fn rewatch(&mut self) {
-        self.watch_from(&[String::new()]);
+        self.watch_dirs(vec![String::new()], true);
     }
 
     /// Adds watches on the directories in `new` and everything below them (leaf-
     /// relative), e.g. the directories a run created or moved in.
     pub fn watch_new(&mut self, new: &BTreeSet<String>) {
-        let starts: Vec<String> = new.iter().cloned().collect();
-        self.watch_from(&starts);
+        self.watch_dirs(new.iter().cloned().collect(), true);
     }
 
     /// Adds a watch on each listed directory (leaf-relative, `""` the leaf itself)
@@ -289,34 +288,11 @@ impl TreeWatch {
     /// just created itself (a directory it did not list is not watched; one created
     /// later in a watched directory is an event, as always).
     pub fn watch_listed<'a>(&mut self, dirs: impl IntoIterator<Item = &'a str>) {
-        if !self.usable {
-            return;
-        }
-        let mut guard = shared();
-        let Some(shared) = guard.as_mut() else {
-            self.usable = false;
-            return;
-        };
-        for rel in dirs {
-            let dir = if rel.is_empty() {
-                self.root.clone()
-            } else {
-                self.root.join(rel)
-            };
-            match shared.inotify.add_watch(dir.as_path(), MASK) {
-                Ok(wd) => {
-                    shared.owner_of.insert(wd, (self.id, rel.to_owned()));
-                }
-                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {}
-                Err(_) => {
-                    self.usable = false;
-                    return;
-                }
-            }
-        }
+        self.watch_dirs(dirs.into_iter().map(str::to_owned).collect(), false);
     }
 
-    fn watch_from(&mut self, starts: &[String]) {
+    /// Watches each directory of `stack` and, with `below`, every directory under it.
+    fn watch_dirs(&mut self, mut stack: Vec<String>, below: bool) {
         if !self.usable {
             return;
         }
@@ -325,7 +301,6 @@ impl TreeWatch {
             self.usable = false;
             return;
         };
-        let mut stack: Vec<String> = starts.to_vec();
         while let Some(rel) = stack.pop() {
             let dir = if rel.is_empty() {
                 self.root.clone()
@@ -344,6 +319,9 @@ impl TreeWatch {
                     self.usable = false;
                     return;
                 }
+            }
+            if !below {
+                continue;
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;

@@ -128,6 +128,69 @@ pub fn entry_of_node_unhashed(
     })
 }
 
+/// A listed entry and its content, or `None` for an index that lists nothing.
+pub type Listed = Option<(WireEntry, Option<Content>)>;
+
+/// Runs `entry(i)` for every `i < count` on up to one thread per core (at most 8, and
+/// one more thread only per `per_thread` indices), each index taken by the next free
+/// thread, and returns the entries in index order. Hashing is most of the work of
+/// listing files for the wire (a full push's manifest, a pull's changed files), so this
+/// is how both sides share it out; a few large files never wait behind each other on
+/// one thread. The first error is returned.
+///
+/// # Errors
+/// An error of `entry`, or a note that a thread panicked.
+pub fn entries_in_parallel(
+    count: usize,
+    per_thread: usize,
+    entry: impl Fn(usize) -> Result<Listed, String> + Sync,
+) -> Result<Vec<(WireEntry, Option<Content>)>, String> {
+    type Found = Result<Vec<(usize, WireEntry, Option<Content>)>, String>;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 8)
+        .min(count / per_thread.max(1) + 1)
+        .min(count.max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || -> Found {
+        let mut found = Vec::new();
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if index >= count {
+                return Ok(found);
+            }
+            if let Some((listed, content)) = entry(index)? {
+                found.push((index, listed, content));
+            }
+        }
+    };
+    let parts: Vec<Found> = if threads <= 1 {
+        vec![work()]
+    } else {
+        std::thread::scope(|scope| {
+            let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut parts = vec![work()];
+            for handle in others {
+                parts.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err("a hashing thread panicked".to_owned())),
+                );
+            }
+            parts
+        })
+    };
+    let mut all = Vec::with_capacity(count);
+    for part in parts {
+        all.extend(part?);
+    }
+    all.sort_unstable_by_key(|(index, _, _)| *index);
+    Ok(all
+        .into_iter()
+        .map(|(_, entry, content)| (entry, content))
+        .collect())
+}
+
 /// Applies `deleted` (subtree roots, missing ones ignored), then `entries` (parents
 /// before children) to the subtree at `root` and to `manifest`. `contents` holds every
 /// file entry's content by digest. Apply to a clone when the caller needs all or

@@ -304,12 +304,19 @@ fn first_push_case(
         w.as_secs_f64() / l.as_secs_f64(),
     );
     // The sidecar's own phase timings of these pushes (its log): where the wire time goes.
+    print_profile(setup, &format!("\"/{name}"), name, usize::MAX);
+}
+
+/// Prints the last `last` push and pull lines of the sidecar's log about `project` (a
+/// quoted prefix of the project path): the sidecar's own phase timings.
+fn print_profile(setup: &WireSetup, project: &str, label: &str, last: usize) {
     let logs = setup.sidecar.logs();
-    for line in logs
+    let lines: Vec<&str> = logs
         .lines()
-        .filter(|line| line.contains("wire-sync: push of") && line.contains(&format!("\"/{name}")))
-    {
-        println!("beta/{name} sidecar profile: {line}");
+        .filter(|line| line.contains("wire-sync: p") && line.contains(project))
+        .collect();
+    for line in &lines[lines.len().saturating_sub(last)..] {
+        println!("beta/{label} sidecar profile: {line}");
     }
 }
 
@@ -379,15 +386,7 @@ fn round_trips(setup: &WireSetup) {
         edit_bytes.0, edit_bytes.1
     );
     // What the last of them cost the sidecar (its log).
-    let logs = setup.sidecar.logs();
-    for line in logs
-        .lines()
-        .filter(|line| line.contains("wire-sync: p") && line.contains("\"/rt\""))
-        .rev()
-        .take(2)
-    {
-        println!("beta/wire one changed file sidecar profile: {line}");
-    }
+    print_profile(setup, "\"/rt\"", "wire one changed file", 2);
 }
 
 /// Copies the host directory `from` into the VFS at `to`.
@@ -510,15 +509,7 @@ fn rebuild(setup: &WireSetup) {
         w.as_secs_f64() / s.as_secs_f64()
     );
     // What the last rebuild moved over the wire (the sidecar's log).
-    let logs = setup.sidecar.logs();
-    for line in logs
-        .lines()
-        .filter(|line| line.contains("wire-sync: p") && line.contains("\"/rebuild\""))
-        .rev()
-        .take(2)
-    {
-        println!("beta/rebuild sidecar profile: {line}");
-    }
+    print_profile(setup, "\"/rebuild\"", "rebuild", 2);
 }
 
 /// The `wire` sections, each run when `wanted(name)` says so. Each section gets a fresh
