@@ -160,9 +160,35 @@ impl<R: Read> LineReader<R> {
         max_size: u64,
     ) -> Result<std::sync::Arc<[u8]>, ProtocolError> {
         check_announced(blob, max_size)?;
+        self.read_shared(blob)
+    }
+
+    /// [`LineReader::read_blob_shared_unverified`] for a blob that may be announced
+    /// without a digest (an empty `digest`: a streamed `wire_push` without digests,
+    /// whose reader hashes what arrives). Its size is checked as for any blob.
+    ///
+    /// # Errors
+    /// As [`LineReader::read_blob_unverified`].
+    pub fn read_blob_shared_undigested(
+        &mut self,
+        blob: &BlobRef,
+        max_size: u64,
+    ) -> Result<std::sync::Arc<[u8]>, ProtocolError> {
+        if blob.digest.is_empty() {
+            check_size(blob, max_size)?;
+        } else {
+            check_announced(blob, max_size)?;
+        }
+        self.read_shared(blob)
+    }
+
+    /// Reads the frames of an announced (already checked) blob into shared memory.
+    fn read_shared(&mut self, blob: &BlobRef) -> Result<std::sync::Arc<[u8]>, ProtocolError> {
         let size = usize::try_from(blob.size).unwrap_or(usize::MAX);
         if size > PREALLOCATE_MAX {
-            return self.read_blob_unverified(blob, max_size).map(Into::into);
+            let mut data = Vec::with_capacity(PREALLOCATE_MAX);
+            self.read_frames(blob, &mut data)?;
+            return Ok(data.into());
         }
         // Allocated once, in place (a trusted-length iterator), then filled by the reads.
         let mut data: std::sync::Arc<[u8]> = std::iter::repeat_n(0u8, size).collect();
@@ -264,10 +290,9 @@ impl<R: Read> LineReader<R> {
 /// Largest blob buffer allocated from an announced size before its bytes arrive.
 const PREALLOCATE_MAX: usize = 64 << 20;
 
-/// Checks an announced blob's digest spelling and size before anything is read. An
-/// empty digest is a blob of a streamed push without digests: its reader computes it.
+/// Checks an announced blob's digest spelling and size before anything is read.
 fn check_announced(blob: &BlobRef, max_size: u64) -> Result<(), ProtocolError> {
-    if !blob.digest.is_empty() && !is_digest_hex(&blob.digest) {
+    if !is_digest_hex(&blob.digest) {
         return Err(ProtocolError::BulkFrame {
             message: format!(
                 "announced digest {:?} is not 64 lowercase hex digits",
@@ -275,6 +300,11 @@ fn check_announced(blob: &BlobRef, max_size: u64) -> Result<(), ProtocolError> {
             ),
         });
     }
+    check_size(blob, max_size)
+}
+
+/// Checks an announced blob's size against what the caller accepts.
+fn check_size(blob: &BlobRef, max_size: u64) -> Result<(), ProtocolError> {
     if blob.size > max_size {
         return Err(ProtocolError::BulkFrame {
             message: format!(
@@ -880,6 +910,38 @@ mod tests {
             }
         }
         hasher.finalize().to_hex().to_string()
+    }
+
+    /// A blob announced without a digest is read only by the reader that hashes it
+    /// (a streamed push without digests); its size is still bounded up front.
+    #[test]
+    fn only_the_undigested_reader_takes_a_blob_without_digest() {
+        let mut wire = Vec::new();
+        write_blob(&mut wire, b"hello").unwrap();
+        let bare = BlobRef {
+            digest: String::new(),
+            size: 5,
+        };
+        let mut reader = LineReader::new(&wire[..]);
+        assert!(matches!(
+            reader.read_blob_shared_unverified(&bare, 100),
+            Err(ProtocolError::BulkFrame { .. })
+        ));
+        assert!(matches!(
+            reader.read_blob_shared_undigested(&bare, 4),
+            Err(ProtocolError::BulkFrame { .. })
+        ));
+        let data = reader.read_blob_shared_undigested(&bare, 100).unwrap();
+        assert_eq!(&data[..], b"hello");
+        let mut reader = LineReader::new(&wire[..]);
+        let bad = BlobRef {
+            digest: "xyz".to_owned(),
+            size: 5,
+        };
+        assert!(matches!(
+            reader.read_blob_shared_undigested(&bad, 100),
+            Err(ProtocolError::BulkFrame { .. })
+        ));
     }
 
     /// Hashing the serialisation in large pieces gives the digest the spec defines, for

@@ -1463,7 +1463,7 @@ fn read_verified<R: Read>(
         let mut batch_bytes = 0u64;
         let mut read_error = None;
         for (index, blob) in blobs.iter().enumerate() {
-            let data = match reader.read_blob_shared_unverified(blob, max_bytes) {
+            let data = match reader.read_blob_shared_undigested(blob, max_bytes) {
                 Ok(data) => data,
                 Err(err) => {
                     read_error = Some(err);
