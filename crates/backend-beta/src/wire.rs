@@ -570,6 +570,9 @@ fn push_project(
                 }
                 manifest.upsert(entry);
             }
+            // Computed (and cached) here, while the sidecar still works, not after its
+            // answer.
+            let _ = manifest.tree_digest();
             manifest
         })?;
         next = manifest;
