@@ -337,8 +337,8 @@ impl Connection {
             for (index, blob) in blobs.iter().enumerate() {
                 self.lines.get_mut().deadline = Some(Instant::now() + timeout);
                 match self.lines.read_blob_shared_unverified(blob, max_size) {
-                    // A closed channel: the verifier stopped at a mismatch.
                     Ok(data) => {
+                        // A closed channel: the verifier stopped at a mismatch.
                         if tx.send((index, data)).is_err() {
                             break;
                         }
