@@ -313,7 +313,6 @@ impl Connection {
         blobs: &[BlobRef],
         max_size: u64,
     ) -> Result<std::collections::HashMap<String, std::sync::Arc<[u8]>>, BetaError> {
-        type Read = (usize, std::sync::Arc<[u8]>);
         if blobs.len() < 2 {
             let mut found = std::collections::HashMap::new();
             for blob in blobs {
@@ -322,44 +321,22 @@ impl Connection {
             return Ok(found);
         }
         let timeout = self.io_timeout;
-        let (read, checked) = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Read>(16);
-            let verifier = scope.spawn(move || {
-                let mut found = std::collections::HashMap::with_capacity(blobs.len());
-                for (index, data) in rx {
-                    let blob: &BlobRef = &blobs[index];
-                    devshell_vm_protocol::verify_blob(blob, &data)?;
-                    found.insert(blob.digest.clone(), data);
+        let mut found = std::collections::HashMap::with_capacity(blobs.len());
+        let read = devshell_vm_protocol::read_blobs_hashed(
+            &mut self.lines,
+            blobs,
+            max_size,
+            false,
+            |lines| lines.get_mut().deadline = Some(Instant::now() + timeout),
+            |batch| {
+                for (index, data, _) in batch {
+                    found.insert(blobs[index].digest.clone(), data);
                 }
-                Ok::<_, ProtocolError>(found)
-            });
-            let mut read = Ok(());
-            for (index, blob) in blobs.iter().enumerate() {
-                self.lines.get_mut().deadline = Some(Instant::now() + timeout);
-                match self.lines.read_blob_shared_unverified(blob, max_size) {
-                    Ok(data) => {
-                        // A closed channel: the verifier stopped at a mismatch.
-                        if tx.send((index, data)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        read = Err(err);
-                        break;
-                    }
-                }
-            }
-            drop(tx);
-            let checked = verifier.join().unwrap_or_else(|_| {
-                Err(ProtocolError::BulkFrame {
-                    message: "the digest verifier panicked".to_owned(),
-                })
-            });
-            (read, checked)
-        });
-        match (checked, read) {
-            (Err(err), _) | (Ok(_), Err(err)) => Err(self.stream_error(during, err, timeout)),
-            (Ok(found), Ok(())) => Ok(found),
+            },
+        );
+        match read {
+            Ok(()) => Ok(found),
+            Err(err) => Err(self.stream_error(during, err, timeout)),
         }
     }
 

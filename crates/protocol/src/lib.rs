@@ -64,10 +64,11 @@ pub use message::{
     encode_request, parse_reply, parse_request,
 };
 pub use wire::{
-    BULK_MARKER, BlobRef, FRAME_DATA, FRAME_HEADER_LEN, FRAME_LAST, Health, HealthOk, MAX_CHUNK,
-    Manifest, WireBlobs, WireChanges, WireEntry, WireKind, WireNeed, WireProject, WireProjectOk,
-    WirePull, WirePullDone, WirePullOk, WirePush, WirePushOk, WireStart, WireStarted, WireWant,
-    check_relative_path, digest_hex, is_digest_hex, verify_blob, write_blob,
+    BULK_MARKER, BlobRef, FRAME_DATA, FRAME_HEADER_LEN, FRAME_LAST, HashedBlob, Health, HealthOk,
+    MAX_CHUNK, Manifest, WireBlobs, WireChanges, WireEntry, WireKind, WireNeed, WireProject,
+    WireProjectOk, WirePull, WirePullDone, WirePullOk, WirePush, WirePushOk, WireStart,
+    WireStarted, WireWant, check_relative_path, digest_hex, is_digest_hex, read_blobs_hashed,
+    verify_blob, write_blob,
 };
 
 /// The protocol version this crate speaks (sent in `handshake` and `handshake_ok`).

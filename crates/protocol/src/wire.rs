@@ -287,6 +287,95 @@ impl<R: Read> LineReader<R> {
     }
 }
 
+/// A blob read by [`read_blobs_hashed`]: its index in the list read, its bytes, and the
+/// digest of its bytes (64 lowercase hex digits).
+pub type HashedBlob = (usize, std::sync::Arc<[u8]>, String);
+
+/// Reads the bulk frames of `blobs` in order and hashes them on a second thread while
+/// the next ones are read (hashing is most of the receiving work; on a loopback or fast
+/// link it would otherwise stall the socket). A blob announced with a digest must match
+/// it ([`ProtocolError::BlobDigest`]); with `undigested`, a blob announced with an empty
+/// digest (a streamed push without digests) is taken and gets the digest of its bytes.
+/// `before_each` runs on this thread before each blob is read (a transport deadline);
+/// `on_hashed` sees the blobs, in order and in batches, on the hashing thread. The first
+/// framing error or mismatch is the error; frames after a mismatch are not read.
+///
+/// # Errors
+/// As [`LineReader::read_blob`].
+pub fn read_blobs_hashed<R: Read>(
+    reader: &mut LineReader<R>,
+    blobs: &[BlobRef],
+    max_size: u64,
+    undigested: bool,
+    mut before_each: impl FnMut(&mut LineReader<R>),
+    mut on_hashed: impl FnMut(Vec<HashedBlob>) + Send,
+) -> Result<(), ProtocolError> {
+    /// Blobs handed to the hashing thread at once (fewer wake-ups for many small files).
+    const BATCH_BYTES: u64 = 1 << 20;
+    const BATCH_BLOBS: usize = 256;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, std::sync::Arc<[u8]>)>>(8);
+        let hasher = scope.spawn(move || -> Result<(), ProtocolError> {
+            for batch in rx {
+                let mut done = Vec::with_capacity(batch.len());
+                for (index, data) in batch {
+                    let expected = &blobs[index].digest;
+                    let actual = blake3::hash(&data).to_hex();
+                    if !expected.is_empty() && actual.as_str() != expected {
+                        return Err(ProtocolError::BlobDigest {
+                            expected: expected.clone(),
+                            actual: actual.to_string(),
+                        });
+                    }
+                    done.push((index, data, actual.to_string()));
+                }
+                on_hashed(done);
+            }
+            Ok(())
+        });
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0u64;
+        let mut read_error = None;
+        for (index, blob) in blobs.iter().enumerate() {
+            before_each(reader);
+            let read = if undigested {
+                reader.read_blob_shared_undigested(blob, max_size)
+            } else {
+                reader.read_blob_shared_unverified(blob, max_size)
+            };
+            let data = match read {
+                Ok(data) => data,
+                Err(err) => {
+                    read_error = Some(err);
+                    break;
+                }
+            };
+            batch_bytes += blob.size;
+            batch.push((index, data));
+            if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_BLOBS {
+                batch_bytes = 0;
+                // A closed channel: the hashing thread stopped at a mismatch.
+                if tx.send(std::mem::take(&mut batch)).is_err() {
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        drop(tx);
+        let checked = hasher.join().unwrap_or_else(|_| {
+            Err(ProtocolError::BulkFrame {
+                message: "the digest verifier panicked".to_owned(),
+            })
+        });
+        match (checked, read_error) {
+            (Err(err), _) | (Ok(()), Some(err)) => Err(err),
+            (Ok(()), None) => Ok(()),
+        }
+    })
+}
+
 /// Largest blob buffer allocated from an announced size before its bytes arrive.
 const PREALLOCATE_MAX: usize = 64 << 20;
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use devshell_vm_protocol::{
     BlobRef, ErrorCode, LineReader, Manifest, ProtocolError, Reply, WireBlobs, WireChanges,
     WireEntry, WireKind, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk,
-    WireWant, digest_hex, write_blob, write_frame,
+    WireWant, digest_hex, read_blobs_hashed, write_blob, write_frame,
 };
 use devshell_vm_sync::wire::{
     apply_changes, apply_entry, entries_in_parallel, entry_of, ns_to_time,
@@ -1404,21 +1404,17 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// A verified blob: its index in the list read, its bytes, its digest (hex).
-type Verified = (usize, Content, String);
+type Verified = devshell_vm_protocol::HashedBlob;
 
 /// What [`read_verified`] read: contents by digest, each blob's digest (in order), and
 /// the total size.
 type ReadBlobs = (HashMap<String, Content>, Vec<String>, u64);
 
-/// Reads the bulk frames of `blobs` and hashes them on a second thread while the next
-/// ones are read (hashing is most of the receiving work; on a loopback or fast link it
-/// would otherwise stall the socket). A blob with a digest must match it; a blob with
-/// an empty digest (only in a streamed push without digests, which announces none) gets
-/// the digest of its bytes. `on_verified` sees each batch of verified blobs on the
-/// hashing thread. Returns the contents by digest (only with `keep`: a caller that
-/// takes them from `on_verified` does not need them twice), each blob's digest and
-/// their total size. The first framing error or digest mismatch is the error; frames after a
-/// mismatch are not read (the connection is closed anyway).
+/// Reads and hashes the bulk frames of `blobs` ([`read_blobs_hashed`]; a blob announced
+/// without a digest, in a streamed push without digests, gets the digest of its bytes).
+/// `on_verified` sees each batch of verified blobs on the hashing thread. Returns the
+/// contents by digest and each blob's digest (only with `keep`: a caller that takes them
+/// from `on_verified` does not need them twice), and their total size.
 fn read_verified<R: Read>(
     reader: &mut LineReader<R>,
     blobs: &[BlobRef],
@@ -1426,78 +1422,26 @@ fn read_verified<R: Read>(
     keep: bool,
     mut on_verified: impl FnMut(Vec<Verified>) + Send,
 ) -> Result<ReadBlobs, ProtocolError> {
-    /// Blobs handed to the verifier at once (fewer wake-ups for many small files).
-    const BATCH_BYTES: u64 = 1 << 20;
-    const BATCH_BLOBS: usize = 256;
-    let mut total: u64 = 0;
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Content)>>(8);
-        let verifier = scope.spawn(
-            move || -> Result<(HashMap<String, Content>, Vec<String>), ProtocolError> {
-                let mut received: HashMap<String, Content> = HashMap::with_capacity(blobs.len());
-                let mut digests: Vec<String> = Vec::with_capacity(blobs.len());
-                for batch in rx {
-                    let mut done = Vec::with_capacity(batch.len());
-                    for (index, data) in batch {
-                        let expected = &blobs[index].digest;
-                        let actual = blake3::hash(&data).to_hex();
-                        if !expected.is_empty() && actual.as_str() != expected {
-                            return Err(ProtocolError::BlobDigest {
-                                expected: expected.clone(),
-                                actual: actual.to_string(),
-                            });
-                        }
-                        let digest = actual.to_string();
-                        if keep {
-                            received.insert(digest.clone(), Content::clone(&data));
-                        }
-                        digests.push(digest.clone());
-                        done.push((index, data, digest));
-                    }
-                    on_verified(done);
+    let mut received: HashMap<String, Content> = HashMap::new();
+    let mut digests: Vec<String> = Vec::new();
+    read_blobs_hashed(
+        reader,
+        blobs,
+        max_bytes,
+        true,
+        |_| {},
+        |batch| {
+            if keep {
+                for (_, data, digest) in &batch {
+                    received.insert(digest.clone(), Content::clone(data));
+                    digests.push(digest.clone());
                 }
-                Ok((received, digests))
-            },
-        );
-        let mut batch: Vec<(usize, Content)> = Vec::new();
-        let mut batch_bytes = 0u64;
-        let mut read_error = None;
-        for (index, blob) in blobs.iter().enumerate() {
-            let data = match reader.read_blob_shared_undigested(blob, max_bytes) {
-                Ok(data) => data,
-                Err(err) => {
-                    read_error = Some(err);
-                    break;
-                }
-            };
-            total = total.saturating_add(blob.size);
-            batch_bytes += blob.size;
-            batch.push((index, data));
-            if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_BLOBS)
-                && tx.send(std::mem::take(&mut batch)).is_err()
-            {
-                // The verifier stopped: it found a mismatch.
-                break;
             }
-            if batch.is_empty() {
-                batch_bytes = 0;
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
-        }
-        drop(tx);
-        let checked = verifier.join().unwrap_or_else(|_| {
-            Err(ProtocolError::BulkFrame {
-                message: "the digest verifier panicked".to_owned(),
-            })
-        });
-        match (checked, read_error) {
-            (Err(mismatch), _) => Err(mismatch),
-            (Ok(_), Some(err)) => Err(err),
-            (Ok((received, digests)), None) => Ok((received, digests, total)),
-        }
-    })
+            on_verified(batch);
+        },
+    )?;
+    let total = blobs.iter().map(|b| b.size).fold(0, u64::saturating_add);
+    Ok((received, digests, total))
 }
 
 /// Writes a JSON header and, right after it, the blobs as bulk frames; one flush.
