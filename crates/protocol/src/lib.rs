@@ -68,7 +68,7 @@ pub use wire::{
     MAX_CHUNK, Manifest, WireBlobs, WireChanges, WireEntry, WireKind, WireNeed, WireProject,
     WireProjectOk, WirePull, WirePullDone, WirePullOk, WirePush, WirePushOk, WireStart,
     WireStarted, WireWant, check_relative_path, digest_hex, is_digest_hex, read_blobs_hashed,
-    verify_blob, write_blob,
+    verify_blob, write_blob, write_blob_piece,
 };
 
 /// The protocol version this crate speaks (sent in `handshake` and `handshake_ok`).

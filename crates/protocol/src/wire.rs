@@ -69,31 +69,56 @@ pub fn is_digest_hex(text: &str) -> bool {
 /// # Errors
 /// [`ProtocolError::Io`] when the transport fails.
 pub fn write_blob<W: Write + ?Sized>(writer: &mut W, data: &[u8]) -> Result<(), ProtocolError> {
-    let io = |source| ProtocolError::Io {
-        context: "writing a bulk frame",
-        source,
-    };
     let mut rest = data;
     loop {
         let take = rest.len().min(MAX_CHUNK);
         let last = take == rest.len();
         let (chunk, tail) = rest.split_at(take);
-        let len = u32::try_from(chunk.len()).map_err(|_| {
-            io(io::Error::other(
-                "bulk chunk longer than u32 (cannot happen)",
-            ))
-        })?;
-        let mut header = [0u8; FRAME_HEADER_LEN];
-        header[0] = BULK_MARKER;
-        header[1] = if last { FRAME_LAST } else { FRAME_DATA };
-        header[2..].copy_from_slice(&len.to_be_bytes());
-        writer.write_all(&header).map_err(io)?;
-        writer.write_all(chunk).map_err(io)?;
+        write_blob_piece(writer, chunk, last)?;
         if last {
             return Ok(());
         }
         rest = tail;
     }
+}
+
+/// Writes one bulk frame of a blob that the caller produces piece by piece (read from a
+/// file as it goes): `last` marks the blob's final frame. The caller writes exactly the
+/// announced size over all pieces, ends with `last` (an empty blob: one empty last
+/// piece), and keeps every piece within [`MAX_CHUNK`] (a longer one is an error, nothing
+/// written).
+///
+/// # Errors
+/// [`ProtocolError::BulkFrame`] for a piece over [`MAX_CHUNK`], [`ProtocolError::Io`]
+/// when writing fails.
+pub fn write_blob_piece<W: Write + ?Sized>(
+    writer: &mut W,
+    chunk: &[u8],
+    last: bool,
+) -> Result<(), ProtocolError> {
+    if chunk.len() > MAX_CHUNK {
+        return Err(ProtocolError::BulkFrame {
+            message: format!(
+                "bulk frame of {} bytes exceeds the limit of {MAX_CHUNK}",
+                chunk.len()
+            ),
+        });
+    }
+    let io = |source| ProtocolError::Io {
+        context: "writing a bulk frame",
+        source,
+    };
+    let len = u32::try_from(chunk.len()).map_err(|_| {
+        io(io::Error::other(
+            "bulk chunk longer than u32 (cannot happen)",
+        ))
+    })?;
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    header[0] = BULK_MARKER;
+    header[1] = if last { FRAME_LAST } else { FRAME_DATA };
+    header[2..].copy_from_slice(&len.to_be_bytes());
+    writer.write_all(&header).map_err(io)?;
+    writer.write_all(chunk).map_err(io)
 }
 
 /// Checks that `data` hashes (BLAKE3) to `blob.digest`.
@@ -999,6 +1024,38 @@ mod tests {
             }
         }
         hasher.finalize().to_hex().to_string()
+    }
+
+    /// A blob written piece by piece reads back as the same blob, whatever the pieces;
+    /// a piece over the frame limit is refused before anything is written.
+    #[test]
+    fn a_blob_written_in_pieces_reads_back_whole() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let blob = BlobRef {
+            digest: digest_hex(&data),
+            size: data.len() as u64,
+        };
+        let mut wire = Vec::new();
+        let pieces: Vec<&[u8]> = data.chunks(70_000).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            write_blob_piece(&mut wire, piece, i + 1 == pieces.len()).unwrap();
+        }
+        // An empty blob: one empty last piece.
+        let empty = BlobRef {
+            digest: digest_hex(b""),
+            size: 0,
+        };
+        write_blob_piece(&mut wire, b"", true).unwrap();
+        let mut reader = LineReader::new(&wire[..]);
+        assert_eq!(reader.read_blob(&blob, 1 << 20).unwrap(), data);
+        assert!(reader.read_blob(&empty, 1 << 20).unwrap().is_empty());
+        let too_long = vec![0u8; MAX_CHUNK + 1];
+        let mut out = Vec::new();
+        assert!(matches!(
+            write_blob_piece(&mut out, &too_long, true),
+            Err(ProtocolError::BulkFrame { .. })
+        ));
+        assert!(out.is_empty());
     }
 
     /// A blob announced without a digest is read only by the reader that hashes it

@@ -21,19 +21,19 @@ use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use devshell_vm_protocol::{
     BlobRef, ErrorCode, LineReader, Manifest, ProtocolError, Reply, WireBlobs, WireChanges,
     WireEntry, WireKind, WireNeed, WireProjectOk, WirePullDone, WirePullOk, WirePush, WirePushOk,
-    WireWant, digest_hex, read_blobs_hashed, write_blob, write_frame,
+    WireWant, digest_hex, read_blobs_hashed, write_blob, write_blob_piece, write_frame,
 };
 use devshell_vm_sync::wire::{
-    apply_changes, apply_entry, entries_in_parallel, entry_of, ns_to_time,
+    apply_changes, apply_entry, entries_in_parallel, entry_of, entry_of_unread, ns_to_time,
 };
 use devshell_vm_sync::{PullScope, StreamEntry, StreamedPush, SyncState};
-use devshell_vm_vfs::{Content, NodeKind, Vfs};
+use devshell_vm_vfs::{Content, LazyContent, NodeKind, Vfs};
 
 use crate::conn::log;
 use crate::options::Token;
@@ -345,6 +345,10 @@ pub(crate) struct Replica {
     /// A pull's scan failed: the tree on disk holds changes that mirror and manifest
     /// do not (the tracker still has them). The next push takes them in first.
     behind: bool,
+    /// A pull's absorb failed (an output changed while it was hashed): the mirror's
+    /// changes since this generation are not all in the manifest. The next absorb
+    /// starts from here, so nothing the tool did is lost.
+    unabsorbed: Option<u64>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -385,6 +389,7 @@ impl Replica {
             pending_push: None,
             pending_pull: false,
             behind: false,
+            unabsorbed: None,
         })
     }
 
@@ -443,6 +448,7 @@ impl Replica {
         self.pending_push = None;
         self.pending_pull = false;
         self.behind = false;
+        self.unabsorbed = None;
     }
 
     /// The reply message for a failure writing the copy's tree: `{doing} <tree> failed:
@@ -576,7 +582,9 @@ impl Replica {
     /// push applies to copies no history (a mirror built by a first push of 10,000
     /// files would carry 10,000 log entries into every clone).
     fn trim_mirror_history(&mut self) {
-        if self.sync.synced_generation(VFS_ROOT) == Some(self.vfs.generation()) {
+        if self.unabsorbed.is_none()
+            && self.sync.synced_generation(VFS_ROOT) == Some(self.vfs.generation())
+        {
             self.vfs.forget_history();
         }
     }
@@ -1050,6 +1058,23 @@ impl Replica {
         })
     }
 
+    /// After a pull that failed on the copy's own tree: the tree stays (a tool's file
+    /// changing or unreadable for a moment must not cost the whole copy). The client
+    /// cannot send a delta any more, and its full push first takes in what the tree
+    /// holds (`behind`).
+    fn keep_after_failed_pull(&mut self, conn: u64, message: &str) {
+        log(
+            conn,
+            &format!(
+                "wire-sync: pull failed, copy kept ({:?}): {message}",
+                self.project
+            ),
+        );
+        self.epoch = None;
+        self.generation = None;
+        self.behind = true;
+    }
+
     /// Handles `wire_pull`: scans staging, updates mirror and manifest, and writes
     /// `wire_changes` plus the bulk frames of every content the client cannot have.
     pub(crate) fn pull<W: Write>(
@@ -1070,21 +1095,14 @@ impl Replica {
                     chain(&err)
                 );
                 // Mirror and manifest are as before the scan (it is all or nothing) and
-                // the tracker keeps what it saw: the tree stays (a tool's file changing
-                // or unreadable for a moment must not cost the whole copy). The client
-                // cannot send a delta any more, and its full push catches up first.
-                log(
-                    conn,
-                    &format!("wire-sync: pull failed, copy kept: {message}"),
-                );
-                self.epoch = None;
-                self.generation = None;
-                self.behind = true;
+                // the tracker keeps what it saw.
+                self.keep_after_failed_pull(conn, &message);
                 return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
             }
         };
         let scanned_at = started.elapsed();
-        let changes = match self.vfs.changes_since(VFS_ROOT, before) {
+        let since = self.unabsorbed.unwrap_or(before);
+        let changes = match self.vfs.changes_since(VFS_ROOT, since) {
             Ok(changes) => changes,
             Err(err) => {
                 let message = format!("reading the mirror's changes failed: {err}");
@@ -1105,12 +1123,17 @@ impl Replica {
         let (deleted, upserted) = match self.absorb(&changes) {
             Ok(found) => found,
             Err(message) => {
-                self.reset(conn, &message);
+                // An output changed or vanished while it was hashed (a process the tool
+                // left behind): the mirror has the scan, the manifest not all of it;
+                // absorbed again, from `since`, before the next push plans.
+                self.unabsorbed = Some(since);
+                self.keep_after_failed_pull(conn, &message);
                 return write_frame(writer, &Reply::error(ErrorCode::WireIo, message));
             }
         };
+        self.unabsorbed = None;
         let mut entries = Vec::new();
-        let mut blobs: Vec<(BlobRef, Content)> = Vec::new();
+        let mut blobs: Vec<(BlobRef, Body)> = Vec::new();
         let mut sent: HashSet<String> = HashSet::new();
         for (entry, content) in upserted {
             if let (Some(digest), Some(content)) = (&entry.digest, content)
@@ -1138,10 +1161,14 @@ impl Replica {
         }
         self.pending_pull = !(entries.is_empty() && deleted.is_empty());
         let wire_bytes: u64 = blobs.iter().map(|(b, _)| b.size).sum();
+        let on_disk = blobs
+            .iter()
+            .filter(|(_, body)| matches!(body, Body::OnDisk(_)))
+            .count();
         log(
             conn,
             &format!(
-                "wire-sync: pull of {:?} ({scanned}): {} deleted, {} entries, {} blobs ({wire_bytes} bytes; scanned in {scanned_at:?}, hashed by {:?})",
+                "wire-sync: pull of {:?} ({scanned}): {} deleted, {} entries, {} blobs ({wire_bytes} bytes, {on_disk} sent from disk; scanned in {scanned_at:?}, hashed by {:?})",
                 self.project,
                 deleted.len(),
                 entries.len(),
@@ -1156,7 +1183,15 @@ impl Replica {
             blobs: blobs.iter().map(|(b, _)| b.clone()).collect(),
             tree_digest: self.manifest.tree_digest(),
         }));
-        write_with_blobs(writer, &header, blobs.iter().map(|(_, c)| &c[..]))
+        let sent = write_with_bodies(writer, &header, blobs.iter().map(|(_, body)| body));
+        if let Err(ProtocolError::BulkFrame { message }) = &sent {
+            // An output changed on disk after it was hashed (a process the tool left
+            // behind): the manifest holds a digest the file no longer has. The client
+            // sees a broken blob and keeps its VFS; the copy is rescanned before the
+            // next push uses it.
+            self.keep_after_failed_pull(conn, message);
+        }
+        sent
     }
 
     /// Brings the mirror up to date with the tree on disk: only the directories the
@@ -1186,12 +1221,13 @@ impl Replica {
     }
 
     /// Applies mirror `changes` to the manifest; returns the deleted relative paths and
-    /// the upserted entries with their contents.
+    /// the upserted entries with their contents. A large output the scan left unread on
+    /// disk is hashed piece by piece from its file and stays unread (see [`Body`]).
     #[allow(clippy::type_complexity)]
     fn absorb(
         &mut self,
         changes: &devshell_vm_vfs::Changes,
-    ) -> Result<(Vec<String>, Vec<(WireEntry, Option<Content>)>), String> {
+    ) -> Result<(Vec<String>, Vec<(WireEntry, Option<Body>)>), String> {
         let mut deleted = Vec::new();
         for path in &changes.deleted {
             if let Some(rel) = relative(path) {
@@ -1208,9 +1244,16 @@ impl Replica {
         let vfs = &self.vfs;
         let upserted = entries_in_parallel(paths.len(), 1, |index| {
             let (path, rel) = paths[index];
+            let failed = |err: devshell_vm_vfs::VfsError| {
+                format!("reading the mirror at {path} failed: {err}")
+            };
+            let node = vfs.node(path).map_err(failed)?;
+            if let Some((entry, unread)) = entry_of_unread(node, rel).map_err(failed)? {
+                return Ok(Some((entry, Some(Body::OnDisk(unread)))));
+            }
             entry_of(vfs, path, rel)
-                .map(Some)
-                .map_err(|err| format!("reading the mirror at {path} failed: {err}"))
+                .map(|(entry, content)| Some((entry, content.map(Body::Bytes))))
+                .map_err(failed)
         })?;
         for (entry, _) in &upserted {
             self.manifest.upsert(entry.clone());
@@ -1225,10 +1268,10 @@ impl Replica {
     /// tree. The tree digest then differs from the client's, so the client sends a full
     /// manifest and every content the copy lost travels again.
     pub(crate) fn verify(&mut self, conn: u64) {
-        let before = self.vfs.generation();
+        let since = self.unabsorbed.unwrap_or_else(|| self.vfs.generation());
         let scanned = self.scan().map_err(|err| err.to_string()).and_then(|_| {
             self.vfs
-                .changes_since(VFS_ROOT, before)
+                .changes_since(VFS_ROOT, since)
                 .map_err(|err| err.to_string())
         });
         let changes = match scanned {
@@ -1242,9 +1285,17 @@ impl Replica {
             }
         };
         if changes.is_empty() {
+            self.unabsorbed = None;
             return;
         }
         match self.absorb(&changes) {
+            Ok(_) if self.unabsorbed.take().is_some() => log(
+                conn,
+                &format!(
+                    "wire-sync: the changes a failed pull left in the copy of {:?} were taken in; the client will resynchronise",
+                    self.project
+                ),
+            ),
             Ok((deleted, upserted)) if deleted.is_empty() && upserted.is_empty() => {}
             Ok((deleted, upserted)) => log(
                 conn,
@@ -1270,7 +1321,7 @@ impl Replica {
             .iter()
             .filter_map(|e| e.digest.as_deref().map(|d| (d, e.path.as_str())))
             .collect();
-        let mut blobs: Vec<(BlobRef, Content)> = Vec::new();
+        let mut blobs: Vec<(BlobRef, Body)> = Vec::new();
         for digest in &want.digests {
             let content = by_digest
                 .get(digest.as_str())
@@ -1290,14 +1341,14 @@ impl Replica {
                     digest: digest.clone(),
                     size: content.len() as u64,
                 },
-                content,
+                Body::Bytes(content),
             ));
         }
         let header = Reply::WireBlobs(WireBlobs {
             session_id: String::new(),
             blobs: blobs.iter().map(|(b, _)| b.clone()).collect(),
         });
-        write_with_blobs(writer, &header, blobs.iter().map(|(_, c)| &c[..]))
+        write_with_bodies(writer, &header, blobs.iter().map(|(_, body)| body))
     }
 
     /// Handles `wire_pull_done`: commits the client's epoch and generation when its tree
@@ -1444,11 +1495,25 @@ fn read_verified<R: Read>(
     Ok((received, digests, total))
 }
 
-/// Writes a JSON header and, right after it, the blobs as bulk frames; one flush.
-fn write_with_blobs<'a, W: Write>(
+/// A content a pull sends: bytes in memory, or a tool's large output still unread on
+/// disk (a [`LazyContent`] the scan left in the mirror), hashed and sent piece by piece
+/// from its file. The latter never costs a buffer the size of the file, and the mirror
+/// keeps only the file's descriptor, not its bytes (within the process-wide cap on such
+/// descriptors, `devshell_vm_vfs::lazy::lazy_fd_limit`; beyond it the scan reads files
+/// into memory as before).
+enum Body {
+    Bytes(Content),
+    OnDisk(Arc<LazyContent>),
+}
+
+/// Writes a JSON header and, right after it, the bodies as bulk frames; one flush. A
+/// body on disk that changed since it was hashed stops the stream with
+/// [`ProtocolError::BulkFrame`] after a partial blob (the connection is then unusable
+/// and is dropped).
+fn write_with_bodies<'a, W: Write>(
     writer: &mut W,
     header: &Reply,
-    blobs: impl Iterator<Item = &'a [u8]>,
+    bodies: impl Iterator<Item = &'a Body>,
 ) -> Result<(), ProtocolError> {
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, writer);
     let mut line = devshell_vm_protocol::encode_reply(header).into_bytes();
@@ -1457,8 +1522,22 @@ fn write_with_blobs<'a, W: Write>(
         context: "writing a frame",
         source,
     })?;
-    for blob in blobs {
-        write_blob(&mut out, blob)?;
+    for body in bodies {
+        match body {
+            Body::Bytes(content) => write_blob(&mut out, content)?,
+            Body::OnDisk(unread) => {
+                let size = unread.len();
+                let mut sent = 0u64;
+                unread
+                    .for_each_chunk(|piece| {
+                        sent += piece.len() as u64;
+                        write_blob_piece(&mut out, piece, sent == size)
+                    })
+                    .map_err(|err| ProtocolError::BulkFrame {
+                        message: format!("sending an output from the copy: {err}"),
+                    })??;
+            }
+        }
     }
     out.flush().map_err(|source| ProtocolError::Io {
         context: "writing a frame",

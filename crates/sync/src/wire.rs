@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devshell_vm_protocol::{Manifest, WireEntry, WireKind, digest_hex};
-use devshell_vm_vfs::{Content, NodeKind, NodeRef, Vfs, VfsError};
+use devshell_vm_vfs::{Content, LazyContent, NodeKind, NodeRef, Vfs, VfsError};
 
 use crate::VmSyncError;
 
@@ -120,12 +120,47 @@ pub fn entry_of_node_unhashed(
             let content = node
                 .content()?
                 .map_or_else(|| Content::from(&[][..]), Content::clone);
-            let mut entry =
-                WireEntry::file(rel, meta.mode, mtime, content.len() as u64, String::new());
+            let mut entry = file_entry(node, rel, content.len() as u64, String::new());
             entry.digest = None;
             (entry, Some(content))
         }
     })
+}
+
+/// The entry of the file at `node` with the given size and digest.
+fn file_entry(node: NodeRef<'_>, rel: &str, size: u64, digest: String) -> WireEntry {
+    let meta = node.metadata();
+    WireEntry::file(rel, meta.mode, time_to_ns(meta.mtime), size, digest)
+}
+
+/// For a file whose content is still unread on disk (a [`LazyContent`] a pull left in
+/// the VFS), its entry with the digest of its bytes, hashed piece by piece from the
+/// host file without loading them, and the content (still unread) to send from the same
+/// file later; `None` for any other node. So a sidecar hashes and forwards a tool's
+/// large outputs without a buffer the size of each file and without keeping them in
+/// memory.
+///
+/// # Errors
+/// [`VfsError::ContentChanged`] when the host file changed since the pull recorded it,
+/// [`VfsError::Io`] when reading it failed.
+pub fn entry_of_unread(
+    node: NodeRef<'_>,
+    rel: &str,
+) -> Result<Option<(WireEntry, std::sync::Arc<LazyContent>)>, VfsError> {
+    let Some(lazy) = node.lazy().filter(|lazy| !lazy.is_loaded()) else {
+        return Ok(None);
+    };
+    let mut hasher = blake3::Hasher::new();
+    let fed = lazy.for_each_chunk(|piece| {
+        hasher.update(piece);
+        Ok::<(), std::convert::Infallible>(())
+    })?;
+    let Ok(()) = fed;
+    let digest = hasher.finalize().to_hex().to_string();
+    Ok(Some((
+        file_entry(node, rel, lazy.len(), digest),
+        std::sync::Arc::clone(lazy),
+    )))
 }
 
 /// A listed entry and its content, or `None` for an index that lists nothing.
@@ -133,38 +168,38 @@ pub type Listed = Option<(WireEntry, Option<Content>)>;
 
 /// Runs `entry(i)` for every `i < count` on up to one thread per core (at most 8, and
 /// one more thread only per `per_thread` indices), each index taken by the next free
-/// thread, and returns the entries in index order. Hashing is most of the work of
+/// thread, and returns what it gave (`None`: nothing for that index) in index order. Hashing is most of the work of
 /// listing files for the wire (a full push's manifest, a pull's changed files), so this
 /// is how both sides share it out; a few large files never wait behind each other on
 /// one thread. The first error is returned.
 ///
 /// # Errors
 /// An error of `entry`, or a note that a thread panicked.
-pub fn entries_in_parallel(
+pub fn entries_in_parallel<T: Send>(
     count: usize,
     per_thread: usize,
-    entry: impl Fn(usize) -> Result<Listed, String> + Sync,
-) -> Result<Vec<(WireEntry, Option<Content>)>, String> {
-    type Found = Result<Vec<(usize, WireEntry, Option<Content>)>, String>;
+    entry: impl Fn(usize) -> Result<Option<T>, String> + Sync,
+) -> Result<Vec<T>, String> {
+    type Found<T> = Result<Vec<(usize, T)>, String>;
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .clamp(1, 8)
         .min(count / per_thread.max(1) + 1)
         .min(count.max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || -> Found {
+    let work = || -> Found<T> {
         let mut found = Vec::new();
         loop {
             let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if index >= count {
                 return Ok(found);
             }
-            if let Some((listed, content)) = entry(index)? {
-                found.push((index, listed, content));
+            if let Some(item) = entry(index)? {
+                found.push((index, item));
             }
         }
     };
-    let parts: Vec<Found> = if threads <= 1 {
+    let parts: Vec<Found<T>> = if threads <= 1 {
         vec![work()]
     } else {
         std::thread::scope(|scope| {
@@ -184,11 +219,8 @@ pub fn entries_in_parallel(
     for part in parts {
         all.extend(part?);
     }
-    all.sort_unstable_by_key(|(index, _, _)| *index);
-    Ok(all
-        .into_iter()
-        .map(|(_, entry, content)| (entry, content))
-        .collect())
+    all.sort_unstable_by_key(|(index, _)| *index);
+    Ok(all.into_iter().map(|(_, item)| item).collect())
 }
 
 /// Applies `deleted` (subtree roots, missing ones ignored), then `entries` (parents

@@ -273,6 +273,72 @@ impl LazyContent {
         })
     }
 
+    /// Feeds the bytes to `visit` in pieces of at most 128 KiB without keeping them: for
+    /// a caller that only hashes or forwards them (a sidecar hashing a tool's output and
+    /// sending it on), which then costs no buffer the size of the file and leaves the
+    /// content unread (its descriptor stays open). Bytes already loaded are fed from
+    /// memory. The file's identity is checked before the first piece and after the
+    /// last, as for a full read.
+    ///
+    /// The outer result is the file's: [`VfsError::ContentChanged`](crate::VfsError::ContentChanged)
+    /// when the inode changed (pieces already fed may then be of the changed file: the
+    /// caller must discard what it made of them) or [`VfsError::Io`](crate::VfsError::Io).
+    /// The inner one is `visit`'s first error, which stops the reading.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn for_each_chunk<E>(
+        &self,
+        mut visit: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<Result<(), E>, crate::VfsError> {
+        const PIECE: usize = 128 * 1024;
+        let changed = || crate::VfsError::ContentChanged {
+            path: self.vfs_path.clone(),
+            origin: self.origin.clone(),
+        };
+        let io = |source| crate::VfsError::Io {
+            path: self.origin.clone(),
+            source,
+        };
+        if let Some(bytes) = self.bytes.get() {
+            return Ok(feed(bytes, PIECE, &mut visit));
+        }
+        let guard = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bytes) = self.bytes.get() {
+            return Ok(feed(bytes, PIECE, &mut visit));
+        }
+        let Some((file, _)) = guard.as_ref() else {
+            return Err(changed());
+        };
+        if FileIdentity::of(&file.metadata().map_err(io)?) != self.identity {
+            return Err(changed());
+        }
+        let size = self.identity.size;
+        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(PIECE).clamp(1, PIECE)];
+        if size == 0 {
+            return Ok(visit(&[]));
+        }
+        let mut offset = 0u64;
+        while offset < size {
+            let take = usize::try_from(size - offset)
+                .unwrap_or(PIECE)
+                .min(buf.len());
+            match file.read_exact_at(&mut buf[..take], offset) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Err(changed()),
+                Err(err) => return Err(io(err)),
+            }
+            if let Err(err) = visit(&buf[..take]) {
+                return Ok(Err(err));
+            }
+            offset += take as u64;
+        }
+        if FileIdentity::of(&file.metadata().map_err(io)?) != self.identity {
+            return Err(changed());
+        }
+        Ok(Ok(()))
+    }
+
     /// The bytes, reading them on first use.
     pub(crate) fn load(&self) -> Result<&Content, LoadError> {
         if let Some(bytes) = self.bytes.get() {
@@ -330,6 +396,22 @@ impl Drop for LazyContent {
             close_later(open);
         }
     }
+}
+
+/// Feeds `bytes` to `visit` in pieces of at most `piece` bytes (an empty content: one
+/// empty piece, so a caller always sees the end).
+fn feed<E>(
+    bytes: &[u8],
+    piece: usize,
+    visit: &mut impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    if bytes.is_empty() {
+        return visit(bytes);
+    }
+    for chunk in bytes.chunks(piece) {
+        visit(chunk)?;
+    }
+    Ok(())
 }
 
 /// An unread content's descriptor and its slot.

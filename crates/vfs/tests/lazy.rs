@@ -204,3 +204,73 @@ fn image_save_and_copy_to_host_read_lazy_contents() {
     onto_itself.copy_tree_to_host("/", fresh.path()).unwrap();
     assert_eq!(fs::read(&src).unwrap(), bytes);
 }
+
+#[test]
+fn chunks_are_fed_without_reading_the_content_and_a_change_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("out.rlib");
+    // Three and a bit pieces of 128 KiB.
+    let bytes: Vec<u8> = (0..400_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(&host, &bytes).unwrap();
+    let content = lazy(&host, "/p/out.rlib");
+    let mut seen = Vec::new();
+    let mut pieces = 0;
+    content
+        .for_each_chunk(|piece| {
+            assert!(piece.len() <= 128 * 1024, "piece of {} bytes", piece.len());
+            pieces += 1;
+            seen.extend_from_slice(piece);
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, bytes);
+    assert_eq!(pieces, 4);
+    // Streaming keeps nothing: the content is still unread, its descriptor open.
+    assert!(!content.is_loaded());
+    // The visitor's error stops the reading and comes back as the inner result.
+    let mut calls = 0;
+    let stopped = content
+        .for_each_chunk(|_| {
+            calls += 1;
+            Err("socket closed")
+        })
+        .unwrap();
+    assert_eq!(stopped, Err("socket closed"));
+    assert_eq!(calls, 1);
+    // Once loaded, the pieces come from memory: the same bytes.
+    assert_eq!(&content.content().unwrap()[..], &bytes[..]);
+    let mut again = Vec::new();
+    content
+        .for_each_chunk(|piece| {
+            again.extend_from_slice(piece);
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, bytes);
+    // Changed in place before streaming: a typed error naming the VFS path.
+    let other = dir.path().join("fingerprint");
+    fs::write(&other, b"old fingerprint 0123456789").unwrap();
+    let changed = lazy(&other, "/p/fingerprint");
+    std::thread::sleep(Duration::from_millis(20));
+    rewrite_in_place(&other, b"new fingerprint 9876543210");
+    let err = changed.for_each_chunk(|_| Ok::<(), ()>(())).unwrap_err();
+    assert!(
+        matches!(&err, VfsError::ContentChanged { path, .. } if path == "/p/fingerprint"),
+        "{err:?}"
+    );
+    // An empty file: one empty piece, so the caller sees the end.
+    let empty = dir.path().join("empty");
+    fs::write(&empty, b"").unwrap();
+    let mut empties = 0;
+    lazy(&empty, "/p/empty")
+        .for_each_chunk(|piece| {
+            assert!(piece.is_empty());
+            empties += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(empties, 1);
+}

@@ -24,9 +24,7 @@ use devshell_vm_backend_beta::{BetaError, BetaSession};
 use devshell_vm_exec::{OutputMode, Termination, ToolRequest};
 use devshell_vm_session::Backend as _;
 use devshell_vm_test_support::chain;
-use devshell_vm_test_support::kill_loop::{
-    Landed, child_rounds, is_a_version_or_prefix, kill_in_phases, versioned,
-};
+use devshell_vm_test_support::kill_loop::{Landed, child_rounds, kill_in_phases, versioned};
 use devshell_vm_vfs::Vfs;
 
 use super::support::{RemoteSidecar, session};
@@ -188,30 +186,38 @@ fn eio_in_the_sidecars_copy_is_a_typed_error_and_the_next_run_repairs() {
 
 #[test]
 fn files_churning_in_the_sidecars_copy_never_tear_the_vfs() {
-    let sidecar = RemoteSidecar::start("256m", &[]);
-    let mut session = session(sidecar.addr, &sidecar.token_file);
-    let mut vfs = Vfs::new();
-    vfs.mkdir("/c").unwrap();
-    vfs.write_file("/c/keep.txt", b"keep".to_vec()).unwrap();
-    let pwd = run_ok(&mut session, &mut vfs, "/c", "mkdir -p churn && pwd");
-    let guest_dir = pwd.trim().to_owned();
-    // A writer in the sidecar's namespace, rewriting, replacing and deleting files in
-    // the copy in a loop (in place in 4 KiB steps, so a reader can see a part).
-    // Paths are absolute: should the sidecar ever recreate the copy, the writer goes on
-    // in the new tree (a relative path would write into the removed one, unseen).
+    churn(1000, "small files");
+}
+
+/// As above with files of 70–130 KB: above the 64 KiB from which a pull's scan leaves a
+/// file unread on disk, so the sidecar hashes and sends them piece by piece from the
+/// file — and a rewrite in place between its hashing and its sending must break the
+/// pull off, never reach the VFS.
+#[test]
+fn large_files_churning_in_the_sidecars_copy_never_tear_the_vfs() {
+    churn(70_000, "large files");
+}
+
+/// A writer in the sidecar's namespace, rewriting, replacing and deleting files in
+/// `guest_dir/churn` in a loop until killed (see [`churn`]).
+fn start_churner(sidecar: &RemoteSidecar, guest_dir: &str, base: u32) -> std::process::Child {
+    // In place in 4 KiB steps, so a reader can see a part. Paths are absolute: should
+    // the sidecar ever recreate the copy, the writer goes on in the new tree (a
+    // relative path would write into the removed one, unseen).
     let script = r#"cd "$1/churn" || exit 1
 exec 2>/dev/null
 d="$1/churn"
+b="$2"
 i=0
 while :; do
   i=$((i + 1)); f=f$((i % 12))
   case $((i % 3)) in
-    0) n=$((1000 + (i * 7919) % 60000)); { printf 'v%s:%s:' $i $n; head -c $((n - ${#i} - ${#n} - 3)) /dev/zero | tr '\0' "$((i % 10))"; } > "$d/$f" ;;
+    0) n=$((b + (i * 7919) % 60000)); { printf 'v%s:%s:' $i $n; head -c $((n - ${#i} - ${#n} - 3)) /dev/zero | tr '\0' "$((i % 10))"; } > "$d/$f" ;;
     1) rm -f "$d/$f" ;;
-    2) n=$((1000 + (i * 7919) % 60000)); { printf 'v%s:%s:' $i $n; head -c $((n - ${#i} - ${#n} - 3)) /dev/zero | tr '\0' "$((i % 10))"; } > "$d/.t$f" && mv -f "$d/.t$f" "$d/$f" ;;
+    2) n=$((b + (i * 7919) % 60000)); { printf 'v%s:%s:' $i $n; head -c $((n - ${#i} - ${#n} - 3)) /dev/zero | tr '\0' "$((i % 10))"; } > "$d/.t$f" && mv -f "$d/.t$f" "$d/$f" ;;
   esac
 done"#;
-    let mut churner = Command::new("nsenter")
+    Command::new("nsenter")
         .args([
             "--target",
             &sidecar.pid().to_string(),
@@ -222,12 +228,54 @@ done"#;
             script,
             "sh",
         ])
-        .arg(&guest_dir)
+        .arg(guest_dir)
+        .arg(base.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Whether `content` is what the churn script writes — `v{i}:{n}:` then digit `i % 10`
+/// up to `n` bytes — or a prefix of it (a torn read or write); empty counts as a prefix.
+fn is_a_churned_version_or_prefix(content: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(content);
+    let parts: Vec<&str> = text.splitn(3, ':').collect();
+    let [version, len, _] = parts[..] else {
+        // Cut inside the header: `v`, digits, at most one `:`, digits.
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        return match parts[..] {
+            [""] => true,
+            [v] => v.strip_prefix('v').is_some_and(digits),
+            [v, n] => v.strip_prefix('v').is_some_and(digits) && digits(n),
+            _ => false,
+        };
+    };
+    let (Some(version), Ok(len)) = (
+        version
+            .strip_prefix('v')
+            .and_then(|v| v.parse::<u64>().ok()),
+        len.parse::<usize>(),
+    ) else {
+        return false;
+    };
+    let mut expected = format!("v{version}:{len}:").into_bytes();
+    expected.resize(len, b'0' + u8::try_from(version % 10).unwrap_or(0));
+    expected.starts_with(content)
+}
+
+/// A writer in the copy rewrites, replaces and deletes files of `base` to `base` + 60 KB
+/// while the client runs `true` in a loop.
+fn churn(base: u32, label: &str) {
+    let sidecar = RemoteSidecar::start("256m", &[]);
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/c").unwrap();
+    vfs.write_file("/c/keep.txt", b"keep".to_vec()).unwrap();
+    let pwd = run_ok(&mut session, &mut vfs, "/c", "mkdir -p churn && pwd");
+    let guest_dir = pwd.trim().to_owned();
+    let mut churner = start_churner(&sidecar, &guest_dir, base);
     session.set_pull_excludes(&["churn/.t*"]).unwrap();
     let (mut ok, mut failed) = (0_u32, 0_u32);
     let mut versions = std::collections::BTreeSet::new();
@@ -242,7 +290,7 @@ done"#;
                     let path = format!("/c/churn/{}", entry.name);
                     if let Ok(content) = vfs.read_file(&path) {
                         assert!(
-                            is_a_version_or_prefix(&content),
+                            is_a_churned_version_or_prefix(&content),
                             "{path}: torn content ({} bytes)",
                             content.len()
                         );
@@ -251,8 +299,13 @@ done"#;
                 }
             }
             Err(err) => {
+                // A large output rewritten between its hashing and its sending: the
+                // sidecar cannot finish the blob it announced and breaks the connection
+                // off (its log says why); the next run reconnects.
+                let broken_off = base > 64 * 1024
+                    && matches!(&err, BetaError::ConnectionLost { during, .. } if during == "wire_pull");
                 assert!(
-                    matches!(err, BetaError::Wire { .. } | BetaError::Remote { .. }),
+                    broken_off || matches!(err, BetaError::Wire { .. } | BetaError::Remote { .. }),
                     "unexpected error under churn: {err:?}"
                 );
                 assert!(
@@ -276,10 +329,20 @@ done"#;
         "the churner ended on its own ({status:?}): is nsenter available?"
     );
     println!(
-        "churn over wire-sync: {ok} runs pulled, {failed} failed with a typed error, {} versions seen",
+        "churn of {label} over wire-sync: {ok} runs pulled, {failed} failed with a typed error, {} versions seen",
         versions.len()
     );
     assert!(ok > 0, "no run succeeded under churn ({failed} failed)");
+    if base > 64 * 1024 {
+        // The path under test ran: pulls sent files from the copy's disk.
+        let logs = sidecar.logs();
+        assert!(
+            logs.lines().any(|line| line.contains("wire-sync: pull of")
+                && !line.contains(", 0 sent from disk")
+                && line.contains(" sent from disk")),
+            "no pull sent a file from disk:\n{logs}"
+        );
+    }
     assert!(
         versions.len() > 10,
         "the churn never reached the VFS: {versions:?}"
