@@ -198,6 +198,30 @@ fn large_files_churning_in_the_sidecars_copy_never_tear_the_vfs() {
     churn(70_000, "large files");
 }
 
+/// The churn writer's process group, killed when stopped or dropped (a failed assertion
+/// must not leave it writing forever).
+struct Churner(std::process::Child);
+
+impl Churner {
+    /// Kills the whole group (a `head | tr` still writing a file would change the copy
+    /// after the test's last run) and reaps the shell.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Churner {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.stop();
+        }
+    }
+}
+
 /// A writer in the sidecar's namespace, rewriting, replacing and deleting files in
 /// `guest_dir/churn` in a loop until killed (see [`churn`]).
 fn start_churner(sidecar: &RemoteSidecar, guest_dir: &str, base: u32) -> std::process::Child {
@@ -275,7 +299,7 @@ fn churn(base: u32, label: &str) {
     vfs.write_file("/c/keep.txt", b"keep".to_vec()).unwrap();
     let pwd = run_ok(&mut session, &mut vfs, "/c", "mkdir -p churn && pwd");
     let guest_dir = pwd.trim().to_owned();
-    let mut churner = start_churner(&sidecar, &guest_dir, base);
+    let mut churner = Churner(start_churner(&sidecar, &guest_dir, base));
     session.set_pull_excludes(&["churn/.t*"]).unwrap();
     let (mut ok, mut failed) = (0_u32, 0_u32);
     let mut versions = std::collections::BTreeSet::new();
@@ -318,11 +342,7 @@ fn churn(base: u32, label: &str) {
     }
     // The whole group: a `head | tr` still writing a file would change the copy after
     // the quiet run below.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(i32::try_from(churner.id()).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let status = churner.wait().unwrap();
+    let status = churner.stop();
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         status.code().is_none(),
