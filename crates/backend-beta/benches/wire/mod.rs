@@ -536,6 +536,22 @@ fn rebuild(setup: &WireSetup) {
     );
     // What the last rebuild moved over the wire (the sidecar's log).
     print_profile(setup, "\"/rebuild\"", "rebuild", 2);
+    // What the sidecar holds after the rebuilds (its mirror of the wire copy: the tool's
+    // large outputs stay on disk, unread).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", setup.sidecar.pid()))
+        .unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map_or_else(|| "?".to_owned(), |v| v.trim().to_owned())
+    };
+    println!(
+        "beta/rebuild sidecar memory after {} builds: VmRSS {}, VmHWM {}",
+        2 * RUNS + 2,
+        field("VmRSS:"),
+        field("VmHWM:")
+    );
 }
 
 /// The `wire` sections, each run when `wanted(name)` says so. Each section gets a fresh
