@@ -789,7 +789,7 @@ impl Replica {
             return self.refuse_stream(conn, writer, err);
         }
         let received_at = started.elapsed();
-        let (next, manifest, tree_digest) = match mirror {
+        let (mut next, manifest, tree_digest) = match mirror {
             Ok(built) => built,
             Err(message) => {
                 drop(streamed);
@@ -798,11 +798,10 @@ impl Replica {
             }
         };
         let mirror_at = started.elapsed();
-        if let Err(err) = streamed.finish(&mut self.sync, &next) {
-            let message = self.disk_failure("writing the push into", &err);
-            self.reset(conn, &message);
-            return Ok(Reply::error(ErrorCode::WireIo, message));
-        }
+        let kept_count = match self.finish_stream(conn, streamed, &mut next) {
+            Ok(kept) => kept,
+            Err(reply) => return Ok(reply),
+        };
         let finished_at = started.elapsed();
         // Watches go on the directories the push created (no listing of the tree).
         self.tracker
@@ -814,7 +813,7 @@ impl Replica {
         log(
             conn,
             &format!(
-                "wire-sync: push of {:?} applied, streamed{} ({} entries, {:?}: tree created {begun:?}, blobs read {received_at:?}, mirror {mirror_at:?}, files done {finished_at:?}, after the line {:?})",
+                "wire-sync: push of {:?} applied, streamed{} ({} entries, {kept_count} kept on disk, {:?}: tree created {begun:?}, blobs read {received_at:?}, mirror {mirror_at:?}, files done {finished_at:?}, after the line {:?})",
                 self.project,
                 if plan.digestless {
                     ", digests computed here"
@@ -830,6 +829,32 @@ impl Replica {
             generation: pending.push.generation,
             tree_digest,
         }))
+    }
+
+    /// Finishes a streamed push whose mirror is `next`; the large files it wrote then
+    /// hold their bytes on disk, not in the mirror, so the copy's memory is its small
+    /// files (the received buffers are freed here). Returns how many were kept on disk.
+    fn finish_stream(
+        &mut self,
+        conn: u64,
+        streamed: StreamedPush,
+        next: &mut Vfs,
+    ) -> Result<usize, Reply> {
+        let kept = match streamed.finish(&mut self.sync, next) {
+            Ok((_, kept)) => kept,
+            Err(err) => {
+                let message = self.disk_failure("writing the push into", &err);
+                self.reset(conn, &message);
+                return Err(Reply::error(ErrorCode::WireIo, message));
+            }
+        };
+        let count = kept.len();
+        for (path, content) in kept {
+            // Cannot fail (the mirror holds every file pushed, at its length); a file
+            // that did would just stay in memory.
+            let _ = next.keep_on_disk(&path, content);
+        }
+        Ok(count)
     }
 
     /// Deletions and changed entries that turn the copy into exactly `entries`.

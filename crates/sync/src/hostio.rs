@@ -294,13 +294,19 @@ pub(crate) fn is_dot_or_dotdot(name: &CStr) -> bool {
 /// whatever was there (the old inode is unlinked, never written through). The count
 /// returned is what a report calls deleted: a replaced file or link is an overwrite
 /// (0); a directory in the way is a type change and its whole subtree counts.
+/// `readable` opens it for reading too (a descriptor the caller keeps to read it back).
 pub(crate) fn create_file_at(
     parent: BorrowedFd<'_>,
     name: &str,
     mode: u32,
+    readable: bool,
 ) -> nix::Result<(File, u64)> {
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let access = if readable {
+        OFlag::O_RDWR
+    } else {
+        OFlag::O_WRONLY
+    };
+    let flags = access | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let create_mode = Mode::from_bits_truncate(mode & 0o777);
     match openat(parent, name, flags, create_mode) {
         Ok(fd) => Ok((File::from(fd), 0)),
@@ -323,7 +329,7 @@ pub(crate) fn create_file_at(
 /// the file's metadata afterwards. `umask_bits` are the bits the process umask removed
 /// at creation (a `chmod` is only needed when the mode lost bits or has special bits).
 pub(crate) fn finish_file(
-    mut file: File,
+    file: &mut File,
     content: &[u8],
     mode: u32,
     mtime: Ts,

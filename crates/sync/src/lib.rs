@@ -116,7 +116,9 @@ pub mod wire;
 
 pub use error::VmSyncError;
 pub use pull::{PullScope, pull_workspace_to_vfs, pull_workspace_to_vfs_scoped};
-pub use push::{STREAM_MAX_DIRS, StreamEntry, StreamedPush, push_full, push_incremental};
+pub use push::{
+    KeptOnDisk, STREAM_MAX_DIRS, StreamEntry, StreamedPush, push_full, push_incremental,
+};
 pub use report::{Skipped, SyncProgress, SyncReport, human_bytes};
 pub use run::ToolOutcome;
 pub use staging::{StagingDir, clean_stale_staging};

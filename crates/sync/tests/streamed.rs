@@ -113,6 +113,8 @@ fn a_streamed_push_leaves_the_tree_and_state_of_a_full_push() {
     let (list, mut contents) = entries_of(&vfs, "/w");
     let staging = tempfile::tempdir().unwrap();
     let mut state = SyncState::new(staging.path());
+    // Files of at least 200 bytes keep their descriptors (the default is 64 KiB).
+    state.set_lazy_min_size(200);
     let push = StreamedPush::begin(&mut state, "/w", &stream_entries(&list))
         .unwrap()
         .expect("an empty leaf streams");
@@ -126,8 +128,32 @@ fn a_streamed_push_leaves_the_tree_and_state_of_a_full_push() {
             }
         });
     });
-    let report = push.finish(&mut state, &vfs).unwrap();
+    let (report, kept) = push.finish(&mut state, &vfs).unwrap();
     assert_eq!(report.files_written, 12 * 31 + 1, "{report:?}");
+    // Exactly the files of at least 200 bytes are kept on disk, each unread and reading
+    // back the bytes pushed.
+    let mut large: Vec<String> = vfs
+        .walk("/w")
+        .unwrap()
+        .filter(|e| e.node.kind() == NodeKind::File && e.node.metadata().size >= 200)
+        .map(|e| e.path)
+        .collect();
+    let mut kept_paths: Vec<String> = kept.iter().map(|(path, _)| path.clone()).collect();
+    large.sort();
+    kept_paths.sort();
+    assert!(!large.is_empty());
+    assert_eq!(kept_paths, large);
+    let mut on_disk = vfs.clone();
+    for (path, content) in kept {
+        assert!(!content.is_loaded());
+        assert_eq!(
+            &content.content().unwrap()[..],
+            &vfs.read_file(&path).unwrap()[..],
+            "{path}"
+        );
+        on_disk.keep_on_disk(&path, content).unwrap();
+    }
+    assert!(on_disk.same_tree(&vfs));
     let leaf = staging.path().join("w");
     assert_same(
         &vfs_snapshot(&vfs, "/w"),

@@ -449,13 +449,54 @@ impl Vfs {
         let norm = path::normalize_entry_with(&self.cwd, path)?;
         let weak = Arc::downgrade(&content);
         self.put_file(&norm, FileData::Lazy(content), Some(mode), mtime)?;
+        self.register_lazy(weak, norm);
+        Ok(())
+    }
+
+    /// Lets the file at `path` keep its bytes on disk: its in-memory content is replaced
+    /// by `content`, a lazy content of a host file the caller has just written those very
+    /// bytes to (a sidecar's copy, which then holds a descriptor instead of the bytes).
+    /// This is not a change of the tree: no new generation, no history entry, mode and
+    /// mtime kept, clones unaffected. The bytes are not compared (that would read the
+    /// file): the caller vouches for them; only the lengths must agree. A file already
+    /// lazy is left as it is.
+    ///
+    /// # Errors
+    /// [`VfsError::NotFound`], [`VfsError::IsADirectory`] or [`VfsError::IsASymlink`]
+    /// when `path` is not a file; [`VfsError::ContentChanged`] naming the host file
+    /// when its length differs from the node's.
+    pub fn keep_on_disk(&mut self, path: &str, content: Arc<LazyContent>) -> Result<(), VfsError> {
+        let norm = path::normalize_entry_with(&self.cwd, path)?;
+        let node = walk_mut(&mut self.root, &norm)?;
+        let data = match &mut node.data {
+            NodeData::File(data) => data,
+            NodeData::Dir(_) => return Err(VfsError::IsADirectory { path: norm }),
+            NodeData::Symlink(_) => return Err(VfsError::IsASymlink { path: norm }),
+        };
+        match data {
+            FileData::Lazy(_) => return Ok(()),
+            FileData::Loaded(bytes) if bytes.len() as u64 != content.len() => {
+                return Err(VfsError::ContentChanged {
+                    path: norm,
+                    origin: content.origin().to_path_buf(),
+                });
+            }
+            FileData::Loaded(_) => {}
+        }
+        let weak = Arc::downgrade(&content);
+        *data = FileData::Lazy(content);
+        self.register_lazy(weak, norm);
+        Ok(())
+    }
+
+    /// Records a lazy content put at `norm` (for [`Self::materialize_shared_lazy`]).
+    fn register_lazy(&mut self, weak: std::sync::Weak<LazyContent>, norm: String) {
         if self.lazy.len() >= self.lazy_prune_at {
             self.lazy
                 .retain(|(weak, _)| weak.upgrade().is_some_and(|lazy| !lazy.is_loaded()));
             self.lazy_prune_at = (self.lazy.len() * 2).max(LAZY_PRUNE_MIN);
         }
         self.lazy.push((weak, norm));
-        Ok(())
     }
 
     /// Reads every lazy content put in this tree that someone else holds too (a clone of

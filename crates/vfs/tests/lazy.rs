@@ -274,3 +274,52 @@ fn chunks_are_fed_without_reading_the_content_and_a_change_is_an_error() {
         .unwrap();
     assert_eq!(empties, 1);
 }
+
+#[test]
+fn keeping_a_file_on_disk_is_not_a_change_and_leaves_clones_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..150_000u32).map(|i| (i % 249) as u8).collect();
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/p").unwrap();
+    vfs.write_file("/p/out.bin", bytes.clone()).unwrap();
+    vfs.set_mode("/p/out.bin", 0o755).unwrap();
+    let before = vfs.stat("/p/out.bin").unwrap();
+    let generation = vfs.generation();
+    let clone = vfs.clone();
+    // The caller wrote the same bytes to a host file.
+    let host = dir.path().join("out.bin");
+    fs::write(&host, &bytes).unwrap();
+    vfs.keep_on_disk("/p/out.bin", lazy(&host, "/p/out.bin"))
+        .unwrap();
+    assert!(vfs.node("/p/out.bin").unwrap().is_lazy_unread());
+    assert_eq!(vfs.generation(), generation, "not a change");
+    assert!(vfs.changes_since("/", generation).unwrap().is_empty());
+    let after = vfs.stat("/p/out.bin").unwrap();
+    assert_eq!(
+        (after.size, after.mode, after.mtime),
+        (before.size, before.mode, before.mtime)
+    );
+    // The clone taken before still holds the bytes in memory.
+    assert!(!clone.node("/p/out.bin").unwrap().is_lazy_unread());
+    assert_eq!(&vfs.read_file("/p/out.bin").unwrap()[..], &bytes[..]);
+    // A host file of another length is refused; directories and symlinks too.
+    let short = dir.path().join("short.bin");
+    fs::write(&short, &bytes[..10]).unwrap();
+    vfs.write_file("/p/other.bin", bytes.clone()).unwrap();
+    let err = vfs
+        .keep_on_disk("/p/other.bin", lazy(&short, "/p/other.bin"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, VfsError::ContentChanged { origin, .. } if origin == &short),
+        "{err:?}"
+    );
+    assert!(!vfs.node("/p/other.bin").unwrap().is_lazy_unread());
+    assert!(matches!(
+        vfs.keep_on_disk("/p", lazy(&host, "/p")),
+        Err(VfsError::IsADirectory { .. })
+    ));
+    assert!(matches!(
+        vfs.keep_on_disk("/p/missing", lazy(&host, "/p/missing")),
+        Err(VfsError::NotFound { .. })
+    ));
+}

@@ -305,6 +305,9 @@ fn first_push_case(
     );
     // The sidecar's own phase timings of these pushes (its log): where the wire time goes.
     print_profile(setup, &format!("\"/{name}"), name, usize::MAX);
+    // The copies it now holds (these and the earlier cases'): their small files in
+    // memory, large ones on disk.
+    print_sidecar_memory(setup, name, &format!("after {runs} first pushes of {name}"));
 }
 
 /// Prints the last `last` push and pull lines of the sidecar's log about `project` (a
@@ -318,6 +321,23 @@ fn print_profile(setup: &WireSetup, project: &str, label: &str, last: usize) {
     for line in &lines[lines.len().saturating_sub(last)..] {
         println!("beta/{label} sidecar profile: {line}");
     }
+}
+
+/// The sidecar's resident and peak memory (`/proc/<pid>/status`), `what` says when.
+fn print_sidecar_memory(setup: &WireSetup, label: &str, what: &str) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", setup.sidecar.pid()))
+        .unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map_or_else(|| "?".to_owned(), |v| v.trim().to_owned())
+    };
+    println!(
+        "beta/{label} sidecar memory {what}: VmRSS {}, VmHWM {}",
+        field("VmRSS:"),
+        field("VmHWM:")
+    );
 }
 
 fn round_trips(setup: &WireSetup) {
@@ -538,20 +558,7 @@ fn rebuild(setup: &WireSetup) {
     print_profile(setup, "\"/rebuild\"", "rebuild", 2);
     // What the sidecar holds after the rebuilds (its mirror of the wire copy: the tool's
     // large outputs stay on disk, unread).
-    let status = std::fs::read_to_string(format!("/proc/{}/status", setup.sidecar.pid()))
-        .unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .map_or_else(|| "?".to_owned(), |v| v.trim().to_owned())
-    };
-    println!(
-        "beta/rebuild sidecar memory after {} builds: VmRSS {}, VmHWM {}",
-        2 * RUNS + 2,
-        field("VmRSS:"),
-        field("VmHWM:")
-    );
+    print_sidecar_memory(setup, "rebuild", &format!("after {} builds", 2 * RUNS + 2));
 }
 
 /// The `wire` sections, each run when `wanted(name)` says so. Each section gets a fresh

@@ -1033,3 +1033,35 @@ fn an_idle_copy_is_removed_and_the_next_session_pushes_again() {
     let mut second = session(sidecar.addr, &sidecar.token_file);
     run_ok(&mut second, &mut vfs, "/f", "test \"$(cat small)\" = s");
 }
+
+/// The large files of a first (streamed) push keep their bytes on disk, not in the
+/// sidecar's memory — and still serve as the content of a later push that copies or
+/// renames them (the sidecar reads them back from its copy, checked unchanged).
+#[test]
+fn large_files_of_a_first_push_stay_on_the_sidecars_disk_and_serve_later_pushes() {
+    let sidecar = RemoteSidecar::start("64m", &[]);
+    let mut session = session(sidecar.addr, &sidecar.token_file);
+    let mut vfs = Vfs::new();
+    vfs.mkdir("/k").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
+    vfs.write_file("/k/big.bin", big.clone()).unwrap();
+    vfs.write_file("/k/small.txt", b"small".to_vec()).unwrap();
+    run_ok(&mut session, &mut vfs, "/k", "true");
+    wait_for_log(&sidecar, "1 kept on disk");
+    // A copy and a rename of the large file: its digest is one the copy holds.
+    vfs.write_file("/k/copy.bin", big.clone()).unwrap();
+    vfs.rename("/k/big.bin", "/k/moved.bin").unwrap();
+    let out = run_ok(
+        &mut session,
+        &mut vfs,
+        "/k",
+        "cmp moved.bin copy.bin && wc -c < copy.bin && test ! -e big.bin",
+    );
+    assert_eq!(out.trim(), "300000");
+    assert_eq!(&vfs.read_file("/k/copy.bin").unwrap()[..], &big[..]);
+    assert!(
+        !sidecar.logs().contains("listed but lost"),
+        "{}",
+        sidecar.logs()
+    );
+}

@@ -546,11 +546,15 @@ impl Plan<'_, '_> {
                 for file_index in range.clone() {
                     let file = &task.files[file_index];
                     let path = || self.leaf_path.join(&file.rel);
-                    let (handle, removed) =
-                        hostio::create_file_at(fd.as_fd(), &file.rel[file.name_start..], file.mode)
-                            .map_err(|errno| VmSyncError::errno(path(), errno))?;
+                    let (mut handle, removed) = hostio::create_file_at(
+                        fd.as_fd(),
+                        &file.rel[file.name_start..],
+                        file.mode,
+                        false,
+                    )
+                    .map_err(|errno| VmSyncError::errno(path(), errno))?;
                     let meta = hostio::finish_file(
-                        handle,
+                        &mut handle,
                         file.content,
                         file.mode,
                         file.mtime,

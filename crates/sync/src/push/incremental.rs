@@ -274,9 +274,9 @@ fn incremental_inner(
                 let Some(content) = node.content()? else {
                     unreachable!("a file node has content");
                 };
-                let (file, removed) =
-                    hostio::create_file_at(parent, name, meta.mode).map_err(host_err(rel))?;
-                let host = hostio::finish_file(file, content, meta.mode, mtime, umask_bits)
+                let (mut file, removed) = hostio::create_file_at(parent, name, meta.mode, false)
+                    .map_err(host_err(rel))?;
+                let host = hostio::finish_file(&mut file, content, meta.mode, mtime, umask_bits)
                     .map_err(|err| VmSyncError::io(leaf_path.join(rel), err))?;
                 report.deleted += removed;
                 report.files_written += 1;

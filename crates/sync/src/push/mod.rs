@@ -175,4 +175,4 @@ mod streamed;
 
 use full::full_push_inner;
 pub use incremental::push_incremental;
-pub use streamed::{STREAM_MAX_DIRS, StreamEntry, StreamedPush};
+pub use streamed::{KeptOnDisk, STREAM_MAX_DIRS, StreamEntry, StreamedPush};

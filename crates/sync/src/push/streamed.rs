@@ -16,6 +16,8 @@
 use super::*;
 
 use std::sync::mpsc::{Receiver, SyncSender};
+
+use devshell_vm_vfs::{LazyContent, LazySlot};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -63,6 +65,10 @@ struct StreamFile {
 /// What the writers share.
 struct Shared {
     leaf_path: PathBuf,
+    /// The pushed VFS directory (for the VFS paths of files kept on disk).
+    vfs_root: String,
+    /// Files at least this large are kept readable from their descriptors.
+    keep_min_size: u64,
     umask_bits: u32,
     dirs: Vec<StreamDir>,
     /// By entry index: the file's position in `files` (`None` for other kinds and
@@ -73,8 +79,13 @@ struct Shared {
     stop: WriterStop,
 }
 
-/// What one writer did: `(file, metadata after writing)`, bytes written.
-type Written = (Vec<(usize, HostMeta)>, u64);
+/// What one writer did: `(file, metadata after writing, the file kept on disk)`, bytes
+/// written.
+type Written = (Vec<(usize, HostMeta, Option<Arc<LazyContent>>)>, u64);
+
+/// A file a streamed push wrote and left readable from its descriptor: its VFS path and
+/// its content (unread, see [`StreamedPush::finish`]).
+pub type KeptOnDisk = (String, Arc<LazyContent>);
 
 /// A full push in progress whose file contents are fed while it runs (see the module
 /// docs). Dropping it without [`Self::finish`] stops the writers; the leaf then counts
@@ -206,6 +217,8 @@ impl StreamedPush {
         };
         let shared = Arc::new(Shared {
             leaf_path,
+            vfs_root: norm.clone(),
+            keep_min_size: state.lazy_min_size,
             umask_bits: state.umask_bits,
             dirs,
             file_of,
@@ -249,11 +262,22 @@ impl StreamedPush {
     /// to [`Self::begin`] under the same path, with the contents fed; its root's mode
     /// and mtime are the leaf's.
     ///
+    /// Also returns the files of at least the state's lazy size
+    /// ([`SyncState::set_lazy_min_size`]) that were written through a descriptor kept
+    /// open for reading (within the process-wide cap of
+    /// [`devshell_vm_vfs::lazy::lazy_fd_limit`]), each as an unread [`LazyContent`] of
+    /// the bytes just written: a caller that keeps the tree in memory can let those
+    /// files hold their bytes on disk instead ([`Vfs::keep_on_disk`]).
+    ///
     /// # Errors
     /// The first write error, [`VmSyncError::WireApply`] for a file never fed, or
     /// [`VmSyncError::Io`] setting a directory's metadata. The leaf then counts as a
     /// failed push.
-    pub fn finish(mut self, state: &mut SyncState, vfs: &Vfs) -> Result<SyncReport, VmSyncError> {
+    pub fn finish(
+        mut self,
+        state: &mut SyncState,
+        vfs: &Vfs,
+    ) -> Result<(SyncReport, Vec<KeptOnDisk>), VmSyncError> {
         let observed_at = Ts::coarse_now();
         let generation = vfs.generation();
         let written = self.join();
@@ -267,11 +291,15 @@ impl StreamedPush {
             ..SyncReport::default()
         };
         let mut file_meta: Vec<Option<HostMeta>> = vec![None; shared.files.len()];
+        let mut kept = Vec::new();
         for (metas, bytes) in written {
             report.bytes_written += bytes;
             report.files_written += metas.len() as u64;
-            for (file, meta) in metas {
+            for (file, meta, on_disk) in metas {
                 file_meta[file] = Some(meta);
+                if let Some(content) = on_disk {
+                    kept.push((vfs_join(&shared.vfs_root, &shared.files[file].rel), content));
+                }
             }
         }
         if let Some(missing) = file_meta.iter().position(Option::is_none) {
@@ -311,7 +339,7 @@ impl StreamedPush {
         leaf.synced_generation = Some(generation);
         leaf.push_incomplete = false;
         report.duration = self.started.elapsed();
-        Ok(report)
+        Ok((report, kept))
     }
 
     /// Closes the queue and waits for the writers; what each wrote.
@@ -362,9 +390,9 @@ impl Shared {
                     continue;
                 };
                 match self.write_one(file, &content) {
-                    Ok(meta) => {
+                    Ok((meta, on_disk)) => {
                         bytes += content.len() as u64;
-                        done.push((file, meta));
+                        done.push((file, meta, on_disk));
                     }
                     Err(err) => {
                         self.stop.fail(err);
@@ -375,14 +403,34 @@ impl Shared {
         }
     }
 
-    fn write_one(&self, file: usize, content: &[u8]) -> Result<HostMeta, VmSyncError> {
+    /// Writes one file; a large one keeps its descriptor (opened for reading too) as an
+    /// unread content when a lazy slot is free.
+    fn write_one(
+        &self,
+        file: usize,
+        content: &[u8],
+    ) -> Result<(HostMeta, Option<Arc<LazyContent>>), VmSyncError> {
         let item = &self.files[file];
         let path = || self.leaf_path.join(&item.rel);
         let dir = self.dirs[item.dir].fd.as_fd();
-        let (handle, _) = hostio::create_file_at(dir, &item.rel[item.name_start..], item.mode)
-            .map_err(|errno| VmSyncError::errno(path(), errno))?;
-        hostio::finish_file(handle, content, item.mode, item.mtime, self.umask_bits)
-            .map_err(|err| VmSyncError::io(path(), err))
+        let slot = if content.len() as u64 >= self.keep_min_size {
+            LazySlot::reserve()
+        } else {
+            None
+        };
+        let (mut handle, _) =
+            hostio::create_file_at(dir, &item.rel[item.name_start..], item.mode, slot.is_some())
+                .map_err(|errno| VmSyncError::errno(path(), errno))?;
+        let meta =
+            hostio::finish_file(&mut handle, content, item.mode, item.mtime, self.umask_bits)
+                .map_err(|err| VmSyncError::io(path(), err))?;
+        let on_disk = slot.and_then(|slot| {
+            // Only an `fstat` failure can stop this: the file then just stays in memory.
+            LazyContent::new(handle, slot, path(), vfs_join(&self.vfs_root, &item.rel))
+                .ok()
+                .map(Arc::new)
+        });
+        Ok((meta, on_disk))
     }
 }
 
