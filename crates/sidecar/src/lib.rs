@@ -15,8 +15,9 @@
 //!   (`--max-unauthenticated`, default a quarter of the cap), so slow or idle clients
 //!   cannot take every slot.
 //! - **Limits.** The soft descriptor limit is raised to the hard one at start and the
-//!   connection cap is lowered to what it allows ([`FDS_PER_CONNECTION`] each, logged);
-//!   a client beyond the cap gets `busy`. An `exec-stream` run holds at most about
+//!   connection cap is lowered to what it allows ([`FDS_PER_CONNECTION`] each, after a
+//!   quarter of the limit kept for the descriptors through which wire copies hold
+//!   large files on disk; logged); a client beyond the cap gets `busy`. An `exec-stream` run holds at most about
 //!   2 MiB of its output in the sidecar (16 queued frames of 64 KiB of output each, plus
 //!   the exec crate's queue of 4 chunks); past that, the tool blocks on its pipe until
 //!   the client reads.

@@ -45,8 +45,10 @@ pub const RESERVED_FDS: u64 = 32;
 ///
 /// At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and the connection
 /// cap becomes the smaller of `--max-connections` and what the descriptor budget allows
-/// (`(soft limit - RESERVED_FDS) / FDS_PER_CONNECTION`), logged; a client beyond it is
-/// answered `busy`, never dropped for lack of a descriptor.
+/// (`(soft limit - RESERVED_FDS - lazy cap) / FDS_PER_CONNECTION`, where the lazy cap,
+/// `devshell_vm_vfs::lazy::lazy_fd_limit`, bounds the descriptors through which wire
+/// copies keep large files on disk), logged; a client beyond it is answered `busy`,
+/// never dropped for lack of a descriptor.
 ///
 /// SIGTERM and SIGINT are caught (see the `signals` module) and handled by a
 /// dedicated thread.
@@ -130,16 +132,18 @@ fn connection_cap(asked: usize) -> usize {
             1024
         }
     };
-    let budget = soft.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION;
+    // Computed now, from the raised limit (it is fixed at its first use).
+    let lazy = u64::try_from(devshell_vm_vfs::lazy::lazy_fd_limit()).unwrap_or(u64::MAX);
+    let budget = soft.saturating_sub(RESERVED_FDS.saturating_add(lazy)) / FDS_PER_CONNECTION;
     let cap = usize::try_from(budget)
         .unwrap_or(usize::MAX)
         .clamp(1, asked);
     if cap < asked {
         log_line!(
-            "connection cap {cap} (asked {asked}): descriptor limit {soft} allows {budget} connections at {FDS_PER_CONNECTION} descriptors each"
+            "connection cap {cap} (asked {asked}): descriptor limit {soft} allows {budget} connections at {FDS_PER_CONNECTION} descriptors each ({lazy} kept for files on disk)"
         );
     } else {
-        log_line!("connection cap {cap} (descriptor limit {soft})");
+        log_line!("connection cap {cap} (descriptor limit {soft}, {lazy} kept for files on disk)");
     }
     cap
 }
