@@ -168,10 +168,10 @@ pub type Listed = Option<(WireEntry, Option<Content>)>;
 
 /// Runs `entry(i)` for every `i < count` on up to one thread per core (at most 8, and
 /// one more thread only per `per_thread` indices), each index taken by the next free
-/// thread, and returns what it gave (`None`: nothing for that index) in index order. Hashing is most of the work of
-/// listing files for the wire (a full push's manifest, a pull's changed files), so this
-/// is how both sides share it out; a few large files never wait behind each other on
-/// one thread. The first error is returned.
+/// thread, and returns what it gave (`None`: nothing for that index) in index order.
+/// Hashing is most of the work of listing files for the wire (a full push's manifest, a
+/// pull's changed files), so this is how both sides share it out; a few large files
+/// never wait behind each other on one thread. The first error is returned.
 ///
 /// # Errors
 /// An error of `entry`, or a note that a thread panicked.

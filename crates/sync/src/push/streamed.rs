@@ -16,10 +16,10 @@
 use super::*;
 
 use std::sync::mpsc::{Receiver, SyncSender};
-
-use devshell_vm_vfs::{LazyContent, LazySlot};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
+
+use devshell_vm_vfs::{LazyContent, LazySlot};
 
 /// Most directories a streamed push holds open at once (one descriptor each, for the
 /// whole push). A larger tree takes the regular path.
