@@ -758,8 +758,13 @@ impl Replica {
         let (to_mirror, mirror_rx) = std::sync::mpsc::sync_channel::<Vec<Verified>>(16);
         let base = self.vfs.clone();
         let entries = &pending.entries;
+        // Large files the writers are done with: the builder lets the mirror hold their
+        // descriptors instead of the bytes as it goes, so the push's memory stays
+        // bounded by what is in flight.
+        let (kept_tx, kept_rx) = std::sync::mpsc::channel();
+        streamed.send_kept_to(kept_tx);
         let (received, mirror) = std::thread::scope(|scope| {
-            let builder = scope.spawn(move || build_mirror(base, entries, &mirror_rx));
+            let builder = scope.spawn(move || build_mirror(base, entries, &mirror_rx, &kept_rx));
             let feed = |batch: Vec<Verified>| {
                 let mut out = Vec::with_capacity(batch.len());
                 for (blob, content, digest) in batch {
@@ -1422,7 +1427,16 @@ fn build_mirror(
     mut vfs: Vfs,
     entries: &[WireEntry],
     contents: &std::sync::mpsc::Receiver<Vec<Verified>>,
+    kept: &std::sync::mpsc::Receiver<devshell_vm_sync::KeptOnDisk>,
 ) -> Result<(Vfs, Manifest, String), String> {
+    fn apply(
+        vfs: &mut Vfs,
+        unused: &mut Manifest,
+        entry: &WireEntry,
+        content: Option<&Content>,
+    ) -> Result<(), String> {
+        apply_entry(vfs, VFS_ROOT, unused, entry, content).map_err(|e| e.to_string())
+    }
     // A path listed twice would leave disk and mirror to the writers' order.
     let mut listed: HashSet<&str> = HashSet::with_capacity(entries.len());
     if let Some(twice) = entries.iter().find(|e| !listed.insert(&e.path)) {
@@ -1434,16 +1448,17 @@ fn build_mirror(
     drop(listed);
     // Into an empty mirror nothing is replaced, so nothing leaves this scratch manifest.
     let mut unused = Manifest::default();
-    let mut apply = |entry: &WireEntry, content: Option<&Content>| {
-        apply_entry(&mut vfs, VFS_ROOT, &mut unused, entry, content).map_err(|e| e.to_string())
-    };
     let mut manifest = Manifest::default();
     for entry in entries.iter().filter(|e| e.kind != WireKind::File) {
-        apply(entry, None)?;
+        apply(&mut vfs, &mut unused, entry, None)?;
         manifest.upsert(entry.clone());
     }
     let mut files = entries.iter().filter(|e| e.kind == WireKind::File).count();
+    // Kept files whose node is not in the mirror yet (their batch is still queued).
+    let mut early: Vec<devshell_vm_sync::KeptOnDisk> = Vec::new();
     for batch in contents {
+        early.extend(kept.try_iter());
+        early.retain(|(path, content)| vfs.keep_on_disk(path, Arc::clone(content)).is_err());
         for (index, content, digest) in batch {
             let Some(entry) = entries.get(index).filter(|e| e.kind == WireKind::File) else {
                 continue;
@@ -1451,7 +1466,7 @@ fn build_mirror(
             // The digest the blob was verified against, or the one computed for it.
             let mut entry = entry.clone();
             entry.digest = Some(digest);
-            apply(&entry, Some(&content))?;
+            apply(&mut vfs, &mut unused, &entry, Some(&content))?;
             manifest.upsert(entry);
             files -= 1;
         }

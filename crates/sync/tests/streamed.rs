@@ -118,6 +118,8 @@ fn a_streamed_push_leaves_the_tree_and_state_of_a_full_push() {
     let push = StreamedPush::begin(&mut state, "/w", &stream_entries(&list))
         .unwrap()
         .expect("an empty leaf streams");
+    let (kept_tx, kept_rx) = std::sync::mpsc::channel();
+    push.send_kept_to(kept_tx);
     // Contents arrive in another order than the walk, in uneven batches, from another
     // thread than the one that finishes.
     contents.reverse();
@@ -143,6 +145,10 @@ fn a_streamed_push_leaves_the_tree_and_state_of_a_full_push() {
     kept_paths.sort();
     assert!(!large.is_empty());
     assert_eq!(kept_paths, large);
+    // Each was also sent as soon as it was written.
+    let mut sent: Vec<String> = kept_rx.try_iter().map(|(path, _)| path).collect();
+    sent.sort();
+    assert_eq!(sent, large);
     let mut on_disk = vfs.clone();
     for (path, content) in kept {
         assert!(!content.is_loaded());

@@ -77,6 +77,8 @@ struct Shared {
     files: Vec<StreamFile>,
     queue: Mutex<Receiver<Vec<(usize, Content)>>>,
     stop: WriterStop,
+    /// Where each file kept on disk is also sent as soon as it is written.
+    kept_to: Mutex<Option<std::sync::mpsc::Sender<KeptOnDisk>>>,
 }
 
 /// What one writer did: `(file, metadata after writing, the file kept on disk)`, bytes
@@ -225,6 +227,7 @@ impl StreamedPush {
             files,
             queue: Mutex::new(receiver),
             stop: WriterStop::default(),
+            kept_to: Mutex::new(None),
         });
         let writers = (0..writers)
             .map(|_| {
@@ -241,6 +244,19 @@ impl StreamedPush {
             leaf_created,
             started,
         }))
+    }
+
+    /// Also sends each file kept on disk (see [`Self::finish`]) to `to` as soon as it is
+    /// written: a caller that builds its in-memory tree meanwhile can let it hold the
+    /// descriptor instead of the bytes right away ([`Vfs::keep_on_disk`]), so the push's
+    /// memory stays bounded by what is in flight rather than the tree. [`Self::finish`]
+    /// still returns them all. Files written before this call are not sent.
+    pub fn send_kept_to(&self, to: std::sync::mpsc::Sender<KeptOnDisk>) {
+        *self
+            .shared
+            .kept_to
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(to);
     }
 
     /// Hands the writers the content of the entries at these indices (into the
@@ -424,12 +440,23 @@ impl Shared {
         let meta =
             hostio::finish_file(&mut handle, content, item.mode, item.mtime, self.umask_bits)
                 .map_err(|err| VmSyncError::io(path(), err))?;
+        let vfs_path = || vfs_join(&self.vfs_root, &item.rel);
         let on_disk = slot.and_then(|slot| {
             // Only an `fstat` failure can stop this: the file then just stays in memory.
-            LazyContent::new(handle, slot, path(), vfs_join(&self.vfs_root, &item.rel))
+            LazyContent::new(handle, slot, path(), vfs_path())
                 .ok()
                 .map(Arc::new)
         });
+        if let Some(content) = &on_disk
+            && let Some(to) = self
+                .kept_to
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+        {
+            // A receiver gone just misses the early news: `finish` returns it too.
+            let _ = to.send((vfs_path(), Arc::clone(content)));
+        }
         Ok((meta, on_disk))
     }
 }
