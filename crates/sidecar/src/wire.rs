@@ -759,8 +759,8 @@ impl Replica {
         let base = self.vfs.clone();
         let entries = &pending.entries;
         // Large files the writers are done with: the builder lets the mirror hold their
-        // descriptors instead of the bytes as it goes, so the push's memory stays
-        // bounded by what is in flight.
+        // descriptors instead of the bytes as it goes, so their received bytes are freed
+        // during the push, not at its end (small files stay in the mirror's memory).
         let (kept_tx, kept_rx) = std::sync::mpsc::channel();
         streamed.send_kept_to(kept_tx);
         let (received, mirror) = std::thread::scope(|scope| {

@@ -248,9 +248,9 @@ impl StreamedPush {
 
     /// Also sends each file kept on disk (see [`Self::finish`]) to `to` as soon as it is
     /// written: a caller that builds its in-memory tree meanwhile can let it hold the
-    /// descriptor instead of the bytes right away ([`Vfs::keep_on_disk`]), so the push's
-    /// memory stays bounded by what is in flight rather than the tree. [`Self::finish`]
-    /// still returns them all. Files written before this call are not sent.
+    /// descriptor instead of the bytes right away ([`Vfs::keep_on_disk`]), so their bytes
+    /// are freed during the push rather than after it. [`Self::finish`] still returns
+    /// them all. Files written before this call are not sent.
     pub fn send_kept_to(&self, to: std::sync::mpsc::Sender<KeptOnDisk>) {
         *self
             .shared
