@@ -164,6 +164,12 @@ impl<R: Read> LineReader<R> {
         max_size: u64,
     ) -> Result<Vec<u8>, ProtocolError> {
         check_announced(blob, max_size)?;
+        self.read_vec(blob)
+    }
+
+    /// Reads the frames of an announced (already checked) blob into a growing buffer
+    /// (at most [`PREALLOCATE_MAX`] allocated before the bytes arrive).
+    fn read_vec(&mut self, blob: &BlobRef) -> Result<Vec<u8>, ProtocolError> {
         let capacity = usize::try_from(blob.size)
             .unwrap_or(usize::MAX)
             .min(PREALLOCATE_MAX);
@@ -211,9 +217,7 @@ impl<R: Read> LineReader<R> {
     fn read_shared(&mut self, blob: &BlobRef) -> Result<std::sync::Arc<[u8]>, ProtocolError> {
         let size = usize::try_from(blob.size).unwrap_or(usize::MAX);
         if size > PREALLOCATE_MAX {
-            let mut data = Vec::with_capacity(PREALLOCATE_MAX);
-            self.read_frames(blob, &mut data)?;
-            return Ok(data.into());
+            return self.read_vec(blob).map(Into::into);
         }
         // Allocated once, in place (a trusted-length iterator), then filled by the reads.
         let mut data: std::sync::Arc<[u8]> = std::iter::repeat_n(0u8, size).collect();

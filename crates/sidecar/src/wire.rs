@@ -30,7 +30,7 @@ use devshell_vm_protocol::{
     WireWant, digest_hex, read_blobs_hashed, write_blob, write_blob_piece, write_frame,
 };
 use devshell_vm_sync::wire::{
-    apply_changes, apply_entry, entries_in_parallel, entry_of, entry_of_unread, ns_to_time,
+    apply_changes, apply_entry, entries_in_parallel, entry_of_node, entry_of_unread, ns_to_time,
 };
 use devshell_vm_sync::{PullScope, StreamEntry, StreamedPush, SyncState};
 use devshell_vm_vfs::{Content, LazyContent, NodeKind, Vfs};
@@ -1281,7 +1281,7 @@ impl Replica {
             if let Some((entry, unread)) = entry_of_unread(node, rel).map_err(failed)? {
                 return Ok(Some((entry, Some(Body::OnDisk(unread)))));
             }
-            entry_of(vfs, path, rel)
+            entry_of_node(node, rel)
                 .map(|(entry, content)| Some((entry, content.map(Body::Bytes))))
                 .map_err(failed)
         })?;
